@@ -1,0 +1,140 @@
+//! Counters the hot path bumps and control reads.
+//!
+//! Every counter has exactly one writer (its worker), so a bump is a relaxed load and store, not
+//! a locked read-modify-write; readers on other cores see a value at most one batch old. Blocks
+//! are cache-line aligned so two workers never write the same line.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Adds `amount` to a counter this thread alone writes.
+#[inline]
+pub fn bump(counter: &AtomicU64, amount: u64) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(amount), Ordering::Relaxed);
+}
+
+/// Why the data plane dropped a frame. Each reason has its own counter in [`WorkerCounters`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Shorter than the headers it claims (Ethernet, IPv4 total length, TCP/UDP header).
+    Truncated,
+    /// Not IPv4 (the XDP classifier passes these to the kernel; seen here only if it did not).
+    NotIpv4,
+    /// Carries an 802.1Q/802.1ad tag.
+    VlanTagged,
+    /// IPv4 header length below 5 words.
+    BadIhl,
+    /// IPv4 options present (header longer than 20 bytes).
+    Ipv4Options,
+    /// A fragment: no ports to classify by.
+    Fragment,
+    /// Neither TCP nor UDP.
+    UnsupportedProtocol,
+    /// No service for its (VIP, port, protocol), e.g. one removed while frames were in flight.
+    NoService,
+    /// The service has no real server with weight > 0.
+    NoBackend,
+    /// The chosen real server's MAC address is not yet known.
+    NeighbourUnresolved,
+    /// The TX ring had no room.
+    TxRingFull,
+}
+
+impl DropReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 11;
+    /// All reasons, in counter order.
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Truncated,
+        DropReason::NotIpv4,
+        DropReason::VlanTagged,
+        DropReason::BadIhl,
+        DropReason::Ipv4Options,
+        DropReason::Fragment,
+        DropReason::UnsupportedProtocol,
+        DropReason::NoService,
+        DropReason::NoBackend,
+        DropReason::NeighbourUnresolved,
+        DropReason::TxRingFull,
+    ];
+
+    /// Stable snake_case name, as the stats socket and lbstat show it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::NotIpv4 => "not_ipv4",
+            DropReason::VlanTagged => "vlan_tagged",
+            DropReason::BadIhl => "bad_ihl",
+            DropReason::Ipv4Options => "ipv4_options",
+            DropReason::Fragment => "fragment",
+            DropReason::UnsupportedProtocol => "unsupported_protocol",
+            DropReason::NoService => "no_service",
+            DropReason::NoBackend => "no_backend",
+            DropReason::NeighbourUnresolved => "neighbour_unresolved",
+            DropReason::TxRingFull => "tx_ring_full",
+        }
+    }
+}
+
+/// One worker's counters.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct WorkerCounters {
+    /// Frames taken from the RX ring.
+    pub rx_packets: AtomicU64,
+    /// Bytes taken from the RX ring.
+    pub rx_bytes: AtomicU64,
+    /// Frames put on the TX ring.
+    pub tx_packets: AtomicU64,
+    /// Bytes put on the TX ring.
+    pub tx_bytes: AtomicU64,
+    /// Drops, indexed by `DropReason as usize`.
+    pub drops: [AtomicU64; DropReason::COUNT],
+    /// Connection entries created.
+    pub connections_created: AtomicU64,
+    /// Connection entries removed after their idle timeout.
+    pub connections_expired: AtomicU64,
+    /// Live entries evicted to make room in a full table.
+    pub connections_evicted: AtomicU64,
+    /// Frames forwarded without an entry because the table was full and nothing could be evicted.
+    pub conn_table_full: AtomicU64,
+    /// Live entries in this worker's connection table (a gauge, set by housekeeping).
+    pub connections_active: AtomicU64,
+    /// Loop iterations that found the fill ring with no room to give frames back.
+    pub fill_ring_starved: AtomicU64,
+    /// TX wake-up syscalls made.
+    pub tx_wakeups: AtomicU64,
+}
+
+impl WorkerCounters {
+    /// Counts one dropped frame.
+    #[inline]
+    pub fn count_drop(&self, reason: DropReason) {
+        bump(&self.drops[reason as usize], 1);
+    }
+
+    /// Drops so far for this reason.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// One worker's counters for one real server.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct BackendCounters {
+    /// New flows scheduled to it.
+    pub connections_total: AtomicU64,
+    /// Frames forwarded to it.
+    pub packets_in: AtomicU64,
+    /// Bytes forwarded to it.
+    pub bytes_in: AtomicU64,
+}
+
+/// Allocates one block of `backends` counters, for one worker.
+pub fn backend_counter_block(backends: usize) -> std::sync::Arc<[BackendCounters]> {
+    (0..backends).map(|_| BackendCounters::default()).collect()
+}
+
+const _: () = assert!(std::mem::size_of::<BackendCounters>() == 64);
+const _: () = assert!(DropReason::ALL.len() == DropReason::COUNT);

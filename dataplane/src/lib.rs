@@ -1,0 +1,31 @@
+//! The director's data plane: everything a frame touches between the NIC and the wire.
+//!
+//! Layers, from the wire up (each depends only on those before it):
+//! - [`wire`]: zero-copy views over Ethernet, IPv4, TCP and UDP headers, and checksums.
+//! - [`conntrack`]: the per-worker connection table that keeps a flow on its real server.
+//! - [`rewrite`]: frame rewrites per forwarding method (DR today).
+//! - [`pipeline`]: classify -> look up or schedule -> rewrite, returning a typed [`Verdict`].
+//! - [`xdp`]: the XDP classifier (C source in `bpf/`), its maps and the bpf_link that attaches it.
+//! - [`xsk`]: AF_XDP sockets: UMEM, fill/completion/rx/tx rings.
+//! - [`worker`]: the per-queue busy-polling loop that drives the pipeline over the rings.
+//!
+//! The data plane takes its instructions as an immutable [`service::ServiceTable`] snapshot that
+//! control builds and publishes; workers pick up a new one between batches, never waiting for it.
+//!
+//! What it must not do: parse configuration, resolve neighbours, log or allocate per packet, take
+//! a lock or make a syscall per packet (one TX wake-up per batch is the exception), or panic on
+//! any frame.
+
+pub mod conntrack;
+pub mod counters;
+pub mod pipeline;
+pub mod rewrite;
+pub mod service;
+pub mod wire;
+pub mod worker;
+pub mod xdp;
+pub mod xsk;
+
+pub use counters::{DropReason, WorkerCounters};
+pub use pipeline::{Pipeline, Verdict};
+pub use service::{Backend, Forwarding, Protocol, Service, ServiceKey, ServiceTable, Timeouts};

@@ -1,0 +1,1 @@
+//! Frame rewrites per forwarding method (contract stub).

@@ -1,0 +1,180 @@
+//! The service table: what the data plane serves, as one immutable snapshot.
+//!
+//! Control builds a [`ServiceTable`] from the configuration and the neighbour table and hands it
+//! to every worker; a worker swaps to a new snapshot between batches. Nothing here changes after
+//! construction, so workers read it without synchronisation.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashbrown::HashMap;
+
+use crate::counters::BackendCounters;
+
+/// Transport protocol of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// TCP (IP protocol 6).
+    Tcp,
+    /// UDP (IP protocol 17).
+    Udp,
+}
+
+impl Protocol {
+    /// The IPv4 protocol number.
+    pub const fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+
+    /// The protocol with this IPv4 protocol number, if it is one we serve.
+    pub const fn from_number(number: u8) -> Option<Self> {
+        match number {
+            6 => Some(Protocol::Tcp),
+            17 => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name, as in the configuration.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// How frames reach a real server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forwarding {
+    /// Direct routing: rewrite the Ethernet destination to the real server's MAC and send the
+    /// frame out of the interface it came in on (LVS-DR).
+    DirectRouting,
+}
+
+impl Forwarding {
+    /// Name as in the configuration.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Forwarding::DirectRouting => "dr",
+        }
+    }
+}
+
+/// What identifies a service on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// Virtual IP address.
+    pub vip: Ipv4Addr,
+    /// Destination port.
+    pub port: u16,
+    /// Transport protocol.
+    pub protocol: Protocol,
+}
+
+/// A real server of one service.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    /// Its IPv4 address.
+    pub address: Ipv4Addr,
+    /// Its MAC address, from the neighbour table or the configuration; `None` while unresolved
+    /// (frames scheduled to it are dropped and counted until it resolves).
+    pub mac: Option<[u8; 6]>,
+    /// Configured weight; the scheduler never gives new flows to weight 0.
+    pub weight: u32,
+    /// Index of this backend's counters in each worker's [`BackendCounters`] block.
+    pub counter_slot: usize,
+}
+
+/// One virtual service: a (VIP, port, protocol), its scheduler and its real servers.
+pub struct Service {
+    /// Operator's name for it.
+    pub name: String,
+    /// What it listens on.
+    pub key: ServiceKey,
+    /// How frames reach its real servers.
+    pub forwarding: Forwarding,
+    /// Chooses a backend index for a new flow.
+    pub scheduler: scheduler::Scheduler,
+    /// Real servers; `scheduler.pick` returns an index into this.
+    pub backends: Vec<Backend>,
+}
+
+impl Service {
+    /// Index of the backend with this address, for flows created under an older snapshot.
+    pub fn backend_index(&self, address: Ipv4Addr) -> Option<usize> {
+        self.backends.iter().position(|backend| backend.address == address)
+    }
+}
+
+/// Idle timeouts for connection-table entries (IPVS's defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP after the handshake completes.
+    pub tcp_established: Duration,
+    /// TCP after a SYN only.
+    pub tcp_syn: Duration,
+    /// TCP after a FIN.
+    pub tcp_fin_wait: Duration,
+    /// TCP after a RST.
+    pub tcp_close: Duration,
+    /// Any UDP flow.
+    pub udp: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        // ip_vs_proto_tcp.c / ip_vs_proto_udp.c defaults.
+        Timeouts {
+            tcp_established: Duration::from_secs(15 * 60),
+            tcp_syn: Duration::from_secs(60),
+            tcp_fin_wait: Duration::from_secs(2 * 60),
+            tcp_close: Duration::from_secs(10),
+            udp: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// Everything the workers serve, as one immutable snapshot.
+pub struct ServiceTable {
+    /// Increases with every snapshot control publishes.
+    pub generation: u64,
+    /// The services.
+    pub services: Vec<Service>,
+    /// `services` index by key.
+    index: HashMap<ServiceKey, usize>,
+    /// Connection idle timeouts.
+    pub timeouts: Timeouts,
+    /// Per-worker backend counters, indexed `[worker][backend.counter_slot]`. Control keeps the
+    /// same blocks across snapshots so totals survive a rebuild.
+    pub backend_counters: Vec<Arc<[BackendCounters]>>,
+}
+
+impl ServiceTable {
+    /// Builds a snapshot. Later services with a duplicate key shadow earlier ones; control
+    /// rejects duplicates before it gets here.
+    pub fn new(
+        generation: u64,
+        services: Vec<Service>,
+        timeouts: Timeouts,
+        backend_counters: Vec<Arc<[BackendCounters]>>,
+    ) -> Self {
+        let index = services.iter().enumerate().map(|(position, service)| (service.key, position)).collect();
+        ServiceTable { generation, services, index, timeouts, backend_counters }
+    }
+
+    /// An empty table, as workers start with before control publishes the first one.
+    pub fn empty(workers: usize) -> Self {
+        ServiceTable::new(0, Vec::new(), Timeouts::default(), vec![Arc::from(Vec::new()); workers])
+    }
+
+    /// The service for this key and its index.
+    pub fn lookup(&self, key: &ServiceKey) -> Option<(usize, &Service)> {
+        let position = *self.index.get(key)?;
+        Some((position, &self.services[position]))
+    }
+}

@@ -1,0 +1,1 @@
+//! The per-queue worker loop.
