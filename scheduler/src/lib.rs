@@ -143,7 +143,10 @@ impl fmt::Display for BuildError {
                  expected a prime of at least 100 times the server count"
             ),
             Self::TooManyServers(servers) => {
-                write!(f, "{servers} servers given, at most {MAX_SERVERS} are supported")
+                write!(
+                    f,
+                    "{servers} servers given, at most {MAX_SERVERS} are supported"
+                )
             }
         }
     }

@@ -24,8 +24,8 @@
 //! removal moves more slots; one claim per turn keeps the paper's interleaving and its low
 //! disruption.
 
+use crate::hash::{key_hash, OFFSET_SEED, SKIP_SEED};
 use crate::Candidate;
-use crate::hash::{OFFSET_SEED, SKIP_SEED, key_hash};
 
 /// A built Maglev lookup table; each entry is an index into the caller's server slice.
 #[derive(Debug)]
@@ -69,12 +69,18 @@ impl Maglev {
             })
             .collect();
         if claimants.is_empty() {
-            return Self { table: Box::new([]) };
+            return Self {
+                table: Box::new([]),
+            };
         }
         // Turn order decides contested slots, so fix it by key, not by slice position. Equal keys
         // share a permutation; the slice index breaks the tie so the build stays deterministic.
         claimants.sort_unstable_by_key(|claimant| (claimant.key, claimant.index));
-        let max_weight = claimants.iter().map(|claimant| claimant.weight).max().unwrap_or(1);
+        let max_weight = claimants
+            .iter()
+            .map(|claimant| claimant.weight)
+            .max()
+            .unwrap_or(1);
 
         let slots = table_size as usize;
         let mut table = vec![0_u16; slots];
@@ -99,7 +105,9 @@ impl Maglev {
                 claimant.advance(size);
                 filled += 1;
                 if filled == slots {
-                    return Self { table: table.into_boxed_slice() };
+                    return Self {
+                        table: table.into_boxed_slice(),
+                    };
                 }
             }
         }
@@ -109,7 +117,9 @@ impl Maglev {
     #[inline]
     pub(crate) fn pick(&self, flow_hash: u64) -> Option<usize> {
         let slot = flow_hash.checked_rem(self.table.len() as u64)?;
-        self.table.get(slot as usize).map(|&index| usize::from(index))
+        self.table
+            .get(slot as usize)
+            .map(|&index| usize::from(index))
     }
 
     /// The lookup table, one server index per slot.
@@ -164,8 +174,8 @@ mod tests {
                 }
             }
         }
-        for n in 0..LIMIT {
-            assert_eq!(is_prime(n as u32), n >= 2 && !composite[n], "is_prime({n})");
+        for (n, &is_composite) in composite.iter().enumerate() {
+            assert_eq!(is_prime(n as u32), n >= 2 && !is_composite, "is_prime({n})");
         }
     }
 
@@ -182,12 +192,19 @@ mod tests {
 
     #[test]
     fn every_slot_is_filled_with_an_eligible_server() {
-        let servers: Vec<Candidate> =
-            (0..7).map(|i| Candidate { key: i * 1_000_003, weight: (i % 3) as u32 }).collect();
+        let servers: Vec<Candidate> = (0..7)
+            .map(|i| Candidate {
+                key: i * 1_000_003,
+                weight: (i % 3) as u32,
+            })
+            .collect();
         let maglev = Maglev::new(&servers, 1009);
         assert_eq!(maglev.table().len(), 1009);
         for &index in maglev.table() {
-            assert!(servers[usize::from(index)].weight > 0, "slot owned by drained server {index}");
+            assert!(
+                servers[usize::from(index)].weight > 0,
+                "slot owned by drained server {index}"
+            );
         }
     }
 }

@@ -23,7 +23,10 @@ impl RoundRobin {
             // Fits: `Scheduler::new` rejects more than `MAX_SERVERS` servers.
             .map(|(index, _)| index as u32)
             .collect();
-        Self { eligible, cursor: AtomicUsize::new(0) }
+        Self {
+            eligible,
+            cursor: AtomicUsize::new(0),
+        }
     }
 
     #[inline]

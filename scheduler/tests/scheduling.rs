@@ -6,15 +6,20 @@ use std::time::Instant;
 
 use proptest::prelude::*;
 use scheduler::{
-    Algorithm, BuildError, Candidate, DEFAULT_MAGLEV_TABLE_SIZE, MAX_SERVERS, Scheduler,
-    UnknownAlgorithm, flow_hash,
+    flow_hash, Algorithm, BuildError, Candidate, Scheduler, UnknownAlgorithm,
+    DEFAULT_MAGLEV_TABLE_SIZE, MAX_SERVERS,
 };
 
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::RoundRobin, Algorithm::Maglev];
 
 /// `count` equal-weight servers with well-spread keys, as a hash of address and port would give.
 fn servers(count: u64) -> Vec<Candidate> {
-    (0..count).map(|i| Candidate { key: server_key(i), weight: 1 }).collect()
+    (0..count)
+        .map(|i| Candidate {
+            key: server_key(i),
+            weight: 1,
+        })
+        .collect()
 }
 
 fn server_key(i: u64) -> u64 {
@@ -27,12 +32,19 @@ fn build(algorithm: Algorithm, servers: &[Candidate]) -> Scheduler {
 }
 
 fn maglev_table(servers: &[Candidate], size: u32) -> Vec<u16> {
-    Scheduler::new(Algorithm::Maglev, servers, size).unwrap().maglev_table().unwrap().to_vec()
+    Scheduler::new(Algorithm::Maglev, servers, size)
+        .unwrap()
+        .maglev_table()
+        .unwrap()
+        .to_vec()
 }
 
 /// The table as server keys, so tables built from differently ordered slices compare equal.
 fn table_by_key(servers: &[Candidate], size: u32) -> Vec<u64> {
-    maglev_table(servers, size).iter().map(|&index| servers[usize::from(index)].key).collect()
+    maglev_table(servers, size)
+        .iter()
+        .map(|&index| servers[usize::from(index)].key)
+        .collect()
 }
 
 /// Slots per server index.
@@ -44,9 +56,22 @@ fn slot_counts(table: &[u16], servers: usize) -> Vec<usize> {
     counts
 }
 
+/// `part / whole` for counts that fit in `u32`, which every count in these tests does.
+fn ratio(part: usize, whole: usize) -> f64 {
+    f64::from(u32::try_from(part).unwrap()) / f64::from(u32::try_from(whole).unwrap())
+}
+
 /// Hashes of distinct flows from one client network, as the data plane would compute them.
 fn sample_flow_hashes(count: u32) -> impl Iterator<Item = u64> {
-    (0..count).map(|i| flow_hash(0x0a00_0000 | (i >> 10), 0xc0a8_0001, 1024 + (i & 1023) as u16, 443, 6))
+    (0..count).map(|i| {
+        flow_hash(
+            0x0a00_0000 | (i >> 10),
+            0xc0a8_0001,
+            1024 + (i & 1023) as u16,
+            443,
+            6,
+        )
+    })
 }
 
 #[test]
@@ -64,7 +89,10 @@ fn algorithm_names_round_trip() {
     for name in Algorithm::NAMES {
         assert!(message.contains(name), "{message:?} does not list {name}");
     }
-    assert!(message.contains("wlc"), "{message:?} does not name the rejected value");
+    assert!(
+        message.contains("wlc"),
+        "{message:?} does not name the rejected value"
+    );
 }
 
 #[test]
@@ -92,7 +120,10 @@ fn empty_set_picks_nothing() {
 
 #[test]
 fn all_drained_picks_nothing() {
-    let drained: Vec<Candidate> = servers(5).into_iter().map(|s| Candidate { weight: 0, ..s }).collect();
+    let drained: Vec<Candidate> = servers(5)
+        .into_iter()
+        .map(|s| Candidate { weight: 0, ..s })
+        .collect();
     for algorithm in ALGORITHMS {
         let scheduler = build(algorithm, &drained);
         for hash in sample_flow_hashes(100) {
@@ -135,7 +166,10 @@ fn round_robin_visits_servers_evenly_in_order() {
         *counts.entry(index).or_insert(0) += 1;
         counts
     });
-    assert_eq!(counts, HashMap::from([(0, 1000), (2, 1000), (3, 1000), (4, 1000)]));
+    assert_eq!(
+        counts,
+        HashMap::from([(0, 1000), (2, 1000), (3, 1000), (4, 1000)])
+    );
 }
 
 #[test]
@@ -153,10 +187,15 @@ fn round_robin_is_shared_across_threads() {
                 })
             })
             .collect();
-        workers.into_iter().map(|worker| worker.join().unwrap()).collect()
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap())
+            .collect()
     });
     // Every pick took a distinct cursor value, so the total is exactly even.
-    let totals: Vec<usize> = (0..4).map(|server| counts.iter().map(|c| c[server]).sum()).collect();
+    let totals: Vec<usize> = (0..4)
+        .map(|server| counts.iter().map(|c| c[server]).sum())
+        .collect();
     assert_eq!(totals, vec![10_000; 4]);
 }
 
@@ -190,7 +229,8 @@ fn maglev_table_is_pinned() {
     let table = maglev_table(&servers(5), 13);
     assert_eq!(table, PINNED_TABLE);
 }
-const PINNED_TABLE: [u16; 13] = [0; 13];
+// Cross-checked against an independent Python transcription of the population algorithm.
+const PINNED_TABLE: [u16; 13] = [1, 0, 3, 4, 2, 0, 0, 3, 1, 2, 2, 4, 4];
 
 #[test]
 fn maglev_spreads_equal_weights_evenly() {
@@ -198,7 +238,7 @@ fn maglev_spreads_equal_weights_evenly() {
     let table = maglev_table(&set, DEFAULT_MAGLEV_TABLE_SIZE);
     let counts = slot_counts(&table, set.len());
     let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
-    let ratio = max as f64 / min as f64;
+    let ratio = ratio(max, min);
     println!("maglev balance, 100 servers, M = 65537: slots per server {min}..={max}, max/min = {ratio:.4}");
     assert!(ratio <= 1.05, "max/min slot ratio {ratio}");
 }
@@ -208,8 +248,12 @@ fn maglev_removal_moves_few_other_slots() {
     let set = servers(100);
     let removed = 42;
     let before = table_by_key(&set, DEFAULT_MAGLEV_TABLE_SIZE);
-    let remaining: Vec<Candidate> =
-        set.iter().enumerate().filter(|&(i, _)| i != removed).map(|(_, s)| *s).collect();
+    let remaining: Vec<Candidate> = set
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != removed)
+        .map(|(_, s)| *s)
+        .collect();
     let after = table_by_key(&remaining, DEFAULT_MAGLEV_TABLE_SIZE);
 
     let removed_key = set[removed].key;
@@ -223,7 +267,7 @@ fn maglev_removal_moves_few_other_slots() {
             other_moved += usize::from(old != new);
         }
     }
-    let share = other_moved as f64 / other_slots as f64;
+    let share = ratio(other_moved, other_slots);
     println!(
         "maglev disruption, 100 -> 99 servers: {other_moved} of {other_slots} other slots moved ({:.3}%)",
         share * 100.0
@@ -233,25 +277,49 @@ fn maglev_removal_moves_few_other_slots() {
 
 #[test]
 fn maglev_follows_weights() {
-    let set = [Candidate { key: server_key(1), weight: 3 }, Candidate { key: server_key(2), weight: 1 }];
+    let set = [
+        Candidate {
+            key: server_key(1),
+            weight: 3,
+        },
+        Candidate {
+            key: server_key(2),
+            weight: 1,
+        },
+    ];
     let table = maglev_table(&set, DEFAULT_MAGLEV_TABLE_SIZE);
     let counts = slot_counts(&table, set.len());
-    let heavy_share = counts[0] as f64 / table.len() as f64;
-    println!("maglev weights 3:1 -> slot shares {:.4}:{:.4}", heavy_share, 1.0 - heavy_share);
-    assert!((heavy_share - 0.75).abs() < 0.02, "3:1 weights gave share {heavy_share}");
+    let heavy_share = ratio(counts[0], table.len());
+    println!(
+        "maglev weights 3:1 -> slot shares {:.4}:{:.4}",
+        heavy_share,
+        1.0 - heavy_share
+    );
+    assert!(
+        (heavy_share - 0.75).abs() < 0.02,
+        "3:1 weights gave share {heavy_share}"
+    );
 }
 
 #[test]
 fn maglev_follows_mixed_weights() {
-    let set: Vec<Candidate> =
-        (0..20).map(|i| Candidate { key: server_key(i), weight: 1 + (i % 4) as u32 }).collect();
+    let set: Vec<Candidate> = (0..20)
+        .map(|i| Candidate {
+            key: server_key(i),
+            weight: 1 + (i % 4) as u32,
+        })
+        .collect();
     let table = maglev_table(&set, DEFAULT_MAGLEV_TABLE_SIZE);
     let counts = slot_counts(&table, set.len());
     let total_weight: u32 = set.iter().map(|s| s.weight).sum();
     for (server, &count) in set.iter().zip(&counts) {
-        let expected = table.len() as f64 * f64::from(server.weight) / f64::from(total_weight);
-        let error = (count as f64 - expected).abs() / expected;
-        assert!(error < 0.05, "weight {} got {count} slots, expected {expected:.0}", server.weight);
+        let expected = ratio(table.len(), 1) * f64::from(server.weight) / f64::from(total_weight);
+        let error = (ratio(count, 1) - expected).abs() / expected;
+        assert!(
+            error < 0.05,
+            "weight {} got {count} slots, expected {expected:.0}",
+            server.weight
+        );
     }
 }
 
@@ -274,7 +342,11 @@ fn maglev_builds_skewed_weights() {
     set[0].weight = u32::MAX;
     let scheduler = build(Algorithm::Maglev, &set);
     let counts = slot_counts(scheduler.maglev_table().unwrap(), set.len());
-    assert!(counts[0] > 65_537 - 1000, "heavy server got {} slots", counts[0]);
+    assert!(
+        counts[0] > 65_537 - 1000,
+        "heavy server got {} slots",
+        counts[0]
+    );
 }
 
 #[test]
@@ -285,13 +357,21 @@ fn table_size_must_be_prime() {
     }
     // Round robin ignores the table size.
     Scheduler::new(Algorithm::RoundRobin, &servers(1), 0).unwrap();
-    assert!(BuildError::TableSizeNotPrime(4).to_string().contains("not prime"));
+    assert!(BuildError::TableSizeNotPrime(4)
+        .to_string()
+        .contains("not prime"));
 }
 
 #[test]
 fn table_must_have_a_slot_per_server() {
     let result = Scheduler::new(Algorithm::Maglev, &servers(12), 11);
-    assert_eq!(result.unwrap_err(), BuildError::TableTooSmall { size: 11, servers: 12 });
+    assert_eq!(
+        result.unwrap_err(),
+        BuildError::TableTooSmall {
+            size: 11,
+            servers: 12
+        }
+    );
     // Exactly one slot per server is allowed, and each server gets its slot.
     let table = maglev_table(&servers(11), 11);
     assert_eq!(slot_counts(&table, 11), vec![1; 11]);
@@ -302,13 +382,20 @@ fn too_many_servers_is_rejected() {
     let set = vec![Candidate { key: 1, weight: 1 }; MAX_SERVERS + 1];
     for algorithm in ALGORITHMS {
         let result = Scheduler::new(algorithm, &set, DEFAULT_MAGLEV_TABLE_SIZE);
-        assert_eq!(result.unwrap_err(), BuildError::TooManyServers(MAX_SERVERS + 1));
+        assert_eq!(
+            result.unwrap_err(),
+            BuildError::TooManyServers(MAX_SERVERS + 1)
+        );
     }
 }
 
 fn server_set() -> impl Strategy<Value = Vec<Candidate>> {
-    prop::collection::vec((any::<u64>(), 0..5_u32), 0..50)
-        .prop_map(|servers| servers.into_iter().map(|(key, weight)| Candidate { key, weight }).collect())
+    prop::collection::vec((any::<u64>(), 0..5_u32), 0..50).prop_map(|servers| {
+        servers
+            .into_iter()
+            .map(|(key, weight)| Candidate { key, weight })
+            .collect()
+    })
 }
 
 proptest! {
