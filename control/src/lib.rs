@@ -1,1 +1,36 @@
-//! Control (contract stub).
+//! The director's control side: everything that is not per-packet work.
+//!
+//! - [`config`]: reads the TOML configuration and validates it into typed structs, with errors
+//!   that name the key, the value and what was expected (`director check`).
+//! - [`duration`]: the `"15m"` / `"100ms"` duration syntax of the configuration.
+//! - [`netlink`]: a small synchronous rtnetlink client: interface index, MAC and RX queue count,
+//!   neighbour (ARP) lookups and solicitation for real servers' MACs, VIP addresses.
+//! - [`stats_server`]: the Unix socket that answers `lbstat` and scripts, one JSON request per
+//!   line (types in `director-proto`).
+//! - [`run`]: start-up and shutdown: attaching the XDP classifier, starting workers, building
+//!   [`dataplane::ServiceTable`] snapshots from the configuration and the neighbour table and
+//!   publishing them, adding and removing VIPs.
+//! - [`signals`]: SIGINT/SIGTERM/SIGHUP delivered as channel messages.
+//! - [`stats`]: answers stats requests from the workers' counters.
+//!
+//! What control must not do: touch frames. The per-packet path (parsing, scheduling a flow,
+//! rewriting, transmitting) belongs to `dataplane`; control only builds the immutable snapshots
+//! the workers read and reads the counters they publish. Nothing here runs per packet, so
+//! control may allocate, lock, log and make syscalls freely, but it must never make a worker
+//! wait for it.
+//!
+//! Unsafe code is confined to [`netlink`] (raw sockets and ioctls) and [`signals`] (signal
+//! masks); the rest of the crate denies it.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod duration;
+#[expect(unsafe_code, reason = "raw netlink sockets and ioctls; every block has a SAFETY comment")]
+pub mod netlink;
+pub mod run;
+#[expect(unsafe_code, reason = "signal masks and sigwait; every block has a SAFETY comment")]
+pub mod signals;
+pub mod stats;
+pub mod stats_server;
+
+pub use config::{BackendConfig, Config, ConfigError, DirectorConfig, ServiceConfig};

@@ -1,1 +1,321 @@
-fn main() {}
+//! `lbstat`: shows a running director's counters, `ipvsadm -L --stats` style.
+//!
+//! It asks the director's stats socket for `{"request":"stats"}` and prints services with their
+//! real servers, then per-worker counters (non-zero drops and counters only) and the XDP
+//! classifier's counters. `--json` prints the raw `Stats` document instead, for scripts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use director_proto::{Reply, Request, Stats};
+
+/// How long to wait for the director's reply.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Width of the text before the counter columns, shared by service and backend lines.
+const PREFIX_WIDTH: usize = 51;
+
+/// Shows a running director's services, real servers and counters.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The director's stats socket.
+    #[arg(long, default_value = director_proto::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print the stats document as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("lbstat: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let stats = fetch(args)?;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut stdout, &stats).context("write JSON")?;
+        writeln!(stdout)?;
+    } else {
+        stdout.write_all(render(&stats).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Sends one stats request and reads the reply line.
+fn fetch(args: &Args) -> Result<Stats> {
+    let socket = args.socket.display();
+    let mut stream = UnixStream::connect(&args.socket)
+        .with_context(|| format!("is director running? socket {socket}"))?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    let mut request = serde_json::to_vec(&Request::Stats)?;
+    request.push(b'\n');
+    stream
+        .write_all(&request)
+        .with_context(|| format!("send request to {socket}"))?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .with_context(|| format!("read reply from {socket}"))?;
+    if line.is_empty() {
+        bail!("director closed {socket} without replying");
+    }
+    match serde_json::from_str::<Reply>(&line)
+        .with_context(|| format!("unexpected reply from {socket}"))?
+    {
+        Reply::Stats(stats) => Ok(stats),
+        Reply::Error { message } => bail!("director answered with an error: {message}"),
+    }
+}
+
+/// The table lbstat prints.
+fn render(stats: &Stats) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "director up {}", uptime(stats.uptime_seconds));
+    let _ = writeln!(
+        out,
+        "{:<PREFIX_WIDTH$}{:>10} {:>12} {:>14}",
+        "Prot VIP:Port            Scheduler Fwd  Name", "Conns", "InPkts", "InBytes"
+    );
+    let _ = writeln!(
+        out,
+        "{:<PREFIX_WIDTH$}{:>10} {:>12} {:>14}",
+        "  -> RemoteAddress:Port  Weight  MAC", "Conns", "InPkts", "InBytes"
+    );
+    for service in &stats.services {
+        let (conns, packets, bytes) =
+            service
+                .backends
+                .iter()
+                .fold((0u64, 0u64, 0u64), |sum, backend| {
+                    (
+                        sum.0.saturating_add(backend.connections_total),
+                        sum.1.saturating_add(backend.packets_in),
+                        sum.2.saturating_add(backend.bytes_in),
+                    )
+                });
+        let prefix = format!(
+            "{:<4} {:<19} {:<9} {:<4} {}",
+            service.protocol.to_uppercase(),
+            format!("{}:{}", service.vip, service.port),
+            service.scheduler,
+            service.forwarding,
+            service.name
+        );
+        let _ = writeln!(
+            out,
+            "{prefix:<PREFIX_WIDTH$}{conns:>10} {packets:>12} {bytes:>14}"
+        );
+        for backend in &service.backends {
+            let prefix = format!(
+                "  -> {:<19} {:<7} {}",
+                format!("{}:{}", backend.address, backend.port),
+                backend.weight,
+                backend.mac.as_deref().unwrap_or("unresolved")
+            );
+            let _ = writeln!(
+                out,
+                "{prefix:<PREFIX_WIDTH$}{:>10} {:>12} {:>14}",
+                backend.connections_total, backend.packets_in, backend.bytes_in
+            );
+        }
+    }
+    if !stats.workers.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<6} {:<20} {:>12} {:>14} {:>12} {:>14}",
+            "Worker", "Interface:Queue", "RxPkts", "RxBytes", "TxPkts", "TxBytes"
+        );
+    }
+    for worker in &stats.workers {
+        let _ = writeln!(
+            out,
+            "{:<6} {:<20} {:>12} {:>14} {:>12} {:>14}",
+            worker.worker,
+            format!("{}:{}", worker.interface, worker.queue),
+            worker.rx_packets,
+            worker.rx_bytes,
+            worker.tx_packets,
+            worker.tx_bytes
+        );
+        if let Some(drops) = non_zero(&worker.drops) {
+            let _ = writeln!(out, "       drops: {drops}");
+        }
+        if let Some(counters) = non_zero(&worker.counters) {
+            let _ = writeln!(out, "       {counters}");
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "XDP classifier: {}",
+        non_zero(&stats.xdp).unwrap_or_else(|| "all zero".to_owned())
+    );
+    out
+}
+
+/// `name=value` for each non-zero counter, or `None` if all are zero.
+fn non_zero(counters: &BTreeMap<String, u64>) -> Option<String> {
+    let parts: Vec<String> = counters
+        .iter()
+        .filter(|(_, &value)| value != 0)
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// `1d02h03m04s` style.
+fn uptime(seconds: f64) -> String {
+    // Saturating float-to-int cast: NaN and negatives become 0.
+    #[expect(
+        clippy::cast_sign_loss,
+        reason = "the cast saturates; negatives become 0"
+    )]
+    let total = seconds as u64;
+    let (days, hours, minutes, seconds) = (
+        total / 86_400,
+        total / 3600 % 24,
+        total / 60 % 60,
+        total % 60,
+    );
+    if days > 0 {
+        format!("{days}d{hours:02}h{minutes:02}m{seconds:02}s")
+    } else if hours > 0 {
+        format!("{hours}h{minutes:02}m{seconds:02}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds:02}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use director_proto::{BackendStats, ServiceStats, WorkerStats};
+
+    use super::*;
+
+    fn sample() -> Stats {
+        let backend = |address: &str, mac: Option<&str>, conns: u64| BackendStats {
+            address: address.to_owned(),
+            port: 80,
+            weight: 1,
+            mac: mac.map(str::to_owned),
+            connections_total: conns,
+            packets_in: conns * 3,
+            bytes_in: conns * 300,
+            ..BackendStats::default()
+        };
+        let mut worker = WorkerStats {
+            worker: 0,
+            interface: "eth0".to_owned(),
+            queue: 1,
+            rx_packets: 310,
+            rx_bytes: 31_000,
+            tx_packets: 300,
+            tx_bytes: 30_000,
+            ..WorkerStats::default()
+        };
+        worker.drops.insert("no_service".to_owned(), 4);
+        worker.drops.insert("neighbour_unresolved".to_owned(), 6);
+        worker.drops.insert("truncated".to_owned(), 0);
+        worker
+            .counters
+            .insert("connections_created".to_owned(), 100);
+        worker.counters.insert("fill_ring_starved".to_owned(), 0);
+        Stats {
+            uptime_seconds: 3723.9,
+            services: vec![ServiceStats {
+                name: "web".to_owned(),
+                vip: "192.0.2.10".to_owned(),
+                port: 80,
+                protocol: "tcp".to_owned(),
+                scheduler: "maglev".to_owned(),
+                forwarding: "dr".to_owned(),
+                backends: vec![
+                    backend("192.0.2.11", Some("02:00:00:00:00:11"), 100),
+                    backend("192.0.2.12", Some("02:00:00:00:00:12"), 120),
+                    backend("192.0.2.13", None, 80),
+                ],
+            }],
+            workers: vec![worker],
+            xdp: [("redirected".to_owned(), 310), ("passed".to_owned(), 0)]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn renders_ipvsadm_like_table() {
+        let expected = "\
+director up 1h02m03s
+Prot VIP:Port            Scheduler Fwd  Name            Conns       InPkts        InBytes
+  -> RemoteAddress:Port  Weight  MAC                    Conns       InPkts        InBytes
+TCP  192.0.2.10:80       maglev    dr   web               300          900          90000
+  -> 192.0.2.11:80       1       02:00:00:00:00:11        100          300          30000
+  -> 192.0.2.12:80       1       02:00:00:00:00:12        120          360          36000
+  -> 192.0.2.13:80       1       unresolved                80          240          24000
+
+Worker Interface:Queue            RxPkts        RxBytes       TxPkts        TxBytes
+0      eth0:1                        310          31000          300          30000
+       drops: neighbour_unresolved=6 no_service=4
+       connections_created=100
+
+XDP classifier: redirected=310
+";
+        let rendered = render(&sample());
+        assert_eq!(rendered, expected, "\n{rendered}");
+    }
+
+    #[test]
+    fn renders_empty_stats() {
+        let rendered = render(&Stats::default());
+        assert!(
+            rendered.starts_with("director up 0s\nProt VIP:Port"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.ends_with("XDP classifier: all zero\n"),
+            "{rendered}"
+        );
+        assert!(!rendered.contains("Worker"));
+    }
+
+    #[test]
+    fn uptime_units() {
+        assert_eq!(uptime(0.4), "0s");
+        assert_eq!(uptime(59.0), "59s");
+        assert_eq!(uptime(61.0), "1m01s");
+        assert_eq!(uptime(90_061.0), "1d01h01m01s");
+        assert_eq!(uptime(f64::NAN), "0s");
+    }
+
+    #[test]
+    fn missing_socket_is_explained() {
+        let args = Args {
+            socket: PathBuf::from("/nonexistent/director.sock"),
+            json: false,
+        };
+        let message = format!("{:#}", fetch(&args).unwrap_err());
+        assert!(
+            message.starts_with("is director running? socket /nonexistent/director.sock: "),
+            "{message}"
+        );
+    }
+}

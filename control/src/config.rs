@@ -1,0 +1,1321 @@
+//! The configuration file: TOML read into `Raw*` structs that mirror the file exactly (unknown
+//! keys rejected), then validated into the typed [`Config`] the rest of the director uses.
+//!
+//! Every error names where it is (`service[0] "web": scheduler`), the value found and what was
+//! expected, like `nginx -t`. `configs/reference.toml` documents every key.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fmt::Write as _;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use dataplane::{Forwarding, Protocol, Timeouts};
+use scheduler::Algorithm;
+use serde::Deserialize;
+
+use crate::duration::{format_duration, parse_duration};
+
+/// Default `[director] max_connections`: connection-table entries per worker.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 262_144;
+/// Largest `[director] max_connections`.
+pub const MAX_MAX_CONNECTIONS: usize = 1 << 28;
+/// Largest `[director] workers`.
+pub const MAX_WORKERS: usize = 1024;
+/// Largest backend weight, as `ipvsadm` accepts.
+pub const MAX_WEIGHT: u32 = 65_535;
+/// Largest `maglev_table_size` (the lookup table holds one `u16` per slot).
+pub const MAX_MAGLEV_TABLE_SIZE: u32 = 1 << 24;
+/// Longest Unix socket path (`sun_path` holds 108 bytes including the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// Longest interface name (`IFNAMSIZ` - 1).
+const MAX_INTERFACE_NAME: usize = 15;
+/// Longest service name.
+const MAX_SERVICE_NAME: usize = 64;
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The `[director]` table.
+    pub director: DirectorConfig,
+    /// The `[[service]]` tables, in file order.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// The `[director]` table: process-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectorConfig {
+    /// Interfaces where VIP traffic arrives; each RX queue of each gets a worker.
+    pub interfaces: Vec<String>,
+    /// Worker threads; `None` means one per RX queue of each interface.
+    pub workers: Option<usize>,
+    /// Path of the stats/control Unix socket.
+    pub stats_socket: PathBuf,
+    /// Connection-table bound per worker.
+    pub max_connections: usize,
+    /// Connection idle timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// One `[[service]]` table: a virtual service and its real servers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Operator's name, unique in the file.
+    pub name: String,
+    /// Virtual IP address.
+    pub vip: Ipv4Addr,
+    /// Destination port, 1..=65535.
+    pub port: u16,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Scheduling algorithm.
+    pub scheduler: Algorithm,
+    /// Forwarding method.
+    pub forwarding: Forwarding,
+    /// Maglev lookup-table size: prime, at least the number of backends.
+    pub maglev_table_size: u32,
+    /// Real servers, in file order (at least one).
+    pub backends: Vec<BackendConfig>,
+}
+
+/// One `[[service.backend]]` table: a real server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Its IPv4 address (under DR it must be on the director's L2 segment).
+    pub address: Ipv4Addr,
+    /// Relative weight, 0..=65535; 0 drains it (no new flows).
+    pub weight: u32,
+    /// A static MAC address that overrides the neighbour table.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Why a configuration was rejected. Each `Display` names where, the value and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// Not valid TOML.
+    #[error("TOML syntax error at line {line}, column {column}: {message}")]
+    Syntax {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What the parser expected.
+        message: String,
+    },
+    /// Valid TOML that does not have the expected shape: an unknown key, a missing key, or a value
+    /// of the wrong type.
+    #[error("{key}: {message} (line {line}, column {column})")]
+    Structure {
+        /// Key path as far as it can be told from the file, e.g. `service[0].backend[1].wieght`.
+        key: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What was wrong, e.g. ``unknown field `wieght`, expected one of `address`, `weight`, `mac` ``.
+        message: String,
+    },
+    /// A value of the right type that is not acceptable.
+    #[error("{key} = {value}: {expected}")]
+    Invalid {
+        /// Where, e.g. `service[0] "web": scheduler`.
+        key: String,
+        /// The value as written, e.g. `"fastest"`.
+        value: String,
+        /// What is wrong and what was expected.
+        expected: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(
+        key: impl Into<String>,
+        value: impl Into<String>,
+        expected: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            value: value.into(),
+            expected: expected.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        // First pass: syntax only, so syntax errors are told apart from shape errors.
+        if let Err(error) = text.parse::<toml::Table>() {
+            let (line, column) = error
+                .span()
+                .map_or((1, 1), |span| line_column(text, span.start));
+            return Err(ConfigError::Syntax {
+                line,
+                column,
+                message: error.message().trim().to_owned(),
+            });
+        }
+        let raw: RawConfig = toml::from_str(text).map_err(|error| {
+            let offset = error.span().map_or(0, |span| span.start);
+            let (line, column) = line_column(text, offset);
+            ConfigError::Structure {
+                key: key_path_at(text, offset),
+                line,
+                column,
+                // Raw integers are i64 so that ranges are checked with our own messages.
+                message: error
+                    .message()
+                    .trim()
+                    .replace("expected i64", "expected an integer"),
+            }
+        })?;
+        raw.validate()
+    }
+}
+
+impl ServiceConfig {
+    /// One line for `director check`, e.g.
+    /// `web: tcp 192.0.2.10:80 maglev dr -> 192.0.2.11 (weight 1), 192.0.2.12 (weight 1)`.
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "{}: {} {}:{} {} {} ->",
+            self.name,
+            self.protocol.name(),
+            self.vip,
+            self.port,
+            self.scheduler,
+            self.forwarding.name()
+        );
+        for (position, backend) in self.backends.iter().enumerate() {
+            let separator = if position == 0 { " " } else { ", " };
+            let _ = write!(
+                line,
+                "{separator}{} (weight {}",
+                backend.address, backend.weight
+            );
+            if let Some(mac) = backend.mac {
+                let _ = write!(line, ", mac {}", format_mac(mac));
+            }
+            line.push(')');
+        }
+        line
+    }
+}
+
+/// Parses a MAC address written as six colon-separated hex bytes, e.g. `02:00:00:00:00:11`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Formats a MAC address as six lower-case colon-separated hex bytes.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    let mut text = String::with_capacity(17);
+    for (position, byte) in mac.iter().enumerate() {
+        let separator = if position == 0 { "" } else { ":" };
+        let _ = write!(text, "{separator}{byte:02x}");
+    }
+    text
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    director: RawDirector,
+    #[serde(default)]
+    service: Vec<RawService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirector {
+    interfaces: Vec<String>,
+    workers: Option<i64>,
+    stats_socket: Option<String>,
+    max_connections: Option<i64>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    tcp_established: Option<String>,
+    tcp_syn: Option<String>,
+    tcp_fin_wait: Option<String>,
+    tcp_close: Option<String>,
+    udp: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    vip: String,
+    port: i64,
+    protocol: String,
+    scheduler: String,
+    forwarding: String,
+    maglev_table_size: Option<i64>,
+    #[serde(default)]
+    backend: Vec<RawBackend>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    address: String,
+    weight: Option<i64>,
+    mac: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let director = self.director.validate()?;
+        if self.service.is_empty() {
+            return Err(ConfigError::invalid(
+                "service",
+                "[]",
+                "expected at least one [[service]] table",
+            ));
+        }
+        let mut services: Vec<ServiceConfig> = Vec::with_capacity(self.service.len());
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut keys: HashMap<(Ipv4Addr, u16, Protocol), usize> = HashMap::new();
+        for (index, raw) in self.service.into_iter().enumerate() {
+            let service = raw.validate(index)?;
+            let at = format!("service[{index}] {:?}", service.name);
+            if let Some(first) = names.insert(service.name.clone(), index) {
+                return Err(ConfigError::invalid(
+                    format!("{at}: name"),
+                    format!("{:?}", service.name),
+                    format!("duplicate service name, already used by service[{first}]"),
+                ));
+            }
+            if let Some(first) = keys.insert((service.vip, service.port, service.protocol), index) {
+                return Err(ConfigError::invalid(
+                    format!("{at}: vip"),
+                    format!("\"{}\"", service.vip),
+                    format!(
+                        "{}:{}/{} is already served by service[{first}] {:?}, expected each \
+                         (vip, port, protocol) once",
+                        service.vip,
+                        service.port,
+                        service.protocol.name(),
+                        services[first].name
+                    ),
+                ));
+            }
+            services.push(service);
+        }
+        Ok(Config { director, services })
+    }
+}
+
+impl RawDirector {
+    fn validate(self) -> Result<DirectorConfig, ConfigError> {
+        if self.interfaces.is_empty() {
+            return Err(ConfigError::invalid(
+                "director.interfaces",
+                "[]",
+                "expected at least one interface name, such as [\"eth0\"]",
+            ));
+        }
+        for (index, name) in self.interfaces.iter().enumerate() {
+            let key = format!("director.interfaces[{index}]");
+            if !valid_interface_name(name) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{name:?}"),
+                    format!(
+                        "invalid interface name, expected 1 to {MAX_INTERFACE_NAME} bytes without \
+                         '/', ':' or whitespace"
+                    ),
+                ));
+            }
+            if let Some(first) = self.interfaces[..index]
+                .iter()
+                .position(|other| other == name)
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{name:?}"),
+                    format!("interface listed twice, already director.interfaces[{first}]"),
+                ));
+            }
+        }
+        let workers = match self.workers {
+            None => None,
+            Some(workers) => Some(in_range(workers, 1, MAX_WORKERS, "director.workers")?),
+        };
+        let stats_socket = match self.stats_socket {
+            None => PathBuf::from(director_proto::DEFAULT_SOCKET),
+            Some(path) => {
+                if path.is_empty() || path.len() > MAX_SOCKET_PATH || path.contains('\0') {
+                    return Err(ConfigError::invalid(
+                        "director.stats_socket",
+                        format!("{path:?}"),
+                        format!("expected a path of 1 to {MAX_SOCKET_PATH} bytes (the Unix socket limit)"),
+                    ));
+                }
+                PathBuf::from(path)
+            }
+        };
+        let max_connections = match self.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(value) => in_range(value, 1, MAX_MAX_CONNECTIONS, "director.max_connections")?,
+        };
+        let timeouts = self.timeouts.validate()?;
+        Ok(DirectorConfig {
+            interfaces: self.interfaces,
+            workers,
+            stats_socket,
+            max_connections,
+            timeouts,
+        })
+    }
+}
+
+impl RawTimeouts {
+    fn validate(self) -> Result<Timeouts, ConfigError> {
+        let defaults = Timeouts::default();
+        let one = |value: Option<String>,
+                   name: &str,
+                   default: Duration|
+         -> Result<Duration, ConfigError> {
+            let Some(text) = value else {
+                return Ok(default);
+            };
+            let key = format!("director.timeouts.{name}");
+            match parse_duration(&text) {
+                Ok(duration) if duration.is_zero() => Err(ConfigError::invalid(
+                    key,
+                    format!("{text:?}"),
+                    format!(
+                        "expected a duration above zero (default {:?})",
+                        format_duration(default)
+                    ),
+                )),
+                Ok(duration) => Ok(duration),
+                Err(error) => Err(ConfigError::invalid(
+                    key,
+                    format!("{text:?}"),
+                    error.to_string(),
+                )),
+            }
+        };
+        Ok(Timeouts {
+            tcp_established: one(
+                self.tcp_established,
+                "tcp_established",
+                defaults.tcp_established,
+            )?,
+            tcp_syn: one(self.tcp_syn, "tcp_syn", defaults.tcp_syn)?,
+            tcp_fin_wait: one(self.tcp_fin_wait, "tcp_fin_wait", defaults.tcp_fin_wait)?,
+            tcp_close: one(self.tcp_close, "tcp_close", defaults.tcp_close)?,
+            udp: one(self.udp, "udp", defaults.udp)?,
+        })
+    }
+}
+
+impl RawService {
+    fn validate(self, index: usize) -> Result<ServiceConfig, ConfigError> {
+        if !valid_service_name(&self.name) {
+            return Err(ConfigError::invalid(
+                format!("service[{index}].name"),
+                format!("{:?}", self.name),
+                format!("expected 1 to {MAX_SERVICE_NAME} characters from A-Z a-z 0-9 _ . -"),
+            ));
+        }
+        let at = format!("service[{index}] {:?}", self.name);
+        let vip = unicast_address(&self.vip, &format!("{at}: vip"))?;
+        let port = in_range(self.port, 1u16, u16::MAX, &format!("{at}: port"))?;
+        let protocol = parse_protocol(&self.protocol, &at)?;
+        let scheduler = Algorithm::from_str(&self.scheduler).map_err(|_| {
+            ConfigError::invalid(
+                format!("{at}: scheduler"),
+                format!("{:?}", self.scheduler),
+                format!(
+                    "unknown scheduler, expected one of {}",
+                    Algorithm::NAMES.join(", ")
+                ),
+            )
+        })?;
+        let forwarding = parse_forwarding(&self.forwarding, &at)?;
+        if self.backend.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{at}: backend"),
+                "[]",
+                "expected at least one [[service.backend]] table",
+            ));
+        }
+        if self.backend.len() > scheduler::MAX_SERVERS {
+            return Err(ConfigError::invalid(
+                format!("{at}: backend"),
+                format!("[{} tables]", self.backend.len()),
+                format!("expected at most {} backends", scheduler::MAX_SERVERS),
+            ));
+        }
+        let maglev_table_size = match self.maglev_table_size {
+            None => scheduler::DEFAULT_MAGLEV_TABLE_SIZE,
+            Some(size) => {
+                let key = format!("{at}: maglev_table_size");
+                let size = in_range(size, 1, MAX_MAGLEV_TABLE_SIZE, &key)?;
+                if !is_prime(size) {
+                    return Err(ConfigError::invalid(
+                        key,
+                        size.to_string(),
+                        format!(
+                            "expected a prime number, such as {}",
+                            scheduler::DEFAULT_MAGLEV_TABLE_SIZE
+                        ),
+                    ));
+                }
+                if (size as usize) < self.backend.len() {
+                    return Err(ConfigError::invalid(
+                        key,
+                        size.to_string(),
+                        format!(
+                            "expected at least the number of backends ({}), ideally 100 times it",
+                            self.backend.len()
+                        ),
+                    ));
+                }
+                size
+            }
+        };
+        let mut backends: Vec<BackendConfig> = Vec::with_capacity(self.backend.len());
+        for (position, raw) in self.backend.into_iter().enumerate() {
+            let backend = raw.validate(&format!("{at}: backend[{position}]"), vip)?;
+            if let Some(first) = backends
+                .iter()
+                .position(|other| other.address == backend.address)
+            {
+                return Err(ConfigError::invalid(
+                    format!("{at}: backend[{position}].address"),
+                    format!("\"{}\"", backend.address),
+                    format!("duplicate backend, already backend[{first}]"),
+                ));
+            }
+            backends.push(backend);
+        }
+        Ok(ServiceConfig {
+            name: self.name,
+            vip,
+            port,
+            protocol,
+            scheduler,
+            forwarding,
+            maglev_table_size,
+            backends,
+        })
+    }
+}
+
+fn parse_protocol(text: &str, at: &str) -> Result<Protocol, ConfigError> {
+    match text {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        _ => Err(ConfigError::invalid(
+            format!("{at}: protocol"),
+            format!("{text:?}"),
+            "unknown protocol, expected tcp or udp",
+        )),
+    }
+}
+
+fn parse_forwarding(text: &str, at: &str) -> Result<Forwarding, ConfigError> {
+    let problem = match text {
+        "dr" => return Ok(Forwarding::DirectRouting),
+        "nat" | "tun" => "not supported yet, expected dr",
+        _ => "unknown forwarding method, expected dr (nat and tun are not supported yet)",
+    };
+    Err(ConfigError::invalid(
+        format!("{at}: forwarding"),
+        format!("{text:?}"),
+        problem,
+    ))
+}
+
+impl RawBackend {
+    fn validate(self, at: &str, vip: Ipv4Addr) -> Result<BackendConfig, ConfigError> {
+        let address = unicast_address(&self.address, &format!("{at}.address"))?;
+        if address == vip {
+            return Err(ConfigError::invalid(
+                format!("{at}.address"),
+                format!("{:?}", self.address),
+                "backend address equals the service's vip, expected the real server's own address",
+            ));
+        }
+        let weight = match self.weight {
+            None => 1,
+            Some(weight) => in_range(weight, 0, MAX_WEIGHT, &format!("{at}.weight"))?,
+        };
+        let mac = match self.mac {
+            None => None,
+            Some(text) => {
+                let key = format!("{at}.mac");
+                let Some(mac) = parse_mac(&text) else {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("{text:?}"),
+                        "expected six hex bytes separated by colons, such as \"02:00:00:00:00:11\"",
+                    ));
+                };
+                if mac[0] & 1 != 0 || mac == [0; 6] {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("{text:?}"),
+                        "expected a unicast MAC address (not all-zero, multicast or broadcast)",
+                    ));
+                }
+                Some(mac)
+            }
+        };
+        Ok(BackendConfig {
+            address,
+            weight,
+            mac,
+        })
+    }
+}
+
+/// Converts a TOML integer to `T`, checking `low <= value <= high`.
+fn in_range<T>(value: i64, low: T, high: T, key: &str) -> Result<T, ConfigError>
+where
+    T: TryFrom<i64> + PartialOrd + fmt::Display + Copy,
+{
+    match T::try_from(value) {
+        Ok(converted) if low <= converted && converted <= high => Ok(converted),
+        _ => Err(ConfigError::invalid(
+            key,
+            value.to_string(),
+            format!("expected {low}..={high}"),
+        )),
+    }
+}
+
+/// Parses an IPv4 address that a host can own.
+fn unicast_address(text: &str, key: &str) -> Result<Ipv4Addr, ConfigError> {
+    let Ok(address) = text.parse::<Ipv4Addr>() else {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{text:?}"),
+            "expected an IPv4 address such as \"192.0.2.10\"",
+        ));
+    };
+    if address.is_unspecified()
+        || address.is_broadcast()
+        || address.is_multicast()
+        || address.is_loopback()
+    {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{text:?}"),
+            "expected a unicast address (not 0.0.0.0, broadcast, multicast or loopback)",
+        ));
+    }
+    Ok(address)
+}
+
+/// The kernel's `dev_valid_name`: 1..IFNAMSIZ-1 bytes, not `.` or `..`, no `/`, `:` or whitespace.
+fn valid_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_INTERFACE_NAME
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|byte| byte == b'/' || byte == b':' || byte.is_ascii_whitespace() || byte == 0)
+}
+
+fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SERVICE_NAME
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-'))
+}
+
+/// Trial division; `n` is at most [`MAX_MAGLEV_TABLE_SIZE`], so at most ~2000 divisions.
+fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let n = u64::from(n);
+    let mut divisor = 2u64;
+    while divisor * divisor <= n {
+        if n % divisor == 0 {
+            return false;
+        }
+        divisor += 1;
+    }
+    true
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |position| position + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Best-effort key path of the value or key at `offset`, e.g. `service[1].backend[0].weight`,
+/// worked out from the table headers above it and the `key =` on its line. Used only to make
+/// shape errors easier to find; the line and column stay authoritative.
+fn key_path_at(text: &str, offset: usize) -> String {
+    let mut array_counts: HashMap<String, usize> = HashMap::new();
+    let mut table = String::new();
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed
+            .strip_prefix("[[")
+            .and_then(|rest| rest.split("]]").next())
+        {
+            let name = name.trim().to_owned();
+            *array_counts.entry(name.clone()).or_insert(0) += 1;
+            let nested = format!("{name}.");
+            array_counts.retain(|other, _| !other.starts_with(&nested));
+            table = render_table(&name, &array_counts);
+        } else if let Some(name) = trimmed
+            .strip_prefix('[')
+            .and_then(|rest| rest.split(']').next())
+        {
+            table = render_table(name.trim(), &array_counts);
+        }
+        let line_end = line_start + line.len();
+        if offset < line_end || line_end == text.len() {
+            if trimmed.starts_with('[') || trimmed.starts_with('#') {
+                return table;
+            }
+            let Some((key, _)) = line.split_once('=') else {
+                return table;
+            };
+            let key = key.trim().trim_matches('"');
+            return if table.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{table}.{key}")
+            };
+        }
+        line_start = line_end;
+    }
+    table
+}
+
+/// `service.backend` -> `service[0].backend[2]`, given how many of each array table were seen.
+fn render_table(name: &str, array_counts: &HashMap<String, usize>) -> String {
+    let mut rendered = String::new();
+    let mut prefix = String::new();
+    for (position, part) in name.split('.').enumerate() {
+        let part = part.trim();
+        if position > 0 {
+            rendered.push('.');
+            prefix.push('.');
+        }
+        prefix.push_str(part);
+        rendered.push_str(part);
+        if let Some(count) = array_counts.get(&prefix) {
+            let _ = write!(rendered, "[{}]", count.saturating_sub(1));
+        }
+    }
+    rendered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[director]
+interfaces = ["eth0"]
+
+[[service]]
+name = "web"
+vip = "192.0.2.10"
+port = 80
+protocol = "tcp"
+scheduler = "maglev"
+forwarding = "dr"
+
+[[service.backend]]
+address = "192.0.2.11"
+
+[[service.backend]]
+address = "192.0.2.12"
+weight = 2
+mac = "02:00:00:00:00:12"
+"#;
+
+    /// Replaces `from` (which must occur in GOOD) and returns the error message.
+    fn error_with(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "{from:?} not in the base config");
+        let text = GOOD.replacen(from, to, 1);
+        match Config::parse(&text) {
+            Ok(config) => panic!("{to:?} was accepted: {config:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    fn assert_mentions(message: &str, parts: &[&str]) {
+        for part in parts {
+            assert!(
+                message.contains(part),
+                "{message:?} does not mention {part:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_good_config_with_defaults() {
+        let config = Config::parse(GOOD).unwrap();
+        assert_eq!(config.director.interfaces, ["eth0"]);
+        assert_eq!(config.director.workers, None);
+        assert_eq!(
+            config.director.stats_socket,
+            Path::new(director_proto::DEFAULT_SOCKET)
+        );
+        assert_eq!(config.director.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.director.timeouts, Timeouts::default());
+        let service = &config.services[0];
+        assert_eq!(service.name, "web");
+        assert_eq!(service.vip, Ipv4Addr::new(192, 0, 2, 10));
+        assert_eq!(service.port, 80);
+        assert_eq!(service.protocol, Protocol::Tcp);
+        assert_eq!(service.scheduler, Algorithm::Maglev);
+        assert_eq!(service.forwarding, Forwarding::DirectRouting);
+        assert_eq!(
+            service.maglev_table_size,
+            scheduler::DEFAULT_MAGLEV_TABLE_SIZE
+        );
+        assert_eq!(
+            service.backends,
+            [
+                BackendConfig {
+                    address: Ipv4Addr::new(192, 0, 2, 11),
+                    weight: 1,
+                    mac: None
+                },
+                BackendConfig {
+                    address: Ipv4Addr::new(192, 0, 2, 12),
+                    weight: 2,
+                    mac: Some([2, 0, 0, 0, 0, 0x12])
+                },
+            ]
+        );
+        assert_eq!(
+            service.summary(),
+            "web: tcp 192.0.2.10:80 maglev dr -> 192.0.2.11 (weight 1), 192.0.2.12 (weight 2, mac 02:00:00:00:00:12)"
+        );
+    }
+
+    #[test]
+    fn parses_every_optional_key() {
+        let text = GOOD.replace(
+            "interfaces = [\"eth0\"]\n",
+            "interfaces = [\"eth0\", \"eth1\"]\nworkers = 3\nstats_socket = \"/tmp/d.sock\"\n\
+             max_connections = 1000\n[director.timeouts]\ntcp_established = \"1h\"\ntcp_syn = \"30s\"\n\
+             tcp_fin_wait = \"1m\"\ntcp_close = \"500ms\"\nudp = \"2m\"\n",
+        )
+        .replace("scheduler = \"maglev\"", "scheduler = \"mh\"\nmaglev_table_size = 251")
+        .replace("protocol = \"tcp\"", "protocol = \"udp\"");
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.director.interfaces, ["eth0", "eth1"]);
+        assert_eq!(config.director.workers, Some(3));
+        assert_eq!(config.director.stats_socket, Path::new("/tmp/d.sock"));
+        assert_eq!(config.director.max_connections, 1000);
+        assert_eq!(
+            config.director.timeouts,
+            Timeouts {
+                tcp_established: Duration::from_hours(1),
+                tcp_syn: Duration::from_secs(30),
+                tcp_fin_wait: Duration::from_mins(1),
+                tcp_close: Duration::from_millis(500),
+                udp: Duration::from_mins(2),
+            }
+        );
+        assert_eq!(config.services[0].scheduler, Algorithm::Maglev);
+        assert_eq!(config.services[0].maglev_table_size, 251);
+        assert_eq!(config.services[0].protocol, Protocol::Udp);
+        let rr = Config::parse(&GOOD.replace("\"maglev\"", "\"rr\"")).unwrap();
+        assert_eq!(rr.services[0].scheduler, Algorithm::RoundRobin);
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let reference = Config::load(&configs.join("reference.toml")).unwrap();
+        assert!(!reference.services.is_empty());
+        let demo = Config::load(&configs.join("demo.toml")).unwrap();
+        assert_eq!(demo.director.interfaces, ["eth0"]);
+        assert!(demo.director.stats_socket.starts_with("/run/director"));
+        assert_eq!(demo.services.len(), 1);
+        let web = &demo.services[0];
+        assert_eq!(
+            (web.vip, web.port, web.protocol),
+            (Ipv4Addr::new(192, 0, 2, 10), 80, Protocol::Tcp)
+        );
+        assert_eq!(
+            (web.scheduler, web.forwarding),
+            (Algorithm::Maglev, Forwarding::DirectRouting)
+        );
+        let addresses: Vec<Ipv4Addr> = web.backends.iter().map(|backend| backend.address).collect();
+        assert_eq!(
+            addresses,
+            [
+                Ipv4Addr::new(192, 0, 2, 11),
+                Ipv4Addr::new(192, 0, 2, 12),
+                Ipv4Addr::new(192, 0, 2, 13)
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let error = Config::load(Path::new("/nonexistent/director.toml")).unwrap_err();
+        assert!(matches!(error, ConfigError::Read { .. }));
+        assert_mentions(
+            &error.to_string(),
+            &["/nonexistent/director.toml", "No such file"],
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let error = Config::parse(&GOOD.replace("port = 80", "port = = 80")).unwrap_err();
+        let ConfigError::Syntax { line, column, .. } = error else {
+            panic!("{error:?}")
+        };
+        assert_eq!((line, column), (8, 8));
+        assert_mentions(&error.to_string(), &["line 8, column 8"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_table() {
+        let message = error_with("weight = 2", "wieght = 2");
+        assert_mentions(
+            &message,
+            &[
+                "service[0].backend[1].wieght",
+                "unknown field `wieght`",
+                "line 18",
+            ],
+        );
+        let message = error_with("port = 80", "port = 80\ncolour = \"blue\"");
+        assert_mentions(
+            &message,
+            &[
+                "service[0].colour",
+                "unknown field `colour`",
+                "expected one of",
+            ],
+        );
+        let message = error_with(
+            "interfaces = [\"eth0\"]",
+            "interfaces = [\"eth0\"]\nthreads = 2",
+        );
+        assert_mentions(&message, &["director.threads", "unknown field `threads`"]);
+        let message = error_with(
+            "[director]",
+            "[director.timeouts]\ntcp_est = \"1m\"\n[director]",
+        );
+        assert_mentions(
+            &message,
+            &["director.timeouts.tcp_est", "unknown field `tcp_est`"],
+        );
+        let message = error_with("[director]", "[directr]\n[director]");
+        assert_mentions(&message, &["directr", "unknown field `directr`"]);
+    }
+
+    #[test]
+    fn wrong_types_and_missing_keys_are_named() {
+        let message = error_with("port = 80", "port = \"80\"");
+        assert_mentions(
+            &message,
+            &[
+                "service[0].port",
+                "invalid type: string \"80\", expected an integer",
+                "line 8",
+            ],
+        );
+        let message = error_with("vip = \"192.0.2.10\"\n", "");
+        assert_mentions(&message, &["service[0]", "missing field `vip`"]);
+        let message = error_with("interfaces = [\"eth0\"]", "interfaces = \"eth0\"");
+        assert_mentions(&message, &["director.interfaces", "invalid type"]);
+    }
+
+    #[test]
+    fn interfaces_are_checked() {
+        assert_mentions(
+            &error_with("[\"eth0\"]", "[]"),
+            &["director.interfaces = []", "at least one"],
+        );
+        assert_mentions(
+            &error_with("[\"eth0\"]", "[\"eth 0\"]"),
+            &[
+                "director.interfaces[0] = \"eth 0\"",
+                "invalid interface name",
+            ],
+        );
+        assert_mentions(
+            &error_with("[\"eth0\"]", "[\"averyveryverylongname\"]"),
+            &[
+                "director.interfaces[0]",
+                "\"averyveryverylongname\"",
+                "1 to 15 bytes",
+            ],
+        );
+        assert_mentions(
+            &error_with("[\"eth0\"]", "[\"eth0\", \"eth0\"]"),
+            &["director.interfaces[1] = \"eth0\"", "listed twice"],
+        );
+    }
+
+    #[test]
+    fn director_numbers_are_checked() {
+        let with = |line: &str| {
+            error_with(
+                "interfaces = [\"eth0\"]",
+                &format!("interfaces = [\"eth0\"]\n{line}"),
+            )
+        };
+        assert_mentions(
+            &with("workers = 0"),
+            &["director.workers = 0", "expected 1..=1024"],
+        );
+        assert_mentions(
+            &with("workers = -2"),
+            &["director.workers = -2", "expected 1..=1024"],
+        );
+        assert_mentions(
+            &with("max_connections = 0"),
+            &["director.max_connections = 0", "expected 1.."],
+        );
+        assert_mentions(
+            &with("stats_socket = \"\""),
+            &["director.stats_socket = \"\"", "Unix socket"],
+        );
+        let long = format!("stats_socket = \"/{}\"", "a".repeat(120));
+        assert_mentions(&with(&long), &["director.stats_socket", "1 to 107 bytes"]);
+    }
+
+    #[test]
+    fn timeouts_are_checked() {
+        let with = |line: &str| {
+            error_with(
+                "[director]",
+                &format!("[director.timeouts]\n{line}\n[director]"),
+            )
+        };
+        assert_mentions(
+            &with("tcp_syn = \"1 minute\""),
+            &[
+                "director.timeouts.tcp_syn = \"1 minute\"",
+                "expected a duration such as",
+            ],
+        );
+        assert_mentions(
+            &with("udp = \"10\""),
+            &["director.timeouts.udp = \"10\"", "number without a unit"],
+        );
+        assert_mentions(
+            &with("tcp_close = \"0s\""),
+            &[
+                "director.timeouts.tcp_close = \"0s\"",
+                "above zero",
+                "default \"10s\"",
+            ],
+        );
+        assert_mentions(
+            &with("tcp_fin_wait = \"3d\""),
+            &["director.timeouts.tcp_fin_wait = \"3d\"", "unknown unit"],
+        );
+    }
+
+    #[test]
+    fn service_fields_are_checked() {
+        assert_mentions(
+            &error_with("\"maglev\"", "\"fastest\""),
+            &["service[0] \"web\": scheduler = \"fastest\": unknown scheduler, expected one of rr, maglev, mh"],
+        );
+        assert_mentions(
+            &error_with("port = 80", "port = 0"),
+            &["service[0] \"web\": port = 0", "expected 1..=65535"],
+        );
+        assert_mentions(
+            &error_with("port = 80", "port = 65536"),
+            &["service[0] \"web\": port = 65536"],
+        );
+        assert_mentions(
+            &error_with("\"tcp\"", "\"sctp\""),
+            &[
+                "service[0] \"web\": protocol = \"sctp\"",
+                "expected tcp or udp",
+            ],
+        );
+        assert_mentions(
+            &error_with("\"dr\"", "\"nat\""),
+            &[
+                "service[0] \"web\": forwarding = \"nat\"",
+                "not supported yet",
+            ],
+        );
+        assert_mentions(
+            &error_with("\"dr\"", "\"tun\""),
+            &[
+                "service[0] \"web\": forwarding = \"tun\"",
+                "not supported yet",
+            ],
+        );
+        assert_mentions(
+            &error_with("\"dr\"", "\"magic\""),
+            &[
+                "service[0] \"web\": forwarding = \"magic\"",
+                "unknown forwarding method, expected dr",
+            ],
+        );
+        assert_mentions(
+            &error_with("\"192.0.2.10\"", "\"192.0.2.300\""),
+            &[
+                "service[0] \"web\": vip = \"192.0.2.300\"",
+                "expected an IPv4 address",
+            ],
+        );
+        assert_mentions(
+            &error_with("\"192.0.2.10\"", "\"224.0.0.1\""),
+            &[
+                "service[0] \"web\": vip = \"224.0.0.1\"",
+                "expected a unicast address",
+            ],
+        );
+        assert_mentions(
+            &error_with("name = \"web\"", "name = \"web site\""),
+            &[
+                "service[0].name = \"web site\"",
+                "expected 1 to 64 characters",
+            ],
+        );
+    }
+
+    #[test]
+    fn maglev_table_size_is_checked() {
+        let with = |size: &str| {
+            error_with(
+                "forwarding = \"dr\"",
+                &format!("forwarding = \"dr\"\nmaglev_table_size = {size}"),
+            )
+        };
+        assert_mentions(
+            &with("65536"),
+            &[
+                "service[0] \"web\": maglev_table_size = 65536",
+                "expected a prime number",
+            ],
+        );
+        assert_mentions(
+            &with("1"),
+            &[
+                "service[0] \"web\": maglev_table_size = 1",
+                "expected a prime number",
+            ],
+        );
+        assert_mentions(
+            &with("0"),
+            &["service[0] \"web\": maglev_table_size = 0", "expected 1..="],
+        );
+        assert_mentions(
+            &with("99999999999"),
+            &[
+                "service[0] \"web\": maglev_table_size = 99999999999",
+                "expected 1..=16777216",
+            ],
+        );
+        // 3 is prime but smaller than the four backends below.
+        let text = GOOD.replace(
+            "forwarding = \"dr\"",
+            "forwarding = \"dr\"\nmaglev_table_size = 3",
+        );
+        let text = format!("{text}\n[[service.backend]]\naddress = \"192.0.2.13\"\n[[service.backend]]\naddress = \"192.0.2.14\"\n");
+        let message = Config::parse(&text).unwrap_err().to_string();
+        assert_mentions(
+            &message,
+            &[
+                "service[0] \"web\": maglev_table_size = 3",
+                "at least the number of backends (4)",
+            ],
+        );
+    }
+
+    #[test]
+    fn duplicates_are_rejected() {
+        let second = |name: &str, vip: &str| {
+            format!(
+                "{GOOD}\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = 80\nprotocol = \"tcp\"\n\
+                 scheduler = \"rr\"\nforwarding = \"dr\"\n[[service.backend]]\naddress = \"192.0.2.21\"\n"
+            )
+        };
+        let message = Config::parse(&second("web", "192.0.2.20"))
+            .unwrap_err()
+            .to_string();
+        assert_mentions(
+            &message,
+            &[
+                "service[1] \"web\": name = \"web\"",
+                "duplicate service name",
+                "service[0]",
+            ],
+        );
+        let message = Config::parse(&second("web2", "192.0.2.10"))
+            .unwrap_err()
+            .to_string();
+        assert_mentions(
+            &message,
+            &[
+                "service[1] \"web2\": vip = \"192.0.2.10\"",
+                "192.0.2.10:80/tcp is already served by service[0] \"web\"",
+            ],
+        );
+        // Same VIP and port over UDP is a different service.
+        let udp = second("dns", "192.0.2.10").replace(
+            "port = 80\nprotocol = \"tcp\"\nscheduler = \"rr\"",
+            "port = 80\nprotocol = \"udp\"\nscheduler = \"rr\"",
+        );
+        assert_eq!(Config::parse(&udp).unwrap().services.len(), 2);
+        let message = error_with("\"192.0.2.12\"", "\"192.0.2.11\"");
+        assert_mentions(
+            &message,
+            &[
+                "service[0] \"web\": backend[1].address = \"192.0.2.11\"",
+                "duplicate backend, already backend[0]",
+            ],
+        );
+    }
+
+    #[test]
+    fn backends_are_checked() {
+        let none = GOOD.split("[[service.backend]]").next().unwrap().to_owned();
+        let message = Config::parse(&none).unwrap_err().to_string();
+        assert_mentions(
+            &message,
+            &[
+                "service[0] \"web\": backend = []",
+                "at least one [[service.backend]]",
+            ],
+        );
+        let no_service = GOOD.split("[[service]]").next().unwrap().to_owned();
+        let message = Config::parse(&no_service).unwrap_err().to_string();
+        assert_mentions(&message, &["service = []", "at least one [[service]]"]);
+        assert_mentions(
+            &error_with("weight = 2", "weight = 70000"),
+            &[
+                "service[0] \"web\": backend[1].weight = 70000",
+                "expected 0..=65535",
+            ],
+        );
+        assert_mentions(
+            &error_with("weight = 2", "weight = -1"),
+            &[
+                "service[0] \"web\": backend[1].weight = -1",
+                "expected 0..=65535",
+            ],
+        );
+        assert_mentions(
+            &error_with("\"02:00:00:00:00:12\"", "\"02:00:00:00:12\""),
+            &[
+                "service[0] \"web\": backend[1].mac = \"02:00:00:00:12\"",
+                "six hex bytes",
+            ],
+        );
+        assert_mentions(
+            &error_with("\"02:00:00:00:00:12\"", "\"02:00:00:00:00:zz\""),
+            &["backend[1].mac = \"02:00:00:00:00:zz\"", "six hex bytes"],
+        );
+        assert_mentions(
+            &error_with("\"02:00:00:00:00:12\"", "\"ff:ff:ff:ff:ff:ff\""),
+            &["backend[1].mac = \"ff:ff:ff:ff:ff:ff\"", "unicast MAC"],
+        );
+        assert_mentions(
+            &error_with("\"192.0.2.11\"", "\"192.0.2.10\""),
+            &[
+                "service[0] \"web\": backend[0].address = \"192.0.2.10\"",
+                "equals the service's vip",
+            ],
+        );
+        assert_mentions(
+            &error_with("\"192.0.2.11\"", "\"backend1\""),
+            &[
+                "service[0] \"web\": backend[0].address = \"backend1\"",
+                "expected an IPv4 address",
+            ],
+        );
+        // Weight 0 (drain) is allowed.
+        assert_eq!(
+            Config::parse(&GOOD.replace("weight = 2", "weight = 0"))
+                .unwrap()
+                .services[0]
+                .backends[1]
+                .weight,
+            0
+        );
+    }
+
+    #[test]
+    fn mac_round_trip() {
+        assert_eq!(parse_mac("02:00:00:00:00:11"), Some([2, 0, 0, 0, 0, 0x11]));
+        assert_eq!(
+            parse_mac("0A:bC:00:00:00:11"),
+            Some([10, 0xbc, 0, 0, 0, 0x11])
+        );
+        assert_eq!(parse_mac("02:00:00:00:00:11:22"), None);
+        assert_eq!(parse_mac("2:0:0:0:0:11"), None);
+        assert_eq!(parse_mac("02-00-00-00-00-11"), None);
+        assert_eq!(format_mac([2, 0, 0, 0xab, 0, 0x11]), "02:00:00:ab:00:11");
+    }
+
+    #[test]
+    fn primes() {
+        let primes: Vec<u32> = (0..30).filter(|&n| is_prime(n)).collect();
+        assert_eq!(primes, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
+        assert!(is_prime(65537));
+        assert!(!is_prime(65536));
+        assert!(is_prime(16_777_213));
+    }
+}

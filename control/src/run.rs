@@ -1,0 +1,360 @@
+//! `director run`: bring the data plane up, serve, and take everything down again.
+//!
+//! Start-up order matters: sockets exist before the classifier sends them frames, services are
+//! put in the classifier's map only once workers are polling, and the VIPs go up last-but-one so
+//! clients are never drawn to a director that cannot forward. Shutdown runs it backwards: the
+//! services leave the map (frames fall back to the kernel), workers stop and drain, the bpf_link
+//! goes (the program detaches), and the VIPs this process added are removed.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use dataplane::counters::{backend_counter_block, BackendCounters};
+use dataplane::xdp::XdpClassifier;
+use dataplane::xsk::{Xsk, XskConfig};
+use dataplane::{worker, Backend, Pipeline, Service, ServiceKey, ServiceTable, WorkerCounters};
+use tracing::{info, warn};
+
+use crate::config::{Config, ServiceConfig};
+use crate::netlink::{self, AddressChange, Netlink};
+use crate::signals::Signal;
+use crate::stats;
+use crate::stats_server::StatsServer;
+
+/// How often control re-reads the neighbour table for real-server MACs.
+const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
+/// How long start-up waits for real-server MACs before serving anyway (unresolved servers get
+/// frames only once they resolve; the drops are counted as neighbour_unresolved).
+const INITIAL_RESOLUTION_WAIT: Duration = Duration::from_secs(3);
+
+/// One interface the director serves.
+pub struct Interface {
+    /// Its name.
+    pub name: String,
+    /// Its index.
+    pub ifindex: u32,
+    /// Its MAC address (the source MAC of forwarded frames).
+    pub mac: [u8; 6],
+    /// The classifier attached to it.
+    pub classifier: XdpClassifier,
+}
+
+/// A running worker as control sees it.
+pub struct WorkerHandle {
+    /// Index.
+    pub index: usize,
+    /// Interface name.
+    pub interface: String,
+    /// RX queue.
+    pub queue: u32,
+    /// Its counters.
+    pub counters: Arc<WorkerCounters>,
+    tables: Sender<Arc<ServiceTable>>,
+}
+
+/// What the stats socket reads.
+pub struct Shared {
+    /// Process start.
+    pub started: Instant,
+    /// The validated configuration being served.
+    pub config: Config,
+    /// The table the workers were last sent.
+    pub table: Mutex<Arc<ServiceTable>>,
+    /// Interfaces with their classifiers.
+    pub interfaces: Vec<Interface>,
+    /// Workers.
+    pub workers: Vec<WorkerHandle>,
+}
+
+/// Runs the director until SIGINT/SIGTERM. `signals` comes from [`crate::signals::install`].
+pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> anyhow::Result<()> {
+    let mut netlink = Netlink::open().context("opening a netlink socket")?;
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let mut interfaces = Vec::new();
+    for name in &config.director.interfaces {
+        let ifindex = netlink::interface_index(name).with_context(|| format!("interface {name}"))?;
+        let mac = netlink::interface_mac(name).with_context(|| format!("MAC address of interface {name}"))?;
+        let classifier = XdpClassifier::attach(ifindex).with_context(|| format!("interface {name}"))?;
+        info!(interface = %name, ifindex, "XDP classifier attached");
+        interfaces.push(Interface { name: name.clone(), ifindex, mac, classifier });
+    }
+
+    let queues = worker_queues(&config, &interfaces)?;
+    let backend_slots: usize = config.services.iter().map(|service| service.backends.len()).sum();
+    let counter_blocks: Vec<Arc<[BackendCounters]>> =
+        (0..queues.len()).map(|_| backend_counter_block(backend_slots)).collect();
+
+    // Resolve real-server MACs before serving, so the first connections are not dropped.
+    let resolve_on = interfaces[0].ifindex;
+    let mut macs = resolve_backends(&mut netlink, resolve_on, &config, INITIAL_RESOLUTION_WAIT);
+    let mut generation = 1;
+    let table = Arc::new(build_table(generation, &config, &macs, &counter_blocks)?);
+
+    let mut workers = Vec::new();
+    let mut threads: Vec<JoinHandle<Xsk>> = Vec::new();
+    for (index, &(interface_index, queue)) in queues.iter().enumerate() {
+        let interface = &interfaces[interface_index];
+        let xsk = Xsk::open(interface.ifindex, queue, XskConfig::default())
+            .with_context(|| format!("AF_XDP socket on {} queue {queue}", interface.name))?;
+        interface
+            .classifier
+            .register_socket(queue, xsk.fd())
+            .with_context(|| format!("registering the socket of {} queue {queue}", interface.name))?;
+        let counters = Arc::new(WorkerCounters::default());
+        let (sender, receiver) = crossbeam_channel::bounded(4);
+        let context = worker::WorkerContext {
+            index,
+            pipeline: Pipeline::new(index, interface.mac, config.director.max_connections),
+            counters: Arc::clone(&counters),
+            tables: receiver,
+            initial_table: Arc::clone(&table),
+            stop: Arc::clone(&stop),
+        };
+        let core = index % std::thread::available_parallelism().map_or(1, usize::from);
+        let thread = std::thread::Builder::new()
+            .name(format!("worker-{index}"))
+            .spawn(move || {
+                if !worker::pin_to_core(core) {
+                    warn!(worker = index, core, "could not pin worker to its core");
+                }
+                worker::run(xsk, context)
+            })
+            .context("spawning a worker thread")?;
+        info!(worker = index, interface = %interface.name, queue, core, "worker started");
+        workers.push(WorkerHandle {
+            index,
+            interface: interface.name.clone(),
+            queue,
+            counters,
+            tables: sender,
+        });
+        threads.push(thread);
+    }
+
+    for service in &config.services {
+        let key = service_key(service);
+        for interface in &interfaces {
+            interface.classifier.set_service(&key, true).with_context(|| format!("service {}", service.name))?;
+        }
+    }
+
+    let mut added_vips = Vec::new();
+    let vip_interface = &interfaces[0];
+    let vip_ifindex = vip_interface.ifindex;
+    let mut vips: Vec<Ipv4Addr> = config.services.iter().map(|service| service.vip).collect();
+    vips.sort_unstable();
+    vips.dedup();
+    for vip in vips {
+        match netlink.add_address(vip_interface.ifindex, vip, 32) {
+            Ok(AddressChange::Added) => {
+                info!(%vip, interface = %vip_interface.name, "VIP added");
+                added_vips.push(vip);
+            }
+            Ok(AddressChange::AlreadyPresent) => info!(%vip, interface = %vip_interface.name, "VIP already present"),
+            Err(error) => {
+                warn!(%vip, %error, "could not add VIP");
+            }
+        }
+    }
+
+    let shared = Arc::new(Shared {
+        started: Instant::now(),
+        config: config.clone(),
+        table: Mutex::new(table),
+        interfaces,
+        workers,
+    });
+    let stats_server = {
+        let shared = Arc::clone(&shared);
+        StatsServer::start(&config.director.stats_socket, Arc::new(move |request| stats::answer(&shared, &request)))
+            .with_context(|| format!("stats socket {}", config.director.stats_socket.display()))?
+    };
+    info!(config = %config_path.display(), services = config.services.len(), workers = shared.workers.len(), "director running");
+
+    loop {
+        match signals.recv_timeout(NEIGHBOUR_REFRESH) {
+            Ok(Signal::Stop) => break,
+            Ok(Signal::Reload) => warn!("SIGHUP: live reconfiguration is not implemented yet; keeping the running configuration"),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        let fresh = resolve_backends(&mut netlink, resolve_on, &config, Duration::ZERO);
+        if fresh != macs {
+            macs = fresh;
+            generation += 1;
+            match build_table(generation, &config, &macs, &counter_blocks) {
+                Ok(table) => publish(&shared, Arc::new(table)),
+                Err(error) => warn!(%error, "could not rebuild the service table"),
+            }
+        }
+    }
+
+    info!("stopping");
+    let shutdown_started = Instant::now();
+    drop(stats_server);
+    for service in &config.services {
+        for interface in &shared.interfaces {
+            if let Err(error) = interface.classifier.remove_service(&service_key(service)) {
+                warn!(%error, "could not remove service from the classifier");
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for (index, thread) in threads.into_iter().enumerate() {
+        if thread.join().is_err() {
+            warn!(worker = index, "worker panicked");
+        }
+    }
+    // The last reference detaches the classifiers (their bpf_links close); should anything still
+    // hold one, process exit closes them a moment later.
+    drop(shared);
+    for vip in added_vips {
+        match netlink.remove_address(vip_ifindex, vip, 32) {
+            Ok(()) => info!(%vip, "VIP removed"),
+            Err(error) => warn!(%vip, %error, "could not remove VIP"),
+        }
+    }
+    info!(elapsed_ms = shutdown_started.elapsed().as_millis(), "stopped");
+    Ok(())
+}
+
+/// Sends a new table to every worker (they pick it up between batches).
+fn publish(shared: &Shared, table: Arc<ServiceTable>) {
+    for worker in &shared.workers {
+        // A full channel means the worker has newer tables queued; it will get this one after.
+        if worker.tables.send_timeout(Arc::clone(&table), Duration::from_millis(100)).is_err() {
+            warn!(worker = worker.index, "worker did not take the new service table");
+        }
+    }
+    if let Ok(mut current) = shared.table.lock() {
+        *current = table;
+    }
+}
+
+/// (interface position, queue) for each worker.
+fn worker_queues(config: &Config, interfaces: &[Interface]) -> anyhow::Result<Vec<(usize, u32)>> {
+    let mut queues = Vec::new();
+    for (position, interface) in interfaces.iter().enumerate() {
+        let available = netlink::interface_rx_queues(&interface.name).unwrap_or(1).max(1);
+        let count = match config.director.workers {
+            // `workers` counts threads for all interfaces together.
+            Some(workers) => u32::try_from(workers.div_ceil(interfaces.len())).unwrap_or(u32::MAX),
+            None => available,
+        };
+        if count > available {
+            bail!(
+                "[director] workers = {}: interface {} has only {available} RX queue(s); \
+                 raise them with `ethtool -L {} combined N` or lower workers",
+                config.director.workers.unwrap_or_default(),
+                interface.name,
+                interface.name
+            );
+        }
+        queues.extend((0..count).map(|queue| (position, queue)));
+    }
+    Ok(queues)
+}
+
+fn service_key(service: &ServiceConfig) -> ServiceKey {
+    ServiceKey { vip: service.vip, port: service.port, protocol: service.protocol }
+}
+
+/// Stable identity of a real server for Maglev: the same server hashes the same everywhere.
+fn backend_key(address: Ipv4Addr, port: u16) -> u64 {
+    (u64::from(u32::from(address)) << 16) | u64::from(port)
+}
+
+/// MACs of every backend: static ones from the config, the rest from the neighbour table.
+/// Missing entries are solicited; with a non-zero `wait`, polls until all resolve or it expires.
+fn resolve_backends(netlink: &mut Netlink, ifindex: u32, config: &Config, wait: Duration) -> HashMap<Ipv4Addr, [u8; 6]> {
+    let deadline = Instant::now() + wait;
+    let mut solicited = false;
+    loop {
+        let mut macs = HashMap::new();
+        let mut missing = Vec::new();
+        for backend in config.services.iter().flat_map(|service| &service.backends) {
+            if let Some(mac) = backend.mac {
+                macs.insert(backend.address, mac);
+                continue;
+            }
+            match netlink.neighbour_mac(ifindex, backend.address) {
+                Ok(Some(mac)) => {
+                    macs.insert(backend.address, mac);
+                }
+                Ok(None) => missing.push(backend.address),
+                Err(error) => {
+                    warn!(address = %backend.address, %error, "neighbour lookup failed");
+                    missing.push(backend.address);
+                }
+            }
+        }
+        if missing.is_empty() {
+            return macs;
+        }
+        if !solicited || wait.is_zero() {
+            for address in &missing {
+                if let Err(error) = netlink.solicit_neighbour(ifindex, *address) {
+                    warn!(%address, %error, "could not solicit neighbour");
+                }
+            }
+            solicited = true;
+        }
+        if Instant::now() >= deadline {
+            if !wait.is_zero() {
+                warn!(?missing, "real servers without a MAC address yet; their flows are dropped until they resolve");
+            }
+            return macs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Builds the data plane's view of the configuration.
+pub fn build_table(
+    generation: u64,
+    config: &Config,
+    macs: &HashMap<Ipv4Addr, [u8; 6]>,
+    counter_blocks: &[Arc<[BackendCounters]>],
+) -> anyhow::Result<ServiceTable> {
+    let mut services = Vec::with_capacity(config.services.len());
+    let mut slot = 0;
+    for service in &config.services {
+        let candidates: Vec<scheduler::Candidate> = service
+            .backends
+            .iter()
+            .map(|backend| scheduler::Candidate { key: backend_key(backend.address, service.port), weight: backend.weight })
+            .collect();
+        let scheduler = scheduler::Scheduler::new(service.scheduler, &candidates, service.maglev_table_size)
+            .with_context(|| format!("service {}: building the {} scheduler", service.name, service.scheduler))?;
+        let backends = service
+            .backends
+            .iter()
+            .map(|backend| {
+                let entry = Backend {
+                    address: backend.address,
+                    mac: macs.get(&backend.address).copied(),
+                    weight: backend.weight,
+                    counter_slot: slot,
+                };
+                slot += 1;
+                entry
+            })
+            .collect();
+        services.push(Service {
+            name: service.name.clone(),
+            key: service_key(service),
+            forwarding: service.forwarding,
+            scheduler,
+            backends,
+        });
+    }
+    Ok(ServiceTable::new(generation, services, config.director.timeouts, counter_blocks.to_vec()))
+}
