@@ -104,6 +104,27 @@ pub struct WorkerCounters {
     pub fill_ring_starved: AtomicU64,
     /// TX wake-up syscalls made.
     pub tx_wakeups: AtomicU64,
+    /// Frames the worker could not read because a descriptor pointed outside the UMEM.
+    pub bad_descriptors: AtomicU64,
+    /// The kernel's XDP_STATISTICS for this worker's socket, copied once a second.
+    pub kernel: KernelXskCounters,
+}
+
+/// The kernel's `XDP_STATISTICS` for one socket, as last read by its worker.
+#[derive(Debug, Default)]
+pub struct KernelXskCounters {
+    /// Frames the kernel dropped (e.g. no fill-ring frame).
+    pub rx_dropped: AtomicU64,
+    /// Invalid RX descriptors.
+    pub rx_invalid_descs: AtomicU64,
+    /// Invalid TX descriptors.
+    pub tx_invalid_descs: AtomicU64,
+    /// Frames dropped because the RX ring was full.
+    pub rx_ring_full: AtomicU64,
+    /// Times the fill ring was empty when the kernel needed a frame.
+    pub rx_fill_ring_empty: AtomicU64,
+    /// Times the TX ring was empty when the kernel looked.
+    pub tx_ring_empty: AtomicU64,
 }
 
 impl WorkerCounters {

@@ -1,1 +1,0 @@
-//! The XDP classifier.

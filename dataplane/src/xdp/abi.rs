@@ -1,0 +1,85 @@
+//! Rust mirror of `bpf/director.h`, the ABI between the XDP classifier and user space.
+//!
+//! Types are `#[repr(C)]` with explicit padding and size checks, and convert to the exact bytes
+//! the maps hold without any pointer casts.
+
+use std::net::Ipv4Addr;
+
+use crate::service::ServiceKey;
+
+/// `struct service_key`: the `services` map key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct ServiceKeyAbi {
+    /// VIP, network order.
+    pub vip_be: [u8; 4],
+    /// Port, network order.
+    pub port_be: [u8; 2],
+    /// IP protocol number.
+    pub protocol: u8,
+    /// Always zero: the kernel hashes every key byte.
+    pub pad: u8,
+}
+
+impl ServiceKeyAbi {
+    /// The key for a service.
+    pub fn new(key: &ServiceKey) -> Self {
+        ServiceKeyAbi {
+            vip_be: key.vip.octets(),
+            port_be: key.port.to_be_bytes(),
+            protocol: key.protocol.number(),
+            pad: 0,
+        }
+    }
+
+    /// The bytes as the map stores them.
+    pub fn to_bytes(self) -> [u8; 8] {
+        let [a, b, c, d] = self.vip_be;
+        let [p0, p1] = self.port_be;
+        [a, b, c, d, p0, p1, self.protocol, self.pad]
+    }
+
+    /// The VIP.
+    pub fn vip(self) -> Ipv4Addr {
+        Ipv4Addr::from(self.vip_be)
+    }
+}
+
+/// `struct service_value`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct ServiceValueAbi {
+    /// `SERVICE_F_*` bits.
+    pub flags: u32,
+}
+
+impl ServiceValueAbi {
+    /// `SERVICE_F_ENABLED`: frames go to the AF_XDP sockets.
+    pub const ENABLED: u32 = 1;
+
+    /// The bytes as the map stores them (host order, as the BPF program reads them).
+    pub fn to_bytes(self) -> [u8; 4] {
+        self.flags.to_ne_bytes()
+    }
+}
+
+/// `enum xdp_counter`, with the names the stats socket uses, in index order.
+pub const XDP_COUNTER_NAMES: [&str; 11] = [
+    "redirected",
+    "no_socket",
+    "service_disabled",
+    "no_service",
+    "not_ipv4",
+    "vlan",
+    "truncated",
+    "bad_ihl",
+    "ip_options",
+    "fragment",
+    "other_protocol",
+];
+
+/// `DIRECTOR_MAX_QUEUES`: size of the XSKMAP.
+pub const MAX_QUEUES: u32 = 256;
+
+const _: () = assert!(std::mem::size_of::<ServiceKeyAbi>() == 8);
+const _: () = assert!(std::mem::size_of::<ServiceValueAbi>() == 4);
