@@ -1,1 +1,689 @@
-//! Per-worker connection table (contract stub).
+//! The per-worker connection table: which real server each flow was given, so it keeps it.
+//!
+//! Each worker owns one [`ConnTable`] (RSS/ECMP steer a flow to one queue, so no sharing and no
+//! locks). Entries are keyed by the client -> VIP 5-tuple ([`FlowKey`]) and remember the backend
+//! by address, plus the index it had under the service-table generation it was resolved in, so
+//! the common case (same generation) costs no search.
+//!
+//! # TCP states
+//!
+//! With direct routing the director sees only client -> server packets, so it tracks TCP the
+//! way IPVS does for DR (its "input only" state table, reduced to the states that set a timeout):
+//! SYN -> [`ConnState::TcpSyn`] (`tcp_syn` timeout), ACK -> [`ConnState::TcpEstablished`],
+//! FIN -> [`ConnState::TcpFinWait`], RST -> [`ConnState::TcpClose`]; UDP flows are
+//! [`ConnState::Udp`]. A spoofed SYN does not shorten an established entry, and a SYN on a closing
+//! entry (port reuse) starts over in `TcpSyn` on the same backend.
+//!
+//! A TCP segment without SYN that finds no entry (mid-flow pickup after a restart or failover,
+//! or a flow ECMP moved here) is still scheduled, as Katran does; with Maglev it lands on the
+//! server it had. It gets a *provisional* `TcpSyn` entry, which its next ACK confirms as
+//! established, so a flood of spoofed ACKs costs what a SYN flood costs (60 s entries), not
+//! 15-minute ones, while a real flow is pinned even if the scheduler changes. A RST with no entry
+//! gets none (there is nothing left to track).
+//!
+//! # Memory and time
+//!
+//! Everything is allocated in [`ConnTable::new`] and nothing after; the counting-allocator test
+//! (`tests/no_alloc.rs`) holds us to that.
+//! - Entries live in a fixed slab of `max_connections` 56-byte slots with an intrusive free list.
+//! - A `hashbrown::HashTable<u32>` indexes the slab by 5-tuple hash and stores only the slot
+//!   number (5 bytes a bucket instead of 21 for a `HashMap<FlowKey, u32>`; the key is compared in
+//!   the slab, which the lookup touches anyway). It is reserved for 2 x `max_connections`:
+//!   removals leave tombstones, and when they use up the growth budget hashbrown rehashes *in
+//!   place* (no allocation) as long as the live entries fit in half its capacity. Cost: about
+//!   56 + 20 bytes per `max_connections` slot, e.g. ~76 MB for a million.
+//! - Each state has a doubly linked list of its entries in last-seen order (a packet moves its
+//!   entry to the tail, at most once per second). All entries of a list share a timeout, so the
+//!   heads are the next to expire: expiry pops heads, O(expired), and finding the entry nearest
+//!   to its deadline when the table is full looks at 5 heads, O(1). Hence no O(n) sweep anywhere,
+//!   and no need to rate-limit reclaiming under a flood. The price is two neighbour writes per
+//!   relink.
+//! - Times are whole seconds since the table's epoch (`u32`, 136 years); an entry expires when
+//!   idle for *more* than its timeout in whole seconds, so never early and at most ~1 s late.
+//!
+//! # A full table
+//!
+//! Inserting into a full table first removes the entry nearest its deadline: if it has expired,
+//! that is ordinary expiry (`connections_expired`); if not, it is evicted
+//! (`connections_evicted`). Under a SYN flood the victims are therefore the oldest embryonic
+//! entries, not established flows with time left. Forwarding never stops: only a table built with
+//! capacity 0 forwards without state (`conn_table_full`).
+//!
+//! What this module must not do: allocate after `new`, scan the table per packet, or know about
+//! frames and services (the pipeline decides which backend; this remembers it).
+
+use std::hash::BuildHasher;
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use crate::counters::{bump, WorkerCounters};
+use crate::service::{Protocol, Timeouts};
+use crate::wire::TcpFlags;
+
+/// A flow as the client sent it: source, VIP, ports, protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Client address.
+    pub src_addr: Ipv4Addr,
+    /// Virtual IP address.
+    pub dst_addr: Ipv4Addr,
+    /// Client port.
+    pub src_port: u16,
+    /// Service port.
+    pub dst_port: u16,
+    /// Transport protocol.
+    pub protocol: Protocol,
+}
+
+impl FlowKey {
+    /// The scheduler's hash of this flow.
+    #[inline]
+    pub fn flow_hash(&self) -> u64 {
+        scheduler::flow_hash(
+            u32::from(self.src_addr),
+            u32::from(self.dst_addr),
+            self.src_port,
+            self.dst_port,
+            self.protocol.number(),
+        )
+    }
+}
+
+/// Where an entry is in its life; each state has its own idle timeout from [`Timeouts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ConnState {
+    /// TCP, SYN seen (or a provisional entry for a mid-flow segment): `tcp_syn`.
+    TcpSyn,
+    /// TCP, ACK seen after the SYN: `tcp_established`.
+    TcpEstablished,
+    /// TCP, the client sent FIN: `tcp_fin_wait`.
+    TcpFinWait,
+    /// TCP, the client sent RST: `tcp_close`.
+    TcpClose,
+    /// UDP: `udp`.
+    Udp,
+}
+
+impl ConnState {
+    /// Number of states.
+    pub const COUNT: usize = 5;
+    /// All states, in list order.
+    pub const ALL: [ConnState; Self::COUNT] = [
+        ConnState::TcpSyn,
+        ConnState::TcpEstablished,
+        ConnState::TcpFinWait,
+        ConnState::TcpClose,
+        ConnState::Udp,
+    ];
+
+    /// Its idle timeout.
+    pub const fn timeout(self, timeouts: &Timeouts) -> Duration {
+        match self {
+            ConnState::TcpSyn => timeouts.tcp_syn,
+            ConnState::TcpEstablished => timeouts.tcp_established,
+            ConnState::TcpFinWait => timeouts.tcp_fin_wait,
+            ConnState::TcpClose => timeouts.tcp_close,
+            ConnState::Udp => timeouts.udp,
+        }
+    }
+
+    /// Name as IPVS shows it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ConnState::TcpSyn => "SYN_RECV",
+            ConnState::TcpEstablished => "ESTABLISHED",
+            ConnState::TcpFinWait => "FIN_WAIT",
+            ConnState::TcpClose => "CLOSE",
+            ConnState::Udp => "UDP",
+        }
+    }
+
+    /// The state of a new entry for a flow whose first segment seen has `flags`, or `None` when
+    /// it gets no entry (a RST). See the module docs for mid-flow segments.
+    pub const fn tcp_initial(flags: TcpFlags) -> Option<ConnState> {
+        if flags.rst() {
+            None
+        } else if flags.fin() {
+            Some(ConnState::TcpFinWait)
+        } else {
+            // A SYN, or a provisional entry that the next ACK confirms.
+            Some(ConnState::TcpSyn)
+        }
+    }
+
+    /// The state after the client sends a segment with `flags` (IPVS `tcp_states`, input only).
+    #[must_use]
+    pub const fn on_tcp(self, flags: TcpFlags) -> ConnState {
+        if matches!(self, ConnState::Udp) {
+            return self;
+        }
+        if flags.rst() {
+            ConnState::TcpClose
+        } else if flags.fin() {
+            match self {
+                ConnState::TcpClose => ConnState::TcpClose,
+                _ => ConnState::TcpFinWait,
+            }
+        } else if flags.syn() && !flags.ack() {
+            match self {
+                // A SYN inside an established flow is a retransmission or a spoof: keep the
+                // long timeout rather than let it shorten the entry.
+                ConnState::TcpEstablished => ConnState::TcpEstablished,
+                _ => ConnState::TcpSyn,
+            }
+        } else if flags.ack() {
+            match self {
+                ConnState::TcpSyn => ConnState::TcpEstablished,
+                other => other,
+            }
+        } else {
+            self
+        }
+    }
+}
+
+/// What an entry remembers about its flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// The real server's address: what survives a service-table change.
+    pub backend: Ipv4Addr,
+    /// Index of the backend in its service's `backends` under `generation`.
+    pub backend_index: u32,
+    /// Service-table generation `backend_index` is valid for.
+    pub generation: u64,
+    /// Where the flow is in its life.
+    pub state: ConnState,
+}
+
+/// A handle to a live entry, valid until the table is next changed by insert, expiry or removal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnId(u32);
+
+/// Sentinel slot number: end of a list.
+const NIL: u32 = u32::MAX;
+
+#[derive(Clone, Copy)]
+struct Entry {
+    key: FlowKey,
+    connection: Connection,
+    /// Seconds since the table's epoch.
+    last_seen: u32,
+    /// Neighbours in its state's list, or in the free list (`next` only).
+    prev: u32,
+    next: u32,
+}
+
+impl Entry {
+    const VACANT: Entry = Entry {
+        key: FlowKey {
+            src_addr: Ipv4Addr::UNSPECIFIED,
+            dst_addr: Ipv4Addr::UNSPECIFIED,
+            src_port: 0,
+            dst_port: 0,
+            protocol: Protocol::Tcp,
+        },
+        connection: Connection {
+            backend: Ipv4Addr::UNSPECIFIED,
+            backend_index: 0,
+            generation: 0,
+            state: ConnState::TcpSyn,
+        },
+        last_seen: 0,
+        prev: NIL,
+        next: NIL,
+    };
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 56);
+
+/// One worker's connection table, bounded at construction. See the module docs.
+pub struct ConnTable {
+    /// Slot numbers, found by the hash of the slot's key.
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    entries: Box<[Entry]>,
+    /// Head of the free list through `Entry::next`.
+    free: u32,
+    len: usize,
+    /// Per-state lists, oldest first.
+    heads: [u32; ConnState::COUNT],
+    tails: [u32; ConnState::COUNT],
+    epoch: Instant,
+    /// Latest time seen, in seconds since `epoch`; never goes back, which keeps lists sorted.
+    clock: u32,
+}
+
+impl std::fmt::Debug for ConnTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnTable")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnTable {
+    /// A table for at most `max_connections` entries (capped at `u32::MAX - 1`), with times
+    /// counted from now. All memory is allocated here.
+    pub fn new(max_connections: usize) -> Self {
+        Self::with_epoch(max_connections, Instant::now())
+    }
+
+    /// A table whose clock starts at `epoch`; instants before it count as `epoch`.
+    pub fn with_epoch(max_connections: usize, epoch: Instant) -> Self {
+        let capacity = max_connections.min(NIL as usize - 1);
+        let mut entries = vec![Entry::VACANT; capacity].into_boxed_slice();
+        for (slot, entry) in entries.iter_mut().enumerate() {
+            entry.next = if slot + 1 < capacity {
+                slot as u32 + 1
+            } else {
+                NIL
+            };
+        }
+        ConnTable {
+            // Twice the entries, so tombstones are always cleared by an in-place rehash.
+            index: HashTable::with_capacity(capacity.saturating_mul(2)),
+            hasher: DefaultHashBuilder::default(),
+            entries,
+            free: if capacity > 0 { 0 } else { NIL },
+            len: 0,
+            heads: [NIL; ConnState::COUNT],
+            tails: [NIL; ConnState::COUNT],
+            epoch,
+            clock: 0,
+        }
+    }
+
+    /// Most entries it holds.
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Live entries (some may be past their timeout until expiry or a lookup finds them).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The entry for `key`, expired or not, without touching it. For inspection and tests.
+    pub fn get(&self, key: &FlowKey) -> Option<&Connection> {
+        let slot = self.find(key)?;
+        Some(&self.entries[slot as usize].connection)
+    }
+
+    /// The live entry for `key`. An entry past its timeout is removed (counted as expired) and
+    /// not returned: the flow is new again, as after housekeeping.
+    #[inline]
+    pub fn lookup(
+        &mut self,
+        key: &FlowKey,
+        now: Instant,
+        timeouts: &Timeouts,
+        counters: &WorkerCounters,
+    ) -> Option<ConnId> {
+        let slot = self.find(key)?;
+        let now = self.tick(now);
+        let entry = &self.entries[slot as usize];
+        if is_expired(entry.last_seen, entry.connection.state, now, timeouts) {
+            self.remove_slot(slot);
+            bump(&counters.connections_expired, 1);
+            return None;
+        }
+        Some(ConnId(slot))
+    }
+
+    /// The entry behind a handle from [`ConnTable::lookup`] or [`ConnTable::insert`].
+    #[inline]
+    pub fn connection(&self, id: ConnId) -> &Connection {
+        &self.entries[id.0 as usize].connection
+    }
+
+    /// Points an entry at another backend, or records where its backend is in a newer table.
+    #[inline]
+    pub fn rebind(&mut self, id: ConnId, backend: Ipv4Addr, backend_index: usize, generation: u64) {
+        let connection = &mut self.entries[id.0 as usize].connection;
+        connection.backend = backend;
+        connection.backend_index = backend_index as u32;
+        connection.generation = generation;
+    }
+
+    /// Records a packet of the flow at `now`, moving it to `state`.
+    #[inline]
+    pub fn touch(&mut self, id: ConnId, state: ConnState, now: Instant) {
+        let now = self.tick(now);
+        let slot = id.0;
+        let entry = &self.entries[slot as usize];
+        // Lists are kept in last-seen order; within the same second nothing moves.
+        if entry.connection.state != state || entry.last_seen != now {
+            self.unlink(slot);
+            let entry = &mut self.entries[slot as usize];
+            entry.connection.state = state;
+            entry.last_seen = now;
+            self.push_back(slot, state);
+        }
+    }
+
+    /// Adds an entry for `key`, which must have none. In a full table the entry nearest its
+    /// deadline makes room (see the module docs). Returns `None` only for a capacity-0 table.
+    pub fn insert(
+        &mut self,
+        key: FlowKey,
+        connection: Connection,
+        now: Instant,
+        timeouts: &Timeouts,
+        counters: &WorkerCounters,
+    ) -> Option<ConnId> {
+        debug_assert!(self.find(&key).is_none(), "duplicate connection {key:?}");
+        let now = self.tick(now);
+        if self.free == NIL && !self.reclaim_one(now, timeouts, counters) {
+            bump(&counters.conn_table_full, 1);
+            return None;
+        }
+        let slot = self.free;
+        let entry = &mut self.entries[slot as usize];
+        self.free = entry.next;
+        *entry = Entry {
+            key,
+            connection,
+            last_seen: now,
+            prev: NIL,
+            next: NIL,
+        };
+        self.push_back(slot, connection.state);
+        self.len += 1;
+
+        let hash = self.hasher.hash_one(key);
+        let (hasher, entries) = (&self.hasher, &self.entries);
+        self.index.insert_unique(hash, slot, |&slot| {
+            hasher.hash_one(entries[slot as usize].key)
+        });
+        bump(&counters.connections_created, 1);
+        Some(ConnId(slot))
+    }
+
+    /// Removes the entry for `key`; whether there was one.
+    pub fn remove(&mut self, key: &FlowKey) -> bool {
+        match self.find(key) {
+            Some(slot) => {
+                self.remove_slot(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes up to `budget` entries idle past their timeout, counting them; returns how many.
+    /// Costs O(removed + states): only list heads are looked at.
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        timeouts: &Timeouts,
+        counters: &WorkerCounters,
+        budget: usize,
+    ) -> usize {
+        let now = self.tick(now);
+        let mut removed = 0;
+        for state in ConnState::ALL {
+            while removed < budget {
+                let head = self.heads[state as usize];
+                if head == NIL
+                    || !is_expired(self.entries[head as usize].last_seen, state, now, timeouts)
+                {
+                    break;
+                }
+                self.remove_slot(head);
+                removed += 1;
+            }
+        }
+        bump(&counters.connections_expired, removed as u64);
+        removed
+    }
+
+    /// Publishes the live entry count to the `connections_active` gauge.
+    pub fn publish(&self, counters: &WorkerCounters) {
+        counters
+            .connections_active
+            .store(self.len as u64, Ordering::Relaxed);
+    }
+
+    /// Frees the slot of the entry nearest its deadline. False if the table is empty.
+    fn reclaim_one(&mut self, now: u32, timeouts: &Timeouts, counters: &WorkerCounters) -> bool {
+        let mut victim = None;
+        let mut earliest = u64::MAX;
+        for state in ConnState::ALL {
+            let head = self.heads[state as usize];
+            if head != NIL {
+                let deadline = u64::from(self.entries[head as usize].last_seen)
+                    + u64::from(timeout_secs(state, timeouts));
+                if deadline < earliest {
+                    earliest = deadline;
+                    victim = Some((head, state));
+                }
+            }
+        }
+        let Some((slot, state)) = victim else {
+            return false;
+        };
+        if is_expired(self.entries[slot as usize].last_seen, state, now, timeouts) {
+            bump(&counters.connections_expired, 1);
+        } else {
+            bump(&counters.connections_evicted, 1);
+        }
+        self.remove_slot(slot);
+        true
+    }
+
+    #[inline]
+    fn find(&self, key: &FlowKey) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.index
+            .find(hash, |&slot| self.entries[slot as usize].key == *key)
+            .copied()
+    }
+
+    fn remove_slot(&mut self, slot: u32) {
+        let hash = self.hasher.hash_one(self.entries[slot as usize].key);
+        if let Ok(found) = self.index.find_entry(hash, |&other| other == slot) {
+            found.remove();
+        }
+        self.unlink(slot);
+        self.entries[slot as usize].next = self.free;
+        self.free = slot;
+        self.len -= 1;
+    }
+
+    /// Seconds since the epoch, never less than the last call's.
+    #[inline]
+    fn tick(&mut self, now: Instant) -> u32 {
+        let seconds =
+            u32::try_from(now.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX);
+        self.clock = self.clock.max(seconds);
+        self.clock
+    }
+
+    fn unlink(&mut self, slot: u32) {
+        let Entry {
+            prev,
+            next,
+            connection,
+            ..
+        } = self.entries[slot as usize];
+        let list = connection.state as usize;
+        if prev == NIL {
+            self.heads[list] = next;
+        } else {
+            self.entries[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tails[list] = prev;
+        } else {
+            self.entries[next as usize].prev = prev;
+        }
+    }
+
+    fn push_back(&mut self, slot: u32, state: ConnState) {
+        let list = state as usize;
+        let tail = self.tails[list];
+        let entry = &mut self.entries[slot as usize];
+        entry.prev = tail;
+        entry.next = NIL;
+        if tail == NIL {
+            self.heads[list] = slot;
+        } else {
+            self.entries[tail as usize].next = slot;
+        }
+        self.tails[list] = slot;
+    }
+}
+
+/// A timeout in whole seconds, rounded up.
+#[inline]
+fn timeout_secs(state: ConnState, timeouts: &Timeouts) -> u32 {
+    let timeout = state.timeout(timeouts);
+    let seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+    u32::try_from(seconds).unwrap_or(u32::MAX)
+}
+
+/// Idle for more than its timeout, in whole seconds: never early, at most a second late.
+#[inline]
+fn is_expired(last_seen: u32, state: ConnState, now: u32, timeouts: &Timeouts) -> bool {
+    now.saturating_sub(last_seen) > timeout_secs(state, timeouts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u16) -> FlowKey {
+        FlowKey {
+            src_addr: Ipv4Addr::new(192, 0, 2, 2),
+            dst_addr: Ipv4Addr::new(192, 0, 2, 10),
+            src_port: n,
+            dst_port: 80,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    fn connection(state: ConnState) -> Connection {
+        Connection {
+            backend: Ipv4Addr::new(10, 0, 0, 1),
+            backend_index: 0,
+            generation: 1,
+            state,
+        }
+    }
+
+    fn secs(start: Instant, seconds: u64) -> Instant {
+        start + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn tcp_state_machine() {
+        use ConnState::*;
+        let (syn, ack, fin, rst) = (
+            TcpFlags::SYN,
+            TcpFlags::ACK,
+            TcpFlags::FIN | TcpFlags::ACK,
+            TcpFlags::RST,
+        );
+        assert_eq!(ConnState::tcp_initial(syn), Some(TcpSyn));
+        assert_eq!(
+            ConnState::tcp_initial(ack),
+            Some(TcpSyn),
+            "mid-flow pickup is provisional"
+        );
+        assert_eq!(ConnState::tcp_initial(fin), Some(TcpFinWait));
+        assert_eq!(ConnState::tcp_initial(rst), None);
+        assert_eq!(TcpSyn.on_tcp(ack), TcpEstablished);
+        assert_eq!(TcpSyn.on_tcp(syn), TcpSyn);
+        assert_eq!(TcpEstablished.on_tcp(syn), TcpEstablished);
+        assert_eq!(
+            TcpEstablished.on_tcp(TcpFlags::ACK | TcpFlags::PSH),
+            TcpEstablished
+        );
+        assert_eq!(TcpEstablished.on_tcp(fin), TcpFinWait);
+        assert_eq!(TcpFinWait.on_tcp(ack), TcpFinWait);
+        assert_eq!(TcpFinWait.on_tcp(syn), TcpSyn, "port reuse");
+        assert_eq!(TcpEstablished.on_tcp(rst), TcpClose);
+        assert_eq!(TcpClose.on_tcp(fin), TcpClose);
+        assert_eq!(TcpClose.on_tcp(ack), TcpClose);
+        assert_eq!(TcpClose.on_tcp(syn), TcpSyn);
+        assert_eq!(Udp.on_tcp(rst), Udp);
+    }
+
+    #[test]
+    fn lists_stay_consistent_through_churn() {
+        let start = Instant::now();
+        let timeouts = Timeouts::default();
+        let counters = WorkerCounters::default();
+        let mut table = ConnTable::with_epoch(64, start);
+        for round in 0..2000u64 {
+            let n = (round * 7919 % 200) as u16;
+            let now = secs(start, round / 10);
+            match table.lookup(&key(n), now, &timeouts, &counters) {
+                Some(id) => {
+                    let state = ConnState::ALL[(round % 5) as usize];
+                    table.touch(id, state, now);
+                }
+                None => {
+                    table
+                        .insert(
+                            key(n),
+                            connection(ConnState::TcpSyn),
+                            now,
+                            &timeouts,
+                            &counters,
+                        )
+                        .unwrap();
+                }
+            }
+            if round % 97 == 0 {
+                table.expire(now, &timeouts, &counters, usize::MAX);
+            }
+            // Every live entry is on exactly one list, in last-seen order.
+            let mut seen = 0;
+            for state in ConnState::ALL {
+                let mut slot = table.heads[state as usize];
+                let mut prev = NIL;
+                let mut last = 0;
+                while slot != NIL {
+                    let entry = &table.entries[slot as usize];
+                    assert_eq!(entry.prev, prev);
+                    assert_eq!(entry.connection.state, state);
+                    assert!(entry.last_seen >= last);
+                    assert_eq!(table.find(&entry.key), Some(slot));
+                    last = entry.last_seen;
+                    prev = slot;
+                    slot = entry.next;
+                    seen += 1;
+                }
+                assert_eq!(table.tails[state as usize], prev);
+            }
+            assert_eq!(seen, table.len());
+            assert!(table.len() <= 64);
+        }
+    }
+
+    #[test]
+    fn zero_capacity_forwards_without_state() {
+        let counters = WorkerCounters::default();
+        let mut table = ConnTable::new(0);
+        let id = table.insert(
+            key(1),
+            connection(ConnState::Udp),
+            Instant::now(),
+            &Timeouts::default(),
+            &counters,
+        );
+        assert!(id.is_none());
+        assert_eq!(counters.conn_table_full.load(Ordering::Relaxed), 1);
+    }
+}

@@ -16,14 +16,20 @@
 //! a lock or make a syscall per packet (one TX wake-up per batch is the exception), or panic on
 //! any frame.
 
+#![deny(unsafe_code)]
+
 pub mod conntrack;
 pub mod counters;
 pub mod pipeline;
 pub mod rewrite;
 pub mod service;
+#[doc(hidden)]
+pub mod testing;
 pub mod wire;
 pub mod worker;
+#[allow(unsafe_code, reason = "loads BPF objects through libbpf")]
 pub mod xdp;
+#[allow(unsafe_code, reason = "UMEM and ring memory are shared with the kernel")]
 pub mod xsk;
 
 pub use counters::{DropReason, WorkerCounters};

@@ -240,8 +240,9 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
         wire.send(&udp_frame(director_mac, source_port, VIP, 7002));
         // Not a service: the classifier passes it to the kernel.
         wire.send(&udp_frame(director_mac, source_port, VIP, 9));
-        if round % 64 == 0 {
-            // Pace the sender so the test measures correctness, not the RX ring's depth.
+        if round % 16 == 0 {
+            // Pace the sender: veth holds only 256 frames for its NAPI poll, and this test is
+            // about correctness, not about how deep the rings are.
             let expected = u64::from(round) * 3;
             wait_until("the worker to catch up", Duration::from_secs(10), || {
                 counters.rx_packets.load(Ordering::Relaxed) >= expected

@@ -1,0 +1,688 @@
+//! Test support: a readable frame builder, service-table helpers and a field-level frame diff.
+//!
+//! Shared by unit tests, `tests/`, benches and fuzz seeds so they all speak the same fixtures.
+//! Not part of the data plane: it allocates and panics on bad input (it is for tests). Hidden
+//! from the docs; nothing in the hot path uses it.
+//!
+//! ```
+//! use dataplane::testing::FrameBuilder;
+//! let syn = FrameBuilder::tcp().src("192.0.2.2:40000").dst("192.0.2.10:80").syn().build();
+//! assert_eq!(syn.len(), 60); // padded to the Ethernet minimum
+//! ```
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use crate::counters::{backend_counter_block, BackendCounters};
+use crate::service::{Backend, Forwarding, Protocol, Service, ServiceKey, ServiceTable, Timeouts};
+use crate::wire::{
+    ethernet, ipv4, tcp, udp, EtherType, EthernetFrame, Ipv4Packet, MacAddr, TcpFlags, TcpSegment,
+    UdpDatagram,
+};
+
+/// The director's interface MAC in fixtures.
+pub const DIRECTOR_MAC: MacAddr = [0x02, 0, 0, 0, 0, 0x0a];
+/// The upstream router's MAC: the source of client frames in fixtures.
+pub const ROUTER_MAC: MacAddr = [0x02, 0, 0, 0, 0, 0x01];
+
+/// The MAC fixtures give real server `n` (`02:00:00:00:01:nn`).
+pub const fn backend_mac(n: u8) -> MacAddr {
+    [0x02, 0, 0, 0, 0x01, n]
+}
+
+/// What the frame carries above Ethernet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Tcp,
+    Udp,
+    Icmp,
+    Arp,
+}
+
+/// Builds one Ethernet frame, valid unless told otherwise, with correct checksums.
+///
+/// Every knob that makes a malformed frame is a method: [`FrameBuilder::vlan`],
+/// [`FrameBuilder::version`], [`FrameBuilder::ihl`], [`FrameBuilder::more_fragments`],
+/// [`FrameBuilder::fragment_offset`], [`FrameBuilder::total_len`], [`FrameBuilder::l4_len`],
+/// [`FrameBuilder::truncate`].
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `build`"]
+pub struct FrameBuilder {
+    kind: Kind,
+    eth_src: MacAddr,
+    eth_dst: MacAddr,
+    vlan: Option<(EtherType, u16)>,
+    ethertype: Option<EtherType>,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    version: u8,
+    ihl: u8,
+    tos: u8,
+    ident: u16,
+    dont_fragment: bool,
+    more_fragments: bool,
+    fragment_offset: u16,
+    ttl: u8,
+    protocol: Option<u8>,
+    total_len: Option<u16>,
+    tcp_flags: TcpFlags,
+    seq: u32,
+    ack_number: u32,
+    tcp_header_len: u8,
+    udp_checksum: Option<u16>,
+    payload: Vec<u8>,
+    l4_len: Option<usize>,
+    truncate: Option<usize>,
+    pad: bool,
+}
+
+impl FrameBuilder {
+    fn new(kind: Kind) -> Self {
+        FrameBuilder {
+            kind,
+            eth_src: ROUTER_MAC,
+            eth_dst: DIRECTOR_MAC,
+            vlan: None,
+            ethertype: None,
+            src: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 40000),
+            dst: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10), 80),
+            version: 4,
+            ihl: 5,
+            tos: 0,
+            ident: 0x1234,
+            dont_fragment: true,
+            more_fragments: false,
+            fragment_offset: 0,
+            ttl: 64,
+            protocol: None,
+            total_len: None,
+            tcp_flags: TcpFlags::default(),
+            seq: 1_000_000,
+            ack_number: 0,
+            tcp_header_len: 20,
+            udp_checksum: None,
+            payload: Vec::new(),
+            l4_len: None,
+            truncate: None,
+            pad: true,
+        }
+    }
+
+    /// A TCP segment (no flags until set), from 192.0.2.2:40000 to 192.0.2.10:80.
+    pub fn tcp() -> Self {
+        Self::new(Kind::Tcp)
+    }
+
+    /// A UDP datagram, from 192.0.2.2:40000 to 192.0.2.10:80.
+    pub fn udp() -> Self {
+        Self::new(Kind::Udp)
+    }
+
+    /// An ICMP echo request to 192.0.2.10.
+    pub fn icmp() -> Self {
+        Self::new(Kind::Icmp)
+    }
+
+    /// An ARP request ("who has 192.0.2.10") from 192.0.2.2.
+    pub fn arp() -> Self {
+        Self::new(Kind::Arp)
+    }
+
+    /// Source address and port, as `"a.b.c.d:port"`.
+    pub fn src(mut self, addr: &str) -> Self {
+        self.src = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("not an IPv4 socket address: {addr:?}"));
+        self
+    }
+
+    /// Destination address and port, as `"a.b.c.d:port"`.
+    pub fn dst(mut self, addr: &str) -> Self {
+        self.dst = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("not an IPv4 socket address: {addr:?}"));
+        self
+    }
+
+    /// Source MAC.
+    pub fn eth_src(mut self, mac: MacAddr) -> Self {
+        self.eth_src = mac;
+        self
+    }
+
+    /// Destination MAC.
+    pub fn eth_dst(mut self, mac: MacAddr) -> Self {
+        self.eth_dst = mac;
+        self
+    }
+
+    /// Inserts an 802.1Q tag with this VLAN id.
+    pub fn vlan(mut self, id: u16) -> Self {
+        self.vlan = Some((EtherType::VLAN, id));
+        self
+    }
+
+    /// Inserts an 802.1ad (QinQ) service tag with this VLAN id.
+    pub fn qinq(mut self, id: u16) -> Self {
+        self.vlan = Some((EtherType::QINQ, id));
+        self
+    }
+
+    /// Overrides the EtherType (of the innermost header).
+    pub fn ethertype(mut self, ethertype: EtherType) -> Self {
+        self.ethertype = Some(ethertype);
+        self
+    }
+
+    /// Overrides the IP version nibble.
+    pub fn version(mut self, version: u8) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Sets IHL (header length in 32-bit words). Above 5 the extra words are filled with
+    /// options (NOPs and an end-of-list); below 5 the field lies and the header stays 20 bytes.
+    pub fn ihl(mut self, ihl: u8) -> Self {
+        self.ihl = ihl;
+        self
+    }
+
+    /// Type of service byte.
+    pub fn tos(mut self, tos: u8) -> Self {
+        self.tos = tos;
+        self
+    }
+
+    /// Time to live.
+    pub fn ttl(mut self, ttl: u8) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets More Fragments (and clears Don't Fragment).
+    pub fn more_fragments(mut self) -> Self {
+        self.more_fragments = true;
+        self.dont_fragment = false;
+        self
+    }
+
+    /// Sets the fragment offset in bytes (a multiple of 8; clears Don't Fragment).
+    pub fn fragment_offset(mut self, offset: u16) -> Self {
+        self.fragment_offset = offset;
+        self.dont_fragment = false;
+        self
+    }
+
+    /// Overrides the IP protocol number.
+    pub fn protocol(mut self, protocol: u8) -> Self {
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// Overrides the IP total length field (the bytes stay as built).
+    pub fn total_len(mut self, total_len: u16) -> Self {
+        self.total_len = Some(total_len);
+        self
+    }
+
+    /// Adds TCP flags.
+    pub fn flags(mut self, flags: TcpFlags) -> Self {
+        self.tcp_flags = self.tcp_flags | flags;
+        self
+    }
+
+    /// Adds SYN.
+    pub fn syn(self) -> Self {
+        self.flags(TcpFlags::SYN)
+    }
+
+    /// Adds ACK.
+    pub fn ack(self) -> Self {
+        self.flags(TcpFlags::ACK)
+    }
+
+    /// Adds FIN.
+    pub fn fin(self) -> Self {
+        self.flags(TcpFlags::FIN)
+    }
+
+    /// Adds RST.
+    pub fn rst(self) -> Self {
+        self.flags(TcpFlags::RST)
+    }
+
+    /// Adds PSH.
+    pub fn psh(self) -> Self {
+        self.flags(TcpFlags::PSH)
+    }
+
+    /// TCP sequence number.
+    pub fn seq(mut self, seq: u32) -> Self {
+        self.seq = seq;
+        self
+    }
+
+    /// Overrides the TCP data offset (header length in bytes; the header stays 20 bytes).
+    pub fn tcp_header_len(mut self, header_len: u8) -> Self {
+        self.tcp_header_len = header_len;
+        self
+    }
+
+    /// Overrides the UDP checksum (0: "no checksum").
+    pub fn udp_checksum(mut self, checksum: u16) -> Self {
+        self.udp_checksum = Some(checksum);
+        self
+    }
+
+    /// Transport payload.
+    pub fn payload(mut self, payload: &[u8]) -> Self {
+        self.payload = payload.to_vec();
+        self
+    }
+
+    /// Cuts the transport header and payload to `len` bytes and sets the IP total length to
+    /// match, so the IPv4 layer is intact and the TCP/UDP header is what is short.
+    pub fn l4_len(mut self, len: usize) -> Self {
+        self.l4_len = Some(len);
+        self
+    }
+
+    /// Cuts the finished frame to `len` bytes, header fields unchanged (no padding).
+    pub fn truncate(mut self, len: usize) -> Self {
+        self.truncate = Some(len);
+        self.pad = false;
+        self
+    }
+
+    /// Does not pad the frame to the 60-byte Ethernet minimum.
+    pub fn unpadded(mut self) -> Self {
+        self.pad = false;
+        self
+    }
+
+    /// The frame's bytes.
+    pub fn build(&self) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(128);
+        frame.extend_from_slice(&self.eth_dst);
+        frame.extend_from_slice(&self.eth_src);
+        if let Some((tpid, id)) = self.vlan {
+            frame.extend_from_slice(&tpid.0.to_be_bytes());
+            frame.extend_from_slice(&(id & 0x0fff).to_be_bytes());
+        }
+        let default_type = if self.kind == Kind::Arp {
+            EtherType::ARP
+        } else {
+            EtherType::IPV4
+        };
+        frame.extend_from_slice(&self.ethertype.unwrap_or(default_type).0.to_be_bytes());
+        match self.kind {
+            Kind::Arp => frame.extend_from_slice(&self.arp_body()),
+            _ => frame.extend_from_slice(&self.ipv4()),
+        }
+        if let Some(len) = self.truncate {
+            frame.truncate(len);
+        }
+        if self.pad && frame.len() < 60 {
+            frame.resize(60, 0);
+        }
+        frame
+    }
+
+    fn arp_body(&self) -> Vec<u8> {
+        let mut arp = vec![0, 1, 0x08, 0x00, 6, 4, 0, 1];
+        arp.extend_from_slice(&self.eth_src);
+        arp.extend_from_slice(&self.src.ip().octets());
+        arp.extend_from_slice(&[0; 6]);
+        arp.extend_from_slice(&self.dst.ip().octets());
+        arp
+    }
+
+    fn transport(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+        match self.kind {
+            Kind::Tcp => {
+                let mut bytes = vec![0; tcp::HEADER_LEN + self.payload.len()];
+                let mut segment = TcpSegment::new_unchecked(&mut bytes[..]);
+                segment.set_src_port(self.src.port());
+                segment.set_dst_port(self.dst.port());
+                segment.set_seq_number(self.seq);
+                segment.set_ack_number(self.ack_number);
+                segment.set_header_len(self.tcp_header_len);
+                segment.set_flags(self.tcp_flags);
+                segment.set_window_len(64240);
+                // After the fixed header whatever the data offset says (it may be overridden).
+                segment.as_mut()[tcp::HEADER_LEN..].copy_from_slice(&self.payload);
+                segment.fill_checksum(src, dst);
+                bytes
+            }
+            Kind::Udp => {
+                let mut bytes = vec![0; udp::HEADER_LEN + self.payload.len()];
+                let len = bytes.len() as u16;
+                let mut datagram = UdpDatagram::new_unchecked(&mut bytes[..]);
+                datagram.set_src_port(self.src.port());
+                datagram.set_dst_port(self.dst.port());
+                datagram.set_len(len);
+                datagram.payload_mut().copy_from_slice(&self.payload);
+                datagram.fill_checksum(src, dst);
+                if let Some(checksum) = self.udp_checksum {
+                    datagram.set_checksum(checksum);
+                }
+                bytes
+            }
+            Kind::Icmp => {
+                let mut bytes = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
+                bytes.extend_from_slice(&self.payload);
+                let checksum = !crate::wire::checksum::data(&bytes);
+                bytes[2..4].copy_from_slice(&checksum.to_be_bytes());
+                bytes
+            }
+            Kind::Arp => Vec::new(),
+        }
+    }
+
+    fn ipv4(&self) -> Vec<u8> {
+        let (src, dst) = (*self.src.ip(), *self.dst.ip());
+        let mut transport = self.transport(src, dst);
+        if let Some(len) = self.l4_len {
+            transport.truncate(len);
+        }
+        let header_len = usize::from(self.ihl.max(5)) * 4;
+        let mut bytes = vec![0; header_len + transport.len()];
+        let total_len = self.total_len.unwrap_or(bytes.len() as u16);
+        let protocol = self.protocol.unwrap_or(match self.kind {
+            Kind::Tcp => ipv4::protocol::TCP,
+            Kind::Udp => ipv4::protocol::UDP,
+            Kind::Icmp | Kind::Arp => ipv4::protocol::ICMP,
+        });
+        let mut packet = Ipv4Packet::new_unchecked(&mut bytes[..]);
+        packet.set_version_and_header_len(self.version, self.ihl.saturating_mul(4));
+        packet.set_tos(self.tos);
+        packet.set_total_len(total_len);
+        packet.set_ident(self.ident);
+        packet.set_fragment(
+            self.dont_fragment,
+            self.more_fragments,
+            self.fragment_offset,
+        );
+        packet.set_ttl(self.ttl);
+        packet.set_protocol(protocol);
+        packet.set_src_addr(src);
+        packet.set_dst_addr(dst);
+        // Options: NOPs then end-of-list.
+        let options = &mut bytes[ipv4::HEADER_LEN..header_len];
+        options.fill(1);
+        if let Some(last) = options.last_mut() {
+            *last = 0;
+        }
+        bytes[header_len..].copy_from_slice(&transport);
+        // The checksum covers the header as IHL says, within what was built.
+        let checksummed = (usize::from(self.ihl) * 4).clamp(0, header_len);
+        let checksum = !crate::wire::checksum::data(&bytes[..checksummed]);
+        Ipv4Packet::new_unchecked(&mut bytes[..]).set_checksum(checksum);
+        bytes
+    }
+}
+
+/// A real server for fixtures: `"10.0.0.n"`, its MAC (`None`: unresolved), weight and slot.
+pub fn backend(address: &str, mac: Option<MacAddr>, weight: u32, counter_slot: usize) -> Backend {
+    Backend {
+        address: address
+            .parse()
+            .unwrap_or_else(|_| panic!("not an IPv4 address: {address:?}")),
+        mac,
+        weight,
+        counter_slot,
+    }
+}
+
+/// A service on `"vip:port"` with a real scheduler over `backends` (candidate key: the address).
+pub fn service(
+    vip_port: &str,
+    protocol: Protocol,
+    algorithm: scheduler::Algorithm,
+    backends: Vec<Backend>,
+) -> Service {
+    let addr: SocketAddrV4 = vip_port
+        .parse()
+        .unwrap_or_else(|_| panic!("not an IPv4 socket address: {vip_port:?}"));
+    let candidates: Vec<scheduler::Candidate> = backends
+        .iter()
+        .map(|backend| scheduler::Candidate {
+            key: u64::from(u32::from(backend.address)),
+            weight: backend.weight,
+        })
+        .collect();
+    let scheduler =
+        scheduler::Scheduler::new(algorithm, &candidates, scheduler::DEFAULT_MAGLEV_TABLE_SIZE)
+            .unwrap();
+    Service {
+        name: format!("{}-{vip_port}", protocol.name()),
+        key: ServiceKey {
+            vip: *addr.ip(),
+            port: addr.port(),
+            protocol,
+        },
+        forwarding: Forwarding::DirectRouting,
+        scheduler,
+        backends,
+    }
+}
+
+/// One counter block per worker, with `slots` backend slots each, to share across generations.
+pub fn counter_blocks(workers: usize, slots: usize) -> Vec<Arc<[BackendCounters]>> {
+    (0..workers).map(|_| backend_counter_block(slots)).collect()
+}
+
+/// A service table with default timeouts.
+pub fn table(
+    generation: u64,
+    services: Vec<Service>,
+    counters: Vec<Arc<[BackendCounters]>>,
+) -> ServiceTable {
+    ServiceTable::new(generation, services, Timeouts::default(), counters)
+}
+
+/// A named byte range of a frame.
+struct FieldSpan {
+    name: &'static str,
+    start: usize,
+    end: usize,
+}
+
+/// The header fields of `frame` (untagged Ethernet, IPv4, TCP/UDP), as far as it parses.
+fn fields(frame: &[u8]) -> Vec<FieldSpan> {
+    let span = |name, start, end| FieldSpan { name, start, end };
+    let mut spans = vec![
+        span("eth.dst", 0, 6),
+        span("eth.src", 6, 12),
+        span("eth.type", 12, 14),
+    ];
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return spans;
+    };
+    if eth.ethertype() != EtherType::IPV4 {
+        spans.push(span("eth.payload", ethernet::HEADER_LEN, usize::MAX));
+        return spans;
+    }
+    let ip_at = ethernet::HEADER_LEN;
+    for (name, start, end) in [
+        ("ipv4.version_ihl", 0, 1),
+        ("ipv4.tos", 1, 2),
+        ("ipv4.total_len", 2, 4),
+        ("ipv4.ident", 4, 6),
+        ("ipv4.flags_frag", 6, 8),
+        ("ipv4.ttl", 8, 9),
+        ("ipv4.protocol", 9, 10),
+        ("ipv4.checksum", 10, 12),
+        ("ipv4.src", 12, 16),
+        ("ipv4.dst", 16, 20),
+    ] {
+        spans.push(span(name, ip_at + start, ip_at + end));
+    }
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        spans.push(span("ipv4.rest", ip_at + ipv4::HEADER_LEN, usize::MAX));
+        return spans;
+    };
+    let l4_at = ip_at + usize::from(ip.header_len());
+    spans.push(span("ipv4.options", ip_at + ipv4::HEADER_LEN, l4_at));
+    let l4_fields: &[(&'static str, usize, usize)] = match ip.protocol() {
+        ipv4::protocol::TCP => &[
+            ("tcp.src_port", 0, 2),
+            ("tcp.dst_port", 2, 4),
+            ("tcp.seq", 4, 8),
+            ("tcp.ack", 8, 12),
+            ("tcp.offset_flags", 12, 14),
+            ("tcp.window", 14, 16),
+            ("tcp.checksum", 16, 18),
+            ("tcp.urgent", 18, 20),
+        ],
+        ipv4::protocol::UDP => &[
+            ("udp.src_port", 0, 2),
+            ("udp.dst_port", 2, 4),
+            ("udp.len", 4, 6),
+            ("udp.checksum", 6, 8),
+        ],
+        _ => &[],
+    };
+    let mut end = l4_at;
+    for &(name, start, stop) in l4_fields {
+        spans.push(span(name, l4_at + start, l4_at + stop));
+        end = l4_at + stop;
+    }
+    spans.push(span("payload", end, ip_at + usize::from(ip.total_len())));
+    spans.push(span(
+        "eth.padding",
+        ip_at + usize::from(ip.total_len()),
+        usize::MAX,
+    ));
+    spans
+}
+
+/// `None` if the frames are equal, else one line per differing header field (laid out by
+/// `expected`), e.g. `eth.dst [0..6]: expected 02 00 00 00 01 01, got 02 00 00 00 01 02`.
+pub fn diff(expected: &[u8], actual: &[u8]) -> Option<String> {
+    if expected == actual {
+        return None;
+    }
+    let hex = |bytes: &[u8]| {
+        bytes
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = String::new();
+    if expected.len() != actual.len() {
+        let _ = writeln!(
+            out,
+            "length: expected {}, got {}",
+            expected.len(),
+            actual.len()
+        );
+    }
+    let longest = expected.len().max(actual.len());
+    for field in fields(expected) {
+        let end = field.end.min(longest);
+        if field.start >= end {
+            continue;
+        }
+        let want = expected
+            .get(field.start..end.min(expected.len()))
+            .unwrap_or(&[]);
+        let got = actual
+            .get(field.start..end.min(actual.len()))
+            .unwrap_or(&[]);
+        if want != got {
+            let _ = writeln!(
+                out,
+                "{} [{}..{}]: expected {}, got {}",
+                field.name,
+                field.start,
+                end,
+                hex(want),
+                hex(got)
+            );
+        }
+    }
+    Some(out)
+}
+
+/// Panics with a field-level diff unless the frames are equal.
+#[track_caller]
+pub fn assert_frame_eq(expected: &[u8], actual: &[u8], description: &str) {
+    if let Some(diff) = diff(expected, actual) {
+        panic!("{description}: frames differ\n{diff}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_round_trips_through_views() {
+        let frame = FrameBuilder::tcp()
+            .src("192.0.2.7:1234")
+            .dst("192.0.2.10:443")
+            .syn()
+            .payload(b"hi")
+            .build();
+        let eth = EthernetFrame::new_checked(&frame[..]).unwrap();
+        assert_eq!(eth.src_addr(), ROUTER_MAC);
+        assert_eq!(eth.dst_addr(), DIRECTOR_MAC);
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(ip.total_len(), 42);
+        assert_eq!(ip.src_addr(), Ipv4Addr::new(192, 0, 2, 7));
+        let tcp = TcpSegment::new_checked(ip.payload()).unwrap();
+        assert_eq!((tcp.src_port(), tcp.dst_port()), (1234, 443));
+        assert!(tcp.syn() && !tcp.ack());
+        assert_eq!(tcp.payload(), b"hi");
+        assert!(tcp.verify_checksum(ip.src_addr(), ip.dst_addr()));
+
+        let frame = FrameBuilder::udp()
+            .dst("192.0.2.53:53")
+            .payload(&[7; 100])
+            .build();
+        let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+        let udp = UdpDatagram::new_checked(ip.payload()).unwrap();
+        assert_eq!(udp.len(), 108);
+        assert!(udp.verify_checksum(ip.src_addr(), ip.dst_addr()));
+    }
+
+    #[test]
+    fn malformed_knobs() {
+        assert_eq!(FrameBuilder::tcp().truncate(13).build().len(), 13);
+        let tagged = FrameBuilder::tcp().vlan(100).build();
+        assert_eq!(&tagged[12..16], &[0x81, 0x00, 0x00, 0x64]);
+        let options = FrameBuilder::tcp().ihl(6).build();
+        let ip = Ipv4Packet::new_checked(&options[14..]).unwrap();
+        assert_eq!(ip.options(), &[1, 1, 1, 0]);
+        assert!(ip.verify_checksum());
+        let short_l4 = FrameBuilder::tcp().l4_len(10).unpadded().build();
+        assert_eq!(short_l4.len(), 14 + 20 + 10);
+        assert_eq!(
+            Ipv4Packet::new_checked(&short_l4[14..])
+                .unwrap()
+                .payload()
+                .len(),
+            10
+        );
+    }
+
+    #[test]
+    fn diff_names_fields() {
+        let a = FrameBuilder::tcp().syn().build();
+        let b = FrameBuilder::tcp()
+            .syn()
+            .eth_dst(backend_mac(1))
+            .dst("192.0.2.11:80")
+            .build();
+        let diff = diff(&a, &b).unwrap();
+        assert!(diff.contains("eth.dst [0..6]"), "{diff}");
+        assert!(diff.contains("ipv4.dst [30..34]"), "{diff}");
+        assert!(diff.contains("tcp.checksum"), "{diff}");
+        assert!(!diff.contains("eth.src"), "{diff}");
+        assert!(super::diff(&a, &a).is_none());
+    }
+}

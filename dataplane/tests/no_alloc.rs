@@ -1,0 +1,241 @@
+//! The hot path must not allocate: a counting global allocator watches thousands of fixture
+//! frames (new flows, existing flows, every drop, a full table churning, expiry, a table swap)
+//! go through `Pipeline::process` and `housekeeping` after warm-up, and asserts zero
+//! allocations.
+//!
+//! Only allocations made by the test's own thread while counting is on are counted, so the
+//! harness's threads cannot disturb the result.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use dataplane::testing::{self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC};
+use dataplane::{Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters};
+use scheduler::Algorithm;
+
+struct CountingAllocator;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn note_allocation() {
+    // `try_with`: the allocator also runs while thread-locals are being torn down.
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; counting touches only
+// const-initialised thread-locals, which never allocate.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Runs `f` and returns how many allocations this thread made meanwhile.
+fn allocations_during(f: impl FnOnce()) -> u64 {
+    ALLOCATIONS.with(|count| count.set(0));
+    COUNTING.with(|counting| counting.set(true));
+    f();
+    COUNTING.with(|counting| counting.set(false));
+    ALLOCATIONS.with(Cell::get)
+}
+
+fn table(
+    generation: u64,
+    web_servers: &[u8],
+    blocks: &[std::sync::Arc<[dataplane::counters::BackendCounters]>],
+) -> ServiceTable {
+    let servers = |numbers: &[u8]| {
+        numbers
+            .iter()
+            .map(|&n| {
+                backend(
+                    &format!("10.0.0.{n}"),
+                    Some(backend_mac(n)),
+                    1,
+                    usize::from(n),
+                )
+            })
+            .collect()
+    };
+    testing::table(
+        generation,
+        vec![
+            service(
+                "192.0.2.10:80",
+                Protocol::Tcp,
+                Algorithm::Maglev,
+                servers(web_servers),
+            ),
+            service(
+                "192.0.2.11:80",
+                Protocol::Tcp,
+                Algorithm::RoundRobin,
+                servers(&[1, 2, 3]),
+            ),
+            service(
+                "192.0.2.53:53",
+                Protocol::Udp,
+                Algorithm::Maglev,
+                servers(&[4, 5]),
+            ),
+            service(
+                "192.0.2.20:80",
+                Protocol::Tcp,
+                Algorithm::RoundRobin,
+                vec![backend("10.0.0.9", None, 1, 9)],
+            ),
+            service(
+                "192.0.2.30:80",
+                Protocol::Tcp,
+                Algorithm::Maglev,
+                vec![backend("10.0.0.10", Some(backend_mac(10)), 0, 10)],
+            ),
+        ],
+        blocks.to_vec(),
+    )
+}
+
+/// Fixture frames: many new flows on two schedulers, their follow-up segments, UDP, and every
+/// kind of drop.
+fn fixtures() -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    for port in 0..1500u16 {
+        let src = format!("198.51.100.{}:{}", port % 200, 10000 + port);
+        let vip = if port % 3 == 0 {
+            "192.0.2.11:80"
+        } else {
+            "192.0.2.10:80"
+        };
+        frames.push(FrameBuilder::tcp().src(&src).dst(vip).syn().build());
+        frames.push(
+            FrameBuilder::tcp()
+                .src(&src)
+                .dst(vip)
+                .ack()
+                .payload(b"GET / HTTP/1.1\r\n\r\n")
+                .build(),
+        );
+        if port % 5 == 0 {
+            frames.push(FrameBuilder::tcp().src(&src).dst(vip).fin().ack().build());
+        }
+        if port % 7 == 0 {
+            frames.push(FrameBuilder::tcp().src(&src).dst(vip).rst().build());
+        }
+        if port % 4 == 0 {
+            frames.push(
+                FrameBuilder::udp()
+                    .src(&src)
+                    .dst("192.0.2.53:53")
+                    .payload(&[0; 40])
+                    .build(),
+            );
+        }
+    }
+    let web = || FrameBuilder::tcp().dst("192.0.2.10:80").syn();
+    frames.extend([
+        web().truncate(13).build(),
+        web().truncate(30).build(),
+        web().total_len(300).build(),
+        web().l4_len(12).unpadded().build(),
+        FrameBuilder::arp().build(),
+        web().vlan(10).build(),
+        web().ihl(4).build(),
+        web().ihl(7).build(),
+        web().more_fragments().build(),
+        web().fragment_offset(64).build(),
+        FrameBuilder::icmp().dst("192.0.2.10:0").build(),
+        web().dst("192.0.2.10:8080").build(),
+        web().dst("192.0.2.20:80").build(),
+        web().dst("192.0.2.30:80").build(),
+    ]);
+    frames
+}
+
+#[test]
+fn pipeline_does_not_allocate_per_frame() {
+    // The counter works: one allocation is seen as one.
+    assert_eq!(
+        allocations_during(|| drop(std::hint::black_box(vec![1u8; 16]))),
+        1
+    );
+
+    let blocks = testing::counter_blocks(1, 16);
+    let first = table(1, &[1, 2, 3, 4], &blocks);
+    let second = table(2, &[5, 4, 3, 2, 1, 6], &blocks);
+    let frames = fixtures();
+    let counters = WorkerCounters::default();
+    // Far fewer entries than flows, so the table is full and churning most of the time.
+    let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 512);
+    let start = Instant::now();
+    let mut buffer = [0u8; 2048];
+
+    let mut run = |pipeline: &mut Pipeline, table: &ServiceTable, second: u64| -> (u64, u64) {
+        let now = start + Duration::from_secs(second);
+        let (mut sent, mut dropped) = (0, 0);
+        for frame in &frames {
+            let bytes = &mut buffer[..frame.len()];
+            bytes.copy_from_slice(frame);
+            match pipeline.process(bytes, table, now, &counters) {
+                Verdict::Tx => sent += 1,
+                Verdict::Drop(_) => dropped += 1,
+            }
+        }
+        pipeline.housekeeping(table, now, &counters);
+        (sent, dropped)
+    };
+
+    // Warm-up: anything lazily initialised on first use happens here.
+    run(&mut pipeline, &first, 0);
+
+    let mut totals = (0, 0);
+    let allocations = allocations_during(|| {
+        for round in 1..=20 {
+            // Alternate generations (rebinding entries) and let time pass so even established entries
+            // expire (900 s).
+            let table = if round % 2 == 0 { &first } else { &second };
+            let (sent, dropped) = run(&mut pipeline, table, round * 1000);
+            totals.0 += sent;
+            totals.1 += dropped;
+        }
+    });
+    assert!(
+        totals.0 > 50_000 && totals.1 > 200,
+        "fixtures exercised too little: {totals:?}"
+    );
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        load(&counters.connections_evicted) > 0,
+        "the table never filled"
+    );
+    assert!(load(&counters.connections_expired) > 0, "nothing expired");
+    assert_eq!(allocations, 0, "the pipeline allocated {allocations} times");
+}
