@@ -254,10 +254,21 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
     wait_until("every service frame to reach the worker", Duration::from_secs(10), || {
         counters.rx_packets.load(Ordering::Relaxed) == sent_to_services
     });
-    wait_until("forwarded frames to come back out", Duration::from_secs(10), || {
+    let forwarded_by_worker = || counters.tx_packets.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while forwarded_seen < usize::from(rounds) && Instant::now() < deadline {
         forwarded_seen += wire.count_to(BACKEND_MAC);
-        forwarded_seen >= usize::from(rounds)
-    });
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let veth = Command::new("ip").args(["-s", "link", "show", "xb"]).output().unwrap();
+    assert_eq!(
+        forwarded_seen,
+        usize::from(rounds),
+        "frames seen on the wire; the worker transmitted {}; drops {:?}; {}",
+        forwarded_by_worker(),
+        DropReason::ALL.map(|reason| (reason.name(), counters.drops(reason))),
+        String::from_utf8_lossy(&veth.stdout)
+    );
 
     stop.store(true, Ordering::Relaxed);
     let xsk = worker.join().unwrap();

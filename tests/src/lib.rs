@@ -1,1 +1,76 @@
-//! Lab (contract stub).
+//! The director's namespace test lab, its end-to-end tests and the demo.
+//!
+//! A [`Lab`] builds an LVS direct-routing topology out of network namespaces: a `switch`
+//! namespace holding a Linux bridge, and one namespace per host (`client`, `director`,
+//! `rs1..rsN`), each with an `eth0` veth whose peer is a bridge port. Real servers hold the VIP on
+//! `lo`, never answer ARP for it, run a real HTTP server (`scripts/lab-http-server.py`) and reply
+//! to the client directly. [`DirectorProcess`] runs the `director` binary in the `director`
+//! namespace, waits for it to be ready and stops it; [`stats`] reads `lbstat --json`.
+//!
+//! What it must not do: touch anything outside the namespaces it creates, use addresses outside
+//! TEST-NET-1 (192.0.2.0/24), leave a namespace or a process behind (even when a test panics), wait
+//! without a deadline, or sleep in place of checking a condition.
+
+#![deny(unsafe_code)]
+
+mod cmd;
+pub mod config;
+mod director;
+mod http;
+mod lab;
+pub mod stats;
+#[expect(
+    unsafe_code,
+    reason = "the two libc calls (geteuid, kill) the lab needs live here"
+)]
+mod sys;
+
+pub use cmd::{poll_check, poll_until, run_with_timeout, Check, ChildGuard};
+pub use config::{BackendConfig, DirectorConfig, ServiceConfig};
+pub use director::{director_bin, lbstat_bin, workspace_dir, DirectorProcess, Stopped};
+pub use http::HttpResponse;
+pub use lab::{lab_namespaces, Host, Lab, LabOptions};
+pub use sys::is_root;
+
+/// Network prefix length of the lab's one L2 segment.
+pub const PREFIX_LEN: u8 = 24;
+/// The client's address.
+pub const CLIENT_IP: &str = "192.0.2.2";
+/// The director's own address.
+pub const DIRECTOR_IP: &str = "192.0.2.3";
+/// The virtual IP the director serves (and the real servers hold on `lo`).
+pub const VIP: &str = "192.0.2.10";
+/// The service port.
+pub const VIP_PORT: u16 = 80;
+/// Host part of the first real server's address (`rs1` is 192.0.2.11).
+pub const FIRST_RS_HOST: usize = 11;
+
+/// Address of real server `i` (1-based: `rs_ip(1)` is 192.0.2.11).
+pub fn rs_ip(i: usize) -> String {
+    assert!(
+        i >= 1 && FIRST_RS_HOST + i - 1 < 255,
+        "real server index {i} out of range"
+    );
+    format!("192.0.2.{}", FIRST_RS_HOST + i - 1)
+}
+
+/// Name of real server `i` (1-based), as it reports itself in its HTTP answers.
+pub fn rs_name(i: usize) -> String {
+    format!("rs{i}")
+}
+
+/// The VIP's URL.
+pub fn vip_url() -> String {
+    format!("http://{VIP}:{VIP_PORT}/")
+}
+
+/// Returns early from a test (with a printed reason) when not running as root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!("SKIPPED: this test needs root (network namespaces, XDP)");
+            return;
+        }
+    };
+}

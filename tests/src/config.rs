@@ -1,0 +1,195 @@
+//! Director configuration files for the lab, written as TOML by hand (the lab depends on no TOML
+//! crate, and the text it writes is what a person would write).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::{VIP, VIP_PORT};
+
+/// `[director]` plus services.
+#[derive(Clone, Debug)]
+pub struct DirectorConfig {
+    /// Interfaces the director serves.
+    pub interfaces: Vec<String>,
+    /// Worker threads.
+    pub workers: u32,
+    /// Stats socket path.
+    pub stats_socket: PathBuf,
+    /// Virtual services.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// One `[[service]]`.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// Name.
+    pub name: String,
+    /// Virtual IP.
+    pub vip: String,
+    /// Port.
+    pub port: u16,
+    /// "tcp" or "udp".
+    pub protocol: String,
+    /// "maglev", "rr", or whatever a test wants rejected.
+    pub scheduler: String,
+    /// "dr".
+    pub forwarding: String,
+    /// Real servers.
+    pub backends: Vec<BackendConfig>,
+}
+
+/// One `[[service.backend]]`.
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    /// Address.
+    pub address: String,
+    /// Weight; left out of the file when `None`.
+    pub weight: Option<u32>,
+}
+
+impl DirectorConfig {
+    /// `eth0`, one worker, one DR service "web" on VIP 192.0.2.10:80/tcp over `backends`.
+    pub fn dr(stats_socket: PathBuf, scheduler: &str, backends: &[String]) -> Self {
+        Self {
+            interfaces: vec!["eth0".into()],
+            workers: 1,
+            stats_socket,
+            services: vec![ServiceConfig {
+                name: "web".into(),
+                vip: VIP.into(),
+                port: VIP_PORT,
+                protocol: "tcp".into(),
+                scheduler: scheduler.into(),
+                forwarding: "dr".into(),
+                backends: backends
+                    .iter()
+                    .map(|a| BackendConfig {
+                        address: a.clone(),
+                        weight: None,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    /// The TOML text.
+    pub fn to_toml(&self) -> String {
+        let mut s = String::from("[director]\n");
+        let interfaces: Vec<String> = self.interfaces.iter().map(|i| quote(i)).collect();
+        let _ = writeln!(s, "interfaces = [{}]", interfaces.join(", "));
+        let _ = writeln!(s, "workers = {}", self.workers);
+        let _ = writeln!(
+            s,
+            "stats_socket = {}",
+            quote(&self.stats_socket.to_string_lossy())
+        );
+        for service in &self.services {
+            s.push_str("\n[[service]]\n");
+            let _ = writeln!(s, "name = {}", quote(&service.name));
+            let _ = writeln!(s, "vip = {}", quote(&service.vip));
+            let _ = writeln!(s, "port = {}", service.port);
+            let _ = writeln!(s, "protocol = {}", quote(&service.protocol));
+            let _ = writeln!(s, "scheduler = {}", quote(&service.scheduler));
+            let _ = writeln!(s, "forwarding = {}", quote(&service.forwarding));
+            for backend in &service.backends {
+                s.push_str("\n[[service.backend]]\n");
+                let _ = writeln!(s, "address = {}", quote(&backend.address));
+                if let Some(weight) = backend.weight {
+                    let _ = writeln!(s, "weight = {weight}");
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Replaces (or adds) `stats_socket` in the `[director]` table of a config text, so a checked-in
+/// config can run in a lab without colliding with another director's socket.
+pub fn with_stats_socket(text: &str, socket: &str) -> String {
+    let mut out = String::new();
+    let mut table = String::new();
+    let mut done = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            if table == "[director]" && !done {
+                let _ = writeln!(out, "stats_socket = {}", quote(socket));
+                done = true;
+            }
+            trimmed
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .clone_into(&mut table);
+        } else if table == "[director]" && trimmed.starts_with("stats_socket") {
+            let _ = writeln!(out, "stats_socket = {}", quote(socket));
+            done = true;
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if !done {
+        if table == "[director]" {
+            let _ = writeln!(out, "stats_socket = {}", quote(socket));
+        } else {
+            out = format!("[director]\nstats_socket = {}\n\n{out}", quote(socket));
+        }
+    }
+    out
+}
+
+/// A TOML basic string.
+fn quote(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => q.push_str("\\\""),
+            '\\' => q.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(q, "\\u{:04X}", c as u32);
+            }
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_the_documented_shape() {
+        let cfg = DirectorConfig::dr(
+            "/run/director/x.sock".into(),
+            "maglev",
+            &["192.0.2.11".into()],
+        );
+        let text = cfg.to_toml();
+        assert!(text.starts_with("[director]\ninterfaces = [\"eth0\"]\nworkers = 1\n"));
+        assert!(text.contains("stats_socket = \"/run/director/x.sock\"\n"));
+        assert!(text.contains("[[service]]\nname = \"web\"\nvip = \"192.0.2.10\"\nport = 80\n"));
+        assert!(text.contains("scheduler = \"maglev\"\nforwarding = \"dr\"\n"));
+        assert!(text.contains("[[service.backend]]\naddress = \"192.0.2.11\"\n"));
+    }
+
+    #[test]
+    fn overrides_stats_socket_in_the_director_table_only() {
+        let text = "[director]\ninterfaces = [\"eth0\"]\nstats_socket = \"/run/a.sock\"\n\n[[service]]\nname = \"web\"\n";
+        let out = with_stats_socket(text, "/run/b.sock");
+        assert!(out.contains("stats_socket = \"/run/b.sock\"\n"));
+        assert!(!out.contains("/run/a.sock"));
+
+        let text = "[director]\ninterfaces = [\"eth0\"]\n\n[[service]]\nname = \"web\"\n";
+        let out = with_stats_socket(text, "/run/b.sock");
+        let director = out.split("[[service]]").next().unwrap();
+        assert!(director.contains("stats_socket = \"/run/b.sock\""));
+
+        let out = with_stats_socket("[director]\nworkers = 1", "/s");
+        assert_eq!(out, "[director]\nworkers = 1\nstats_socket = \"/s\"\n");
+    }
+}

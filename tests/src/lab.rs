@@ -1,0 +1,750 @@
+//! The DR topology: namespaces, the bridge, addresses, ARP settings and the real servers' HTTP
+//! servers, all torn down on drop.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::cmd::{poll_check, poll_until, run_with_timeout, Check, ChildGuard};
+use crate::config::DirectorConfig;
+use crate::director::DirectorProcess;
+use crate::http::{self, HttpResponse};
+use crate::{rs_ip, rs_name, sys, CLIENT_IP, DIRECTOR_IP, PREFIX_LEN, VIP, VIP_PORT};
+
+/// The real servers' HTTP server, written into each lab's directory.
+const HTTP_SERVER_PY: &str = include_str!("../../scripts/lab-http-server.py");
+/// The lab's HTTP client.
+const HTTP_GET_PY: &str = include_str!("../scripts/lab-http-get.py");
+
+/// Bound on a single setup or inspection command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on a real server's HTTP server becoming reachable.
+const HTTP_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest lab the address plan allows (192.0.2.11 ..= 192.0.2.254).
+const MAX_REAL_SERVERS: usize = 200;
+
+/// Labs made by this process so far; part of each lab's unique prefix.
+static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// How big a lab to build.
+#[derive(Clone, Copy, Debug)]
+pub struct LabOptions {
+    /// Number of real servers (`rs1..rsN`, 192.0.2.11..).
+    pub real_servers: usize,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self { real_servers: 3 }
+    }
+}
+
+/// A machine of the lab, each its own network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// The namespace holding the bridge `br0` (no address).
+    Switch,
+    /// The client, 192.0.2.2.
+    Client,
+    /// The director, 192.0.2.3 (the VIP is added by the director itself).
+    Director,
+    /// Real server `n` (1-based), 192.0.2.(10 + n), VIP on `lo`.
+    Rs(usize),
+}
+
+impl Host {
+    /// The host's name: its namespace suffix, its bridge port and (for real servers) the name its
+    /// HTTP server reports.
+    pub fn name(self) -> String {
+        match self {
+            Host::Switch => "switch".into(),
+            Host::Client => "client".into(),
+            Host::Director => "director".into(),
+            Host::Rs(i) => rs_name(i),
+        }
+    }
+
+    /// The host's own address on the lab segment (none for the switch).
+    pub fn address(self) -> Option<String> {
+        match self {
+            Host::Switch => None,
+            Host::Client => Some(CLIENT_IP.into()),
+            Host::Director => Some(DIRECTOR_IP.into()),
+            Host::Rs(i) => Some(rs_ip(i)),
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// A DR lab. Dropping it kills every process it started and deletes its namespaces and files.
+pub struct Lab {
+    prefix: String,
+    dir: PathBuf,
+    real_servers: usize,
+    /// Namespaces created so far, switch first.
+    namespaces: Vec<String>,
+    /// The HTTP server of `rs(i+1)`, while running.
+    http: Mutex<Vec<Option<ChildGuard>>>,
+    /// Files written into `dir` so far (for unique names).
+    files: AtomicU32,
+}
+
+impl Lab {
+    /// Builds the DR lab, panicking with the reason if it cannot.
+    pub fn dr(options: LabOptions) -> Lab {
+        Lab::try_dr(options).unwrap_or_else(|e| panic!("building the DR lab: {e:#}"))
+    }
+
+    /// Builds the DR lab: switch, client, director, `options.real_servers` real servers with the
+    /// VIP on `lo` and an HTTP server each.
+    pub fn try_dr(options: LabOptions) -> Result<Lab> {
+        ensure!(sys::is_root(), "the lab needs root (network namespaces)");
+        ensure!(
+            (1..=MAX_REAL_SERVERS).contains(&options.real_servers),
+            "real_servers must be in 1..={MAX_REAL_SERVERS}, got {}",
+            options.real_servers
+        );
+        which("ethtool").context(
+            "ethtool is needed to turn off TX checksum offload on the lab's veths \
+             (apt-get install ethtool)",
+        )?;
+        python().context("python3 is needed for the lab's HTTP server and client")?;
+
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("dl{}x{n}-", std::process::id());
+        cleanup_stale(&prefix);
+        let dir = std::env::temp_dir().join(prefix.trim_end_matches('-'));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+
+        // From here on, the guard owns whatever exists, so a failure below still cleans up.
+        let mut lab = Lab {
+            prefix,
+            dir,
+            real_servers: options.real_servers,
+            namespaces: Vec::new(),
+            http: Mutex::new((0..options.real_servers).map(|_| None).collect()),
+            files: AtomicU32::new(0),
+        };
+        fs::write(lab.dir.join("lab-http-server.py"), HTTP_SERVER_PY)?;
+        fs::write(lab.dir.join("lab-http-get.py"), HTTP_GET_PY)?;
+        lab.build()?;
+        for i in 1..=lab.real_servers {
+            lab.try_start_http(i)?;
+        }
+        Ok(lab)
+    }
+
+    fn build(&mut self) -> Result<()> {
+        let switch = self.add_namespace(Host::Switch)?;
+        ip(&[
+            "-n",
+            &switch,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+        ])?;
+        ip(&[
+            "-n",
+            &switch,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+        ])?;
+        ip(&["-n", &switch, "link", "set", "br0", "up"])?;
+
+        let mut hosts = vec![Host::Client, Host::Director];
+        hosts.extend((1..=self.real_servers).map(Host::Rs));
+        for host in hosts {
+            let ns = self.add_namespace(host)?;
+            let port = host.name();
+            ip(&[
+                "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ])?;
+            ip(&["-n", &switch, "link", "set", &port, "master", "br0"])?;
+            ip(&["-n", &switch, "link", "set", &port, "up"])?;
+            let address = host
+                .address()
+                .expect("every host but the switch has an address");
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{address}/{PREFIX_LEN}"),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            // Local TCP stacks leave checksums partial on veth; after AF_XDP they arrive bad.
+            self.try_exec_ok(host, &["ethtool", "-K", "eth0", "tx", "off"])?;
+            if let Host::Rs(_) = host {
+                ip(&["-n", &ns, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+                // Hold the VIP without ever answering ARP for it or using it as an ARP source.
+                let mut keys = Vec::new();
+                for iface in ["all", "eth0", "lo"] {
+                    keys.push(format!("net.ipv4.conf.{iface}.arp_ignore=1"));
+                    keys.push(format!("net.ipv4.conf.{iface}.arp_announce=2"));
+                }
+                let mut args = vec!["sysctl", "-q", "-w"];
+                args.extend(keys.iter().map(String::as_str));
+                self.try_exec_ok(host, &args)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the namespace of `host` with `lo` up and IPv6 off (no DAD or router solicitation
+    /// noise on the segment), and records it for teardown.
+    fn add_namespace(&mut self, host: Host) -> Result<String> {
+        let ns = format!("{}{}", self.prefix, host.name());
+        ip(&["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        self.try_exec_ok(
+            host,
+            &[
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
+        )?;
+        Ok(ns)
+    }
+
+    /// The lab's unique prefix (`dl<pid>x<n>-`); every namespace name starts with it.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The lab's scratch directory (configs, logs, scripts); removed on drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of real servers.
+    pub fn real_servers(&self) -> usize {
+        self.real_servers
+    }
+
+    /// The real servers, `Host::Rs(1) ..= Host::Rs(n)`.
+    pub fn rs_hosts(&self) -> impl Iterator<Item = Host> {
+        (1..=self.real_servers).map(Host::Rs)
+    }
+
+    /// The namespace name of `host`.
+    pub fn namespace(&self, host: Host) -> String {
+        if let Host::Rs(i) = host {
+            assert!(
+                (1..=self.real_servers).contains(&i),
+                "the lab has no real server {i} (it has {})",
+                self.real_servers
+            );
+        }
+        format!("{}{}", self.prefix, host.name())
+    }
+
+    /// A command that runs `args` inside the namespace of `host`.
+    pub fn command(&self, host: Host, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.namespace(host)]);
+        cmd.args(args);
+        cmd
+    }
+
+    /// Runs `args` inside `host` (bounded to 30 s) and returns its output, whatever its status.
+    pub fn exec(&self, host: Host, args: &[&str]) -> Output {
+        self.try_exec(host, args)
+            .unwrap_or_else(|e| panic!("on {host}: {e:#}"))
+    }
+
+    /// Like [`Lab::exec`], returning errors instead of panicking.
+    pub fn try_exec(&self, host: Host, args: &[&str]) -> Result<Output> {
+        run_with_timeout(&mut self.command(host, args), COMMAND_TIMEOUT)
+    }
+
+    /// Runs `args` inside `host` and returns its stdout; panics (with stderr) unless it exits 0.
+    pub fn exec_ok(&self, host: Host, args: &[&str]) -> String {
+        self.try_exec_ok(host, args)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Like [`Lab::exec_ok`], returning errors instead of panicking.
+    pub fn try_exec_ok(&self, host: Host, args: &[&str]) -> Result<String> {
+        let out = self.try_exec(host, args)?;
+        check_output(&format!("on {host}: {}", args.join(" ")), &out)
+    }
+
+    /// Starts `args` inside `host` in the background, stdout and stderr to a log file in the lab
+    /// directory; the process is killed when the guard drops.
+    pub fn spawn(&self, host: Host, args: &[&str]) -> ChildGuard {
+        let log = self.new_file(&format!("{host}-{}.log", base_name(args)));
+        self.try_spawn_logged(host, args, &log)
+            .unwrap_or_else(|e| panic!("on {host}: {e:#}"))
+    }
+
+    fn try_spawn_logged(&self, host: Host, args: &[&str], log: &Path) -> Result<ChildGuard> {
+        let file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = self.command(host, args);
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        ChildGuard::spawn(cmd)
+    }
+
+    /// A fresh path in the lab directory, unique within the lab, ending in `name`.
+    pub fn new_file(&self, name: &str) -> PathBuf {
+        let k = self.files.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("{k:03}-{name}"))
+    }
+
+    // ---- real servers' HTTP servers ----
+
+    /// Starts real server `i`'s HTTP server (if not running) and waits until it accepts.
+    pub fn start_http(&self, i: usize) {
+        self.try_start_http(i)
+            .unwrap_or_else(|e| panic!("starting {}'s HTTP server: {e:#}", rs_name(i)));
+    }
+
+    fn try_start_http(&self, i: usize) -> Result<()> {
+        let host = Host::Rs(i);
+        let mut servers = self
+            .http
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = servers
+            .get_mut(i.wrapping_sub(1))
+            .with_context(|| format!("the lab has no real server {i}"))?;
+        if slot.is_some() {
+            return Ok(());
+        }
+        let script = self.dir.join("lab-http-server.py");
+        let log = self.dir.join(format!("{host}-http.log"));
+        let python = python()?;
+        let name = rs_name(i);
+        let port = VIP_PORT.to_string();
+        let mut child = self.try_spawn_logged(
+            host,
+            &[
+                &python.to_string_lossy(),
+                &script.to_string_lossy(),
+                "--name",
+                &name,
+                "--port",
+                &port,
+            ],
+            &log,
+        )?;
+        let address = rs_ip(i);
+        poll_check(
+            &format!("{name}'s HTTP server on {address}:{VIP_PORT}"),
+            HTTP_READY_TIMEOUT,
+            Duration::from_millis(20),
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = fs::read_to_string(&log).unwrap_or_default();
+                    return Check::Fatal(format!("it exited ({status}); its log:\n{log}"));
+                }
+                match self.tcp_connects(host, &address, VIP_PORT) {
+                    Ok(()) => Check::Ready(()),
+                    Err(reason) => Check::NotYet(reason),
+                }
+            },
+        )?;
+        *slot = Some(child);
+        Ok(())
+    }
+
+    /// Kills real server `i`'s HTTP server (SIGKILL) and waits until it is gone.
+    pub fn stop_http(&self, i: usize) {
+        let mut servers = self
+            .http
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = servers
+            .get_mut(i.wrapping_sub(1))
+            .unwrap_or_else(|| panic!("the lab has no real server {i}"));
+        if let Some(child) = slot.take() {
+            child
+                .kill()
+                .unwrap_or_else(|e| panic!("stopping {}'s HTTP server: {e:#}", rs_name(i)));
+        }
+    }
+
+    /// Kills and restarts real server `i`'s HTTP server, waiting until it accepts again.
+    pub fn restart_http(&self, i: usize) {
+        self.stop_http(i);
+        self.start_http(i);
+    }
+
+    /// Whether real server `i`'s HTTP server is running (as far as the lab started it).
+    pub fn http_running(&self, i: usize) -> bool {
+        let servers = self
+            .http
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        servers.get(i.wrapping_sub(1)).is_some_and(Option::is_some)
+    }
+
+    /// Pids of the running HTTP servers.
+    pub fn http_pids(&self) -> Vec<u32> {
+        let servers = self
+            .http
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        servers.iter().flatten().map(ChildGuard::id).collect()
+    }
+
+    /// One TCP connect from inside `host` to `address:port` (1 s timeout).
+    pub fn tcp_connects(&self, host: Host, address: &str, port: u16) -> Result<(), String> {
+        let python = python().map_err(|e| format!("{e:#}"))?;
+        let out = self
+            .try_exec(
+                host,
+                &[
+                    &python.to_string_lossy(),
+                    "-c",
+                    "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1).close()",
+                    address,
+                    &port.to_string(),
+                ],
+            )
+            .map_err(|e| format!("{e:#}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_owned())
+        }
+    }
+
+    // ---- HTTP client ----
+
+    /// `count` sequential GETs of `url` from the client, each on a new TCP connection with a 2 s
+    /// timeout; one result per request, in order.
+    pub fn http_get_many(&self, count: usize, url: &str) -> Vec<Result<HttpResponse>> {
+        self.http_get_many_from(Host::Client, count, url, Duration::from_secs(2))
+    }
+
+    /// Like [`Lab::http_get_many`], from any host and with any per-request timeout.
+    pub fn http_get_many_from(
+        &self,
+        host: Host,
+        count: usize,
+        url: &str,
+        timeout: Duration,
+    ) -> Vec<Result<HttpResponse>> {
+        let python = python().unwrap_or_else(|e| panic!("{e:#}"));
+        let script = self.dir.join("lab-http-get.py");
+        // The script stops trying at its deadline; the runner's bound is a backstop over it.
+        let deadline = timeout.saturating_mul(u32::try_from(count).unwrap_or(u32::MAX))
+            + Duration::from_secs(5);
+        let out = run_with_timeout(
+            &mut self.command(
+                host,
+                &[
+                    &python.to_string_lossy(),
+                    &script.to_string_lossy(),
+                    url,
+                    &count.to_string(),
+                    &timeout.as_secs_f64().to_string(),
+                    &deadline.as_secs_f64().to_string(),
+                ],
+            ),
+            deadline + Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("HTTP client on {host}: {e:#}"));
+        assert!(
+            out.status.success(),
+            "HTTP client on {host} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        http::parse_results(&String::from_utf8_lossy(&out.stdout), count)
+    }
+
+    // ---- director ----
+
+    /// The stats socket path this lab's director uses (unique per lab).
+    pub fn stats_socket(&self) -> PathBuf {
+        PathBuf::from(format!("/run/director/{}director.sock", self.prefix))
+    }
+
+    /// A one-service DR config for this lab: `eth0`, one worker, VIP 192.0.2.10:80/tcp over every
+    /// real server, with `scheduler`.
+    pub fn dr_config(&self, scheduler: &str) -> DirectorConfig {
+        DirectorConfig::dr(
+            self.stats_socket(),
+            scheduler,
+            &self
+                .rs_hosts()
+                .map(|h| h.address().unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Writes `config` as TOML into the lab directory and returns its path.
+    pub fn write_config(&self, config: &DirectorConfig) -> PathBuf {
+        self.write_config_text(&config.to_toml())
+    }
+
+    /// Writes a config given as text (for configs a test wants malformed) and returns its path.
+    pub fn write_config_text(&self, text: &str) -> PathBuf {
+        let path = self.new_file("director.toml");
+        fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
+    }
+
+    /// Writes `config` and starts the director on it in the director namespace, waiting until
+    /// it is ready (panics with the director's log if it does not get there).
+    pub fn start_director(&self, config: &DirectorConfig) -> DirectorProcess {
+        let path = self.write_config(config);
+        self.start_director_with(&path, &config.stats_socket)
+    }
+
+    /// Starts the director on a config file whose stats socket is `stats_socket`.
+    pub fn start_director_with(&self, config: &Path, stats_socket: &Path) -> DirectorProcess {
+        self.try_start_director_with(config, stats_socket)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Like [`Lab::start_director_with`], returning errors (with the director's log) instead of
+    /// panicking.
+    pub fn try_start_director_with(
+        &self,
+        config: &Path,
+        stats_socket: &Path,
+    ) -> Result<DirectorProcess> {
+        DirectorProcess::start(self, config, stats_socket)
+    }
+
+    /// Whether `address` is configured on `host`'s `eth0`.
+    pub fn has_address(&self, host: Host, address: &str) -> bool {
+        let out = self.exec_ok(host, &["ip", "-o", "-4", "addr", "show", "dev", "eth0"]);
+        has_address(&out, address)
+    }
+
+    /// Whether an XDP program is attached to `host`'s `eth0` (`ip -d link` shows `prog/xdp`).
+    pub fn xdp_attached(&self, host: Host) -> bool {
+        let out = self.exec_ok(host, &["ip", "-d", "link", "show", "dev", "eth0"]);
+        out.contains("prog/xdp")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Ok(mut servers) = self.http.lock() {
+            servers.clear(); // kills every HTTP server
+        }
+        for ns in self.namespaces.iter().rev() {
+            remove_namespace(ns);
+        }
+        let _ = fs::remove_file(self.stats_socket());
+        if std::env::var_os("LAB_KEEP_DIR").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Namespaces whose name starts with `prefix`, per `ip netns list`.
+pub fn lab_namespaces(prefix: &str) -> Vec<String> {
+    let out = run_with_timeout(Command::new("ip").args(["netns", "list"]), COMMAND_TIMEOUT)
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| name.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Best-effort removal of namespaces left by an earlier lab with this exact prefix (a reused
+/// pid) or by a lab whose process no longer exists (a test killed before its guards ran).
+fn cleanup_stale(prefix: &str) {
+    for ns in lab_namespaces("dl") {
+        let stale = ns.starts_with(prefix) || lab_owner(&ns).is_some_and(|pid| !pid_alive(pid));
+        if stale {
+            remove_namespace(&ns);
+            if let Some((lab_prefix, _host)) = ns.split_once('-') {
+                let _ = fs::remove_dir_all(std::env::temp_dir().join(lab_prefix));
+                let _ = fs::remove_file(format!("/run/director/{lab_prefix}-director.sock"));
+            }
+        }
+    }
+    // Scratch directories of dead labs whose namespaces were already gone.
+    if let Ok(entries) = fs::read_dir(std::env::temp_dir()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if lab_owner(&format!("{name}-dir")).is_some_and(|pid| !pid_alive(pid)) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// The pid in a lab namespace name `dl<pid>x<n>-<host>`.
+fn lab_owner(ns: &str) -> Option<u32> {
+    let rest = ns.strip_prefix("dl")?;
+    let (pid, rest) = rest.split_once('x')?;
+    let (n, _host) = rest.split_once('-')?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Kills whatever still runs in a lab namespace, then deletes it (which destroys its veths).
+fn remove_namespace(ns: &str) {
+    let pids = |ns: &str| -> Vec<u32> {
+        run_with_timeout(
+            Command::new("ip").args(["netns", "pids", ns]),
+            COMMAND_TIMEOUT,
+        )
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    for pid in pids(ns) {
+        sys::kill(pid, libc::SIGKILL);
+    }
+    let _ = poll_until(
+        &format!("processes in {ns} to exit"),
+        Duration::from_secs(3),
+        Duration::from_millis(10),
+        || {
+            if pids(ns).is_empty() {
+                Ok(())
+            } else {
+                Err("still running".into())
+            }
+        },
+    );
+    match run_with_timeout(
+        Command::new("ip").args(["netns", "del", ns]),
+        COMMAND_TIMEOUT,
+    ) {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => eprintln!(
+            "director-lab: ip netns del {ns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => eprintln!("director-lab: ip netns del {ns}: {e:#}"),
+    }
+}
+
+/// Runs `ip ARGS` on the host (usually `ip -n NS ...`), failing with its stderr.
+fn ip(args: &[&str]) -> Result<String> {
+    let out = run_with_timeout(Command::new("ip").args(args), COMMAND_TIMEOUT)?;
+    check_output(&format!("ip {}", args.join(" ")), &out)
+}
+
+pub(crate) fn check_output(what: &str, out: &Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "{what}: {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether `ip -o -4 addr show` output lists `address`.
+pub(crate) fn has_address(ip_addr_output: &str, address: &str) -> bool {
+    let needle = format!("inet {address}/");
+    ip_addr_output.contains(&needle)
+}
+
+fn base_name(args: &[&str]) -> String {
+    args.first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
+        .unwrap_or_default()
+}
+
+fn which(program: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{program} not found in PATH"))
+}
+
+/// The real Python interpreter (not a pyenv shim, which costs ~100 ms a start), or `LAB_PYTHON`.
+pub(crate) fn python() -> Result<PathBuf> {
+    static PYTHON: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("LAB_PYTHON") {
+                return Ok(PathBuf::from(p));
+            }
+            let out = run_with_timeout(
+                Command::new("python3").args(["-c", "import sys; print(sys.executable)"]),
+                COMMAND_TIMEOUT,
+            )
+            .map_err(|e| format!("{e:#} (apt-get install python3)"))?;
+            let exe = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if !out.status.success() || exe.is_empty() {
+                return Err("python3 does not run (apt-get install python3)".into());
+            }
+            Ok(PathBuf::from(exe))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_of_lab_namespace_names() {
+        assert_eq!(lab_owner("dl1234x0-client"), Some(1234));
+        assert_eq!(lab_owner("dl77x12-rs3"), Some(77));
+        assert_eq!(lab_owner("dlfoo-client"), None);
+        assert_eq!(lab_owner("dl12x-client"), None);
+        assert_eq!(lab_owner("other"), None);
+    }
+
+    #[test]
+    fn finds_address_in_ip_output() {
+        let out = "2: eth0    inet 192.0.2.3/24 scope global eth0\n2: eth0    inet 192.0.2.10/32 scope global eth0\n";
+        assert!(has_address(out, "192.0.2.10"));
+        assert!(has_address(out, "192.0.2.3"));
+        assert!(!has_address(out, "192.0.2.1"));
+    }
+}

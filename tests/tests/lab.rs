@@ -1,0 +1,110 @@
+//! The lab itself, without the director: topology, real servers, teardown.
+
+use std::panic;
+use std::path::Path;
+
+use director_lab::{
+    lab_namespaces, require_root, rs_ip, rs_name, Host, Lab, LabOptions, CLIENT_IP, VIP,
+};
+
+#[test]
+fn lab_smoke() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::default());
+    let prefix = lab.prefix().to_owned();
+    let mut names = lab_namespaces(&prefix);
+    names.sort();
+    let mut expected: Vec<String> = ["client", "director", "rs1", "rs2", "rs3", "switch"]
+        .iter()
+        .map(|h| format!("{prefix}{h}"))
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+
+    // The client reaches each real server's own address, and the server sees the client's.
+    for i in 1..=3 {
+        let url = format!("http://{}/", rs_ip(i));
+        let results = lab.http_get_many(2, &url);
+        for result in results {
+            let response = result.unwrap_or_else(|e| panic!("GET {url}: {e:#}"));
+            assert_eq!(response.status, 200, "{response:?}");
+            assert_eq!(response.server, rs_name(i), "{response:?}");
+            assert_eq!(response.client_ip(), CLIENT_IP, "{response:?}");
+        }
+        let health = lab.http_get_many(1, &format!("http://{}/healthz", rs_ip(i)));
+        let health = health.into_iter().next().unwrap().unwrap();
+        assert_eq!((health.status, health.body.trim()), (200, "ok"));
+    }
+
+    // No real server answers ARP for the VIP, and no director holds it yet: the VIP is dark.
+    assert!(
+        lab.tcp_connects(Host::Client, VIP, 80).is_err(),
+        "the VIP answered without a director: a real server answers ARP for it"
+    );
+    assert!(
+        !lab.has_address(Host::Director, VIP),
+        "the VIP must not be pre-configured"
+    );
+    assert!(!lab.xdp_attached(Host::Director));
+
+    let pids = lab.http_pids();
+    assert_eq!(pids.len(), 3);
+    let dir = lab.dir().to_path_buf();
+    drop(lab);
+    assert_eq!(
+        lab_namespaces(&prefix),
+        Vec::<String>::new(),
+        "namespaces left behind"
+    );
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "HTTP server {pid} left running"
+        );
+    }
+    assert!(!dir.exists(), "lab directory {} left behind", dir.display());
+}
+
+#[test]
+fn lab_is_removed_when_a_test_panics() {
+    require_root!();
+    let seen = std::sync::Mutex::new(None);
+    let result = panic::catch_unwind(|| {
+        let lab = Lab::dr(LabOptions { real_servers: 1 });
+        *seen.lock().unwrap() = Some((lab.prefix().to_owned(), lab.http_pids()));
+        panic!("intentional panic with a lab alive (this message is expected)");
+    });
+    assert!(result.is_err());
+    let (prefix, pids) = seen.into_inner().unwrap().expect("the lab was built");
+    assert_eq!(
+        lab_namespaces(&prefix),
+        Vec::<String>::new(),
+        "namespaces left behind"
+    );
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "HTTP server {pid} left running"
+        );
+    }
+}
+
+#[test]
+fn lab_restarts_a_real_server() {
+    require_root!();
+    let lab = Lab::dr(LabOptions { real_servers: 2 });
+    let rs2 = rs_ip(2);
+    lab.stop_http(2);
+    assert!(!lab.http_running(2));
+    assert!(
+        lab.tcp_connects(Host::Client, &rs2, 80).is_err(),
+        "rs2 still accepts after stop"
+    );
+    lab.restart_http(2);
+    assert!(lab.http_running(2));
+    let response = lab
+        .http_get_many(1, &format!("http://{rs2}/"))
+        .remove(0)
+        .unwrap();
+    assert_eq!(response.server, "rs2");
+}
