@@ -279,9 +279,17 @@ impl Xsk {
         if descs.is_empty() {
             return 0;
         }
-        let mut writer = self.tx.transmit(descs.len() as u32);
-        let sent = writer.insert(descs.iter().copied()) as usize;
-        writer.commit();
+        // A reservation is served from a cached view of the kernel's consumer head and may come
+        // back short while the ring has room; the second attempt refreshes that view.
+        let mut sent = 0;
+        for _ in 0..2 {
+            let mut writer = self.tx.transmit((descs.len() - sent) as u32);
+            sent += writer.insert(descs[sent..].iter().copied()) as usize;
+            writer.commit();
+            if sent == descs.len() {
+                break;
+            }
+        }
         self.in_hand -= sent as u32;
         self.in_tx += sent as u32;
         sent
