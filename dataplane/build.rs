@@ -8,7 +8,8 @@ use libbpf_cargo::SkeletonBuilder;
 const SOURCE: &str = "bpf/director.bpf.c";
 
 fn main() {
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("director.skel.rs");
+    let out =
+        PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("director.skel.rs");
     // Debian keeps asm/ under the multiarch directory, which clang's BPF target does not search.
     let arch_include = format!("-I/usr/include/{}-linux-gnu", env::consts::ARCH);
     SkeletonBuilder::new()

@@ -9,5 +9,7 @@ if [[ $(id -u) != 0 ]]; then
     exit 1
 fi
 scripts/setup.sh
+cargo fmt --all --check
 cargo build --release --workspace --bins
+cargo clippy --release --workspace --all-targets -- -D warnings
 cargo test --release --workspace "$@"

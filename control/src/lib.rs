@@ -25,10 +25,16 @@
 
 pub mod config;
 pub mod duration;
-#[expect(unsafe_code, reason = "raw netlink sockets and ioctls; every block has a SAFETY comment")]
+#[expect(
+    unsafe_code,
+    reason = "raw netlink sockets and ioctls; every block has a SAFETY comment"
+)]
 pub mod netlink;
 pub mod run;
-#[expect(unsafe_code, reason = "signal masks and sigwait; every block has a SAFETY comment")]
+#[expect(
+    unsafe_code,
+    reason = "signal masks and sigwait; every block has a SAFETY comment"
+)]
 pub mod signals;
 pub mod stats;
 pub mod stats_server;

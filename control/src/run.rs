@@ -75,31 +75,183 @@ pub struct Shared {
 
 /// Runs the director until SIGINT/SIGTERM. `signals` comes from [`crate::signals::install`].
 pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> anyhow::Result<()> {
-    let mut netlink = Netlink::open().context("opening a netlink socket")?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let mut director = Director::start(config)?;
+    info!(
+        config = %config_path.display(),
+        services = director.shared.config.services.len(),
+        workers = director.shared.workers.len(),
+        "director running"
+    );
+    loop {
+        match signals.recv_timeout(NEIGHBOUR_REFRESH) {
+            Ok(Signal::Reload) => {
+                warn!("SIGHUP: live reconfiguration is not implemented yet; keeping the running configuration");
+            }
+            Err(RecvTimeoutError::Timeout) => director.refresh_neighbours(),
+            Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    director.stop();
+    Ok(())
+}
 
-    let mut interfaces = Vec::new();
-    for name in &config.director.interfaces {
-        let ifindex = netlink::interface_index(name).with_context(|| format!("interface {name}"))?;
-        let mac = netlink::interface_mac(name).with_context(|| format!("MAC address of interface {name}"))?;
-        let classifier = XdpClassifier::attach(ifindex).with_context(|| format!("interface {name}"))?;
-        info!(interface = %name, ifindex, "XDP classifier attached");
-        interfaces.push(Interface { name: name.clone(), ifindex, mac, classifier });
+/// A running director: what start-up built, kept for serving and for undoing it all.
+struct Director {
+    shared: Arc<Shared>,
+    netlink: Netlink,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Xsk>>,
+    stats_server: Option<StatsServer>,
+    /// Where the VIPs and real servers live (the first configured interface).
+    home_ifindex: u32,
+    /// VIPs this process added (and so removes); ones already present are left alone.
+    added_vips: Vec<Ipv4Addr>,
+    macs: HashMap<Ipv4Addr, [u8; 6]>,
+    counter_blocks: Vec<Arc<[BackendCounters]>>,
+    generation: u64,
+}
+
+impl Director {
+    fn start(config: Config) -> anyhow::Result<Self> {
+        let mut netlink = Netlink::open().context("opening a netlink socket")?;
+        let interfaces = attach_classifiers(&config)?;
+        let home_ifindex = interfaces[0].ifindex;
+        let queues = worker_queues(&config, &interfaces)?;
+        let backend_slots: usize = config
+            .services
+            .iter()
+            .map(|service| service.backends.len())
+            .sum();
+        let counter_blocks: Vec<Arc<[BackendCounters]>> = (0..queues.len())
+            .map(|_| backend_counter_block(backend_slots))
+            .collect();
+
+        // Resolve real-server MACs before serving, so the first connections are not dropped.
+        let macs = resolve_backends(&mut netlink, home_ifindex, &config, INITIAL_RESOLUTION_WAIT);
+        let generation = 1;
+        let table = Arc::new(build_table(generation, &config, &macs, &counter_blocks)?);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (workers, threads) = start_workers(&config, &interfaces, &queues, &table, &stop)?;
+        for service in &config.services {
+            for interface in &interfaces {
+                interface
+                    .classifier
+                    .set_service(&service_key(service), true)
+                    .with_context(|| format!("service {}", service.name))?;
+            }
+        }
+        let added_vips = add_vips(&mut netlink, &config, &interfaces[0]);
+
+        let shared = Arc::new(Shared {
+            started: Instant::now(),
+            config,
+            table: Mutex::new(table),
+            interfaces,
+            workers,
+        });
+        let socket = shared.config.director.stats_socket.clone();
+        let stats_server = {
+            let shared = Arc::clone(&shared);
+            StatsServer::start(
+                &socket,
+                Arc::new(move |request| stats::answer(&shared, &request)),
+            )
+            .with_context(|| format!("stats socket {}", socket.display()))?
+        };
+        Ok(Director {
+            shared,
+            netlink,
+            stop,
+            threads,
+            stats_server: Some(stats_server),
+            home_ifindex,
+            added_vips,
+            macs,
+            counter_blocks,
+            generation,
+        })
     }
 
-    let queues = worker_queues(&config, &interfaces)?;
-    let backend_slots: usize = config.services.iter().map(|service| service.backends.len()).sum();
-    let counter_blocks: Vec<Arc<[BackendCounters]>> =
-        (0..queues.len()).map(|_| backend_counter_block(backend_slots)).collect();
+    /// Re-reads real-server MACs (soliciting missing ones) and publishes a new table if any
+    /// changed.
+    fn refresh_neighbours(&mut self) {
+        let config = &self.shared.config;
+        let fresh = resolve_backends(&mut self.netlink, self.home_ifindex, config, Duration::ZERO);
+        if fresh == self.macs {
+            return;
+        }
+        self.macs = fresh;
+        self.generation += 1;
+        match build_table(self.generation, config, &self.macs, &self.counter_blocks) {
+            Ok(table) => publish(&self.shared, Arc::new(table)),
+            Err(error) => warn!(%error, "could not rebuild the service table"),
+        }
+    }
 
-    // Resolve real-server MACs before serving, so the first connections are not dropped.
-    let resolve_on = interfaces[0].ifindex;
-    let mut macs = resolve_backends(&mut netlink, resolve_on, &config, INITIAL_RESOLUTION_WAIT);
-    let mut generation = 1;
-    let table = Arc::new(build_table(generation, &config, &macs, &counter_blocks)?);
+    /// Undoes start-up in reverse: frames go back to the kernel, workers drain and stop, the
+    /// classifiers detach, and the VIPs this process added are removed.
+    fn stop(mut self) {
+        info!("stopping");
+        let started = Instant::now();
+        drop(self.stats_server.take());
+        for service in &self.shared.config.services {
+            for interface in &self.shared.interfaces {
+                if let Err(error) = interface.classifier.remove_service(&service_key(service)) {
+                    warn!(%error, "could not remove service from the classifier");
+                }
+            }
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for (index, thread) in self.threads.drain(..).enumerate() {
+            if thread.join().is_err() {
+                warn!(worker = index, "worker panicked");
+            }
+        }
+        // The last reference detaches the classifiers (their bpf_links close); should anything
+        // still hold one, process exit closes them a moment later.
+        drop(self.shared);
+        for vip in self.added_vips {
+            match self.netlink.remove_address(self.home_ifindex, vip, 32) {
+                Ok(()) => info!(%vip, "VIP removed"),
+                Err(error) => warn!(%vip, %error, "could not remove VIP"),
+            }
+        }
+        info!(elapsed_ms = started.elapsed().as_millis(), "stopped");
+    }
+}
 
+fn attach_classifiers(config: &Config) -> anyhow::Result<Vec<Interface>> {
+    let mut interfaces = Vec::new();
+    for name in &config.director.interfaces {
+        let ifindex =
+            netlink::interface_index(name).with_context(|| format!("interface {name}"))?;
+        let mac = netlink::interface_mac(name)
+            .with_context(|| format!("MAC address of interface {name}"))?;
+        let classifier =
+            XdpClassifier::attach(ifindex).with_context(|| format!("interface {name}"))?;
+        info!(interface = %name, ifindex, "XDP classifier attached");
+        interfaces.push(Interface {
+            name: name.clone(),
+            ifindex,
+            mac,
+            classifier,
+        });
+    }
+    Ok(interfaces)
+}
+
+/// Opens a socket per queue, registers it with the classifier and starts its pinned worker.
+fn start_workers(
+    config: &Config,
+    interfaces: &[Interface],
+    queues: &[(usize, u32)],
+    table: &Arc<ServiceTable>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<(Vec<WorkerHandle>, Vec<JoinHandle<Xsk>>)> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut workers = Vec::new();
-    let mut threads: Vec<JoinHandle<Xsk>> = Vec::new();
+    let mut threads = Vec::new();
     for (index, &(interface_index, queue)) in queues.iter().enumerate() {
         let interface = &interfaces[interface_index];
         let xsk = Xsk::open(interface.ifindex, queue, XskConfig::default())
@@ -107,7 +259,9 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
         interface
             .classifier
             .register_socket(queue, xsk.fd())
-            .with_context(|| format!("registering the socket of {} queue {queue}", interface.name))?;
+            .with_context(|| {
+                format!("registering the socket of {} queue {queue}", interface.name)
+            })?;
         let counters = Arc::new(WorkerCounters::default());
         let (sender, receiver) = crossbeam_channel::bounded(4);
         let context = worker::WorkerContext {
@@ -115,10 +269,10 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
             pipeline: Pipeline::new(index, interface.mac, config.director.max_connections),
             counters: Arc::clone(&counters),
             tables: receiver,
-            initial_table: Arc::clone(&table),
-            stop: Arc::clone(&stop),
+            initial_table: Arc::clone(table),
+            stop: Arc::clone(stop),
         };
-        let core = index % std::thread::available_parallelism().map_or(1, usize::from);
+        let core = index % cores;
         let thread = std::thread::Builder::new()
             .name(format!("worker-{index}"))
             .spawn(move || {
@@ -138,100 +292,43 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
         });
         threads.push(thread);
     }
+    Ok((workers, threads))
+}
 
-    for service in &config.services {
-        let key = service_key(service);
-        for interface in &interfaces {
-            interface.classifier.set_service(&key, true).with_context(|| format!("service {}", service.name))?;
-        }
-    }
-
-    let mut added_vips = Vec::new();
-    let vip_interface = &interfaces[0];
-    let vip_ifindex = vip_interface.ifindex;
+/// Adds every service VIP to `interface`; returns the ones this call added.
+fn add_vips(netlink: &mut Netlink, config: &Config, interface: &Interface) -> Vec<Ipv4Addr> {
     let mut vips: Vec<Ipv4Addr> = config.services.iter().map(|service| service.vip).collect();
     vips.sort_unstable();
     vips.dedup();
+    let mut added = Vec::new();
     for vip in vips {
-        match netlink.add_address(vip_interface.ifindex, vip, 32) {
+        match netlink.add_address(interface.ifindex, vip, 32) {
             Ok(AddressChange::Added) => {
-                info!(%vip, interface = %vip_interface.name, "VIP added");
-                added_vips.push(vip);
+                info!(%vip, interface = %interface.name, "VIP added");
+                added.push(vip);
             }
-            Ok(AddressChange::AlreadyPresent) => info!(%vip, interface = %vip_interface.name, "VIP already present"),
-            Err(error) => {
-                warn!(%vip, %error, "could not add VIP");
+            Ok(AddressChange::AlreadyPresent) => {
+                info!(%vip, interface = %interface.name, "VIP already present")
             }
+            Err(error) => warn!(%vip, %error, "could not add VIP"),
         }
     }
-
-    let shared = Arc::new(Shared {
-        started: Instant::now(),
-        config: config.clone(),
-        table: Mutex::new(table),
-        interfaces,
-        workers,
-    });
-    let stats_server = {
-        let shared = Arc::clone(&shared);
-        StatsServer::start(&config.director.stats_socket, Arc::new(move |request| stats::answer(&shared, &request)))
-            .with_context(|| format!("stats socket {}", config.director.stats_socket.display()))?
-    };
-    info!(config = %config_path.display(), services = config.services.len(), workers = shared.workers.len(), "director running");
-
-    loop {
-        match signals.recv_timeout(NEIGHBOUR_REFRESH) {
-            Ok(Signal::Stop) => break,
-            Ok(Signal::Reload) => warn!("SIGHUP: live reconfiguration is not implemented yet; keeping the running configuration"),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        let fresh = resolve_backends(&mut netlink, resolve_on, &config, Duration::ZERO);
-        if fresh != macs {
-            macs = fresh;
-            generation += 1;
-            match build_table(generation, &config, &macs, &counter_blocks) {
-                Ok(table) => publish(&shared, Arc::new(table)),
-                Err(error) => warn!(%error, "could not rebuild the service table"),
-            }
-        }
-    }
-
-    info!("stopping");
-    let shutdown_started = Instant::now();
-    drop(stats_server);
-    for service in &config.services {
-        for interface in &shared.interfaces {
-            if let Err(error) = interface.classifier.remove_service(&service_key(service)) {
-                warn!(%error, "could not remove service from the classifier");
-            }
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    for (index, thread) in threads.into_iter().enumerate() {
-        if thread.join().is_err() {
-            warn!(worker = index, "worker panicked");
-        }
-    }
-    // The last reference detaches the classifiers (their bpf_links close); should anything still
-    // hold one, process exit closes them a moment later.
-    drop(shared);
-    for vip in added_vips {
-        match netlink.remove_address(vip_ifindex, vip, 32) {
-            Ok(()) => info!(%vip, "VIP removed"),
-            Err(error) => warn!(%vip, %error, "could not remove VIP"),
-        }
-    }
-    info!(elapsed_ms = shutdown_started.elapsed().as_millis(), "stopped");
-    Ok(())
+    added
 }
 
 /// Sends a new table to every worker (they pick it up between batches).
 fn publish(shared: &Shared, table: Arc<ServiceTable>) {
     for worker in &shared.workers {
         // A full channel means the worker has newer tables queued; it will get this one after.
-        if worker.tables.send_timeout(Arc::clone(&table), Duration::from_millis(100)).is_err() {
-            warn!(worker = worker.index, "worker did not take the new service table");
+        if worker
+            .tables
+            .send_timeout(Arc::clone(&table), Duration::from_millis(100))
+            .is_err()
+        {
+            warn!(
+                worker = worker.index,
+                "worker did not take the new service table"
+            );
         }
     }
     if let Ok(mut current) = shared.table.lock() {
@@ -243,7 +340,9 @@ fn publish(shared: &Shared, table: Arc<ServiceTable>) {
 fn worker_queues(config: &Config, interfaces: &[Interface]) -> anyhow::Result<Vec<(usize, u32)>> {
     let mut queues = Vec::new();
     for (position, interface) in interfaces.iter().enumerate() {
-        let available = netlink::interface_rx_queues(&interface.name).unwrap_or(1).max(1);
+        let available = netlink::interface_rx_queues(&interface.name)
+            .unwrap_or(1)
+            .max(1);
         let count = match config.director.workers {
             // `workers` counts threads for all interfaces together.
             Some(workers) => u32::try_from(workers.div_ceil(interfaces.len())).unwrap_or(u32::MAX),
@@ -264,7 +363,11 @@ fn worker_queues(config: &Config, interfaces: &[Interface]) -> anyhow::Result<Ve
 }
 
 fn service_key(service: &ServiceConfig) -> ServiceKey {
-    ServiceKey { vip: service.vip, port: service.port, protocol: service.protocol }
+    ServiceKey {
+        vip: service.vip,
+        port: service.port,
+        protocol: service.protocol,
+    }
 }
 
 /// Stable identity of a real server for Maglev: the same server hashes the same everywhere.
@@ -274,7 +377,12 @@ fn backend_key(address: Ipv4Addr, port: u16) -> u64 {
 
 /// MACs of every backend: static ones from the config, the rest from the neighbour table.
 /// Missing entries are solicited; with a non-zero `wait`, polls until all resolve or it expires.
-fn resolve_backends(netlink: &mut Netlink, ifindex: u32, config: &Config, wait: Duration) -> HashMap<Ipv4Addr, [u8; 6]> {
+fn resolve_backends(
+    netlink: &mut Netlink,
+    ifindex: u32,
+    config: &Config,
+    wait: Duration,
+) -> HashMap<Ipv4Addr, [u8; 6]> {
     let deadline = Instant::now() + wait;
     let mut solicited = false;
     loop {
@@ -321,7 +429,7 @@ fn resolve_backends(netlink: &mut Netlink, ifindex: u32, config: &Config, wait: 
 pub fn build_table(
     generation: u64,
     config: &Config,
-    macs: &HashMap<Ipv4Addr, [u8; 6]>,
+    macs: &HashMap<Ipv4Addr, [u8; 6], impl std::hash::BuildHasher>,
     counter_blocks: &[Arc<[BackendCounters]>],
 ) -> anyhow::Result<ServiceTable> {
     let mut services = Vec::with_capacity(config.services.len());
@@ -330,10 +438,19 @@ pub fn build_table(
         let candidates: Vec<scheduler::Candidate> = service
             .backends
             .iter()
-            .map(|backend| scheduler::Candidate { key: backend_key(backend.address, service.port), weight: backend.weight })
+            .map(|backend| scheduler::Candidate {
+                key: backend_key(backend.address, service.port),
+                weight: backend.weight,
+            })
             .collect();
-        let scheduler = scheduler::Scheduler::new(service.scheduler, &candidates, service.maglev_table_size)
-            .with_context(|| format!("service {}: building the {} scheduler", service.name, service.scheduler))?;
+        let scheduler =
+            scheduler::Scheduler::new(service.scheduler, &candidates, service.maglev_table_size)
+                .with_context(|| {
+                    format!(
+                        "service {}: building the {} scheduler",
+                        service.name, service.scheduler
+                    )
+                })?;
         let backends = service
             .backends
             .iter()
@@ -356,5 +473,10 @@ pub fn build_table(
             backends,
         });
     }
-    Ok(ServiceTable::new(generation, services, config.director.timeouts, counter_blocks.to_vec()))
+    Ok(ServiceTable::new(
+        generation,
+        services,
+        config.director.timeouts,
+        counter_blocks.to_vec(),
+    ))
 }

@@ -21,10 +21,10 @@ fn signal_set() -> libc::sigset_t {
     // sigemptyset before use.
     unsafe {
         let mut set = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, libc::SIGINT);
+        libc::sigaddset(&raw mut set, libc::SIGTERM);
+        libc::sigaddset(&raw mut set, libc::SIGHUP);
         set
     }
 }
@@ -34,12 +34,15 @@ fn signal_set() -> libc::sigset_t {
 pub fn install() -> io::Result<Receiver<Signal>> {
     let set = signal_set();
     // SAFETY: `set` is a valid, initialised signal set; the old mask is not needed.
-    let error = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    let error =
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) };
     if error != 0 {
         return Err(io::Error::from_raw_os_error(error));
     }
     let (sender, receiver) = crossbeam_channel::bounded(8);
-    thread::Builder::new().name("signals".into()).spawn(move || wait_for_signals(&set, &sender))?;
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || wait_for_signals(&set, &sender))?;
     Ok(receiver)
 }
 
@@ -47,10 +50,14 @@ fn wait_for_signals(set: &libc::sigset_t, sender: &Sender<Signal>) {
     loop {
         let mut number = 0;
         // SAFETY: `set` is valid and `number` is a valid place for the result.
-        if unsafe { libc::sigwait(set, &mut number) } != 0 {
+        if unsafe { libc::sigwait(set, &raw mut number) } != 0 {
             continue;
         }
-        let signal = if number == libc::SIGHUP { Signal::Reload } else { Signal::Stop };
+        let signal = if number == libc::SIGHUP {
+            Signal::Reload
+        } else {
+            Signal::Stop
+        };
         if sender.send(signal).is_err() {
             return;
         }

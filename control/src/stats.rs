@@ -43,7 +43,8 @@ fn collect(shared: &Shared) -> Stats {
                     };
                     for block in &table.backend_counters {
                         if let Some(counters) = block.get(backend.counter_slot) {
-                            stats.connections_total += counters.connections_total.load(Ordering::Relaxed);
+                            stats.connections_total +=
+                                counters.connections_total.load(Ordering::Relaxed);
                             stats.packets_in += counters.packets_in.load(Ordering::Relaxed);
                             stats.bytes_in += counters.bytes_in.load(Ordering::Relaxed);
                         }
@@ -60,7 +61,10 @@ fn collect(shared: &Shared) -> Stats {
         .map(|worker| {
             let counters = &worker.counters;
             let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-            let drops = DropReason::ALL.iter().map(|reason| (reason.name().to_owned(), counters.drops(*reason))).collect();
+            let drops = DropReason::ALL
+                .iter()
+                .map(|reason| (reason.name().to_owned(), counters.drops(*reason)))
+                .collect();
             let kernel = &counters.kernel;
             let others = [
                 ("connections_created", load(&counters.connections_created)),
@@ -87,7 +91,10 @@ fn collect(shared: &Shared) -> Stats {
                 tx_packets: load(&counters.tx_packets),
                 tx_bytes: load(&counters.tx_bytes),
                 drops,
-                counters: others.iter().map(|(name, value)| ((*name).to_owned(), *value)).collect(),
+                counters: others
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), *value))
+                    .collect(),
             }
         })
         .collect();
@@ -101,5 +108,10 @@ fn collect(shared: &Shared) -> Stats {
         }
     }
 
-    Stats { uptime_seconds: shared.started.elapsed().as_secs_f64(), services, workers, xdp }
+    Stats {
+        uptime_seconds: shared.started.elapsed().as_secs_f64(),
+        services,
+        workers,
+        xdp,
+    }
 }

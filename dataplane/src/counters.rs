@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Adds `amount` to a counter this thread alone writes.
 #[inline]
 pub fn bump(counter: &AtomicU64, amount: u64) {
-    counter.store(counter.load(Ordering::Relaxed).wrapping_add(amount), Ordering::Relaxed);
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(amount),
+        Ordering::Relaxed,
+    );
 }
 
 /// Why the data plane dropped a frame. Each reason has its own counter in [`WorkerCounters`].

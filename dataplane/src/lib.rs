@@ -29,7 +29,10 @@ pub mod wire;
 pub mod worker;
 #[allow(unsafe_code, reason = "loads BPF objects through libbpf")]
 pub mod xdp;
-#[allow(unsafe_code, reason = "UMEM and ring memory are shared with the kernel")]
+#[allow(
+    unsafe_code,
+    reason = "UMEM and ring memory are shared with the kernel"
+)]
 pub mod xsk;
 
 pub use counters::{DropReason, WorkerCounters};

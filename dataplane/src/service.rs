@@ -107,7 +107,9 @@ pub struct Service {
 impl Service {
     /// Index of the backend with this address, for flows created under an older snapshot.
     pub fn backend_index(&self, address: Ipv4Addr) -> Option<usize> {
-        self.backends.iter().position(|backend| backend.address == address)
+        self.backends
+            .iter()
+            .position(|backend| backend.address == address)
     }
 }
 
@@ -163,13 +165,28 @@ impl ServiceTable {
         timeouts: Timeouts,
         backend_counters: Vec<Arc<[BackendCounters]>>,
     ) -> Self {
-        let index = services.iter().enumerate().map(|(position, service)| (service.key, position)).collect();
-        ServiceTable { generation, services, index, timeouts, backend_counters }
+        let index = services
+            .iter()
+            .enumerate()
+            .map(|(position, service)| (service.key, position))
+            .collect();
+        ServiceTable {
+            generation,
+            services,
+            index,
+            timeouts,
+            backend_counters,
+        }
     }
 
     /// An empty table, as workers start with before control publishes the first one.
     pub fn empty(workers: usize) -> Self {
-        ServiceTable::new(0, Vec::new(), Timeouts::default(), vec![Arc::from(Vec::new()); workers])
+        ServiceTable::new(
+            0,
+            Vec::new(),
+            Timeouts::default(),
+            vec![Arc::from(Vec::new()); workers],
+        )
     }
 
     /// The service for this key and its index.

@@ -52,7 +52,14 @@ pub struct WorkerContext {
 /// Runs the loop until `stop` is set, then drains TX and hands the socket back (tests use it to
 /// check that every frame is accounted for).
 pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
-    let WorkerContext { index: _, mut pipeline, counters, tables, initial_table, stop } = context;
+    let WorkerContext {
+        index: _,
+        mut pipeline,
+        counters,
+        tables,
+        initial_table,
+        stop,
+    } = context;
     let mut table = initial_table;
     let mut rx_descs = [XdpDesc::default(); BATCH];
     let mut tx_descs = [XdpDesc::default(); BATCH];
@@ -78,16 +85,19 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
             for desc in &rx_descs[..received] {
                 bump(&counters.rx_packets, 1);
                 bump(&counters.rx_bytes, u64::from(desc.len));
-                let verdict = match xsk.frame_mut(desc) {
-                    Some(frame) => pipeline.process(frame, &table, batch_time, &counters),
-                    None => {
-                        bump(&counters.bad_descriptors, 1);
-                        Verdict::Drop(DropReason::Truncated)
-                    }
+                let verdict = if let Some(frame) = xsk.frame_mut(desc) {
+                    pipeline.process(frame, &table, batch_time, &counters)
+                } else {
+                    bump(&counters.bad_descriptors, 1);
+                    Verdict::Drop(DropReason::Truncated)
                 };
                 match verdict {
                     Verdict::Tx => {
-                        tx_descs[queued] = XdpDesc { addr: desc.addr, len: desc.len, options: 0 };
+                        tx_descs[queued] = XdpDesc {
+                            addr: desc.addr,
+                            len: desc.len,
+                            options: 0,
+                        };
                         queued += 1;
                     }
                     Verdict::Drop(_) => xsk.recycle(desc),
@@ -112,7 +122,7 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
             bump(&counters.tx_wakeups, 1);
         }
 
-        if now.is_none() && idle_iterations % IDLE_CLOCK_CHECK == 0 {
+        if now.is_none() && idle_iterations.is_multiple_of(IDLE_CLOCK_CHECK) {
             now = Some(Instant::now());
         }
         if let Some(now) = now {
@@ -143,11 +153,21 @@ fn publish_kernel_stats(xsk: &Xsk, counters: &WorkerCounters) {
     if let Some(stats) = xsk.kernel_stats() {
         let kernel = &counters.kernel;
         kernel.rx_dropped.store(stats.rx_dropped, Ordering::Relaxed);
-        kernel.rx_invalid_descs.store(stats.rx_invalid_descs, Ordering::Relaxed);
-        kernel.tx_invalid_descs.store(stats.tx_invalid_descs, Ordering::Relaxed);
-        kernel.rx_ring_full.store(stats.rx_ring_full, Ordering::Relaxed);
-        kernel.rx_fill_ring_empty.store(stats.rx_fill_ring_empty_descs, Ordering::Relaxed);
-        kernel.tx_ring_empty.store(stats.tx_ring_empty_descs, Ordering::Relaxed);
+        kernel
+            .rx_invalid_descs
+            .store(stats.rx_invalid_descs, Ordering::Relaxed);
+        kernel
+            .tx_invalid_descs
+            .store(stats.tx_invalid_descs, Ordering::Relaxed);
+        kernel
+            .rx_ring_full
+            .store(stats.rx_ring_full, Ordering::Relaxed);
+        kernel
+            .rx_fill_ring_empty
+            .store(stats.rx_fill_ring_empty_descs, Ordering::Relaxed);
+        kernel
+            .tx_ring_empty
+            .store(stats.tx_ring_empty_descs, Ordering::Relaxed);
     }
 }
 

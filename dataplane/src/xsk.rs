@@ -30,7 +30,11 @@ impl Default for XskConfig {
     fn default() -> Self {
         // 4096 frames of 4 KiB (16 MiB): the rings (2 x 2048) never hold more than the UMEM, so
         // the fill ring can always be topped up while a full TX ring is in flight.
-        XskConfig { frame_size: 4096, frame_count: 4096, ring_size: 2048 }
+        XskConfig {
+            frame_size: 4096,
+            frame_count: 4096,
+            ring_size: 2048,
+        }
     }
 }
 
@@ -123,9 +127,13 @@ impl UmemArea {
             )
         };
         if pointer == libc::MAP_FAILED {
-            return Err(XskError::Mmap { bytes: len, source: std::io::Error::last_os_error() });
+            return Err(XskError::Mmap {
+                bytes: len,
+                source: std::io::Error::last_os_error(),
+            });
         }
-        let base = NonNull::new(pointer.cast::<u8>()).ok_or(XskError::Config("mmap returned null"))?;
+        let base =
+            NonNull::new(pointer.cast::<u8>()).ok_or(XskError::Config("mmap returned null"))?;
         Ok(UmemArea { base, len })
     }
 }
@@ -168,12 +176,23 @@ impl Xsk {
     /// mode). Frames only arrive once the socket is registered in the classifier's XSKMAP.
     pub fn open(ifindex: u32, queue: u32, config: XskConfig) -> Result<Self, XskError> {
         if !config.frame_size.is_power_of_two() || !(2048..=65536).contains(&config.frame_size) {
-            return Err(XskError::Config("frame_size must be a power of two between 2048 and 65536"));
+            return Err(XskError::Config(
+                "frame_size must be a power of two between 2048 and 65536",
+            ));
         }
         if !config.ring_size.is_power_of_two() || config.frame_count < 2 * config.ring_size {
-            return Err(XskError::Config("ring_size must be a power of two and frame_count >= 2 x ring_size"));
+            return Err(XskError::Config(
+                "ring_size must be a power of two and frame_count >= 2 x ring_size",
+            ));
         }
-        let setup = |step: &'static str| move |errno: xdpilone::Errno| XskError::Setup { step, ifindex, queue, errno: errno.get_raw() };
+        let setup = |step: &'static str| {
+            move |errno: xdpilone::Errno| XskError::Setup {
+                step,
+                ifindex,
+                queue,
+                errno: errno.get_raw(),
+            }
+        };
 
         let area_len = config.frame_size as usize * config.frame_count as usize;
         let area = UmemArea::new(area_len)?;
@@ -186,23 +205,41 @@ impl Xsk {
         };
         // SAFETY: `area` is page aligned, `area_len` bytes long, and outlives `umem` (see the
         // field order of `Xsk`); nothing else reads or writes it.
-        let umem = unsafe { Umem::new(umem_config, NonNull::slice_from_raw_parts(area.base, area_len)) }
-            .map_err(setup("UMEM registration"))?;
+        let umem = unsafe {
+            Umem::new(
+                umem_config,
+                NonNull::slice_from_raw_parts(area.base, area_len),
+            )
+        }
+        .map_err(setup("UMEM registration"))?;
 
         let mut info = IfInfo::invalid();
-        info.from_ifindex(ifindex).map_err(setup("interface lookup"))?;
+        info.from_ifindex(ifindex)
+            .map_err(setup("interface lookup"))?;
         info.set_queue(queue);
         let socket = Socket::with_shared(&info, &umem).map_err(setup("socket"))?;
-        let device = umem.fq_cq(&socket).map_err(setup("fill/completion rings"))?;
+        let device = umem
+            .fq_cq(&socket)
+            .map_err(setup("fill/completion rings"))?;
         let ring = NonZeroU32::new(config.ring_size);
         let user = umem
-            .rx_tx(&socket, &SocketConfig { rx_size: ring, tx_size: ring, bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP })
+            .rx_tx(
+                &socket,
+                &SocketConfig {
+                    rx_size: ring,
+                    tx_size: ring,
+                    bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP,
+                },
+            )
             .map_err(setup("RX/TX rings"))?;
         let rx = user.map_rx().map_err(setup("mapping the RX ring"))?;
         let tx = user.map_tx().map_err(setup("mapping the TX ring"))?;
         umem.bind(&user).map_err(setup("bind"))?;
 
-        let free = (0..u64::from(config.frame_count)).rev().map(|frame| frame * u64::from(config.frame_size)).collect();
+        let free = (0..u64::from(config.frame_count))
+            .rev()
+            .map(|frame| frame * u64::from(config.frame_size))
+            .collect();
         let mut xsk = Xsk {
             rx,
             tx,
@@ -270,7 +307,9 @@ impl Xsk {
         }
         // SAFETY: [start, end) lies inside the mapping; the frame was handed to us by the RX ring,
         // so the kernel no longer writes it, and `&mut self` rules out a second live view.
-        Some(unsafe { std::slice::from_raw_parts_mut(self.area.base.as_ptr().add(start), end - start) })
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(self.area.base.as_ptr().add(start), end - start)
+        })
     }
 
     /// Queues frames for transmission. Returns how many the TX ring took, a prefix of `descs`;
@@ -314,11 +353,12 @@ impl Xsk {
         reaped
     }
 
-    /// Kicks the kernel to send what is on the TX ring. In copy mode one kick sends at most 32
-    /// frames, so this is called every loop iteration while anything is pending, and never when
-    /// nothing is. Returns whether a syscall was made.
+    /// Kicks the kernel to send what is on the TX ring, if it asked to be woken (need_wakeup).
+    /// In copy mode the kernel always asks and one kick sends at most 32 frames, so the worker
+    /// calls this every loop iteration while anything is pending, and never when nothing is.
+    /// Returns whether a syscall was made.
     pub fn kick_tx(&mut self) -> bool {
-        if self.tx.pending() == 0 {
+        if self.tx.pending() == 0 || !self.tx.needs_wakeup() {
             return false;
         }
         self.tx.wake();

@@ -15,7 +15,10 @@ use dataplane::counters::backend_counter_block;
 use dataplane::worker::{self, WorkerContext};
 use dataplane::xdp::XdpClassifier;
 use dataplane::xsk::{Xsk, XskConfig};
-use dataplane::{Backend, DropReason, Forwarding, Pipeline, Protocol, Service, ServiceKey, ServiceTable, Timeouts, WorkerCounters};
+use dataplane::{
+    Backend, DropReason, Forwarding, Pipeline, Protocol, Service, ServiceKey, ServiceTable,
+    Timeouts, WorkerCounters,
+};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -31,8 +34,10 @@ impl Namespace {
         let name = format!("dpt{}{tag}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).status();
         let namespace = Namespace { name };
-        namespace.ip(&["netns", "add", &namespace.name]);
-        namespace.exec(&["ip", "link", "add", "xa", "type", "veth", "peer", "name", "xb"]);
+        Namespace::ip(&["netns", "add", &namespace.name]);
+        namespace.exec(&[
+            "ip", "link", "add", "xa", "type", "veth", "peer", "name", "xb",
+        ]);
         namespace.exec(&["ip", "link", "set", "xa", "address", "02:00:00:00:00:0a"]);
         namespace.exec(&["ip", "link", "set", "xb", "address", "02:00:00:00:00:0b"]);
         namespace.exec(&["ip", "link", "set", "xa", "up"]);
@@ -40,7 +45,7 @@ impl Namespace {
         namespace
     }
 
-    fn ip(&self, args: &[&str]) {
+    fn ip(args: &[&str]) {
         let status = Command::new("ip").args(args).status().expect("running ip");
         assert!(status.success(), "ip {args:?} failed");
     }
@@ -48,7 +53,7 @@ impl Namespace {
     fn exec(&self, args: &[&str]) {
         let mut full = vec!["netns", "exec", self.name.as_str()];
         full.extend_from_slice(args);
-        self.ip(&full);
+        Namespace::ip(&full);
     }
 
     /// Moves the calling thread into the namespace (threads it spawns follow).
@@ -62,7 +67,9 @@ impl Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -90,16 +97,26 @@ impl RawSocket {
         let ifindex = ifindex(interface);
         let protocol = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket creation; the fd is checked.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK, i32::from(protocol)) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK,
+                i32::from(protocol),
+            )
+        };
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
         // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
         let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         address.sll_family = libc::AF_PACKET as u16;
         address.sll_protocol = protocol;
-        address.sll_ifindex = ifindex as i32;
+        address.sll_ifindex = ifindex.cast_signed();
         // SAFETY: address is a valid sockaddr_ll of the size passed.
         let bound = unsafe {
-            libc::bind(fd, std::ptr::addr_of!(address).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
+            libc::bind(
+                fd,
+                std::ptr::addr_of!(address).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
         };
         assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
         RawSocket { fd, ifindex }
@@ -109,7 +126,12 @@ impl RawSocket {
         let _ = self.ifindex;
         // SAFETY: frame is a valid buffer of the given length.
         let sent = unsafe { libc::send(self.fd, frame.as_ptr().cast(), frame.len(), 0) };
-        assert_eq!(sent, frame.len() as isize, "send: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            sent,
+            frame.len().cast_signed(),
+            "send: {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// Frames received so far whose destination MAC is `mac` (drains the socket).
@@ -118,7 +140,8 @@ impl RawSocket {
         let mut count = 0;
         loop {
             // SAFETY: buffer is valid for its length.
-            let received = unsafe { libc::recv(self.fd, buffer.as_mut_ptr().cast(), buffer.len(), 0) };
+            let received =
+                unsafe { libc::recv(self.fd, buffer.as_mut_ptr().cast(), buffer.len(), 0) };
             if received <= 0 {
                 return count;
             }
@@ -167,15 +190,27 @@ fn udp_frame(dst_mac: [u8; 6], src_port: u16, dst: Ipv4Addr, dst_port: u16) -> V
 }
 
 fn service(port: u16, mac: Option<[u8; 6]>, slot: usize) -> Service {
-    let scheduler =
-        scheduler::Scheduler::new(scheduler::Algorithm::RoundRobin, &[scheduler::Candidate { key: 1, weight: 1 }], 7)
-            .unwrap();
+    let scheduler = scheduler::Scheduler::new(
+        scheduler::Algorithm::RoundRobin,
+        &[scheduler::Candidate { key: 1, weight: 1 }],
+        7,
+    )
+    .unwrap();
     Service {
         name: format!("udp{port}"),
-        key: ServiceKey { vip: VIP, port, protocol: Protocol::Udp },
+        key: ServiceKey {
+            vip: VIP,
+            port,
+            protocol: Protocol::Udp,
+        },
         forwarding: Forwarding::DirectRouting,
         scheduler,
-        backends: vec![Backend { address: Ipv4Addr::new(192, 0, 2, 11), mac, weight: 1, counter_slot: slot }],
+        backends: vec![Backend {
+            address: Ipv4Addr::new(192, 0, 2, 11),
+            mac,
+            weight: 1,
+            counter_slot: slot,
+        }],
     }
 }
 
@@ -212,7 +247,16 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
         vec![backend_counter_block(2)],
     ));
     for port in [7000, 7001, 7002] {
-        classifier.set_service(&ServiceKey { vip: VIP, port, protocol: Protocol::Udp }, true).unwrap();
+        classifier
+            .set_service(
+                &ServiceKey {
+                    vip: VIP,
+                    port,
+                    protocol: Protocol::Udp,
+                },
+                true,
+            )
+            .unwrap();
     }
 
     let counters = Arc::new(WorkerCounters::default());
@@ -251,16 +295,21 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
         }
     }
     let sent_to_services = u64::from(rounds) * 3;
-    wait_until("every service frame to reach the worker", Duration::from_secs(10), || {
-        counters.rx_packets.load(Ordering::Relaxed) == sent_to_services
-    });
+    wait_until(
+        "every service frame to reach the worker",
+        Duration::from_secs(10),
+        || counters.rx_packets.load(Ordering::Relaxed) == sent_to_services,
+    );
     let forwarded_by_worker = || counters.tx_packets.load(Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(10);
     while forwarded_seen < usize::from(rounds) && Instant::now() < deadline {
         forwarded_seen += wire.count_to(BACKEND_MAC);
         std::thread::sleep(Duration::from_millis(10));
     }
-    let veth = Command::new("ip").args(["-s", "link", "show", "xb"]).output().unwrap();
+    let veth = Command::new("ip")
+        .args(["-s", "link", "show", "xb"])
+        .output()
+        .unwrap();
     assert_eq!(
         forwarded_seen,
         usize::from(rounds),
@@ -278,15 +327,31 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
     assert_eq!(frames.in_tx, 0, "TX not drained: {frames:?}");
     assert_eq!(frames.in_hand, 0, "frames held after stop: {frames:?}");
 
-    assert_eq!(forwarded_seen, usize::from(rounds), "each forwarded frame leaves exactly once");
-    assert_eq!(counters.tx_packets.load(Ordering::Relaxed), u64::from(rounds));
-    assert_eq!(counters.drops(DropReason::NeighbourUnresolved), u64::from(rounds));
+    assert_eq!(
+        forwarded_seen,
+        usize::from(rounds),
+        "each forwarded frame leaves exactly once"
+    );
+    assert_eq!(
+        counters.tx_packets.load(Ordering::Relaxed),
+        u64::from(rounds)
+    );
+    assert_eq!(
+        counters.drops(DropReason::NeighbourUnresolved),
+        u64::from(rounds)
+    );
     assert_eq!(counters.drops(DropReason::NoService), u64::from(rounds));
     assert_eq!(counters.drops(DropReason::TxRingFull), 0);
     let backend = &table.backend_counters[0][0];
-    assert_eq!(backend.packets_in.load(Ordering::Relaxed), u64::from(rounds));
+    assert_eq!(
+        backend.packets_in.load(Ordering::Relaxed),
+        u64::from(rounds)
+    );
 
     let xdp: std::collections::HashMap<_, _> = classifier.counters().unwrap().into_iter().collect();
     assert_eq!(xdp["redirected"], sent_to_services);
-    assert!(xdp["no_service"] >= u64::from(rounds), "port 9 frames pass to the kernel: {xdp:?}");
+    assert!(
+        xdp["no_service"] >= u64::from(rounds),
+        "port 9 frames pass to the kernel: {xdp:?}"
+    );
 }

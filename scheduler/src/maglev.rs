@@ -145,13 +145,13 @@ pub(crate) const fn is_prime(n: u32) -> bool {
     if n < 4 {
         return n >= 2;
     }
-    if n % 2 == 0 || n % 3 == 0 {
+    if n.is_multiple_of(2) || n.is_multiple_of(3) {
         return false;
     }
     let n = n as u64;
     let mut divisor = 5_u64;
     while divisor * divisor <= n {
-        if n % divisor == 0 || n % (divisor + 2) == 0 {
+        if n.is_multiple_of(divisor) || n.is_multiple_of(divisor + 2) {
             return false;
         }
         divisor += 6;

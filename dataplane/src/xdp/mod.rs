@@ -71,15 +71,22 @@ impl XdpClassifier {
     pub fn attach(ifindex: u32) -> Result<Self, XdpError> {
         // The skeleton borrows its object storage for its whole life; one small leak per attached
         // interface, for the life of the process, keeps the type free of self-references.
-        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-        let open = DirectorSkelBuilder::default().open(storage).map_err(XdpError::Load)?;
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let open = DirectorSkelBuilder::default()
+            .open(storage)
+            .map_err(XdpError::Load)?;
         let skel = open.load().map_err(XdpError::Load)?;
         let link = skel
             .progs
             .director_xdp
-            .attach_xdp(ifindex as i32)
+            .attach_xdp(ifindex.cast_signed())
             .map_err(|source| XdpError::Attach { ifindex, source })?;
-        Ok(XdpClassifier { _link: link, skel, ifindex })
+        Ok(XdpClassifier {
+            _link: link,
+            skel,
+            ifindex,
+        })
     }
 
     /// The interface this classifier is attached to.
@@ -89,19 +96,36 @@ impl XdpClassifier {
 
     /// Adds or updates a service; `enabled` false hands its frames to the kernel.
     pub fn set_service(&self, key: &ServiceKey, enabled: bool) -> Result<(), XdpError> {
-        let value = ServiceValueAbi { flags: if enabled { ServiceValueAbi::ENABLED } else { 0 } };
+        let value = ServiceValueAbi {
+            flags: if enabled { ServiceValueAbi::ENABLED } else { 0 },
+        };
         self.skel
             .maps
             .services
-            .update(&ServiceKeyAbi::new(key).to_bytes(), &value.to_bytes(), MapFlags::ANY)
-            .map_err(|source| XdpError::Map { map: "services", source })
+            .update(
+                &ServiceKeyAbi::new(key).to_bytes(),
+                &value.to_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(|source| XdpError::Map {
+                map: "services",
+                source,
+            })
     }
 
     /// Removes a service; a missing entry is not an error.
     pub fn remove_service(&self, key: &ServiceKey) -> Result<(), XdpError> {
-        match self.skel.maps.services.delete(&ServiceKeyAbi::new(key).to_bytes()) {
+        match self
+            .skel
+            .maps
+            .services
+            .delete(&ServiceKeyAbi::new(key).to_bytes())
+        {
             Err(error) if error.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            other => other.map_err(|source| XdpError::Map { map: "services", source }),
+            other => other.map_err(|source| XdpError::Map {
+                map: "services",
+                source,
+            }),
         }
     }
 
@@ -113,15 +137,25 @@ impl XdpClassifier {
         self.skel
             .maps
             .xsks
-            .update(&queue.to_ne_bytes(), &socket_fd.to_ne_bytes(), MapFlags::ANY)
-            .map_err(|source| XdpError::Map { map: "xsks", source })
+            .update(
+                &queue.to_ne_bytes(),
+                &socket_fd.to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(|source| XdpError::Map {
+                map: "xsks",
+                source,
+            })
     }
 
     /// Stops sending `queue`'s frames to user space (they go to the kernel again).
     pub fn unregister_socket(&self, queue: u32) -> Result<(), XdpError> {
         match self.skel.maps.xsks.delete(&queue.to_ne_bytes()) {
             Err(error) if error.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            other => other.map_err(|source| XdpError::Map { map: "xsks", source }),
+            other => other.map_err(|source| XdpError::Map {
+                map: "xsks",
+                source,
+            }),
         }
     }
 
@@ -134,7 +168,10 @@ impl XdpClassifier {
                 .maps
                 .xdp_counters
                 .lookup_percpu(&(index as u32).to_ne_bytes(), MapFlags::ANY)
-                .map_err(|source| XdpError::Map { map: "xdp_counters", source })?
+                .map_err(|source| XdpError::Map {
+                    map: "xdp_counters",
+                    source,
+                })?
                 .unwrap_or_default();
             let sum = per_cpu
                 .iter()

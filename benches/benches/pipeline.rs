@@ -1,0 +1,123 @@
+//! ns per frame through `Pipeline::process` for DR, on the golden-fixture frames: a frame of an
+//! established flow (connection-table hit) and a SYN of a new flow (miss, schedule, insert).
+#![allow(
+    missing_docs,
+    reason = "criterion_group! generates undocumented functions"
+)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use dataplane::testing::{
+    backend, backend_mac, counter_blocks, service, table, FrameBuilder, DIRECTOR_MAC,
+};
+use dataplane::{Pipeline, Protocol, Verdict, WorkerCounters};
+use scheduler::Algorithm;
+
+fn dr_table(algorithm: Algorithm) -> dataplane::ServiceTable {
+    let backends = (1..=3)
+        .map(|n| {
+            backend(
+                &format!("192.0.2.{}", 10 + n),
+                Some(backend_mac(n)),
+                1,
+                usize::from(n - 1),
+            )
+        })
+        .collect();
+    table(
+        1,
+        vec![service("192.0.2.10:80", Protocol::Tcp, algorithm, backends)],
+        counter_blocks(1, 3),
+    )
+}
+
+fn established(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dr");
+    group.throughput(Throughput::Elements(1));
+    for algorithm in [Algorithm::Maglev, Algorithm::RoundRobin] {
+        let table = dr_table(algorithm);
+        let counters = WorkerCounters::default();
+        let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 1 << 16);
+        let template = FrameBuilder::tcp()
+            .src("198.51.100.7:40000")
+            .dst("192.0.2.10:80")
+            .ack()
+            .payload(&[0; 64])
+            .build();
+        let mut frame = template.clone();
+        let now = Instant::now();
+        assert_eq!(
+            pipeline.process(&mut frame, &table, now, &counters),
+            Verdict::Tx
+        );
+        group.bench_function(format!("established/{algorithm}"), |b| {
+            b.iter(|| {
+                frame.copy_from_slice(&template);
+                black_box(pipeline.process(black_box(&mut frame), &table, now, &counters))
+            });
+        });
+    }
+    group.finish();
+}
+
+fn new_flows(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dr");
+    group.throughput(Throughput::Elements(1));
+    for algorithm in [Algorithm::Maglev, Algorithm::RoundRobin] {
+        let table = dr_table(algorithm);
+        let counters = WorkerCounters::default();
+        // A table smaller than the flows cycled through, so every SYN is a miss and an insert
+        // (and, once full, an eviction): the worst case per frame.
+        let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 4096);
+        let templates: Vec<Vec<u8>> = (0..8192u32)
+            .map(|n| {
+                let source = format!(
+                    "198.51.{}.{}:{}",
+                    100 + (n >> 14),
+                    (n >> 6) & 0xff,
+                    1024 + (n & 0x3f)
+                );
+                FrameBuilder::tcp()
+                    .src(&source)
+                    .dst("192.0.2.10:80")
+                    .syn()
+                    .build()
+            })
+            .collect();
+        let mut frame = templates[0].clone();
+        let now = Instant::now();
+        let mut next = 0;
+        group.bench_function(format!("new_flow/{algorithm}"), |b| {
+            b.iter(|| {
+                frame.copy_from_slice(&templates[next]);
+                next = (next + 1) % templates.len();
+                black_box(pipeline.process(black_box(&mut frame), &table, now, &counters))
+            });
+        });
+    }
+    group.finish();
+}
+
+fn malformed(c: &mut Criterion) {
+    let table = dr_table(Algorithm::Maglev);
+    let counters = WorkerCounters::default();
+    let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 1024);
+    let template = FrameBuilder::tcp()
+        .src("198.51.100.7:40000")
+        .dst("192.0.2.10:80")
+        .more_fragments()
+        .build();
+    let mut frame = template.clone();
+    let now = Instant::now();
+    c.bench_function("drop/fragment", |b| {
+        b.iter(|| {
+            frame.copy_from_slice(&template);
+            black_box(pipeline.process(black_box(&mut frame), &table, now, &counters))
+        });
+    });
+}
+
+criterion_group!(benches, established, new_flows, malformed);
+criterion_main!(benches);
