@@ -75,7 +75,11 @@ pub struct Shared {
 
 /// Runs the director until SIGINT/SIGTERM. `signals` comes from [`crate::signals::install`].
 pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> anyhow::Result<()> {
-    let mut director = Director::start(config)?;
+    let mut director = Director::start(config, signals)?;
+    if director.stop_requested {
+        director.stop();
+        return Ok(());
+    }
     info!(
         config = %config_path.display(),
         services = director.shared.config.services.len(),
@@ -109,10 +113,21 @@ struct Director {
     macs: HashMap<Ipv4Addr, [u8; 6]>,
     counter_blocks: Vec<Arc<[BackendCounters]>>,
     generation: u64,
+    /// Tables the workers replaced, to be freed by control.
+    retired_tables: Receiver<Arc<ServiceTable>>,
+    /// A stop signal arrived during start-up.
+    stop_requested: bool,
 }
 
 impl Director {
-    fn start(config: Config) -> anyhow::Result<Self> {
+    fn start(config: Config, signals: &Receiver<Signal>) -> anyhow::Result<Self> {
+        if let [first, second, ..] = config.director.interfaces.as_slice() {
+            bail!(
+                "[director] interfaces = [{first:?}, {second:?}, ...]: direct routing serves one \
+                 interface for now (real-server MACs are resolved and frames sent there); \
+                 list one"
+            );
+        }
         let mut netlink = Netlink::open().context("opening a netlink socket")?;
         let interfaces = attach_classifiers(&config)?;
         let home_ifindex = interfaces[0].ifindex;
@@ -127,22 +142,20 @@ impl Director {
             .collect();
 
         // Resolve real-server MACs before serving, so the first connections are not dropped.
-        let macs = resolve_backends(&mut netlink, home_ifindex, &config, INITIAL_RESOLUTION_WAIT);
+        let (macs, stop_requested) = resolve_at_start(
+            &mut netlink,
+            home_ifindex,
+            &config,
+            INITIAL_RESOLUTION_WAIT,
+            signals,
+        );
         let generation = 1;
         let table = Arc::new(build_table(generation, &config, &macs, &counter_blocks)?);
 
         let stop = Arc::new(AtomicBool::new(false));
-        let (workers, threads) = start_workers(&config, &interfaces, &queues, &table, &stop)?;
-        for service in &config.services {
-            for interface in &interfaces {
-                interface
-                    .classifier
-                    .set_service(&service_key(service), true)
-                    .with_context(|| format!("service {}", service.name))?;
-            }
-        }
-        let added_vips = add_vips(&mut netlink, &config, &interfaces[0]);
-
+        let (retire, retired_tables) = crossbeam_channel::bounded(64);
+        let (workers, threads) =
+            start_workers(&config, &interfaces, &queues, &table, &stop, &retire)?;
         let shared = Arc::new(Shared {
             started: Instant::now(),
             config,
@@ -150,34 +163,64 @@ impl Director {
             interfaces,
             workers,
         });
-        let socket = shared.config.director.stats_socket.clone();
-        let stats_server = {
-            let shared = Arc::clone(&shared);
-            StatsServer::start(
-                &socket,
-                Arc::new(move |request| stats::answer(&shared, &request)),
-            )
-            .with_context(|| format!("stats socket {}", socket.display()))?
-        };
-        Ok(Director {
+        let mut director = Director {
             shared,
             netlink,
             stop,
             threads,
-            stats_server: Some(stats_server),
+            stats_server: None,
             home_ifindex,
-            added_vips,
+            added_vips: Vec::new(),
             macs,
             counter_blocks,
             generation,
-        })
+            retired_tables,
+            stop_requested,
+        };
+        // From here on a failure must undo what is running: stop() copes with a half start.
+        if let Err(error) = director.go_live() {
+            director.stop();
+            return Err(error);
+        }
+        Ok(director)
+    }
+
+    /// Opens the stats socket, then points the classifiers at the workers, then brings the VIPs
+    /// up. The socket comes first so that a second director started by mistake with the same
+    /// socket fails before it touches traffic or addresses.
+    fn go_live(&mut self) -> anyhow::Result<()> {
+        let socket = self.shared.config.director.stats_socket.clone();
+        let shared = Arc::clone(&self.shared);
+        let server = StatsServer::start(
+            &socket,
+            Arc::new(move |request| stats::answer(&shared, &request)),
+        )
+        .with_context(|| format!("stats socket {}", socket.display()))?;
+        self.stats_server = Some(server);
+        for service in &self.shared.config.services {
+            for interface in &self.shared.interfaces {
+                interface
+                    .classifier
+                    .set_service(&service_key(service), true)
+                    .with_context(|| format!("service {}", service.name))?;
+            }
+        }
+        self.added_vips = add_vips(
+            &mut self.netlink,
+            &self.shared.config,
+            &self.shared.interfaces[0],
+        );
+        Ok(())
     }
 
     /// Re-reads real-server MACs (soliciting missing ones) and publishes a new table if any
     /// changed.
     fn refresh_neighbours(&mut self) {
         let config = &self.shared.config;
-        let fresh = resolve_backends(&mut self.netlink, self.home_ifindex, config, Duration::ZERO);
+        // Replaced tables come back from the workers to be freed here, off the hot path.
+        while self.retired_tables.try_recv().is_ok() {}
+        let (fresh, missing) = lookup_backends(&mut self.netlink, self.home_ifindex, config);
+        solicit(&mut self.netlink, self.home_ifindex, &missing);
         if fresh == self.macs {
             return;
         }
@@ -248,6 +291,7 @@ fn start_workers(
     queues: &[(usize, u32)],
     table: &Arc<ServiceTable>,
     stop: &Arc<AtomicBool>,
+    retire: &Sender<Arc<ServiceTable>>,
 ) -> anyhow::Result<(Vec<WorkerHandle>, Vec<JoinHandle<Xsk>>)> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut workers = Vec::new();
@@ -270,6 +314,7 @@ fn start_workers(
             counters: Arc::clone(&counters),
             tables: receiver,
             initial_table: Arc::clone(table),
+            retired_tables: retire.clone(),
             stop: Arc::clone(stop),
         };
         let core = index % cores;
@@ -308,7 +353,7 @@ fn add_vips(netlink: &mut Netlink, config: &Config, interface: &Interface) -> Ve
                 added.push(vip);
             }
             Ok(AddressChange::AlreadyPresent) => {
-                info!(%vip, interface = %interface.name, "VIP already present")
+                info!(%vip, interface = %interface.name, "VIP already present");
             }
             Err(error) => warn!(%vip, %error, "could not add VIP"),
         }
@@ -341,17 +386,20 @@ fn worker_queues(config: &Config, interfaces: &[Interface]) -> anyhow::Result<Ve
     let mut queues = Vec::new();
     for (position, interface) in interfaces.iter().enumerate() {
         let available = netlink::interface_rx_queues(&interface.name)
-            .unwrap_or(1)
+            .with_context(|| format!("RX queues of interface {}", interface.name))?
             .max(1);
+        // Every queue needs its own worker: the classifier passes frames arriving on a queue
+        // without a socket to the kernel, and the kernel, holding the VIP, would refuse them.
         let count = match config.director.workers {
             // `workers` counts threads for all interfaces together.
             Some(workers) => u32::try_from(workers.div_ceil(interfaces.len())).unwrap_or(u32::MAX),
             None => available,
         };
-        if count > available {
+        if count != available {
             bail!(
-                "[director] workers = {}: interface {} has only {available} RX queue(s); \
-                 raise them with `ethtool -L {} combined N` or lower workers",
+                "[director] workers = {}: interface {} has {available} RX queue(s) and each needs \
+                 exactly one worker; set workers = {available} (or leave it out), or change the \
+                 queues with `ethtool -L {} combined N`",
                 config.director.workers.unwrap_or_default(),
                 interface.name,
                 interface.name
@@ -375,53 +423,74 @@ fn backend_key(address: Ipv4Addr, port: u16) -> u64 {
     (u64::from(u32::from(address)) << 16) | u64::from(port)
 }
 
-/// MACs of every backend: static ones from the config, the rest from the neighbour table.
-/// Missing entries are solicited; with a non-zero `wait`, polls until all resolve or it expires.
-fn resolve_backends(
+/// MACs of every backend that has one: static ones from the config, the rest from the neighbour
+/// table; and the addresses still unresolved.
+fn lookup_backends(
+    netlink: &mut Netlink,
+    ifindex: u32,
+    config: &Config,
+) -> (HashMap<Ipv4Addr, [u8; 6]>, Vec<Ipv4Addr>) {
+    let mut macs = HashMap::new();
+    let mut missing = Vec::new();
+    for backend in config.services.iter().flat_map(|service| &service.backends) {
+        if let Some(mac) = backend.mac {
+            macs.insert(backend.address, mac);
+            continue;
+        }
+        match netlink.neighbour_mac(ifindex, backend.address) {
+            Ok(Some(mac)) => {
+                macs.insert(backend.address, mac);
+            }
+            Ok(None) => missing.push(backend.address),
+            Err(error) => {
+                warn!(address = %backend.address, %error, "neighbour lookup failed");
+                missing.push(backend.address);
+            }
+        }
+    }
+    (macs, missing)
+}
+
+/// Asks the kernel to ARP for each address.
+fn solicit(netlink: &mut Netlink, ifindex: u32, addresses: &[Ipv4Addr]) {
+    for address in addresses {
+        if let Err(error) = netlink.solicit_neighbour(ifindex, *address) {
+            warn!(%address, %error, "could not solicit neighbour");
+        }
+    }
+}
+
+/// Start-up's resolution: solicits missing MACs and waits up to `wait` for them, unless a stop
+/// signal arrives first (then the second value is true).
+fn resolve_at_start(
     netlink: &mut Netlink,
     ifindex: u32,
     config: &Config,
     wait: Duration,
-) -> HashMap<Ipv4Addr, [u8; 6]> {
+    signals: &Receiver<Signal>,
+) -> (HashMap<Ipv4Addr, [u8; 6]>, bool) {
     let deadline = Instant::now() + wait;
     let mut solicited = false;
     loop {
-        let mut macs = HashMap::new();
-        let mut missing = Vec::new();
-        for backend in config.services.iter().flat_map(|service| &service.backends) {
-            if let Some(mac) = backend.mac {
-                macs.insert(backend.address, mac);
-                continue;
-            }
-            match netlink.neighbour_mac(ifindex, backend.address) {
-                Ok(Some(mac)) => {
-                    macs.insert(backend.address, mac);
-                }
-                Ok(None) => missing.push(backend.address),
-                Err(error) => {
-                    warn!(address = %backend.address, %error, "neighbour lookup failed");
-                    missing.push(backend.address);
-                }
-            }
-        }
+        let (macs, missing) = lookup_backends(netlink, ifindex, config);
         if missing.is_empty() {
-            return macs;
+            return (macs, false);
         }
-        if !solicited || wait.is_zero() {
-            for address in &missing {
-                if let Err(error) = netlink.solicit_neighbour(ifindex, *address) {
-                    warn!(%address, %error, "could not solicit neighbour");
-                }
-            }
+        if !solicited {
+            solicit(netlink, ifindex, &missing);
             solicited = true;
         }
         if Instant::now() >= deadline {
-            if !wait.is_zero() {
-                warn!(?missing, "real servers without a MAC address yet; their flows are dropped until they resolve");
-            }
-            return macs;
+            warn!(
+                ?missing,
+                "real servers without a MAC address yet; their flows are dropped until they resolve"
+            );
+            return (macs, false);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        match signals.recv_timeout(Duration::from_millis(50)) {
+            Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => return (macs, true),
+            Ok(Signal::Reload) | Err(RecvTimeoutError::Timeout) => {}
+        }
     }
 }
 

@@ -72,7 +72,7 @@ int director_xdp(struct xdp_md *ctx)
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
 		return count(XDP_CNT_TRUNCATED, XDP_PASS);
-	if (ip->ihl < 5)
+	if (ip->version != 4 || ip->ihl < 5)
 		return count(XDP_CNT_BAD_IHL, XDP_PASS);
 	/* User space handles only 20-byte headers; the kernel copes with options. */
 	if (ip->ihl > 5)

@@ -33,7 +33,7 @@ enum xdp_counter {
 	XDP_CNT_NOT_IPV4,         /* ARP, IPv6, ...: passed */
 	XDP_CNT_VLAN,             /* 802.1Q/802.1ad tagged: passed */
 	XDP_CNT_TRUNCATED,        /* shorter than its headers claim: passed */
-	XDP_CNT_BAD_IHL,          /* IHL < 5: passed */
+	XDP_CNT_BAD_IHL,          /* version != 4 or IHL < 5: passed */
 	XDP_CNT_IP_OPTIONS,       /* IHL > 5: passed */
 	XDP_CNT_FRAGMENT,         /* MF set or offset != 0: passed */
 	XDP_CNT_OTHER_PROTOCOL,   /* ICMP and other non-TCP/UDP: passed */

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use xdpilone::xdp::XdpDesc;
 
 use crate::counters::{bump, DropReason, WorkerCounters};
@@ -45,6 +45,8 @@ pub struct WorkerContext {
     pub tables: Receiver<Arc<ServiceTable>>,
     /// The table to start with.
     pub initial_table: Arc<ServiceTable>,
+    /// Where replaced tables go, so that control, not this loop, frees them.
+    pub retired_tables: Sender<Arc<ServiceTable>>,
     /// Set by control to stop the loop.
     pub stop: Arc<AtomicBool>,
 }
@@ -58,6 +60,7 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
         counters,
         tables,
         initial_table,
+        retired_tables,
         stop,
     } = context;
     let mut table = initial_table;
@@ -68,7 +71,9 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
 
     while !stop.load(Ordering::Relaxed) {
         while let Ok(newer) = tables.try_recv() {
-            table = newer;
+            let replaced = std::mem::replace(&mut table, newer);
+            // Should control have gone away, the table is freed here; it is rare and not per packet.
+            let _ = retired_tables.try_send(replaced);
         }
 
         xsk.reap_completions();

@@ -275,11 +275,7 @@ impl Xsk {
         let start = self.free.len() - writer.capacity() as usize;
         let added = writer.insert(self.free.drain(start..));
         writer.commit();
-        drop(writer);
         self.in_fill += added;
-        if self.device.needs_wakeup() {
-            self.device.wake();
-        }
         added
     }
 
@@ -293,8 +289,14 @@ impl Xsk {
             count += 1;
         }
         reader.release();
+        drop(reader);
         self.in_fill -= count as u32;
         self.in_hand += count as u32;
+        // As xdpsock does: poll only when nothing arrived and the driver asked for a wake-up
+        // (zero-copy drivers set the flag when their fill ring ran dry; copy mode never does).
+        if count == 0 && self.device.needs_wakeup() {
+            self.device.wake();
+        }
         count
     }
 
@@ -379,6 +381,14 @@ impl Xsk {
             in_tx: self.in_tx,
             in_hand: self.in_hand,
         }
+    }
+
+    /// True when no frame sits on the free list twice (a double recycle or a bogus completion
+    /// would break this). Sorts a copy: for tests and diagnostics, not the hot path.
+    pub fn free_list_is_unique(&self) -> bool {
+        let mut frames = self.free.clone();
+        frames.sort_unstable();
+        frames.windows(2).all(|pair| pair[0] != pair[1])
     }
 
     /// The kernel's counters for this socket.

@@ -223,6 +223,7 @@ fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn worker_forwards_counts_drops_and_leaks_no_frame() {
     if !is_root() {
         eprintln!("skipped: needs root for network namespaces and XDP");
@@ -268,6 +269,7 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
         counters: Arc::clone(&counters),
         tables: receiver,
         initial_table: Arc::clone(&table),
+        retired_tables: crossbeam_channel::bounded(1).0,
         stop: Arc::clone(&stop),
     };
     let worker = std::thread::spawn(move || worker::run(xsk, context));
@@ -326,6 +328,10 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
     assert!(frames.is_balanced(), "frames unaccounted for: {frames:?}");
     assert_eq!(frames.in_tx, 0, "TX not drained: {frames:?}");
     assert_eq!(frames.in_hand, 0, "frames held after stop: {frames:?}");
+    assert!(
+        xsk.free_list_is_unique(),
+        "a frame is on the free list twice"
+    );
 
     assert_eq!(
         forwarded_seen,

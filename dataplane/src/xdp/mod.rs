@@ -61,7 +61,7 @@ pub enum XdpError {
 /// The loaded classifier, attached to one interface until dropped.
 pub struct XdpClassifier {
     // Field order matters: the link detaches before the skeleton (and its maps) go away.
-    _link: Link,
+    link: Option<Link>,
     skel: DirectorSkel<'static>,
     ifindex: u32,
 }
@@ -69,29 +69,58 @@ pub struct XdpClassifier {
 impl XdpClassifier {
     /// Loads the classifier and attaches it in native (driver) mode to `ifindex`.
     pub fn attach(ifindex: u32) -> Result<Self, XdpError> {
-        // The skeleton borrows its object storage for its whole life; one small leak per attached
-        // interface, for the life of the process, keeps the type free of self-references.
+        let mut classifier = XdpClassifier::load()?;
+        let link = classifier
+            .skel
+            .progs
+            .director_xdp
+            .attach_xdp(ifindex.cast_signed())
+            .map_err(|source| XdpError::Attach { ifindex, source })?;
+        classifier.link = Some(link);
+        classifier.ifindex = ifindex;
+        Ok(classifier)
+    }
+
+    /// Loads the classifier without attaching it anywhere, for [`XdpClassifier::test_run`].
+    pub fn load() -> Result<Self, XdpError> {
+        // The skeleton borrows its object storage for its whole life; one small leak per loaded
+        // classifier, for the life of the process, keeps the type free of self-references.
         let storage: &'static mut MaybeUninit<OpenObject> =
             Box::leak(Box::new(MaybeUninit::uninit()));
         let open = DirectorSkelBuilder::default()
             .open(storage)
             .map_err(XdpError::Load)?;
         let skel = open.load().map_err(XdpError::Load)?;
-        let link = skel
-            .progs
-            .director_xdp
-            .attach_xdp(ifindex.cast_signed())
-            .map_err(|source| XdpError::Attach { ifindex, source })?;
         Ok(XdpClassifier {
-            _link: link,
+            link: None,
             skel,
-            ifindex,
+            ifindex: 0,
         })
     }
 
-    /// The interface this classifier is attached to.
+    /// Runs the program once on `frame` with BPF_PROG_TEST_RUN (queue 0) and returns its XDP
+    /// action (`XDP_PASS` = 2, `XDP_REDIRECT` = 4). Counters count as for a real frame.
+    pub fn test_run(&self, frame: &[u8]) -> Result<u32, XdpError> {
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(frame),
+            ..Default::default()
+        };
+        self.skel
+            .progs
+            .director_xdp
+            .test_run(input)
+            .map(|output| output.return_value)
+            .map_err(XdpError::Load)
+    }
+
+    /// The interface this classifier is attached to (0 when only loaded).
     pub fn ifindex(&self) -> u32 {
         self.ifindex
+    }
+
+    /// Whether it is attached to an interface.
+    pub fn is_attached(&self) -> bool {
+        self.link.is_some()
     }
 
     /// Adds or updates a service; `enabled` false hands its frames to the kernel.
