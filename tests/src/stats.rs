@@ -55,6 +55,14 @@ pub fn workers_rx_packets(stats: &Value) -> u64 {
         .sum()
 }
 
+/// Sum of the workers' `rx_bytes`.
+pub fn workers_rx_bytes(stats: &Value) -> u64 {
+    array(stats, "workers")
+        .iter()
+        .map(|w| number(w, "rx_bytes"))
+        .sum()
+}
+
 /// Sum of the workers' `tx_packets`.
 pub fn workers_tx_packets(stats: &Value) -> u64 {
     array(stats, "workers")

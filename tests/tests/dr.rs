@@ -26,6 +26,8 @@ fn dr_300_requests(scheduler: &str) {
     require_root!();
     let lab = Lab::dr(LabOptions::default());
     let director = lab.start_director(&lab.dr_config(scheduler));
+    let wire_before = bytes_switch_sent_to_director(&lab);
+    let rx_before = stats::workers_rx_bytes(&director.stats());
 
     let results = lab.http_get_many(REQUESTS, &vip_url());
     let failures: Vec<String> = results
@@ -103,6 +105,94 @@ fn dr_300_requests(scheduler: &str) {
     assert_eq!(
         rx, redirected,
         "worker rx_packets vs xdp.redirected: {stats:#}"
+    );
+
+    // And on the wire: everything the bridge delivered to the director during the run is the
+    // client's frames the workers took (plus a little ARP). The replies -- SYN-ACKs, responses,
+    // FINs, about as many bytes again -- went from the real servers straight to the client.
+    let wire = bytes_switch_sent_to_director(&lab) - wire_before;
+    let rx_bytes = stats::workers_rx_bytes(&stats) - rx_before;
+    println!("{scheduler}: bytes to the director's port {wire}, taken by its workers {rx_bytes}");
+    assert!(
+        rx_bytes > 2 * ARP_SLACK_BYTES,
+        "too little traffic for the check to mean anything: {rx_bytes} bytes"
+    );
+    assert!(
+        wire <= rx_bytes + ARP_SLACK_BYTES,
+        "the director's port carried {wire} bytes but its workers took only {rx_bytes}: \
+         reply traffic went through the director"
+    );
+}
+
+/// Room for ARP and other broadcasts on the director's port during a run.
+const ARP_SLACK_BYTES: u64 = 8 * 1024;
+
+/// Bytes the bridge has sent out of the director's port (its veth in the switch namespace).
+fn bytes_switch_sent_to_director(lab: &Lab) -> u64 {
+    let port = Host::Director.name();
+    let path = format!("/sys/class/net/{port}/statistics/tx_bytes");
+    let text = lab.exec_ok(Host::Switch, &["cat", &path]);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{path}: {text:?}: {e}"))
+}
+
+#[test]
+fn failed_start_leaves_nothing_behind() {
+    require_root!();
+    let lab = Lab::dr(LabOptions { real_servers: 1 });
+    // /proc refuses new directories, so the stats socket cannot be made: start-up fails after
+    // the classifier is attached and the workers run, and must undo both.
+    let mut config = lab.dr_config("maglev");
+    config.stats_socket = "/proc/director-test/director.sock".into();
+    let path = lab.write_config(&config);
+    let out = run_with_timeout(
+        lab.command(
+            Host::Director,
+            &[
+                &director_bin().to_string_lossy(),
+                "run",
+                "--config",
+                &path.to_string_lossy(),
+            ],
+        )
+        .env("NO_COLOR", "1"),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "director ran with an impossible socket: {stderr}"
+    );
+    assert!(
+        stderr.contains("stats socket"),
+        "the error names the socket: {stderr}"
+    );
+    assert!(
+        !lab.has_address(Host::Director, VIP),
+        "a VIP stayed behind: {stderr}"
+    );
+    assert!(
+        !lab.xdp_attached(Host::Director),
+        "an XDP program stayed behind: {stderr}"
+    );
+}
+
+#[test]
+fn director_keeps_a_vip_it_did_not_add() {
+    require_root!();
+    let lab = Lab::dr(LabOptions { real_servers: 1 });
+    let vip = format!("{VIP}/32");
+    lab.exec_ok(Host::Director, &["ip", "addr", "add", &vip, "dev", "eth0"]);
+    let mut director = lab.start_director(&lab.dr_config("rr"));
+    let served = lab.http_get_many(10, &vip_url());
+    assert!(served.iter().all(Result::is_ok), "{served:?}");
+    let stopped = director.stop();
+    assert!(stopped.status.success(), "{}", stopped.status);
+    assert!(
+        lab.has_address(Host::Director, VIP),
+        "the director removed a VIP the operator had configured"
     );
 }
 
