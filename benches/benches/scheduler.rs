@@ -7,7 +7,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use scheduler::{flow_hash, Algorithm, Candidate, Scheduler, DEFAULT_MAGLEV_TABLE_SIZE};
+use scheduler::{
+    flow_hash, Algorithm, Candidate, Flow, NoLoads, Scheduler, DEFAULT_MAGLEV_TABLE_SIZE,
+};
 
 fn servers(count: u64) -> Vec<Candidate> {
     (0..count)
@@ -31,7 +33,14 @@ fn pick(c: &mut Criterion) {
                 |b, scheduler| {
                     b.iter(|| {
                         port = port.wrapping_add(1);
-                        black_box(scheduler.pick(flow_hash(0xc633_6407, 0xc000_020a, port, 80, 6)))
+                        black_box(scheduler.pick(
+                            &Flow {
+                                hash: flow_hash(0xc633_6407, 0xc000_020a, port, 80, 6),
+                                src_addr: 0xc633_6407,
+                                dst_addr: 0xc000_020a,
+                            },
+                            &NoLoads,
+                        ))
                     });
                 },
             );

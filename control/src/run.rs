@@ -537,6 +537,8 @@ pub fn build_table(
         services.push(Service {
             name: service.name.clone(),
             key: service_key(service),
+            ports: vec![service.port],
+            persistence: None,
             forwarding: service.forwarding,
             scheduler,
             backends,

@@ -153,6 +153,12 @@ pub struct BackendCounters {
     pub packets_in: AtomicU64,
     /// Bytes forwarded to it.
     pub bytes_in: AtomicU64,
+    /// This worker's connection entries to it in an active state (TCP established, UDP), as
+    /// IPVS counts `ActiveConn`. A gauge the conntrack keeps.
+    pub active_connections: AtomicU64,
+    /// This worker's connection entries to it in any other TCP state (SYN, FIN-wait, close), as
+    /// IPVS counts `InActConn`. A gauge the conntrack keeps.
+    pub inactive_connections: AtomicU64,
 }
 
 /// Allocates one block of `backends` counters, for one worker.

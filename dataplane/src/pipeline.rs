@@ -133,7 +133,7 @@ impl Pipeline {
             .and_then(|id| resolve(self.connections.connection(id), service, table.generation))
         {
             Some(index) => (index, false),
-            None => (schedule(service, &flow.key)?, true),
+            None => (schedule(service, &flow.key, table)?, true),
         };
         let backend = service.backends.get(index).ok_or(DropReason::NoBackend)?;
         let backend_mac = backend.mac.ok_or(DropReason::NeighbourUnresolved)?;
@@ -266,11 +266,57 @@ fn resolve(connection: &Connection, service: &Service, generation: u64) -> Optio
 
 /// A backend for a flow without a usable entry.
 #[inline]
-fn schedule(service: &Service, key: &FlowKey) -> Result<usize, DropReason> {
+fn schedule(service: &Service, key: &FlowKey, table: &ServiceTable) -> Result<usize, DropReason> {
+    let flow = scheduler::Flow {
+        hash: key.flow_hash(),
+        src_addr: u32::from(key.src_addr),
+        dst_addr: u32::from(key.dst_addr),
+    };
+    let loads = ServiceLoads { service, table };
     service
         .scheduler
-        .pick(key.flow_hash())
+        .pick(&flow, &loads)
         .ok_or(DropReason::NoBackend)
+}
+
+/// A service's connection counts summed over every worker's counter block, for the
+/// least-connection schedulers. Reads are relaxed: another worker's newest connections may be
+/// missing for a moment, which only makes the choice slightly less even.
+struct ServiceLoads<'a> {
+    service: &'a Service,
+    table: &'a ServiceTable,
+}
+
+impl ServiceLoads<'_> {
+    fn sum(&self, server: usize, gauge: impl Fn(&crate::counters::BackendCounters) -> u64) -> u64 {
+        let Some(backend) = self.service.backends.get(server) else {
+            return 0;
+        };
+        self.table
+            .backend_counters
+            .iter()
+            .filter_map(|block| block.get(backend.counter_slot))
+            .map(gauge)
+            .fold(0, u64::wrapping_add)
+    }
+}
+
+impl scheduler::Loads for ServiceLoads<'_> {
+    fn active(&self, server: usize) -> u64 {
+        self.sum(server, |counters| {
+            counters
+                .active_connections
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    fn inactive(&self, server: usize) -> u64 {
+        self.sum(server, |counters| {
+            counters
+                .inactive_connections
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
 }
 
 /// The state a new entry starts in, or `None` for a flow that gets none.

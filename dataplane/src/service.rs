@@ -90,12 +90,31 @@ pub struct Backend {
     pub counter_slot: usize,
 }
 
-/// One virtual service: a (VIP, port, protocol), its scheduler and its real servers.
+/// Client affinity of a service (IPVS persistence, `ipvsadm -p TIMEOUT -M NETMASK`): every
+/// connection from one client address (masked) goes to the server its first one got, across all
+/// of the service's ports and all workers, until `timeout` after that client was last seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    /// How long affinity outlives the client's last packet.
+    pub timeout: Duration,
+    /// Client addresses are masked with this before lookup (host order; `u32::MAX` = /32).
+    pub netmask: u32,
+    /// Stable identity of the service's persistence group, kept across reloads.
+    pub group: u32,
+}
+
+/// One virtual service: a VIP and protocol on one or more ports, its scheduler and its real
+/// servers.
 pub struct Service {
     /// Operator's name for it.
     pub name: String,
-    /// What it listens on.
+    /// What it listens on: the VIP, protocol and first port.
     pub key: ServiceKey,
+    /// Every port it listens on, `key.port` first. Several ports make a service group sharing
+    /// one scheduler and persistence, as an LVS firewall-mark service does (HTTP and HTTPS).
+    pub ports: Vec<u16>,
+    /// Client affinity, if configured.
+    pub persistence: Option<Persistence>,
     /// How frames reach its real servers.
     pub forwarding: Forwarding,
     /// Chooses a backend index for a new flow.
@@ -105,6 +124,13 @@ pub struct Service {
 }
 
 impl Service {
+    /// Every (VIP, port, protocol) the service answers on.
+    pub fn keys(&self) -> impl Iterator<Item = ServiceKey> + '_ {
+        self.ports
+            .iter()
+            .map(|&port| ServiceKey { port, ..self.key })
+    }
+
     /// Index of the backend with this address, for flows created under an older snapshot.
     pub fn backend_index(&self, address: Ipv4Addr) -> Option<usize> {
         self.backends
@@ -168,7 +194,7 @@ impl ServiceTable {
         let index = services
             .iter()
             .enumerate()
-            .map(|(position, service)| (service.key, position))
+            .flat_map(|(position, service)| service.keys().map(move |key| (key, position)))
             .collect();
         ServiceTable {
             generation,

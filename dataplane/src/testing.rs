@@ -462,6 +462,8 @@ pub fn service(
             port: addr.port(),
             protocol,
         },
+        ports: vec![addr.port()],
+        persistence: None,
         forwarding: Forwarding::DirectRouting,
         scheduler,
         backends,

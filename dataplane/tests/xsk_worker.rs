@@ -203,6 +203,8 @@ fn service(port: u16, mac: Option<[u8; 6]>, slot: usize) -> Service {
             port,
             protocol: Protocol::Udp,
         },
+        ports: vec![port],
+        persistence: None,
         forwarding: Forwarding::DirectRouting,
         scheduler,
         backends: vec![Backend {

@@ -54,6 +54,40 @@ pub struct Candidate {
     pub weight: u32,
 }
 
+/// What a scheduler may look at in a new flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// [`flow_hash`] of the 5-tuple.
+    pub hash: u64,
+    /// Client address (host order): `sh` hashes it.
+    pub src_addr: u32,
+    /// Destination address (host order): `dh`, `lblc` and `lblcr` key on it.
+    pub dst_addr: u32,
+}
+
+/// Connection counts per server, as the least-connection family reads them: summed over every
+/// worker's counters (see the consistency model in the crate docs). Indices are those of the
+/// slice passed to [`Scheduler::new`].
+pub trait Loads {
+    /// Connections in an active state (TCP established, UDP): IPVS's `activeconns`.
+    fn active(&self, server: usize) -> u64;
+    /// Connections in other TCP states: IPVS's `inactconns`.
+    fn inactive(&self, server: usize) -> u64;
+}
+
+/// No connections anywhere: for callers and tests of algorithms that ignore load.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoLoads;
+
+impl Loads for NoLoads {
+    fn active(&self, _server: usize) -> u64 {
+        0
+    }
+    fn inactive(&self, _server: usize) -> u64 {
+        0
+    }
+}
+
 /// A scheduling algorithm, named as in configuration files and `ipvsadm -s`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {
@@ -208,10 +242,11 @@ impl Scheduler {
     /// Picks a server index for a new flow, or None when no server has weight > 0.
     /// `flow_hash` comes from [`flow_hash()`]. Must not allocate, lock, or panic.
     #[inline]
-    pub fn pick(&self, flow_hash: u64) -> Option<usize> {
+    pub fn pick<L: Loads + ?Sized>(&self, flow: &Flow, loads: &L) -> Option<usize> {
+        let _ = loads;
         match &self.policy {
             Policy::RoundRobin(rr) => rr.pick(),
-            Policy::Maglev(maglev) => maglev.pick(flow_hash),
+            Policy::Maglev(maglev) => maglev.pick(flow.hash),
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use proptest::prelude::*;
 use scheduler::{
-    flow_hash, Algorithm, BuildError, Candidate, Scheduler, UnknownAlgorithm,
+    flow_hash, Algorithm, BuildError, Candidate, Flow, NoLoads, Scheduler, UnknownAlgorithm,
     DEFAULT_MAGLEV_TABLE_SIZE, MAX_SERVERS,
 };
 
@@ -113,7 +113,7 @@ fn empty_set_picks_nothing() {
     for algorithm in ALGORITHMS {
         let scheduler = build(algorithm, &[]);
         for hash in sample_flow_hashes(100) {
-            assert_eq!(scheduler.pick(hash), None, "{algorithm}");
+            assert_eq!(scheduler.pick(&flow(hash), &NoLoads), None, "{algorithm}");
         }
     }
 }
@@ -127,7 +127,7 @@ fn all_drained_picks_nothing() {
     for algorithm in ALGORITHMS {
         let scheduler = build(algorithm, &drained);
         for hash in sample_flow_hashes(100) {
-            assert_eq!(scheduler.pick(hash), None, "{algorithm}");
+            assert_eq!(scheduler.pick(&flow(hash), &NoLoads), None, "{algorithm}");
         }
     }
 }
@@ -137,7 +137,11 @@ fn single_server_is_always_picked() {
     for algorithm in ALGORITHMS {
         let scheduler = build(algorithm, &servers(1));
         for hash in sample_flow_hashes(1000).chain([0, u64::MAX]) {
-            assert_eq!(scheduler.pick(hash), Some(0), "{algorithm}");
+            assert_eq!(
+                scheduler.pick(&flow(hash), &NoLoads),
+                Some(0),
+                "{algorithm}"
+            );
         }
     }
 }
@@ -149,7 +153,7 @@ fn drained_server_is_never_picked() {
     for algorithm in ALGORITHMS {
         let scheduler = build(algorithm, &set);
         for hash in sample_flow_hashes(10_000) {
-            let picked = scheduler.pick(hash).unwrap();
+            let picked = scheduler.pick(&flow(hash), &NoLoads).unwrap();
             assert_ne!(picked, 2, "{algorithm} picked the drained server");
         }
     }
@@ -160,7 +164,9 @@ fn round_robin_visits_servers_evenly_in_order() {
     let mut set = servers(5);
     set[1].weight = 0;
     let scheduler = build(Algorithm::RoundRobin, &set);
-    let picks: Vec<usize> = (0..4000).map(|_| scheduler.pick(0).unwrap()).collect();
+    let picks: Vec<usize> = (0..4000)
+        .map(|_| scheduler.pick(&flow(0), &NoLoads).unwrap())
+        .collect();
     assert_eq!(&picks[..8], &[0, 2, 3, 4, 0, 2, 3, 4]);
     let counts = picks.iter().fold(HashMap::new(), |mut counts, &index| {
         *counts.entry(index).or_insert(0) += 1;
@@ -181,7 +187,7 @@ fn round_robin_is_shared_across_threads() {
                 scope.spawn(|| {
                     let mut counts = vec![0; 4];
                     for _ in 0..10_000 {
-                        counts[scheduler.pick(0).unwrap()] += 1;
+                        counts[scheduler.pick(&flow(0), &NoLoads).unwrap()] += 1;
                     }
                     counts
                 })
@@ -409,7 +415,7 @@ proptest! {
             // A small prime keeps each case fast while still exceeding 50 servers.
             let scheduler = Scheduler::new(algorithm, &servers, 251).unwrap();
             for &hash in &hashes {
-                match scheduler.pick(hash) {
+                match scheduler.pick(&flow(hash), &NoLoads) {
                     Some(index) => prop_assert!(servers[index].weight > 0, "{} picked drained {}", algorithm, index),
                     None => prop_assert!(!any_eligible, "{} picked nothing from an eligible set", algorithm),
                 }
@@ -430,5 +436,14 @@ proptest! {
         let mut rotated = servers.clone();
         rotated.rotate_left(rotation % servers.len());
         prop_assert_eq!(table_by_key(&rotated, 251), table_by_key(&servers, 251));
+    }
+}
+
+/// A flow with this hash, for algorithms that look only at the hash.
+fn flow(hash: u64) -> Flow {
+    Flow {
+        hash,
+        src_addr: 0xc633_6407,
+        dst_addr: 0xc000_020a,
     }
 }
