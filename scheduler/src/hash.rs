@@ -14,6 +14,9 @@ const FLOW_SEED: u64 = 0x243f_6a88_85a3_08d3;
 pub(crate) const OFFSET_SEED: u64 = 0x1319_8a2e_0370_7344;
 pub(crate) const SKIP_SEED: u64 = 0xa409_3822_299f_31d0;
 
+/// Seed for hashing a single address (`sh`, `dh`, and the `lblc`/`lblcr` state slots).
+const ADDR_SEED: u64 = 0xbe54_66cf_34e9_0c6c;
+
 /// MurmurHash3's 64-bit finaliser (`fmix64`): a bijection on `u64` in which every input bit
 /// affects every output bit with probability close to 1/2.
 #[inline]
@@ -32,6 +35,14 @@ pub(crate) const fn key_hash(key: u64, seed: u64) -> u64 {
     // Mixing twice keeps `key ^ seed` from leaking structure between the two seeded hashes when
     // keys are small consecutive integers.
     mix64(mix64(key ^ seed).wrapping_add(seed))
+}
+
+/// Deterministic 64-bit hash of one IPv4 address (host order), for the address-keyed
+/// schedulers. Like [`flow_hash`] it is the same on every machine, so two directors running `sh`
+/// send a client to the same server.
+#[inline]
+pub(crate) const fn addr_hash(addr: u32) -> u64 {
+    mix64(addr as u64 ^ ADDR_SEED)
 }
 
 /// Deterministic 64-bit hash of a flow's 5-tuple.

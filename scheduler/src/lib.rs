@@ -13,20 +13,61 @@
 //!   hot path (allocation happens once, in [`Scheduler::new`]);
 //! - no `unsafe` and no dependencies.
 //!
-//! Algorithms:
-//! - [`Algorithm::RoundRobin`] (`rr`): servers with weight > 0 in turn, as in IPVS.
-//! - [`Algorithm::Maglev`] (`maglev`, IPVS's `mh`): consistent hashing from Eisenbud et al.,
-//!   "Maglev: A Fast and Reliable Software Network Load Balancer", NSDI 2016. Every director
-//!   derives the same lookup table from the server keys, so a flow keeps its server when ECMP moves
-//!   it to another director or a director restarts, and a server change remaps few other flows.
-//!   See `maglev.rs` for the population algorithm and how weights enter it.
+//! Algorithms, as `ipvsadm(8)` names them (each module cites the kernel source it follows, under
+//! `net/netfilter/ipvs/`):
+//!
+//! | name | variant | file | chooses | IPVS source |
+//! |---|---|---|---|---|
+//! | `rr` | [`Algorithm::RoundRobin`] | `rr.rs` | servers in turn | `ip_vs_rr.c` |
+//! | `wrr` | [`Algorithm::WeightedRoundRobin`] | `wrr.rs` | in turn, interleaved by weight | `ip_vs_wrr.c` |
+//! | `lc` | [`Algorithm::LeastConnection`] | `lc.rs` | least `active * 256 + inactive` | `ip_vs_lc.c` |
+//! | `wlc` | [`Algorithm::WeightedLeastConnection`] | `lc.rs` | least `(active * 256 + inactive) / weight` | `ip_vs_wlc.c` |
+//! | `sed` | [`Algorithm::ShortestExpectedDelay`] | `sed.rs` | least `(active + 1) / weight` | `ip_vs_sed.c` |
+//! | `nq` | [`Algorithm::NeverQueue`] | `sed.rs` | an idle server, else as `sed` | `ip_vs_nq.c` |
+//! | `sh` | [`Algorithm::SourceHashing`] | `sh.rs` | weighted hash table of the client address | `ip_vs_sh.c` |
+//! | `dh` | [`Algorithm::DestinationHashing`] | `sh.rs` | weighted hash table of the destination address | `ip_vs_dh.c` |
+//! | `lblc` | [`Algorithm::LocalityBasedLeastConnection`] | `lblc.rs` | one server per destination, `wlc` when overloaded | `ip_vs_lblc.c` |
+//! | `lblcr` | [`Algorithm::LocalityBasedLeastConnectionReplication`] | `lblc.rs` | a server set per destination | `ip_vs_lblcr.c` |
+//! | `maglev` (`mh`) | [`Algorithm::Maglev`] | `maglev.rs` | consistent hash of the 5-tuple | `ip_vs_mh.c` |
+//!
+//! Maglev is Eisenbud et al., "Maglev: A Fast and Reliable Software Network Load Balancer", NSDI
+//! 2016: every director derives the same lookup table from the server keys, so a flow keeps its
+//! server when ECMP moves it to another director or a director restarts, and a server change remaps
+//! few other flows. See `maglev.rs` for the population algorithm and how weights enter it.
+//!
+//! Everywhere, weight 0 means "drained": never picked for a new flow. [`Scheduler::pick`] returns
+//! `None` exactly when no server has weight > 0.
 //!
 //! Flows are identified by [`flow_hash`], a fixed-seed hash of the 5-tuple.
+//!
+//! # Consistency model
+//!
+//! The least-connection family (`lc`, `wlc`, `sed`, `nq`, `lblc`, `lblcr`) reads connection
+//! counts through [`Loads`]. In the data plane each worker owns its counters: one writer per
+//! counter block, cache-line padded (`#[repr(align(64))]`, in `dataplane`), updated without
+//! atomic read-modify-write contention. A [`Loads`] implementation sums a server's counters over
+//! every worker with relaxed loads. So a decision may miss the connections another core opened or
+//! closed in the batch it is processing right now (up to one RX batch per worker), and two workers
+//! deciding at the same moment may both choose the same least-loaded server. Least-connection
+//! choices are therefore approximate under bursts of new flows, but they never wait for another
+//! core, and they converge as the counts settle: an over-chosen server looks busier on the next
+//! batch and is passed over. IPVS makes the same trade: its schedulers read `activeconns` and
+//! `inactconns` with plain `atomic_read()` under RCU, without a lock, while other CPUs update them.
+//!
+//! Scheduler state is lock-free too: `rr` and `wrr` advance one shared atomic cursor, `lblc` and
+//! `lblcr` keep per-destination entries in fixed arrays of atomics (see `lblc.rs` for what is
+//! approximated there), and every other algorithm is read-only after [`Scheduler::new`].
 #![deny(unsafe_code)]
 
 mod hash;
+mod lblc;
+mod lc;
 mod maglev;
 mod rr;
+mod sed;
+mod sh;
+mod weights;
+mod wrr;
 
 use std::fmt;
 use std::str::FromStr;
@@ -95,32 +136,99 @@ pub enum Algorithm {
     RoundRobin,
     /// `maglev` (alias `mh`): consistent hashing of the flow's 5-tuple over a weighted table.
     Maglev,
+    /// `wrr`: in turn, each server as often as its weight, interleaved as in IPVS.
+    WeightedRoundRobin,
+    /// `lc`: the fewest connections (`active * 256 + inactive`), weights ignored beyond drain.
+    LeastConnection,
+    /// `wlc`: the fewest connections per unit of weight (IPVS's default scheduler).
+    WeightedLeastConnection,
+    /// `sed`: the shortest expected delay, `(active + 1) / weight`.
+    ShortestExpectedDelay,
+    /// `nq`: an idle server if there is one, else as `sed`.
+    NeverQueue,
+    /// `sh`: a weighted hash table of the client (source) address.
+    SourceHashing,
+    /// `dh`: a weighted hash table of the destination address.
+    DestinationHashing,
+    /// `lblc`: one remembered server per destination address, `wlc` when it is overloaded.
+    LocalityBasedLeastConnection,
+    /// `lblcr`: a remembered server set per destination address, grown under overload.
+    LocalityBasedLeastConnectionReplication,
 }
 
 impl Algorithm {
     /// Every name [`Algorithm::from_str`] accepts, for error messages and `--help`.
-    pub const NAMES: &'static [&'static str] = &["rr", "maglev", "mh"];
+    pub const NAMES: &'static [&'static str] = &[
+        "rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "lblc", "lblcr", "maglev", "mh",
+    ];
+
+    /// Every algorithm, in the order of [`Algorithm::NAMES`].
+    pub const ALL: &'static [Algorithm] = &[
+        Self::RoundRobin,
+        Self::WeightedRoundRobin,
+        Self::LeastConnection,
+        Self::WeightedLeastConnection,
+        Self::ShortestExpectedDelay,
+        Self::NeverQueue,
+        Self::SourceHashing,
+        Self::DestinationHashing,
+        Self::LocalityBasedLeastConnection,
+        Self::LocalityBasedLeastConnectionReplication,
+        Self::Maglev,
+    ];
 
     /// The canonical name, as `Display` prints it and configuration files spell it.
     pub const fn name(self) -> &'static str {
         match self {
             Self::RoundRobin => "rr",
+            Self::WeightedRoundRobin => "wrr",
+            Self::LeastConnection => "lc",
+            Self::WeightedLeastConnection => "wlc",
+            Self::ShortestExpectedDelay => "sed",
+            Self::NeverQueue => "nq",
+            Self::SourceHashing => "sh",
+            Self::DestinationHashing => "dh",
+            Self::LocalityBasedLeastConnection => "lblc",
+            Self::LocalityBasedLeastConnectionReplication => "lblcr",
             Self::Maglev => "maglev",
         }
+    }
+
+    /// Whether [`Scheduler::pick`] reads its [`Loads`] argument: true for the least-connection
+    /// family, so callers of the others may pass [`NoLoads`] and skip summing counters.
+    pub const fn uses_loads(self) -> bool {
+        matches!(
+            self,
+            Self::LeastConnection
+                | Self::WeightedLeastConnection
+                | Self::ShortestExpectedDelay
+                | Self::NeverQueue
+                | Self::LocalityBasedLeastConnection
+                | Self::LocalityBasedLeastConnectionReplication
+        )
     }
 }
 
 impl FromStr for Algorithm {
     type Err = UnknownAlgorithm;
 
-    /// Parses `rr`, `maglev` or `mh` (IPVS's name for Maglev hashing); names are case-sensitive,
-    /// as in `ipvsadm`.
+    /// Parses an `ipvsadm -s` name, or `maglev` for IPVS's `mh`; names are case-sensitive, as in
+    /// `ipvsadm`.
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        match name {
-            "rr" => Ok(Self::RoundRobin),
-            "maglev" | "mh" => Ok(Self::Maglev),
-            _ => Err(UnknownAlgorithm(name.to_owned())),
-        }
+        Ok(match name {
+            "rr" => Self::RoundRobin,
+            "wrr" => Self::WeightedRoundRobin,
+            "lc" => Self::LeastConnection,
+            "wlc" => Self::WeightedLeastConnection,
+            "sed" => Self::ShortestExpectedDelay,
+            "nq" => Self::NeverQueue,
+            "sh" => Self::SourceHashing,
+            "dh" => Self::DestinationHashing,
+            "lblc" => Self::LocalityBasedLeastConnection,
+            "lblcr" => Self::LocalityBasedLeastConnectionReplication,
+            "maglev" | "mh" => Self::Maglev,
+            _ => return Err(UnknownAlgorithm(name.to_owned())),
+        })
     }
 }
 
@@ -194,11 +302,20 @@ pub struct Scheduler {
     policy: Policy,
 }
 
-/// Per-algorithm state. Future IPVS algorithms (wrr, lc, wlc, sed, nq, sh, dh, lblc, lblcr) add a
-/// variant and a module each.
+/// Per-algorithm state. The least-connection family keeps only the weights; loads come with
+/// each pick.
 #[derive(Debug)]
 enum Policy {
     RoundRobin(rr::RoundRobin),
+    WeightedRoundRobin(wrr::WeightedRoundRobin),
+    LeastConnection(Box<[u32]>),
+    WeightedLeastConnection(Box<[u32]>),
+    ShortestExpectedDelay(Box<[u32]>),
+    NeverQueue(Box<[u32]>),
+    SourceHashing(sh::AddressHash),
+    DestinationHashing(sh::AddressHash),
+    LocalityBasedLeastConnection(lblc::Lblc),
+    LocalityBasedLeastConnectionReplication(lblc::Lblcr),
     Maglev(maglev::Maglev),
 }
 
@@ -213,8 +330,26 @@ impl Scheduler {
         if servers.len() > MAX_SERVERS {
             return Err(BuildError::TooManyServers(servers.len()));
         }
+        let weights = || servers.iter().map(|server| server.weight).collect();
         let policy = match algorithm {
             Algorithm::RoundRobin => Policy::RoundRobin(rr::RoundRobin::new(servers)),
+            Algorithm::WeightedRoundRobin => {
+                Policy::WeightedRoundRobin(wrr::WeightedRoundRobin::new(servers))
+            }
+            Algorithm::LeastConnection => Policy::LeastConnection(weights()),
+            Algorithm::WeightedLeastConnection => Policy::WeightedLeastConnection(weights()),
+            Algorithm::ShortestExpectedDelay => Policy::ShortestExpectedDelay(weights()),
+            Algorithm::NeverQueue => Policy::NeverQueue(weights()),
+            Algorithm::SourceHashing => Policy::SourceHashing(sh::AddressHash::new(servers)),
+            Algorithm::DestinationHashing => {
+                Policy::DestinationHashing(sh::AddressHash::new(servers))
+            }
+            Algorithm::LocalityBasedLeastConnection => {
+                Policy::LocalityBasedLeastConnection(lblc::Lblc::new(servers))
+            }
+            Algorithm::LocalityBasedLeastConnectionReplication => {
+                Policy::LocalityBasedLeastConnectionReplication(lblc::Lblcr::new(servers))
+            }
             Algorithm::Maglev => {
                 if !maglev::is_prime(maglev_table_size) {
                     return Err(BuildError::TableSizeNotPrime(maglev_table_size));
@@ -235,17 +370,44 @@ impl Scheduler {
     pub fn algorithm(&self) -> Algorithm {
         match self.policy {
             Policy::RoundRobin(_) => Algorithm::RoundRobin,
+            Policy::WeightedRoundRobin(_) => Algorithm::WeightedRoundRobin,
+            Policy::LeastConnection(_) => Algorithm::LeastConnection,
+            Policy::WeightedLeastConnection(_) => Algorithm::WeightedLeastConnection,
+            Policy::ShortestExpectedDelay(_) => Algorithm::ShortestExpectedDelay,
+            Policy::NeverQueue(_) => Algorithm::NeverQueue,
+            Policy::SourceHashing(_) => Algorithm::SourceHashing,
+            Policy::DestinationHashing(_) => Algorithm::DestinationHashing,
+            Policy::LocalityBasedLeastConnection(_) => Algorithm::LocalityBasedLeastConnection,
+            Policy::LocalityBasedLeastConnectionReplication(_) => {
+                Algorithm::LocalityBasedLeastConnectionReplication
+            }
             Policy::Maglev(_) => Algorithm::Maglev,
         }
     }
 
     /// Picks a server index for a new flow, or None when no server has weight > 0.
-    /// `flow_hash` comes from [`flow_hash()`]. Must not allocate, lock, or panic.
+    /// `flow.hash` comes from [`flow_hash()`]; `loads` is read only by the least-connection
+    /// family ([`Algorithm::uses_loads`]). Never allocates, locks or panics; `lc`, `wlc`, `sed`,
+    /// `nq`, `lblc` and `lblcr` scan the servers (`O(n)`, as IPVS does), the others are `O(1)`.
     #[inline]
     pub fn pick<L: Loads + ?Sized>(&self, flow: &Flow, loads: &L) -> Option<usize> {
-        let _ = loads;
         match &self.policy {
             Policy::RoundRobin(rr) => rr.pick(),
+            Policy::WeightedRoundRobin(wrr) => wrr.pick(),
+            Policy::LeastConnection(weights) => lc::least_connection(weights, loads),
+            Policy::WeightedLeastConnection(weights) => {
+                lc::weighted_least_connection(weights, loads)
+            }
+            Policy::ShortestExpectedDelay(weights) => {
+                sed::shortest_expected_delay(weights, loads, false)
+            }
+            Policy::NeverQueue(weights) => sed::shortest_expected_delay(weights, loads, true),
+            Policy::SourceHashing(table) => table.pick(flow.src_addr),
+            Policy::DestinationHashing(table) => table.pick(flow.dst_addr),
+            Policy::LocalityBasedLeastConnection(lblc) => lblc.pick(flow.dst_addr, loads),
+            Policy::LocalityBasedLeastConnectionReplication(lblcr) => {
+                lblcr.pick(flow.dst_addr, loads)
+            }
             Policy::Maglev(maglev) => maglev.pick(flow.hash),
         }
     }
@@ -255,7 +417,7 @@ impl Scheduler {
     pub fn maglev_table(&self) -> Option<&[u16]> {
         match &self.policy {
             Policy::Maglev(maglev) => Some(maglev.table()),
-            Policy::RoundRobin(_) => None,
+            _ => None,
         }
     }
 }

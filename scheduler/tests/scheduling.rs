@@ -1,16 +1,17 @@
-//! Behaviour of both algorithms through the public API: empty and single-server sets, drained
-//! servers, determinism, Maglev balance, disruption and weights, and build errors.
+//! Behaviour of every algorithm through the public API: empty and single-server sets, drained
+//! servers, determinism, the IPVS semantics of each scheduler on hand-built loads, convergence to
+//! the weights, Maglev balance and disruption, and build errors.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use proptest::prelude::*;
 use scheduler::{
-    flow_hash, Algorithm, BuildError, Candidate, Flow, NoLoads, Scheduler, UnknownAlgorithm,
+    flow_hash, Algorithm, BuildError, Candidate, Flow, Loads, NoLoads, Scheduler, UnknownAlgorithm,
     DEFAULT_MAGLEV_TABLE_SIZE, MAX_SERVERS,
 };
 
-const ALGORITHMS: [Algorithm; 2] = [Algorithm::RoundRobin, Algorithm::Maglev];
+const ALGORITHMS: &[Algorithm] = Algorithm::ALL;
 
 /// `count` equal-weight servers with well-spread keys, as a hash of address and port would give.
 fn servers(count: u64) -> Vec<Candidate> {
@@ -79,18 +80,32 @@ fn algorithm_names_round_trip() {
     assert_eq!("rr".parse(), Ok(Algorithm::RoundRobin));
     assert_eq!("maglev".parse(), Ok(Algorithm::Maglev));
     assert_eq!("mh".parse(), Ok(Algorithm::Maglev));
-    for algorithm in ALGORITHMS {
+    assert_eq!("wlc".parse(), Ok(Algorithm::WeightedLeastConnection));
+    assert_eq!(
+        "lblcr".parse(),
+        Ok(Algorithm::LocalityBasedLeastConnectionReplication)
+    );
+    for &algorithm in ALGORITHMS {
         assert_eq!(algorithm.to_string().parse(), Ok(algorithm));
         assert!(Algorithm::NAMES.contains(&algorithm.to_string().as_str()));
     }
-    let error = "wlc".parse::<Algorithm>().unwrap_err();
-    assert_eq!(error, UnknownAlgorithm("wlc".to_owned()));
+    for name in Algorithm::NAMES {
+        let algorithm: Algorithm = name.parse().unwrap();
+        assert!(ALGORITHMS.contains(&algorithm), "{name}");
+    }
+    assert_eq!(ALGORITHMS.len(), Algorithm::NAMES.len() - 1, "one alias");
+    assert!(
+        "WLC".parse::<Algorithm>().is_err(),
+        "names are case-sensitive"
+    );
+    let error = "fifo".parse::<Algorithm>().unwrap_err();
+    assert_eq!(error, UnknownAlgorithm("fifo".to_owned()));
     let message = error.to_string();
     for name in Algorithm::NAMES {
         assert!(message.contains(name), "{message:?} does not list {name}");
     }
     assert!(
-        message.contains("wlc"),
+        message.contains("fifo"),
         "{message:?} does not name the rejected value"
     );
 }
@@ -103,14 +118,14 @@ fn scheduler_is_send_and_sync() {
 
 #[test]
 fn algorithm_is_reported() {
-    for algorithm in ALGORITHMS {
+    for &algorithm in ALGORITHMS {
         assert_eq!(build(algorithm, &servers(3)).algorithm(), algorithm);
     }
 }
 
 #[test]
 fn empty_set_picks_nothing() {
-    for algorithm in ALGORITHMS {
+    for &algorithm in ALGORITHMS {
         let scheduler = build(algorithm, &[]);
         for hash in sample_flow_hashes(100) {
             assert_eq!(scheduler.pick(&flow(hash), &NoLoads), None, "{algorithm}");
@@ -124,7 +139,7 @@ fn all_drained_picks_nothing() {
         .into_iter()
         .map(|s| Candidate { weight: 0, ..s })
         .collect();
-    for algorithm in ALGORITHMS {
+    for &algorithm in ALGORITHMS {
         let scheduler = build(algorithm, &drained);
         for hash in sample_flow_hashes(100) {
             assert_eq!(scheduler.pick(&flow(hash), &NoLoads), None, "{algorithm}");
@@ -134,7 +149,7 @@ fn all_drained_picks_nothing() {
 
 #[test]
 fn single_server_is_always_picked() {
-    for algorithm in ALGORITHMS {
+    for &algorithm in ALGORITHMS {
         let scheduler = build(algorithm, &servers(1));
         for hash in sample_flow_hashes(1000).chain([0, u64::MAX]) {
             assert_eq!(
@@ -150,7 +165,7 @@ fn single_server_is_always_picked() {
 fn drained_server_is_never_picked() {
     let mut set = servers(4);
     set[2].weight = 0;
-    for algorithm in ALGORITHMS {
+    for &algorithm in ALGORITHMS {
         let scheduler = build(algorithm, &set);
         for hash in sample_flow_hashes(10_000) {
             let picked = scheduler.pick(&flow(hash), &NoLoads).unwrap();
@@ -386,7 +401,7 @@ fn table_must_have_a_slot_per_server() {
 #[test]
 fn too_many_servers_is_rejected() {
     let set = vec![Candidate { key: 1, weight: 1 }; MAX_SERVERS + 1];
-    for algorithm in ALGORITHMS {
+    for &algorithm in ALGORITHMS {
         let result = Scheduler::new(algorithm, &set, DEFAULT_MAGLEV_TABLE_SIZE);
         assert_eq!(
             result.unwrap_err(),
@@ -404,18 +419,42 @@ fn server_set() -> impl Strategy<Value = Vec<Candidate>> {
     })
 }
 
+/// Random loads for up to 50 servers.
+fn loads() -> impl Strategy<Value = Counts> {
+    (
+        prop::collection::vec(0..200_u64, 50),
+        prop::collection::vec(0..2000_u64, 50),
+    )
+        .prop_map(|(active, inactive)| Counts { active, inactive })
+}
+
+/// Random flows: distinct hashes, a few clients and destinations (so lblc/lblcr state is reused).
+fn flows() -> impl Strategy<Value = Vec<Flow>> {
+    prop::collection::vec((any::<u64>(), 0..8_u32, 0..8_u32), 1..64).prop_map(|flows| {
+        flows
+            .into_iter()
+            .map(|(hash, src, dst)| Flow {
+                hash,
+                src_addr: 0x0a00_0000 | src,
+                dst_addr: 0xc000_0200 | dst,
+            })
+            .collect()
+    })
+}
+
 proptest! {
     #[test]
     fn pick_returns_only_eligible_servers(
         servers in server_set(),
-        hashes in prop::collection::vec(any::<u64>(), 1..64),
+        loads in loads(),
+        flows in flows(),
     ) {
         let any_eligible = servers.iter().any(|s| s.weight > 0);
-        for algorithm in ALGORITHMS {
+        for &algorithm in ALGORITHMS {
             // A small prime keeps each case fast while still exceeding 50 servers.
             let scheduler = Scheduler::new(algorithm, &servers, 251).unwrap();
-            for &hash in &hashes {
-                match scheduler.pick(&flow(hash), &NoLoads) {
+            for flow in &flows {
+                match scheduler.pick(flow, &loads) {
                     Some(index) => prop_assert!(servers[index].weight > 0, "{} picked drained {}", algorithm, index),
                     None => prop_assert!(!any_eligible, "{} picked nothing from an eligible set", algorithm),
                 }
@@ -446,4 +485,493 @@ fn flow(hash: u64) -> Flow {
         src_addr: 0xc633_6407,
         dst_addr: 0xc000_020a,
     }
+}
+
+/// Hand-built connection counts per server index.
+#[derive(Clone, Debug, Default)]
+struct Counts {
+    active: Vec<u64>,
+    inactive: Vec<u64>,
+}
+
+impl Counts {
+    fn active(active: &[u64]) -> Self {
+        Self {
+            active: active.to_vec(),
+            inactive: vec![0; active.len()],
+        }
+    }
+
+    fn new(active: &[u64], inactive: &[u64]) -> Self {
+        Self {
+            active: active.to_vec(),
+            inactive: inactive.to_vec(),
+        }
+    }
+}
+
+impl Loads for Counts {
+    fn active(&self, server: usize) -> u64 {
+        self.active.get(server).copied().unwrap_or(0)
+    }
+    fn inactive(&self, server: usize) -> u64 {
+        self.inactive.get(server).copied().unwrap_or(0)
+    }
+}
+
+fn weighted(weights: &[u32]) -> Vec<Candidate> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &weight)| Candidate {
+            key: server_key(i as u64),
+            weight,
+        })
+        .collect()
+}
+
+fn pick_with(algorithm: Algorithm, weights: &[u32], loads: &Counts) -> Option<usize> {
+    build(algorithm, &weighted(weights)).pick(&flow(0), loads)
+}
+
+/// Picks per server over `picks` new flows from distinct clients to distinct destinations.
+fn pick_counts(scheduler: &Scheduler, servers: usize, picks: u32) -> Vec<usize> {
+    let mut counts = vec![0; servers];
+    for i in 0..picks {
+        let flow = Flow {
+            hash: flow_hash(0x0a00_0000 + i, 0xc000_0200 + i, 1024, 80, 6),
+            src_addr: 0x0a00_0000 + i,
+            dst_addr: 0xc000_0200 + i,
+        };
+        counts[scheduler.pick(&flow, &NoLoads).unwrap()] += 1;
+    }
+    counts
+}
+
+fn assert_shares(what: &str, counts: &[usize], weights: &[u32], tolerance: f64) {
+    let total: usize = counts.iter().sum();
+    let total_weight: u32 = weights.iter().sum();
+    for (server, (&count, &weight)) in counts.iter().zip(weights).enumerate() {
+        let share = ratio(count, total);
+        let expected = f64::from(weight) / f64::from(total_weight);
+        assert!(
+            (share - expected).abs() <= tolerance,
+            "{what}: server {server} (weight {weight}) got {share:.4}, expected {expected:.4}"
+        );
+    }
+    println!("{what}: weights {weights:?} -> picks {counts:?}");
+}
+
+#[test]
+fn every_algorithm_is_deterministic() {
+    let set = weighted(&[3, 0, 1, 2, 5, 1]);
+    let loads = Counts::new(&[4, 0, 1, 7, 2, 0], &[10, 0, 300, 1, 0, 5]);
+    for &algorithm in ALGORITHMS {
+        let picks = |scheduler: Scheduler| -> Vec<Option<usize>> {
+            (0..500_u32)
+                .map(|i| {
+                    let flow = Flow {
+                        hash: flow_hash(i, i % 7, 1, 2, 6),
+                        src_addr: i % 13,
+                        dst_addr: i % 5,
+                    };
+                    scheduler.pick(&flow, &loads)
+                })
+                .collect()
+        };
+        assert_eq!(
+            picks(build(algorithm, &set)),
+            picks(build(algorithm, &set)),
+            "{algorithm}"
+        );
+    }
+}
+
+#[test]
+fn uses_loads_marks_the_least_connection_family() {
+    let loaded: Vec<&str> = ALGORITHMS
+        .iter()
+        .filter(|algorithm| algorithm.uses_loads())
+        .map(|algorithm| algorithm.name())
+        .collect();
+    assert_eq!(loaded, ["lc", "wlc", "sed", "nq", "lblc", "lblcr"]);
+}
+
+#[test]
+fn wlc_overhead_is_active_times_256_plus_inactive() {
+    use Algorithm::WeightedLeastConnection as Wlc;
+    // 1 active = 256 vs 255 inactive: the inactive one is lighter.
+    assert_eq!(
+        pick_with(Wlc, &[1, 1], &Counts::new(&[1, 0], &[0, 255])),
+        Some(1)
+    );
+    // 256 vs 256: a tie keeps the first.
+    assert_eq!(
+        pick_with(Wlc, &[1, 1], &Counts::new(&[1, 0], &[0, 256])),
+        Some(0)
+    );
+    assert_eq!(
+        pick_with(Wlc, &[1, 1], &Counts::new(&[1, 0], &[0, 257])),
+        Some(0)
+    );
+    // Inactive connections count too: 2*256+1 vs 2*256.
+    assert_eq!(
+        pick_with(Wlc, &[1, 1], &Counts::new(&[2, 2], &[1, 0])),
+        Some(1)
+    );
+}
+
+#[test]
+fn wlc_picks_least_overhead_per_weight() {
+    use Algorithm::WeightedLeastConnection as Wlc;
+    // 256/1 vs 700/3 = 233: the heavier server is relatively lighter.
+    assert_eq!(
+        pick_with(Wlc, &[1, 3], &Counts::new(&[1, 2], &[0, 188])),
+        Some(1)
+    );
+    // 256/1 vs 800/3 = 266.
+    assert_eq!(
+        pick_with(Wlc, &[1, 3], &Counts::new(&[1, 3], &[0, 32])),
+        Some(0)
+    );
+    // Exact tie 256/1 == 768/3: the first in slice order.
+    assert_eq!(pick_with(Wlc, &[1, 3], &Counts::active(&[1, 3])), Some(0));
+    // Idle set: every ratio is 0, so the first eligible server.
+    assert_eq!(
+        pick_with(Wlc, &[0, 2, 1], &Counts::active(&[0, 0, 0])),
+        Some(1)
+    );
+    // The drained server is skipped even though it is the least loaded.
+    assert_eq!(
+        pick_with(Wlc, &[0, 1, 1], &Counts::active(&[0, 5, 4])),
+        Some(2)
+    );
+    // Counts near u64::MAX neither overflow nor panic.
+    let huge = Counts::new(&[u64::MAX, u64::MAX - 1], &[u64::MAX, 0]);
+    assert_eq!(pick_with(Wlc, &[u32::MAX, u32::MAX], &huge), Some(0));
+}
+
+#[test]
+fn lc_ignores_weights() {
+    // Overheads 255 and 256: lc takes the first, wlc the one with weight 100.
+    let loads = Counts::new(&[0, 1], &[255, 0]);
+    assert_eq!(
+        pick_with(Algorithm::LeastConnection, &[1, 100], &loads),
+        Some(0)
+    );
+    assert_eq!(
+        pick_with(Algorithm::WeightedLeastConnection, &[1, 100], &loads),
+        Some(1)
+    );
+    // Ties keep the first; drained servers are skipped.
+    let idle = Counts::active(&[0, 0, 0]);
+    assert_eq!(
+        pick_with(Algorithm::LeastConnection, &[0, 1, 9], &idle),
+        Some(1)
+    );
+    let loads = Counts::new(&[3, 1, 0], &[0, 0, 257]);
+    assert_eq!(
+        pick_with(Algorithm::LeastConnection, &[5, 5, 5], &loads),
+        Some(1)
+    );
+}
+
+#[test]
+fn sed_and_nq_differ_on_an_idle_light_server() {
+    // Server 0: weight 1, idle -> sed delay (0+1)/1 = 1. Server 1: weight 10, 1 active ->
+    // (1+1)/10 = 0.2. sed queues on the big server; nq never queues while a server is idle.
+    let loads = Counts::active(&[0, 1]);
+    assert_eq!(
+        pick_with(Algorithm::ShortestExpectedDelay, &[1, 10], &loads),
+        Some(1)
+    );
+    assert_eq!(pick_with(Algorithm::NeverQueue, &[1, 10], &loads), Some(0));
+    // With nobody idle, nq is sed: (2+1)/1 = 3 vs (1+1)/10.
+    let busy = Counts::active(&[2, 1]);
+    assert_eq!(pick_with(Algorithm::NeverQueue, &[1, 10], &busy), Some(1));
+    // sed ignores inactive connections (wlc would not).
+    let closing = Counts::new(&[1, 1], &[0, 10_000]);
+    assert_eq!(
+        pick_with(Algorithm::ShortestExpectedDelay, &[1, 2], &closing),
+        Some(1)
+    );
+    // nq returns the first idle server, and not a drained one.
+    let idle = Counts::active(&[0, 5, 0, 0]);
+    assert_eq!(
+        pick_with(Algorithm::NeverQueue, &[0, 1, 1, 9], &idle),
+        Some(2)
+    );
+    // sed ties (2/1 == 4/2) keep the first.
+    let tie = Counts::active(&[1, 3]);
+    assert_eq!(
+        pick_with(Algorithm::ShortestExpectedDelay, &[1, 2], &tie),
+        Some(0)
+    );
+}
+
+/// A flow from `src` to `dst`, hashed as the data plane would.
+fn flow_between(src: u32, dst: u32, port: u16) -> Flow {
+    Flow {
+        hash: flow_hash(src, dst, port, 80, 6),
+        src_addr: src,
+        dst_addr: dst,
+    }
+}
+
+#[test]
+fn sh_keeps_a_client_on_one_server_and_spreads_clients_by_weight() {
+    let weights = [3, 1, 2];
+    let scheduler = build(Algorithm::SourceHashing, &weighted(&weights));
+    let rebuilt = build(Algorithm::SourceHashing, &weighted(&weights));
+    let mut counts = vec![0; weights.len()];
+    for client in 0..100_000_u32 {
+        let src = 0x0a00_0000 + client;
+        let first = scheduler
+            .pick(&flow_between(src, 0xc000_020a, 1024), &NoLoads)
+            .unwrap();
+        // Any port, any destination, any build: the same server.
+        for (dst, port) in [(0xc000_020b, 2000), (0x0808_0808, 65_535)] {
+            assert_eq!(
+                scheduler.pick(&flow_between(src, dst, port), &NoLoads),
+                Some(first)
+            );
+        }
+        assert_eq!(
+            rebuilt.pick(&flow_between(src, 1, 1), &NoLoads),
+            Some(first)
+        );
+        counts[first] += 1;
+    }
+    assert_shares("sh clients", &counts, &weights, 0.02);
+}
+
+#[test]
+fn dh_keeps_a_destination_on_one_server_and_spreads_destinations_by_weight() {
+    let weights = [1, 3, 1, 5];
+    let scheduler = build(Algorithm::DestinationHashing, &weighted(&weights));
+    let mut counts = vec![0; weights.len()];
+    for destination in 0..100_000_u32 {
+        let dst = 0xc000_0000 + destination;
+        let first = scheduler
+            .pick(&flow_between(0x0a00_0001, dst, 1024), &NoLoads)
+            .unwrap();
+        for (src, port) in [(0x0a00_0002, 2000), (0x0b0b_0b0b, 9)] {
+            assert_eq!(
+                scheduler.pick(&flow_between(src, dst, port), &NoLoads),
+                Some(first)
+            );
+        }
+        counts[first] += 1;
+    }
+    assert_shares("dh destinations", &counts, &weights, 0.02);
+}
+
+#[test]
+fn sh_draining_a_server_moves_only_its_clients() {
+    let before = build(Algorithm::SourceHashing, &weighted(&[1, 1, 1, 1]));
+    let after = build(Algorithm::SourceHashing, &weighted(&[1, 1, 0, 1]));
+    let (mut moved, mut kept) = (0, 0);
+    for client in 0..10_000_u32 {
+        let flow = flow_between(0x0a00_0000 + client, 1, 1);
+        let old = before.pick(&flow, &NoLoads).unwrap();
+        let new = after.pick(&flow, &NoLoads).unwrap();
+        assert_ne!(new, 2);
+        if old == 2 {
+            continue;
+        }
+        kept += usize::from(old == new);
+        moved += usize::from(old != new);
+    }
+    // Drained servers keep their buckets (resolved to neighbours), so other clients stay put.
+    assert_eq!(
+        moved, 0,
+        "{moved} clients of live servers moved ({kept} kept)"
+    );
+    // The drained server's clients spread over the others, roughly by weight.
+    let counts = pick_counts(&after, 4, 100_000);
+    assert_shares("sh after draining", &counts, &[1, 1, 0, 1], 0.05);
+    let drained = build(Algorithm::SourceHashing, &weighted(&[3, 1, 0, 2]));
+    let counts = pick_counts(&drained, 4, 100_000);
+    assert_shares("sh with a drained server", &counts, &[3, 1, 0, 2], 0.05);
+}
+
+#[test]
+fn lblc_keeps_a_destination_until_its_server_is_overloaded() {
+    let scheduler = build(
+        Algorithm::LocalityBasedLeastConnection,
+        &weighted(&[4, 4, 4]),
+    );
+    let to = |dst| flow_between(0x0a00_0001, dst, 1000);
+    let dst = 0xc000_0201;
+    // First flow: the wlc choice (server 0 on an idle cluster).
+    assert_eq!(
+        scheduler.pick(&to(dst), &Counts::active(&[0, 0, 0])),
+        Some(0)
+    );
+    // Busy but not over its weight (4 active on weight 4): stays, although 1 and 2 are idle.
+    for active in [1, 2, 3, 4] {
+        let loads = Counts::active(&[active, 0, 0]);
+        assert_eq!(scheduler.pick(&to(dst), &loads), Some(0), "active {active}");
+    }
+    // Another destination gets its own wlc choice.
+    assert_eq!(
+        scheduler.pick(&to(0xc000_0202), &Counts::active(&[4, 0, 1])),
+        Some(1)
+    );
+    // Over its weight, but every server is at least half busy: stays (IPVS's is_overloaded).
+    assert_eq!(
+        scheduler.pick(&to(dst), &Counts::active(&[5, 2, 3])),
+        Some(0)
+    );
+    // Over its weight while server 2 is under half: moves to the wlc choice, and stays there.
+    assert_eq!(
+        scheduler.pick(&to(dst), &Counts::active(&[5, 3, 1])),
+        Some(2)
+    );
+    assert_eq!(
+        scheduler.pick(&to(dst), &Counts::active(&[0, 0, 2])),
+        Some(2)
+    );
+}
+
+#[test]
+fn lblc_moves_a_destination_off_a_drained_server() {
+    let scheduler = build(
+        Algorithm::LocalityBasedLeastConnection,
+        &weighted(&[1, 0, 1]),
+    );
+    let flow = flow_between(1, 0xc000_0201, 1);
+    assert_eq!(scheduler.pick(&flow, &Counts::active(&[3, 0, 0])), Some(2));
+    assert_eq!(scheduler.pick(&flow, &Counts::active(&[0, 0, 1])), Some(2));
+}
+
+#[test]
+fn lblcr_grows_the_set_under_overload() {
+    let scheduler = build(
+        Algorithm::LocalityBasedLeastConnectionReplication,
+        &weighted(&[2, 2, 2, 2]),
+    );
+    let flow = flow_between(0x0a00_0001, 0xc000_0201, 1000);
+    let pick = |active: &[u64]| scheduler.pick(&flow, &Counts::active(active));
+    assert_eq!(pick(&[0, 0, 0, 0]), Some(0));
+    // Not overloaded: the set {0} is used although others are idle.
+    assert_eq!(pick(&[2, 0, 0, 0]), Some(0));
+    // Overloaded (3 > 2, server 1 under half): server 1 joins the set and takes the flow.
+    assert_eq!(pick(&[3, 0, 0, 0]), Some(1));
+    // The set is {0, 1}: its least-loaded member wins, even when an outsider is idler.
+    assert_eq!(pick(&[1, 2, 0, 0]), Some(0));
+    assert_eq!(pick(&[2, 1, 0, 0]), Some(1));
+    // Both overloaded: server 2 joins; now the set {0, 1, 2} answers.
+    assert_eq!(pick(&[3, 3, 0, 0]), Some(2));
+    assert_eq!(pick(&[2, 2, 1, 0]), Some(2));
+    // A plain lblc would have kept one server: compare with the same sequence.
+    let lblc = build(
+        Algorithm::LocalityBasedLeastConnection,
+        &weighted(&[2, 2, 2, 2]),
+    );
+    let lblc_pick = |active: &[u64]| lblc.pick(&flow, &Counts::active(active));
+    assert_eq!(lblc_pick(&[0, 0, 0, 0]), Some(0));
+    assert_eq!(lblc_pick(&[3, 0, 0, 0]), Some(1));
+    assert_eq!(
+        lblc_pick(&[1, 2, 0, 0]),
+        Some(1),
+        "lblc remembers only server 1"
+    );
+}
+
+#[test]
+fn wrr_follows_the_ipvs_sequence() {
+    let scheduler = build(Algorithm::WeightedRoundRobin, &weighted(&[4, 3, 2]));
+    let picks: Vec<usize> = (0..18)
+        .map(|_| scheduler.pick(&flow(0), &NoLoads).unwrap())
+        .collect();
+    // LVS documentation's example: A=4, B=3, C=2 -> AABABCABC.
+    assert_eq!(
+        picks,
+        [0, 0, 1, 0, 1, 2, 0, 1, 2, 0, 0, 1, 0, 1, 2, 0, 1, 2]
+    );
+}
+
+#[test]
+fn wrr_converges_to_the_weights() {
+    for weights in [&[3, 1, 0][..], &[5, 3, 2], &[1, 1, 1, 1], &[0, 7, 0, 1]] {
+        let scheduler = build(Algorithm::WeightedRoundRobin, &weighted(weights));
+        let counts = pick_counts(&scheduler, weights.len(), 100_000);
+        // Whole periods divide 100_000 here, so the shares are exact.
+        assert_shares("wrr", &counts, weights, 1e-9);
+    }
+}
+
+#[test]
+fn wrr_is_shared_across_threads() {
+    let weights = [3, 1, 0, 2];
+    let scheduler = build(Algorithm::WeightedRoundRobin, &weighted(&weights));
+    let totals: Vec<usize> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| pick_counts(&scheduler, weights.len(), 6_000)))
+            .collect();
+        workers.into_iter().fold(vec![0; 4], |mut totals, worker| {
+            for (total, count) in totals.iter_mut().zip(worker.join().unwrap()) {
+                *total += count;
+            }
+            totals
+        })
+    });
+    // 24_000 picks took distinct cursor values: exactly 4_000 whole periods of 6.
+    assert_eq!(totals, [12_000, 4_000, 0, 8_000]);
+}
+
+#[test]
+fn maglev_converges_to_the_weights() {
+    for weights in [&[3, 1, 0][..], &[5, 3, 2]] {
+        let set = weighted(weights);
+        let table = maglev_table(&set, DEFAULT_MAGLEV_TABLE_SIZE);
+        assert_shares(
+            "maglev slots",
+            &slot_counts(&table, set.len()),
+            weights,
+            0.01,
+        );
+        let scheduler = build(Algorithm::Maglev, &set);
+        let counts = pick_counts(&scheduler, set.len(), 200_000);
+        assert_shares("maglev flows", &counts, weights, 0.02);
+    }
+}
+
+/// A toy cluster: every new connection goes where the scheduler says and stays open, so the
+/// final counts show where a least-connection scheduler steers load.
+fn simulate(algorithm: Algorithm, weights: &[u32], connections: u32) -> Vec<usize> {
+    let scheduler = build(algorithm, &weighted(weights));
+    let mut loads = Counts::active(&vec![0; weights.len()]);
+    for i in 0..connections {
+        let server = scheduler.pick(&flow_between(i, 1, 1), &loads).unwrap();
+        loads.active[server] += 1;
+        // Every tenth connection closes an old one on the busiest server, leaving it in
+        // TIME_WAIT (inactive), so both counts move.
+        if i % 10 == 9 {
+            let busiest = (0..weights.len()).max_by_key(|&s| loads.active[s]).unwrap();
+            loads.active[busiest] -= 1;
+            loads.inactive[busiest] += 1;
+        }
+    }
+    loads
+        .active
+        .iter()
+        .map(|&count| usize::try_from(count).unwrap())
+        .collect()
+}
+
+#[test]
+fn least_connection_cluster_tracks_the_weights() {
+    let counts = simulate(Algorithm::WeightedLeastConnection, &[3, 1], 4000);
+    assert_shares("wlc cluster", &counts, &[3, 1], 0.03);
+    let counts = simulate(Algorithm::WeightedLeastConnection, &[5, 3, 2, 0], 4000);
+    assert_shares("wlc cluster", &counts, &[5, 3, 2, 0], 0.03);
+    for algorithm in [Algorithm::ShortestExpectedDelay, Algorithm::NeverQueue] {
+        let counts = simulate(algorithm, &[3, 1], 4000);
+        assert_shares(algorithm.name(), &counts, &[3, 1], 0.03);
+    }
+    // lc ignores weights: equal shares whatever the weights (drained excepted).
+    let counts = simulate(Algorithm::LeastConnection, &[3, 1, 0], 4000);
+    assert_shares("lc cluster", &counts, &[1, 1, 0], 0.03);
 }
