@@ -49,6 +49,18 @@
 //! entries, not established flows with time left. Forwarding never stops: only a table built with
 //! capacity 0 forwards without state (`conn_table_full`).
 //!
+//! # Connection gauges
+//!
+//! The table keeps each backend's `active_connections` / `inactive_connections` gauges in this
+//! worker's [`BackendCounters`] block exact, as IPVS keeps `ActiveConn` / `InActConn` for the
+//! least-connection schedulers: an entry counts as active when TCP established or UDP, inactive
+//! in any other TCP state. Every method that creates, removes or changes an entry takes the block
+//! and moves the gauges with it: +1 on insert, a move between the two on a state change, a move to
+//! another slot on rebind, -1 on expiry, eviction and removal. An entry remembers the
+//! `counter_slot` it incremented, so its decrement lands on the same gauge whatever tables came
+//! between (control keeps a backend's slot stable and reuses a slot only once its gauges are zero;
+//! see [`crate::Backend::counter_slot`]). A slot beyond the block is not counted, consistently.
+//!
 //! What this module must not do: allocate after `new`, scan the table per packet, or know about
 //! frames and services (the pipeline decides which backend; this remembers it).
 
@@ -59,7 +71,7 @@ use std::time::{Duration, Instant};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use crate::counters::{bump, WorkerCounters};
+use crate::counters::{bump, BackendCounters, WorkerCounters};
 use crate::service::{Protocol, Timeouts};
 use crate::wire::TcpFlags;
 
@@ -131,6 +143,12 @@ impl ConnState {
         }
     }
 
+    /// Whether IPVS counts an entry in this state as active (`ActiveConn`): TCP established or
+    /// UDP. Every other TCP state is inactive (`InActConn`).
+    pub const fn is_active(self) -> bool {
+        matches!(self, ConnState::TcpEstablished | ConnState::Udp)
+    }
+
     /// Name as IPVS shows it.
     pub const fn name(self) -> &'static str {
         match self {
@@ -195,6 +213,8 @@ pub struct Connection {
     pub backend_index: u32,
     /// Service-table generation `backend_index` is valid for.
     pub generation: u64,
+    /// The backend's [`crate::Backend::counter_slot`]: whose gauge this entry is counted in.
+    pub counter_slot: u32,
     /// Where the flow is in its life.
     pub state: ConnState,
 }
@@ -230,6 +250,7 @@ impl Entry {
             backend: Ipv4Addr::UNSPECIFIED,
             backend_index: 0,
             generation: 0,
+            counter_slot: 0,
             state: ConnState::TcpSyn,
         },
         last_seen: 0,
@@ -328,12 +349,13 @@ impl ConnTable {
         now: Instant,
         timeouts: &Timeouts,
         counters: &WorkerCounters,
+        gauges: &[BackendCounters],
     ) -> Option<ConnId> {
         let slot = self.find(key)?;
         let now = self.tick(now);
         let entry = &self.entries[slot as usize];
         if is_expired(entry.last_seen, entry.connection.state, now, timeouts) {
-            self.remove_slot(slot);
+            self.remove_slot(slot, gauges);
             bump(&counters.connections_expired, 1);
             return None;
         }
@@ -347,20 +369,48 @@ impl ConnTable {
     }
 
     /// Points an entry at another backend, or records where its backend is in a newer table.
+    /// A changed `counter_slot` moves the entry's count from the old slot's gauge to the new's.
     #[inline]
-    pub fn rebind(&mut self, id: ConnId, backend: Ipv4Addr, backend_index: usize, generation: u64) {
+    pub fn rebind(
+        &mut self,
+        id: ConnId,
+        backend: Ipv4Addr,
+        backend_index: usize,
+        counter_slot: usize,
+        generation: u64,
+        gauges: &[BackendCounters],
+    ) {
         let connection = &mut self.entries[id.0 as usize].connection;
         connection.backend = backend;
         connection.backend_index = backend_index as u32;
         connection.generation = generation;
+        let counter_slot = counter_slot as u32;
+        if connection.counter_slot != counter_slot {
+            let (old, state) = (connection.counter_slot, connection.state);
+            connection.counter_slot = counter_slot;
+            gauge_remove(gauges, old, state);
+            gauge_add(gauges, counter_slot, state);
+        }
     }
 
-    /// Records a packet of the flow at `now`, moving it to `state`.
+    /// Records a packet of the flow at `now`, moving it to `state` (and its count between the
+    /// active and inactive gauges if that changes which one it is in).
     #[inline]
-    pub fn touch(&mut self, id: ConnId, state: ConnState, now: Instant) {
+    pub fn touch(
+        &mut self,
+        id: ConnId,
+        state: ConnState,
+        now: Instant,
+        gauges: &[BackendCounters],
+    ) {
         let now = self.tick(now);
         let slot = id.0;
         let entry = &self.entries[slot as usize];
+        let (old, counter_slot) = (entry.connection.state, entry.connection.counter_slot);
+        if old.is_active() != state.is_active() {
+            gauge_remove(gauges, counter_slot, old);
+            gauge_add(gauges, counter_slot, state);
+        }
         // Lists are kept in last-seen order; within the same second nothing moves.
         if entry.connection.state != state || entry.last_seen != now {
             self.unlink(slot);
@@ -380,10 +430,11 @@ impl ConnTable {
         now: Instant,
         timeouts: &Timeouts,
         counters: &WorkerCounters,
+        gauges: &[BackendCounters],
     ) -> Option<ConnId> {
         debug_assert!(self.find(&key).is_none(), "duplicate connection {key:?}");
         let now = self.tick(now);
-        if self.free == NIL && !self.reclaim_one(now, timeouts, counters) {
+        if self.free == NIL && !self.reclaim_one(now, timeouts, counters, gauges) {
             bump(&counters.conn_table_full, 1);
             return None;
         }
@@ -399,6 +450,7 @@ impl ConnTable {
         };
         self.push_back(slot, connection.state);
         self.len += 1;
+        gauge_add(gauges, connection.counter_slot, connection.state);
 
         let hash = self.hasher.hash_one(key);
         let (hasher, entries) = (&self.hasher, &self.entries);
@@ -410,10 +462,10 @@ impl ConnTable {
     }
 
     /// Removes the entry for `key`; whether there was one.
-    pub fn remove(&mut self, key: &FlowKey) -> bool {
+    pub fn remove(&mut self, key: &FlowKey, gauges: &[BackendCounters]) -> bool {
         match self.find(key) {
             Some(slot) => {
-                self.remove_slot(slot);
+                self.remove_slot(slot, gauges);
                 true
             }
             None => false,
@@ -427,6 +479,7 @@ impl ConnTable {
         now: Instant,
         timeouts: &Timeouts,
         counters: &WorkerCounters,
+        gauges: &[BackendCounters],
         budget: usize,
     ) -> usize {
         let now = self.tick(now);
@@ -439,12 +492,27 @@ impl ConnTable {
                 {
                     break;
                 }
-                self.remove_slot(head);
+                self.remove_slot(head, gauges);
                 removed += 1;
             }
         }
         bump(&counters.connections_expired, removed as u64);
         removed
+    }
+
+    /// Every live entry, list by list (state by state), oldest first within a state. A walk over
+    /// the whole table: for stats and tests, not the hot path.
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &Connection)> + '_ {
+        ConnState::ALL.into_iter().flat_map(move |state| {
+            std::iter::successors(
+                Some(self.heads[state as usize]).filter(|&slot| slot != NIL),
+                move |&slot| Some(self.entries[slot as usize].next).filter(|&next| next != NIL),
+            )
+            .map(move |slot| {
+                let entry = &self.entries[slot as usize];
+                (&entry.key, &entry.connection)
+            })
+        })
     }
 
     /// Publishes the live entry count to the `connections_active` gauge.
@@ -455,7 +523,13 @@ impl ConnTable {
     }
 
     /// Frees the slot of the entry nearest its deadline. False if the table is empty.
-    fn reclaim_one(&mut self, now: u32, timeouts: &Timeouts, counters: &WorkerCounters) -> bool {
+    fn reclaim_one(
+        &mut self,
+        now: u32,
+        timeouts: &Timeouts,
+        counters: &WorkerCounters,
+        gauges: &[BackendCounters],
+    ) -> bool {
         let mut victim = None;
         let mut earliest = u64::MAX;
         for state in ConnState::ALL {
@@ -477,7 +551,7 @@ impl ConnTable {
         } else {
             bump(&counters.connections_evicted, 1);
         }
-        self.remove_slot(slot);
+        self.remove_slot(slot, gauges);
         true
     }
 
@@ -489,8 +563,12 @@ impl ConnTable {
             .copied()
     }
 
-    fn remove_slot(&mut self, slot: u32) {
-        let hash = self.hasher.hash_one(self.entries[slot as usize].key);
+    fn remove_slot(&mut self, slot: u32, gauges: &[BackendCounters]) {
+        let Entry {
+            key, connection, ..
+        } = self.entries[slot as usize];
+        gauge_remove(gauges, connection.counter_slot, connection.state);
+        let hash = self.hasher.hash_one(key);
         if let Ok(found) = self.index.find_entry(hash, |&other| other == slot) {
             found.remove();
         }
@@ -544,6 +622,44 @@ impl ConnTable {
     }
 }
 
+/// The gauge an entry in `state` is counted in.
+#[inline]
+fn gauge(counters: &BackendCounters, state: ConnState) -> &std::sync::atomic::AtomicU64 {
+    if state.is_active() {
+        &counters.active_connections
+    } else {
+        &counters.inactive_connections
+    }
+}
+
+/// Counts one more entry in `state` for the backend with `counter_slot`.
+#[inline]
+fn gauge_add(gauges: &[BackendCounters], counter_slot: u32, state: ConnState) {
+    if let Some(counters) = gauges.get(counter_slot as usize) {
+        bump(gauge(counters, state), 1);
+    }
+}
+
+/// Counts one entry in `state` fewer for the backend with `counter_slot`. The gauges are exact,
+/// so this never underflows; debug builds check it.
+#[inline]
+fn gauge_remove(gauges: &[BackendCounters], counter_slot: u32, state: ConnState) {
+    if let Some(counters) = gauges.get(counter_slot as usize) {
+        let gauge = gauge(counters, state);
+        let value = gauge.load(Ordering::Relaxed);
+        debug_assert!(
+            value.checked_sub(1).is_some(),
+            "{} gauge of slot {counter_slot} underflows",
+            if state.is_active() {
+                "active"
+            } else {
+                "inactive"
+            }
+        );
+        gauge.store(value.saturating_sub(1), Ordering::Relaxed);
+    }
+}
+
 /// A timeout in whole seconds, rounded up.
 #[inline]
 fn timeout_secs(state: ConnState, timeouts: &Timeouts) -> u32 {
@@ -577,8 +693,35 @@ mod tests {
             backend: Ipv4Addr::new(10, 0, 0, 1),
             backend_index: 0,
             generation: 1,
+            counter_slot: 0,
             state,
         }
+    }
+
+    /// (active, inactive) per counter slot.
+    type Counts = Vec<(u64, u64)>;
+
+    /// The counts as the gauges say and as a recount of the table says.
+    fn gauges_and_recount(table: &ConnTable, gauges: &[BackendCounters]) -> (Counts, Counts) {
+        let read = gauges
+            .iter()
+            .map(|counters| {
+                (
+                    counters.active_connections.load(Ordering::Relaxed),
+                    counters.inactive_connections.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        let mut recount = vec![(0, 0); gauges.len()];
+        for (_, connection) in table.iter() {
+            let counts = &mut recount[connection.counter_slot as usize];
+            if connection.state.is_active() {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+        }
+        (read, recount)
     }
 
     fn secs(start: Instant, seconds: u64) -> Instant {
@@ -624,30 +767,42 @@ mod tests {
         let start = Instant::now();
         let timeouts = Timeouts::default();
         let counters = WorkerCounters::default();
+        let gauges = crate::counters::backend_counter_block(4);
         let mut table = ConnTable::with_epoch(64, start);
         for round in 0..2000u64 {
             let n = (round * 7919 % 200) as u16;
             let now = secs(start, round / 10);
-            match table.lookup(&key(n), now, &timeouts, &counters) {
-                Some(id) => {
-                    let state = ConnState::ALL[(round % 5) as usize];
-                    table.touch(id, state, now);
+            if let Some(id) = table.lookup(&key(n), now, &timeouts, &counters, &gauges) {
+                if round % 11 == 0 {
+                    // Its backend left: rebound to another slot.
+                    table.rebind(
+                        id,
+                        Ipv4Addr::new(10, 0, 0, 9),
+                        0,
+                        (round % 4) as usize,
+                        2,
+                        &gauges,
+                    );
                 }
-                None => {
-                    table
-                        .insert(
-                            key(n),
-                            connection(ConnState::TcpSyn),
-                            now,
-                            &timeouts,
-                            &counters,
-                        )
-                        .unwrap();
-                }
+                let state = ConnState::ALL[(round % 5) as usize];
+                table.touch(id, state, now, &gauges);
+            } else {
+                let connection = Connection {
+                    counter_slot: (round % 3) as u32,
+                    ..connection(ConnState::ALL[(round % 5) as usize])
+                };
+                table
+                    .insert(key(n), connection, now, &timeouts, &counters, &gauges)
+                    .unwrap();
             }
             if round % 97 == 0 {
-                table.expire(now, &timeouts, &counters, usize::MAX);
+                table.expire(now, &timeouts, &counters, &gauges, usize::MAX);
             }
+            if round % 131 == 0 {
+                table.remove(&key(n), &gauges);
+            }
+            let (read, recount) = gauges_and_recount(&table, &gauges);
+            assert_eq!(read, recount, "gauges drifted at round {round}");
             // Every live entry is on exactly one list, in last-seen order.
             let mut seen = 0;
             for state in ConnState::ALL {
@@ -675,6 +830,7 @@ mod tests {
     #[test]
     fn zero_capacity_forwards_without_state() {
         let counters = WorkerCounters::default();
+        let gauges = crate::counters::backend_counter_block(1);
         let mut table = ConnTable::new(0);
         let id = table.insert(
             key(1),
@@ -682,8 +838,96 @@ mod tests {
             Instant::now(),
             &Timeouts::default(),
             &counters,
+            &gauges,
         );
         assert!(id.is_none());
         assert_eq!(counters.conn_table_full.load(Ordering::Relaxed), 1);
+        assert_eq!(gauges_and_recount(&table, &gauges).0, vec![(0, 0)]);
+    }
+
+    #[test]
+    fn gauges_follow_entries_exactly() {
+        let start = Instant::now();
+        let timeouts = Timeouts::default();
+        let counters = WorkerCounters::default();
+        let gauges = crate::counters::backend_counter_block(3);
+        let mut table = ConnTable::with_epoch(2, start);
+        let check = |table: &ConnTable, expected: &[(u64, u64)]| {
+            let (read, recount) = gauges_and_recount(table, &gauges);
+            assert_eq!(read, recount);
+            assert_eq!(read, expected);
+        };
+        let syn = |slot| Connection {
+            counter_slot: slot,
+            ..connection(ConnState::TcpSyn)
+        };
+
+        // Create: inactive (SYN) on slot 0.
+        let id = table
+            .insert(key(1), syn(0), start, &timeouts, &counters, &gauges)
+            .unwrap();
+        check(&table, &[(0, 1), (0, 0), (0, 0)]);
+        // Established: moves to active; FIN: back to inactive.
+        table.touch(id, ConnState::TcpEstablished, start, &gauges);
+        check(&table, &[(1, 0), (0, 0), (0, 0)]);
+        table.touch(id, ConnState::TcpFinWait, start, &gauges);
+        check(&table, &[(0, 1), (0, 0), (0, 0)]);
+        table.touch(id, ConnState::TcpEstablished, start, &gauges);
+        // Rebound to slot 1: leaves slot 0.
+        table.rebind(id, Ipv4Addr::new(10, 0, 0, 2), 1, 1, 2, &gauges);
+        check(&table, &[(0, 0), (1, 0), (0, 0)]);
+        // Same slot, new generation: nothing moves.
+        table.rebind(id, Ipv4Addr::new(10, 0, 0, 2), 0, 1, 3, &gauges);
+        check(&table, &[(0, 0), (1, 0), (0, 0)]);
+        // UDP counts active.
+        table
+            .insert(
+                key(2),
+                Connection {
+                    counter_slot: 2,
+                    ..connection(ConnState::Udp)
+                },
+                start,
+                &timeouts,
+                &counters,
+                &gauges,
+            )
+            .unwrap();
+        check(&table, &[(0, 0), (1, 0), (1, 0)]);
+        // Full: a third entry evicts the one nearest its deadline (UDP, 300 s).
+        table
+            .insert(
+                key(3),
+                syn(0),
+                secs(start, 1),
+                &timeouts,
+                &counters,
+                &gauges,
+            )
+            .unwrap();
+        assert_eq!(counters.connections_evicted.load(Ordering::Relaxed), 1);
+        check(&table, &[(0, 1), (1, 0), (0, 0)]);
+        // Expiry on lookup, then by housekeeping.
+        assert!(table
+            .lookup(&key(3), secs(start, 100), &timeouts, &counters, &gauges)
+            .is_none());
+        check(&table, &[(0, 0), (1, 0), (0, 0)]);
+        table.expire(secs(start, 10_000), &timeouts, &counters, &gauges, 10);
+        check(&table, &[(0, 0), (0, 0), (0, 0)]);
+        assert!(table.is_empty());
+        // Removal.
+        table
+            .insert(
+                key(4),
+                syn(2),
+                secs(start, 10_000),
+                &timeouts,
+                &counters,
+                &gauges,
+            )
+            .unwrap();
+        check(&table, &[(0, 0), (0, 0), (0, 1)]);
+        assert!(table.remove(&key(4), &gauges));
+        check(&table, &[(0, 0), (0, 0), (0, 0)]);
     }
 }

@@ -103,12 +103,24 @@ pub struct WorkerCounters {
     pub conn_table_full: AtomicU64,
     /// Live entries in this worker's connection table (a gauge, set by housekeeping).
     pub connections_active: AtomicU64,
+    /// New flows of persistent services sent where a live template said.
+    pub persistence_hits: AtomicU64,
+    /// Persistence templates stored: new clients, expired ones renewed, stale ones replaced.
+    pub persistence_inserts: AtomicU64,
+    /// Times a template could not be stored because its neighbourhood in the shared table was
+    /// full of live templates (or the table has capacity 0); the frame was forwarded regardless,
+    /// its client unpinned. Counted per attempt: a new flow, or a frame of a tracked flow whose
+    /// template expired and could not be re-created.
+    pub persistence_table_full: AtomicU64,
     /// Loop iterations that found the fill ring with no room to give frames back.
     pub fill_ring_starved: AtomicU64,
     /// TX wake-up syscalls made.
     pub tx_wakeups: AtomicU64,
     /// Frames the worker could not read because a descriptor pointed outside the UMEM.
     pub bad_descriptors: AtomicU64,
+    /// Generation of the service table this worker is using: control waits for every worker to
+    /// reach a published generation before it changes what the classifier sends them.
+    pub table_generation: AtomicU64,
     /// The kernel's XDP_STATISTICS for this worker's socket, copied once a second.
     pub kernel: KernelXskCounters,
 }

@@ -3,6 +3,7 @@
 //! Layers, from the wire up (each depends only on those before it):
 //! - [`wire`]: zero-copy views over Ethernet, IPv4, TCP and UDP headers, and checksums.
 //! - [`conntrack`]: the per-worker connection table that keeps a flow on its real server.
+//! - [`persistence`]: client affinity templates shared by all workers, lock-free.
 //! - [`rewrite`]: frame rewrites per forwarding method (DR today).
 //! - [`pipeline`]: classify -> look up or schedule -> rewrite, returning a typed [`Verdict`].
 //! - [`xdp`]: the XDP classifier (C source in `bpf/`), its maps and the bpf_link that attaches it.
@@ -20,6 +21,7 @@
 
 pub mod conntrack;
 pub mod counters;
+pub mod persistence;
 pub mod pipeline;
 pub mod rewrite;
 pub mod service;
@@ -36,5 +38,8 @@ pub mod xdp;
 pub mod xsk;
 
 pub use counters::{DropReason, WorkerCounters};
+pub use persistence::PersistenceTable;
 pub use pipeline::{Pipeline, Verdict};
-pub use service::{Backend, Forwarding, Protocol, Service, ServiceKey, ServiceTable, Timeouts};
+pub use service::{
+    Backend, Forwarding, Persistence, Protocol, Service, ServiceKey, ServiceTable, Timeouts,
+};

@@ -21,6 +21,21 @@
 //!    dropped frame never creates or refreshes an entry (so a SYN whose backend is unresolved is
 //!    rescheduled on retransmission rather than pinned to it).
 //!
+//! # Persistence
+//!
+//! For a service with [`crate::service::Persistence`], a flow that needs a backend (no entry, or
+//! its backend left the service) first asks the shared [`crate::persistence::PersistenceTable`]
+//! for its client's template, keyed by (group, client address & netmask), so every port of a
+//! service group and every worker agree. A live template whose backend (found by
+//! `counter_slot`) is still in the service with a resolved MAC is followed, *even at weight 0*:
+//! IPVS's default (`expire_quiescent_template = 0`) keeps persistent clients on a drained server
+//! until their template expires. Otherwise (no template, one being written by another worker, or
+//! one naming a backend that left the service or has no MAC) the scheduler picks, and the
+//! template is stored, replacing a stale one. Every forwarded frame of a tracked flow of a
+//! persistent service refreshes its client's template to `now + timeout` (a shared write at most
+//! once a second per template) or re-creates it if it expired while the connection idled; a
+//! template naming another backend is left alone. A dropped frame stores or refreshes nothing.
+//!
 //! Which TCP segments create entries and how states move is documented in [`crate::conntrack`].
 //!
 //! What this module must not do: allocate, lock, log or panic per frame (`tests/no_alloc.rs`
@@ -29,9 +44,10 @@
 use std::time::Instant;
 
 use crate::conntrack::{ConnState, ConnTable, Connection, FlowKey};
-use crate::counters::{bump, DropReason, WorkerCounters};
+use crate::counters::{bump, BackendCounters, DropReason, WorkerCounters};
+use crate::persistence::{Template, Upsert};
 use crate::rewrite::dr;
-use crate::service::{Backend, Forwarding, Protocol, Service, ServiceKey, ServiceTable};
+use crate::service::{Forwarding, Protocol, Service, ServiceKey, ServiceTable};
 use crate::wire::{
     self, EtherType, EthernetFrame, Ipv4Packet, MacAddr, TcpFlags, TcpSegment, UdpDatagram,
 };
@@ -55,6 +71,18 @@ pub struct Pipeline {
     worker: usize,
     interface_mac: MacAddr,
     connections: ConnTable,
+}
+
+/// How a flow's backend was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Choice {
+    /// Its connection entry named it.
+    Tracked,
+    /// A live persistence template named it.
+    Template,
+    /// The scheduler picked it. `stale_template`: a template named a backend that can no longer
+    /// be used, so storing this choice replaces it.
+    Scheduled { stale_template: bool },
 }
 
 /// What classification extracts from a frame.
@@ -105,8 +133,9 @@ impl Pipeline {
 
     /// Expires idle connections; called by the worker about once a second, not per packet.
     pub fn housekeeping(&mut self, table: &ServiceTable, now: Instant, counters: &WorkerCounters) {
+        let gauges = self.gauges(table);
         self.connections
-            .expire(now, &table.timeouts, counters, EXPIRE_BUDGET);
+            .expire(now, &table.timeouts, counters, gauges, EXPIRE_BUDGET);
         self.connections.publish(counters);
     }
 
@@ -124,17 +153,19 @@ impl Pipeline {
             protocol: flow.key.protocol,
         };
         let (_, service) = table.lookup(&key).ok_or(DropReason::NoService)?;
+        let gauges = self.gauges(table);
 
         let existing = self
             .connections
-            .lookup(&flow.key, now, &table.timeouts, counters);
-        // (backend index, whether this is a new scheduling decision)
-        let (index, scheduled) = match existing
+            .lookup(&flow.key, now, &table.timeouts, counters, gauges);
+        let (index, choice) = match existing
             .and_then(|id| resolve(self.connections.connection(id), service, table.generation))
         {
-            Some(index) => (index, false),
-            None => (schedule(service, &flow.key, table)?, true),
+            Some(index) => (index, Choice::Tracked),
+            None => choose(service, &flow.key, table, now)?,
         };
+        // A new decision for this flow: a template's or the scheduler's.
+        let scheduled = choice != Choice::Tracked;
         let backend = service.backends.get(index).ok_or(DropReason::NoBackend)?;
         let backend_mac = backend.mac.ok_or(DropReason::NeighbourUnresolved)?;
 
@@ -151,14 +182,20 @@ impl Pipeline {
             Some(id) => {
                 let connection = *self.connections.connection(id);
                 if scheduled || connection.generation != table.generation {
-                    self.connections
-                        .rebind(id, backend.address, index, table.generation);
+                    self.connections.rebind(
+                        id,
+                        backend.address,
+                        index,
+                        backend.counter_slot,
+                        table.generation,
+                        gauges,
+                    );
                 }
                 let state = match flow.key.protocol {
                     Protocol::Tcp => connection.state.on_tcp(flow.flags),
                     Protocol::Udp => ConnState::Udp,
                 };
-                self.connections.touch(id, state, now);
+                self.connections.touch(id, state, now, gauges);
                 true
             }
             None => match initial_state(&flow) {
@@ -167,18 +204,50 @@ impl Pipeline {
                         backend: backend.address,
                         backend_index: index as u32,
                         generation: table.generation,
+                        counter_slot: backend.counter_slot as u32,
                         state,
                     };
                     // None only for a capacity-0 table, counted there; forward regardless.
-                    self.connections
-                        .insert(flow.key, connection, now, &table.timeouts, counters);
+                    self.connections.insert(
+                        flow.key,
+                        connection,
+                        now,
+                        &table.timeouts,
+                        counters,
+                        gauges,
+                    );
                     true
                 }
                 None => false,
             },
         };
 
-        if let Some(stats) = self.backend_counters(table, backend) {
+        if let Some(persistence) = &service.persistence {
+            if choice == Choice::Template {
+                bump(&counters.persistence_hits, 1);
+            }
+            // An untracked frame (a RST without an entry) follows a template but stores none.
+            if tracked {
+                let stored = table.persistence.upsert(
+                    persistence.group,
+                    persistence.client(flow.key.src_addr),
+                    backend.counter_slot,
+                    now,
+                    persistence.timeout,
+                    choice
+                        == Choice::Scheduled {
+                            stale_template: true,
+                        },
+                );
+                match stored {
+                    Upsert::Inserted => bump(&counters.persistence_inserts, 1),
+                    Upsert::Full => bump(&counters.persistence_table_full, 1),
+                    Upsert::Refreshed | Upsert::Kept => {}
+                }
+            }
+        }
+
+        if let Some(stats) = gauges.get(backend.counter_slot) {
             if scheduled && tracked {
                 bump(&stats.connections_total, 1);
             }
@@ -188,15 +257,13 @@ impl Pipeline {
         Ok(())
     }
 
-    fn backend_counters<'t>(
-        &self,
-        table: &'t ServiceTable,
-        backend: &Backend,
-    ) -> Option<&'t crate::counters::BackendCounters> {
+    /// This worker's backend counter block in `table` (empty if it has none).
+    #[inline]
+    fn gauges<'t>(&self, table: &'t ServiceTable) -> &'t [BackendCounters] {
         table
             .backend_counters
-            .get(self.worker)?
-            .get(backend.counter_slot)
+            .get(self.worker)
+            .map_or(&[], |block| &block[..])
     }
 }
 
@@ -264,7 +331,38 @@ fn resolve(connection: &Connection, service: &Service, generation: u64) -> Optio
     service.backend_index(connection.backend)
 }
 
-/// A backend for a flow without a usable entry.
+/// A backend for a flow without a usable entry: its client's persistence template if the service
+/// has one and it is usable, else the scheduler's pick.
+#[inline]
+fn choose(
+    service: &Service,
+    key: &FlowKey,
+    table: &ServiceTable,
+    now: Instant,
+) -> Result<(usize, Choice), DropReason> {
+    let mut stale_template = false;
+    if let Some(persistence) = &service.persistence {
+        let client = persistence.client(key.src_addr);
+        match table.persistence.lookup(persistence.group, client, now) {
+            Template::Live { counter_slot } => {
+                // Weight 0 is fine (a drained server keeps its persistent clients); a backend
+                // that left the service or has no MAC is not.
+                match service
+                    .backend_by_slot(counter_slot)
+                    .filter(|&index| service.backends[index].mac.is_some())
+                {
+                    Some(index) => return Ok((index, Choice::Template)),
+                    None => stale_template = true,
+                }
+            }
+            Template::Pending | Template::Absent => {}
+        }
+    }
+    let index = schedule(service, key, table)?;
+    Ok((index, Choice::Scheduled { stale_template }))
+}
+
+/// The scheduler's backend for a flow.
 #[inline]
 fn schedule(service: &Service, key: &FlowKey, table: &ServiceTable) -> Result<usize, DropReason> {
     let flow = scheduler::Flow {
@@ -288,7 +386,7 @@ struct ServiceLoads<'a> {
 }
 
 impl ServiceLoads<'_> {
-    fn sum(&self, server: usize, gauge: impl Fn(&crate::counters::BackendCounters) -> u64) -> u64 {
+    fn sum(&self, server: usize, gauge: impl Fn(&BackendCounters) -> u64) -> u64 {
         let Some(backend) = self.service.backends.get(server) else {
             return 0;
         };

@@ -11,6 +11,7 @@ use std::time::Duration;
 use hashbrown::HashMap;
 
 use crate::counters::BackendCounters;
+use crate::persistence::PersistenceTable;
 
 /// Transport protocol of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -86,7 +87,15 @@ pub struct Backend {
     pub mac: Option<[u8; 6]>,
     /// Configured weight; the scheduler never gives new flows to weight 0.
     pub weight: u32,
-    /// Index of this backend's counters in each worker's [`BackendCounters`] block.
+    /// Index of this backend's counters in each worker's [`BackendCounters`] block, and its
+    /// stable identity.
+    ///
+    /// The data plane relies on control for two guarantees: the same backend of the same service
+    /// keeps its slot across reloads, and a slot is given to another backend only once its
+    /// `active_connections` and `inactive_connections` gauges are zero in every worker. Connection
+    /// entries remember the slot they incremented so the decrement (on expiry, eviction, removal
+    /// or rebinding) lands on the same gauge whatever tables came between; persistence templates
+    /// name their backend by slot, found again with [`Service::backend_by_slot`].
     pub counter_slot: usize,
 }
 
@@ -101,6 +110,14 @@ pub struct Persistence {
     pub netmask: u32,
     /// Stable identity of the service's persistence group, kept across reloads.
     pub group: u32,
+}
+
+impl Persistence {
+    /// `client` masked with `netmask`, as templates are keyed (host order).
+    #[inline]
+    pub fn client(&self, client: Ipv4Addr) -> u32 {
+        u32::from(client) & self.netmask
+    }
 }
 
 /// One virtual service: a VIP and protocol on one or more ports, its scheduler and its real
@@ -136,6 +153,14 @@ impl Service {
         self.backends
             .iter()
             .position(|backend| backend.address == address)
+    }
+
+    /// Index of the backend with this [`Backend::counter_slot`], for persistence templates.
+    #[inline]
+    pub fn backend_by_slot(&self, counter_slot: usize) -> Option<usize> {
+        self.backends
+            .iter()
+            .position(|backend| backend.counter_slot == counter_slot)
     }
 }
 
@@ -180,6 +205,10 @@ pub struct ServiceTable {
     /// Per-worker backend counters, indexed `[worker][backend.counter_slot]`. Control keeps the
     /// same blocks across snapshots so totals survive a rebuild.
     pub backend_counters: Vec<Arc<[BackendCounters]>>,
+    /// Persistence templates, shared by every worker. Control creates one table and carries it
+    /// across snapshots ([`ServiceTable::with_persistence`]) so clients stay pinned through a
+    /// reload; [`ServiceTable::new`] installs an empty one (capacity 0, nothing pinned).
+    pub persistence: Arc<PersistenceTable>,
 }
 
 impl ServiceTable {
@@ -202,7 +231,15 @@ impl ServiceTable {
             index,
             timeouts,
             backend_counters,
+            persistence: Arc::new(PersistenceTable::new(0)),
         }
+    }
+
+    /// This snapshot with `table` as its persistence templates.
+    #[must_use]
+    pub fn with_persistence(mut self, table: Arc<PersistenceTable>) -> Self {
+        self.persistence = table;
+        self
     }
 
     /// An empty table, as workers start with before control publishes the first one.

@@ -12,10 +12,15 @@
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::conntrack::ConnTable;
 use crate::counters::{backend_counter_block, BackendCounters};
-use crate::service::{Backend, Forwarding, Protocol, Service, ServiceKey, ServiceTable, Timeouts};
+use crate::service::{
+    Backend, Forwarding, Persistence, Protocol, Service, ServiceKey, ServiceTable, Timeouts,
+};
 use crate::wire::{
     ethernet, ipv4, tcp, udp, EtherType, EthernetFrame, Ipv4Packet, MacAddr, TcpFlags, TcpSegment,
     UdpDatagram,
@@ -468,6 +473,78 @@ pub fn service(
         scheduler,
         backends,
     }
+}
+
+/// [`service`] answering on several ports of `vip` (a service group, as an LVS firewall-mark
+/// service), the first being `key.port`.
+pub fn service_with_ports(
+    vip: &str,
+    ports: &[u16],
+    protocol: Protocol,
+    algorithm: scheduler::Algorithm,
+    backends: Vec<Backend>,
+) -> Service {
+    let (&first, _) = ports
+        .split_first()
+        .unwrap_or_else(|| panic!("a service needs a port"));
+    let mut service = service(&format!("{vip}:{first}"), protocol, algorithm, backends);
+    service.ports = ports.to_vec();
+    service
+}
+
+/// `service` with persistence: `timeout_secs`, clients masked with `netmask` (`"a.b.c.d"`), in
+/// persistence group `group`.
+pub fn with_persistence(
+    mut service: Service,
+    timeout_secs: u64,
+    netmask: &str,
+    group: u32,
+) -> Service {
+    let netmask: Ipv4Addr = netmask
+        .parse()
+        .unwrap_or_else(|_| panic!("not an IPv4 netmask: {netmask:?}"));
+    service.persistence = Some(Persistence {
+        timeout: Duration::from_secs(timeout_secs),
+        netmask: u32::from(netmask),
+        group,
+    });
+    service
+}
+
+/// Panics unless every backend gauge of `worker` in `table` equals a recount of `connections`:
+/// active = TCP established or UDP entries, inactive = other TCP entries, per counter slot.
+#[track_caller]
+pub fn assert_gauges_match(connections: &ConnTable, table: &ServiceTable, worker: usize) {
+    let block = &table.backend_counters[worker];
+    let mut recount = vec![(0u64, 0u64); block.len()];
+    for (key, connection) in connections.iter() {
+        let counts = recount
+            .get_mut(connection.counter_slot as usize)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{key:?} counted in slot {} beyond the block",
+                    connection.counter_slot
+                )
+            });
+        if connection.state.is_active() {
+            counts.0 += 1;
+        } else {
+            counts.1 += 1;
+        }
+    }
+    let gauges: Vec<(u64, u64)> = block
+        .iter()
+        .map(|counters| {
+            (
+                counters.active_connections.load(Ordering::Relaxed),
+                counters.inactive_connections.load(Ordering::Relaxed),
+            )
+        })
+        .collect();
+    assert_eq!(
+        gauges, recount,
+        "(active, inactive) gauges per slot differ from a recount of the connection table"
+    );
 }
 
 /// One counter block per worker, with `slots` backend slots each, to share across generations.

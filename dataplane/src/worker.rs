@@ -64,6 +64,9 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
         stop,
     } = context;
     let mut table = initial_table;
+    counters
+        .table_generation
+        .store(table.generation, Ordering::Release);
     let mut rx_descs = [XdpDesc::default(); BATCH];
     let mut tx_descs = [XdpDesc::default(); BATCH];
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING_PERIOD;
@@ -74,6 +77,9 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
             let replaced = std::mem::replace(&mut table, newer);
             // Should control have gone away, the table is freed here; it is rare and not per packet.
             let _ = retired_tables.try_send(replaced);
+            counters
+                .table_generation
+                .store(table.generation, Ordering::Release);
         }
 
         xsk.reap_completions();

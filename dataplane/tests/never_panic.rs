@@ -2,10 +2,11 @@
 //! valid fixture frames, go through `Pipeline::process`. The only checks are that it returns and
 //! that a transmitted frame kept its length.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use dataplane::testing::{self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC};
-use dataplane::{Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters};
+use dataplane::{PersistenceTable, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters};
 use proptest::prelude::*;
 use scheduler::Algorithm;
 
@@ -34,9 +35,27 @@ fn table() -> ServiceTable {
                 Algorithm::RoundRobin,
                 vec![backend("10.0.0.4", None, 1, 3)],
             ),
+            testing::with_persistence(
+                testing::service_with_ports(
+                    "192.0.2.40",
+                    &[80, 443],
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    vec![
+                        backend("10.0.0.5", Some(backend_mac(5)), 1, 4),
+                        backend("10.0.0.6", Some(backend_mac(6)), 0, 5),
+                        backend("10.0.0.7", None, 1, 6),
+                    ],
+                ),
+                300,
+                "255.255.255.0",
+                1,
+            ),
         ],
-        testing::counter_blocks(1, 4),
+        testing::counter_blocks(1, 7),
     )
+    // Small, so random frames fill it and hit the full path.
+    .with_persistence(Arc::new(PersistenceTable::new(8)))
 }
 
 fn seeds() -> Vec<Vec<u8>> {
@@ -54,6 +73,9 @@ fn seeds() -> Vec<Vec<u8>> {
             .build(),
         FrameBuilder::tcp().dst("192.0.2.10:80").ihl(6).build(),
         FrameBuilder::icmp().dst("192.0.2.10:0").build(),
+        FrameBuilder::tcp().dst("192.0.2.40:80").syn().build(),
+        FrameBuilder::tcp().dst("192.0.2.40:443").ack().build(),
+        FrameBuilder::udp().dst("192.0.2.40:443").build(),
     ]
 }
 
@@ -110,5 +132,6 @@ proptest! {
             run(&mut pipeline, &table, &counters, frame)?;
         }
         pipeline.housekeeping(&table, Instant::now(), &counters);
+        testing::assert_gauges_match(pipeline.connections(), &table, 0);
     }
 }

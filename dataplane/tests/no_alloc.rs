@@ -1,5 +1,6 @@
 //! The hot path must not allocate: a counting global allocator watches thousands of fixture
-//! frames (new flows, existing flows, every drop, a full table churning, expiry, a table swap)
+//! frames (new flows, existing flows, every drop, a full table churning, expiry, a table swap,
+//! a persistent service group with its shared template table filling up and expiring)
 //! go through `Pipeline::process` and `housekeeping` after warm-up, and asserts zero
 //! allocations.
 //!
@@ -8,10 +9,11 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::testing::{self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC};
-use dataplane::{Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters};
+use dataplane::{PersistenceTable, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters};
 use scheduler::Algorithm;
 
 struct CountingAllocator;
@@ -71,8 +73,10 @@ fn table(
     generation: u64,
     web_servers: &[u8],
     blocks: &[std::sync::Arc<[dataplane::counters::BackendCounters]>],
+    templates: &Arc<PersistenceTable>,
 ) -> ServiceTable {
-    let servers = |numbers: &[u8]| {
+    // Counter slot n (+ offset, so services have their own slots).
+    let servers_at = |numbers: &[u8], offset: usize| {
         numbers
             .iter()
             .map(|&n| {
@@ -80,11 +84,12 @@ fn table(
                     &format!("10.0.0.{n}"),
                     Some(backend_mac(n)),
                     1,
-                    usize::from(n),
+                    usize::from(n) + offset,
                 )
             })
-            .collect()
+            .collect::<Vec<_>>()
     };
+    let servers = |numbers: &[u8]| servers_at(numbers, 0);
     testing::table(
         generation,
         vec![
@@ -118,9 +123,22 @@ fn table(
                 Algorithm::Maglev,
                 vec![backend("10.0.0.10", Some(backend_mac(10)), 0, 10)],
             ),
+            testing::with_persistence(
+                testing::service_with_ports(
+                    "192.0.2.12",
+                    &[80, 443],
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    servers_at(web_servers, 10),
+                ),
+                600,
+                "255.255.255.0",
+                3,
+            ),
         ],
         blocks.to_vec(),
     )
+    .with_persistence(Arc::clone(templates))
 }
 
 /// Fixture frames: many new flows on two schedulers, their follow-up segments, UDP, and every
@@ -149,6 +167,16 @@ fn fixtures() -> Vec<Vec<u8>> {
         if port % 7 == 0 {
             frames.push(FrameBuilder::tcp().src(&src).dst(vip).rst().build());
         }
+        // Persistent service group: clients of 25 /24s (fewer slots than that below), both ports.
+        let client = format!("203.0.{}.{}:{}", port % 25, port % 7 + 1, 20000 + port);
+        let group_port = if port % 2 == 0 { 80 } else { 443 };
+        let group = || {
+            FrameBuilder::tcp()
+                .src(&client)
+                .dst(&format!("192.0.2.12:{group_port}"))
+        };
+        frames.push(group().syn().build());
+        frames.push(group().ack().payload(b"hello").build());
         if port % 4 == 0 {
             frames.push(
                 FrameBuilder::udp()
@@ -187,9 +215,11 @@ fn pipeline_does_not_allocate_per_frame() {
         1
     );
 
-    let blocks = testing::counter_blocks(1, 16);
-    let first = table(1, &[1, 2, 3, 4], &blocks);
-    let second = table(2, &[5, 4, 3, 2, 1, 6], &blocks);
+    let blocks = testing::counter_blocks(1, 24);
+    // Fewer slots than client networks, so it fills up and expired templates are reused.
+    let templates = Arc::new(PersistenceTable::new(16));
+    let first = table(1, &[1, 2, 3, 4], &blocks, &templates);
+    let second = table(2, &[5, 4, 3, 2, 1, 6], &blocks, &templates);
     let frames = fixtures();
     let counters = WorkerCounters::default();
     // Far fewer entries than flows, so the table is full and churning most of the time.
@@ -237,5 +267,19 @@ fn pipeline_does_not_allocate_per_frame() {
         "the table never filled"
     );
     assert!(load(&counters.connections_expired) > 0, "nothing expired");
+    assert!(
+        load(&counters.persistence_hits) > 0,
+        "no template was followed"
+    );
+    assert!(
+        load(&counters.persistence_inserts) > 16,
+        "templates were never reused"
+    );
+    assert!(
+        load(&counters.persistence_table_full) > 0,
+        "the template table never filled"
+    );
     assert_eq!(allocations, 0, "the pipeline allocated {allocations} times");
+    // The churn (eviction, expiry, rebinding across generations) kept the gauges exact.
+    testing::assert_gauges_match(pipeline.connections(), &first, 0);
 }

@@ -6,13 +6,17 @@
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::conntrack::{ConnState, FlowKey};
 use dataplane::counters::BackendCounters;
+use dataplane::persistence::Template;
 use dataplane::testing::{self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC};
 use dataplane::wire::EtherType;
-use dataplane::{DropReason, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters};
+use dataplane::{
+    DropReason, PersistenceTable, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters,
+};
 use scheduler::Algorithm;
 
 const WORKER: usize = 0;
@@ -22,6 +26,7 @@ const WORKER: usize = 0;
 /// - udp 192.0.2.53:53 -> 10.0.0.2 (slot 1)
 /// - tcp 192.0.2.20:80 -> 10.0.0.3 with an unresolved MAC (slot 2)
 /// - tcp 192.0.2.30:80 -> 10.0.0.4 and 10.0.0.5, both weight 0 (slots 3, 4)
+/// - tcp 192.0.2.40:80 and :443, a persistent service group (/24, 300 s) -> 10.0.0.6 (slot 5)
 fn golden_table() -> ServiceTable {
     testing::table(
         1,
@@ -53,10 +58,27 @@ fn golden_table() -> ServiceTable {
                     backend("10.0.0.5", Some(backend_mac(5)), 0, 4),
                 ],
             ),
+            testing::with_persistence(
+                testing::service_with_ports(
+                    "192.0.2.40",
+                    &[80, 443],
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    vec![backend("10.0.0.6", Some(backend_mac(6)), 1, 5)],
+                ),
+                300,
+                "255.255.255.0",
+                1,
+            ),
         ],
-        testing::counter_blocks(1, 5),
+        testing::counter_blocks(1, GOLDEN_SLOTS),
     )
+    .with_persistence(Arc::new(PersistenceTable::new(64)))
 }
+
+const GOLDEN_SLOTS: usize = 6;
+/// The persistent service group's backend slot.
+const PERSISTENT_SLOT: usize = 5;
 
 struct Case {
     description: &'static str,
@@ -107,6 +129,7 @@ fn golden_cases() -> Vec<Case> {
     let web = || FrameBuilder::tcp().src("192.0.2.2:40000").dst("192.0.2.10:80");
     let dns = || FrameBuilder::udp().src("198.51.100.7:5353").dst("192.0.2.53:53");
     let (web_mac, dns_mac) = (backend_mac(1), backend_mac(2));
+    let group = |port: u16| FrameBuilder::tcp().src("198.51.100.9:41000").dst(&format!("192.0.2.40:{port}"));
     vec![
         tx("TCP SYN: DR rewrites the MACs and nothing else", web().syn(), web_mac, 0, true),
         tx("TCP SYN carrying 64 bytes of data", web().syn().payload(&[0xab; 64]), web_mac, 0, true),
@@ -116,6 +139,9 @@ fn golden_cases() -> Vec<Case> {
         tx("UDP query", dns().payload(b"\x12\x34\x01\x00"), dns_mac, 1, true),
         tx("UDP with checksum 0 (none) passes untouched", dns().udp_checksum(0).payload(&[1; 30]), dns_mac, 1, true),
         tx("Ethernet padding after the IP packet is kept", web().syn().payload(&[1]), web_mac, 0, true),
+        tx("persistent service group, first port: rewritten as any DR frame", group(80).syn(), backend_mac(6), 5, true),
+        tx("persistent service group, second port", group(443).syn(), backend_mac(6), 5, true),
+        tx("persistent service, RST without an entry: forwarded, no new flow", group(443).rst(), backend_mac(6), 5, false),
         dropped("runt: 13 bytes of Ethernet", &web().syn().truncate(13), Truncated),
         dropped("Ethernet header only", &web().syn().truncate(14), Truncated),
         dropped("IPv4 fixed header cut at 19 bytes", &web().syn().truncate(14 + 19), Truncated),
@@ -194,7 +220,7 @@ fn golden_packets() {
                 drops(&counters)
             ));
         }
-        for slot in 0..5 {
+        for slot in 0..GOLDEN_SLOTS {
             let expected = match case.slot {
                 Some((s, new_flow)) if s == slot => {
                     (u64::from(new_flow), 1, case.input.len() as u64)
@@ -204,6 +230,25 @@ fn golden_packets() {
             let got = backend_stats(&table, slot);
             if got != expected {
                 problems.push(format!("backend slot {slot} (connections, packets, bytes): expected {expected:?}, got {got:?}"));
+            }
+        }
+        // Persistent cases: a tracked flow leaves its client's template, an untracked one none.
+        if let Some((PERSISTENT_SLOT, new_flow)) = case.slot {
+            let client = u32::from(Ipv4Addr::new(198, 51, 100, 0));
+            let expected = if new_flow {
+                Template::Live {
+                    counter_slot: PERSISTENT_SLOT,
+                }
+            } else {
+                Template::Absent
+            };
+            let got = table.persistence.lookup(1, client, Instant::now());
+            if got != expected {
+                problems.push(format!("template: expected {expected:?}, got {got:?}"));
+            }
+            let inserts = counters.persistence_inserts.load(Ordering::Relaxed);
+            if inserts != u64::from(new_flow) {
+                problems.push(format!("persistence_inserts: {inserts}"));
             }
         }
         if !problems.is_empty() {
@@ -779,4 +824,594 @@ fn housekeeping_publishes_active_gauge() {
     pipeline.housekeeping(&table, clock.at(1), &counters);
     assert_eq!(load(&counters.connections_active), 10);
     assert_eq!(load(&counters.connections_created), 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Active/inactive gauges: always equal to a recount of the connection table.
+
+fn gauges(table: &ServiceTable, slot: usize) -> (u64, u64) {
+    let stats = &table.backend_counters[WORKER][slot];
+    (
+        load(&stats.active_connections),
+        load(&stats.inactive_connections),
+    )
+}
+
+#[test]
+fn gauges_match_a_recount_through_states_expiry_eviction_and_rebind() {
+    let (mut pipeline, table, counters, clock) = setup(8);
+    let check = |pipeline: &Pipeline, table: &ServiceTable| {
+        testing::assert_gauges_match(pipeline.connections(), table, WORKER);
+    };
+    // Round robin over 10.0.0.1..3 (slots 0..2): ports 1, 2, 3 land on slots 0, 1, 2.
+    for port in 1..=3 {
+        send(
+            &mut pipeline,
+            &web(port).syn(),
+            &table,
+            clock.at(0),
+            &counters,
+        );
+    }
+    check(&pipeline, &table);
+    assert_eq!(
+        [gauges(&table, 0), gauges(&table, 1), gauges(&table, 2)],
+        [(0, 1), (0, 1), (0, 1)]
+    );
+    // Established: active; FIN: inactive again; RST on established: inactive.
+    send(&mut pipeline, &web(1).ack(), &table, clock.at(1), &counters);
+    send(&mut pipeline, &web(2).ack(), &table, clock.at(1), &counters);
+    send(&mut pipeline, &web(3).ack(), &table, clock.at(1), &counters);
+    check(&pipeline, &table);
+    assert_eq!(gauges(&table, 0), (1, 0));
+    send(
+        &mut pipeline,
+        &web(2).fin().ack(),
+        &table,
+        clock.at(2),
+        &counters,
+    );
+    send(&mut pipeline, &web(3).rst(), &table, clock.at(2), &counters);
+    check(&pipeline, &table);
+    assert_eq!(
+        [gauges(&table, 0), gauges(&table, 1), gauges(&table, 2)],
+        [(1, 0), (0, 1), (0, 1)]
+    );
+    // UDP counts active (next round-robin pick of the UDP service: slot 0).
+    let udp = FrameBuilder::udp()
+        .src("192.0.2.2:5000")
+        .dst("192.0.2.53:53");
+    send(&mut pipeline, &udp, &table, clock.at(2), &counters);
+    check(&pipeline, &table);
+    assert_eq!(gauges(&table, 0), (2, 0));
+    // Expiry: the RST entry (10 s) goes first, then FIN-wait (120 s).
+    pipeline.housekeeping(&table, clock.at(14), &counters);
+    check(&pipeline, &table);
+    assert_eq!(gauges(&table, 2), (0, 0));
+    pipeline.housekeeping(&table, clock.at(125), &counters);
+    check(&pipeline, &table);
+    assert_eq!(gauges(&table, 1), (0, 0));
+    // Eviction: a SYN flood into a full table (8 entries).
+    for port in 100..120 {
+        send(
+            &mut pipeline,
+            &web(port).syn(),
+            &table,
+            clock.at(126),
+            &counters,
+        );
+        check(&pipeline, &table);
+    }
+    assert!(load(&counters.connections_evicted) > 0);
+    // Rebind: a new generation without 10.0.0.1 moves its flows (established ones included).
+    let blocks = table.backend_counters.clone();
+    let second = testing::table(
+        2,
+        vec![service(
+            "192.0.2.10:80",
+            Protocol::Tcp,
+            Algorithm::RoundRobin,
+            servers(&[2, 3]),
+        )],
+        blocks,
+    );
+    let on_first: Vec<u16> = pipeline
+        .connections()
+        .iter()
+        .filter(|(key, entry)| key.dst_port == 80 && entry.counter_slot == 0)
+        .map(|(key, _)| key.src_port)
+        .collect();
+    assert!(!on_first.is_empty());
+    for port in on_first {
+        send(
+            &mut pipeline,
+            &web(port).ack(),
+            &second,
+            clock.at(127),
+            &counters,
+        );
+        check(&pipeline, &second);
+    }
+    let tcp_on_first = pipeline
+        .connections()
+        .iter()
+        .filter(|(key, entry)| key.protocol == Protocol::Tcp && entry.counter_slot == 0)
+        .count();
+    assert_eq!(tcp_on_first, 0);
+    // Everything expires: every gauge back to zero, none underflowed.
+    pipeline.housekeeping(&second, clock.at(100_000), &counters);
+    assert!(pipeline.connections().is_empty());
+    for slot in 0..8 {
+        assert_eq!(gauges(&second, slot), (0, 0), "slot {slot}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Persistence (IPVS -p/-M): templates shared by workers and by the ports of a service group.
+
+const GROUP: u32 = 7;
+
+/// A persistent service group on 192.0.2.40 ports 80 and 443 over 10.0.0.n (slot n - 1).
+fn persistent_table(
+    generation: u64,
+    algorithm: Algorithm,
+    numbers: &[u8],
+    timeout_secs: u64,
+    netmask: &str,
+    blocks: &[Arc<[BackendCounters]>],
+    templates: &Arc<PersistenceTable>,
+) -> ServiceTable {
+    persistent_table_of(
+        generation,
+        algorithm,
+        servers(numbers),
+        timeout_secs,
+        netmask,
+        blocks,
+        templates,
+    )
+}
+
+fn persistent_table_of(
+    generation: u64,
+    algorithm: Algorithm,
+    backends: Vec<dataplane::Backend>,
+    timeout_secs: u64,
+    netmask: &str,
+    blocks: &[Arc<[BackendCounters]>],
+    templates: &Arc<PersistenceTable>,
+) -> ServiceTable {
+    testing::table(
+        generation,
+        vec![testing::with_persistence(
+            testing::service_with_ports(
+                "192.0.2.40",
+                &[80, 443],
+                Protocol::Tcp,
+                algorithm,
+                backends,
+            ),
+            timeout_secs,
+            netmask,
+            GROUP,
+        )],
+        blocks.to_vec(),
+    )
+    .with_persistence(Arc::clone(templates))
+}
+
+fn client(addr: &str, port: u16, service_port: u16) -> FrameBuilder {
+    FrameBuilder::tcp()
+        .src(&format!("{addr}:{port}"))
+        .dst(&format!("192.0.2.40:{service_port}"))
+}
+
+#[test]
+fn persistent_client_is_pinned_across_source_ports_group_ports_and_workers() {
+    let blocks = testing::counter_blocks(2, 8);
+    let templates = Arc::new(PersistenceTable::new(1024));
+    // Maglev hashes the 5-tuple: without persistence these would spread over all four.
+    let table = persistent_table(
+        1,
+        Algorithm::Maglev,
+        &[1, 2, 3, 4],
+        300,
+        "255.255.255.255",
+        &blocks,
+        &templates,
+    );
+    let (counters0, counters1) = (WorkerCounters::default(), WorkerCounters::default());
+    let mut worker0 = Pipeline::new(0, DIRECTOR_MAC, 1024);
+    let mut worker1 = Pipeline::new(1, DIRECTOR_MAC, 1024);
+    let now = Instant::now();
+
+    let first = send(
+        &mut worker0,
+        &client("198.51.100.7", 30000, 80).syn(),
+        &table,
+        now,
+        &counters0,
+    );
+    for port in 30001..30100 {
+        let service_port = if port % 2 == 0 { 80 } else { 443 };
+        let (pipeline, counters) = if port % 3 == 0 {
+            (&mut worker1, &counters1)
+        } else {
+            (&mut worker0, &counters0)
+        };
+        let frame = client("198.51.100.7", port, service_port).syn();
+        assert_eq!(
+            send(pipeline, &frame, &table, now, counters),
+            first,
+            "port {port}"
+        );
+    }
+    let hits = load(&counters0.persistence_hits) + load(&counters1.persistence_hits);
+    let inserts = load(&counters0.persistence_inserts) + load(&counters1.persistence_inserts);
+    assert_eq!((hits, inserts), (99, 1));
+    assert_eq!(load(&counters0.persistence_table_full), 0);
+    // A new flow each, counted on the backend.
+    let slot = usize::from(first[5]) - 1;
+    let total: u64 = (0..2)
+        .map(|worker| load(&table.backend_counters[worker][slot].connections_total))
+        .sum();
+    assert_eq!(total, 100);
+    // Without persistence the same flows do spread: the pinning above is the template's doing.
+    let plain = testing::table(
+        1,
+        vec![testing::service_with_ports(
+            "192.0.2.40",
+            &[80, 443],
+            Protocol::Tcp,
+            Algorithm::Maglev,
+            servers(&[1, 2, 3, 4]),
+        )],
+        testing::counter_blocks(1, 8),
+    );
+    let mut fresh = Pipeline::new(0, DIRECTOR_MAC, 1024);
+    let spread: std::collections::HashSet<[u8; 6]> = (30000..30100)
+        .map(|port| {
+            send(
+                &mut fresh,
+                &client("198.51.100.7", port, 80).syn(),
+                &plain,
+                now,
+                &counters0,
+            )
+        })
+        .collect();
+    assert!(spread.len() > 1);
+}
+
+#[test]
+fn persistent_clients_spread_and_a_netmask_groups_them() {
+    let blocks = testing::counter_blocks(1, 8);
+    let now = Instant::now();
+    let counters = WorkerCounters::default();
+
+    // /32: two hundred clients spread over the servers.
+    let templates = Arc::new(PersistenceTable::new(4096));
+    let table = persistent_table(
+        1,
+        Algorithm::Maglev,
+        &[1, 2, 3, 4],
+        300,
+        "255.255.255.255",
+        &blocks,
+        &templates,
+    );
+    let mut pipeline = Pipeline::new(WORKER, DIRECTOR_MAC, 4096);
+    let used: std::collections::HashSet<[u8; 6]> = (0..200u16)
+        .map(|n| {
+            let addr = format!("198.51.{}.{}", 100 + n / 100, n % 100 + 1);
+            send(
+                &mut pipeline,
+                &client(&addr, 40000, 443).syn(),
+                &table,
+                now,
+                &counters,
+            )
+        })
+        .collect();
+    assert_eq!(used.len(), 4, "clients should use every server");
+
+    // /24: every client of a /24 goes where its first one went; other /24s spread.
+    let templates = Arc::new(PersistenceTable::new(4096));
+    let table = persistent_table(
+        1,
+        Algorithm::Maglev,
+        &[1, 2, 3, 4],
+        300,
+        "255.255.255.0",
+        &blocks,
+        &templates,
+    );
+    let mut pipeline = Pipeline::new(WORKER, DIRECTOR_MAC, 4096);
+    let mut per_network = Vec::new();
+    for network in 0..40u16 {
+        let pinned = send(
+            &mut pipeline,
+            &client(&format!("203.0.{network}.1"), 40000, 80).syn(),
+            &table,
+            now,
+            &counters,
+        );
+        for host in 2..30u16 {
+            let addr = format!("203.0.{network}.{host}");
+            let frame = client(&addr, 40000 + host, if host % 2 == 0 { 80 } else { 443 }).syn();
+            assert_eq!(
+                send(&mut pipeline, &frame, &table, now, &counters),
+                pinned,
+                "{addr}"
+            );
+        }
+        per_network.push(pinned);
+    }
+    per_network.sort_unstable();
+    per_network.dedup();
+    assert!(per_network.len() > 1, "different /24s should spread");
+}
+
+#[test]
+fn persistence_expires_after_timeout_and_traffic_keeps_it() {
+    let templates = Arc::new(PersistenceTable::new(64));
+    let blocks = testing::counter_blocks(1, 8);
+    // Round robin: a client that is rescheduled lands on the next server.
+    let table = persistent_table(
+        1,
+        Algorithm::RoundRobin,
+        &[1, 2],
+        10,
+        "255.255.255.255",
+        &blocks,
+        &templates,
+    );
+    let (mut pipeline, counters) = (
+        Pipeline::new(WORKER, DIRECTOR_MAC, 64),
+        WorkerCounters::default(),
+    );
+    let clock = Clock {
+        start: Instant::now(),
+    };
+
+    let first = send(
+        &mut pipeline,
+        &client("198.51.100.7", 1, 80).syn(),
+        &table,
+        clock.at(0),
+        &counters,
+    );
+    assert_eq!(
+        send(
+            &mut pipeline,
+            &client("198.51.100.7", 2, 80).syn(),
+            &table,
+            clock.at(10),
+            &counters
+        ),
+        first,
+        "live at the timeout"
+    );
+    // Idle for more than 10 s since the last packet (at 10): expired at 22.
+    let second = send(
+        &mut pipeline,
+        &client("198.51.100.7", 3, 80).syn(),
+        &table,
+        clock.at(22),
+        &counters,
+    );
+    assert_ne!(first, second, "rescheduled after the template expired");
+
+    // Packets of an existing connection keep the template alive past its timeout.
+    for seconds in (30..100).step_by(5) {
+        send(
+            &mut pipeline,
+            &client("198.51.100.7", 3, 80).ack(),
+            &table,
+            clock.at(seconds),
+            &counters,
+        );
+    }
+    assert_eq!(
+        send(
+            &mut pipeline,
+            &client("198.51.100.7", 4, 443).syn(),
+            &table,
+            clock.at(100),
+            &counters
+        ),
+        second
+    );
+    assert_eq!(
+        templates.lookup(
+            GROUP,
+            u32::from(Ipv4Addr::new(198, 51, 100, 7)),
+            clock.at(100)
+        ),
+        Template::Live {
+            counter_slot: usize::from(second[5]) - 1
+        }
+    );
+}
+
+#[test]
+fn persistent_client_follows_a_drained_backend() {
+    let templates = Arc::new(PersistenceTable::new(64));
+    let blocks = testing::counter_blocks(1, 8);
+    let now = Instant::now();
+    let counters = WorkerCounters::default();
+    let mut pipeline = Pipeline::new(WORKER, DIRECTOR_MAC, 64);
+    let table = persistent_table(
+        1,
+        Algorithm::RoundRobin,
+        &[1, 2],
+        300,
+        "255.255.255.255",
+        &blocks,
+        &templates,
+    );
+    let pinned = send(
+        &mut pipeline,
+        &client("198.51.100.7", 1, 80).syn(),
+        &table,
+        now,
+        &counters,
+    );
+
+    let mut backends = servers(&[1, 2]);
+    for backend in &mut backends {
+        if backend.mac == Some(pinned) {
+            backend.weight = 0;
+        }
+    }
+    let drained = persistent_table_of(
+        2,
+        Algorithm::RoundRobin,
+        backends,
+        300,
+        "255.255.255.255",
+        &blocks,
+        &templates,
+    );
+    // IPVS's default (expire_quiescent_template = 0): the persistent client stays.
+    for port in 2..10 {
+        assert_eq!(
+            send(
+                &mut pipeline,
+                &client("198.51.100.7", port, 443).syn(),
+                &drained,
+                now,
+                &counters
+            ),
+            pinned
+        );
+    }
+    // New clients avoid it.
+    for n in 1..10 {
+        assert_ne!(
+            send(
+                &mut pipeline,
+                &client(&format!("198.51.100.{}", 100 + n), 1, 80).syn(),
+                &drained,
+                now,
+                &counters
+            ),
+            pinned
+        );
+    }
+}
+
+#[test]
+fn removed_backend_reschedules_the_client_and_replaces_its_template() {
+    let templates = Arc::new(PersistenceTable::new(64));
+    let blocks = testing::counter_blocks(1, 8);
+    let now = Instant::now();
+    let counters = WorkerCounters::default();
+    let mut pipeline = Pipeline::new(WORKER, DIRECTOR_MAC, 64);
+    let table = persistent_table(
+        1,
+        Algorithm::RoundRobin,
+        &[1, 2],
+        300,
+        "255.255.255.255",
+        &blocks,
+        &templates,
+    );
+    let removed = send(
+        &mut pipeline,
+        &client("198.51.100.7", 1, 80).syn(),
+        &table,
+        now,
+        &counters,
+    )[5];
+    let remaining = 3 - removed;
+    let key = u32::from(Ipv4Addr::new(198, 51, 100, 7));
+    assert_eq!(
+        templates.lookup(GROUP, key, now),
+        Template::Live {
+            counter_slot: usize::from(removed) - 1
+        }
+    );
+
+    let second = persistent_table(
+        2,
+        Algorithm::RoundRobin,
+        &[remaining],
+        300,
+        "255.255.255.255",
+        &blocks,
+        &templates,
+    );
+    // The existing connection moves (its backend is gone), and so does a new one.
+    assert_eq!(
+        send(
+            &mut pipeline,
+            &client("198.51.100.7", 1, 80).ack(),
+            &second,
+            now,
+            &counters
+        ),
+        backend_mac(remaining)
+    );
+    assert_eq!(
+        send(
+            &mut pipeline,
+            &client("198.51.100.7", 2, 443).syn(),
+            &second,
+            now,
+            &counters
+        ),
+        backend_mac(remaining)
+    );
+    assert_eq!(
+        templates.lookup(GROUP, key, now),
+        Template::Live {
+            counter_slot: usize::from(remaining) - 1
+        }
+    );
+    assert_eq!(load(&counters.persistence_inserts), 2);
+    assert_eq!(load(&counters.persistence_hits), 1);
+    testing::assert_gauges_match(pipeline.connections(), &second, WORKER);
+    assert_eq!(gauges(&second, usize::from(removed) - 1), (0, 0));
+}
+
+#[test]
+fn full_persistence_table_is_counted_and_still_forwards() {
+    // Eight slots, eight clients: every neighbourhood is full of live templates.
+    let templates = Arc::new(PersistenceTable::new(dataplane::persistence::PROBE));
+    let blocks = testing::counter_blocks(1, 8);
+    let now = Instant::now();
+    let counters = WorkerCounters::default();
+    let mut pipeline = Pipeline::new(WORKER, DIRECTOR_MAC, 64);
+    let table = persistent_table(
+        1,
+        Algorithm::RoundRobin,
+        &[1, 2, 3],
+        300,
+        "255.255.255.255",
+        &blocks,
+        &templates,
+    );
+    for n in 1..=8 {
+        send(
+            &mut pipeline,
+            &client(&format!("198.51.100.{n}"), 1, 80).syn(),
+            &table,
+            now,
+            &counters,
+        );
+    }
+    assert_eq!(load(&counters.persistence_table_full), 0);
+    send(
+        &mut pipeline,
+        &client("198.51.100.9", 1, 80).syn(),
+        &table,
+        now,
+        &counters,
+    );
+    assert_eq!(load(&counters.persistence_table_full), 1);
+    assert_eq!(load(&counters.persistence_inserts), 8);
+    assert_eq!(drops(&counters), vec![]);
+    // The unpinned client's flow is still tracked like any other.
+    assert_eq!(pipeline.connections().len(), 9);
 }
