@@ -29,6 +29,10 @@ pub const MAX_WORKERS: usize = 1024;
 pub const MAX_WEIGHT: u32 = 65_535;
 /// Largest `maglev_table_size` (the lookup table holds one `u16` per slot).
 pub const MAX_MAGLEV_TABLE_SIZE: u32 = 1 << 24;
+/// Most ports in one service group.
+pub const MAX_PORTS: usize = 64;
+/// Longest `persistence` timeout (IPVS allows up to about 2^31 s; a day is plenty).
+pub const MAX_PERSISTENCE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Longest Unix socket path (`sun_path` holds 108 bytes including the terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
 /// Longest interface name (`IFNAMSIZ` - 1).
@@ -67,8 +71,15 @@ pub struct ServiceConfig {
     pub name: String,
     /// Virtual IP address.
     pub vip: Ipv4Addr,
-    /// Destination port, 1..=65535.
+    /// Destination port, 1..=65535: the first of `ports`.
     pub port: u16,
+    /// Every port of the service (`port = 80` or `ports = [80, 443]`), `port` first. Several
+    /// ports form a service group with one scheduler and shared persistence.
+    pub ports: Vec<u16>,
+    /// Client affinity: how long a client stays on its real server after its last packet.
+    pub persistence: Option<Duration>,
+    /// Netmask applied to client addresses for persistence (`ipvsadm -M`).
+    pub persistence_netmask: Ipv4Addr,
     /// Transport protocol.
     pub protocol: Protocol,
     /// Scheduling algorithm.
@@ -198,15 +209,23 @@ impl ServiceConfig {
     /// One line for `director check`, e.g.
     /// `web: tcp 192.0.2.10:80 maglev dr -> 192.0.2.11 (weight 1), 192.0.2.12 (weight 1)`.
     pub fn summary(&self) -> String {
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
         let mut line = format!(
-            "{}: {} {}:{} {} {} ->",
+            "{}: {} {}:{} {} {}",
             self.name,
             self.protocol.name(),
             self.vip,
-            self.port,
+            ports.join(","),
             self.scheduler,
             self.forwarding.name()
         );
+        if let Some(timeout) = self.persistence {
+            let _ = write!(line, " persistent {}", format_duration(timeout));
+            if self.persistence_netmask != Ipv4Addr::BROADCAST {
+                let _ = write!(line, " mask {}", self.persistence_netmask);
+            }
+        }
+        line.push_str(" ->");
         for (position, backend) in self.backends.iter().enumerate() {
             let separator = if position == 0 { " " } else { ", " };
             let _ = write!(
@@ -284,7 +303,10 @@ struct RawTimeouts {
 struct RawService {
     name: String,
     vip: String,
-    port: i64,
+    port: Option<i64>,
+    ports: Option<Vec<i64>>,
+    persistence: Option<String>,
+    persistence_netmask: Option<String>,
     protocol: String,
     scheduler: String,
     forwarding: String,
@@ -327,19 +349,21 @@ impl RawConfig {
                     format!("duplicate service name, already used by service[{first}]"),
                 ));
             }
-            if let Some(first) = keys.insert((service.vip, service.port, service.protocol), index) {
-                return Err(ConfigError::invalid(
-                    format!("{at}: vip"),
-                    format!("\"{}\"", service.vip),
-                    format!(
-                        "{}:{}/{} is already served by service[{first}] {:?}, expected each \
-                         (vip, port, protocol) once",
-                        service.vip,
-                        service.port,
-                        service.protocol.name(),
-                        services[first].name
-                    ),
-                ));
+            for &port in &service.ports {
+                if let Some(first) = keys.insert((service.vip, port, service.protocol), index) {
+                    return Err(ConfigError::invalid(
+                        format!("{at}: vip"),
+                        format!("\"{}\"", service.vip),
+                        format!(
+                            "{}:{}/{} is already served by service[{first}] {:?}, expected each \
+                             (vip, port, protocol) once",
+                            service.vip,
+                            port,
+                            service.protocol.name(),
+                            services[first].name
+                        ),
+                    ));
+                }
             }
             services.push(service);
         }
@@ -464,7 +488,10 @@ impl RawService {
         }
         let at = format!("service[{index}] {:?}", self.name);
         let vip = unicast_address(&self.vip, &format!("{at}: vip"))?;
-        let port = in_range(self.port, 1u16, u16::MAX, &format!("{at}: port"))?;
+        let ports = validate_ports(self.port, self.ports, &at)?;
+        let port = ports[0];
+        let (persistence, persistence_netmask) =
+            validate_persistence(self.persistence, self.persistence_netmask, &at)?;
         let protocol = parse_protocol(&self.protocol, &at)?;
         let scheduler = Algorithm::from_str(&self.scheduler).map_err(|_| {
             ConfigError::invalid(
@@ -538,6 +565,9 @@ impl RawService {
             name: self.name,
             vip,
             port,
+            ports,
+            persistence,
+            persistence_netmask,
             protocol,
             scheduler,
             forwarding,
@@ -545,6 +575,111 @@ impl RawService {
             backends,
         })
     }
+}
+
+/// `port = N` or `ports = [N, ...]`, as a non-empty list without repeats.
+fn validate_ports(
+    port: Option<i64>,
+    ports: Option<Vec<i64>>,
+    at: &str,
+) -> Result<Vec<u16>, ConfigError> {
+    Ok(match (port, ports) {
+        (Some(port), None) => vec![in_range(port, 1u16, u16::MAX, &format!("{at}: port"))?],
+        (None, Some(list)) => {
+            if list.is_empty() || list.len() > MAX_PORTS {
+                return Err(ConfigError::invalid(
+                    format!("{at}: ports"),
+                    format!("[{} ports]", list.len()),
+                    format!("expected 1 to {MAX_PORTS} ports"),
+                ));
+            }
+            let mut ports: Vec<u16> = Vec::with_capacity(list.len());
+            for (position, port) in list.into_iter().enumerate() {
+                let key = format!("{at}: ports[{position}]");
+                let port = in_range(port, 1u16, u16::MAX, &key)?;
+                if ports.contains(&port) {
+                    return Err(ConfigError::invalid(
+                        key,
+                        port.to_string(),
+                        "port listed twice",
+                    ));
+                }
+                ports.push(port);
+            }
+            ports
+        }
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                format!("{at}: ports"),
+                "[...]",
+                "expected either port or ports, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                format!("{at}: port"),
+                "(missing)",
+                "expected port = N or ports = [N, ...]",
+            ))
+        }
+    })
+}
+
+/// `persistence` and `persistence_netmask`.
+fn validate_persistence(
+    persistence: Option<String>,
+    netmask: Option<String>,
+    at: &str,
+) -> Result<(Option<Duration>, Ipv4Addr), ConfigError> {
+    let persistence = match persistence {
+        None => None,
+        Some(text) => {
+            let key = format!("{at}: persistence");
+            let timeout = parse_duration(&text).map_err(|error| {
+                ConfigError::invalid(&key, format!("{text:?}"), error.to_string())
+            })?;
+            if timeout.is_zero() || timeout > MAX_PERSISTENCE {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{text:?}"),
+                    format!(
+                        "expected a timeout from 1s to {}",
+                        format_duration(MAX_PERSISTENCE)
+                    ),
+                ));
+            }
+            Some(timeout)
+        }
+    };
+    let netmask = match netmask {
+        None => Ipv4Addr::BROADCAST,
+        Some(text) => {
+            let key = format!("{at}: persistence_netmask");
+            if persistence.is_none() {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{text:?}"),
+                    "only meaningful with persistence = \"<timeout>\"",
+                ));
+            }
+            parse_netmask(&text).ok_or_else(|| {
+                ConfigError::invalid(
+                    key,
+                    format!("{text:?}"),
+                    "expected a contiguous IPv4 netmask such as \"255.255.255.0\"",
+                )
+            })?
+        }
+    };
+    Ok((persistence, netmask))
+}
+
+/// A contiguous dotted netmask (`255.255.255.0`), or `None`.
+fn parse_netmask(text: &str) -> Option<Ipv4Addr> {
+    let mask = u32::from(text.parse::<Ipv4Addr>().ok()?);
+    // Contiguous ones first means the zeros after them, inverted, are a run of low ones.
+    let host_bits = !mask;
+    (host_bits & host_bits.wrapping_add(1) == 0).then_some(Ipv4Addr::from(mask))
 }
 
 fn parse_protocol(text: &str, at: &str) -> Result<Protocol, ConfigError> {
@@ -1074,7 +1209,9 @@ mac = "02:00:00:00:00:12"
     fn service_fields_are_checked() {
         assert_mentions(
             &error_with("\"maglev\"", "\"fastest\""),
-            &["service[0] \"web\": scheduler = \"fastest\": unknown scheduler, expected one of rr, maglev, mh"],
+            &[
+                "service[0] \"web\": scheduler = \"fastest\": unknown scheduler, expected one of rr, wrr, lc, wlc, sed, nq, sh, dh, lblc, lblcr, maglev, mh",
+            ],
         );
         assert_mentions(
             &error_with("port = 80", "port = 0"),
@@ -1317,5 +1454,98 @@ mac = "02:00:00:00:00:12"
         assert!(is_prime(65537));
         assert!(!is_prime(65536));
         assert!(is_prime(16_777_213));
+    }
+
+    #[test]
+    fn service_groups_and_persistence() {
+        let config = Config::parse(&GOOD.replace(
+            "port = 80",
+            "ports = [80, 443]\npersistence = \"300s\"\npersistence_netmask = \"255.255.255.0\"",
+        ))
+        .unwrap();
+        let web = &config.services[0];
+        assert_eq!((web.port, web.ports.as_slice()), (80, &[80, 443][..]));
+        assert_eq!(web.persistence, Some(Duration::from_secs(300)));
+        assert_eq!(web.persistence_netmask, Ipv4Addr::new(255, 255, 255, 0));
+        assert!(
+            web.summary()
+                .contains("80,443 maglev dr persistent 5m mask 255.255.255.0"),
+            "{}",
+            web.summary()
+        );
+
+        let plain = Config::parse(GOOD).unwrap();
+        assert_eq!(plain.services[0].ports, [80]);
+        assert_eq!(plain.services[0].persistence, None);
+        assert_eq!(plain.services[0].persistence_netmask, Ipv4Addr::BROADCAST);
+    }
+
+    #[test]
+    fn service_group_and_persistence_errors_name_key_and_value() {
+        let cases: [(&str, &[&str]); 7] = [
+            (
+                "ports = [80, 443]\nport = 8080",
+                &["ports", "either port or ports"],
+            ),
+            ("ports = []", &["ports", "expected 1 to 64 ports"]),
+            ("ports = [80, 80]", &["ports[1] = 80", "listed twice"]),
+            ("ports = [80, 0]", &["ports[1] = 0"]),
+            (
+                "port = 80\npersistence = \"soon\"",
+                &["persistence = \"soon\""],
+            ),
+            ("port = 80\npersistence = \"2d\"", &["persistence = \"2d\""]),
+            (
+                "port = 80\npersistence = \"1m\"\npersistence_netmask = \"255.0.255.0\"",
+                &["persistence_netmask = \"255.0.255.0\"", "contiguous"],
+            ),
+        ];
+        for (replacement, expected) in cases {
+            let text = GOOD.replace("port = 80", replacement);
+            let message = Config::parse(&text).unwrap_err().to_string();
+            for needle in expected {
+                assert!(
+                    message.contains(needle),
+                    "{replacement:?}: {message:?} lacks {needle:?}"
+                );
+            }
+        }
+        let message = Config::parse(&GOOD.replace("port = 80\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("port"), "{message}");
+        let message = Config::parse(&GOOD.replace(
+            "port = 80",
+            "port = 80\npersistence_netmask = \"255.255.255.0\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("only meaningful with persistence"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn service_group_ports_must_not_overlap_another_service() {
+        let text = format!(
+            "{GOOD}\n[[service]]\nname = \"tls\"\nvip = \"192.0.2.10\"\nports = [443, 80]\n\
+             protocol = \"tcp\"\nscheduler = \"rr\"\nforwarding = \"dr\"\n\
+             [[service.backend]]\naddress = \"192.0.2.11\"\n"
+        );
+        let message = Config::parse(&text).unwrap_err().to_string();
+        assert!(
+            message.contains("192.0.2.10:80/tcp is already served"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn every_ipvs_scheduler_name_is_accepted() {
+        for name in scheduler::Algorithm::NAMES {
+            let text = GOOD.replace("scheduler = \"maglev\"", &format!("scheduler = \"{name}\""));
+            let config = Config::parse(&text).unwrap_or_else(|error| panic!("{name}: {error}"));
+            assert_eq!(config.services[0].scheduler, name.parse().unwrap());
+        }
     }
 }

@@ -38,5 +38,6 @@ pub mod run;
 pub mod signals;
 pub mod stats;
 pub mod stats_server;
+pub mod table;
 
 pub use config::{BackendConfig, Config, ConfigError, DirectorConfig, ServiceConfig};

@@ -3,7 +3,11 @@
 //! - `director check --config FILE` validates a configuration and prints a summary, like
 //!   `nginx -t`; exit status 0 if it is valid, 1 otherwise.
 //! - `director run --config FILE` loads the configuration and runs the director until SIGINT or
-//!   SIGTERM.
+//!   SIGTERM; SIGHUP re-reads the file.
+//! - `director reload` asks a running director to re-read its configuration file, and prints
+//!   whether it did or why not (the running configuration stays on any error).
+//! - `director backend weight|drain|disable|enable SERVICE ADDRESS` changes one real server of a
+//!   running director until its next reload.
 //!
 //! Logs go to stderr through `tracing`; `RUST_LOG` filters them (default `info`).
 
@@ -13,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use control::config::{Config, ConfigError};
+use director_proto::{Reply, Request};
 use tracing_subscriber::EnvFilter;
 
 /// An AF_XDP layer-4 load balancer (LVS direct routing).
@@ -37,6 +42,88 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Make a running director re-read its configuration file without a restart.
+    Reload {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Change one real server of a running director until its next reload.
+    Backend {
+        #[command(subcommand)]
+        change: BackendChange,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+}
+
+/// Where the running director listens.
+#[derive(clap::Args, Debug)]
+struct SocketArgs {
+    /// The director's control socket.
+    #[arg(long, short, global = true, default_value = director_proto::DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum BackendChange {
+    /// Set the weight (0 drains: no new flows, existing ones continue).
+    Weight {
+        /// Service name.
+        service: String,
+        /// Real server address.
+        address: String,
+        /// New weight, 0..=65535.
+        weight: u32,
+    },
+    /// Weight 0: no new flows, existing ones continue.
+    Drain {
+        /// Service name.
+        service: String,
+        /// Real server address.
+        address: String,
+    },
+    /// Out of the pool: no new flows, and its flows move to other servers.
+    Disable {
+        /// Service name.
+        service: String,
+        /// Real server address.
+        address: String,
+    },
+    /// Back into the pool after `disable`.
+    Enable {
+        /// Service name.
+        service: String,
+        /// Real server address.
+        address: String,
+    },
+}
+
+impl BackendChange {
+    fn into_request(self) -> Request {
+        match self {
+            BackendChange::Weight {
+                service,
+                address,
+                weight,
+            } => Request::SetWeight {
+                service,
+                backend: address,
+                weight,
+            },
+            BackendChange::Drain { service, address } => Request::Drain {
+                service,
+                backend: address,
+            },
+            BackendChange::Disable { service, address } => Request::Disable {
+                service,
+                backend: address,
+            },
+            BackendChange::Enable { service, address } => Request::Enable {
+                service,
+                backend: address,
+            },
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -47,9 +134,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match &cli.command {
-        Command::Check { config } => check(config),
-        Command::Run { config } => run(config),
+    let result = match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+        Command::Reload { socket } => call(&socket.socket, &Request::Reload),
+        Command::Backend { change, socket } => call(&socket.socket, &change.into_request()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,4 +173,16 @@ fn run(path: &Path) -> Result<()> {
     let config = load(path)?;
     tracing::info!(config = %path.display(), services = config.services.len(), "configuration loaded");
     control::run::run(config, path, &signals)
+}
+
+/// Sends one mutating request and prints the director's answer.
+fn call(socket: &Path, request: &Request) -> Result<()> {
+    match director_proto::call(socket, request)? {
+        Reply::Ok { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        Reply::Error { message } => anyhow::bail!("{message}"),
+        Reply::Stats(_) => anyhow::bail!("unexpected stats reply to {request:?}"),
+    }
 }

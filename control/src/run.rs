@@ -6,9 +6,9 @@
 //! services leave the map (frames fall back to the kernel), workers stop and drain, the bpf_link
 //! goes (the program detaches), and the VIPs this process added are removed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -16,23 +16,30 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use dataplane::counters::{backend_counter_block, BackendCounters};
 use dataplane::xdp::XdpClassifier;
 use dataplane::xsk::{Xsk, XskConfig};
-use dataplane::{worker, Backend, Pipeline, Service, ServiceKey, ServiceTable, WorkerCounters};
-use tracing::{info, warn};
+use dataplane::{worker, Pipeline, ServiceKey, ServiceTable, WorkerCounters};
+use director_proto::{Reply, Request};
+use tracing::{error, info, warn};
 
-use crate::config::{Config, ServiceConfig};
+use crate::config::{Config, MAX_WEIGHT};
 use crate::netlink::{self, AddressChange, Netlink};
 use crate::signals::Signal;
 use crate::stats;
 use crate::stats_server::StatsServer;
+use crate::table::{classifier_keys, BackendId, Override, TableBuilder};
 
 /// How often control re-reads the neighbour table for real-server MACs.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
 /// How long start-up waits for real-server MACs before serving anyway (unresolved servers get
 /// frames only once they resolve; the drops are counted as neighbour_unresolved).
 const INITIAL_RESOLUTION_WAIT: Duration = Duration::from_secs(3);
+/// How long a reload waits for new real servers' MACs.
+const RELOAD_RESOLUTION_WAIT: Duration = Duration::from_secs(1);
+/// How long control waits for every worker to adopt a new table.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a control-socket request waits for the main loop.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// One interface the director serves.
 pub struct Interface {
@@ -63,56 +70,81 @@ pub struct WorkerHandle {
 pub struct Shared {
     /// Process start.
     pub started: Instant,
-    /// The validated configuration being served.
-    pub config: Config,
     /// The table the workers were last sent.
     pub table: Mutex<Arc<ServiceTable>>,
+    /// Backends taken out of the pool at run time (not in the table), to show them anyway.
+    pub disabled: Mutex<Vec<BackendId>>,
     /// Interfaces with their classifiers.
     pub interfaces: Vec<Interface>,
     /// Workers.
     pub workers: Vec<WorkerHandle>,
 }
 
+/// A mutating request from the control socket, with where its answer goes. The main loop
+/// executes these one at a time, so reloads and run-time changes never interleave.
+pub struct Command {
+    /// What to do.
+    pub request: Request,
+    /// Where to send the outcome.
+    pub reply: Sender<Reply>,
+}
+
 /// Runs the director until SIGINT/SIGTERM. `signals` comes from [`crate::signals::install`].
 pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> anyhow::Result<()> {
-    let mut director = Director::start(config, signals)?;
+    let (command_sender, commands) = crossbeam_channel::bounded(16);
+    let mut director = Director::start(config, config_path, signals, command_sender)?;
     if director.stop_requested {
         director.stop();
         return Ok(());
     }
     info!(
         config = %config_path.display(),
-        services = director.shared.config.services.len(),
+        services = director.config.services.len(),
         workers = director.shared.workers.len(),
         "director running"
     );
+    let ticker = crossbeam_channel::tick(NEIGHBOUR_REFRESH);
     loop {
-        match signals.recv_timeout(NEIGHBOUR_REFRESH) {
-            Ok(Signal::Reload) => {
-                warn!("SIGHUP: live reconfiguration is not implemented yet; keeping the running configuration");
-            }
-            Err(RecvTimeoutError::Timeout) => director.refresh_neighbours(),
-            Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+        crossbeam_channel::select! {
+            recv(signals) -> signal => match signal {
+                Ok(Signal::Reload) => match director.reload() {
+                    Ok(message) => info!("SIGHUP: {message}"),
+                    Err(error) => error!("SIGHUP: reload rejected, the running configuration stays: {error:#}"),
+                },
+                Ok(Signal::Stop) | Err(_) => break,
+            },
+            recv(commands) -> command => {
+                if let Ok(Command { request, reply }) = command {
+                    let _ = reply.send(director.execute(request));
+                }
+            },
+            recv(ticker) -> _ => director.refresh_neighbours(),
         }
     }
     director.stop();
     Ok(())
 }
 
-/// A running director: what start-up built, kept for serving and for undoing it all.
+/// A running director: what start-up built, kept for serving, reconfiguring and undoing it all.
 struct Director {
     shared: Arc<Shared>,
+    /// The configuration in force (the file as last loaded; run-time changes are in `overrides`).
+    config: Config,
+    config_path: PathBuf,
+    overrides: HashMap<BackendId, Override>,
+    builder: TableBuilder,
     netlink: Netlink,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Xsk>>,
     stats_server: Option<StatsServer>,
+    commands: Sender<Command>,
     /// Where the VIPs and real servers live (the first configured interface).
     home_ifindex: u32,
     /// VIPs this process added (and so removes); ones already present are left alone.
-    added_vips: Vec<Ipv4Addr>,
+    added_vips: BTreeSet<Ipv4Addr>,
+    /// What the classifiers currently send to the workers.
+    classifier_keys: HashSet<ServiceKey>,
     macs: HashMap<Ipv4Addr, [u8; 6]>,
-    counter_blocks: Vec<Arc<[BackendCounters]>>,
-    generation: u64,
     /// Tables the workers replaced, to be freed by control.
     retired_tables: Receiver<Arc<ServiceTable>>,
     /// A stop signal arrived during start-up.
@@ -120,7 +152,12 @@ struct Director {
 }
 
 impl Director {
-    fn start(config: Config, signals: &Receiver<Signal>) -> anyhow::Result<Self> {
+    fn start(
+        config: Config,
+        config_path: &Path,
+        signals: &Receiver<Signal>,
+        commands: Sender<Command>,
+    ) -> anyhow::Result<Self> {
         if let [first, second, ..] = config.director.interfaces.as_slice() {
             bail!(
                 "[director] interfaces = [{first:?}, {second:?}, ...]: direct routing serves one \
@@ -132,14 +169,7 @@ impl Director {
         let interfaces = attach_classifiers(&config)?;
         let home_ifindex = interfaces[0].ifindex;
         let queues = worker_queues(&config, &interfaces)?;
-        let backend_slots: usize = config
-            .services
-            .iter()
-            .map(|service| service.backends.len())
-            .sum();
-        let counter_blocks: Vec<Arc<[BackendCounters]>> = (0..queues.len())
-            .map(|_| backend_counter_block(backend_slots))
-            .collect();
+        let mut builder = TableBuilder::new(queues.len());
 
         // Resolve real-server MACs before serving, so the first connections are not dropped.
         let (macs, stop_requested) = resolve_at_start(
@@ -149,8 +179,7 @@ impl Director {
             INITIAL_RESOLUTION_WAIT,
             signals,
         );
-        let generation = 1;
-        let table = Arc::new(build_table(generation, &config, &macs, &counter_blocks)?);
+        let table = Arc::new(builder.build(&config, &HashMap::new(), &macs)?);
 
         let stop = Arc::new(AtomicBool::new(false));
         let (retire, retired_tables) = crossbeam_channel::bounded(64);
@@ -158,22 +187,26 @@ impl Director {
             start_workers(&config, &interfaces, &queues, &table, &stop, &retire)?;
         let shared = Arc::new(Shared {
             started: Instant::now(),
-            config,
             table: Mutex::new(table),
+            disabled: Mutex::new(Vec::new()),
             interfaces,
             workers,
         });
         let mut director = Director {
             shared,
+            config,
+            config_path: config_path.to_owned(),
+            overrides: HashMap::new(),
+            builder,
             netlink,
             stop,
             threads,
             stats_server: None,
+            commands,
             home_ifindex,
-            added_vips: Vec::new(),
+            added_vips: BTreeSet::new(),
+            classifier_keys: HashSet::new(),
             macs,
-            counter_blocks,
-            generation,
             retired_tables,
             stop_requested,
         };
@@ -189,46 +222,269 @@ impl Director {
     /// up. The socket comes first so that a second director started by mistake with the same
     /// socket fails before it touches traffic or addresses.
     fn go_live(&mut self) -> anyhow::Result<()> {
-        let socket = self.shared.config.director.stats_socket.clone();
+        let socket = self.config.director.stats_socket.clone();
         let shared = Arc::clone(&self.shared);
+        let commands = self.commands.clone();
         let server = StatsServer::start(
             &socket,
-            Arc::new(move |request| stats::answer(&shared, &request)),
+            Arc::new(move |request| answer(&shared, &commands, request)),
         )
         .with_context(|| format!("stats socket {}", socket.display()))?;
         self.stats_server = Some(server);
-        for service in &self.shared.config.services {
+        self.sync_classifiers()?;
+        self.sync_vips();
+        Ok(())
+    }
+
+    /// Makes the classifiers' maps hold exactly the configured (VIP, port, protocol)s.
+    fn sync_classifiers(&mut self) -> anyhow::Result<()> {
+        let wanted = classifier_keys(&self.config);
+        for key in wanted.difference(&self.classifier_keys) {
             for interface in &self.shared.interfaces {
                 interface
                     .classifier
-                    .set_service(&service_key(service), true)
-                    .with_context(|| format!("service {}", service.name))?;
+                    .set_service(key, true)
+                    .with_context(|| {
+                        format!("adding {}:{} to the classifier", key.vip, key.port)
+                    })?;
             }
         }
-        self.added_vips = add_vips(
-            &mut self.netlink,
-            &self.shared.config,
-            &self.shared.interfaces[0],
-        );
+        for key in self.classifier_keys.difference(&wanted) {
+            for interface in &self.shared.interfaces {
+                if let Err(error) = interface.classifier.remove_service(key) {
+                    warn!(%error, vip = %key.vip, port = key.port, "could not remove a service from the classifier");
+                }
+            }
+        }
+        self.classifier_keys = wanted;
         Ok(())
+    }
+
+    /// Adds the VIPs the configuration has and removes those this process added that it no
+    /// longer has.
+    fn sync_vips(&mut self) {
+        let wanted: BTreeSet<Ipv4Addr> = self
+            .config
+            .services
+            .iter()
+            .map(|service| service.vip)
+            .collect();
+        let interface = &self.shared.interfaces[0];
+        for &vip in &wanted {
+            if self.added_vips.contains(&vip) {
+                continue;
+            }
+            match self.netlink.add_address(interface.ifindex, vip, 32) {
+                Ok(AddressChange::Added) => {
+                    info!(%vip, interface = %interface.name, "VIP added");
+                    self.added_vips.insert(vip);
+                }
+                Ok(AddressChange::AlreadyPresent) => {
+                    info!(%vip, interface = %interface.name, "VIP already present");
+                }
+                Err(error) => warn!(%vip, %error, "could not add VIP"),
+            }
+        }
+        let unwanted: Vec<Ipv4Addr> = self.added_vips.difference(&wanted).copied().collect();
+        for vip in unwanted {
+            match self.netlink.remove_address(self.home_ifindex, vip, 32) {
+                Ok(()) => info!(%vip, "VIP removed"),
+                Err(error) => warn!(%vip, %error, "could not remove VIP"),
+            }
+            self.added_vips.remove(&vip);
+        }
+    }
+
+    /// Executes a mutating request from the control socket.
+    fn execute(&mut self, request: Request) -> Reply {
+        let outcome = match request {
+            Request::Stats => return stats::answer(&self.shared, &Request::Stats),
+            Request::Reload => self.reload(),
+            Request::SetWeight {
+                service,
+                backend,
+                weight,
+            } => self.change_backend(
+                &service,
+                &backend,
+                |change| change.weight = Some(weight),
+                weight,
+            ),
+            Request::Drain { service, backend } => {
+                self.change_backend(&service, &backend, |change| change.weight = Some(0), 0)
+            }
+            Request::Disable { service, backend } => {
+                self.change_backend(&service, &backend, |change| change.disabled = true, 0)
+            }
+            Request::Enable { service, backend } => {
+                self.change_backend(&service, &backend, |change| change.disabled = false, 0)
+            }
+        };
+        match outcome {
+            Ok(message) => {
+                info!("{message}");
+                Reply::Ok { message }
+            }
+            Err(error) => {
+                let message = format!("{error:#}");
+                warn!("control request refused: {message}");
+                Reply::Error { message }
+            }
+        }
+    }
+
+    /// Applies a run-time change to one backend and publishes the resulting table.
+    fn change_backend(
+        &mut self,
+        service: &str,
+        backend: &str,
+        change: impl FnOnce(&mut Override),
+        weight: u32,
+    ) -> anyhow::Result<String> {
+        if weight > MAX_WEIGHT {
+            bail!("weight {weight}: expected 0..={MAX_WEIGHT}");
+        }
+        let Some(configured) = self
+            .config
+            .services
+            .iter()
+            .find(|candidate| candidate.name == service)
+        else {
+            let names: Vec<&str> = self
+                .config
+                .services
+                .iter()
+                .map(|service| service.name.as_str())
+                .collect();
+            bail!("no service {service:?}; services: {}", names.join(", "));
+        };
+        let address: Ipv4Addr = backend
+            .parse()
+            .map_err(|_| anyhow::anyhow!("backend {backend:?}: expected an IPv4 address"))?;
+        if !configured
+            .backends
+            .iter()
+            .any(|candidate| candidate.address == address)
+        {
+            bail!("service {service:?} has no backend {address}");
+        }
+        let id = (service.to_owned(), address);
+        let mut next = self.overrides.get(&id).copied().unwrap_or_default();
+        change(&mut next);
+        let mut overrides = self.overrides.clone();
+        overrides.insert(id.clone(), next);
+        let table = self.builder.build(&self.config, &overrides, &self.macs)?;
+        self.overrides = overrides;
+        self.publish(table);
+        let state = match next {
+            Override { disabled: true, .. } => "disabled".to_owned(),
+            Override {
+                weight: Some(weight),
+                ..
+            } => format!("weight {weight}"),
+            Override { weight: None, .. } => "enabled".to_owned(),
+        };
+        Ok(format!(
+            "service {service}: backend {address}: {state} (until the next reload)"
+        ))
+    }
+
+    /// Re-reads the configuration file and applies it without a restart. Nothing changes unless
+    /// the whole new configuration is valid and its table builds.
+    fn reload(&mut self) -> anyhow::Result<String> {
+        let path = self.config_path.display().to_string();
+        let config =
+            Config::load(&self.config_path).with_context(|| format!("configuration {path}"))?;
+        unchangeable(&self.config, &config).with_context(|| format!("configuration {path}"))?;
+        // New real servers need their MACs before they get flows, or the first ones would be
+        // dropped; wait a moment for them (a reload is not latency-critical).
+        self.macs = resolve_with_wait(
+            &mut self.netlink,
+            self.home_ifindex,
+            &config,
+            RELOAD_RESOLUTION_WAIT,
+        );
+        let table = self.builder.build(&config, &HashMap::new(), &self.macs)?;
+        let generation = table.generation;
+        // Workers learn the new services before the classifier sends them their frames, and
+        // stop getting removed ones only after they no longer know them.
+        self.publish(table);
+        self.config = config;
+        self.overrides.clear();
+        self.sync_classifiers()?;
+        self.sync_vips();
+        let backends: usize = self
+            .config
+            .services
+            .iter()
+            .map(|service| service.backends.len())
+            .sum();
+        Ok(format!(
+            "reloaded {path}: {} service(s), {backends} backend(s), table generation {generation}",
+            self.config.services.len()
+        ))
     }
 
     /// Re-reads real-server MACs (soliciting missing ones) and publishes a new table if any
     /// changed.
     fn refresh_neighbours(&mut self) {
-        let config = &self.shared.config;
         // Replaced tables come back from the workers to be freed here, off the hot path.
         while self.retired_tables.try_recv().is_ok() {}
-        let (fresh, missing) = lookup_backends(&mut self.netlink, self.home_ifindex, config);
+        let (fresh, missing) = lookup_backends(&mut self.netlink, self.home_ifindex, &self.config);
         solicit(&mut self.netlink, self.home_ifindex, &missing);
         if fresh == self.macs {
             return;
         }
         self.macs = fresh;
-        self.generation += 1;
-        match build_table(self.generation, config, &self.macs, &self.counter_blocks) {
-            Ok(table) => publish(&self.shared, Arc::new(table)),
+        match self
+            .builder
+            .build(&self.config, &self.overrides, &self.macs)
+        {
+            Ok(table) => self.publish(table),
             Err(error) => warn!(%error, "could not rebuild the service table"),
+        }
+    }
+
+    /// Sends a table to every worker and waits (bounded) until all of them use it.
+    fn publish(&self, table: ServiceTable) {
+        let table = Arc::new(table);
+        for worker in &self.shared.workers {
+            // A full channel means the worker is behind; it will take this one after the others.
+            if worker
+                .tables
+                .send_timeout(Arc::clone(&table), PUBLISH_TIMEOUT)
+                .is_err()
+            {
+                warn!(
+                    worker = worker.index,
+                    "worker did not take the new service table"
+                );
+            }
+        }
+        let deadline = Instant::now() + PUBLISH_TIMEOUT;
+        while self.shared.workers.iter().any(|worker| {
+            worker.counters.table_generation.load(Ordering::Acquire) < table.generation
+        }) {
+            if Instant::now() >= deadline {
+                warn!(
+                    generation = table.generation,
+                    "not every worker adopted the new service table in time"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let disabled = self
+            .overrides
+            .iter()
+            .filter(|(_, change)| change.disabled)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if let Ok(mut current) = self.shared.table.lock() {
+            *current = table;
+        }
+        if let Ok(mut current) = self.shared.disabled.lock() {
+            *current = disabled;
         }
     }
 
@@ -238,9 +494,9 @@ impl Director {
         info!("stopping");
         let started = Instant::now();
         drop(self.stats_server.take());
-        for service in &self.shared.config.services {
+        for key in &self.classifier_keys {
             for interface in &self.shared.interfaces {
-                if let Err(error) = interface.classifier.remove_service(&service_key(service)) {
+                if let Err(error) = interface.classifier.remove_service(key) {
                     warn!(%error, "could not remove service from the classifier");
                 }
             }
@@ -254,7 +510,7 @@ impl Director {
         // The last reference detaches the classifiers (their bpf_links close); should anything
         // still hold one, process exit closes them a moment later.
         drop(self.shared);
-        for vip in self.added_vips {
+        for vip in std::mem::take(&mut self.added_vips) {
             match self.netlink.remove_address(self.home_ifindex, vip, 32) {
                 Ok(()) => info!(%vip, "VIP removed"),
                 Err(error) => warn!(%vip, %error, "could not remove VIP"),
@@ -262,6 +518,51 @@ impl Director {
         }
         info!(elapsed_ms = started.elapsed().as_millis(), "stopped");
     }
+}
+
+/// The stats socket's handler: stats are read directly; anything that changes state goes to
+/// the main loop, which answers when done.
+fn answer(shared: &Shared, commands: &Sender<Command>, request: Request) -> Reply {
+    if !request.is_mutating() {
+        return stats::answer(shared, &request);
+    }
+    let (reply, answered) = crossbeam_channel::bounded(1);
+    if commands
+        .send_timeout(Command { request, reply }, COMMAND_TIMEOUT)
+        .is_err()
+    {
+        return Reply::Error {
+            message: "the director is busy or stopping; try again".to_owned(),
+        };
+    }
+    answered
+        .recv_timeout(COMMAND_TIMEOUT)
+        .unwrap_or_else(|_| Reply::Error {
+            message: "the director did not answer in time".to_owned(),
+        })
+}
+
+/// Refuses a reload that changes what only a restart can change.
+fn unchangeable(running: &Config, new: &Config) -> anyhow::Result<()> {
+    let (old, next) = (&running.director, &new.director);
+    let fixed = [
+        ("director.interfaces", old.interfaces != next.interfaces),
+        ("director.workers", old.workers != next.workers),
+        (
+            "director.stats_socket",
+            old.stats_socket != next.stats_socket,
+        ),
+        (
+            "director.max_connections",
+            old.max_connections != next.max_connections,
+        ),
+    ];
+    for (key, changed) in fixed {
+        if changed {
+            bail!("{key} cannot change on reload (it sizes what is already running); restart the director to change it");
+        }
+    }
+    Ok(())
 }
 
 fn attach_classifiers(config: &Config) -> anyhow::Result<Vec<Interface>> {
@@ -340,47 +641,6 @@ fn start_workers(
     Ok((workers, threads))
 }
 
-/// Adds every service VIP to `interface`; returns the ones this call added.
-fn add_vips(netlink: &mut Netlink, config: &Config, interface: &Interface) -> Vec<Ipv4Addr> {
-    let mut vips: Vec<Ipv4Addr> = config.services.iter().map(|service| service.vip).collect();
-    vips.sort_unstable();
-    vips.dedup();
-    let mut added = Vec::new();
-    for vip in vips {
-        match netlink.add_address(interface.ifindex, vip, 32) {
-            Ok(AddressChange::Added) => {
-                info!(%vip, interface = %interface.name, "VIP added");
-                added.push(vip);
-            }
-            Ok(AddressChange::AlreadyPresent) => {
-                info!(%vip, interface = %interface.name, "VIP already present");
-            }
-            Err(error) => warn!(%vip, %error, "could not add VIP"),
-        }
-    }
-    added
-}
-
-/// Sends a new table to every worker (they pick it up between batches).
-fn publish(shared: &Shared, table: Arc<ServiceTable>) {
-    for worker in &shared.workers {
-        // A full channel means the worker has newer tables queued; it will get this one after.
-        if worker
-            .tables
-            .send_timeout(Arc::clone(&table), Duration::from_millis(100))
-            .is_err()
-        {
-            warn!(
-                worker = worker.index,
-                "worker did not take the new service table"
-            );
-        }
-    }
-    if let Ok(mut current) = shared.table.lock() {
-        *current = table;
-    }
-}
-
 /// (interface position, queue) for each worker.
 fn worker_queues(config: &Config, interfaces: &[Interface]) -> anyhow::Result<Vec<(usize, u32)>> {
     let mut queues = Vec::new();
@@ -408,19 +668,6 @@ fn worker_queues(config: &Config, interfaces: &[Interface]) -> anyhow::Result<Ve
         queues.extend((0..count).map(|queue| (position, queue)));
     }
     Ok(queues)
-}
-
-fn service_key(service: &ServiceConfig) -> ServiceKey {
-    ServiceKey {
-        vip: service.vip,
-        port: service.port,
-        protocol: service.protocol,
-    }
-}
-
-/// Stable identity of a real server for Maglev: the same server hashes the same everywhere.
-fn backend_key(address: Ipv4Addr, port: u16) -> u64 {
-    (u64::from(u32::from(address)) << 16) | u64::from(port)
 }
 
 /// MACs of every backend that has one: static ones from the config, the rest from the neighbour
@@ -460,14 +707,14 @@ fn solicit(netlink: &mut Netlink, ifindex: u32, addresses: &[Ipv4Addr]) {
     }
 }
 
-/// Start-up's resolution: solicits missing MACs and waits up to `wait` for them, unless a stop
-/// signal arrives first (then the second value is true).
-fn resolve_at_start(
+/// Solicits missing MACs and waits up to `wait` for them, unless a stop signal arrives first
+/// (then the second value is true).
+fn resolve_waiting(
     netlink: &mut Netlink,
     ifindex: u32,
     config: &Config,
     wait: Duration,
-    signals: &Receiver<Signal>,
+    signals: Option<&Receiver<Signal>>,
 ) -> (HashMap<Ipv4Addr, [u8; 6]>, bool) {
     let deadline = Instant::now() + wait;
     let mut solicited = false;
@@ -487,67 +734,32 @@ fn resolve_at_start(
             );
             return (macs, false);
         }
-        match signals.recv_timeout(Duration::from_millis(50)) {
-            Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => return (macs, true),
-            Ok(Signal::Reload) | Err(RecvTimeoutError::Timeout) => {}
+        let pause = Duration::from_millis(20);
+        match signals.map(|signals| signals.recv_timeout(pause)) {
+            Some(Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected)) => return (macs, true),
+            Some(Ok(Signal::Reload) | Err(RecvTimeoutError::Timeout)) => {}
+            None => std::thread::sleep(pause),
         }
     }
 }
 
-/// Builds the data plane's view of the configuration.
-pub fn build_table(
-    generation: u64,
+/// Start-up's resolution, cut short by a stop signal.
+fn resolve_at_start(
+    netlink: &mut Netlink,
+    ifindex: u32,
     config: &Config,
-    macs: &HashMap<Ipv4Addr, [u8; 6], impl std::hash::BuildHasher>,
-    counter_blocks: &[Arc<[BackendCounters]>],
-) -> anyhow::Result<ServiceTable> {
-    let mut services = Vec::with_capacity(config.services.len());
-    let mut slot = 0;
-    for service in &config.services {
-        let candidates: Vec<scheduler::Candidate> = service
-            .backends
-            .iter()
-            .map(|backend| scheduler::Candidate {
-                key: backend_key(backend.address, service.port),
-                weight: backend.weight,
-            })
-            .collect();
-        let scheduler =
-            scheduler::Scheduler::new(service.scheduler, &candidates, service.maglev_table_size)
-                .with_context(|| {
-                    format!(
-                        "service {}: building the {} scheduler",
-                        service.name, service.scheduler
-                    )
-                })?;
-        let backends = service
-            .backends
-            .iter()
-            .map(|backend| {
-                let entry = Backend {
-                    address: backend.address,
-                    mac: macs.get(&backend.address).copied(),
-                    weight: backend.weight,
-                    counter_slot: slot,
-                };
-                slot += 1;
-                entry
-            })
-            .collect();
-        services.push(Service {
-            name: service.name.clone(),
-            key: service_key(service),
-            ports: vec![service.port],
-            persistence: None,
-            forwarding: service.forwarding,
-            scheduler,
-            backends,
-        });
-    }
-    Ok(ServiceTable::new(
-        generation,
-        services,
-        config.director.timeouts,
-        counter_blocks.to_vec(),
-    ))
+    wait: Duration,
+    signals: &Receiver<Signal>,
+) -> (HashMap<Ipv4Addr, [u8; 6]>, bool) {
+    resolve_waiting(netlink, ifindex, config, wait, Some(signals))
+}
+
+/// A reload's resolution.
+fn resolve_with_wait(
+    netlink: &mut Netlink,
+    ifindex: u32,
+    config: &Config,
+    wait: Duration,
+) -> HashMap<Ipv4Addr, [u8; 6]> {
+    resolve_waiting(netlink, ifindex, config, wait, None).0
 }

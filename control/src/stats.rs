@@ -1,17 +1,22 @@
 //! Answers stats-socket requests from the running director's state.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use dataplane::DropReason;
+use dataplane::{Backend, DropReason, Service, ServiceTable};
 use director_proto::{BackendStats, Reply, Request, ServiceStats, Stats, WorkerStats};
 
 use crate::config::format_mac;
 use crate::run::Shared;
+use crate::table::BackendId;
 
 /// Serves one request.
 pub fn answer(shared: &Shared, request: &Request) -> Reply {
     match request {
         Request::Stats => Reply::Stats(collect(shared)),
+        _ => Reply::Error {
+            message: "this request changes state and goes through the director's main loop"
+                .to_owned(),
+        },
     }
 }
 
@@ -20,39 +25,14 @@ fn collect(shared: &Shared) -> Stats {
         Ok(table) => std::sync::Arc::clone(&table),
         Err(poisoned) => std::sync::Arc::clone(&poisoned.into_inner()),
     };
+    let disabled = match shared.disabled.lock() {
+        Ok(disabled) => disabled.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
     let services = table
         .services
         .iter()
-        .map(|service| ServiceStats {
-            name: service.name.clone(),
-            vip: service.key.vip.to_string(),
-            port: service.key.port,
-            protocol: service.key.protocol.name().to_owned(),
-            scheduler: service.scheduler.algorithm().to_string(),
-            forwarding: service.forwarding.name().to_owned(),
-            backends: service
-                .backends
-                .iter()
-                .map(|backend| {
-                    let mut stats = BackendStats {
-                        address: backend.address.to_string(),
-                        port: service.key.port,
-                        weight: backend.weight,
-                        mac: backend.mac.map(format_mac),
-                        ..BackendStats::default()
-                    };
-                    for block in &table.backend_counters {
-                        if let Some(counters) = block.get(backend.counter_slot) {
-                            stats.connections_total +=
-                                counters.connections_total.load(Ordering::Relaxed);
-                            stats.packets_in += counters.packets_in.load(Ordering::Relaxed);
-                            stats.bytes_in += counters.bytes_in.load(Ordering::Relaxed);
-                        }
-                    }
-                    stats
-                })
-                .collect(),
-        })
+        .map(|service| service_stats(&table, service, &disabled))
         .collect();
 
     let workers = shared
@@ -72,6 +52,12 @@ fn collect(shared: &Shared) -> Stats {
                 ("connections_evicted", load(&counters.connections_evicted)),
                 ("connections_active", load(&counters.connections_active)),
                 ("conn_table_full", load(&counters.conn_table_full)),
+                ("persistence_hits", load(&counters.persistence_hits)),
+                ("persistence_inserts", load(&counters.persistence_inserts)),
+                (
+                    "persistence_table_full",
+                    load(&counters.persistence_table_full),
+                ),
                 ("fill_ring_starved", load(&counters.fill_ring_starved)),
                 ("tx_wakeups", load(&counters.tx_wakeups)),
                 ("bad_descriptors", load(&counters.bad_descriptors)),
@@ -113,5 +99,59 @@ fn collect(shared: &Shared) -> Stats {
         services,
         workers,
         xdp,
+    }
+}
+
+/// One service with its backends, counters summed over workers; `disabled` backends (not in
+/// the table) are listed after the others.
+fn service_stats(table: &ServiceTable, service: &Service, disabled: &[BackendId]) -> ServiceStats {
+    let backend_stats = |backend: &Backend| {
+        let mut stats = BackendStats {
+            address: backend.address.to_string(),
+            port: service.key.port,
+            weight: backend.weight,
+            mac: backend.mac.map(format_mac),
+            ..BackendStats::default()
+        };
+        for counters in table
+            .backend_counters
+            .iter()
+            .filter_map(|block| block.get(backend.counter_slot))
+        {
+            let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+            stats.connections_total += load(&counters.connections_total);
+            stats.packets_in += load(&counters.packets_in);
+            stats.bytes_in += load(&counters.bytes_in);
+            stats.active_connections += load(&counters.active_connections);
+            stats.inactive_connections += load(&counters.inactive_connections);
+        }
+        stats
+    };
+    let disabled_stats = disabled
+        .iter()
+        .filter(|(name, _)| *name == service.name)
+        .map(|(_, address)| BackendStats {
+            address: address.to_string(),
+            port: service.key.port,
+            disabled: true,
+            ..BackendStats::default()
+        });
+    ServiceStats {
+        name: service.name.clone(),
+        vip: service.key.vip.to_string(),
+        port: service.key.port,
+        ports: service.ports.clone(),
+        persistence_seconds: service
+            .persistence
+            .map(|persistence| persistence.timeout.as_secs()),
+        protocol: service.key.protocol.name().to_owned(),
+        scheduler: service.scheduler.algorithm().to_string(),
+        forwarding: service.forwarding.name().to_owned(),
+        backends: service
+            .backends
+            .iter()
+            .map(backend_stats)
+            .chain(disabled_stats)
+            .collect(),
     }
 }

@@ -77,7 +77,7 @@ fn check_rejects_bad_config_with_named_key() {
         stderr,
         format!(
             "director: configuration {}: service[0] \"web\": scheduler = \"fastest\": unknown scheduler, \
-             expected one of rr, maglev, mh\n",
+             expected one of rr, wrr, lc, wlc, sed, nq, sh, dh, lblc, lblcr, maglev, mh\n",
             bad.0.display()
         )
     );

@@ -1,10 +1,15 @@
 //! The director's stats and control socket protocol: one JSON request per line from the client,
 //! one JSON reply per line from the director, over a Unix stream socket.
 //!
-//! This crate holds only the message types, so `lbstat` and scripts can speak the protocol
-//! without linking the data plane. It must not do I/O.
+//! This crate holds the message types and a minimal blocking client ([`call`]), so `lbstat`,
+//! the `director` command line and scripts speak the protocol without linking the data plane.
+//! It must not hold server logic.
 
 use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +25,47 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub enum Request {
     /// All counters: services, backends, workers, XDP classifier.
     Stats,
+    /// Re-read the configuration file the director was started with and apply it without a
+    /// restart; an invalid file is rejected and the running configuration kept.
+    Reload,
+    /// Set a backend's weight until the next reload (0 drains it: no new flows).
+    SetWeight {
+        /// Service name.
+        service: String,
+        /// Backend address.
+        backend: String,
+        /// New weight.
+        weight: u32,
+    },
+    /// Weight 0 until the next reload: existing flows continue, new ones go elsewhere.
+    Drain {
+        /// Service name.
+        service: String,
+        /// Backend address.
+        backend: String,
+    },
+    /// Take a backend out of the pool until the next reload or `enable`: no new flows, and its
+    /// flows are rescheduled.
+    Disable {
+        /// Service name.
+        service: String,
+        /// Backend address.
+        backend: String,
+    },
+    /// Undo `disable`.
+    Enable {
+        /// Service name.
+        service: String,
+        /// Backend address.
+        backend: String,
+    },
+}
+
+impl Request {
+    /// Whether the request changes the director's state.
+    pub fn is_mutating(&self) -> bool {
+        !matches!(self, Request::Stats)
+    }
 }
 
 /// A reply line.
@@ -28,6 +74,11 @@ pub enum Request {
 pub enum Reply {
     /// Answer to [`Request::Stats`].
     Stats(Stats),
+    /// A mutating request succeeded.
+    Ok {
+        /// What was done, for a person.
+        message: String,
+    },
     /// The request could not be served.
     Error {
         /// What went wrong, for a person.
@@ -55,8 +106,14 @@ pub struct ServiceStats {
     pub name: String,
     /// Virtual IP.
     pub vip: String,
-    /// Port.
+    /// Port (the first, for a service group).
     pub port: u16,
+    /// Every port of the service.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Persistence timeout in seconds, if the service is persistent.
+    #[serde(default)]
+    pub persistence_seconds: Option<u64>,
     /// "tcp" or "udp".
     pub protocol: String,
     /// Scheduler name ("rr", "maglev").
@@ -74,8 +131,17 @@ pub struct BackendStats {
     pub address: String,
     /// Port (the service's port under DR).
     pub port: u16,
-    /// Configured weight.
+    /// Weight in effect (the configured one unless changed at run time).
     pub weight: u32,
+    /// Taken out of the pool at run time (`disable`).
+    #[serde(default)]
+    pub disabled: bool,
+    /// Connections in an active state (TCP established, UDP), summed over workers.
+    #[serde(default)]
+    pub active_connections: u64,
+    /// Connections in other TCP states, summed over workers.
+    #[serde(default)]
+    pub inactive_connections: u64,
     /// MAC address in use, if resolved.
     pub mac: Option<String>,
     /// New flows scheduled to it.
@@ -111,4 +177,43 @@ pub struct WorkerStats {
     pub drops: BTreeMap<String, u64>,
     /// Other counters by name (connections_created, fill_ring_starved, kernel XDP socket stats...).
     pub counters: BTreeMap<String, u64>,
+}
+
+/// How long [`call`] waits for the director to take a request and to answer it. A reload waits
+/// for every worker to adopt the new tables, well within this.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends one request to the director at `socket` and returns its reply.
+pub fn call(socket: &Path, request: &Request) -> io::Result<Reply> {
+    let context = |what: &str, error: io::Error| {
+        io::Error::new(
+            error.kind(),
+            format!("{what} {}: {error}", socket.display()),
+        )
+    };
+    let mut stream = UnixStream::connect(socket)
+        .map_err(|error| context("is director running? socket", error))?;
+    stream.set_read_timeout(Some(CALL_TIMEOUT))?;
+    stream.set_write_timeout(Some(CALL_TIMEOUT))?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .map_err(|error| context("sending a request to", error))?;
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .map_err(|error| context("reading the reply from", error))?;
+    if reply.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("director closed {} without replying", socket.display()),
+        ));
+    }
+    serde_json::from_str(&reply).map_err(|error| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected reply from {}: {error}", socket.display()),
+        )
+    })
 }

@@ -6,18 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use director_proto::{Reply, Request, Stats};
 
-/// How long to wait for the director's reply.
-const TIMEOUT: Duration = Duration::from_secs(5);
 /// Width of the text before the counter columns, shared by service and backend lines.
 const PREFIX_WIDTH: usize = 51;
 
@@ -58,28 +54,69 @@ fn run(args: &Args) -> Result<()> {
 
 /// Sends one stats request and reads the reply line.
 fn fetch(args: &Args) -> Result<Stats> {
-    let socket = args.socket.display();
-    let mut stream = UnixStream::connect(&args.socket)
-        .with_context(|| format!("is director running? socket {socket}"))?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
-    let mut request = serde_json::to_vec(&Request::Stats)?;
-    request.push(b'\n');
-    stream
-        .write_all(&request)
-        .with_context(|| format!("send request to {socket}"))?;
-    let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .with_context(|| format!("read reply from {socket}"))?;
-    if line.is_empty() {
-        bail!("director closed {socket} without replying");
-    }
-    match serde_json::from_str::<Reply>(&line)
-        .with_context(|| format!("unexpected reply from {socket}"))?
-    {
+    match director_proto::call(&args.socket, &Request::Stats)? {
         Reply::Stats(stats) => Ok(stats),
         Reply::Error { message } => bail!("director answered with an error: {message}"),
+        Reply::Ok { message } => bail!("director answered a stats request with: {message}"),
+    }
+}
+
+/// One service line and its backend lines.
+fn render_service(out: &mut String, service: &director_proto::ServiceStats) {
+    let sum = |field: fn(&director_proto::BackendStats) -> u64| {
+        service
+            .backends
+            .iter()
+            .map(field)
+            .fold(0u64, u64::saturating_add)
+    };
+    let ports = if service.ports.len() > 1 {
+        let ports: Vec<String> = service.ports.iter().map(u16::to_string).collect();
+        ports.join(",")
+    } else {
+        service.port.to_string()
+    };
+    let mut name = service.name.clone();
+    if let Some(seconds) = service.persistence_seconds {
+        let _ = write!(name, " persistent {seconds}s");
+    }
+    let prefix = format!(
+        "{:<4} {:<19} {:<9} {:<4} {}",
+        service.protocol.to_uppercase(),
+        format!("{}:{ports}", service.vip),
+        service.scheduler,
+        service.forwarding,
+        name
+    );
+    let _ = writeln!(
+        out,
+        "{prefix:<PREFIX_WIDTH$}{:>8} {:>9} {:>10} {:>12} {:>14}",
+        sum(|backend| backend.active_connections),
+        sum(|backend| backend.inactive_connections),
+        sum(|backend| backend.connections_total),
+        sum(|backend| backend.packets_in),
+        sum(|backend| backend.bytes_in)
+    );
+    for backend in &service.backends {
+        let status = if backend.disabled {
+            "disabled"
+        } else {
+            backend.mac.as_deref().unwrap_or("unresolved")
+        };
+        let prefix = format!(
+            "  -> {:<19} {:<7} {status}",
+            format!("{}:{}", backend.address, backend.port),
+            backend.weight,
+        );
+        let _ = writeln!(
+            out,
+            "{prefix:<PREFIX_WIDTH$}{:>8} {:>9} {:>10} {:>12} {:>14}",
+            backend.active_connections,
+            backend.inactive_connections,
+            backend.connections_total,
+            backend.packets_in,
+            backend.bytes_in
+        );
     }
 }
 
@@ -89,51 +126,26 @@ fn render(stats: &Stats) -> String {
     let _ = writeln!(out, "director up {}", uptime(stats.uptime_seconds));
     let _ = writeln!(
         out,
-        "{:<PREFIX_WIDTH$}{:>10} {:>12} {:>14}",
-        "Prot VIP:Port            Scheduler Fwd  Name", "Conns", "InPkts", "InBytes"
+        "{:<PREFIX_WIDTH$}{:>8} {:>9} {:>10} {:>12} {:>14}",
+        "Prot VIP:Port            Scheduler Fwd  Name",
+        "ActConn",
+        "InActConn",
+        "Conns",
+        "InPkts",
+        "InBytes"
     );
     let _ = writeln!(
         out,
-        "{:<PREFIX_WIDTH$}{:>10} {:>12} {:>14}",
-        "  -> RemoteAddress:Port  Weight  MAC", "Conns", "InPkts", "InBytes"
+        "{:<PREFIX_WIDTH$}{:>8} {:>9} {:>10} {:>12} {:>14}",
+        "  -> RemoteAddress:Port  Weight  MAC",
+        "ActConn",
+        "InActConn",
+        "Conns",
+        "InPkts",
+        "InBytes"
     );
     for service in &stats.services {
-        let (conns, packets, bytes) =
-            service
-                .backends
-                .iter()
-                .fold((0u64, 0u64, 0u64), |sum, backend| {
-                    (
-                        sum.0.saturating_add(backend.connections_total),
-                        sum.1.saturating_add(backend.packets_in),
-                        sum.2.saturating_add(backend.bytes_in),
-                    )
-                });
-        let prefix = format!(
-            "{:<4} {:<19} {:<9} {:<4} {}",
-            service.protocol.to_uppercase(),
-            format!("{}:{}", service.vip, service.port),
-            service.scheduler,
-            service.forwarding,
-            service.name
-        );
-        let _ = writeln!(
-            out,
-            "{prefix:<PREFIX_WIDTH$}{conns:>10} {packets:>12} {bytes:>14}"
-        );
-        for backend in &service.backends {
-            let prefix = format!(
-                "  -> {:<19} {:<7} {}",
-                format!("{}:{}", backend.address, backend.port),
-                backend.weight,
-                backend.mac.as_deref().unwrap_or("unresolved")
-            );
-            let _ = writeln!(
-                out,
-                "{prefix:<PREFIX_WIDTH$}{:>10} {:>12} {:>14}",
-                backend.connections_total, backend.packets_in, backend.bytes_in
-            );
-        }
+        render_service(&mut out, service);
     }
     if !stats.workers.is_empty() {
         let _ = writeln!(out);
@@ -245,6 +257,8 @@ mod tests {
                 name: "web".to_owned(),
                 vip: "192.0.2.10".to_owned(),
                 port: 80,
+                ports: vec![80],
+                persistence_seconds: None,
                 protocol: "tcp".to_owned(),
                 scheduler: "maglev".to_owned(),
                 forwarding: "dr".to_owned(),
@@ -265,12 +279,12 @@ mod tests {
     fn renders_ipvsadm_like_table() {
         let expected = "\
 director up 1h02m03s
-Prot VIP:Port            Scheduler Fwd  Name            Conns       InPkts        InBytes
-  -> RemoteAddress:Port  Weight  MAC                    Conns       InPkts        InBytes
-TCP  192.0.2.10:80       maglev    dr   web               300          900          90000
-  -> 192.0.2.11:80       1       02:00:00:00:00:11        100          300          30000
-  -> 192.0.2.12:80       1       02:00:00:00:00:12        120          360          36000
-  -> 192.0.2.13:80       1       unresolved                80          240          24000
+Prot VIP:Port            Scheduler Fwd  Name        ActConn InActConn      Conns       InPkts        InBytes
+  -> RemoteAddress:Port  Weight  MAC                ActConn InActConn      Conns       InPkts        InBytes
+TCP  192.0.2.10:80       maglev    dr   web               0         0        300          900          90000
+  -> 192.0.2.11:80       1       02:00:00:00:00:11        0         0        100          300          30000
+  -> 192.0.2.12:80       1       02:00:00:00:00:12        0         0        120          360          36000
+  -> 192.0.2.13:80       1       unresolved               0         0         80          240          24000
 
 Worker Interface:Queue            RxPkts        RxBytes       TxPkts        TxBytes
 0      eth0:1                        310          31000          300          30000
