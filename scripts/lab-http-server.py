@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """A real server for the director's namespace lab.
 
-Answers `GET /` with `{"server": NAME, "client": "PEER_IP:PEER_PORT"}` and `GET /healthz` with
-`ok`. Under direct routing the peer address must be the client's own, never the director's, so
-the JSON body is how the lab tests check that the director did not proxy the connection.
+Answers `GET /` with `{"server": NAME, "client": "PEER_IP:PEER_PORT", "port": LOCAL_PORT}` and
+`GET /healthz` with `ok`, on every port it is given. Under direct routing the peer address must
+be the client's own, never the director's, so the JSON body is how the lab tests check that the
+director did not proxy the connection; the local port tells which port of a service group the
+connection came in on. HTTP/1.1 keep-alive is honoured, so one client connection can carry many
+requests.
 
-Usage: lab-http-server.py --name rs1 [--bind 0.0.0.0] [--port 80]
+Usage: lab-http-server.py --name rs1 [--bind 0.0.0.0] [--port 80] [--port 443 ...]
 """
 
 import argparse
 import json
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -25,7 +29,9 @@ class Handler(BaseHTTPRequestHandler):
             status = 200
         elif self.path == "/" or self.path.startswith("/?"):
             peer = "%s:%d" % (self.client_address[0], self.client_address[1])
-            body = (json.dumps({"server": self.server.name, "client": peer}) + "\n").encode()
+            local_port = self.connection.getsockname()[1]
+            doc = {"server": self.server.name, "client": peer, "port": local_port}
+            body = (json.dumps(doc) + "\n").encode()
             content_type = "application/json"
             status = 200
         else:
@@ -46,16 +52,24 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", required=True)
     parser.add_argument("--bind", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=80)
+    parser.add_argument("--port", type=int, action="append", help="repeatable; default 80")
     args = parser.parse_args()
+    ports = args.port or [80]
 
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.allow_reuse_address = True
-    server = ThreadingHTTPServer((args.bind, args.port), Handler)
-    server.name = args.name
-    print("%s listening on %s:%d" % (args.name, args.bind, args.port), file=sys.stderr, flush=True)
+    servers = []
+    for port in ports:
+        server = ThreadingHTTPServer((args.bind, port), Handler)
+        server.name = args.name
+        servers.append(server)
+    # Every port but the first is served by its own thread; the first by the main thread.
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    listening = ", ".join("%s:%d" % (args.bind, p) for p in ports)
+    print("%s listening on %s" % (args.name, listening), file=sys.stderr, flush=True)
     try:
-        server.serve_forever()
+        servers[0].serve_forever()
     except KeyboardInterrupt:
         pass
 

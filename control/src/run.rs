@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use dataplane::xdp::XdpClassifier;
-use dataplane::xsk::{Xsk, XskConfig};
+use dataplane::xsk::{Xsk, XskConfig, XskError};
 use dataplane::{worker, Pipeline, ServiceKey, ServiceTable, WorkerCounters};
 use director_proto::{Reply, Request};
 use tracing::{error, info, warn};
@@ -38,6 +38,8 @@ const INITIAL_RESOLUTION_WAIT: Duration = Duration::from_secs(3);
 const RELOAD_RESOLUTION_WAIT: Duration = Duration::from_secs(1);
 /// How long control waits for every worker to adopt a new table.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long start-up retries an AF_XDP queue the kernel still holds for an exited process.
+const QUEUE_BUSY_WAIT: Duration = Duration::from_secs(5);
 /// How long a control-socket request waits for the main loop.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(8);
 
@@ -585,6 +587,23 @@ fn attach_classifiers(config: &Config) -> anyhow::Result<Vec<Interface>> {
     Ok(interfaces)
 }
 
+/// Opens the AF_XDP socket of one queue. The kernel releases a queue a moment after the
+/// process that held it exits, so a director restarted at once may find it busy: retry that,
+/// briefly.
+fn open_socket(ifindex: u32, queue: u32) -> Result<Xsk, XskError> {
+    let deadline = Instant::now() + QUEUE_BUSY_WAIT;
+    loop {
+        match Xsk::open(ifindex, queue, XskConfig::default()) {
+            Err(XskError::Setup { errno, .. })
+                if errno == libc::EBUSY && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens a socket per queue, registers it with the classifier and starts its pinned worker.
 fn start_workers(
     config: &Config,
@@ -599,7 +618,7 @@ fn start_workers(
     let mut threads = Vec::new();
     for (index, &(interface_index, queue)) in queues.iter().enumerate() {
         let interface = &interfaces[interface_index];
-        let xsk = Xsk::open(interface.ifindex, queue, XskConfig::default())
+        let xsk = open_socket(interface.ifindex, queue)
             .with_context(|| format!("AF_XDP socket on {} queue {queue}", interface.name))?;
         interface
             .classifier

@@ -1,7 +1,9 @@
 //! Running commands with deadlines, child processes that die with their guard, and bounded polls.
 
 use std::io::Read;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{
+    Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio,
+};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -137,6 +139,21 @@ impl ChildGuard {
     /// The child's pid.
     pub fn id(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Takes the child's stdin pipe (if it was spawned with `Stdio::piped()` and not taken yet).
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.as_mut().and_then(|c| c.stdin.take())
+    }
+
+    /// Takes the child's stdout pipe (if it was spawned with `Stdio::piped()` and not taken yet).
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.as_mut().and_then(|c| c.stdout.take())
+    }
+
+    /// Takes the child's stderr pipe (if it was spawned with `Stdio::piped()` and not taken yet).
+    pub fn take_stderr(&mut self) -> Option<ChildStderr> {
+        self.child.as_mut().and_then(|c| c.stderr.take())
     }
 
     /// The command line, for messages.

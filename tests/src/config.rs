@@ -26,12 +26,17 @@ pub struct ServiceConfig {
     pub name: String,
     /// Virtual IP.
     pub vip: String,
-    /// Port.
-    pub port: u16,
+    /// Ports: one is written `port = 80`, several `ports = [80, 443]` (a service group: one
+    /// scheduler, shared persistence).
+    pub ports: Vec<u16>,
     /// "tcp" or "udp".
     pub protocol: String,
-    /// "maglev", "rr", or whatever a test wants rejected.
+    /// "maglev", "rr", "wlc"... or whatever a test wants rejected.
     pub scheduler: String,
+    /// `persistence = "300s"`; left out when `None`.
+    pub persistence: Option<String>,
+    /// `persistence_netmask = "255.255.255.0"`; left out when `None`.
+    pub persistence_netmask: Option<String>,
     /// "dr".
     pub forwarding: String,
     /// Real servers.
@@ -47,6 +52,30 @@ pub struct BackendConfig {
     pub weight: Option<u32>,
 }
 
+impl ServiceConfig {
+    /// The backend at `address`; panics if there is none.
+    pub fn backend_mut(&mut self, address: &str) -> &mut BackendConfig {
+        let name = self.name.clone();
+        self.backends
+            .iter_mut()
+            .find(|b| b.address == address)
+            .unwrap_or_else(|| panic!("service {name} has no backend {address}"))
+    }
+
+    /// Sets the weights of the backends, in order (`weights[0]` for the first backend...).
+    pub fn set_weights(&mut self, weights: &[u32]) {
+        assert_eq!(
+            weights.len(),
+            self.backends.len(),
+            "one weight per backend of {}",
+            self.name
+        );
+        for (backend, &weight) in self.backends.iter_mut().zip(weights) {
+            backend.weight = Some(weight);
+        }
+    }
+}
+
 impl DirectorConfig {
     /// `eth0`, one worker, one DR service "web" on VIP 192.0.2.10:80/tcp over `backends`.
     pub fn dr(stats_socket: PathBuf, scheduler: &str, backends: &[String]) -> Self {
@@ -57,9 +86,11 @@ impl DirectorConfig {
             services: vec![ServiceConfig {
                 name: "web".into(),
                 vip: VIP.into(),
-                port: VIP_PORT,
+                ports: vec![VIP_PORT],
                 protocol: "tcp".into(),
                 scheduler: scheduler.into(),
+                persistence: None,
+                persistence_netmask: None,
                 forwarding: "dr".into(),
                 backends: backends
                     .iter()
@@ -87,9 +118,20 @@ impl DirectorConfig {
             s.push_str("\n[[service]]\n");
             let _ = writeln!(s, "name = {}", quote(&service.name));
             let _ = writeln!(s, "vip = {}", quote(&service.vip));
-            let _ = writeln!(s, "port = {}", service.port);
+            if let [port] = service.ports[..] {
+                let _ = writeln!(s, "port = {port}");
+            } else {
+                let ports: Vec<String> = service.ports.iter().map(u16::to_string).collect();
+                let _ = writeln!(s, "ports = [{}]", ports.join(", "));
+            }
             let _ = writeln!(s, "protocol = {}", quote(&service.protocol));
             let _ = writeln!(s, "scheduler = {}", quote(&service.scheduler));
+            if let Some(persistence) = &service.persistence {
+                let _ = writeln!(s, "persistence = {}", quote(persistence));
+            }
+            if let Some(netmask) = &service.persistence_netmask {
+                let _ = writeln!(s, "persistence_netmask = {}", quote(netmask));
+            }
             let _ = writeln!(s, "forwarding = {}", quote(&service.forwarding));
             for backend in &service.backends {
                 s.push_str("\n[[service.backend]]\n");
@@ -175,6 +217,27 @@ mod tests {
         assert!(text.contains("[[service]]\nname = \"web\"\nvip = \"192.0.2.10\"\nport = 80\n"));
         assert!(text.contains("scheduler = \"maglev\"\nforwarding = \"dr\"\n"));
         assert!(text.contains("[[service.backend]]\naddress = \"192.0.2.11\"\n"));
+        assert!(!text.contains("persistence"));
+    }
+
+    #[test]
+    fn writes_port_groups_persistence_and_weights() {
+        let mut cfg = DirectorConfig::dr(
+            "/run/director/x.sock".into(),
+            "wrr",
+            &["192.0.2.11".into(), "192.0.2.12".into()],
+        );
+        let service = &mut cfg.services[0];
+        service.ports = vec![80, 443];
+        service.persistence = Some("300s".into());
+        service.persistence_netmask = Some("255.255.255.0".into());
+        service.set_weights(&[3, 0]);
+        let text = cfg.to_toml();
+        assert!(text.contains("ports = [80, 443]\nprotocol = \"tcp\"\nscheduler = \"wrr\"\n"));
+        assert!(!text.contains("port = "));
+        assert!(text.contains("persistence = \"300s\"\npersistence_netmask = \"255.255.255.0\"\n"));
+        assert!(text.contains("address = \"192.0.2.11\"\nweight = 3\n"));
+        assert!(text.contains("address = \"192.0.2.12\"\nweight = 0\n"));
     }
 
     #[test]

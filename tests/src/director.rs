@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::cmd::{poll_check, poll_until, run_with_timeout, Check, ChildGuard};
+use crate::config::DirectorConfig;
 use crate::lab::{check_output, has_address, Host, Lab};
 use crate::VIP;
 
@@ -18,6 +19,50 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const TERM_GRACE: Duration = Duration::from_secs(2);
 /// Bound on one `lbstat` run.
 const LBSTAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on one `director reload` / `director backend ...` run.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What a `director reload` / `director backend ...` run printed, and how it exited.
+#[derive(Clone, Debug)]
+pub struct ControlOutput {
+    /// The command line, for messages.
+    pub command: String,
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+impl ControlOutput {
+    /// The exit code (`None` if a signal ended it).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Stdout and stderr together, for looking for a message wherever it was printed.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Panics (with everything it printed) unless it exited 0.
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        assert!(self.status.success(), "{self}");
+        self
+    }
+}
+
+impl std::fmt::Display for ControlOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` exited with {}\n--- stdout ---\n{}--- stderr ---\n{}--- end ---",
+            self.command, self.status, self.stdout, self.stderr
+        )
+    }
+}
 
 /// The Cargo workspace root (this crate's parent directory).
 pub fn workspace_dir() -> PathBuf {
@@ -251,6 +296,101 @@ impl DirectorProcess {
             LBSTAT_TIMEOUT,
         )?;
         check_output("lbstat", &out)
+    }
+
+    // ---- live reconfiguration and runtime operations ----
+
+    /// Runs `director ARGS --socket S` in the director's namespace (bounded to 15 s) and returns
+    /// what it printed and how it exited, whatever the status.
+    pub fn control(&self, args: &[&str]) -> ControlOutput {
+        let bin = find_bin("director", "DIRECTOR_BIN").unwrap_or_else(|e| panic!("{e:#}"));
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.namespace])
+            .arg(&bin)
+            .args(args)
+            .arg("--socket")
+            .arg(&self.stats_socket)
+            .env("NO_COLOR", "1");
+        let command = format!(
+            "director {} --socket {}",
+            args.join(" "),
+            self.stats_socket.display()
+        );
+        let out = run_with_timeout(&mut cmd, CONTROL_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{command}: {e:#}"));
+        ControlOutput {
+            command,
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `director reload`: the director re-reads the config file it was started with.
+    pub fn reload(&self) -> ControlOutput {
+        self.control(&["reload"])
+    }
+
+    /// `director backend weight SERVICE ADDRESS WEIGHT`.
+    pub fn backend_weight(&self, service: &str, address: &str, weight: u32) -> ControlOutput {
+        self.control(&["backend", "weight", service, address, &weight.to_string()])
+    }
+
+    /// `director backend drain SERVICE ADDRESS` (weight 0: no new flows).
+    pub fn backend_drain(&self, service: &str, address: &str) -> ControlOutput {
+        self.control(&["backend", "drain", service, address])
+    }
+
+    /// `director backend disable SERVICE ADDRESS` (out of the pool, its flows rescheduled).
+    pub fn backend_disable(&self, service: &str, address: &str) -> ControlOutput {
+        self.control(&["backend", "disable", service, address])
+    }
+
+    /// `director backend enable SERVICE ADDRESS`.
+    pub fn backend_enable(&self, service: &str, address: &str) -> ControlOutput {
+        self.control(&["backend", "enable", service, address])
+    }
+
+    /// Sends SIGHUP to the director (a reload whose result only its log shows); false if the
+    /// process is gone.
+    pub fn sighup(&self) -> bool {
+        self.child
+            .as_ref()
+            .is_some_and(|child| child.signal(libc::SIGHUP))
+    }
+
+    /// Replaces the config file the director was started with (atomically: written beside it,
+    /// then renamed over it, so a reload never reads half a file). The director notices only on
+    /// a reload.
+    pub fn replace_config(&self, config: &DirectorConfig) {
+        self.replace_config_text(&config.to_toml());
+    }
+
+    /// Like [`DirectorProcess::replace_config`], with the text given (for invalid configs).
+    pub fn replace_config_text(&self, text: &str) {
+        let tmp = self.config.with_extension("toml.new");
+        fs::write(&tmp, text).unwrap_or_else(|e| panic!("writing {}: {e}", tmp.display()));
+        fs::rename(&tmp, &self.config).unwrap_or_else(|e| {
+            panic!(
+                "renaming {} to {}: {e}",
+                tmp.display(),
+                self.config.display()
+            )
+        });
+    }
+
+    /// Polls `lbstat --json` (every 50 ms, at most `timeout`) until `ready` returns `Some`, and
+    /// returns that; the error carries the last stats read.
+    pub fn wait_for_stats<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut(&Value) -> Option<T>,
+    ) -> Result<T> {
+        poll_until(what, timeout, Duration::from_millis(50), || {
+            let stats = self.try_stats().map_err(|e| format!("{e:#}"))?;
+            ready(&stats).ok_or_else(|| format!("lbstat --json: {stats}"))
+        })
     }
 
     /// SIGTERM, wait up to 2 s, then SIGKILL; returns how long it took and the exit status.

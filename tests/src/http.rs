@@ -1,4 +1,7 @@
-//! Results of the lab's HTTP client (`tests/scripts/lab-http-get.py`).
+//! Results of the lab's HTTP clients (`tests/scripts/lab-http-get.py`,
+//! `tests/scripts/lab-http-keepalive.py`), and tallies over them.
+
+use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
@@ -12,6 +15,9 @@ pub struct HttpResponse {
     pub server: String,
     /// The peer address the real server saw (`ip:port`); empty if the body had none.
     pub client: String,
+    /// The local port the real server took the connection on (which port of a service group);
+    /// 0 if the body had none.
+    pub port: u16,
     /// The raw body.
     pub body: String,
 }
@@ -60,8 +66,72 @@ fn parse_line(doc: &Value) -> Result<HttpResponse> {
         status,
         server: text("server"),
         client: text("client"),
+        port: doc["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(0),
         body: text("body"),
     })
+}
+
+/// Parses the JSON lines of a client that was stopped rather than run to a count: one result per
+/// line, in request order (lines that are not results, like the keep-alive client's greeting,
+/// are skipped).
+pub(crate) fn parse_stream(stdout: &str) -> Vec<Result<HttpResponse>> {
+    let mut numbered: Vec<(u64, Result<HttpResponse>)> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|doc| Some((doc["i"].as_u64()?, parse_line(&doc))))
+        .collect();
+    numbered.sort_by_key(|(i, _)| *i);
+    numbered.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Parses one JSON line of a client; `None` if it is not a result line.
+pub(crate) fn parse_one(line: &str) -> Option<Result<HttpResponse>> {
+    let doc: Value = serde_json::from_str(line).ok()?;
+    doc["i"].as_u64()?;
+    Some(parse_line(&doc))
+}
+
+/// Responses per real server name (answered requests only; errors are not counted).
+pub fn tally(results: &[Result<HttpResponse>]) -> BTreeMap<String, usize> {
+    let mut served = BTreeMap::new();
+    for response in results.iter().flatten() {
+        *served.entry(response.server.clone()).or_default() += 1;
+    }
+    served
+}
+
+/// Panics unless every request was answered 200, naming `what`, how many failed and the first
+/// few errors.
+#[track_caller]
+pub fn assert_all_ok(results: &[Result<HttpResponse>], what: &str) {
+    let failed = failures(results);
+    assert!(
+        failed.is_empty(),
+        "{what}: {} of {} requests failed; first: {:#?}",
+        failed.len(),
+        results.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+/// The failed requests, as `index: error` lines (a non-200 answer counts as a failure).
+pub fn failures(results: &[Result<HttpResponse>]) -> Vec<String> {
+    results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Err(e) => Some(format!("#{i}: {e:#}")),
+            Ok(response) if response.status != 200 => Some(format!(
+                "#{i}: HTTP {}: {}",
+                response.status,
+                response.body.trim()
+            )),
+            Ok(_) => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -71,7 +141,7 @@ mod tests {
     #[test]
     fn parses_answers_errors_and_missing_lines() {
         let out = concat!(
-            r#"{"i": 0, "status": 200, "server": "rs1", "client": "192.0.2.2:40000", "body": "{}"}"#,
+            r#"{"i": 0, "status": 200, "server": "rs1", "client": "192.0.2.2:40000", "port": 443, "body": "{}"}"#,
             "\n",
             r#"{"i": 1, "error": "timeout: timed out"}"#,
             "\n",
@@ -81,7 +151,30 @@ mod tests {
         let first = results[0].as_ref().unwrap();
         assert_eq!((first.status, first.server.as_str()), (200, "rs1"));
         assert_eq!(first.client_ip(), "192.0.2.2");
+        assert_eq!(first.port, 443);
         assert!(format!("{:#}", results[1].as_ref().unwrap_err()).contains("timed out"));
         assert!(results[2].is_err());
+        assert_eq!(failures(&results).len(), 2);
+        assert_eq!(tally(&results).get("rs1"), Some(&1));
+    }
+
+    #[test]
+    fn parses_a_stopped_stream_in_order() {
+        let out = concat!(
+            r#"{"connected": "192.0.2.2:40000"}"#,
+            "\n",
+            r#"{"i": 1, "status": 200, "server": "rs2"}"#,
+            "\n",
+            r#"{"i": 0, "status": 200, "server": "rs1"}"#,
+            "\n",
+            r#"{"i": 2, "status": 200, "ser"#,
+        );
+        let results = parse_stream(out);
+        let servers: Vec<&str> = results
+            .iter()
+            .map(|r| r.as_ref().unwrap().server.as_str())
+            .collect();
+        assert_eq!(servers, ["rs1", "rs2"]);
+        assert!(parse_one(r#"{"connected": "x"}"#).is_none());
     }
 }

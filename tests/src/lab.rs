@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 
+use crate::client::{GetOptions, KeepAliveClient, LoadHandle, LoadOptions};
 use crate::cmd::{poll_check, poll_until, run_with_timeout, Check, ChildGuard};
 use crate::config::DirectorConfig;
 use crate::director::DirectorProcess;
@@ -19,8 +20,10 @@ use crate::{rs_ip, rs_name, sys, CLIENT_IP, DIRECTOR_IP, PREFIX_LEN, VIP, VIP_PO
 
 /// The real servers' HTTP server, written into each lab's directory.
 const HTTP_SERVER_PY: &str = include_str!("../../scripts/lab-http-server.py");
-/// The lab's HTTP client.
+/// The lab's HTTP client (one connection per request; also the background load generator).
 const HTTP_GET_PY: &str = include_str!("../scripts/lab-http-get.py");
+/// The lab's keep-alive client (one connection, many requests).
+const HTTP_KEEPALIVE_PY: &str = include_str!("../scripts/lab-http-keepalive.py");
 
 /// Bound on a single setup or inspection command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,17 +36,44 @@ const MAX_REAL_SERVERS: usize = 200;
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// How big a lab to build.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LabOptions {
     /// Number of real servers (`rs1..rsN`, 192.0.2.11..).
     pub real_servers: usize,
+    /// Ports every real server serves plain HTTP on (each answer names the port it came in
+    /// on); [`Lab::dr_config`] makes its service over all of them. Default `[80]`.
+    pub ports: Vec<u16>,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        Self { real_servers: 3 }
+        Self {
+            real_servers: 3,
+            ports: vec![VIP_PORT],
+        }
     }
 }
+
+impl LabOptions {
+    /// `n` real servers on port 80.
+    pub fn servers(n: usize) -> Self {
+        Self {
+            real_servers: n,
+            ..Self::default()
+        }
+    }
+}
+
+/// Addresses a test may add to the client with [`Lab::add_client_address`] (TEST-NET-1, outside
+/// the lab's address plan: .2 client, .3 director, .10 VIP, .11.. real servers).
+pub const EXTRA_CLIENT_IPS: [&str; 6] = [
+    "192.0.2.4",
+    "192.0.2.5",
+    "192.0.2.6",
+    "192.0.2.7",
+    "192.0.2.8",
+    "192.0.2.9",
+];
 
 /// A machine of the lab, each its own network namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -92,6 +122,8 @@ pub struct Lab {
     prefix: String,
     dir: PathBuf,
     real_servers: usize,
+    /// Ports the real servers serve.
+    ports: Vec<u16>,
     /// Namespaces created so far, switch first.
     namespaces: Vec<String>,
     /// The HTTP server of `rs(i+1)`, while running.
@@ -115,6 +147,11 @@ impl Lab {
             "real_servers must be in 1..={MAX_REAL_SERVERS}, got {}",
             options.real_servers
         );
+        ensure!(
+            !options.ports.is_empty() && !options.ports.contains(&0),
+            "ports must be non-empty and non-zero, got {:?}",
+            options.ports
+        );
         which("ethtool").context(
             "ethtool is needed to turn off TX checksum offload on the lab's veths \
              (apt-get install ethtool)",
@@ -133,12 +170,14 @@ impl Lab {
             prefix,
             dir,
             real_servers: options.real_servers,
+            ports: options.ports,
             namespaces: Vec::new(),
             http: Mutex::new((0..options.real_servers).map(|_| None).collect()),
             files: AtomicU32::new(0),
         };
         fs::write(lab.dir.join("lab-http-server.py"), HTTP_SERVER_PY)?;
         fs::write(lab.dir.join("lab-http-get.py"), HTTP_GET_PY)?;
+        fs::write(lab.dir.join("lab-http-keepalive.py"), HTTP_KEEPALIVE_PY)?;
         lab.build()?;
         for i in 1..=lab.real_servers {
             lab.try_start_http(i)?;
@@ -249,6 +288,11 @@ impl Lab {
         self.real_servers
     }
 
+    /// The ports the real servers serve.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
     /// The real servers, `Host::Rs(1) ..= Host::Rs(n)`.
     pub fn rs_hosts(&self) -> impl Iterator<Item = Host> {
         (1..=self.real_servers).map(Host::Rs)
@@ -344,35 +388,32 @@ impl Lab {
         let log = self.dir.join(format!("{host}-http.log"));
         let python = python()?;
         let name = rs_name(i);
-        let port = VIP_PORT.to_string();
-        let mut child = self.try_spawn_logged(
-            host,
-            &[
-                &python.to_string_lossy(),
-                &script.to_string_lossy(),
-                "--name",
-                &name,
-                "--port",
-                &port,
-            ],
-            &log,
-        )?;
+        let python_s = python.to_string_lossy();
+        let script_s = script.to_string_lossy();
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        let mut args: Vec<&str> = vec![&python_s, &script_s, "--name", &name];
+        for port in &ports {
+            args.extend(["--port", port.as_str()]);
+        }
+        let mut child = self.try_spawn_logged(host, &args, &log)?;
         let address = rs_ip(i);
-        poll_check(
-            &format!("{name}'s HTTP server on {address}:{VIP_PORT}"),
-            HTTP_READY_TIMEOUT,
-            Duration::from_millis(20),
-            || {
-                if let Ok(Some(status)) = child.try_wait() {
-                    let log = fs::read_to_string(&log).unwrap_or_default();
-                    return Check::Fatal(format!("it exited ({status}); its log:\n{log}"));
-                }
-                match self.tcp_connects(host, &address, VIP_PORT) {
-                    Ok(()) => Check::Ready(()),
-                    Err(reason) => Check::NotYet(reason),
-                }
-            },
-        )?;
+        for &port in &self.ports {
+            poll_check(
+                &format!("{name}'s HTTP server on {address}:{port}"),
+                HTTP_READY_TIMEOUT,
+                Duration::from_millis(20),
+                || {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let log = fs::read_to_string(&log).unwrap_or_default();
+                        return Check::Fatal(format!("it exited ({status}); its log:\n{log}"));
+                    }
+                    match self.tcp_connects(host, &address, port) {
+                        Ok(()) => Check::Ready(()),
+                        Err(reason) => Check::NotYet(reason),
+                    }
+                },
+            )?;
+        }
         *slot = Some(child);
         Ok(())
     }
@@ -446,37 +487,62 @@ impl Lab {
 
     // ---- HTTP client ----
 
+    /// Adds `address` (one of [`EXTRA_CLIENT_IPS`]) to the client's `eth0`, so requests can come
+    /// from several client addresses ([`GetOptions::source`]). Idempotent.
+    pub fn add_client_address(&self, address: &str) {
+        assert!(
+            EXTRA_CLIENT_IPS.contains(&address),
+            "{address} is not one of the lab's spare client addresses {EXTRA_CLIENT_IPS:?}"
+        );
+        if self.has_address(Host::Client, address) {
+            return;
+        }
+        self.exec_ok(
+            Host::Client,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{address}/{PREFIX_LEN}"),
+                "dev",
+                "eth0",
+            ],
+        );
+    }
+
     /// `count` sequential GETs of `url` from the client, each on a new TCP connection with a 2 s
     /// timeout; one result per request, in order.
     pub fn http_get_many(&self, count: usize, url: &str) -> Vec<Result<HttpResponse>> {
         self.http_get_many_from(Host::Client, count, url, Duration::from_secs(2))
     }
 
-    /// Like [`Lab::http_get_many`], from any host and with any per-request timeout.
-    pub fn http_get_many_from(
-        &self,
-        host: Host,
-        count: usize,
-        url: &str,
-        timeout: Duration,
-    ) -> Vec<Result<HttpResponse>> {
-        let python = python().unwrap_or_else(|e| panic!("{e:#}"));
-        let script = self.dir.join("lab-http-get.py");
+    /// Sequential GETs from the client as `options` say (several URLs in turn, a source
+    /// address), each on a new TCP connection; one result per request, in order.
+    pub fn http_get(&self, options: &GetOptions) -> Vec<Result<HttpResponse>> {
+        assert!(!options.urls.is_empty(), "GetOptions without a URL");
+        let count = options.count;
         // The script stops trying at its deadline; the runner's bound is a backstop over it.
-        let deadline = timeout.saturating_mul(u32::try_from(count).unwrap_or(u32::MAX))
+        let deadline = options
+            .timeout
+            .saturating_mul(u32::try_from(count).unwrap_or(u32::MAX))
             + Duration::from_secs(5);
+        let mut args = self.client_args("lab-http-get.py");
+        args.extend(options.urls.iter().cloned());
+        args.extend([
+            "--count".into(),
+            count.to_string(),
+            "--timeout".into(),
+            options.timeout.as_secs_f64().to_string(),
+            "--deadline".into(),
+            deadline.as_secs_f64().to_string(),
+        ]);
+        if let Some(source) = &options.source {
+            args.extend(["--source".into(), source.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let host = options.host;
         let out = run_with_timeout(
-            &mut self.command(
-                host,
-                &[
-                    &python.to_string_lossy(),
-                    &script.to_string_lossy(),
-                    url,
-                    &count.to_string(),
-                    &timeout.as_secs_f64().to_string(),
-                    &deadline.as_secs_f64().to_string(),
-                ],
-            ),
+            &mut self.command(host, &args),
             deadline + Duration::from_secs(10),
         )
         .unwrap_or_else(|e| panic!("HTTP client on {host}: {e:#}"));
@@ -489,6 +555,71 @@ impl Lab {
         http::parse_results(&String::from_utf8_lossy(&out.stdout), count)
     }
 
+    /// Starts a background load on `url` from the client: sequential GETs, each on a new TCP
+    /// connection, until [`LoadHandle::stop`] (or the bounds in `options`).
+    pub fn start_load(&self, url: &str, options: &LoadOptions) -> LoadHandle {
+        let mut args = self.client_args("lab-http-get.py");
+        args.extend([
+            url.to_owned(),
+            "--until-eof".into(),
+            "--count".into(),
+            options.max_requests.to_string(),
+            "--timeout".into(),
+            options.timeout.as_secs_f64().to_string(),
+            "--deadline".into(),
+            options.max_duration.as_secs_f64().to_string(),
+        ]);
+        if let Some(source) = &options.source {
+            args.extend(["--source".into(), source.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = self.command(Host::Client, &args);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        LoadHandle::start(cmd, options).unwrap_or_else(|e| panic!("starting the load: {e:#}"))
+    }
+
+    /// Opens ONE TCP connection from the client to `url` (from `source` if given) and keeps it;
+    /// [`KeepAliveClient::get`] sends a request on it.
+    pub fn keep_alive(&self, url: &str, source: Option<&str>) -> KeepAliveClient {
+        let mut args = self.client_args("lab-http-keepalive.py");
+        args.push(url.to_owned());
+        if let Some(source) = source {
+            args.extend(["--source".into(), source.to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = self.command(Host::Client, &args);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        KeepAliveClient::start(cmd).unwrap_or_else(|e| panic!("keep-alive client to {url}: {e:#}"))
+    }
+
+    /// `python3 <lab dir>/<script>`.
+    fn client_args(&self, script: &str) -> Vec<String> {
+        let python = python().unwrap_or_else(|e| panic!("{e:#}"));
+        vec![
+            python.to_string_lossy().into_owned(),
+            self.dir.join(script).to_string_lossy().into_owned(),
+        ]
+    }
+
+    /// Like [`Lab::http_get_many`], from any host and with any per-request timeout.
+    pub fn http_get_many_from(
+        &self,
+        host: Host,
+        count: usize,
+        url: &str,
+        timeout: Duration,
+    ) -> Vec<Result<HttpResponse>> {
+        self.http_get(&GetOptions {
+            host,
+            timeout,
+            ..GetOptions::new(count, url)
+        })
+    }
+
     // ---- director ----
 
     /// The stats socket path this lab's director uses (unique per lab).
@@ -496,17 +627,25 @@ impl Lab {
         PathBuf::from(format!("/run/director/{}director.sock", self.prefix))
     }
 
-    /// A one-service DR config for this lab: `eth0`, one worker, VIP 192.0.2.10:80/tcp over every
-    /// real server, with `scheduler`.
+    /// A one-service DR config for this lab: `eth0`, one worker, service "web" on VIP
+    /// 192.0.2.10/tcp, the lab's ports (80 unless [`LabOptions::ports`] said otherwise), over
+    /// every real server, with `scheduler`.
     pub fn dr_config(&self, scheduler: &str) -> DirectorConfig {
-        DirectorConfig::dr(
+        self.dr_config_over(scheduler, &(1..=self.real_servers).collect::<Vec<_>>())
+    }
+
+    /// Like [`Lab::dr_config`], over real servers `servers` only (1-based indices).
+    pub fn dr_config_over(&self, scheduler: &str, servers: &[usize]) -> DirectorConfig {
+        let mut config = DirectorConfig::dr(
             self.stats_socket(),
             scheduler,
-            &self
-                .rs_hosts()
-                .map(|h| h.address().unwrap_or_default())
+            &servers
+                .iter()
+                .map(|&i| Host::Rs(i).address().unwrap_or_default())
                 .collect::<Vec<_>>(),
-        )
+        );
+        config.services[0].ports.clone_from(&self.ports);
+        config
     }
 
     /// Writes `config` as TOML into the lab directory and returns its path.

@@ -13,6 +13,7 @@
 
 #![deny(unsafe_code)]
 
+mod client;
 mod cmd;
 pub mod config;
 mod director;
@@ -25,11 +26,14 @@ pub mod stats;
 )]
 mod sys;
 
+pub use client::{GetOptions, KeepAliveClient, LoadHandle, LoadOptions, REQUEST_TIMEOUT};
 pub use cmd::{poll_check, poll_until, run_with_timeout, Check, ChildGuard};
 pub use config::{BackendConfig, DirectorConfig, ServiceConfig};
-pub use director::{director_bin, lbstat_bin, workspace_dir, DirectorProcess, Stopped};
-pub use http::HttpResponse;
-pub use lab::{lab_namespaces, Host, Lab, LabOptions};
+pub use director::{
+    director_bin, lbstat_bin, workspace_dir, ControlOutput, DirectorProcess, Stopped,
+};
+pub use http::{assert_all_ok, failures, tally, HttpResponse};
+pub use lab::{lab_namespaces, Host, Lab, LabOptions, EXTRA_CLIENT_IPS};
 pub use sys::is_root;
 
 /// Network prefix length of the lab's one L2 segment.
@@ -61,7 +65,12 @@ pub fn rs_name(i: usize) -> String {
 
 /// The VIP's URL.
 pub fn vip_url() -> String {
-    format!("http://{VIP}:{VIP_PORT}/")
+    vip_url_port(VIP_PORT)
+}
+
+/// The VIP's URL on `port`.
+pub fn vip_url_port(port: u16) -> String {
+    format!("http://{VIP}:{port}/")
 }
 
 /// Returns early from a test (with a printed reason) when not running as root.

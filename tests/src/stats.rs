@@ -12,6 +12,12 @@ pub struct Backend {
     pub service: String,
     /// Backend address.
     pub address: String,
+    /// Current weight (the runtime one, after `director backend weight/drain`).
+    pub weight: u64,
+    /// Flows open now (`None` if this lbstat does not report it).
+    pub active_connections: Option<u64>,
+    /// Flows closing or closed but still tracked (`None` if this lbstat does not report it).
+    pub inactive_connections: Option<u64>,
     /// New flows scheduled to it.
     pub connections_total: u64,
     /// Frames forwarded to it.
@@ -36,6 +42,9 @@ pub fn backends(stats: &Value) -> Vec<Backend> {
                     .as_str()
                     .unwrap_or_else(|| panic!("backend without an address: {backend}"))
                     .to_owned(),
+                weight: number(backend, "weight"),
+                active_connections: backend["active_connections"].as_u64(),
+                inactive_connections: backend["inactive_connections"].as_u64(),
                 connections_total: number(backend, "connections_total"),
                 packets_in: number(backend, "packets_in"),
                 bytes_in: number(backend, "bytes_in"),
@@ -45,6 +54,39 @@ pub fn backends(stats: &Value) -> Vec<Backend> {
         }
     }
     out
+}
+
+/// One service as lbstat shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Service {
+    /// Name.
+    pub name: String,
+    /// Scheduler name as lbstat prints it.
+    pub scheduler: String,
+    /// Backend addresses, in lbstat's order.
+    pub backends: Vec<String>,
+}
+
+/// Every service.
+pub fn services(stats: &Value) -> Vec<Service> {
+    array(stats, "services")
+        .iter()
+        .map(|service| Service {
+            name: service["name"].as_str().unwrap_or_default().to_owned(),
+            scheduler: service["scheduler"].as_str().unwrap_or_default().to_owned(),
+            backends: array(service, "backends")
+                .iter()
+                .map(|b| b["address"].as_str().unwrap_or_default().to_owned())
+                .collect(),
+        })
+        .collect()
+}
+
+/// The backend `address` of service `service`, if lbstat lists it.
+pub fn backend(stats: &Value, service: &str, address: &str) -> Option<Backend> {
+    backends(stats)
+        .into_iter()
+        .find(|b| b.service == service && b.address == address)
 }
 
 /// Sum of the workers' `rx_packets`.
@@ -133,6 +175,12 @@ mod tests {
             ),
             ("192.0.2.11", 3, 9)
         );
+        assert_eq!((b[0].weight, b[0].active_connections), (1, None));
+        let services = services(&stats);
+        assert_eq!(services[0].scheduler, "rr");
+        assert_eq!(services[0].backends, ["192.0.2.11"]);
+        assert_eq!(backend(&stats, "web", "192.0.2.11").unwrap().packets_in, 9);
+        assert!(backend(&stats, "web", "192.0.2.12").is_none());
         assert_eq!(workers_rx_packets(&stats), 9);
         assert_eq!(worker_drops(&stats)["tx_ring_full"], 1);
         assert_eq!(xdp_counter(&stats, "redirected"), 9);

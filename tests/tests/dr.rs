@@ -140,7 +140,7 @@ fn bytes_switch_sent_to_director(lab: &Lab) -> u64 {
 #[test]
 fn failed_start_leaves_nothing_behind() {
     require_root!();
-    let lab = Lab::dr(LabOptions { real_servers: 1 });
+    let lab = Lab::dr(LabOptions::servers(1));
     // /proc refuses new directories, so the stats socket cannot be made: start-up fails after
     // the classifier is attached and the workers run, and must undo both.
     let mut config = lab.dr_config("maglev");
@@ -182,7 +182,7 @@ fn failed_start_leaves_nothing_behind() {
 #[test]
 fn director_keeps_a_vip_it_did_not_add() {
     require_root!();
-    let lab = Lab::dr(LabOptions { real_servers: 1 });
+    let lab = Lab::dr(LabOptions::servers(1));
     let vip = format!("{VIP}/32");
     lab.exec_ok(Host::Director, &["ip", "addr", "add", &vip, "dev", "eth0"]);
     let mut director = lab.start_director(&lab.dr_config("rr"));
@@ -199,7 +199,7 @@ fn director_keeps_a_vip_it_did_not_add() {
 #[test]
 fn director_stops_cleanly() {
     require_root!();
-    let lab = Lab::dr(LabOptions { real_servers: 1 });
+    let lab = Lab::dr(LabOptions::servers(1));
     let mut director = lab.start_director(&lab.dr_config("maglev"));
     assert!(
         lab.xdp_attached(Host::Director),
@@ -230,7 +230,7 @@ fn director_stops_cleanly() {
 #[test]
 fn director_killed_leaves_no_program() {
     require_root!();
-    let lab = Lab::dr(LabOptions { real_servers: 1 });
+    let lab = Lab::dr(LabOptions::servers(1));
     let mut director = lab.start_director(&lab.dr_config("maglev"));
     assert!(
         lab.xdp_attached(Host::Director),
@@ -281,4 +281,30 @@ fn director_check_rejects_bad_config() {
         stderr.contains("scheduler") && stderr.contains("fastest"),
         "the error should name the key and the value; stderr: {stderr}"
     );
+}
+
+/// An operator (or systemd) restarting the director at once: each start right after a stop must
+/// come up, though the kernel frees the previous AF_XDP sockets' queue bindings asynchronously.
+#[test]
+fn director_restarts_at_once() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::servers(1));
+    let config = lab.dr_config("rr");
+    for round in 0..6 {
+        let path = lab.write_config(&config);
+        let mut director = lab
+            .try_start_director_with(&path, &config.stats_socket)
+            .unwrap_or_else(|e| panic!("start {round} right after a stop: {e:#}"));
+        let served = lab.http_get_many(2, &vip_url());
+        assert!(
+            served.iter().all(Result::is_ok),
+            "round {round}: {served:?}"
+        );
+        let stopped = director.stop();
+        assert!(
+            stopped.status.success(),
+            "round {round}: {}",
+            stopped.status
+        );
+    }
 }

@@ -2,9 +2,11 @@
 
 use std::panic;
 use std::path::Path;
+use std::time::Duration;
 
 use director_lab::{
-    lab_namespaces, require_root, rs_ip, rs_name, Host, Lab, LabOptions, CLIENT_IP, VIP,
+    assert_all_ok, lab_namespaces, require_root, rs_ip, rs_name, GetOptions, Host, Lab, LabOptions,
+    LoadOptions, CLIENT_IP, EXTRA_CLIENT_IPS, VIP,
 };
 
 #[test]
@@ -70,7 +72,7 @@ fn lab_is_removed_when_a_test_panics() {
     require_root!();
     let seen = std::sync::Mutex::new(None);
     let result = panic::catch_unwind(|| {
-        let lab = Lab::dr(LabOptions { real_servers: 1 });
+        let lab = Lab::dr(LabOptions::servers(1));
         *seen.lock().unwrap() = Some((lab.prefix().to_owned(), lab.http_pids()));
         panic!("intentional panic with a lab alive (this message is expected)");
     });
@@ -92,7 +94,7 @@ fn lab_is_removed_when_a_test_panics() {
 #[test]
 fn lab_restarts_a_real_server() {
     require_root!();
-    let lab = Lab::dr(LabOptions { real_servers: 2 });
+    let lab = Lab::dr(LabOptions::servers(2));
     let rs2 = rs_ip(2);
     lab.stop_http(2);
     assert!(!lab.http_running(2));
@@ -107,4 +109,67 @@ fn lab_restarts_a_real_server() {
         .remove(0)
         .unwrap();
     assert_eq!(response.server, "rs2");
+}
+
+/// The clients the reload and persistence tests rely on, against a real server directly (no
+/// director): several ports, a second client address, the background load and the keep-alive
+/// connection.
+#[test]
+fn lab_ports_sources_load_and_keep_alive() {
+    require_root!();
+    let lab = Lab::dr(LabOptions {
+        real_servers: 1,
+        ports: vec![80, 443],
+    });
+    let second = EXTRA_CLIENT_IPS[0];
+    lab.add_client_address(second);
+    let rs1 = rs_ip(1);
+    let urls = [format!("http://{rs1}:80/"), format!("http://{rs1}:443/")];
+
+    let results = lab.http_get(&GetOptions::alternating(4, &urls).from_address(second));
+    let answered: Vec<(u16, String)> = results
+        .into_iter()
+        .map(|r| {
+            let r = r.unwrap_or_else(|e| panic!("{e:#}"));
+            (r.port, r.client_ip().to_owned())
+        })
+        .collect();
+    let expected: Vec<(u16, String)> = [80, 443, 80, 443]
+        .into_iter()
+        .map(|p| (p, second.to_owned()))
+        .collect();
+    assert_eq!(answered, expected, "alternating ports, from {second}");
+
+    let mut load = lab.start_load(&urls[1], &LoadOptions::default());
+    load.wait_until("20 answers", Duration::from_secs(10), |r| r.len() >= 20)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let results = load.stop();
+    assert!(results.len() >= 20, "{} results", results.len());
+    assert_all_ok(&results, "the background load");
+    assert!(results
+        .iter()
+        .flatten()
+        .all(|r| r.port == 443 && r.client_ip() == CLIENT_IP));
+
+    let mut conn = lab.keep_alive(&urls[0], Some(second));
+    assert!(
+        conn.local_address().starts_with(second),
+        "{}",
+        conn.local_address()
+    );
+    for i in 0..3 {
+        let r = conn.get().unwrap_or_else(|e| panic!("request {i}: {e:#}"));
+        assert_eq!(
+            (r.server.as_str(), r.client.as_str()),
+            ("rs1", conn.local_address()),
+            "request {i} rode the one connection"
+        );
+    }
+    // A killed server breaks the connection, and the client says so instead of reconnecting.
+    lab.stop_http(1);
+    lab.start_http(1);
+    assert!(
+        conn.get().is_err(),
+        "the kept connection survived its server's death"
+    );
 }

@@ -40,9 +40,7 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let started = Instant::now();
     println!("building the DR lab: client 192.0.2.2, director 192.0.2.3, rs1..rs{REAL_SERVERS} 192.0.2.11.., VIP 192.0.2.10");
-    let lab = Lab::try_dr(LabOptions {
-        real_servers: REAL_SERVERS,
-    })?;
+    let lab = Lab::try_dr(LabOptions::servers(REAL_SERVERS))?;
     println!("lab {} up in {:.1?}", lab.prefix(), started.elapsed());
 
     let socket = lab.stats_socket();
