@@ -41,11 +41,25 @@ pub enum DropReason {
     NeighbourUnresolved,
     /// The TX ring had no room.
     TxRingFull,
+    /// A NAT-forwarded packet arrived with TTL <= 1: a router must not forward it (RFC 1812
+    /// 5.3.1). Counted and dropped; no ICMP time exceeded is sent.
+    TtlExpired,
+    /// Encapsulated for LVS-TUN it would exceed the egress MTU, and the inner packet allows
+    /// fragmentation (DF clear). IPVS would fragment the outer packet; this data plane works one
+    /// frame in, one frame out, so it counts and drops it. (With DF set the client gets an ICMP
+    /// fragmentation-needed instead and nothing is dropped.)
+    TooBig,
+    /// The frame had less headroom in front of it than LVS-TUN encapsulation needs
+    /// ([`crate::rewrite::tun::HEADROOM`]): a worker set-up bug, never the sender's doing.
+    NoHeadroom,
+    /// The service's forwarding method (NAT, TUN) is not one [`crate::Pipeline::process`]
+    /// performs: it transmits frames of the same length out of the interface they came in on.
+    UnsupportedForwarding,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 15;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Truncated,
@@ -59,6 +73,10 @@ impl DropReason {
         DropReason::NoBackend,
         DropReason::NeighbourUnresolved,
         DropReason::TxRingFull,
+        DropReason::TtlExpired,
+        DropReason::TooBig,
+        DropReason::NoHeadroom,
+        DropReason::UnsupportedForwarding,
     ];
 
     /// Stable snake_case name, as the stats socket and lbstat show it.
@@ -75,6 +93,10 @@ impl DropReason {
             DropReason::NoBackend => "no_backend",
             DropReason::NeighbourUnresolved => "neighbour_unresolved",
             DropReason::TxRingFull => "tx_ring_full",
+            DropReason::TtlExpired => "ttl_expired",
+            DropReason::TooBig => "too_big",
+            DropReason::NoHeadroom => "no_headroom",
+            DropReason::UnsupportedForwarding => "unsupported_forwarding",
         }
     }
 }

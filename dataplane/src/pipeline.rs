@@ -17,7 +17,10 @@
 //!    otherwise the service's scheduler over the flow hash -> `NoBackend` when it has none; a
 //!    backend whose MAC is unresolved -> `NeighbourUnresolved`. A flow keeps a drained
 //!    (weight 0) backend it already has, as IPVS does.
-//! 5. Rewrite per the service's forwarding method; then, and only then, record the flow: a
+//! 5. Rewrite per the service's forwarding method (NAT and TUN -> `UnsupportedForwarding`, the
+//!    frame untouched: they change the frame's length or its egress interface, which
+//!    [`Verdict::Tx`] cannot express; see [`crate::rewrite::nat`] and [`crate::rewrite::tun`]);
+//!    then, and only then, record the flow: a
 //!    dropped frame never creates or refreshes an entry (so a SYN whose backend is unresolved is
 //!    rescheduled on retransmission rather than pinned to it).
 //!
@@ -172,11 +175,10 @@ impl Pipeline {
         // The frame goes out from here on.
         let mut ethernet =
             EthernetFrame::new_checked(&mut *frame).map_err(|_| DropReason::Truncated)?;
-        match service.forwarding {
-            Forwarding::DirectRouting => {
-                dr::rewrite(&mut ethernet, backend_mac, self.interface_mac);
-            }
-        }
+        let Forwarding::DirectRouting = service.forwarding else {
+            return Err(DropReason::UnsupportedForwarding);
+        };
+        dr::rewrite(&mut ethernet, backend_mac, self.interface_mac);
 
         let tracked = match existing {
             Some(id) => {

@@ -55,6 +55,14 @@ pub enum Forwarding {
     /// Direct routing: rewrite the Ethernet destination to the real server's MAC and send the
     /// frame out of the interface it came in on (LVS-DR).
     DirectRouting,
+    /// Masquerading (LVS-NAT): rewrite the destination VIP:port to the real server's
+    /// address:port on the way in and the source back to VIP:port on the way out; the real
+    /// servers route their replies through the director. See [`crate::rewrite::nat`].
+    Nat,
+    /// IP-in-IP tunnelling (LVS-TUN): wrap the packet in an outer IPv4 header addressed to the
+    /// real server, which decapsulates it and answers the client directly. See
+    /// [`crate::rewrite::tun`].
+    Tunnel,
 }
 
 impl Forwarding {
@@ -62,6 +70,8 @@ impl Forwarding {
     pub const fn name(self) -> &'static str {
         match self {
             Forwarding::DirectRouting => "dr",
+            Forwarding::Nat => "nat",
+            Forwarding::Tunnel => "tun",
         }
     }
 }

@@ -22,8 +22,8 @@ use crate::service::{
     Backend, Forwarding, Persistence, Protocol, Service, ServiceKey, ServiceTable, Timeouts,
 };
 use crate::wire::{
-    ethernet, ipv4, tcp, udp, EtherType, EthernetFrame, Ipv4Packet, MacAddr, TcpFlags, TcpSegment,
-    UdpDatagram,
+    ethernet, ipv4, tcp, udp, EtherType, EthernetFrame, IcmpQuote, Ipv4Packet, MacAddr, TcpFlags,
+    TcpSegment, UdpDatagram,
 };
 
 /// The director's interface MAC in fixtures.
@@ -42,6 +42,7 @@ enum Kind {
     Tcp,
     Udp,
     Icmp,
+    Ipip,
     Arp,
 }
 
@@ -77,6 +78,7 @@ pub struct FrameBuilder {
     tcp_header_len: u8,
     udp_checksum: Option<u16>,
     payload: Vec<u8>,
+    icmp_header: Option<[u8; 8]>,
     l4_len: Option<usize>,
     truncate: Option<usize>,
     pad: bool,
@@ -108,6 +110,7 @@ impl FrameBuilder {
             tcp_header_len: 20,
             udp_checksum: None,
             payload: Vec::new(),
+            icmp_header: None,
             l4_len: None,
             truncate: None,
             pad: true,
@@ -127,6 +130,13 @@ impl FrameBuilder {
     /// An ICMP echo request to 192.0.2.10.
     pub fn icmp() -> Self {
         Self::new(Kind::Icmp)
+    }
+
+    /// An IP-in-IP packet (protocol 4) from 192.0.2.2 to 192.0.2.10 carrying
+    /// [`FrameBuilder::payload`], which should be an inner IPv4 packet
+    /// ([`FrameBuilder::build_ipv4`]).
+    pub fn ipip() -> Self {
+        Self::new(Kind::Ipip)
     }
 
     /// An ARP request ("who has 192.0.2.10") from 192.0.2.2.
@@ -190,6 +200,27 @@ impl FrameBuilder {
     /// options (NOPs and an end-of-list); below 5 the field lies and the header stays 20 bytes.
     pub fn ihl(mut self, ihl: u8) -> Self {
         self.ihl = ihl;
+        self
+    }
+
+    /// IPv4 identification.
+    pub fn ident(mut self, ident: u16) -> Self {
+        self.ident = ident;
+        self
+    }
+
+    /// Sets or clears Don't Fragment (set by default).
+    pub fn dont_fragment(mut self, dont_fragment: bool) -> Self {
+        self.dont_fragment = dont_fragment;
+        self
+    }
+
+    /// For [`FrameBuilder::icmp`]: type, code and the 4 "rest of header" bytes (big-endian),
+    /// instead of an echo request. [`FrameBuilder::payload`] then holds what follows, e.g. the
+    /// quote of an error (`build_ipv4()` of the offending packet, cut to its header + 8 bytes).
+    pub fn icmp_header(mut self, msg_type: u8, code: u8, rest: u32) -> Self {
+        let [a, b, c, d] = rest.to_be_bytes();
+        self.icmp_header = Some([msg_type, code, 0, 0, a, b, c, d]);
         self
     }
 
@@ -375,14 +406,24 @@ impl FrameBuilder {
                 bytes
             }
             Kind::Icmp => {
-                let mut bytes = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
+                let mut bytes = self.icmp_header.map_or_else(
+                    || vec![8, 0, 0, 0, 0x12, 0x34, 0, 1],
+                    |header| header.to_vec(),
+                );
                 bytes.extend_from_slice(&self.payload);
                 let checksum = !crate::wire::checksum::data(&bytes);
                 bytes[2..4].copy_from_slice(&checksum.to_be_bytes());
                 bytes
             }
+            Kind::Ipip => self.payload.clone(),
             Kind::Arp => Vec::new(),
         }
+    }
+
+    /// The IPv4 packet alone, without Ethernet header or padding (as an ICMP error quotes it,
+    /// or as IP-in-IP carries it).
+    pub fn build_ipv4(&self) -> Vec<u8> {
+        self.ipv4()
     }
 
     fn ipv4(&self) -> Vec<u8> {
@@ -398,6 +439,7 @@ impl FrameBuilder {
             Kind::Tcp => ipv4::protocol::TCP,
             Kind::Udp => ipv4::protocol::UDP,
             Kind::Icmp | Kind::Arp => ipv4::protocol::ICMP,
+            Kind::Ipip => ipv4::protocol::IPIP,
         });
         let mut packet = Ipv4Packet::new_unchecked(&mut bytes[..]);
         packet.set_version_and_header_len(self.version, self.ihl.saturating_mul(4));
@@ -563,48 +605,45 @@ pub fn table(
 
 /// A named byte range of a frame.
 struct FieldSpan {
-    name: &'static str,
+    name: String,
     start: usize,
     end: usize,
 }
 
-/// The header fields of `frame` (untagged Ethernet, IPv4, TCP/UDP), as far as it parses.
+/// The header fields of `frame` (untagged Ethernet, IPv4, TCP/UDP, ICMP with its quote, IP-in-IP
+/// with its inner packet), as far as it parses.
 fn fields(frame: &[u8]) -> Vec<FieldSpan> {
-    let span = |name, start, end| FieldSpan { name, start, end };
-    let mut spans = vec![
-        span("eth.dst", 0, 6),
-        span("eth.src", 6, 12),
-        span("eth.type", 12, 14),
-    ];
+    let mut spans = Vec::new();
+    for (name, start, end) in [("eth.dst", 0, 6), ("eth.src", 6, 12), ("eth.type", 12, 14)] {
+        spans.push(FieldSpan {
+            name: name.to_owned(),
+            start,
+            end,
+        });
+    }
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return spans;
     };
     if eth.ethertype() != EtherType::IPV4 {
-        spans.push(span("eth.payload", ethernet::HEADER_LEN, usize::MAX));
+        spans.push(FieldSpan {
+            name: "eth.payload".to_owned(),
+            start: ethernet::HEADER_LEN,
+            end: usize::MAX,
+        });
         return spans;
     }
-    let ip_at = ethernet::HEADER_LEN;
-    for (name, start, end) in [
-        ("ipv4.version_ihl", 0, 1),
-        ("ipv4.tos", 1, 2),
-        ("ipv4.total_len", 2, 4),
-        ("ipv4.ident", 4, 6),
-        ("ipv4.flags_frag", 6, 8),
-        ("ipv4.ttl", 8, 9),
-        ("ipv4.protocol", 9, 10),
-        ("ipv4.checksum", 10, 12),
-        ("ipv4.src", 12, 16),
-        ("ipv4.dst", 16, 20),
-    ] {
-        spans.push(span(name, ip_at + start, ip_at + end));
-    }
-    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
-        spans.push(span("ipv4.rest", ip_at + ipv4::HEADER_LEN, usize::MAX));
-        return spans;
-    };
-    let l4_at = ip_at + usize::from(ip.header_len());
-    spans.push(span("ipv4.options", ip_at + ipv4::HEADER_LEN, l4_at));
-    let l4_fields: &[(&'static str, usize, usize)] = match ip.protocol() {
+    let end = ipv4_fields(&mut spans, "", frame, ethernet::HEADER_LEN, false);
+    spans.push(FieldSpan {
+        name: "eth.padding".to_owned(),
+        start: end,
+        end: usize::MAX,
+    });
+    spans
+}
+
+/// The header fields of a transport (or ICMP) header: (name, start, end) from its start.
+fn l4_fields(protocol: u8) -> &'static [(&'static str, usize, usize)] {
+    match protocol {
         ipv4::protocol::TCP => &[
             ("tcp.src_port", 0, 2),
             ("tcp.dst_port", 2, 4),
@@ -621,20 +660,88 @@ fn fields(frame: &[u8]) -> Vec<FieldSpan> {
             ("udp.len", 4, 6),
             ("udp.checksum", 6, 8),
         ],
+        ipv4::protocol::ICMP => &[
+            ("icmp.type", 0, 1),
+            ("icmp.code", 1, 2),
+            ("icmp.checksum", 2, 4),
+            ("icmp.rest", 4, 8),
+        ],
         _ => &[],
-    };
-    let mut end = l4_at;
-    for &(name, start, stop) in l4_fields {
-        spans.push(span(name, l4_at + start, l4_at + stop));
-        end = l4_at + stop;
     }
-    spans.push(span("payload", end, ip_at + usize::from(ip.total_len())));
-    spans.push(span(
-        "eth.padding",
-        ip_at + usize::from(ip.total_len()),
-        usize::MAX,
-    ));
-    spans
+}
+
+/// Adds the fields of the IPv4 packet at `frame[at..]`, names prefixed with `prefix`; returns
+/// where the packet ends. `quoted`: an ICMP quote (its total length describes the original).
+fn ipv4_fields(
+    spans: &mut Vec<FieldSpan>,
+    prefix: &str,
+    frame: &[u8],
+    at: usize,
+    quoted: bool,
+) -> usize {
+    let mut push = |name: &str, start: usize, end: usize| {
+        spans.push(FieldSpan {
+            name: format!("{prefix}{name}"),
+            start,
+            end,
+        });
+    };
+    for (name, start, end) in [
+        ("ipv4.version_ihl", 0, 1),
+        ("ipv4.tos", 1, 2),
+        ("ipv4.total_len", 2, 4),
+        ("ipv4.ident", 4, 6),
+        ("ipv4.flags_frag", 6, 8),
+        ("ipv4.ttl", 8, 9),
+        ("ipv4.protocol", 9, 10),
+        ("ipv4.checksum", 10, 12),
+        ("ipv4.src", 12, 16),
+        ("ipv4.dst", 16, 20),
+    ] {
+        push(name, at + start, at + end);
+    }
+    let bytes = frame.get(at..).unwrap_or(&[]);
+    let parsed = if quoted {
+        IcmpQuote::new_checked(bytes)
+            .ok()
+            .map(|quote| (quote.header_len(), bytes.len(), quote.protocol()))
+    } else {
+        Ipv4Packet::new_checked(bytes).ok().map(|ip| {
+            (
+                usize::from(ip.header_len()),
+                usize::from(ip.total_len()),
+                ip.protocol(),
+            )
+        })
+    };
+    let Some((header_len, total_len, protocol)) = parsed else {
+        push("ipv4.rest", at + ipv4::HEADER_LEN, usize::MAX);
+        return frame.len();
+    };
+    let l4_at = at + header_len;
+    let packet_end = at + total_len;
+    push("ipv4.options", at + ipv4::HEADER_LEN, l4_at);
+    let mut end = l4_at;
+    for &(name, start, stop) in l4_fields(protocol) {
+        let stop = (l4_at + stop).min(packet_end);
+        push(name, l4_at + start, stop);
+        end = stop;
+    }
+    let within = &frame[..packet_end.min(frame.len())];
+    match protocol {
+        ipv4::protocol::ICMP if !quoted && packet_end.saturating_sub(end) >= ipv4::HEADER_LEN => {
+            ipv4_fields(spans, &format!("{prefix}icmp.quote."), within, end, true);
+        }
+        ipv4::protocol::IPIP if !quoted => {
+            ipv4_fields(spans, &format!("{prefix}inner."), within, l4_at, false);
+        }
+        _ => spans.push(FieldSpan {
+            name: format!("{prefix}payload"),
+            start: end,
+            end: packet_end,
+        }),
+    }
+    packet_end
 }
 
 /// `None` if the frames are equal, else one line per differing header field (laid out by
@@ -675,7 +782,7 @@ pub fn diff(expected: &[u8], actual: &[u8]) -> Option<String> {
             let _ = writeln!(
                 out,
                 "{} [{}..{}]: expected {}, got {}",
-                field.name,
+                &field.name,
                 field.start,
                 end,
                 hex(want),

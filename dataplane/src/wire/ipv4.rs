@@ -29,6 +29,8 @@ pub const HEADER_LEN: usize = field::DST_ADDR.end;
 pub mod protocol {
     /// ICMP.
     pub const ICMP: u8 = 1;
+    /// IPv4 in IPv4 (RFC 2003), as LVS-TUN sends.
+    pub const IPIP: u8 = 4;
     /// TCP.
     pub const TCP: u8 = 6;
     /// UDP.

@@ -1,7 +1,8 @@
 //! Zero-copy views over the headers the director reads and rewrites, after smoltcp's `wire`.
 //!
 //! Each view wraps a byte buffer: `EthernetFrame<T: AsRef<[u8]>>`, [`Ipv4Packet`],
-//! [`TcpSegment`], [`UdpDatagram`]. Field offsets live in a private `mod field` per view; getters
+//! [`TcpSegment`], [`UdpDatagram`], [`Icmpv4Packet`] and the datagram an ICMP error quotes,
+//! [`IcmpQuote`]. Field offsets live in a private `mod field` per view; getters
 //! need `AsRef<[u8]>`, setters `AsMut<[u8]>`. `new_checked` validates lengths once, after which no
 //! getter, setter or payload accessor can panic (payload accessors clamp to the buffer even if a
 //! setter later wrote an inconsistent length). Multi-byte fields are read with `from_be_bytes`,
@@ -14,6 +15,7 @@
 
 pub mod checksum;
 pub mod ethernet;
+pub mod icmp;
 pub mod ipv4;
 pub mod tcp;
 pub mod udp;
@@ -22,6 +24,7 @@ use std::fmt;
 use std::ops::Range;
 
 pub use ethernet::{EtherType, EthernetFrame, MacAddr};
+pub use icmp::{IcmpQuote, Icmpv4Packet};
 pub use ipv4::Ipv4Packet;
 pub use tcp::{TcpFlags, TcpSegment};
 pub use udp::UdpDatagram;

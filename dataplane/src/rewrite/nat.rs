@@ -1,0 +1,205 @@
+//! Masquerading (LVS-NAT): the director is the real servers' router and rewrites both ways.
+//!
+//! - Inbound, client -> VIP:port becomes client -> RS:rsport ([`rewrite_inbound`]): destination
+//!   address and port change, so do the IPv4 header checksum and the TCP/UDP checksum (its
+//!   pseudo header covers the address). `rsport` may differ from the service port (VIP:80 ->
+//!   RS:8080), or equal it.
+//! - Outbound, RS:rsport -> client becomes VIP:port -> client ([`rewrite_outbound`]).
+//!
+//! Either way the director forwards as a router: TTL is decremented (a packet arriving with
+//! TTL <= 1 is [`DropReason::TtlExpired`], no ICMP time exceeded is generated), and the Ethernet
+//! header is re-addressed from the egress interface to the next hop ([`Link`]). The frame keeps
+//! its length; Ethernet padding after the IP packet is kept as is.
+//!
+//! Every checksum is updated incrementally (RFC 1624 eqn. 3), so the cost does not depend on the
+//! payload; a UDP checksum of 0 ("none") stays 0. A checksum that was wrong on arrival stays
+//! wrong by the same amount, as a router's would: end-to-end detection still works.
+//!
+//! Only unfragmented TCP and UDP are rewritten (a fragment has no ports to map):
+//! [`DropReason::Fragment`], [`DropReason::UnsupportedProtocol`] otherwise. ICMP errors about a
+//! NATed flow go through [`super::icmp`] instead.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use super::{ipv4_of, ttl_update, Link};
+use crate::counters::DropReason;
+use crate::service::Protocol;
+use crate::wire::checksum::{udp_update16, udp_update32, update16, update32};
+use crate::wire::{ethernet, Ipv4Packet, TcpSegment, UdpDatagram};
+
+/// Which end of the packet a rewrite changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Source,
+    Destination,
+}
+
+/// Client -> VIP:port becomes client -> `backend` (the real server's address and port), sent
+/// over `link` (the server-side interface's MAC, the real server's or gateway's MAC).
+///
+/// Checks before writing anything: untagged Ethernet IPv4 (options allowed), not a fragment,
+/// TCP or UDP with a whole header, TTL > 1.
+pub fn rewrite_inbound(
+    frame: &mut [u8],
+    backend: SocketAddrV4,
+    link: Link,
+) -> Result<(), DropReason> {
+    translate(frame, End::Destination, backend, link)
+}
+
+/// RS:rsport -> client becomes `vip` (the service's VIP and port) -> client, sent over `link`
+/// (the client-side interface's MAC, the router's MAC). Same checks as [`rewrite_inbound`].
+pub fn rewrite_outbound(frame: &mut [u8], vip: SocketAddrV4, link: Link) -> Result<(), DropReason> {
+    translate(frame, End::Source, vip, link)
+}
+
+/// What [`check`] learned about a frame.
+struct Checked {
+    protocol: Protocol,
+    header_len: usize,
+    total_len: usize,
+}
+
+/// Validates a frame for a NAT rewrite, without writing.
+#[inline]
+fn check(frame: &[u8]) -> Result<Checked, DropReason> {
+    let ip = ipv4_of(frame)?;
+    if ip.is_fragment() {
+        return Err(DropReason::Fragment);
+    }
+    let protocol = Protocol::from_number(ip.protocol()).ok_or(DropReason::UnsupportedProtocol)?;
+    match protocol {
+        Protocol::Tcp => TcpSegment::new_checked(ip.payload())
+            .map(|_| ())
+            .map_err(|_| DropReason::Truncated)?,
+        Protocol::Udp => UdpDatagram::new_checked(ip.payload())
+            .map(|_| ())
+            .map_err(|_| DropReason::Truncated)?,
+    }
+    if ip.ttl() <= 1 {
+        return Err(DropReason::TtlExpired);
+    }
+    Ok(Checked {
+        protocol,
+        header_len: usize::from(ip.header_len()),
+        total_len: usize::from(ip.total_len()),
+    })
+}
+
+#[inline]
+fn translate(frame: &mut [u8], end: End, to: SocketAddrV4, link: Link) -> Result<(), DropReason> {
+    let checked = check(frame)?;
+    let packet = &mut frame[ethernet::HEADER_LEN..ethernet::HEADER_LEN + checked.total_len];
+    let (header, transport) = packet.split_at_mut(checked.header_len);
+
+    let mut ip = Ipv4Packet::new_unchecked(header);
+    let old_addr = match end {
+        End::Source => ip.src_addr(),
+        End::Destination => ip.dst_addr(),
+    };
+    let new_addr = *to.ip();
+    let ttl = ip.ttl();
+    let mut sum = ttl_update(ip.checksum(), ip.protocol(), ttl, ttl - 1);
+    sum = update32(sum, u32::from(old_addr), u32::from(new_addr));
+    ip.set_ttl(ttl - 1);
+    match end {
+        End::Source => ip.set_src_addr(new_addr),
+        End::Destination => ip.set_dst_addr(new_addr),
+    }
+    ip.set_checksum(sum);
+
+    rewrite_transport(checked.protocol, transport, end, old_addr, to);
+    link.apply(frame);
+    Ok(())
+}
+
+/// Rewrites one port of a checked TCP/UDP header and updates its checksum for that and for the
+/// pseudo header's address change `old_addr` -> `to.ip()`.
+#[inline]
+fn rewrite_transport(
+    protocol: Protocol,
+    transport: &mut [u8],
+    end: End,
+    old_addr: Ipv4Addr,
+    to: SocketAddrV4,
+) {
+    let (old, new) = (u32::from(old_addr), u32::from(*to.ip()));
+    match protocol {
+        Protocol::Tcp => {
+            let mut tcp = TcpSegment::new_unchecked(transport);
+            let old_port = match end {
+                End::Source => tcp.src_port(),
+                End::Destination => tcp.dst_port(),
+            };
+            let sum = update16(update32(tcp.checksum(), old, new), old_port, to.port());
+            match end {
+                End::Source => tcp.set_src_port(to.port()),
+                End::Destination => tcp.set_dst_port(to.port()),
+            }
+            tcp.set_checksum(sum);
+        }
+        Protocol::Udp => {
+            let mut udp = UdpDatagram::new_unchecked(transport);
+            let old_port = match end {
+                End::Source => udp.src_port(),
+                End::Destination => udp.dst_port(),
+            };
+            let sum = udp_update16(udp_update32(udp.checksum(), old, new), old_port, to.port());
+            match end {
+                End::Source => udp.set_src_port(to.port()),
+                End::Destination => udp.set_dst_port(to.port()),
+            }
+            udp.set_checksum(sum);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FrameBuilder, DIRECTOR_MAC};
+
+    const LINK: Link = Link {
+        src_mac: DIRECTOR_MAC,
+        dst_mac: [2, 0, 0, 0, 1, 1],
+    };
+
+    #[test]
+    fn ttl_one_is_untouched() {
+        let input = FrameBuilder::tcp().syn().ttl(1).build();
+        let mut frame = input.clone();
+        let backend = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 8080);
+        assert_eq!(
+            rewrite_inbound(&mut frame, backend, LINK),
+            Err(DropReason::TtlExpired)
+        );
+        assert_eq!(frame, input);
+        let mut frame = FrameBuilder::tcp().syn().ttl(2).build();
+        assert_eq!(rewrite_inbound(&mut frame, backend, LINK), Ok(()));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_map() {
+        let backend = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 8080);
+        for (frame, reason) in [
+            (
+                FrameBuilder::tcp().more_fragments().build(),
+                DropReason::Fragment,
+            ),
+            (
+                FrameBuilder::icmp().build(),
+                DropReason::UnsupportedProtocol,
+            ),
+            (
+                FrameBuilder::udp().l4_len(7).unpadded().build(),
+                DropReason::Truncated,
+            ),
+            (FrameBuilder::tcp().vlan(3).build(), DropReason::VlanTagged),
+            (FrameBuilder::arp().build(), DropReason::NotIpv4),
+        ] {
+            let mut copy = frame.clone();
+            assert_eq!(rewrite_inbound(&mut copy, backend, LINK), Err(reason));
+            assert_eq!(copy, frame);
+        }
+    }
+}
