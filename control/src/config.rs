@@ -18,6 +18,7 @@ use scheduler::Algorithm;
 use serde::Deserialize;
 
 use crate::duration::{format_duration, parse_duration};
+use crate::stats_server::DEFAULT_SOCKET_MODE;
 
 /// Default `[director] max_connections`: connection-table entries per worker.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 262_144;
@@ -58,6 +59,12 @@ pub struct DirectorConfig {
     pub workers: Option<usize>,
     /// Path of the stats/control Unix socket.
     pub stats_socket: PathBuf,
+    /// Permission bits of the socket file (default 0660).
+    pub stats_socket_mode: u32,
+    /// Group given the socket file, whose members may also change the director.
+    pub stats_socket_group: Option<String>,
+    /// Address of the Prometheus `/metrics` HTTP listener, if any.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Connection-table bound per worker.
     pub max_connections: usize,
     /// Connection idle timeouts.
@@ -283,6 +290,9 @@ struct RawDirector {
     interfaces: Vec<String>,
     workers: Option<i64>,
     stats_socket: Option<String>,
+    stats_socket_mode: Option<String>,
+    stats_socket_group: Option<String>,
+    metrics: Option<String>,
     max_connections: Option<i64>,
     #[serde(default)]
     timeouts: RawTimeouts,
@@ -420,6 +430,9 @@ impl RawDirector {
                 PathBuf::from(path)
             }
         };
+        let stats_socket_mode = socket_mode(self.stats_socket_mode)?;
+        let stats_socket_group = socket_group(self.stats_socket_group)?;
+        let metrics = metrics_address(self.metrics)?;
         let max_connections = match self.max_connections {
             None => DEFAULT_MAX_CONNECTIONS,
             Some(value) => in_range(value, 1, MAX_MAX_CONNECTIONS, "director.max_connections")?,
@@ -429,10 +442,68 @@ impl RawDirector {
             interfaces: self.interfaces,
             workers,
             stats_socket,
+            stats_socket_mode,
+            stats_socket_group,
+            metrics,
             max_connections,
             timeouts,
         })
     }
+}
+
+/// `director.stats_socket_mode`.
+fn socket_mode(value: Option<String>) -> Result<u32, ConfigError> {
+    Ok(match value {
+        None => DEFAULT_SOCKET_MODE,
+        Some(text) => u32::from_str_radix(&text, 8)
+            .ok()
+            .filter(|mode| {
+                *mode <= 0o777 && text.len() <= 4 && text.bytes().all(|b| b.is_ascii_digit())
+            })
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "director.stats_socket_mode",
+                    format!("{text:?}"),
+                    "expected octal permission bits as a string, such as \"0660\" or \"0666\"",
+                )
+            })?,
+    })
+}
+
+/// `director.stats_socket_group`.
+fn socket_group(value: Option<String>) -> Result<Option<String>, ConfigError> {
+    Ok(match value {
+        None => None,
+        Some(name) => {
+            let valid = !name.is_empty()
+                && name.len() <= 32
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$'));
+            if !valid {
+                return Err(ConfigError::invalid(
+                    "director.stats_socket_group",
+                    format!("{name:?}"),
+                    "expected a group name (1 to 32 of a-z A-Z 0-9 _ - . $) or a gid",
+                ));
+            }
+            Some(name)
+        }
+    })
+}
+
+/// `director.metrics`.
+fn metrics_address(value: Option<String>) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    Ok(match value {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| {
+            ConfigError::invalid(
+                "director.metrics",
+                format!("{text:?}"),
+                "expected an address and port to serve /metrics on, such as \"127.0.0.1:9100\"",
+            )
+        })?),
+    })
 }
 
 impl RawTimeouts {
@@ -1141,6 +1212,54 @@ mac = "02:00:00:00:00:12"
         assert_mentions(
             &error_with("[\"eth0\"]", "[\"eth0\", \"eth0\"]"),
             &["director.interfaces[1] = \"eth0\"", "listed twice"],
+        );
+    }
+
+    #[test]
+    fn socket_access_and_metrics_keys() {
+        let config = Config::parse(GOOD).unwrap();
+        assert_eq!(config.director.stats_socket_mode, 0o660);
+        assert_eq!(config.director.stats_socket_group, None);
+        assert_eq!(config.director.metrics, None);
+        let text = GOOD.replacen(
+            "interfaces = [\"eth0\"]",
+            "interfaces = [\"eth0\"]\nstats_socket_mode = \"0666\"\n\
+             stats_socket_group = \"lbadmin\"\nmetrics = \"127.0.0.1:9100\"",
+            1,
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.director.stats_socket_mode, 0o666);
+        assert_eq!(
+            config.director.stats_socket_group.as_deref(),
+            Some("lbadmin")
+        );
+        assert_eq!(
+            config.director.metrics,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        let with = |line: &str| {
+            error_with(
+                "interfaces = [\"eth0\"]",
+                &format!("interfaces = [\"eth0\"]\n{line}"),
+            )
+        };
+        for bad in ["\"0999\"", "\"1777\"", "\"\"", "\"rw\""] {
+            assert_mentions(
+                &with(&format!("stats_socket_mode = {bad}")),
+                &["director.stats_socket_mode", "octal permission bits"],
+            );
+        }
+        assert_mentions(
+            &with("stats_socket_mode = 660"),
+            &["director.stats_socket_mode", "invalid type"],
+        );
+        assert_mentions(
+            &with("stats_socket_group = \"lb admin\""),
+            &["director.stats_socket_group = \"lb admin\"", "group name"],
+        );
+        assert_mentions(
+            &with("metrics = \"localhost\""),
+            &["director.metrics = \"localhost\"", "127.0.0.1:9100"],
         );
     }
 

@@ -12,6 +12,9 @@
 //!   publishing them, adding and removing VIPs.
 //! - [`signals`]: SIGINT/SIGTERM/SIGHUP delivered as channel messages.
 //! - [`stats`]: answers stats requests from the workers' counters.
+//! - [`rates`]: the once-a-second counter samples behind the replies' 1 s and 5 s rates.
+//! - [`access`]: who may change the director through the socket (`SO_PEERCRED`, groups).
+//! - [`metrics`]: the optional Prometheus `/metrics` HTTP listener.
 //!
 //! What control must not do: touch frames. The per-packet path (parsing, scheduling a flow,
 //! rewriting, transmitting) belongs to `dataplane`; control only builds the immutable snapshots
@@ -19,17 +22,24 @@
 //! control may allocate, lock, log and make syscalls freely, but it must never make a worker
 //! wait for it.
 //!
-//! Unsafe code is confined to [`netlink`] (raw sockets and ioctls) and [`signals`] (signal
-//! masks); the rest of the crate denies it.
+//! Unsafe code is confined to [`netlink`] (raw sockets and ioctls), [`signals`] (signal
+//! masks) and [`access`] (`SO_PEERCRED`, `geteuid`); the rest of the crate denies it.
 #![deny(unsafe_code)]
 
+#[expect(
+    unsafe_code,
+    reason = "getsockopt(SO_PEERCRED) and geteuid; every block has a SAFETY comment"
+)]
+pub mod access;
 pub mod config;
 pub mod duration;
+pub mod metrics;
 #[expect(
     unsafe_code,
     reason = "raw netlink sockets and ioctls; every block has a SAFETY comment"
 )]
 pub mod netlink;
+pub mod rates;
 pub mod run;
 #[expect(
     unsafe_code,

@@ -9,6 +9,7 @@
 //! This is the only module of `control` with `unsafe` code: the socket, ioctl and
 //! `if_nametoindex` calls. Each block says why it is sound.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::mem::size_of;
@@ -164,10 +165,15 @@ impl Netlink {
         ifindex: u32,
         address: Ipv4Addr,
     ) -> Result<Option<[u8; 6]>, NetlinkError> {
-        let operation = format!("look up neighbour {address} on ifindex {ifindex}");
+        Ok(self.neighbours(ifindex)?.get(&address).copied())
+    }
+
+    /// Every usable IPv4 neighbour entry on interface `ifindex`, from one dump.
+    pub fn neighbours(&mut self, ifindex: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>, NetlinkError> {
+        let operation = format!("dump neighbours on ifindex {ifindex}");
         let mut request = Message::new(RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP);
         request.push(&neighbour_header(0, 0, 0));
-        let mut found = None;
+        let mut found = HashMap::new();
         self.dump(&operation, request, |message| {
             let Some(header) = message.get(..12) else {
                 return Err("short ndmsg");
@@ -190,8 +196,8 @@ impl Netlink {
                     _ => {}
                 }
             }
-            if destination == Some(address) && lladdr.is_some() {
-                found = lladdr;
+            if let (Some(destination), Some(lladdr)) = (destination, lladdr) {
+                found.insert(destination, lladdr);
             }
             Ok(())
         })?;

@@ -7,6 +7,7 @@
 //! goes (the program detaches), and the VIPs this process added are removed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,11 +24,13 @@ use director_proto::{Reply, Request};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, MAX_WEIGHT};
+use crate::metrics::MetricsServer;
 use crate::netlink::{self, AddressChange, Netlink};
+use crate::rates::RateTracker;
 use crate::signals::Signal;
 use crate::stats;
-use crate::stats_server::StatsServer;
-use crate::table::{classifier_keys, BackendId, Override, TableBuilder};
+use crate::stats_server::{SocketAccess, StatsServer};
+use crate::table::{classifier_keys, BackendId, Override, ReuseGate, TableBuilder};
 
 /// How often control re-reads the neighbour table for real-server MACs.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
@@ -80,6 +83,8 @@ pub struct Shared {
     pub interfaces: Vec<Interface>,
     /// Workers.
     pub workers: Vec<WorkerHandle>,
+    /// Counter samples for the replies' rates, taken once a second by the main loop.
+    pub rates: RateTracker,
 }
 
 /// A mutating request from the control socket, with where its answer goes. The main loop
@@ -120,7 +125,10 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
                     let _ = reply.send(director.execute(request));
                 }
             },
-            recv(ticker) -> _ => director.refresh_neighbours(),
+            recv(ticker) -> _ => {
+                stats::sample_rates(&director.shared);
+                director.refresh_neighbours();
+            },
         }
     }
     director.stop();
@@ -139,6 +147,8 @@ struct Director {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Xsk>>,
     stats_server: Option<StatsServer>,
+    /// The Prometheus `/metrics` listener, if `[director] metrics` is set.
+    metrics_server: Option<MetricsServer>,
     commands: Sender<Command>,
     /// Where the VIPs and real servers live (the first configured interface).
     home_ifindex: u32,
@@ -181,7 +191,12 @@ impl Director {
             INITIAL_RESOLUTION_WAIT,
             signals,
         );
-        let table = Arc::new(builder.build(&config, &HashMap::new(), &macs)?);
+        let first = ReuseGate {
+            adopted_generation: 0,
+            hold: Duration::ZERO,
+            now: Instant::now(),
+        };
+        let table = Arc::new(builder.build(&config, &HashMap::new(), &macs, first)?);
 
         let stop = Arc::new(AtomicBool::new(false));
         let (retire, retired_tables) = crossbeam_channel::bounded(64);
@@ -193,6 +208,7 @@ impl Director {
             disabled: Mutex::new(Vec::new()),
             interfaces,
             workers,
+            rates: RateTracker::new(),
         });
         let mut director = Director {
             shared,
@@ -204,6 +220,7 @@ impl Director {
             stop,
             threads,
             stats_server: None,
+            metrics_server: None,
             commands,
             home_ifindex,
             added_vips: BTreeSet::new(),
@@ -227,39 +244,102 @@ impl Director {
         let socket = self.config.director.stats_socket.clone();
         let shared = Arc::clone(&self.shared);
         let commands = self.commands.clone();
-        let server = StatsServer::start(
+        let access = SocketAccess {
+            mode: self.config.director.stats_socket_mode,
+            group: self.config.director.stats_socket_group.clone(),
+        };
+        let server = StatsServer::start_with(
             &socket,
-            Arc::new(move |request| answer(&shared, &commands, request)),
+            &access,
+            Arc::new(move |request, _peer| answer(&shared, &commands, request)),
         )
         .with_context(|| format!("stats socket {}", socket.display()))?;
         self.stats_server = Some(server);
-        self.sync_classifiers()?;
+        if let Some(address) = self.config.director.metrics {
+            let shared = Arc::clone(&self.shared);
+            let metrics = MetricsServer::start(address, Arc::new(move || stats::snapshot(&shared)))
+                .with_context(|| format!("[director] metrics = \"{address}\": cannot listen"))?;
+            self.metrics_server = Some(metrics);
+        }
+        let problems = self.announce_services();
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
         self.sync_vips();
         Ok(())
     }
 
-    /// Makes the classifiers' maps hold exactly the configured (VIP, port, protocol)s.
-    fn sync_classifiers(&mut self) -> anyhow::Result<()> {
+    /// Removes from the classifiers' maps the (VIP, port, protocol)s the configuration no longer
+    /// has, so their frames go back to the kernel. Returns what failed (those keys stay).
+    fn withdraw_services(&mut self) -> Vec<String> {
         let wanted = classifier_keys(&self.config);
-        for key in wanted.difference(&self.classifier_keys) {
-            for interface in &self.shared.interfaces {
-                interface
-                    .classifier
-                    .set_service(key, true)
-                    .with_context(|| {
-                        format!("adding {}:{} to the classifier", key.vip, key.port)
-                    })?;
+        let stale: Vec<ServiceKey> = self.classifier_keys.difference(&wanted).copied().collect();
+        let mut problems = Vec::new();
+        for key in stale {
+            let failed: Vec<String> = self
+                .shared
+                .interfaces
+                .iter()
+                .filter_map(|interface| interface.classifier.remove_service(&key).err())
+                .map(|error| {
+                    format!(
+                        "removing {}:{} from the classifier: {error}",
+                        key.vip, key.port
+                    )
+                })
+                .collect();
+            if failed.is_empty() {
+                self.classifier_keys.remove(&key);
             }
+            problems.extend(failed);
         }
-        for key in self.classifier_keys.difference(&wanted) {
-            for interface in &self.shared.interfaces {
-                if let Err(error) = interface.classifier.remove_service(key) {
-                    warn!(%error, vip = %key.vip, port = key.port, "could not remove a service from the classifier");
-                }
+        problems
+    }
+
+    /// Adds to the classifiers' maps the (VIP, port, protocol)s the configuration has, so their
+    /// frames go to the workers. Returns what failed (those keys stay with the kernel).
+    fn announce_services(&mut self) -> Vec<String> {
+        let wanted = classifier_keys(&self.config);
+        let fresh: Vec<ServiceKey> = wanted.difference(&self.classifier_keys).copied().collect();
+        let mut problems = Vec::new();
+        for key in fresh {
+            let failed: Vec<String> = self
+                .shared
+                .interfaces
+                .iter()
+                .filter_map(|interface| interface.classifier.set_service(&key, true).err())
+                .map(|error| format!("adding {}:{} to the classifier: {error}", key.vip, key.port))
+                .collect();
+            if failed.is_empty() {
+                self.classifier_keys.insert(key);
             }
+            problems.extend(failed);
         }
-        self.classifier_keys = wanted;
-        Ok(())
+        problems
+    }
+
+    /// What decides whether a retired counter slot may be reused now.
+    fn reuse_gate(&self, next: &Config) -> ReuseGate {
+        let hold = self
+            .config
+            .services
+            .iter()
+            .chain(&next.services)
+            .filter_map(|service| service.persistence)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        let adopted_generation = self
+            .shared
+            .workers
+            .iter()
+            .map(|worker| worker.counters.table_generation.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0);
+        ReuseGate {
+            adopted_generation,
+            hold,
+            now: Instant::now(),
+        }
     }
 
     /// Adds the VIPs the configuration has and removes those this process added that it no
@@ -375,7 +455,10 @@ impl Director {
         change(&mut next);
         let mut overrides = self.overrides.clone();
         overrides.insert(id.clone(), next);
-        let table = self.builder.build(&self.config, &overrides, &self.macs)?;
+        let gate = self.reuse_gate(&self.config);
+        let table = self
+            .builder
+            .build(&self.config, &overrides, &self.macs, gate)?;
         self.overrides = overrides;
         self.publish(table);
         let state = match next {
@@ -400,20 +483,24 @@ impl Director {
         unchangeable(&self.config, &config).with_context(|| format!("configuration {path}"))?;
         // New real servers need their MACs before they get flows, or the first ones would be
         // dropped; wait a moment for them (a reload is not latency-critical).
-        self.macs = resolve_with_wait(
+        let macs = resolve_with_wait(
             &mut self.netlink,
             self.home_ifindex,
             &config,
             RELOAD_RESOLUTION_WAIT,
         );
-        let table = self.builder.build(&config, &HashMap::new(), &self.macs)?;
+        let gate = self.reuse_gate(&config);
+        // All or nothing: if the table does not build, nothing has changed.
+        let table = self.builder.build(&config, &HashMap::new(), &macs, gate)?;
         let generation = table.generation;
-        // Workers learn the new services before the classifier sends them their frames, and
-        // stop getting removed ones only after they no longer know them.
-        self.publish(table);
         self.config = config;
+        self.macs = macs;
         self.overrides.clear();
-        self.sync_classifiers()?;
+        // Removed services go back to the kernel first; the workers learn new services before
+        // the classifier sends them their frames.
+        let mut problems = self.withdraw_services();
+        self.publish(table);
+        problems.extend(self.announce_services());
         self.sync_vips();
         let backends: usize = self
             .config
@@ -421,10 +508,14 @@ impl Director {
             .iter()
             .map(|service| service.backends.len())
             .sum();
-        Ok(format!(
+        let mut message = format!(
             "reloaded {path}: {} service(s), {backends} backend(s), table generation {generation}",
             self.config.services.len()
-        ))
+        );
+        if !problems.is_empty() {
+            let _ = write!(message, "; applied with errors: {}", problems.join("; "));
+        }
+        Ok(message)
     }
 
     /// Re-reads real-server MACs (soliciting missing ones) and publishes a new table if any
@@ -438,9 +529,10 @@ impl Director {
             return;
         }
         self.macs = fresh;
+        let gate = self.reuse_gate(&self.config);
         match self
             .builder
-            .build(&self.config, &self.overrides, &self.macs)
+            .build(&self.config, &self.overrides, &self.macs, gate)
         {
             Ok(table) => self.publish(table),
             Err(error) => warn!(%error, "could not rebuild the service table"),
@@ -496,6 +588,7 @@ impl Director {
         info!("stopping");
         let started = Instant::now();
         drop(self.stats_server.take());
+        drop(self.metrics_server.take());
         for key in &self.classifier_keys {
             for interface in &self.shared.interfaces {
                 if let Err(error) = interface.classifier.remove_service(key) {
@@ -554,6 +647,15 @@ fn unchangeable(running: &Config, new: &Config) -> anyhow::Result<()> {
             "director.stats_socket",
             old.stats_socket != next.stats_socket,
         ),
+        (
+            "director.stats_socket_mode",
+            old.stats_socket_mode != next.stats_socket_mode,
+        ),
+        (
+            "director.stats_socket_group",
+            old.stats_socket_group != next.stats_socket_group,
+        ),
+        ("director.metrics", old.metrics != next.metrics),
         (
             "director.max_connections",
             old.max_connections != next.max_connections,
@@ -696,24 +798,25 @@ fn lookup_backends(
     ifindex: u32,
     config: &Config,
 ) -> (HashMap<Ipv4Addr, [u8; 6]>, Vec<Ipv4Addr>) {
+    let neighbours = netlink.neighbours(ifindex).unwrap_or_else(|error| {
+        warn!(%error, "neighbour table dump failed");
+        HashMap::new()
+    });
     let mut macs = HashMap::new();
     let mut missing = Vec::new();
     for backend in config.services.iter().flat_map(|service| &service.backends) {
-        if let Some(mac) = backend.mac {
-            macs.insert(backend.address, mac);
-            continue;
-        }
-        match netlink.neighbour_mac(ifindex, backend.address) {
-            Ok(Some(mac)) => {
+        match backend
+            .mac
+            .or_else(|| neighbours.get(&backend.address).copied())
+        {
+            Some(mac) => {
                 macs.insert(backend.address, mac);
             }
-            Ok(None) => missing.push(backend.address),
-            Err(error) => {
-                warn!(address = %backend.address, %error, "neighbour lookup failed");
-                missing.push(backend.address);
-            }
+            None => missing.push(backend.address),
         }
     }
+    missing.sort_unstable();
+    missing.dedup();
     (macs, missing)
 }
 

@@ -1,9 +1,10 @@
-//! Answers stats-socket requests from the running director's state.
+//! Answers stats-socket requests from the running director's state: the workers' counters
+//! summed per backend and service, health, and the rates [`crate::rates`] keeps.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dataplane::{Backend, DropReason, Service, ServiceTable};
-use director_proto::{BackendStats, Reply, Request, ServiceStats, Stats, WorkerStats};
+use director_proto::{BackendStats, Health, Reply, Request, ServiceStats, Stats, WorkerStats};
 
 use crate::config::format_mac;
 use crate::run::Shared;
@@ -12,7 +13,7 @@ use crate::table::BackendId;
 /// Serves one request.
 pub fn answer(shared: &Shared, request: &Request) -> Reply {
     match request {
-        Request::Stats => Reply::Stats(collect(shared)),
+        Request::Stats => Reply::Stats(snapshot(shared)),
         _ => Reply::Error {
             message: "this request changes state and goes through the director's main loop"
                 .to_owned(),
@@ -20,7 +21,22 @@ pub fn answer(shared: &Shared, request: &Request) -> Reply {
     }
 }
 
-fn collect(shared: &Shared) -> Stats {
+/// Everything a stats reply carries, rates included.
+pub fn snapshot(shared: &Shared) -> Stats {
+    let mut stats = collect(shared);
+    shared.rates.fill(&mut stats);
+    stats
+}
+
+/// Records a counter sample for the rates; the main loop calls it once a second.
+pub fn sample_rates(shared: &Shared) {
+    shared
+        .rates
+        .record(&collect(shared), std::time::Instant::now());
+}
+
+/// The counters as they are now (rates all zero).
+pub fn collect(shared: &Shared) -> Stats {
     let table = match shared.table.lock() {
         Ok(table) => std::sync::Arc::clone(&table),
         Err(poisoned) => std::sync::Arc::clone(&poisoned.into_inner()),
@@ -81,6 +97,7 @@ fn collect(shared: &Shared) -> Stats {
                     .iter()
                     .map(|(name, value)| ((*name).to_owned(), *value))
                     .collect(),
+                ..WorkerStats::default()
             }
         })
         .collect();
@@ -110,6 +127,7 @@ fn service_stats(table: &ServiceTable, service: &Service, disabled: &[BackendId]
             address: backend.address.to_string(),
             port: service.key.port,
             weight: backend.weight,
+            health: Health::Up,
             mac: backend.mac.map(format_mac),
             ..BackendStats::default()
         };
@@ -134,6 +152,7 @@ fn service_stats(table: &ServiceTable, service: &Service, disabled: &[BackendId]
             address: address.to_string(),
             port: service.key.port,
             disabled: true,
+            health: Health::Down,
             ..BackendStats::default()
         });
     ServiceStats {
@@ -153,5 +172,6 @@ fn service_stats(table: &ServiceTable, service: &Service, disabled: &[BackendId]
             .map(backend_stats)
             .chain(disabled_stats)
             .collect(),
+        ..ServiceStats::default()
     }
 }

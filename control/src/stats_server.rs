@@ -5,6 +5,11 @@
 //! of at most [`MAX_REQUEST_BYTES`], and read/write timeouts so a stuck client only ever holds
 //! its own thread (and only until [`IDLE_TIMEOUT`]). A bad request gets a [`Reply::Error`] and
 //! never affects the server or other clients.
+//!
+//! Access: the socket file gets [`SocketAccess::mode`] (default 0660) and, if configured, the
+//! group [`SocketAccess::group`]; whoever can connect may read stats, and mutating requests are
+//! served only for peers the [`AccessPolicy`] allows (root, the director's user, the group),
+//! checked here before the handler sees them.
 
 use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
@@ -19,8 +24,29 @@ use std::time::{Duration, Instant};
 
 use director_proto::{Reply, Request, MAX_REQUEST_BYTES};
 
-/// Answers one request. Called on a client thread; may block briefly (e.g. to read counters).
-pub type Handler = Arc<dyn Fn(Request) -> Reply + Send + Sync>;
+use crate::access::{self, AccessPolicy, Peer};
+
+/// Answers one request from `peer`. Called on a client thread; may block briefly (e.g. to read
+/// counters). Mutating requests reach it only from peers the server's policy allows.
+pub type Handler = Arc<dyn Fn(Request, &Peer) -> Reply + Send + Sync>;
+
+/// Who may connect (file mode and group) and who may change state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketAccess {
+    /// Permission bits of the socket file.
+    pub mode: u32,
+    /// Group that owns the socket file and may send mutating requests (name or number).
+    pub group: Option<String>,
+}
+
+impl Default for SocketAccess {
+    fn default() -> Self {
+        SocketAccess {
+            mode: DEFAULT_SOCKET_MODE,
+            group: None,
+        }
+    }
+}
 
 /// Most clients served at once; the next one gets an error reply and is closed.
 pub const MAX_CLIENTS: usize = 16;
@@ -30,8 +56,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// A client that does not read its reply for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Permissions of the socket file: owner and group may connect.
-const SOCKET_MODE: u32 = 0o660;
+/// Default permissions of the socket file: owner and group may connect.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 
 /// Why the stats socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +76,17 @@ pub enum StatsServerError {
     InUse {
         /// The socket.
         path: PathBuf,
+    },
+    /// `stats_socket_group` names no group on this system.
+    #[error("stats socket {}: group {group:?}: {source}", path.display())]
+    UnknownGroup {
+        /// The socket.
+        path: PathBuf,
+        /// The configured group.
+        group: String,
+        /// Why the lookup failed.
+        #[source]
+        source: io::Error,
     },
     /// Something that is not a socket is in the way; it is left alone.
     #[error("{} exists and is not a socket; refusing to replace it", path.display())]
@@ -82,9 +119,18 @@ pub struct StatsServer {
 }
 
 impl StatsServer {
-    /// Binds `path` (creating its directory, replacing a stale socket left by a dead director)
-    /// and serves requests with `handler` until dropped.
+    /// [`StatsServer::start_with`] the default access: mode 0660, no group.
     pub fn start(path: &Path, handler: Handler) -> Result<Self, StatsServerError> {
+        Self::start_with(path, &SocketAccess::default(), handler)
+    }
+
+    /// Binds `path` (creating its directory, replacing a stale socket left by a dead director),
+    /// gives it `access`'s mode and group, and serves requests with `handler` until dropped.
+    pub fn start_with(
+        path: &Path,
+        access: &SocketAccess,
+        handler: Handler,
+    ) -> Result<Self, StatsServerError> {
         let io_error = |operation: &'static str| {
             move |source: io::Error| StatsServerError::Io {
                 path: path.to_owned(),
@@ -92,6 +138,21 @@ impl StatsServer {
                 source,
             }
         };
+        let group = match &access.group {
+            None => None,
+            Some(name) => Some((
+                name.clone(),
+                access::group_id(name).map_err(|source| StatsServerError::UnknownGroup {
+                    path: path.to_owned(),
+                    group: name.clone(),
+                    source,
+                })?,
+            )),
+        };
+        let policy = Arc::new(AccessPolicy {
+            owner_uid: access::effective_uid(),
+            group,
+        });
         if let Some(parent) = path
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
@@ -126,7 +187,12 @@ impl StatsServer {
             let _ = fs::remove_file(path);
             error
         };
-        fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE))
+        if let Some((_, gid)) = &policy.group {
+            std::os::unix::fs::chown(path, None, Some(*gid))
+                .map_err(io_error("change its group"))
+                .map_err(cleanup)?;
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(access.mode & 0o7777))
             .map_err(io_error("set permissions"))
             .map_err(cleanup)?;
         listener
@@ -138,7 +204,7 @@ impl StatsServer {
             .name("stats-accept".to_owned())
             .spawn({
                 let stop = Arc::clone(&stop);
-                move || accept_loop(&listener, &handler, &stop)
+                move || accept_loop(&listener, &handler, &policy, &stop)
             })
             .map_err(io_error("start the accept thread"))
             .map_err(cleanup)?;
@@ -184,7 +250,12 @@ impl Drop for StatsServer {
 
 /// Accepts clients until `stop`, then waits for their threads (each sees `stop` within
 /// [`POLL_INTERVAL`]).
-fn accept_loop(listener: &UnixListener, handler: &Handler, stop: &Arc<AtomicBool>) {
+fn accept_loop(
+    listener: &UnixListener,
+    handler: &Handler,
+    policy: &Arc<AccessPolicy>,
+    stop: &Arc<AtomicBool>,
+) {
     let clients = Arc::new(AtomicUsize::new(0));
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -216,12 +287,13 @@ fn accept_loop(listener: &UnixListener, handler: &Handler, stop: &Arc<AtomicBool
         clients.fetch_add(1, Ordering::Relaxed);
         let slot = ClientSlot(Arc::clone(&clients));
         let handler = Arc::clone(handler);
+        let policy = Arc::clone(policy);
         let stop = Arc::clone(stop);
         let spawned = std::thread::Builder::new()
             .name("stats-client".to_owned())
             .spawn(move || {
                 let _slot = slot;
-                if let Err(error) = serve_client(&stream, &handler, &stop) {
+                if let Err(error) = serve_client(&stream, &handler, &policy, &stop) {
                     tracing::debug!(%error, "stats client closed");
                 }
             });
@@ -246,7 +318,25 @@ impl Drop for ClientSlot {
 
 /// Reads request lines and answers each until EOF, an error, idleness, an oversized request or
 /// `stop`.
-fn serve_client(stream: &UnixStream, handler: &Handler, stop: &AtomicBool) -> io::Result<()> {
+fn serve_client(
+    stream: &UnixStream,
+    handler: &Handler,
+    policy: &AccessPolicy,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    // Without credentials the peer counts as nobody in particular: stats only.
+    let peer = Peer::of(stream).unwrap_or(Peer {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+        groups: Vec::new(),
+    });
+    let client = Client {
+        stream,
+        handler,
+        policy,
+        peer: &peer,
+    };
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(POLL_INTERVAL))?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
@@ -258,7 +348,7 @@ fn serve_client(stream: &UnixStream, handler: &Handler, stop: &AtomicBool) -> io
         // Answer every complete line already buffered.
         while let Some(newline) = pending.iter().position(|&byte| byte == b'\n') {
             let line: Vec<u8> = pending.drain(..=newline).collect();
-            answer(stream, handler, &line[..newline])?;
+            client.answer(&line[..newline])?;
             last_activity = Instant::now();
         }
         if pending.len() > MAX_REQUEST_BYTES {
@@ -275,7 +365,7 @@ fn serve_client(stream: &UnixStream, handler: &Handler, stop: &AtomicBool) -> io
             Ok(0) => {
                 // EOF: a last request without a newline still gets its answer.
                 if !pending.is_empty() {
-                    answer(stream, handler, &pending)?;
+                    client.answer(&pending)?;
                 }
                 return Ok(());
             }
@@ -295,25 +385,43 @@ fn serve_client(stream: &UnixStream, handler: &Handler, stop: &AtomicBool) -> io
     }
 }
 
-/// Parses one request line and writes the handler's reply (or an error reply).
-fn answer(stream: &UnixStream, handler: &Handler, line: &[u8]) -> io::Result<()> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
-    }
-    let reply = if line.len() > MAX_REQUEST_BYTES {
-        error_reply(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
-    } else {
-        match serde_json::from_slice::<Request>(line) {
-            Ok(request) => {
-                catch_unwind(AssertUnwindSafe(|| handler(request))).unwrap_or_else(|_| {
-                    error_reply("internal error while serving the request".to_owned())
-                })
-            }
-            Err(error) => error_reply(format!("bad request: {error}")),
+/// One connected client and what serves it.
+struct Client<'a> {
+    stream: &'a UnixStream,
+    handler: &'a Handler,
+    policy: &'a AccessPolicy,
+    peer: &'a Peer,
+}
+
+impl Client<'_> {
+    /// Parses one request line, checks the peer may make it, and writes the handler's reply (or
+    /// an error reply).
+    fn answer(&self, line: &[u8]) -> io::Result<()> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
         }
-    };
-    write_reply(stream, &reply)
+        let reply = if line.len() > MAX_REQUEST_BYTES {
+            error_reply(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
+        } else {
+            match serde_json::from_slice::<Request>(line) {
+                Ok(request) => self.serve(request),
+                Err(error) => error_reply(format!("bad request: {error}")),
+            }
+        };
+        write_reply(self.stream, &reply)
+    }
+
+    fn serve(&self, request: Request) -> Reply {
+        if request.is_mutating() {
+            if let Err(message) = self.policy.check_mutation(self.peer) {
+                tracing::warn!(peer = %self.peer.describe(), ?request, "control request refused: {message}");
+                return error_reply(message);
+            }
+        }
+        catch_unwind(AssertUnwindSafe(|| (self.handler)(request, self.peer)))
+            .unwrap_or_else(|_| error_reply("internal error while serving the request".to_owned()))
+    }
 }
 
 fn error_reply(message: String) -> Reply {

@@ -12,8 +12,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use dataplane::counters::{backend_counter_block, BackendCounters};
 use dataplane::persistence::PersistenceTable;
 use dataplane::service::Persistence;
@@ -37,14 +38,36 @@ pub struct Override {
     pub disabled: bool,
 }
 
+/// A slot whose server left the configuration, waiting until nothing can refer to it.
+#[derive(Clone, Copy, Debug)]
+struct Retired {
+    slot: usize,
+    /// The first table generation without the server: every worker must have adopted it.
+    generation: u64,
+    /// When it left: persistence templates may name it for the longest timeout after that.
+    at: Instant,
+}
+
 /// Hands out counter slots and persistence groups that stay put across rebuilds.
+#[derive(Clone)]
 pub struct SlotAllocator {
     slots: HashMap<BackendId, usize>,
     free: Vec<usize>,
-    /// Slots of servers no longer configured, freed once their gauges are zero.
-    draining: Vec<usize>,
+    /// Slots of servers no longer configured; a server that comes back gets its slot back.
+    retired: HashMap<BackendId, Retired>,
     groups: HashMap<String, u32>,
     next_group: u32,
+}
+
+/// What decides that a retired slot can be reused.
+#[derive(Clone, Copy, Debug)]
+pub struct ReuseGate {
+    /// The oldest table generation any worker still uses.
+    pub adopted_generation: u64,
+    /// The longest persistence timeout configured (templates may name a slot that long).
+    pub hold: Duration,
+    /// Now.
+    pub now: Instant,
 }
 
 impl SlotAllocator {
@@ -52,14 +75,16 @@ impl SlotAllocator {
         SlotAllocator {
             slots: HashMap::new(),
             free: (0..BACKEND_SLOTS).rev().collect(),
-            draining: Vec::new(),
+            retired: HashMap::new(),
             groups: HashMap::new(),
             next_group: 1,
         }
     }
 
-    /// Frees draining slots whose gauges are zero everywhere, resetting their counters.
-    fn reclaim(&mut self, blocks: &[Arc<[BackendCounters]>]) {
+    /// Frees retired slots nothing can refer to any more: every worker has a table without the
+    /// server, its gauges are zero everywhere (no connection entry names it), and persistence
+    /// templates naming it have had time to expire. Their counters are reset for the next owner.
+    fn reclaim(&mut self, blocks: &[Arc<[BackendCounters]>], gate: ReuseGate) {
         let gauges_zero = |slot: usize| {
             blocks
                 .iter()
@@ -69,22 +94,32 @@ impl SlotAllocator {
                         && counters.inactive_connections.load(Ordering::Relaxed) == 0
                 })
         };
-        let (reusable, still): (Vec<usize>, Vec<usize>) =
-            self.draining.iter().partition(|&&slot| gauges_zero(slot));
-        for &slot in &reusable {
-            // Nothing refers to the slot any more, so no worker writes it: control may reset.
-            for counters in blocks.iter().filter_map(|block| block.get(slot)) {
+        let reusable: Vec<BackendId> = self
+            .retired
+            .iter()
+            .filter(|(_, retired)| {
+                gate.adopted_generation >= retired.generation
+                    && gate.now.saturating_duration_since(retired.at) >= gate.hold
+                    && gauges_zero(retired.slot)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in reusable {
+            let Some(retired) = self.retired.remove(&id) else {
+                continue;
+            };
+            for counters in blocks.iter().filter_map(|block| block.get(retired.slot)) {
                 counters.connections_total.store(0, Ordering::Relaxed);
                 counters.packets_in.store(0, Ordering::Relaxed);
                 counters.bytes_in.store(0, Ordering::Relaxed);
             }
+            self.free.push(retired.slot);
         }
-        self.free.extend(reusable);
-        self.draining = still;
     }
 
-    /// Slots for exactly the servers in `config`; servers that left start draining.
-    fn assign(&mut self, config: &Config) -> anyhow::Result<()> {
+    /// Slots for exactly the servers in `config` (tables from `generation` on); servers that
+    /// left are retired, servers that return get their old slot.
+    fn assign(&mut self, config: &Config, generation: u64, now: Instant) -> anyhow::Result<()> {
         let wanted: HashSet<BackendId> = config
             .services
             .iter()
@@ -103,18 +138,26 @@ impl SlotAllocator {
             .collect();
         for id in gone {
             if let Some(slot) = self.slots.remove(&id) {
-                self.draining.push(slot);
+                let retired = Retired {
+                    slot,
+                    generation,
+                    at: now,
+                };
+                self.retired.insert(id, retired);
             }
         }
         for id in wanted {
             if self.slots.contains_key(&id) {
                 continue;
             }
-            let Some(slot) = self.free.pop() else {
-                bail!(
-                    "more than {BACKEND_SLOTS} real servers configured or still draining \
-                     connections from before a reload"
-                );
+            let slot = match self.retired.remove(&id) {
+                Some(retired) => retired.slot,
+                None => self.free.pop().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "more than {BACKEND_SLOTS} real servers configured or still referred to \
+                         from before a reload"
+                    )
+                })?,
             };
             self.slots.insert(id, slot);
         }
@@ -158,21 +201,39 @@ impl TableBuilder {
     }
 
     /// Builds the next table: `config` as modified by `overrides`, with the MACs known so far.
+    /// All or nothing: on an error the slots and generation stay as they were.
     pub fn build(
         &mut self,
         config: &Config,
         overrides: &HashMap<BackendId, Override>,
         macs: &HashMap<Ipv4Addr, [u8; 6]>,
+        gate: ReuseGate,
     ) -> anyhow::Result<ServiceTable> {
-        self.slots.reclaim(&self.counter_blocks);
-        self.slots.assign(config)?;
+        let committed = self.slots.clone();
+        let result = self.build_uncommitted(config, overrides, macs, gate);
+        if result.is_err() {
+            self.slots = committed;
+        }
+        result
+    }
+
+    fn build_uncommitted(
+        &mut self,
+        config: &Config,
+        overrides: &HashMap<BackendId, Override>,
+        macs: &HashMap<Ipv4Addr, [u8; 6]>,
+        gate: ReuseGate,
+    ) -> anyhow::Result<ServiceTable> {
+        let generation = self.generation + 1;
+        self.slots.reclaim(&self.counter_blocks, gate);
+        self.slots.assign(config, generation, gate.now)?;
         let mut services = Vec::with_capacity(config.services.len());
         for service in &config.services {
             services.push(self.service(service, overrides, macs)?);
         }
-        self.generation += 1;
+        self.generation = generation;
         Ok(ServiceTable::new(
-            self.generation,
+            generation,
             services,
             config.director.timeouts,
             self.counter_blocks.clone(),
@@ -285,24 +346,38 @@ mod tests {
             .collect()
     }
 
+    /// A gate that lets every retired slot through except for gauges.
+    fn open_gate() -> ReuseGate {
+        ReuseGate {
+            adopted_generation: u64::MAX,
+            hold: Duration::ZERO,
+            now: Instant::now(),
+        }
+    }
+
+    fn address(text: &str) -> Ipv4Addr {
+        text.parse().unwrap()
+    }
+
     #[test]
-    fn slots_survive_reloads_and_are_reused_only_when_drained() {
+    fn slots_survive_reloads_and_are_reused_only_when_nothing_refers_to_them() {
         let mut builder = TableBuilder::new(2);
         let none = HashMap::new();
         let macs = HashMap::new();
-        let first = builder
-            .build(&config(&["192.0.2.11", "192.0.2.12"]), &none, &macs)
-            .unwrap();
+        let build = |builder: &mut TableBuilder, backends: &[&str], gate: ReuseGate| {
+            builder
+                .build(&config(backends), &none, &macs, gate)
+                .unwrap()
+        };
+        let first = build(&mut builder, &["192.0.2.11", "192.0.2.12"], open_gate());
         let before = slots(&first);
 
         // A reload that adds .13 keeps .11 and .12 where they were.
-        let second = builder
-            .build(
-                &config(&["192.0.2.13", "192.0.2.12", "192.0.2.11"]),
-                &none,
-                &macs,
-            )
-            .unwrap();
+        let second = build(
+            &mut builder,
+            &["192.0.2.13", "192.0.2.12", "192.0.2.11"],
+            open_gate(),
+        );
         let after = slots(&second);
         for (address, slot) in &before {
             assert_eq!(after[address], *slot, "{address} moved");
@@ -310,38 +385,85 @@ mod tests {
         assert_eq!(second.generation, first.generation + 1);
 
         // .11 leaves while a worker still has a connection to it: its slot is not reused.
-        let busy = after[&"192.0.2.11".parse().unwrap()];
-        builder.counter_blocks[1][busy]
-            .active_connections
-            .store(1, Ordering::Relaxed);
-        builder.counter_blocks[1][busy]
-            .packets_in
-            .store(7, Ordering::Relaxed);
-        builder
-            .build(&config(&["192.0.2.12", "192.0.2.13"]), &none, &macs)
-            .unwrap();
-        let fourth = builder
-            .build(
-                &config(&["192.0.2.12", "192.0.2.13", "192.0.2.14"]),
-                &none,
-                &macs,
-            )
-            .unwrap();
-        assert_ne!(slots(&fourth)[&"192.0.2.14".parse().unwrap()], busy);
+        let busy = after[&address("192.0.2.11")];
+        let counters = &builder.counter_blocks[1][busy];
+        counters.active_connections.store(1, Ordering::Relaxed);
+        counters.packets_in.store(7, Ordering::Relaxed);
+        build(&mut builder, &["192.0.2.12", "192.0.2.13"], open_gate());
+        let fourth = build(
+            &mut builder,
+            &["192.0.2.12", "192.0.2.13", "192.0.2.14"],
+            open_gate(),
+        );
+        assert_ne!(slots(&fourth)[&address("192.0.2.14")], busy);
 
-        // Once the connection is gone the slot is reclaimed, with its counters reset.
+        // A worker still on an old table, or persistence templates that may still name the
+        // slot, also keep it.
         builder.counter_blocks[1][busy]
             .active_connections
             .store(0, Ordering::Relaxed);
-        builder
-            .build(&config(&["192.0.2.12"]), &none, &macs)
-            .unwrap();
+        let behind = ReuseGate {
+            adopted_generation: fourth.generation - 2,
+            ..open_gate()
+        };
+        build(&mut builder, &["192.0.2.12"], behind);
+        let held = ReuseGate {
+            hold: Duration::from_secs(300),
+            ..open_gate()
+        };
+        build(&mut builder, &["192.0.2.12"], held);
+        assert_eq!(
+            builder.counter_blocks[1][busy]
+                .packets_in
+                .load(Ordering::Relaxed),
+            7,
+            "reclaimed too early"
+        );
+
+        // Once nothing refers to it the slot is reclaimed, with its counters reset.
+        build(&mut builder, &["192.0.2.12"], open_gate());
         assert_eq!(
             builder.counter_blocks[1][busy]
                 .packets_in
                 .load(Ordering::Relaxed),
             0
         );
+    }
+
+    #[test]
+    fn a_returning_server_gets_its_slot_back() {
+        let mut builder = TableBuilder::new(1);
+        let (none, macs) = (HashMap::new(), HashMap::new());
+        let both = config(&["192.0.2.11", "192.0.2.12"]);
+        let first = builder.build(&both, &none, &macs, open_gate()).unwrap();
+        let slot = slots(&first)[&address("192.0.2.11")];
+        builder.counter_blocks[0][slot]
+            .active_connections
+            .store(3, Ordering::Relaxed);
+        builder
+            .build(&config(&["192.0.2.12"]), &none, &macs, open_gate())
+            .unwrap();
+        let back = builder.build(&both, &none, &macs, open_gate()).unwrap();
+        assert_eq!(slots(&back)[&address("192.0.2.11")], slot);
+    }
+
+    #[test]
+    fn a_failed_build_changes_nothing() {
+        let mut builder = TableBuilder::new(1);
+        let (none, macs) = (HashMap::new(), HashMap::new());
+        let first = builder
+            .build(&config(&["192.0.2.11"]), &none, &macs, open_gate())
+            .unwrap();
+        // Maglev needs a table at least as large as the server set: 2 servers in 1 slot fail.
+        let mut broken = config(&["192.0.2.12", "192.0.2.13"]);
+        broken.services[0].scheduler = scheduler::Algorithm::Maglev;
+        broken.services[0].maglev_table_size = 1;
+        assert!(builder.build(&broken, &none, &macs, open_gate()).is_err());
+        let next = builder
+            .build(&config(&["192.0.2.11"]), &none, &macs, open_gate())
+            .unwrap();
+        assert_eq!(next.generation, first.generation + 1);
+        assert_eq!(slots(&next), slots(&first), "the failed build moved slots");
     }
 
     #[test]
@@ -368,6 +490,7 @@ mod tests {
                 &config(&["192.0.2.11", "192.0.2.12", "192.0.2.13"]),
                 &overrides,
                 &macs,
+                open_gate(),
             )
             .unwrap();
         let backends = &table.services[0].backends;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::stats_server::{Handler, StatsServer, StatsServerError, MAX_CLIENTS};
+use control::stats_server::{Handler, SocketAccess, StatsServer, StatsServerError, MAX_CLIENTS};
 use director_proto::{
     BackendStats, Reply, Request, ServiceStats, Stats, WorkerStats, MAX_REQUEST_BYTES,
 };
@@ -70,6 +70,7 @@ fn sample_stats() -> Stats {
                 bytes_in: 29_800,
                 ..BackendStats::default()
             }],
+            ..ServiceStats::default()
         }],
         workers: vec![worker],
         xdp: [("redirected".to_owned(), 300)].into_iter().collect(),
@@ -77,7 +78,7 @@ fn sample_stats() -> Stats {
 }
 
 fn stats_handler() -> Handler {
-    Arc::new(|request| match request {
+    Arc::new(|request, _peer| match request {
         Request::Stats => Reply::Stats(sample_stats()),
         other => Reply::Error {
             message: format!("not served here: {other:?}"),
@@ -238,7 +239,7 @@ fn client_count_is_bounded() {
 fn panicking_handler_gets_an_error_reply() {
     let dir = TempDir::new();
     let path = dir.0.join("director.sock");
-    let _server = StatsServer::start(&path, Arc::new(|_| panic!("handler bug"))).unwrap();
+    let _server = StatsServer::start(&path, Arc::new(|_, _| panic!("handler bug"))).unwrap();
     let mut client = connect(&path);
     assert_error(
         &exchange(&mut client, b"{\"request\":\"stats\"}\n"),
@@ -332,4 +333,156 @@ fn locate_lbstat() -> Option<PathBuf> {
     let profile_dir = test_binary.parent()?.parent()?;
     let candidate = profile_dir.join("lbstat");
     candidate.is_file().then_some(candidate)
+}
+
+/// Runs a small Python client as uid/gid 65534 (nobody/nogroup, no supplementary groups: std
+/// clears them when a root parent sets the uid) that sends `lines` to `path` and prints each
+/// reply line.
+fn as_nobody(path: &Path, lines: &[&str]) -> Vec<Reply> {
+    use std::os::unix::process::CommandExt;
+    let script = "import socket, sys\n\
+s = socket.socket(socket.AF_UNIX)\n\
+s.connect(sys.argv[1])\n\
+f = s.makefile('rw')\n\
+for line in sys.argv[2:]: f.write(line + '\\n'); f.flush(); print(f.readline(), end='')\n";
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .args(lines)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect()
+}
+
+/// Root-only: a peer that is not root, the owner or in the group cannot mutate but can read
+/// stats; with the group configured, a member can mutate.
+#[test]
+fn mutations_need_root_the_owner_or_the_group() {
+    if control::access::effective_uid() != 0 {
+        eprintln!("SKIPPED: needs root to run a client as another user");
+        return;
+    }
+    let dir = TempDir::new();
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.0.join("director.sock");
+    let mutations = Arc::new(AtomicUsize::new(0));
+    let handler = |mutations: Arc<AtomicUsize>| -> Handler {
+        Arc::new(move |request, peer| match request {
+            Request::Stats => Reply::Stats(sample_stats()),
+            other => {
+                mutations.fetch_add(1, Ordering::Relaxed);
+                Reply::Ok {
+                    message: format!("{other:?} by uid {}", peer.uid),
+                }
+            }
+        })
+    };
+    let drain = r#"{"request":"drain","service":"web","backend":"192.0.2.11"}"#;
+    let stats = r#"{"request":"stats"}"#;
+
+    // Mode 0666 lets anyone connect; only stats are served to nobody.
+    let access = SocketAccess {
+        mode: 0o666,
+        group: None,
+    };
+    let server = StatsServer::start_with(&path, &access, handler(Arc::clone(&mutations))).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666);
+    let replies = as_nobody(&path, &[drain, stats, r#"{"request":"reload"}"#]);
+    assert_error(&replies[0], "permission denied: uid 65534 gid 65534");
+    assert_eq!(replies[1], Reply::Stats(sample_stats()));
+    assert_error(&replies[2], "permission denied");
+    assert_eq!(mutations.load(Ordering::Relaxed), 0, "nothing changed");
+    // Root may.
+    let mut stream = connect(&path);
+    let reply = exchange(&mut stream, format!("{drain}\n").as_bytes());
+    assert!(matches!(reply, Reply::Ok { .. }), "{reply:?}");
+    assert_eq!(mutations.load(Ordering::Relaxed), 1);
+    drop(stream);
+    server.shutdown();
+
+    // The group "nogroup" (65534) owns the socket and may mutate; 0660 lets it connect.
+    let access = SocketAccess {
+        mode: 0o660,
+        group: Some("nogroup".to_owned()),
+    };
+    let _server = StatsServer::start_with(&path, &access, handler(Arc::clone(&mutations))).unwrap();
+    let metadata = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::gid(&metadata),
+            metadata.permissions().mode() & 0o777
+        ),
+        (65534, 0o660)
+    );
+    let replies = as_nobody(&path, &[drain]);
+    assert_eq!(
+        replies[0],
+        Reply::Ok {
+            message: "Drain { service: \"web\", backend: \"192.0.2.11\" } by uid 65534".to_owned()
+        }
+    );
+    assert_eq!(mutations.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn unknown_group_is_refused_at_start() {
+    let dir = TempDir::new();
+    let path = dir.0.join("director.sock");
+    let access = SocketAccess {
+        mode: 0o660,
+        group: Some("no-such-group-xyz".to_owned()),
+    };
+    let error = StatsServer::start_with(&path, &access, stats_handler()).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("group \"no-such-group-xyz\"") && message.contains("/etc/group"),
+        "{message}"
+    );
+    assert!(!path.exists());
+}
+
+#[test]
+fn lbstat_watch_waits_for_a_missing_director_and_prometheus_reads_a_live_one() {
+    let Some(lbstat) = locate_lbstat() else {
+        eprintln!("lbstat binary not built; skipping (cargo test -p lbstat -p control builds it)");
+        return;
+    };
+    let dir = TempDir::new();
+    let path = dir.0.join("director.sock");
+    let output = std::process::Command::new(&lbstat)
+        .args(["--watch", "0.1", "--count", "3", "--socket"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        text.matches(&format!("waiting for director at {}", path.display()))
+            .count(),
+        3,
+        "{text}"
+    );
+    assert_eq!(text.matches("\x1b[2J").count(), 3, "{text}");
+
+    let _server = StatsServer::start(&path, stats_handler()).unwrap();
+    let output = std::process::Command::new(&lbstat)
+        .arg("--prometheus")
+        .arg("--socket")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        director_proto::prometheus(&sample_stats())
+    );
 }

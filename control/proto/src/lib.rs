@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod prometheus;
+pub use prometheus::{prometheus, PROMETHEUS_CONTENT_TYPE};
+
 /// Default socket path, as in the configuration's `[director] stats_socket`.
 pub const DEFAULT_SOCKET: &str = "/run/director/director.sock";
 
@@ -122,6 +125,72 @@ pub struct ServiceStats {
     pub forwarding: String,
     /// Real servers.
     pub backends: Vec<BackendStats>,
+    /// Its backends' rates summed, over the last second.
+    #[serde(default)]
+    pub rate_1s: Rates,
+    /// Its backends' rates summed, over the last five seconds.
+    #[serde(default)]
+    pub rate_5s: Rates,
+}
+
+/// Whether a real server takes new flows. Until health checks exist every configured, enabled
+/// backend is `up`; a backend taken out with `disable` is `down`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// In the pool.
+    #[default]
+    Up,
+    /// Out of the pool.
+    Down,
+}
+
+impl Health {
+    /// "up" or "down", as the JSON has it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// Per-second rates of a backend (or a service: its backends summed), computed by the director
+/// from counter samples it takes once a second. All zero until two samples exist.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
+    /// New connections per second (`connections_total`).
+    pub connections_per_second: f64,
+    /// Frames forwarded per second (`packets_in`).
+    pub packets_per_second: f64,
+    /// Bytes forwarded per second (`bytes_in`).
+    pub bytes_per_second: f64,
+}
+
+impl std::ops::Add for Rates {
+    type Output = Rates;
+
+    /// Field-wise sum.
+    fn add(self, other: Rates) -> Rates {
+        Rates {
+            connections_per_second: self.connections_per_second + other.connections_per_second,
+            packets_per_second: self.packets_per_second + other.packets_per_second,
+            bytes_per_second: self.bytes_per_second + other.bytes_per_second,
+        }
+    }
+}
+
+/// Per-second rates of a worker, computed like [`Rates`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRates {
+    /// Frames received per second.
+    pub rx_packets_per_second: f64,
+    /// Bytes received per second.
+    pub rx_bytes_per_second: f64,
+    /// Frames transmitted per second.
+    pub tx_packets_per_second: f64,
+    /// Bytes transmitted per second.
+    pub tx_bytes_per_second: f64,
 }
 
 /// One real server of one service, summed over workers.
@@ -136,6 +205,9 @@ pub struct BackendStats {
     /// Taken out of the pool at run time (`disable`).
     #[serde(default)]
     pub disabled: bool,
+    /// "up" or "down" (`down` when disabled).
+    #[serde(default)]
+    pub health: Health,
     /// Connections in an active state (TCP established, UDP), summed over workers.
     #[serde(default)]
     pub active_connections: u64,
@@ -154,6 +226,12 @@ pub struct BackendStats {
     pub packets_out: u64,
     /// Bytes from it through the director (always 0 under DR).
     pub bytes_out: u64,
+    /// Rates over the last second.
+    #[serde(default)]
+    pub rate_1s: Rates,
+    /// Rates over the last five seconds.
+    #[serde(default)]
+    pub rate_5s: Rates,
 }
 
 /// One worker thread.
@@ -177,6 +255,12 @@ pub struct WorkerStats {
     pub drops: BTreeMap<String, u64>,
     /// Other counters by name (connections_created, fill_ring_starved, kernel XDP socket stats...).
     pub counters: BTreeMap<String, u64>,
+    /// RX/TX rates over the last second.
+    #[serde(default)]
+    pub rate_1s: WorkerRates,
+    /// RX/TX rates over the last five seconds.
+    #[serde(default)]
+    pub rate_5s: WorkerRates,
 }
 
 /// How long [`call`] waits for the director to take a request and to answer it. A reload waits

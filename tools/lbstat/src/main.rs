@@ -1,21 +1,27 @@
 //! `lbstat`: shows a running director's counters, `ipvsadm -L --stats` style.
 //!
 //! It asks the director's stats socket for `{"request":"stats"}` and prints services with their
-//! real servers, then per-worker counters (non-zero drops and counters only) and the XDP
-//! classifier's counters. `--json` prints the raw `Stats` document instead, for scripts.
+//! real servers (weight, health, connections, totals and the last second's rates), then
+//! per-worker counters (non-zero drops and counters only) and the XDP classifier's counters.
+//! `--json` prints the raw `Stats` document instead, for scripts; `--prometheus` the Prometheus
+//! text format. `--watch SECONDS` redraws the table every SECONDS until interrupted (or `--count`
+//! frames), and keeps waiting while the director is down or restarting.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use director_proto::{Reply, Request, Stats};
 
 /// Width of the text before the counter columns, shared by service and backend lines.
-const PREFIX_WIDTH: usize = 51;
+const PREFIX_WIDTH: usize = 58;
+/// Clears the terminal and puts the cursor top left, as `watch` does.
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
 
 /// Shows a running director's services, real servers and counters.
 #[derive(Parser, Debug)]
@@ -25,8 +31,18 @@ struct Args {
     #[arg(long, default_value = director_proto::DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Print the stats document as JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prometheus")]
     json: bool,
+    /// Print the counters in the Prometheus text format (0.0.4) instead of a table.
+    #[arg(long)]
+    prometheus: bool,
+    /// Redraw the table every SECONDS (fractions allowed) until interrupted; while the director
+    /// is unreachable, say so and keep trying.
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["json", "prometheus"])]
+    watch: Option<f64>,
+    /// With --watch: stop after this many frames.
+    #[arg(long, value_name = "N", requires = "watch")]
+    count: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -41,15 +57,53 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
+    if let Some(seconds) = args.watch {
+        return watch(args, seconds);
+    }
     let stats = fetch(args)?;
     let mut stdout = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut stdout, &stats).context("write JSON")?;
         writeln!(stdout)?;
+    } else if args.prometheus {
+        stdout.write_all(director_proto::prometheus(&stats).as_bytes())?;
     } else {
         stdout.write_all(render(&stats).as_bytes())?;
     }
     Ok(())
+}
+
+/// The live view: a frame every `seconds`, each a cleared screen with the table, or a line
+/// saying the director cannot be reached (it may be restarting), until `--count` frames.
+fn watch(args: &Args, seconds: f64) -> Result<()> {
+    if !(0.1..=86_400.0).contains(&seconds) {
+        bail!("--watch {seconds}: expected a period of 0.1 to 86400 seconds");
+    }
+    let period = Duration::from_secs_f64(seconds);
+    let mut frames = 0u64;
+    loop {
+        let started = Instant::now();
+        let frame = match fetch(args) {
+            Ok(stats) => render(&stats),
+            Err(error) => format!(
+                "waiting for director at {}... ({error:#})\n",
+                args.socket.display()
+            ),
+        };
+        let mut stdout = std::io::stdout().lock();
+        write!(
+            stdout,
+            "{CLEAR_SCREEN}Every {seconds}s: lbstat --socket {}\n\n{frame}",
+            args.socket.display()
+        )?;
+        stdout.flush()?;
+        drop(stdout);
+        frames += 1;
+        if args.count.is_some_and(|count| frames >= count) {
+            return Ok(());
+        }
+        std::thread::sleep(period.saturating_sub(started.elapsed()));
+    }
 }
 
 /// Sends one stats request and reads the reply line.
@@ -90,12 +144,13 @@ fn render_service(out: &mut String, service: &director_proto::ServiceStats) {
     );
     let _ = writeln!(
         out,
-        "{prefix:<PREFIX_WIDTH$}{:>8} {:>9} {:>10} {:>12} {:>14}",
+        "{prefix:<PREFIX_WIDTH$}{:>8} {:>9} {:>10} {:>12} {:>14} {}",
         sum(|backend| backend.active_connections),
         sum(|backend| backend.inactive_connections),
         sum(|backend| backend.connections_total),
         sum(|backend| backend.packets_in),
-        sum(|backend| backend.bytes_in)
+        sum(|backend| backend.bytes_in),
+        rates(&service.rate_1s),
     );
     for backend in &service.backends {
         let status = if backend.disabled {
@@ -104,18 +159,20 @@ fn render_service(out: &mut String, service: &director_proto::ServiceStats) {
             backend.mac.as_deref().unwrap_or("unresolved")
         };
         let prefix = format!(
-            "  -> {:<19} {:<7} {status}",
+            "  -> {:<19} {:<7} {:<6} {status}",
             format!("{}:{}", backend.address, backend.port),
             backend.weight,
+            backend.health.name(),
         );
         let _ = writeln!(
             out,
-            "{prefix:<PREFIX_WIDTH$}{:>8} {:>9} {:>10} {:>12} {:>14}",
+            "{prefix:<PREFIX_WIDTH$}{:>8} {:>9} {:>10} {:>12} {:>14} {}",
             backend.active_connections,
             backend.inactive_connections,
             backend.connections_total,
             backend.packets_in,
-            backend.bytes_in
+            backend.bytes_in,
+            rates(&backend.rate_1s),
         );
     }
 }
@@ -124,26 +181,16 @@ fn render_service(out: &mut String, service: &director_proto::ServiceStats) {
 fn render(stats: &Stats) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "director up {}", uptime(stats.uptime_seconds));
-    let _ = writeln!(
-        out,
-        "{:<PREFIX_WIDTH$}{:>8} {:>9} {:>10} {:>12} {:>14}",
+    for first in [
         "Prot VIP:Port            Scheduler Fwd  Name",
-        "ActConn",
-        "InActConn",
-        "Conns",
-        "InPkts",
-        "InBytes"
-    );
-    let _ = writeln!(
-        out,
-        "{:<PREFIX_WIDTH$}{:>8} {:>9} {:>10} {:>12} {:>14}",
-        "  -> RemoteAddress:Port  Weight  MAC",
-        "ActConn",
-        "InActConn",
-        "Conns",
-        "InPkts",
-        "InBytes"
-    );
+        "  -> RemoteAddress:Port  Weight  Health MAC",
+    ] {
+        let _ = writeln!(
+            out,
+            "{first:<PREFIX_WIDTH$}{:>8} {:>9} {:>10} {:>12} {:>14} {:>8} {:>9} {:>10}",
+            "ActConn", "InActConn", "Conns", "InPkts", "InBytes", "Conn/s", "Pkt/s", "Bytes/s"
+        );
+    }
     for service in &stats.services {
         render_service(&mut out, service);
     }
@@ -151,20 +198,29 @@ fn render(stats: &Stats) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<6} {:<20} {:>12} {:>14} {:>12} {:>14}",
-            "Worker", "Interface:Queue", "RxPkts", "RxBytes", "TxPkts", "TxBytes"
+            "{:<6} {:<20} {:>12} {:>14} {:>12} {:>14} {:>9} {:>9}",
+            "Worker",
+            "Interface:Queue",
+            "RxPkts",
+            "RxBytes",
+            "TxPkts",
+            "TxBytes",
+            "RxPkt/s",
+            "TxPkt/s"
         );
     }
     for worker in &stats.workers {
         let _ = writeln!(
             out,
-            "{:<6} {:<20} {:>12} {:>14} {:>12} {:>14}",
+            "{:<6} {:<20} {:>12} {:>14} {:>12} {:>14} {:>9} {:>9}",
             worker.worker,
             format!("{}:{}", worker.interface, worker.queue),
             worker.rx_packets,
             worker.rx_bytes,
             worker.tx_packets,
-            worker.tx_bytes
+            worker.tx_bytes,
+            rate(worker.rate_1s.rx_packets_per_second),
+            rate(worker.rate_1s.tx_packets_per_second),
         );
         if let Some(drops) = non_zero(&worker.drops) {
             let _ = writeln!(out, "       drops: {drops}");
@@ -180,6 +236,33 @@ fn render(stats: &Stats) -> String {
         non_zero(&stats.xdp).unwrap_or_else(|| "all zero".to_owned())
     );
     out
+}
+
+/// The Conn/s, Pkt/s and Bytes/s columns.
+fn rates(rates: &director_proto::Rates) -> String {
+    format!(
+        "{:>8} {:>9} {:>10}",
+        rate(rates.connections_per_second),
+        rate(rates.packets_per_second),
+        rate(rates.bytes_per_second)
+    )
+}
+
+/// A rate for a column: one decimal below 10, whole numbers up to ten thousand, then K, M, G.
+fn rate(per_second: f64) -> String {
+    if !per_second.is_finite() || per_second <= 0.0 {
+        "0".to_owned()
+    } else if per_second < 10.0 {
+        format!("{per_second:.1}")
+    } else if per_second < 1e4 {
+        format!("{per_second:.0}")
+    } else if per_second < 1e6 {
+        format!("{:.0}K", per_second / 1e3)
+    } else if per_second < 1e9 {
+        format!("{:.1}M", per_second / 1e6)
+    } else {
+        format!("{:.1}G", per_second / 1e9)
+    }
 }
 
 /// `name=value` for each non-zero counter, or `None` if all are zero.
@@ -219,19 +302,24 @@ fn uptime(seconds: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use director_proto::{BackendStats, ServiceStats, WorkerStats};
+    use director_proto::{BackendStats, Health, Rates, ServiceStats, WorkerRates, WorkerStats};
 
     use super::*;
 
     fn sample() -> Stats {
-        let backend = |address: &str, mac: Option<&str>, conns: u64| BackendStats {
+        let backend = |address: &str, mac: Option<&str>, conns: u32| BackendStats {
             address: address.to_owned(),
             port: 80,
             weight: 1,
             mac: mac.map(str::to_owned),
-            connections_total: conns,
-            packets_in: conns * 3,
-            bytes_in: conns * 300,
+            connections_total: u64::from(conns),
+            packets_in: u64::from(conns) * 3,
+            bytes_in: u64::from(conns) * 300,
+            rate_1s: Rates {
+                connections_per_second: f64::from(conns) / 100.0,
+                packets_per_second: f64::from(conns) * 3.0,
+                bytes_per_second: f64::from(conns) * 300.0,
+            },
             ..BackendStats::default()
         };
         let mut worker = WorkerStats {
@@ -242,6 +330,11 @@ mod tests {
             rx_bytes: 31_000,
             tx_packets: 300,
             tx_bytes: 30_000,
+            rate_1s: WorkerRates {
+                rx_packets_per_second: 12_345.0,
+                tx_packets_per_second: 2_500_000.0,
+                ..WorkerRates::default()
+            },
             ..WorkerStats::default()
         };
         worker.drops.insert("no_service".to_owned(), 4);
@@ -266,7 +359,20 @@ mod tests {
                     backend("192.0.2.11", Some("02:00:00:00:00:11"), 100),
                     backend("192.0.2.12", Some("02:00:00:00:00:12"), 120),
                     backend("192.0.2.13", None, 80),
+                    BackendStats {
+                        address: "192.0.2.14".to_owned(),
+                        port: 80,
+                        disabled: true,
+                        health: Health::Down,
+                        ..BackendStats::default()
+                    },
                 ],
+                rate_1s: Rates {
+                    connections_per_second: 3.0,
+                    packets_per_second: 900.0,
+                    bytes_per_second: 90_000.0,
+                },
+                ..ServiceStats::default()
             }],
             workers: vec![worker],
             xdp: [("redirected".to_owned(), 310), ("passed".to_owned(), 0)]
@@ -279,15 +385,16 @@ mod tests {
     fn renders_ipvsadm_like_table() {
         let expected = "\
 director up 1h02m03s
-Prot VIP:Port            Scheduler Fwd  Name        ActConn InActConn      Conns       InPkts        InBytes
-  -> RemoteAddress:Port  Weight  MAC                ActConn InActConn      Conns       InPkts        InBytes
-TCP  192.0.2.10:80       maglev    dr   web               0         0        300          900          90000
-  -> 192.0.2.11:80       1       02:00:00:00:00:11        0         0        100          300          30000
-  -> 192.0.2.12:80       1       02:00:00:00:00:12        0         0        120          360          36000
-  -> 192.0.2.13:80       1       unresolved               0         0         80          240          24000
+Prot VIP:Port            Scheduler Fwd  Name               ActConn InActConn      Conns       InPkts        InBytes   Conn/s     Pkt/s    Bytes/s
+  -> RemoteAddress:Port  Weight  Health MAC                ActConn InActConn      Conns       InPkts        InBytes   Conn/s     Pkt/s    Bytes/s
+TCP  192.0.2.10:80       maglev    dr   web                      0         0        300          900          90000      3.0       900        90K
+  -> 192.0.2.11:80       1       up     02:00:00:00:00:11        0         0        100          300          30000      1.0       300        30K
+  -> 192.0.2.12:80       1       up     02:00:00:00:00:12        0         0        120          360          36000      1.2       360        36K
+  -> 192.0.2.13:80       1       up     unresolved               0         0         80          240          24000      0.8       240        24K
+  -> 192.0.2.14:80       0       down   disabled                 0         0          0            0              0        0         0          0
 
-Worker Interface:Queue            RxPkts        RxBytes       TxPkts        TxBytes
-0      eth0:1                        310          31000          300          30000
+Worker Interface:Queue            RxPkts        RxBytes       TxPkts        TxBytes   RxPkt/s   TxPkt/s
+0      eth0:1                        310          31000          300          30000       12K      2.5M
        drops: neighbour_unresolved=6 no_service=4
        connections_created=100
 
@@ -312,6 +419,29 @@ XDP classifier: redirected=310
     }
 
     #[test]
+    fn rate_columns() {
+        assert_eq!(rate(0.0), "0");
+        assert_eq!(rate(f64::NAN), "0");
+        assert_eq!(rate(0.25), "0.2");
+        assert_eq!(rate(9.96), "10.0");
+        assert_eq!(rate(123.4), "123");
+        assert_eq!(rate(12_345.0), "12K");
+        assert_eq!(rate(2_500_000.0), "2.5M");
+        assert_eq!(rate(3.2e9), "3.2G");
+    }
+
+    #[test]
+    fn options_parse() {
+        let args = Args::try_parse_from(["lbstat", "--watch", "1", "--count", "3"]).unwrap();
+        assert_eq!((args.watch, args.count), (Some(1.0), Some(3)));
+        assert_eq!(args.socket, PathBuf::from(director_proto::DEFAULT_SOCKET));
+        assert!(Args::try_parse_from(["lbstat", "--count", "3"]).is_err());
+        assert!(Args::try_parse_from(["lbstat", "--json", "--prometheus"]).is_err());
+        assert!(Args::try_parse_from(["lbstat", "--watch", "1", "--json"]).is_err());
+        assert!(Args::try_parse_from(["lbstat", "--prometheus", "--socket", "/x"]).is_ok());
+    }
+
+    #[test]
     fn uptime_units() {
         assert_eq!(uptime(0.4), "0s");
         assert_eq!(uptime(59.0), "59s");
@@ -325,6 +455,9 @@ XDP classifier: redirected=310
         let args = Args {
             socket: PathBuf::from("/nonexistent/director.sock"),
             json: false,
+            prometheus: false,
+            watch: None,
+            count: None,
         };
         let message = format!("{:#}", fetch(&args).unwrap_err());
         assert!(
