@@ -33,6 +33,7 @@ const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
+const RTM_GETADDR: u16 = 22;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
 const IFA_ADDRESS: u16 = 1;
@@ -249,6 +250,34 @@ impl Netlink {
         }
     }
 
+    /// The IPv4 addresses on interface `ifindex` with their prefix lengths, in the kernel's
+    /// order (the primary address of each subnet first).
+    pub fn addresses(&mut self, ifindex: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+        let operation = format!("dump addresses on ifindex {ifindex}");
+        let mut request = Message::new(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP);
+        request.push(&address_header(0, 0));
+        let mut found = Vec::new();
+        self.dump(&operation, request, |message| {
+            let Some(header) = message.get(..8) else {
+                return Err("short ifaddrmsg");
+            };
+            let index = read_u32(header, 4).ok_or("short ifaddrmsg")?;
+            if u16::from(header[0]) != libc::AF_INET as u16 || index != ifindex {
+                return Ok(());
+            }
+            let prefix_len = header[1];
+            for (kind, data) in Attributes::new(&message[8..]) {
+                if kind == IFA_LOCAL {
+                    if let Ok(octets) = <[u8; 4]>::try_from(data) {
+                        found.push((Ipv4Addr::from(octets), prefix_len));
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
     /// Removes `address/prefix_len` from interface `ifindex`. Removing an address the interface
     /// does not have succeeds, so shutdown can be repeated.
     pub fn remove_address(
@@ -406,6 +435,15 @@ pub fn interface_index(name: &str) -> Result<u32, NetlinkError> {
         });
     }
     Ok(index)
+}
+
+/// The interface's MTU (`SIOCGIFMTU`).
+pub fn interface_mtu(name: &str) -> Result<u16, NetlinkError> {
+    let mut request = IfReq::new(name)?;
+    ioctl(name, libc::SIOCGIFMTU, &mut request, "read MTU")?;
+    // ifr_mtu is an int at the start of the union.
+    let mtu = read_u32(&request.ifru, 0).unwrap_or(0);
+    Ok(u16::try_from(mtu).unwrap_or(u16::MAX))
 }
 
 /// The Ethernet address of interface `name` (`SIOCGIFHWADDR`).

@@ -167,10 +167,20 @@ fn add_and_remove_address_twice() {
     let (first, second) = lab.enter(move || {
         let index = interface_index("va").unwrap();
         let mut netlink = Netlink::open().unwrap();
-        (
+        let added = (
             netlink.add_address(index, vip, 32).unwrap(),
             netlink.add_address(index, vip, 32).unwrap(),
-        )
+        );
+        // The dump lists the interface's own address first and the new one with its prefix.
+        let addresses = netlink.addresses(index).unwrap();
+        assert_eq!(
+            addresses.first(),
+            Some(&(Ipv4Addr::new(198, 51, 100, 1), 24)),
+            "{addresses:?}"
+        );
+        assert!(addresses.contains(&(vip, 32)), "{addresses:?}");
+        assert_eq!(control::netlink::interface_mtu("va").unwrap(), 1500);
+        added
     });
     assert_eq!(
         (first, second),
