@@ -26,6 +26,7 @@ want iproute2 /usr/sbin/ip
 want ethtool /usr/sbin/ethtool
 want python3 /usr/bin/python3
 want curl /usr/bin/curl
+want tcpdump /usr/bin/tcpdump
 want procps /usr/bin/pkill
 
 if ((${#need_packages[@]})); then

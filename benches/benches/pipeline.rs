@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dataplane::testing::{
-    backend, backend_mac, counter_blocks, service, table, FrameBuilder, DIRECTOR_MAC,
+    backend, backend_mac, counter_blocks, in_chunk, service, table, FrameBuilder, DIRECTOR_MAC,
+    UMEM_HEADROOM,
 };
 use dataplane::{Pipeline, Protocol, Verdict, WorkerCounters};
 use scheduler::Algorithm;
@@ -46,16 +47,23 @@ fn established(c: &mut Criterion) {
             .ack()
             .payload(&[0; 64])
             .build();
-        let mut frame = template.clone();
+        let (mut chunk, len) = (in_chunk(&template), template.len());
         let now = Instant::now();
-        assert_eq!(
-            pipeline.process(&mut frame, &table, now, &counters),
-            Verdict::Tx
-        );
+        assert!(matches!(
+            pipeline.process(&mut chunk, UMEM_HEADROOM, len, &table, now, &counters),
+            Verdict::Tx { .. }
+        ));
         group.bench_function(format!("established/{algorithm}"), |b| {
             b.iter(|| {
-                frame.copy_from_slice(&template);
-                black_box(pipeline.process(black_box(&mut frame), &table, now, &counters))
+                chunk[UMEM_HEADROOM..UMEM_HEADROOM + len].copy_from_slice(&template);
+                black_box(pipeline.process(
+                    black_box(&mut chunk),
+                    UMEM_HEADROOM,
+                    len,
+                    &table,
+                    now,
+                    &counters,
+                ))
             });
         });
     }
@@ -86,14 +94,23 @@ fn new_flows(c: &mut Criterion) {
                     .build()
             })
             .collect();
-        let mut frame = templates[0].clone();
+        let mut chunk = in_chunk(&templates[0]);
         let now = Instant::now();
         let mut next = 0;
         group.bench_function(format!("new_flow/{algorithm}"), |b| {
             b.iter(|| {
-                frame.copy_from_slice(&templates[next]);
+                let template = &templates[next];
+                let len = template.len();
+                chunk[UMEM_HEADROOM..UMEM_HEADROOM + len].copy_from_slice(template);
                 next = (next + 1) % templates.len();
-                black_box(pipeline.process(black_box(&mut frame), &table, now, &counters))
+                black_box(pipeline.process(
+                    black_box(&mut chunk),
+                    UMEM_HEADROOM,
+                    len,
+                    &table,
+                    now,
+                    &counters,
+                ))
             });
         });
     }
@@ -109,12 +126,19 @@ fn malformed(c: &mut Criterion) {
         .dst("192.0.2.10:80")
         .more_fragments()
         .build();
-    let mut frame = template.clone();
+    let (mut chunk, len) = (in_chunk(&template), template.len());
     let now = Instant::now();
     c.bench_function("drop/fragment", |b| {
         b.iter(|| {
-            frame.copy_from_slice(&template);
-            black_box(pipeline.process(black_box(&mut frame), &table, now, &counters))
+            chunk[UMEM_HEADROOM..UMEM_HEADROOM + len].copy_from_slice(&template);
+            black_box(pipeline.process(
+                black_box(&mut chunk),
+                UMEM_HEADROOM,
+                len,
+                &table,
+                now,
+                &counters,
+            ))
         });
     });
 }

@@ -768,8 +768,9 @@ fn parse_protocol(text: &str, at: &str) -> Result<Protocol, ConfigError> {
 fn parse_forwarding(text: &str, at: &str) -> Result<Forwarding, ConfigError> {
     let problem = match text {
         "dr" => return Ok(Forwarding::DirectRouting),
-        "nat" | "tun" => "not supported yet, expected dr",
-        _ => "unknown forwarding method, expected dr (nat and tun are not supported yet)",
+        "tun" => return Ok(Forwarding::Tunnel),
+        "nat" => "not supported yet, expected dr or tun",
+        _ => "unknown forwarding method, expected dr or tun (nat is not supported yet)",
     };
     Err(ConfigError::invalid(
         format!("{at}: forwarding"),
@@ -1354,13 +1355,8 @@ mac = "02:00:00:00:00:12"
                 "not supported yet",
             ],
         );
-        assert_mentions(
-            &error_with("\"dr\"", "\"tun\""),
-            &[
-                "service[0] \"web\": forwarding = \"tun\"",
-                "not supported yet",
-            ],
-        );
+        let tunnel = Config::parse(&GOOD.replacen("\"dr\"", "\"tun\"", 1)).unwrap();
+        assert_eq!(tunnel.services[0].forwarding, Forwarding::Tunnel);
         assert_mentions(
             &error_with("\"dr\"", "\"magic\""),
             &[

@@ -19,7 +19,9 @@ use anyhow::{bail, Context as _};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use dataplane::xdp::XdpClassifier;
 use dataplane::xsk::{Xsk, XskConfig, XskError};
-use dataplane::{worker, Pipeline, ServiceKey, ServiceTable, WorkerCounters};
+use dataplane::{
+    worker, Forwarding, Interfaces, Pipeline, ServiceKey, ServiceTable, WorkerCounters,
+};
 use director_proto::{Reply, Request};
 use tracing::{error, info, warn};
 
@@ -182,6 +184,14 @@ impl Director {
         let home_ifindex = interfaces[0].ifindex;
         let queues = worker_queues(&config, &interfaces)?;
         let mut builder = TableBuilder::new(queues.len());
+        builder.interfaces = interface_facts(&mut netlink, &interfaces[0], &config);
+        if builder.interfaces.is_none() && uses_tunnels(&config) {
+            bail!(
+                "interface {}: no IPv4 address to use as the tunnel source for forwarding = \"tun\"; \
+                 give the interface an address on its subnet",
+                interfaces[0].name
+            );
+        }
 
         // Resolve real-server MACs before serving, so the first connections are not dropped.
         let (macs, stop_requested) = resolve_at_start(
@@ -481,6 +491,12 @@ impl Director {
         let config =
             Config::load(&self.config_path).with_context(|| format!("configuration {path}"))?;
         unchangeable(&self.config, &config).with_context(|| format!("configuration {path}"))?;
+        if self.builder.interfaces.is_none() && uses_tunnels(&config) {
+            bail!(
+                "configuration {path}: forwarding = \"tun\" needs an IPv4 address on the \
+                 interface for the tunnel source, and it had none at start; restart once it has"
+            );
+        }
         // New real servers need their MACs before they get flows, or the first ones would be
         // dropped; wait a moment for them (a reload is not latency-critical).
         let macs = resolve_with_wait(
@@ -635,6 +651,51 @@ fn answer(shared: &Shared, commands: &Sender<Command>, request: Request) -> Repl
         .unwrap_or_else(|_| Reply::Error {
             message: "the director did not answer in time".to_owned(),
         })
+}
+
+/// Whether any service forwards through IP-in-IP tunnels.
+fn uses_tunnels(config: &Config) -> bool {
+    config
+        .services
+        .iter()
+        .any(|service| service.forwarding == Forwarding::Tunnel)
+}
+
+/// What the rewrites need to know about the director's interface: its MAC, MTU and its own
+/// address (the tunnel's outer source: the first address with a real prefix, not a /32 VIP).
+fn interface_facts(
+    netlink: &mut Netlink,
+    interface: &Interface,
+    config: &Config,
+) -> Option<Interfaces> {
+    let vips: HashSet<Ipv4Addr> = config.services.iter().map(|service| service.vip).collect();
+    let addresses = netlink
+        .addresses(interface.ifindex)
+        .map_err(|error| warn!(%error, interface = %interface.name, "could not list addresses"))
+        .ok()?;
+    let address = addresses
+        .iter()
+        .find(|(address, prefix)| *prefix < 32 && !vips.contains(address))
+        .or_else(|| {
+            addresses
+                .iter()
+                .find(|(address, _)| !vips.contains(address))
+        })
+        .map(|(address, _)| *address)?;
+    let mtu = netlink::interface_mtu(&interface.name)
+        .map_err(|error| warn!(%error, interface = %interface.name, "could not read the MTU"))
+        .ok()?;
+    let facts = dataplane::Interface {
+        mac: interface.mac,
+        address,
+        mtu,
+        next_hop_mac: None,
+    };
+    info!(interface = %interface.name, %address, mtu, "interface facts for tunnels");
+    Some(Interfaces {
+        client: facts,
+        server: facts,
+    })
 }
 
 /// Refuses a reload that changes what only a restart can change.

@@ -74,6 +74,10 @@ pub fn collect(shared: &Shared) -> Stats {
                     "persistence_table_full",
                     load(&counters.persistence_table_full),
                 ),
+                (
+                    "icmp_frag_needed_sent",
+                    load(&counters.icmp_frag_needed_sent),
+                ),
                 ("fill_ring_starved", load(&counters.fill_ring_starved)),
                 ("tx_wakeups", load(&counters.tx_wakeups)),
                 ("bad_descriptors", load(&counters.bad_descriptors)),
@@ -140,6 +144,8 @@ fn service_stats(table: &ServiceTable, service: &Service, disabled: &[BackendId]
             stats.connections_total += load(&counters.connections_total);
             stats.packets_in += load(&counters.packets_in);
             stats.bytes_in += load(&counters.bytes_in);
+            stats.packets_out += load(&counters.packets_out);
+            stats.bytes_out += load(&counters.bytes_out);
             stats.active_connections += load(&counters.active_connections);
             stats.inactive_connections += load(&counters.inactive_connections);
         }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use dataplane::counters::{backend_counter_block, BackendCounters};
 use dataplane::persistence::PersistenceTable;
-use dataplane::service::Persistence;
+use dataplane::service::{Interfaces, Persistence};
 use dataplane::{Backend, Service, ServiceKey, ServiceTable};
 
 use crate::config::{Config, ServiceConfig};
@@ -112,6 +112,8 @@ impl SlotAllocator {
                 counters.connections_total.store(0, Ordering::Relaxed);
                 counters.packets_in.store(0, Ordering::Relaxed);
                 counters.bytes_in.store(0, Ordering::Relaxed);
+                counters.packets_out.store(0, Ordering::Relaxed);
+                counters.bytes_out.store(0, Ordering::Relaxed);
             }
             self.free.push(retired.slot);
         }
@@ -182,6 +184,9 @@ pub const PERSISTENCE_ENTRIES: usize = 1 << 18;
 pub struct TableBuilder {
     /// One counter block per worker, `BACKEND_SLOTS` long, shared by every table.
     pub counter_blocks: Vec<Arc<[BackendCounters]>>,
+    /// The director's interface facts for the rewrites that need them (TUN's outer source and
+    /// MTU); `None` leaves tunnelled services unable to forward (counted).
+    pub interfaces: Option<Interfaces>,
     persistence: Arc<PersistenceTable>,
     slots: SlotAllocator,
     generation: u64,
@@ -195,6 +200,7 @@ impl TableBuilder {
                 .map(|_| backend_counter_block(BACKEND_SLOTS))
                 .collect(),
             persistence: Arc::new(PersistenceTable::new(PERSISTENCE_ENTRIES)),
+            interfaces: None,
             slots: SlotAllocator::new(),
             generation: 0,
         }
@@ -232,13 +238,17 @@ impl TableBuilder {
             services.push(self.service(service, overrides, macs)?);
         }
         self.generation = generation;
-        Ok(ServiceTable::new(
+        let table = ServiceTable::new(
             generation,
             services,
             config.director.timeouts,
             self.counter_blocks.clone(),
         )
-        .with_persistence(Arc::clone(&self.persistence)))
+        .with_persistence(Arc::clone(&self.persistence));
+        Ok(match self.interfaces {
+            Some(interfaces) => table.with_interfaces(interfaces),
+            None => table,
+        })
     }
 
     fn service(
@@ -259,6 +269,8 @@ impl TableBuilder {
                 mac: backend.mac.or_else(|| macs.get(&backend.address).copied()),
                 weight: change.weight.unwrap_or(backend.weight),
                 counter_slot: self.slots.slots[&id],
+                // NAT port mapping is not configurable yet: the service port.
+                port: 0,
             });
         }
         let candidates: Vec<scheduler::Candidate> = backends

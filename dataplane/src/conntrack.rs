@@ -21,6 +21,18 @@
 //! 15-minute ones, while a real flow is pinned even if the scheduler changes. A RST with no entry
 //! gets none (there is nothing left to track).
 //!
+//! # NAT: both directions
+//!
+//! With NAT the real server's replies come back through the director, so a NAT entry
+//! ([`Connection::nat`]) is also indexed by its reply tuple RS:rsport -> client
+//! ([`Connection::reply_key`]), and [`ConnTable::lookup_reply`] finds it from a reply. The reply
+//! index is added with the entry, moved when [`ConnTable::rebind`] changes the real server or its
+//! port, and removed with the entry, whatever removes it. Replies refresh the entry and move
+//! its state only toward closing ([`ConnState::on_tcp_reply`]: RST, FIN); the client's segments
+//! drive it as for DR. Two live entries with one reply tuple (a client using one source port
+//! toward two VIPs mapped onto the same RS:rsport) cannot both get replies: the newer takes the
+//! tuple over, and the older stays without replies until it ends.
+//!
 //! # Memory and time
 //!
 //! Everything is allocated in [`ConnTable::new`] and nothing after; the counting-allocator test
@@ -32,6 +44,9 @@
 //!   removals leave tombstones, and when they use up the growth budget hashbrown rehashes *in
 //!   place* (no allocation) as long as the live entries fit in half its capacity. Cost: about
 //!   56 + 20 bytes per `max_connections` slot, e.g. ~76 MB for a million.
+//! - The reply index is a second `HashTable<u32>` of the same size under the same rules (slot
+//!   numbers only, the reply tuple recomputed from the slab; tombstones cleared in place):
+//!   another 10 bytes per slot.
 //! - Each state has a doubly linked list of its entries in last-seen order (a packet moves its
 //!   entry to the tail, at most once per second). All entries of a list share a timeout, so the
 //!   heads are the next to expire: expiry pops heads, O(expired), and finding the entry nearest
@@ -204,11 +219,32 @@ impl ConnState {
     }
 }
 
+impl ConnState {
+    /// The state after the real server sends a reply with `flags` (NAT, where the director sees
+    /// both directions): a RST closes, a FIN starts closing, anything else keeps the state (the
+    /// client's ACK, not the server's SYN-ACK, establishes the flow, so a server cannot hold an
+    /// embryonic entry open for 15 minutes).
+    #[must_use]
+    pub const fn on_tcp_reply(self, flags: TcpFlags) -> ConnState {
+        match self {
+            ConnState::Udp | ConnState::TcpClose => self,
+            _ if flags.rst() => ConnState::TcpClose,
+            _ if flags.fin() => ConnState::TcpFinWait,
+            _ => self,
+        }
+    }
+}
+
 /// What an entry remembers about its flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Connection {
     /// The real server's address: what survives a service-table change.
     pub backend: Ipv4Addr,
+    /// The real server's port: the service port, or the backend's own for NAT port mapping.
+    pub backend_port: u16,
+    /// Forwarded by NAT: the real server's replies come back through the director, so the
+    /// entry is also found by its reply tuple ([`Connection::reply_key`]).
+    pub nat: bool,
     /// Index of the backend in its service's `backends` under `generation`.
     pub backend_index: u32,
     /// Service-table generation `backend_index` is valid for.
@@ -217,6 +253,37 @@ pub struct Connection {
     pub counter_slot: u32,
     /// Where the flow is in its life.
     pub state: ConnState,
+}
+
+impl Connection {
+    /// The 5-tuple of the real server's replies to the client of `key`: RS:rsport -> client.
+    #[inline]
+    pub const fn reply_key(&self, key: &FlowKey) -> FlowKey {
+        FlowKey {
+            src_addr: self.backend,
+            dst_addr: key.src_addr,
+            src_port: self.backend_port,
+            dst_port: key.src_port,
+            protocol: key.protocol,
+        }
+    }
+}
+
+/// Where an entry sends its flow: what [`ConnTable::rebind`] sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// The real server's address.
+    pub backend: Ipv4Addr,
+    /// The real server's port.
+    pub backend_port: u16,
+    /// Index of the backend in its service's `backends` under `generation`.
+    pub backend_index: usize,
+    /// The backend's [`crate::Backend::counter_slot`].
+    pub counter_slot: usize,
+    /// Service-table generation `backend_index` is valid for.
+    pub generation: u64,
+    /// Forwarded by NAT (indexed by its reply tuple too).
+    pub nat: bool,
 }
 
 /// A handle to a live entry, valid until the table is next changed by insert, expiry or removal.
@@ -248,6 +315,8 @@ impl Entry {
         },
         connection: Connection {
             backend: Ipv4Addr::UNSPECIFIED,
+            backend_port: 0,
+            nat: false,
             backend_index: 0,
             generation: 0,
             counter_slot: 0,
@@ -265,6 +334,8 @@ const _: () = assert!(std::mem::size_of::<Entry>() == 56);
 pub struct ConnTable {
     /// Slot numbers, found by the hash of the slot's key.
     index: HashTable<u32>,
+    /// Slot numbers of NAT entries, found by the hash of their reply key. See the module docs.
+    replies: HashTable<u32>,
     hasher: DefaultHashBuilder,
     entries: Box<[Entry]>,
     /// Head of the free list through `Entry::next`.
@@ -308,6 +379,7 @@ impl ConnTable {
         ConnTable {
             // Twice the entries, so tombstones are always cleared by an in-place rehash.
             index: HashTable::with_capacity(capacity.saturating_mul(2)),
+            replies: HashTable::with_capacity(capacity.saturating_mul(2)),
             hasher: DefaultHashBuilder::default(),
             entries,
             free: if capacity > 0 { 0 } else { NIL },
@@ -362,29 +434,85 @@ impl ConnTable {
         Some(ConnId(slot))
     }
 
+    /// The live NAT entry whose real server's replies have the 5-tuple `reply` (RS:rsport ->
+    /// client), expiring it as [`ConnTable::lookup`] does.
+    #[inline]
+    pub fn lookup_reply(
+        &mut self,
+        reply: &FlowKey,
+        now: Instant,
+        timeouts: &Timeouts,
+        counters: &WorkerCounters,
+        gauges: &[BackendCounters],
+    ) -> Option<ConnId> {
+        if self.replies.is_empty() {
+            return None;
+        }
+        let slot = self.find_reply(reply)?;
+        let now = self.tick(now);
+        let entry = &self.entries[slot as usize];
+        if is_expired(entry.last_seen, entry.connection.state, now, timeouts) {
+            self.remove_slot(slot, gauges);
+            bump(&counters.connections_expired, 1);
+            return None;
+        }
+        Some(ConnId(slot))
+    }
+
+    /// The NAT entry for the reply tuple `reply`, expired or not, without touching it, with its
+    /// client -> VIP key. For inspection and tests.
+    pub fn get_reply(&self, reply: &FlowKey) -> Option<(&FlowKey, &Connection)> {
+        let entry = &self.entries[self.find_reply(reply)? as usize];
+        Some((&entry.key, &entry.connection))
+    }
+
+    /// Entries reachable by their reply tuple (NAT entries, less any whose reply tuple a newer
+    /// entry took over).
+    pub fn reply_len(&self) -> usize {
+        self.replies.len()
+    }
+
     /// The entry behind a handle from [`ConnTable::lookup`] or [`ConnTable::insert`].
     #[inline]
     pub fn connection(&self, id: ConnId) -> &Connection {
         &self.entries[id.0 as usize].connection
     }
 
-    /// Points an entry at another backend, or records where its backend is in a newer table.
-    /// A changed `counter_slot` moves the entry's count from the old slot's gauge to the new's.
+    /// The client -> VIP key of the entry behind a handle.
     #[inline]
-    pub fn rebind(
-        &mut self,
-        id: ConnId,
-        backend: Ipv4Addr,
-        backend_index: usize,
-        counter_slot: usize,
-        generation: u64,
-        gauges: &[BackendCounters],
-    ) {
-        let connection = &mut self.entries[id.0 as usize].connection;
-        connection.backend = backend;
-        connection.backend_index = backend_index as u32;
-        connection.generation = generation;
-        let counter_slot = counter_slot as u32;
+    pub fn key(&self, id: ConnId) -> &FlowKey {
+        &self.entries[id.0 as usize].key
+    }
+
+    /// Points an entry at another backend, or records where its backend is in a newer table.
+    /// A changed `counter_slot` moves the entry's count from the old slot's gauge to the new's;
+    /// a changed reply tuple (another backend or port, NAT switched on or off) moves its place in
+    /// the reply index.
+    #[inline]
+    pub fn rebind(&mut self, id: ConnId, to: Binding, gauges: &[BackendCounters]) {
+        let slot = id.0;
+        let Entry {
+            key,
+            connection: old,
+            ..
+        } = self.entries[slot as usize];
+        let connection = &mut self.entries[slot as usize].connection;
+        connection.backend = to.backend;
+        connection.backend_port = to.backend_port;
+        connection.nat = to.nat;
+        connection.backend_index = to.backend_index as u32;
+        connection.generation = to.generation;
+        let new = *connection;
+        if old.nat != new.nat || old.reply_key(&key) != new.reply_key(&key) {
+            if old.nat {
+                self.unindex_reply(slot, &old.reply_key(&key));
+            }
+            if new.nat {
+                self.index_reply(slot);
+            }
+        }
+        let connection = &mut self.entries[slot as usize].connection;
+        let counter_slot = to.counter_slot as u32;
         if connection.counter_slot != counter_slot {
             let (old, state) = (connection.counter_slot, connection.state);
             connection.counter_slot = counter_slot;
@@ -457,6 +585,9 @@ impl ConnTable {
         self.index.insert_unique(hash, slot, |&slot| {
             hasher.hash_one(entries[slot as usize].key)
         });
+        if connection.nat {
+            self.index_reply(slot);
+        }
         bump(&counters.connections_created, 1);
         Some(ConnId(slot))
     }
@@ -556,6 +687,53 @@ impl ConnTable {
     }
 
     #[inline]
+    fn find_reply(&self, reply: &FlowKey) -> Option<u32> {
+        let hash = self.hasher.hash_one(reply);
+        self.replies
+            .find(hash, |&slot| {
+                let entry = &self.entries[slot as usize];
+                entry.connection.reply_key(&entry.key) == *reply
+            })
+            .copied()
+    }
+
+    /// Makes the NAT entry in `slot` findable by its reply tuple. Should another live entry have
+    /// the same one (the same client port to two VIPs mapped onto the same RS:rsport), the newer
+    /// entry takes it over: replies can go to one of them only, and the newer flow is the one
+    /// sending. The older one stays in the table, without replies, until it ends.
+    fn index_reply(&mut self, slot: u32) {
+        let entry = &self.entries[slot as usize];
+        let reply = entry.connection.reply_key(&entry.key);
+        let hash = self.hasher.hash_one(reply);
+        let (hasher, entries) = (&self.hasher, &self.entries);
+        match self.replies.entry(
+            hash,
+            |&other| {
+                let entry = &entries[other as usize];
+                entry.connection.reply_key(&entry.key) == reply
+            },
+            |&other| {
+                let entry = &entries[other as usize];
+                hasher.hash_one(entry.connection.reply_key(&entry.key))
+            },
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut taken) => *taken.get_mut() = slot,
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(slot);
+            }
+        }
+    }
+
+    /// Removes `slot` from the reply index under its (old) reply tuple `reply`, unless a newer
+    /// entry took that tuple over.
+    fn unindex_reply(&mut self, slot: u32, reply: &FlowKey) {
+        let hash = self.hasher.hash_one(reply);
+        if let Ok(found) = self.replies.find_entry(hash, |&other| other == slot) {
+            found.remove();
+        }
+    }
+
+    #[inline]
     fn find(&self, key: &FlowKey) -> Option<u32> {
         let hash = self.hasher.hash_one(key);
         self.index
@@ -571,6 +749,9 @@ impl ConnTable {
         let hash = self.hasher.hash_one(key);
         if let Ok(found) = self.index.find_entry(hash, |&other| other == slot) {
             found.remove();
+        }
+        if connection.nat {
+            self.unindex_reply(slot, &connection.reply_key(&key));
         }
         self.unlink(slot);
         self.entries[slot as usize].next = self.free;
@@ -691,6 +872,8 @@ mod tests {
     fn connection(state: ConnState) -> Connection {
         Connection {
             backend: Ipv4Addr::new(10, 0, 0, 1),
+            backend_port: 80,
+            nat: false,
             backend_index: 0,
             generation: 1,
             counter_slot: 0,
@@ -722,6 +905,164 @@ mod tests {
             }
         }
         (read, recount)
+    }
+
+    fn binding(
+        backend: Ipv4Addr,
+        backend_index: usize,
+        counter_slot: usize,
+        generation: u64,
+    ) -> Binding {
+        Binding {
+            backend,
+            backend_port: 80,
+            backend_index,
+            counter_slot,
+            generation,
+            nat: false,
+        }
+    }
+
+    /// Every reply-index entry is a live NAT entry found under its reply tuple, and every live
+    /// NAT entry's reply tuple finds a NAT entry with that tuple (itself or the newer one that
+    /// took it over).
+    fn assert_replies_consistent(table: &ConnTable) {
+        let mut indexed = 0;
+        for &slot in &table.replies {
+            let entry = &table.entries[slot as usize];
+            assert!(
+                entry.connection.nat,
+                "non-NAT slot {slot} in the reply index"
+            );
+            assert_eq!(
+                table.find(&entry.key),
+                Some(slot),
+                "dead slot {slot} indexed"
+            );
+            let reply = entry.connection.reply_key(&entry.key);
+            assert_eq!(table.find_reply(&reply), Some(slot));
+            indexed += 1;
+        }
+        assert_eq!(indexed, table.reply_len());
+        for (key, connection) in table.iter() {
+            if connection.nat {
+                let reply = connection.reply_key(key);
+                let (_, owner) = table
+                    .get_reply(&reply)
+                    .expect("a NAT entry lost its replies");
+                assert!(owner.nat);
+                assert_eq!(owner.reply_key(key), reply);
+            }
+        }
+    }
+
+    #[test]
+    fn reply_index_follows_nat_entries() {
+        let start = Instant::now();
+        let timeouts = Timeouts::default();
+        let counters = WorkerCounters::default();
+        let gauges = crate::counters::backend_counter_block(2);
+        let mut table = ConnTable::with_epoch(4, start);
+        let nat = Connection {
+            nat: true,
+            backend_port: 8080,
+            ..connection(ConnState::TcpSyn)
+        };
+        let reply = |n: u16| FlowKey {
+            src_addr: Ipv4Addr::new(10, 0, 0, 1),
+            dst_addr: Ipv4Addr::new(192, 0, 2, 2),
+            src_port: 8080,
+            dst_port: n,
+            protocol: Protocol::Tcp,
+        };
+        let id = table
+            .insert(key(1), nat, start, &timeouts, &counters, &gauges)
+            .unwrap();
+        assert_eq!(nat.reply_key(&key(1)), reply(1));
+        let found = table
+            .lookup_reply(&reply(1), start, &timeouts, &counters, &gauges)
+            .unwrap();
+        assert_eq!(found, id);
+        assert_eq!(table.key(found), &key(1));
+        // Not NAT: not indexed.
+        table
+            .insert(
+                key(2),
+                connection(ConnState::TcpSyn),
+                start,
+                &timeouts,
+                &counters,
+                &gauges,
+            )
+            .unwrap();
+        assert_eq!(table.reply_len(), 1);
+        assert!(table.get_reply(&reply(2)).is_none());
+
+        // Rebound to another port: found under the new tuple only.
+        table.rebind(
+            id,
+            Binding {
+                backend: Ipv4Addr::new(10, 0, 0, 1),
+                backend_port: 9090,
+                backend_index: 0,
+                counter_slot: 1,
+                generation: 2,
+                nat: true,
+            },
+            &gauges,
+        );
+        assert!(table.get_reply(&reply(1)).is_none());
+        let moved = FlowKey {
+            src_port: 9090,
+            ..reply(1)
+        };
+        assert_eq!(table.get_reply(&moved).unwrap().0, &key(1));
+        assert_replies_consistent(&table);
+
+        // Expired: a reply finds nothing and the entry is gone.
+        let later = secs(start, 1000);
+        assert!(table
+            .lookup_reply(&moved, later, &timeouts, &counters, &gauges)
+            .is_none());
+        assert!(table.get(&key(1)).is_none());
+        assert_eq!(table.reply_len(), 0);
+
+        // The same reply tuple from two flows (one client port to two VIPs onto one RS:rsport):
+        // the newer takes it over; removing the older leaves the newer's in place.
+        let other_vip = FlowKey {
+            dst_addr: Ipv4Addr::new(192, 0, 2, 11),
+            ..key(1)
+        };
+        table
+            .insert(key(1), nat, later, &timeouts, &counters, &gauges)
+            .unwrap();
+        table
+            .insert(other_vip, nat, later, &timeouts, &counters, &gauges)
+            .unwrap();
+        assert_eq!(table.get_reply(&reply(1)).unwrap().0, &other_vip);
+        assert_replies_consistent(&table);
+        assert!(table.remove(&key(1), &gauges));
+        assert_eq!(table.get_reply(&reply(1)).unwrap().0, &other_vip);
+        assert!(table.remove(&other_vip, &gauges));
+        assert_eq!(table.reply_len(), 0);
+    }
+
+    #[test]
+    fn replies_refresh_and_close() {
+        use ConnState::*;
+        let (synack, ack, fin, rst) = (
+            TcpFlags::SYN | TcpFlags::ACK,
+            TcpFlags::ACK,
+            TcpFlags::FIN | TcpFlags::ACK,
+            TcpFlags::RST,
+        );
+        assert_eq!(TcpSyn.on_tcp_reply(synack), TcpSyn);
+        assert_eq!(TcpEstablished.on_tcp_reply(ack), TcpEstablished);
+        assert_eq!(TcpEstablished.on_tcp_reply(fin), TcpFinWait);
+        assert_eq!(TcpFinWait.on_tcp_reply(ack), TcpFinWait);
+        assert_eq!(TcpSyn.on_tcp_reply(rst), TcpClose);
+        assert_eq!(TcpClose.on_tcp_reply(fin), TcpClose);
+        assert_eq!(Udp.on_tcp_reply(rst), Udp);
     }
 
     fn secs(start: Instant, seconds: u64) -> Instant {
@@ -777,10 +1118,14 @@ mod tests {
                     // Its backend left: rebound to another slot.
                     table.rebind(
                         id,
-                        Ipv4Addr::new(10, 0, 0, 9),
-                        0,
-                        (round % 4) as usize,
-                        2,
+                        Binding {
+                            backend: Ipv4Addr::new(10, 0, 0, 9),
+                            backend_port: 8080 + (round % 3) as u16,
+                            backend_index: 0,
+                            counter_slot: (round % 4) as usize,
+                            generation: 2,
+                            nat: round % 3 != 0,
+                        },
                         &gauges,
                     );
                 }
@@ -789,6 +1134,9 @@ mod tests {
             } else {
                 let connection = Connection {
                     counter_slot: (round % 3) as u32,
+                    nat: round % 2 == 0,
+                    // Few distinct reply tuples, so newer entries take some over.
+                    backend_port: 8080 + (round % 2) as u16,
                     ..connection(ConnState::ALL[(round % 5) as usize])
                 };
                 table
@@ -824,6 +1172,7 @@ mod tests {
             }
             assert_eq!(seen, table.len());
             assert!(table.len() <= 64);
+            assert_replies_consistent(&table);
         }
     }
 
@@ -874,10 +1223,10 @@ mod tests {
         check(&table, &[(0, 1), (0, 0), (0, 0)]);
         table.touch(id, ConnState::TcpEstablished, start, &gauges);
         // Rebound to slot 1: leaves slot 0.
-        table.rebind(id, Ipv4Addr::new(10, 0, 0, 2), 1, 1, 2, &gauges);
+        table.rebind(id, binding(Ipv4Addr::new(10, 0, 0, 2), 1, 1, 2), &gauges);
         check(&table, &[(0, 0), (1, 0), (0, 0)]);
         // Same slot, new generation: nothing moves.
-        table.rebind(id, Ipv4Addr::new(10, 0, 0, 2), 0, 1, 3, &gauges);
+        table.rebind(id, binding(Ipv4Addr::new(10, 0, 0, 2), 0, 1, 3), &gauges);
         check(&table, &[(0, 0), (1, 0), (0, 0)]);
         // UDP counts active.
         table

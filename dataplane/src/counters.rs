@@ -33,7 +33,9 @@ pub enum DropReason {
     Fragment,
     /// Neither TCP nor UDP.
     UnsupportedProtocol,
-    /// No service for its (VIP, port, protocol), e.g. one removed while frames were in flight.
+    /// No service for its (VIP, port, protocol), e.g. one removed while frames were in flight;
+    /// nor is it a real server's reply of a known NAT connection (one that expired, or a stray
+    /// frame from the server side).
     NoService,
     /// The service has no real server with weight > 0.
     NoBackend,
@@ -52,14 +54,17 @@ pub enum DropReason {
     /// The frame had less headroom in front of it than LVS-TUN encapsulation needs
     /// ([`crate::rewrite::tun::HEADROOM`]): a worker set-up bug, never the sender's doing.
     NoHeadroom,
-    /// The service's forwarding method (NAT, TUN) is not one [`crate::Pipeline::process`]
-    /// performs: it transmits frames of the same length out of the interface they came in on.
+    /// The service forwards by NAT or TUN but the service table has no
+    /// [`crate::service::Interfaces`] to do it with (control did not set them).
     UnsupportedForwarding,
+    /// An ICMP error (destination unreachable, time exceeded) quoting a flow the connection
+    /// table does not know, in either direction: nothing to translate or forward it for.
+    IcmpNoConnection,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Truncated,
@@ -77,6 +82,7 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::NoHeadroom,
         DropReason::UnsupportedForwarding,
+        DropReason::IcmpNoConnection,
     ];
 
     /// Stable snake_case name, as the stats socket and lbstat show it.
@@ -97,6 +103,7 @@ impl DropReason {
             DropReason::TooBig => "too_big",
             DropReason::NoHeadroom => "no_headroom",
             DropReason::UnsupportedForwarding => "unsupported_forwarding",
+            DropReason::IcmpNoConnection => "icmp_no_connection",
         }
     }
 }
@@ -138,6 +145,9 @@ pub struct WorkerCounters {
     pub fill_ring_starved: AtomicU64,
     /// TX wake-up syscalls made.
     pub tx_wakeups: AtomicU64,
+    /// ICMP fragmentation-needed errors sent back to clients whose packet was too big to tunnel
+    /// (LVS-TUN, DF set); each one is a client frame answered instead of forwarded.
+    pub icmp_frag_needed_sent: AtomicU64,
     /// Frames the worker could not read because a descriptor pointed outside the UMEM.
     pub bad_descriptors: AtomicU64,
     /// Generation of the service table this worker is using: control waits for every worker to
@@ -187,6 +197,11 @@ pub struct BackendCounters {
     pub packets_in: AtomicU64,
     /// Bytes forwarded to it.
     pub bytes_in: AtomicU64,
+    /// Frames from it forwarded back to clients (NAT replies and the ICMP errors it sends about
+    /// them; other methods never see replies).
+    pub packets_out: AtomicU64,
+    /// Bytes of those frames.
+    pub bytes_out: AtomicU64,
     /// This worker's connection entries to it in an active state (TCP established, UDP), as
     /// IPVS counts `ActiveConn`. A gauge the conntrack keeps.
     pub active_connections: AtomicU64,

@@ -4,7 +4,7 @@
 //! - [`wire`]: zero-copy views over Ethernet, IPv4, TCP and UDP headers, and checksums.
 //! - [`conntrack`]: the per-worker connection table that keeps a flow on its real server.
 //! - [`persistence`]: client affinity templates shared by all workers, lock-free.
-//! - [`rewrite`]: frame rewrites per forwarding method (DR today).
+//! - [`rewrite`]: frame rewrites per forwarding method (DR, NAT with ICMP translation, TUN).
 //! - [`pipeline`]: classify -> look up or schedule -> rewrite, returning a typed [`Verdict`].
 //! - [`xdp`]: the XDP classifier (C source in `bpf/`), its maps and the bpf_link that attaches it.
 //! - [`xsk`]: AF_XDP sockets: UMEM, fill/completion/rx/tx rings.
@@ -39,7 +39,8 @@ pub mod xsk;
 
 pub use counters::{DropReason, WorkerCounters};
 pub use persistence::PersistenceTable;
-pub use pipeline::{Pipeline, Verdict};
+pub use pipeline::{Egress, Pipeline, Verdict};
 pub use service::{
-    Backend, Forwarding, Persistence, Protocol, Service, ServiceKey, ServiceTable, Timeouts,
+    Backend, Forwarding, Interface, Interfaces, Persistence, Protocol, Service, ServiceKey,
+    ServiceTable, Timeouts,
 };

@@ -1,26 +1,66 @@
 //! The per-frame pipeline: parse -> connection lookup or schedule -> rewrite -> verdict.
 //!
-//! [`Pipeline::process`] takes one received frame and either rewrites it in place for
-//! transmission ([`Verdict::Tx`]) or names why not ([`Verdict::Drop`]), having counted the drop:
-//! every exit path has a counter, as in Katran.
+//! [`Pipeline::process`] takes one received frame, in place in its buffer (an AF_XDP UMEM chunk,
+//! with headroom in front of the frame), and either rewrites it for transmission
+//! ([`Verdict::Tx`]: where the result starts, how long it is, which interface it leaves by) or
+//! names why not ([`Verdict::Drop`]), having counted the drop: every exit path has a counter, as
+//! in Katran. A dropped frame is left untouched.
 //!
-//! Classification, in order (the first failing check names the drop reason):
-//! 1. Ethernet: shorter than 14 bytes -> `Truncated`; an 802.1Q/802.1ad tag -> `VlanTagged`;
+//! # Which frames arrive where
+//!
+//! The director has a client side and a server side ([`crate::service::Interfaces`]); with one
+//! interface (DR, TUN, one-armed NAT) they are the same. The XDP classifier sends a worker:
+//! - on the client side, frames for a service's (VIP, port, protocol), and ICMP errors
+//!   addressed to a VIP (about replies the director forwarded, e.g. fragmentation needed);
+//! - on the server side (NAT only), the real servers' TCP/UDP replies (source a NAT real
+//!   server's address) and ICMP errors from the server side addressed to clients.
+//!
+//! What leaves where ([`Egress`]):
+//! - DR: the frame re-addressed to the real server's MAC, out of [`Egress::Ingress`].
+//! - TUN: the frame encapsulated (it starts [`crate::rewrite::tun::HEADROOM`] bytes earlier and
+//!   is that much longer), out of [`Egress::Ingress`] from the client side's address; or, when
+//!   too big with DF set, an ICMP fragmentation-needed to the client, out of
+//!   [`Egress::Ingress`] (counted in `icmp_frag_needed_sent`, no entry created).
+//! - NAT inbound (client -> VIP:port): rewritten to RS:rsport, out of [`Egress::Peer`] (the
+//!   server side) to the real server's MAC.
+//! - NAT outbound (RS:rsport -> client, not for a VIP): found through the connection table's
+//!   reply index, rewritten to VIP:port, out of [`Egress::Peer`] (the client side) to the client
+//!   side's next hop ([`crate::service::Interface::next_hop_mac`]).
+//! - ICMP errors: found by the flow they quote. Quoting a reply (VIP:port -> client), from the
+//!   client side: forwarded to the flow's real server by its method (DR: MACs; TUN:
+//!   encapsulated; NAT: translated to RS:rsport, [`crate::rewrite::icmp`], out of
+//!   [`Egress::Peer`]), as IPVS does, so path MTU discovery works for all three. Quoting a
+//!   client packet to a NAT real server (client -> RS:rsport), from the server side: translated
+//!   to VIP:port, out of [`Egress::Peer`]. Quoting neither -> `IcmpNoConnection`.
+//!
+//! The pipeline does not know which interface a frame came in on: a frame for a service is
+//! inbound, any other TCP/UDP frame is looked up as a NAT reply. The connection table is per
+//! worker, so a NAT flow's replies must reach the worker that forwarded its client's frames (the
+//! worker owns a socket on each side, and the queues of both sides must map to workers alike).
+//!
+//! # Classification
+//!
+//! In order (the first failing check names the drop reason):
+//! 1. Buffer: `start..start + len` outside the buffer -> `Truncated`.
+//! 2. Ethernet: shorter than 14 bytes -> `Truncated`; an 802.1Q/802.1ad tag -> `VlanTagged`;
 //!    another EtherType than IPv4 -> `NotIpv4`.
-//! 2. IPv4 ([`Ipv4Packet::new_checked`]): short fixed header -> `Truncated`; version != 4 or
+//! 3. IPv4 ([`Ipv4Packet::new_checked`]): short fixed header -> `Truncated`; version != 4 or
 //!    IHL < 5 -> `BadIhl`; options or total length not fitting -> `Truncated`; then IHL > 5 ->
-//!    `Ipv4Options`; MF or a fragment offset -> `Fragment` (no ports to classify by); neither
-//!    TCP nor UDP -> `UnsupportedProtocol`; a short TCP/UDP header -> `Truncated`.
-//! 3. Service by (destination address, port, protocol) -> `NoService`.
-//! 4. Backend: the flow's connection entry if it has one, found in the current table by address
+//!    `Ipv4Options`; MF or a fragment offset -> `Fragment` (no ports to classify by); ICMP ->
+//!    the ICMP path above (not an error we translate -> `UnsupportedProtocol`, a short quote
+//!    -> `Truncated`/`BadIhl`); neither TCP nor UDP -> `UnsupportedProtocol`; a short TCP/UDP
+//!    header -> `Truncated`.
+//! 4. Service by (destination address, port, protocol); none -> the NAT reply index; neither ->
+//!    `NoService`.
+//! 5. Backend: the flow's connection entry if it has one, found in the current table by address
 //!    when the entry is from an older generation (a backend that is gone means reschedule);
 //!    otherwise the service's scheduler over the flow hash -> `NoBackend` when it has none; a
 //!    backend whose MAC is unresolved -> `NeighbourUnresolved`. A flow keeps a drained
 //!    (weight 0) backend it already has, as IPVS does.
-//! 5. Rewrite per the service's forwarding method (NAT and TUN -> `UnsupportedForwarding`, the
-//!    frame untouched: they change the frame's length or its egress interface, which
-//!    [`Verdict::Tx`] cannot express; see [`crate::rewrite::nat`] and [`crate::rewrite::tun`]);
-//!    then, and only then, record the flow: a
+//! 6. Rewrite per the service's forwarding method: NAT or TUN without interfaces in the table
+//!    -> `UnsupportedForwarding`; NAT with TTL <= 1 -> `TtlExpired`; TUN too big without DF ->
+//!    `TooBig`, with too little headroom -> `NoHeadroom`; a NAT reply whose client-side next
+//!    hop is unresolved -> `NeighbourUnresolved`. Then, and only then, record the flow: a
 //!    dropped frame never creates or refreshes an entry (so a SYN whose backend is unresolved is
 //!    rescheduled on retransmission rather than pinned to it).
 //!
@@ -38,29 +78,56 @@
 //! persistent service refreshes its client's template to `now + timeout` (a shared write at most
 //! once a second per template) or re-creates it if it expired while the connection idled; a
 //! template naming another backend is left alone. A dropped frame stores or refreshes nothing.
+//! The same holds for all three forwarding methods.
 //!
 //! Which TCP segments create entries and how states move is documented in [`crate::conntrack`].
+//! Counted per backend: client frames forwarded (`packets_in`, `bytes_in`, the received length;
+//! ICMP errors forwarded to it included), NAT replies and ICMP errors from it sent back
+//! (`packets_out`, `bytes_out`).
 //!
 //! What this module must not do: allocate, lock, log or panic per frame (`tests/no_alloc.rs`
 //! and the random-frame property test hold it to that), or touch the rings.
 
+use std::net::SocketAddrV4;
 use std::time::Instant;
 
-use crate::conntrack::{ConnState, ConnTable, Connection, FlowKey};
+use crate::conntrack::{Binding, ConnId, ConnState, ConnTable, Connection, FlowKey};
 use crate::counters::{bump, BackendCounters, DropReason, WorkerCounters};
 use crate::persistence::{Template, Upsert};
-use crate::rewrite::dr;
-use crate::service::{Forwarding, Protocol, Service, ServiceKey, ServiceTable};
-use crate::wire::{
-    self, EtherType, EthernetFrame, Ipv4Packet, MacAddr, TcpFlags, TcpSegment, UdpDatagram,
+use crate::rewrite::tun::{self, Encapsulated, TunnelEgress};
+use crate::rewrite::{dr, icmp, nat, Link};
+use crate::service::{
+    Backend, Forwarding, Interfaces, Protocol, Service, ServiceKey, ServiceTable,
 };
+use crate::wire::{
+    self, ethernet, EtherType, EthernetFrame, Ipv4Packet, MacAddr, TcpFlags, TcpSegment,
+    UdpDatagram,
+};
+
+/// Which interface a frame to transmit leaves by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Egress {
+    /// The interface it arrived on (DR, TUN, ICMP answers to the client).
+    Ingress,
+    /// The director's other interface (NAT, both ways): its socket shares the UMEM, so the
+    /// frame is sent from where it is, without a copy.
+    Peer,
+}
 
 /// What to do with a frame after the pipeline ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Transmit the (rewritten) frame, same length, out of the interface it arrived on.
-    Tx,
-    /// Drop it; the reason has been counted.
+    /// Transmit `buffer[start..start + len]`, rewritten, out of `egress`. DR and NAT keep the
+    /// received start and length; TUN encapsulation starts earlier and is longer.
+    Tx {
+        /// Offset of the frame's first byte in the buffer passed to [`Pipeline::process`].
+        start: usize,
+        /// Its length.
+        len: usize,
+        /// The interface to send it out of.
+        egress: Egress,
+    },
+    /// Drop it; the reason has been counted and the frame is untouched.
     Drop(DropReason),
 }
 
@@ -74,6 +141,8 @@ pub struct Pipeline {
     worker: usize,
     interface_mac: MacAddr,
     connections: ConnTable,
+    /// Outer IPv4 identification of the next tunnelled packet.
+    tunnel_ident: u16,
 }
 
 /// How a flow's backend was chosen.
@@ -90,20 +159,56 @@ enum Choice {
 
 /// What classification extracts from a frame.
 #[derive(Clone, Copy, Debug)]
+enum Classified {
+    /// TCP or UDP.
+    Transport(Flow),
+    /// ICMP: an error to translate or forward, if it is one.
+    Icmp,
+}
+
+/// A TCP/UDP frame's flow.
+#[derive(Clone, Copy, Debug)]
 struct Flow {
     key: FlowKey,
     /// TCP control bits; empty for UDP.
     flags: TcpFlags,
 }
 
+/// The frame being processed: where it is in the buffer.
+#[derive(Clone, Copy, Debug)]
+struct At {
+    start: usize,
+    len: usize,
+}
+
+impl At {
+    #[inline]
+    const fn end(self) -> usize {
+        self.start + self.len
+    }
+
+    #[inline]
+    const fn tx(self, egress: Egress) -> Verdict {
+        Verdict::Tx {
+            start: self.start,
+            len: self.len,
+            egress,
+        }
+    }
+}
+
 impl Pipeline {
-    /// A pipeline for worker `worker` on an interface whose MAC is `interface_mac`, with a
-    /// connection table of at most `max_connections` entries (allocated here, never grown).
+    /// A pipeline for worker `worker` on an interface whose MAC is `interface_mac` (the client
+    /// side: DR frames leave from it), with a connection table of at most `max_connections`
+    /// entries (allocated here, never grown).
     pub fn new(worker: usize, interface_mac: [u8; 6], max_connections: usize) -> Self {
         Pipeline {
             worker,
             interface_mac,
             connections: ConnTable::new(max_connections),
+            // Workers start far apart in the identification space (RFC 6864: unique per source,
+            // destination and protocol while fragments may be in flight).
+            tunnel_ident: (worker as u16).wrapping_mul(0x2001),
         }
     }
 
@@ -117,21 +222,27 @@ impl Pipeline {
         &self.connections
     }
 
-    /// Runs one frame through the pipeline, rewriting it in place.
+    /// Runs the frame at `buffer[start..start + len]` through the pipeline, rewriting it in
+    /// place. `buffer` is the whole UMEM chunk: TUN encapsulation writes into the bytes before
+    /// `start` (at least [`tun::HEADROOM`] are needed, else `NoHeadroom`).
     pub fn process(
         &mut self,
-        frame: &mut [u8],
+        buffer: &mut [u8],
+        start: usize,
+        len: usize,
         table: &ServiceTable,
         now: Instant,
         counters: &WorkerCounters,
     ) -> Verdict {
-        match self.forward(frame, table, now, counters) {
-            Ok(()) => Verdict::Tx,
-            Err(reason) => {
-                counters.count_drop(reason);
-                Verdict::Drop(reason)
-            }
-        }
+        let at = At { start, len };
+        let result = match start.checked_add(len) {
+            Some(end) if end <= buffer.len() => self.forward(buffer, at, table, now, counters),
+            _ => Err(DropReason::Truncated),
+        };
+        result.unwrap_or_else(|reason| {
+            counters.count_drop(reason);
+            Verdict::Drop(reason)
+        })
     }
 
     /// Expires idle connections; called by the worker about once a second, not per packet.
@@ -142,22 +253,51 @@ impl Pipeline {
         self.connections.publish(counters);
     }
 
+    #[inline]
     fn forward(
         &mut self,
-        frame: &mut [u8],
+        buffer: &mut [u8],
+        at: At,
         table: &ServiceTable,
         now: Instant,
         counters: &WorkerCounters,
-    ) -> Result<(), DropReason> {
-        let flow = classify(frame)?;
+    ) -> Result<Verdict, DropReason> {
+        let flow = match classify(&buffer[at.start..at.end()])? {
+            Classified::Transport(flow) => flow,
+            Classified::Icmp => return self.icmp(buffer, at, table, now, counters),
+        };
         let key = ServiceKey {
             vip: flow.key.dst_addr,
             port: flow.key.dst_port,
             protocol: flow.key.protocol,
         };
-        let (_, service) = table.lookup(&key).ok_or(DropReason::NoService)?;
-        let gauges = self.gauges(table);
+        match table.lookup(&key) {
+            Some((_, service)) => self.inbound(buffer, at, &flow, service, table, now, counters),
+            None => self.reply(buffer, at, &flow, table, now, counters),
+        }
+    }
 
+    /// A client's frame for a service.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one frame's whole context, kept flat"
+    )]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "schedule, rewrite, record: read top to bottom"
+    )]
+    #[inline]
+    fn inbound(
+        &mut self,
+        buffer: &mut [u8],
+        at: At,
+        flow: &Flow,
+        service: &Service,
+        table: &ServiceTable,
+        now: Instant,
+        counters: &WorkerCounters,
+    ) -> Result<Verdict, DropReason> {
+        let gauges = self.gauges(table);
         let existing = self
             .connections
             .lookup(&flow.key, now, &table.timeouts, counters, gauges);
@@ -171,27 +311,58 @@ impl Pipeline {
         let scheduled = choice != Choice::Tracked;
         let backend = service.backends.get(index).ok_or(DropReason::NoBackend)?;
         let backend_mac = backend.mac.ok_or(DropReason::NeighbourUnresolved)?;
+        let backend_port = backend.port_for(flow.key.dst_port);
+        let nat = service.forwarding == Forwarding::Nat;
 
-        // The frame goes out from here on.
-        let mut ethernet =
-            EthernetFrame::new_checked(&mut *frame).map_err(|_| DropReason::Truncated)?;
-        let Forwarding::DirectRouting = service.forwarding else {
-            return Err(DropReason::UnsupportedForwarding);
+        // The frame goes out from here on, unless the rewrite refuses it untouched.
+        let verdict = match service.forwarding {
+            Forwarding::DirectRouting => {
+                self.direct(buffer, at, backend_mac)?;
+                at.tx(Egress::Ingress)
+            }
+            Forwarding::Nat => {
+                let sides = interfaces(table)?;
+                nat::rewrite_inbound(
+                    &mut buffer[at.start..at.end()],
+                    SocketAddrV4::new(backend.address, backend_port),
+                    Link {
+                        src_mac: sides.server.mac,
+                        dst_mac: backend_mac,
+                    },
+                )?;
+                at.tx(Egress::Peer)
+            }
+            Forwarding::Tunnel => match self.tunnel(buffer, at, backend, backend_mac, table)? {
+                Encapsulated::Tunnelled { start, len } => Verdict::Tx {
+                    start,
+                    len,
+                    egress: Egress::Ingress,
+                },
+                // Answered, not forwarded: nothing to record or count for the backend.
+                Encapsulated::FragNeeded { start, len } => {
+                    bump(&counters.icmp_frag_needed_sent, 1);
+                    return Ok(Verdict::Tx {
+                        start,
+                        len,
+                        egress: Egress::Ingress,
+                    });
+                }
+            },
         };
-        dr::rewrite(&mut ethernet, backend_mac, self.interface_mac);
 
+        let binding = Binding {
+            backend: backend.address,
+            backend_port,
+            backend_index: index,
+            counter_slot: backend.counter_slot,
+            generation: table.generation,
+            nat,
+        };
         let tracked = match existing {
             Some(id) => {
                 let connection = *self.connections.connection(id);
                 if scheduled || connection.generation != table.generation {
-                    self.connections.rebind(
-                        id,
-                        backend.address,
-                        index,
-                        backend.counter_slot,
-                        table.generation,
-                        gauges,
-                    );
+                    self.connections.rebind(id, binding, gauges);
                 }
                 let state = match flow.key.protocol {
                     Protocol::Tcp => connection.state.on_tcp(flow.flags),
@@ -200,10 +371,12 @@ impl Pipeline {
                 self.connections.touch(id, state, now, gauges);
                 true
             }
-            None => match initial_state(&flow) {
+            None => match initial_state(flow) {
                 Some(state) => {
                     let connection = Connection {
                         backend: backend.address,
+                        backend_port,
+                        nat,
                         backend_index: index as u32,
                         generation: table.generation,
                         counter_slot: backend.counter_slot as u32,
@@ -254,9 +427,205 @@ impl Pipeline {
                 bump(&stats.connections_total, 1);
             }
             bump(&stats.packets_in, 1);
-            bump(&stats.bytes_in, frame.len() as u64);
+            bump(&stats.bytes_in, at.len as u64);
         }
+        Ok(verdict)
+    }
+
+    /// A frame for no service: a NAT real server's reply, or nothing we know.
+    #[inline]
+    fn reply(
+        &mut self,
+        buffer: &mut [u8],
+        at: At,
+        flow: &Flow,
+        table: &ServiceTable,
+        now: Instant,
+        counters: &WorkerCounters,
+    ) -> Result<Verdict, DropReason> {
+        let gauges = self.gauges(table);
+        let id = self
+            .connections
+            .lookup_reply(&flow.key, now, &table.timeouts, counters, gauges)
+            .ok_or(DropReason::NoService)?;
+        let connection = *self.connections.connection(id);
+        self.to_client(buffer, at, id, table, nat::rewrite_outbound)?;
+        let state = match flow.key.protocol {
+            Protocol::Tcp => connection.state.on_tcp_reply(flow.flags),
+            Protocol::Udp => ConnState::Udp,
+        };
+        self.connections.touch(id, state, now, gauges);
+        count_out(gauges, &connection, at);
+        Ok(at.tx(Egress::Peer))
+    }
+
+    /// An ICMP frame: an error about a tracked flow is forwarded or translated (see the module
+    /// docs); anything else is dropped.
+    #[inline]
+    fn icmp(
+        &mut self,
+        buffer: &mut [u8],
+        at: At,
+        table: &ServiceTable,
+        now: Instant,
+        counters: &WorkerCounters,
+    ) -> Result<Verdict, DropReason> {
+        let quoted = icmp::quoted_flow(&buffer[at.start..at.end()])?;
+        // The way the error travels: client -> VIP:port for an error about a reply, the reply
+        // tuple RS:rsport -> client for one about a client's packet to a NAT real server.
+        let key = quoted.reversed();
+        let gauges = self.gauges(table);
+        if let Some(id) = self
+            .connections
+            .lookup(&key, now, &table.timeouts, counters, gauges)
+        {
+            return self.icmp_to_server(buffer, at, id, table);
+        }
+        let id = self
+            .connections
+            .lookup_reply(&key, now, &table.timeouts, counters, gauges)
+            .ok_or(DropReason::IcmpNoConnection)?;
+        let connection = *self.connections.connection(id);
+        self.to_client(buffer, at, id, table, icmp::translate_outbound)?;
+        count_out(gauges, &connection, at);
+        Ok(at.tx(Egress::Peer))
+    }
+
+    /// An ICMP error about a reply of the flow `id`, sent on to its real server the way the
+    /// flow's frames go. It neither refreshes the entry nor reschedules: a flow whose backend
+    /// left gets its error dropped (`IcmpNoConnection`).
+    fn icmp_to_server(
+        &mut self,
+        buffer: &mut [u8],
+        at: At,
+        id: ConnId,
+        table: &ServiceTable,
+    ) -> Result<Verdict, DropReason> {
+        let key = *self.connections.key(id);
+        let connection = *self.connections.connection(id);
+        let service_key = ServiceKey {
+            vip: key.dst_addr,
+            port: key.dst_port,
+            protocol: key.protocol,
+        };
+        let (_, service) = table
+            .lookup(&service_key)
+            .ok_or(DropReason::IcmpNoConnection)?;
+        let backend = resolve(&connection, service, table.generation)
+            .and_then(|index| service.backends.get(index))
+            .ok_or(DropReason::IcmpNoConnection)?;
+        let backend_mac = backend.mac.ok_or(DropReason::NeighbourUnresolved)?;
+        let verdict = match service.forwarding {
+            Forwarding::DirectRouting => {
+                self.direct(buffer, at, backend_mac)?;
+                at.tx(Egress::Ingress)
+            }
+            Forwarding::Nat => {
+                let sides = interfaces(table)?;
+                icmp::translate_inbound(
+                    &mut buffer[at.start..at.end()],
+                    SocketAddrV4::new(connection.backend, connection.backend_port),
+                    Link {
+                        src_mac: sides.server.mac,
+                        dst_mac: backend_mac,
+                    },
+                )?;
+                at.tx(Egress::Peer)
+            }
+            Forwarding::Tunnel => {
+                // Never answer an ICMP error with one (RFC 1122 3.2.2): too big is a drop.
+                let total_len =
+                    Ipv4Packet::new_unchecked(&buffer[at.start + ethernet::HEADER_LEN..at.end()])
+                        .total_len();
+                if tun::HEADROOM + usize::from(total_len)
+                    > usize::from(interfaces(table)?.client.mtu)
+                {
+                    return Err(DropReason::TooBig);
+                }
+                match self.tunnel(buffer, at, backend, backend_mac, table)? {
+                    Encapsulated::Tunnelled { start, len } => Verdict::Tx {
+                        start,
+                        len,
+                        egress: Egress::Ingress,
+                    },
+                    Encapsulated::FragNeeded { .. } => return Err(DropReason::TooBig),
+                }
+            }
+        };
+        if let Some(stats) = self.gauges(table).get(connection.counter_slot as usize) {
+            bump(&stats.packets_in, 1);
+            bump(&stats.bytes_in, at.len as u64);
+        }
+        Ok(verdict)
+    }
+
+    /// Rewrites a frame from the real server of the NAT flow `id` (a reply, or an ICMP error
+    /// about a client packet) to come from VIP:port, toward the client side's next hop.
+    #[inline]
+    fn to_client(
+        &self,
+        buffer: &mut [u8],
+        at: At,
+        id: ConnId,
+        table: &ServiceTable,
+        rewrite: fn(&mut [u8], SocketAddrV4, Link) -> Result<(), DropReason>,
+    ) -> Result<(), DropReason> {
+        let sides = interfaces(table)?;
+        let router = sides
+            .client
+            .next_hop_mac
+            .ok_or(DropReason::NeighbourUnresolved)?;
+        let key = self.connections.key(id);
+        rewrite(
+            &mut buffer[at.start..at.end()],
+            SocketAddrV4::new(key.dst_addr, key.dst_port),
+            Link {
+                src_mac: sides.client.mac,
+                dst_mac: router,
+            },
+        )
+    }
+
+    /// Direct routing: the frame re-addressed to the real server from this interface.
+    #[inline]
+    fn direct(&self, buffer: &mut [u8], at: At, backend_mac: MacAddr) -> Result<(), DropReason> {
+        let mut ethernet = EthernetFrame::new_checked(&mut buffer[at.start..at.end()])
+            .map_err(|_| DropReason::Truncated)?;
+        dr::rewrite(&mut ethernet, backend_mac, self.interface_mac);
         Ok(())
+    }
+
+    /// LVS-TUN: the frame encapsulated toward `backend` from the client side's address.
+    #[inline]
+    fn tunnel(
+        &mut self,
+        buffer: &mut [u8],
+        at: At,
+        backend: &Backend,
+        backend_mac: MacAddr,
+        table: &ServiceTable,
+    ) -> Result<Encapsulated, DropReason> {
+        let side = interfaces(table)?.client;
+        let egress = TunnelEgress {
+            link: Link {
+                src_mac: side.mac,
+                dst_mac: backend_mac,
+            },
+            src_addr: side.address,
+            mtu: side.mtu,
+        };
+        let result = tun::encapsulate(
+            buffer,
+            at.start,
+            at.len,
+            backend.address,
+            &egress,
+            self.tunnel_ident,
+        )?;
+        if let Encapsulated::Tunnelled { .. } = result {
+            self.tunnel_ident = self.tunnel_ident.wrapping_add(1);
+        }
+        Ok(result)
     }
 
     /// This worker's backend counter block in `table` (empty if it has none).
@@ -269,9 +638,27 @@ impl Pipeline {
     }
 }
 
+/// The table's interfaces, which NAT and TUN need.
+#[inline]
+fn interfaces(table: &ServiceTable) -> Result<&Interfaces, DropReason> {
+    table
+        .interfaces
+        .as_ref()
+        .ok_or(DropReason::UnsupportedForwarding)
+}
+
+/// Counts a frame from the real server of `connection` sent back toward the client.
+#[inline]
+fn count_out(gauges: &[BackendCounters], connection: &Connection, at: At) {
+    if let Some(stats) = gauges.get(connection.counter_slot as usize) {
+        bump(&stats.packets_out, 1);
+        bump(&stats.bytes_out, at.len as u64);
+    }
+}
+
 /// Parses the headers the pipeline needs, or names why the frame cannot be served.
 #[inline]
-fn classify(frame: &[u8]) -> Result<Flow, DropReason> {
+fn classify(frame: &[u8]) -> Result<Classified, DropReason> {
     let ethernet = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Truncated)?;
     let ethertype = ethernet.ethertype();
     if ethertype.is_vlan_tag() {
@@ -291,6 +678,9 @@ fn classify(frame: &[u8]) -> Result<Flow, DropReason> {
     if ip.is_fragment() {
         return Err(DropReason::Fragment);
     }
+    if ip.protocol() == wire::ipv4::protocol::ICMP {
+        return Ok(Classified::Icmp);
+    }
     let protocol = Protocol::from_number(ip.protocol()).ok_or(DropReason::UnsupportedProtocol)?;
 
     // A TCP data offset below 5 claims a header shorter than TCP's: truncated as well.
@@ -304,7 +694,7 @@ fn classify(frame: &[u8]) -> Result<Flow, DropReason> {
             (udp.src_port(), udp.dst_port(), TcpFlags::default())
         }
     };
-    Ok(Flow {
+    Ok(Classified::Transport(Flow {
         key: FlowKey {
             src_addr: ip.src_addr(),
             dst_addr: ip.dst_addr(),
@@ -313,7 +703,7 @@ fn classify(frame: &[u8]) -> Result<Flow, DropReason> {
             protocol,
         },
         flags,
-    })
+    }))
 }
 
 /// The current index of a connection's backend, or `None` if it left the service.

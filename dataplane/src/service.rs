@@ -12,6 +12,7 @@ use hashbrown::HashMap;
 
 use crate::counters::BackendCounters;
 use crate::persistence::PersistenceTable;
+use crate::wire::MacAddr;
 
 /// Transport protocol of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -97,6 +98,9 @@ pub struct Backend {
     pub mac: Option<[u8; 6]>,
     /// Configured weight; the scheduler never gives new flows to weight 0.
     pub weight: u32,
+    /// NAT only: the port the real server listens on (`VIP:80 -> RS:8080`); 0 = the port the
+    /// client connected to. Other forwarding methods cannot change ports and ignore it.
+    pub port: u16,
     /// Index of this backend's counters in each worker's [`BackendCounters`] block, and its
     /// stable identity.
     ///
@@ -174,6 +178,48 @@ impl Service {
     }
 }
 
+impl Backend {
+    /// The real server's port for a flow to service port `service_port` ([`Backend::port`]).
+    #[inline]
+    pub const fn port_for(&self, service_port: u16) -> u16 {
+        if self.port == 0 {
+            service_port
+        } else {
+            self.port
+        }
+    }
+}
+
+/// What the rewrites need to know about one of the director's interfaces. Control fills it from
+/// the kernel (link, address and route/neighbour tables); the data plane resolves nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Interface {
+    /// Its MAC: the source of every frame sent out of it.
+    pub mac: MacAddr,
+    /// The director's IPv4 address on it: the outer source of LVS-TUN packets sent out of it.
+    pub address: Ipv4Addr,
+    /// Its MTU (IP bytes, Ethernet header excluded): the limit for LVS-TUN encapsulation.
+    pub mtu: u16,
+    /// The MAC of the next hop toward the clients (the default gateway on that link), for NAT
+    /// replies and translated ICMP errors; `None` while unresolved (those frames are dropped as
+    /// [`crate::DropReason::NeighbourUnresolved`]). Only the client side's is read: frames to
+    /// real servers use each [`Backend::mac`].
+    pub next_hop_mac: Option<MacAddr>,
+}
+
+/// The director's two sides. With one interface (DR, TUN, one-armed NAT) both are the same.
+///
+/// Which frames arrive where, and where [`crate::pipeline::Egress`] sends them, is described in
+/// [`crate::pipeline`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Interfaces {
+    /// Where clients' frames for the VIPs arrive ([`crate::pipeline::Egress::Ingress`] for
+    /// DR, TUN and answers to clients; [`crate::pipeline::Egress::Peer`] for NAT replies).
+    pub client: Interface,
+    /// Where the NAT real servers are ([`crate::pipeline::Egress::Peer`] for NAT inbound).
+    pub server: Interface,
+}
+
 /// Idle timeouts for connection-table entries (IPVS's defaults).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
@@ -219,6 +265,10 @@ pub struct ServiceTable {
     /// across snapshots ([`ServiceTable::with_persistence`]) so clients stay pinned through a
     /// reload; [`ServiceTable::new`] installs an empty one (capacity 0, nothing pinned).
     pub persistence: Arc<PersistenceTable>,
+    /// The director's interfaces, for NAT and TUN ([`ServiceTable::with_interfaces`]). `None`
+    /// (what [`ServiceTable::new`] leaves): DR works, NAT and TUN services drop their frames as
+    /// [`crate::DropReason::UnsupportedForwarding`].
+    pub interfaces: Option<Interfaces>,
 }
 
 impl ServiceTable {
@@ -242,7 +292,15 @@ impl ServiceTable {
             timeouts,
             backend_counters,
             persistence: Arc::new(PersistenceTable::new(0)),
+            interfaces: None,
         }
+    }
+
+    /// This snapshot with the facts NAT and TUN need about the director's interfaces.
+    #[must_use]
+    pub fn with_interfaces(mut self, interfaces: Interfaces) -> Self {
+        self.interfaces = Some(interfaces);
+        self
     }
 
     /// This snapshot with `table` as its persistence templates.

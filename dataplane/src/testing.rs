@@ -18,18 +18,85 @@ use std::time::Duration;
 
 use crate::conntrack::ConnTable;
 use crate::counters::{backend_counter_block, BackendCounters};
+use crate::pipeline::{Pipeline, Verdict};
 use crate::service::{
-    Backend, Forwarding, Persistence, Protocol, Service, ServiceKey, ServiceTable, Timeouts,
+    Backend, Forwarding, Interface, Interfaces, Persistence, Protocol, Service, ServiceKey,
+    ServiceTable, Timeouts,
 };
 use crate::wire::{
     ethernet, ipv4, tcp, udp, EtherType, EthernetFrame, IcmpQuote, Ipv4Packet, MacAddr, TcpFlags,
     TcpSegment, UdpDatagram,
 };
+use crate::WorkerCounters;
 
 /// The director's interface MAC in fixtures.
 pub const DIRECTOR_MAC: MacAddr = [0x02, 0, 0, 0, 0, 0x0a];
 /// The upstream router's MAC: the source of client frames in fixtures.
 pub const ROUTER_MAC: MacAddr = [0x02, 0, 0, 0, 0, 0x01];
+
+/// The director's server-side interface MAC in fixtures (NAT: frames to real servers leave
+/// from it).
+pub const SERVER_SIDE_MAC: MacAddr = [0x02, 0, 0, 0, 0, 0x0b];
+/// The director's client-side address in fixtures (the outer source of tunnelled frames).
+pub const CLIENT_SIDE_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The director's server-side address in fixtures (the NAT real servers' gateway).
+pub const SERVER_SIDE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 254);
+/// Headroom in front of received frames in fixtures, as AF_XDP leaves it (at least 256).
+pub const UMEM_HEADROOM: usize = 256;
+/// Size of a fixture UMEM chunk.
+pub const CHUNK_SIZE: usize = 4096;
+
+/// The fixture interfaces: client side [`DIRECTOR_MAC`], [`CLIENT_SIDE_ADDR`], next hop
+/// [`ROUTER_MAC`]; server side [`SERVER_SIDE_MAC`], [`SERVER_SIDE_ADDR`]; MTU `mtu` on both.
+pub fn interfaces(mtu: u16) -> Interfaces {
+    Interfaces {
+        client: Interface {
+            mac: DIRECTOR_MAC,
+            address: CLIENT_SIDE_ADDR,
+            mtu,
+            next_hop_mac: Some(ROUTER_MAC),
+        },
+        server: Interface {
+            mac: SERVER_SIDE_MAC,
+            address: SERVER_SIDE_ADDR,
+            mtu,
+            next_hop_mac: None,
+        },
+    }
+}
+
+/// `frame` at [`UMEM_HEADROOM`] in a [`CHUNK_SIZE`]-byte chunk filled with `0xee`.
+pub fn in_chunk(frame: &[u8]) -> Vec<u8> {
+    let mut chunk = vec![0xee; CHUNK_SIZE.max(UMEM_HEADROOM + frame.len())];
+    chunk[UMEM_HEADROOM..UMEM_HEADROOM + frame.len()].copy_from_slice(frame);
+    chunk
+}
+
+/// Runs `frame` through `pipeline` as a worker does: in a UMEM-like chunk ([`in_chunk`]).
+/// Returns the verdict and the frame to transmit, or for a drop the frame where it was, having
+/// checked that the drop left the chunk untouched.
+#[track_caller]
+pub fn run(
+    pipeline: &mut Pipeline,
+    frame: &[u8],
+    table: &ServiceTable,
+    now: std::time::Instant,
+    counters: &WorkerCounters,
+) -> (Verdict, Vec<u8>) {
+    let before = in_chunk(frame);
+    let mut chunk = before.clone();
+    let verdict = pipeline.process(&mut chunk, UMEM_HEADROOM, frame.len(), table, now, counters);
+    match verdict {
+        Verdict::Tx { start, len, .. } => (verdict, chunk[start..start + len].to_vec()),
+        Verdict::Drop(reason) => {
+            assert!(
+                chunk == before,
+                "dropped ({reason:?}) but changed the chunk"
+            );
+            (verdict, frame.to_vec())
+        }
+    }
+}
 
 /// The MAC fixtures give real server `n` (`02:00:00:00:01:nn`).
 pub const fn backend_mac(n: u8) -> MacAddr {
@@ -479,6 +546,7 @@ pub fn backend(address: &str, mac: Option<MacAddr>, weight: u32, counter_slot: u
         mac,
         weight,
         counter_slot,
+        port: 0,
     }
 }
 
@@ -515,6 +583,18 @@ pub fn service(
         scheduler,
         backends,
     }
+}
+
+/// `service` forwarding by `forwarding` (NAT or TUN; [`service`] makes DR ones).
+pub fn with_forwarding(mut service: Service, forwarding: Forwarding) -> Service {
+    service.forwarding = forwarding;
+    service
+}
+
+/// `backend` with a NAT port mapping to `port`.
+pub fn with_port(mut backend: Backend, port: u16) -> Backend {
+    backend.port = port;
+    backend
 }
 
 /// [`service`] answering on several ports of `vip` (a service group, as an LVS firewall-mark

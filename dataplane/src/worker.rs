@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 use xdpilone::xdp::XdpDesc;
 
 use crate::counters::{bump, DropReason, WorkerCounters};
-use crate::pipeline::{Pipeline, Verdict};
+use crate::pipeline::{Egress, Pipeline, Verdict};
 use crate::service::ServiceTable;
 use crate::xsk::Xsk;
 
@@ -96,20 +96,34 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
             for desc in &rx_descs[..received] {
                 bump(&counters.rx_packets, 1);
                 bump(&counters.rx_bytes, u64::from(desc.len));
-                let verdict = if let Some(frame) = xsk.frame_mut(desc) {
-                    pipeline.process(frame, &table, batch_time, &counters)
+                let verdict = if let Some((chunk, start)) = xsk.chunk_mut(desc) {
+                    let len = desc.len as usize;
+                    pipeline.process(chunk, start, len, &table, batch_time, &counters)
                 } else {
                     bump(&counters.bad_descriptors, 1);
                     Verdict::Drop(DropReason::Truncated)
                 };
                 match verdict {
-                    Verdict::Tx => {
+                    Verdict::Tx {
+                        start,
+                        len,
+                        egress: Egress::Ingress,
+                    } => {
                         tx_descs[queued] = XdpDesc {
-                            addr: desc.addr,
-                            len: desc.len,
+                            addr: xsk.chunk_address(desc, start),
+                            len: len as u32,
                             options: 0,
                         };
                         queued += 1;
+                    }
+                    // This worker serves one interface; leaving by the other one (NAT) needs a
+                    // socket there on a shared UMEM, which the worker does not have yet.
+                    Verdict::Tx {
+                        egress: Egress::Peer,
+                        ..
+                    } => {
+                        counters.count_drop(DropReason::UnsupportedForwarding);
+                        xsk.recycle(desc);
                     }
                     Verdict::Drop(_) => xsk.recycle(desc),
                 }

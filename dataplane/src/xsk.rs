@@ -160,6 +160,7 @@ pub struct Xsk {
     area: UmemArea,
     free: Vec<u64>,
     frame_mask: u64,
+    frame_size: usize,
     frame_count: u32,
     in_fill: u32,
     in_tx: u32,
@@ -249,6 +250,7 @@ impl Xsk {
             area,
             free,
             frame_mask: !(u64::from(config.frame_size) - 1),
+            frame_size: config.frame_size as usize,
             frame_count: config.frame_count,
             in_fill: 0,
             in_tx: 0,
@@ -300,18 +302,28 @@ impl Xsk {
         count
     }
 
-    /// The bytes of a received frame, or `None` if the descriptor points outside the UMEM.
-    pub fn frame_mut(&mut self, desc: &XdpDesc) -> Option<&mut [u8]> {
-        let start = usize::try_from(desc.addr).ok()?;
-        let end = start.checked_add(desc.len as usize)?;
-        if end > self.area.len {
+    /// The whole UMEM chunk a received frame lies in, and where the frame starts in it. The
+    /// bytes before the frame are headroom (at least `XDP_PACKET_HEADROOM`, 256) that a rewrite
+    /// may grow into; `None` if the descriptor points outside the UMEM.
+    pub fn chunk_mut(&mut self, desc: &XdpDesc) -> Option<(&mut [u8], usize)> {
+        let base = usize::try_from(desc.addr & self.frame_mask).ok()?;
+        let start = usize::try_from(desc.addr).ok()? - base;
+        let end = base.checked_add(self.frame_size)?;
+        if end > self.area.len || start + desc.len as usize > self.frame_size {
             return None;
         }
-        // SAFETY: [start, end) lies inside the mapping; the frame was handed to us by the RX ring,
-        // so the kernel no longer writes it, and `&mut self` rules out a second live view.
-        Some(unsafe {
-            std::slice::from_raw_parts_mut(self.area.base.as_ptr().add(start), end - start)
-        })
+        // SAFETY: [base, end) is one chunk inside the mapping; the frame in it was handed to us
+        // by the RX ring, so the kernel no longer writes the chunk, and `&mut self` rules out a
+        // second live view.
+        let chunk = unsafe {
+            std::slice::from_raw_parts_mut(self.area.base.as_ptr().add(base), self.frame_size)
+        };
+        Some((chunk, start))
+    }
+
+    /// The UMEM address of byte `start` of the chunk `desc` lies in, for a TX descriptor.
+    pub fn chunk_address(&self, desc: &XdpDesc, start: usize) -> u64 {
+        (desc.addr & self.frame_mask) + start as u64
     }
 
     /// Queues frames for transmission. Returns how many the TX ring took, a prefix of `descs`;

@@ -1,12 +1,20 @@
 //! No frame makes the pipeline panic: random bytes, and random truncations and byte mutations of
-//! valid fixture frames, go through `Pipeline::process`. The only checks are that it returns and
-//! that a transmitted frame kept its length.
+//! valid fixture frames (DR, NAT both ways, ICMP errors both ways, TUN), go through
+//! `Pipeline::process` at a random place in a UMEM-like chunk (headroom from none to plenty).
+//! The checks: it returns; a transmitted frame lies within the chunk and kept its length unless
+//! tunnelled (20 bytes longer) or answered (an ICMP error no longer than the input); a dropped
+//! frame left the chunk untouched.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use dataplane::testing::{self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC};
-use dataplane::{PersistenceTable, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters};
+use dataplane::testing::{
+    self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC, SERVER_SIDE_MAC,
+};
+use dataplane::wire::icmp::{message, unreachable};
+use dataplane::{
+    Egress, Forwarding, PersistenceTable, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters,
+};
 use proptest::prelude::*;
 use scheduler::Algorithm;
 
@@ -51,11 +59,54 @@ fn table() -> ServiceTable {
                 "255.255.255.0",
                 1,
             ),
+            testing::with_forwarding(
+                service(
+                    "192.0.2.60:80",
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    vec![
+                        testing::with_port(backend("10.0.1.1", Some(backend_mac(8)), 1, 7), 8080),
+                        backend("10.0.1.2", Some(backend_mac(9)), 1, 8),
+                    ],
+                ),
+                Forwarding::Nat,
+            ),
+            testing::with_forwarding(
+                service(
+                    "192.0.2.60:53",
+                    Protocol::Udp,
+                    Algorithm::RoundRobin,
+                    vec![testing::with_port(
+                        backend("10.0.1.3", Some(backend_mac(10)), 1, 9),
+                        5353,
+                    )],
+                ),
+                Forwarding::Nat,
+            ),
+            testing::with_persistence(
+                testing::with_forwarding(
+                    service(
+                        "192.0.2.70:80",
+                        Protocol::Tcp,
+                        Algorithm::Maglev,
+                        vec![
+                            backend("10.0.0.11", Some(backend_mac(11)), 1, 10),
+                            backend("10.0.0.12", None, 1, 11),
+                        ],
+                    ),
+                    Forwarding::Tunnel,
+                ),
+                300,
+                "255.255.255.255",
+                2,
+            ),
         ],
-        testing::counter_blocks(1, 7),
+        testing::counter_blocks(1, 12),
     )
     // Small, so random frames fill it and hit the full path.
     .with_persistence(Arc::new(PersistenceTable::new(8)))
+    // A small MTU, so mutated lengths reach the too-big paths.
+    .with_interfaces(testing::interfaces(576))
 }
 
 fn seeds() -> Vec<Vec<u8>> {
@@ -76,7 +127,77 @@ fn seeds() -> Vec<Vec<u8>> {
         FrameBuilder::tcp().dst("192.0.2.40:80").syn().build(),
         FrameBuilder::tcp().dst("192.0.2.40:443").ack().build(),
         FrameBuilder::udp().dst("192.0.2.40:443").build(),
+        // NAT: in, replies out (the client is the builder's default 192.0.2.2:40000), ICMP.
+        FrameBuilder::tcp().dst("192.0.2.60:80").syn().build(),
+        FrameBuilder::udp()
+            .dst("192.0.2.60:53")
+            .payload(b"q")
+            .build(),
+        FrameBuilder::tcp()
+            .src("10.0.1.1:8080")
+            .dst("192.0.2.2:40000")
+            .eth_dst(SERVER_SIDE_MAC)
+            .syn()
+            .ack()
+            .build(),
+        FrameBuilder::tcp()
+            .src("10.0.1.2:80")
+            .dst("192.0.2.2:40000")
+            .rst()
+            .build(),
+        FrameBuilder::udp()
+            .src("10.0.1.3:5353")
+            .dst("192.0.2.2:40000")
+            .payload(b"a")
+            .build(),
+        icmp_error(
+            "10.0.1.1:0",
+            "192.0.2.2:0",
+            unreachable::PORT,
+            &FrameBuilder::tcp().dst("10.0.1.1:8080").build_ipv4(),
+        ),
+        icmp_error(
+            "203.0.113.1:0",
+            "192.0.2.60:0",
+            unreachable::FRAG_NEEDED,
+            &FrameBuilder::udp()
+                .src("192.0.2.60:53")
+                .dst("192.0.2.2:40000")
+                .build_ipv4(),
+        ),
+        // TUN, small and too big for MTU 576 with and without DF, and an error about a reply.
+        FrameBuilder::tcp().dst("192.0.2.70:80").syn().build(),
+        FrameBuilder::tcp()
+            .dst("192.0.2.70:80")
+            .ack()
+            .payload(&[7; 600])
+            .build(),
+        FrameBuilder::tcp()
+            .dst("192.0.2.70:80")
+            .dont_fragment(false)
+            .ack()
+            .payload(&[7; 600])
+            .build(),
+        icmp_error(
+            "203.0.113.1:0",
+            "192.0.2.70:0",
+            unreachable::FRAG_NEEDED,
+            &FrameBuilder::tcp()
+                .src("192.0.2.70:80")
+                .dst("192.0.2.2:40000")
+                .build_ipv4(),
+        ),
     ]
+}
+
+/// An ICMP destination unreachable from `src` to `dst` quoting `quote` (all of it).
+fn icmp_error(src: &str, dst: &str, code: u8, quote: &[u8]) -> Vec<u8> {
+    FrameBuilder::icmp()
+        .src(src)
+        .dst(dst)
+        .icmp_header(message::DEST_UNREACHABLE, code, 0)
+        .payload(quote)
+        .build()
 }
 
 /// A seed frame, truncated and with some bytes overwritten (header bytes more often).
@@ -103,12 +224,34 @@ fn run(
     pipeline: &mut Pipeline,
     table: &ServiceTable,
     counters: &WorkerCounters,
-    mut frame: Vec<u8>,
+    frame: &[u8],
+    headroom: usize,
 ) -> Result<(), TestCaseError> {
     let len = frame.len();
-    let verdict = pipeline.process(&mut frame, table, Instant::now(), counters);
-    if verdict == Verdict::Tx {
-        prop_assert_eq!(frame.len(), len);
+    let mut chunk = vec![0xee; headroom + len + 16];
+    chunk[headroom..headroom + len].copy_from_slice(frame);
+    let before = chunk.clone();
+    match pipeline.process(&mut chunk, headroom, len, table, Instant::now(), counters) {
+        Verdict::Tx {
+            start,
+            len: sent,
+            egress,
+        } => {
+            prop_assert!(start + sent <= chunk.len());
+            let tunnelled = start + 20 == headroom && sent <= len + 20;
+            let in_place = start == headroom && sent == len;
+            let answered = start == headroom && sent <= len && egress == Egress::Ingress;
+            prop_assert!(
+                tunnelled || in_place || answered,
+                "sent {}..+{} ({:?}) for a frame at {}..+{}",
+                start,
+                sent,
+                egress,
+                headroom,
+                len
+            );
+        }
+        Verdict::Drop(reason) => prop_assert!(chunk == before, "{:?} changed the chunk", reason),
     }
     Ok(())
 }
@@ -117,19 +260,21 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn random_bytes(frame in proptest::collection::vec(any::<u8>(), 0..200)) {
+    fn random_bytes(frame in proptest::collection::vec(any::<u8>(), 0..200), headroom in 0usize..300) {
         let (table, counters) = (table(), WorkerCounters::default());
         let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 8);
-        run(&mut pipeline, &table, &counters, frame)?;
+        run(&mut pipeline, &table, &counters, &frame, headroom)?;
     }
 
     #[test]
-    fn mutated_valid_frames(frames in proptest::collection::vec(mutated(), 1..16)) {
+    fn mutated_valid_frames(
+        frames in proptest::collection::vec((mutated(), 0usize..300), 1..16),
+    ) {
         // Several frames through one small pipeline, so entries are hit, rebound and evicted.
         let (table, counters) = (table(), WorkerCounters::default());
         let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 4);
-        for frame in frames {
-            run(&mut pipeline, &table, &counters, frame)?;
+        for (frame, headroom) in frames {
+            run(&mut pipeline, &table, &counters, &frame, headroom)?;
         }
         pipeline.housekeeping(&table, Instant::now(), &counters);
         testing::assert_gauges_match(pipeline.connections(), &table, 0);

@@ -1,8 +1,9 @@
 //! The hot path must not allocate: a counting global allocator watches thousands of fixture
 //! frames (new flows, existing flows, every drop, a full table churning, expiry, a table swap,
-//! a persistent service group with its shared template table filling up and expiring)
-//! go through `Pipeline::process` and `housekeeping` after warm-up, and asserts zero
-//! allocations.
+//! a persistent service group with its shared template table filling up and expiring; NAT both
+//! ways through the reply index, ICMP errors translated both ways, TUN encapsulation and
+//! fragmentation-needed answers) go through `Pipeline::process` and `housekeeping` after
+//! warm-up, and asserts zero allocations.
 //!
 //! Only allocations made by the test's own thread while counting is on are counted, so the
 //! harness's threads cannot disturb the result.
@@ -12,8 +13,14 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::testing::{self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC};
-use dataplane::{PersistenceTable, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters};
+use dataplane::testing::{
+    self, backend, backend_mac, service, FrameBuilder, CHUNK_SIZE, DIRECTOR_MAC, SERVER_SIDE_MAC,
+    UMEM_HEADROOM,
+};
+use dataplane::wire::icmp::{message, unreachable};
+use dataplane::{
+    Forwarding, PersistenceTable, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters,
+};
 use scheduler::Algorithm;
 
 struct CountingAllocator;
@@ -135,10 +142,99 @@ fn table(
                 "255.255.255.0",
                 3,
             ),
+            // NAT with port mapping onto 10.0.1.n:8080, slots 20..; TUN onto 10.0.0.n, 30...
+            testing::with_forwarding(
+                service(
+                    "192.0.2.60:80",
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    web_servers
+                        .iter()
+                        .map(|&n| {
+                            testing::with_port(
+                                backend(
+                                    &format!("10.0.1.{n}"),
+                                    Some(backend_mac(n)),
+                                    1,
+                                    usize::from(n) + 20,
+                                ),
+                                8080,
+                            )
+                        })
+                        .collect(),
+                ),
+                Forwarding::Nat,
+            ),
+            testing::with_forwarding(
+                service(
+                    "192.0.2.70:53",
+                    Protocol::Udp,
+                    Algorithm::Maglev,
+                    servers_at(web_servers, 30),
+                ),
+                Forwarding::Tunnel,
+            ),
         ],
         blocks.to_vec(),
     )
     .with_persistence(Arc::clone(templates))
+    .with_interfaces(testing::interfaces(1500))
+}
+
+/// NAT and TUN traffic: client frames, the real servers' replies (every server answers, so the
+/// ones of flows on other servers are unknown connections), ICMP errors both ways, too-big
+/// tunnel frames with and without DF.
+fn nat_tun_fixtures(frames: &mut Vec<Vec<u8>>) {
+    for port in 0..600u16 {
+        let client = format!("198.51.100.{}:{}", port % 100, 30000 + port);
+        let to_vip = || FrameBuilder::tcp().src(&client).dst("192.0.2.60:80");
+        frames.push(to_vip().syn().build());
+        frames.push(to_vip().ack().payload(b"GET /").build());
+        let server = format!("10.0.1.{}:8080", port % 6 + 1);
+        let reply = || {
+            FrameBuilder::tcp()
+                .src(&server)
+                .dst(&client)
+                .eth_src(backend_mac(1))
+                .eth_dst(SERVER_SIDE_MAC)
+        };
+        frames.push(reply().syn().ack().build());
+        frames.push(reply().ack().payload(&[0x42; 200]).build());
+        if port % 9 == 0 {
+            frames.push(reply().fin().ack().build());
+        }
+        if port % 5 == 0 {
+            // Port unreachable from the server about the client's packet.
+            let quote = FrameBuilder::tcp().src(&client).dst(&server).build_ipv4();
+            frames.push(
+                FrameBuilder::icmp()
+                    .src(&server)
+                    .dst(&client)
+                    .icmp_header(message::DEST_UNREACHABLE, unreachable::PORT, 0)
+                    .payload(&quote[..28])
+                    .build(),
+            );
+            // Fragmentation needed from a router about a reply.
+            let quote = FrameBuilder::tcp()
+                .src("192.0.2.60:80")
+                .dst(&client)
+                .build_ipv4();
+            frames.push(
+                FrameBuilder::icmp()
+                    .src("203.0.113.1:0")
+                    .dst("192.0.2.60:0")
+                    .icmp_header(message::DEST_UNREACHABLE, unreachable::FRAG_NEEDED, 1400)
+                    .payload(&quote[..40])
+                    .build(),
+            );
+        }
+        let tunnelled = || FrameBuilder::udp().src(&client).dst("192.0.2.70:53");
+        frames.push(tunnelled().payload(&[1; 100]).build());
+        if port % 7 == 0 {
+            frames.push(tunnelled().payload(&[2; 1472]).build());
+            frames.push(tunnelled().dont_fragment(false).payload(&[3; 1472]).build());
+        }
+    }
 }
 
 /// Fixture frames: many new flows on two schedulers, their follow-up segments, UDP, and every
@@ -203,7 +299,9 @@ fn fixtures() -> Vec<Vec<u8>> {
         web().dst("192.0.2.10:8080").build(),
         web().dst("192.0.2.20:80").build(),
         web().dst("192.0.2.30:80").build(),
+        web().dst("192.0.2.60:80").ttl(1).build(),
     ]);
+    nat_tun_fixtures(&mut frames);
     frames
 }
 
@@ -215,7 +313,7 @@ fn pipeline_does_not_allocate_per_frame() {
         1
     );
 
-    let blocks = testing::counter_blocks(1, 24);
+    let blocks = testing::counter_blocks(1, 40);
     // Fewer slots than client networks, so it fills up and expired templates are reused.
     let templates = Arc::new(PersistenceTable::new(16));
     let first = table(1, &[1, 2, 3, 4], &blocks, &templates);
@@ -225,16 +323,22 @@ fn pipeline_does_not_allocate_per_frame() {
     // Far fewer entries than flows, so the table is full and churning most of the time.
     let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 512);
     let start = Instant::now();
-    let mut buffer = [0u8; 2048];
+    let mut chunk = vec![0u8; CHUNK_SIZE];
 
     let mut run = |pipeline: &mut Pipeline, table: &ServiceTable, second: u64| -> (u64, u64) {
         let now = start + Duration::from_secs(second);
         let (mut sent, mut dropped) = (0, 0);
         for frame in &frames {
-            let bytes = &mut buffer[..frame.len()];
-            bytes.copy_from_slice(frame);
-            match pipeline.process(bytes, table, now, &counters) {
-                Verdict::Tx => sent += 1,
+            chunk[UMEM_HEADROOM..UMEM_HEADROOM + frame.len()].copy_from_slice(frame);
+            match pipeline.process(
+                &mut chunk,
+                UMEM_HEADROOM,
+                frame.len(),
+                table,
+                now,
+                &counters,
+            ) {
+                Verdict::Tx { .. } => sent += 1,
                 Verdict::Drop(_) => dropped += 1,
             }
         }
@@ -279,6 +383,22 @@ fn pipeline_does_not_allocate_per_frame() {
         load(&counters.persistence_table_full) > 0,
         "the template table never filled"
     );
+    assert!(
+        load(&counters.icmp_frag_needed_sent) > 0,
+        "no fragmentation-needed was sent"
+    );
+    for reason in [
+        dataplane::DropReason::TooBig,
+        dataplane::DropReason::IcmpNoConnection,
+        dataplane::DropReason::TtlExpired,
+    ] {
+        assert!(counters.drops(reason) > 0, "never dropped as {reason:?}");
+    }
+    let replies: u64 = first.backend_counters[0]
+        .iter()
+        .map(|stats| load(&stats.packets_out))
+        .sum();
+    assert!(replies > 1000, "too few NAT replies went out: {replies}");
     assert_eq!(allocations, 0, "the pipeline allocated {allocations} times");
     // The churn (eviction, expiry, rebinding across generations) kept the gauges exact.
     testing::assert_gauges_match(pipeline.connections(), &first, 0);

@@ -15,7 +15,7 @@ use dataplane::persistence::Template;
 use dataplane::testing::{self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC};
 use dataplane::wire::EtherType;
 use dataplane::{
-    DropReason, PersistenceTable, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters,
+    DropReason, Egress, PersistenceTable, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters,
 };
 use scheduler::Algorithm;
 
@@ -102,12 +102,24 @@ fn tx(
     slot: usize,
     new_flow: bool,
 ) -> Case {
+    let input = frame.build();
+    let output = to_backend(frame, mac);
     Case {
         description,
-        input: frame.build(),
-        verdict: Verdict::Tx,
-        output: to_backend(frame, mac),
+        input,
+        verdict: tx_in_place(output.len(), Egress::Ingress),
+        output,
         slot: Some((slot, new_flow)),
+    }
+}
+
+/// The verdict for a frame sent from where it was received ([`testing::run`] puts it at
+/// [`testing::UMEM_HEADROOM`]), `len` bytes long.
+fn tx_in_place(len: usize, egress: Egress) -> Verdict {
+    Verdict::Tx {
+        start: testing::UMEM_HEADROOM,
+        len,
+        egress,
     }
 }
 
@@ -197,8 +209,13 @@ fn golden_packets() {
         let table = golden_table();
         let counters = WorkerCounters::default();
         let mut pipeline = Pipeline::new(WORKER, DIRECTOR_MAC, 16);
-        let mut frame = case.input.clone();
-        let verdict = pipeline.process(&mut frame, &table, Instant::now(), &counters);
+        let (verdict, frame) = testing::run(
+            &mut pipeline,
+            &case.input,
+            &table,
+            Instant::now(),
+            &counters,
+        );
 
         let mut problems = Vec::new();
         if verdict != case.verdict {
@@ -212,7 +229,7 @@ fn golden_packets() {
         }
         let expected_drops = match case.verdict {
             Verdict::Drop(reason) => vec![(reason, 1)],
-            Verdict::Tx => vec![],
+            Verdict::Tx { .. } => vec![],
         };
         if drops(&counters) != expected_drops {
             problems.push(format!(
@@ -269,18 +286,18 @@ fn golden_cases_cover_every_pipeline_drop_reason() {
         .iter()
         .filter_map(|case| match case.verdict {
             Verdict::Drop(reason) => Some(reason),
-            Verdict::Tx => None,
+            Verdict::Tx { .. } => None,
         })
         .collect();
-    // TX ring full is the worker's to count, never the pipeline's. The NAT/TUN reasons come
-    // from `rewrite::{nat, tun}` (their golden cases are in `nat_tun_fixtures.rs`) until the
-    // pipeline drives those rewrites.
+    // TX ring full is the worker's to count, never the pipeline's. The NAT/TUN reasons have
+    // their pipeline cases in `nat_tun_pipeline.rs` (`nat_tun_cases_cover_their_drop_reasons`).
     let not_pipeline = [
         DropReason::TxRingFull,
         DropReason::TtlExpired,
         DropReason::TooBig,
         DropReason::NoHeadroom,
         DropReason::UnsupportedForwarding,
+        DropReason::IcmpNoConnection,
     ];
     for reason in DropReason::ALL {
         if !not_pipeline.contains(&reason) {
@@ -295,16 +312,13 @@ fn dr_output_is_exact() {
     let table = golden_table();
     let counters = WorkerCounters::default();
     let mut pipeline = Pipeline::new(WORKER, DIRECTOR_MAC, 16);
-    let mut frame = FrameBuilder::tcp()
+    let input = FrameBuilder::tcp()
         .src("192.0.2.2:40000")
         .dst("192.0.2.10:80")
         .syn()
         .build();
-    let input = frame.clone();
-    assert_eq!(
-        pipeline.process(&mut frame, &table, Instant::now(), &counters),
-        Verdict::Tx
-    );
+    let (verdict, frame) = testing::run(&mut pipeline, &input, &table, Instant::now(), &counters);
+    assert_eq!(verdict, tx_in_place(60, Egress::Ingress));
     assert_eq!(
         &frame[0..6],
         &[0x02, 0, 0, 0, 0x01, 0x01],
@@ -348,9 +362,12 @@ fn send(
     now: Instant,
     counters: &WorkerCounters,
 ) -> [u8; 6] {
-    let mut bytes = frame.build();
-    let verdict = pipeline.process(&mut bytes, table, now, counters);
-    assert_eq!(verdict, Verdict::Tx, "drops so far: {:?}", drops(counters));
+    let (verdict, bytes) = testing::run(pipeline, &frame.build(), table, now, counters);
+    assert!(
+        matches!(verdict, Verdict::Tx { .. }),
+        "drops so far: {:?}",
+        drops(counters)
+    );
     bytes[..6].try_into().unwrap()
 }
 
@@ -515,8 +532,13 @@ fn unresolved_backend_does_not_pin_the_flow() {
         )],
         blocks,
     );
-    let mut frame = web(40000).syn().build();
-    let verdict = pipeline.process(&mut frame, &table, Instant::now(), &counters);
+    let (verdict, _) = testing::run(
+        &mut pipeline,
+        &web(40000).syn().build(),
+        &table,
+        Instant::now(),
+        &counters,
+    );
     assert_eq!(verdict, Verdict::Drop(DropReason::NeighbourUnresolved));
     assert!(pipeline.connections().is_empty());
     assert_eq!(backend_stats(&table, 0), (0, 0, 0));

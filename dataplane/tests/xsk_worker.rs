@@ -212,6 +212,7 @@ fn service(port: u16, mac: Option<[u8; 6]>, slot: usize) -> Service {
             mac,
             weight: 1,
             counter_slot: slot,
+            port: 0,
         }],
     }
 }

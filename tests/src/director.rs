@@ -80,6 +80,11 @@ pub fn lbstat_bin() -> PathBuf {
     find_bin("lbstat", "LBSTAT_BIN").unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// `$RS_DECAP_BIN`, else `target/release/rs-decap`, else `target/debug/rs-decap`.
+pub fn rs_decap_bin() -> PathBuf {
+    find_bin("rs-decap", "RS_DECAP_BIN").unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 fn find_bin(name: &str, env: &str) -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(env) {
         let path = PathBuf::from(path);
