@@ -84,6 +84,8 @@ pub fn supplementary_groups(status: &str) -> Vec<u32> {
 pub struct AccessPolicy {
     /// The director's own effective uid.
     pub owner_uid: u32,
+    /// The configured owner of the socket file (`stats_socket_owner`), if any: name and uid.
+    pub socket_owner: Option<(String, u32)>,
     /// The configured group (`stats_socket_group`), if any: its name and gid.
     pub group: Option<(String, u32)>,
 }
@@ -93,13 +95,15 @@ impl AccessPolicy {
     pub fn owner_only() -> AccessPolicy {
         AccessPolicy {
             owner_uid: effective_uid(),
+            socket_owner: None,
             group: None,
         }
     }
 
     /// `Ok` if `peer` may change state, else why not ("permission denied: ...").
     pub fn check_mutation(&self, peer: &Peer) -> Result<(), String> {
-        if peer.uid == 0 || peer.uid == self.owner_uid {
+        let socket_owner = self.socket_owner.as_ref().map(|(_, uid)| *uid);
+        if peer.uid == 0 || peer.uid == self.owner_uid || Some(peer.uid) == socket_owner {
             return Ok(());
         }
         match &self.group {
@@ -127,13 +131,27 @@ pub fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The uid of user `name` from `/etc/passwd` (a number is taken as a uid as it is).
+pub fn user_id(name: &str) -> io::Result<u32> {
+    if let Ok(uid) = name.parse() {
+        return Ok(uid);
+    }
+    let users = std::fs::read_to_string("/etc/passwd")?;
+    lookup_id(&users, name).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no user {name:?} in /etc/passwd"),
+        )
+    })
+}
+
 /// The gid of group `name` from `/etc/group` (a number is taken as a gid as it is).
 pub fn group_id(name: &str) -> io::Result<u32> {
     if let Ok(gid) = name.parse() {
         return Ok(gid);
     }
     let groups = std::fs::read_to_string("/etc/group")?;
-    lookup_group(&groups, name).ok_or_else(|| {
+    lookup_id(&groups, name).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!("no group {name:?} in /etc/group"),
@@ -141,8 +159,8 @@ pub fn group_id(name: &str) -> io::Result<u32> {
     })
 }
 
-/// The gid of `name` in the text of an `/etc/group` file.
-pub fn lookup_group(groups: &str, name: &str) -> Option<u32> {
+/// The id (third field) of `name` in the text of an `/etc/group` or `/etc/passwd` file.
+pub fn lookup_id(groups: &str, name: &str) -> Option<u32> {
     groups.lines().find_map(|line| {
         let mut fields = line.split(':');
         let group = fields.next()?;
@@ -169,8 +187,10 @@ mod tests {
     fn root_and_owner_may_mutate() {
         let policy = AccessPolicy {
             owner_uid: 1000,
+            socket_owner: Some(("lbops".to_owned(), 1002)),
             group: None,
         };
+        assert_eq!(policy.check_mutation(&peer(1002, 1002, &[])), Ok(()));
         assert_eq!(policy.check_mutation(&peer(0, 0, &[])), Ok(()));
         assert_eq!(policy.check_mutation(&peer(1000, 1000, &[])), Ok(()));
         let refused = policy.check_mutation(&peer(65534, 65534, &[])).unwrap_err();
@@ -185,6 +205,7 @@ mod tests {
     fn group_members_may_mutate() {
         let policy = AccessPolicy {
             owner_uid: 0,
+            socket_owner: None,
             group: Some(("lbadmin".to_owned(), 120)),
         };
         assert_eq!(policy.check_mutation(&peer(1001, 120, &[])), Ok(()));
@@ -203,9 +224,9 @@ mod tests {
         assert_eq!(supplementary_groups("Groups:\n"), Vec::<u32>::new());
         assert_eq!(supplementary_groups("Name: x\n"), Vec::<u32>::new());
         let groups = "root:x:0:\nadm:x:4:syslog\nlbadmin:x:120:alice,bob\nbroken\n";
-        assert_eq!(lookup_group(groups, "lbadmin"), Some(120));
-        assert_eq!(lookup_group(groups, "adm"), Some(4));
-        assert_eq!(lookup_group(groups, "lb"), None);
+        assert_eq!(lookup_id(groups, "lbadmin"), Some(120));
+        assert_eq!(lookup_id(groups, "adm"), Some(4));
+        assert_eq!(lookup_id(groups, "lb"), None);
         assert_eq!(group_id("4242").unwrap(), 4242);
         assert_eq!(group_id("root").unwrap(), 0);
         assert!(group_id("no-such-group-here").is_err());

@@ -63,6 +63,8 @@ pub struct DirectorConfig {
     pub stats_socket_mode: u32,
     /// Group given the socket file, whose members may also change the director.
     pub stats_socket_group: Option<String>,
+    /// User the stats socket file belongs to, who may also change the director.
+    pub stats_socket_owner: Option<String>,
     /// Address of the Prometheus `/metrics` HTTP listener, if any.
     pub metrics: Option<std::net::SocketAddr>,
     /// Connection-table bound per worker.
@@ -292,6 +294,7 @@ struct RawDirector {
     stats_socket: Option<String>,
     stats_socket_mode: Option<String>,
     stats_socket_group: Option<String>,
+    stats_socket_owner: Option<String>,
     metrics: Option<String>,
     max_connections: Option<i64>,
     #[serde(default)]
@@ -432,6 +435,7 @@ impl RawDirector {
         };
         let stats_socket_mode = socket_mode(self.stats_socket_mode)?;
         let stats_socket_group = socket_group(self.stats_socket_group)?;
+        let stats_socket_owner = socket_owner(self.stats_socket_owner)?;
         let metrics = metrics_address(self.metrics)?;
         let max_connections = match self.max_connections {
             None => DEFAULT_MAX_CONNECTIONS,
@@ -444,6 +448,7 @@ impl RawDirector {
             stats_socket,
             stats_socket_mode,
             stats_socket_group,
+            stats_socket_owner,
             metrics,
             max_connections,
             timeouts,
@@ -472,6 +477,21 @@ fn socket_mode(value: Option<String>) -> Result<u32, ConfigError> {
 
 /// `director.stats_socket_group`.
 fn socket_group(value: Option<String>) -> Result<Option<String>, ConfigError> {
+    account_name(value, "director.stats_socket_group", "a group name", "gid")
+}
+
+/// `director.stats_socket_owner`.
+fn socket_owner(value: Option<String>) -> Result<Option<String>, ConfigError> {
+    account_name(value, "director.stats_socket_owner", "a user name", "uid")
+}
+
+/// A user or group name as `/etc/passwd` and `/etc/group` spell them, or a number.
+fn account_name(
+    value: Option<String>,
+    key: &str,
+    what: &str,
+    id: &str,
+) -> Result<Option<String>, ConfigError> {
     Ok(match value {
         None => None,
         Some(name) => {
@@ -482,9 +502,9 @@ fn socket_group(value: Option<String>) -> Result<Option<String>, ConfigError> {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$'));
             if !valid {
                 return Err(ConfigError::invalid(
-                    "director.stats_socket_group",
+                    key,
                     format!("{name:?}"),
-                    "expected a group name (1 to 32 of a-z A-Z 0-9 _ - . $) or a gid",
+                    format!("expected {what} (1 to 32 of a-z A-Z 0-9 _ - . $) or a {id}"),
                 ));
             }
             Some(name)
@@ -1225,7 +1245,8 @@ mac = "02:00:00:00:00:12"
         let text = GOOD.replacen(
             "interfaces = [\"eth0\"]",
             "interfaces = [\"eth0\"]\nstats_socket_mode = \"0666\"\n\
-             stats_socket_group = \"lbadmin\"\nmetrics = \"127.0.0.1:9100\"",
+             stats_socket_group = \"lbadmin\"\nstats_socket_owner = \"lbops\"\n\
+             metrics = \"127.0.0.1:9100\"",
             1,
         );
         let config = Config::parse(&text).unwrap();
@@ -1233,6 +1254,14 @@ mac = "02:00:00:00:00:12"
         assert_eq!(
             config.director.stats_socket_group.as_deref(),
             Some("lbadmin")
+        );
+        assert_eq!(config.director.stats_socket_owner.as_deref(), Some("lbops"));
+        assert_mentions(
+            &error_with(
+                "interfaces = [\"eth0\"]",
+                "interfaces = [\"eth0\"]\nstats_socket_owner = \"bad name\"",
+            ),
+            &["director.stats_socket_owner", "\"bad name\"", "a user name"],
         );
         assert_eq!(
             config.director.metrics,

@@ -256,6 +256,7 @@ impl Director {
         let commands = self.commands.clone();
         let access = SocketAccess {
             mode: self.config.director.stats_socket_mode,
+            owner: self.config.director.stats_socket_owner.clone(),
             group: self.config.director.stats_socket_group.clone(),
         };
         let server = StatsServer::start_with(
@@ -715,6 +716,10 @@ fn unchangeable(running: &Config, new: &Config) -> anyhow::Result<()> {
         (
             "director.stats_socket_group",
             old.stats_socket_group != next.stats_socket_group,
+        ),
+        (
+            "director.stats_socket_owner",
+            old.stats_socket_owner != next.stats_socket_owner,
         ),
         ("director.metrics", old.metrics != next.metrics),
         (

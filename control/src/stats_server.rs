@@ -35,6 +35,8 @@ pub type Handler = Arc<dyn Fn(Request, &Peer) -> Reply + Send + Sync>;
 pub struct SocketAccess {
     /// Permission bits of the socket file.
     pub mode: u32,
+    /// User that owns the socket file and may send mutating requests (name or number).
+    pub owner: Option<String>,
     /// Group that owns the socket file and may send mutating requests (name or number).
     pub group: Option<String>,
 }
@@ -43,6 +45,7 @@ impl Default for SocketAccess {
     fn default() -> Self {
         SocketAccess {
             mode: DEFAULT_SOCKET_MODE,
+            owner: None,
             group: None,
         }
     }
@@ -84,6 +87,17 @@ pub enum StatsServerError {
         path: PathBuf,
         /// The configured group.
         group: String,
+        /// Why the lookup failed.
+        #[source]
+        source: io::Error,
+    },
+    /// `stats_socket_owner` names no user on this system.
+    #[error("stats socket {}: user {user:?}: {source}", path.display())]
+    UnknownUser {
+        /// The socket.
+        path: PathBuf,
+        /// The configured user.
+        user: String,
         /// Why the lookup failed.
         #[source]
         source: io::Error,
@@ -149,8 +163,20 @@ impl StatsServer {
                 })?,
             )),
         };
+        let socket_owner = match &access.owner {
+            None => None,
+            Some(name) => Some((
+                name.clone(),
+                access::user_id(name).map_err(|source| StatsServerError::UnknownUser {
+                    path: path.to_owned(),
+                    user: name.clone(),
+                    source,
+                })?,
+            )),
+        };
         let policy = Arc::new(AccessPolicy {
             owner_uid: access::effective_uid(),
+            socket_owner,
             group,
         });
         if let Some(parent) = path
@@ -187,9 +213,11 @@ impl StatsServer {
             let _ = fs::remove_file(path);
             error
         };
-        if let Some((_, gid)) = &policy.group {
-            std::os::unix::fs::chown(path, None, Some(*gid))
-                .map_err(io_error("change its group"))
+        let uid = policy.socket_owner.as_ref().map(|(_, uid)| *uid);
+        let gid = policy.group.as_ref().map(|(_, gid)| *gid);
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::chown(path, uid, gid)
+                .map_err(io_error("change its owner or group"))
                 .map_err(cleanup)?;
         }
         fs::set_permissions(path, fs::Permissions::from_mode(access.mode & 0o7777))

@@ -391,6 +391,7 @@ fn mutations_need_root_the_owner_or_the_group() {
     // Mode 0666 lets anyone connect; only stats are served to nobody.
     let access = SocketAccess {
         mode: 0o666,
+        owner: None,
         group: None,
     };
     let server = StatsServer::start_with(&path, &access, handler(Arc::clone(&mutations))).unwrap();
@@ -412,9 +413,11 @@ fn mutations_need_root_the_owner_or_the_group() {
     // The group "nogroup" (65534) owns the socket and may mutate; 0660 lets it connect.
     let access = SocketAccess {
         mode: 0o660,
+        owner: None,
         group: Some("nogroup".to_owned()),
     };
-    let _server = StatsServer::start_with(&path, &access, handler(Arc::clone(&mutations))).unwrap();
+    let group_server =
+        StatsServer::start_with(&path, &access, handler(Arc::clone(&mutations))).unwrap();
     let metadata = std::fs::metadata(&path).unwrap();
     assert_eq!(
         (
@@ -431,6 +434,27 @@ fn mutations_need_root_the_owner_or_the_group() {
         }
     );
     assert_eq!(mutations.load(Ordering::Relaxed), 2);
+    drop(group_server);
+
+    // The user "nobody" owns the socket (no group): it may connect through the owner bits and
+    // mutate; the file says so.
+    let access = SocketAccess {
+        mode: 0o600,
+        owner: Some("nobody".to_owned()),
+        group: None,
+    };
+    let _server = StatsServer::start_with(&path, &access, handler(Arc::clone(&mutations))).unwrap();
+    let metadata = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&metadata),
+            metadata.permissions().mode() & 0o777
+        ),
+        (65534, 0o600)
+    );
+    let replies = as_nobody(&path, &[drain]);
+    assert!(matches!(replies[0], Reply::Ok { .. }), "{replies:?}");
+    assert_eq!(mutations.load(Ordering::Relaxed), 3);
 }
 
 #[test]
@@ -439,6 +463,7 @@ fn unknown_group_is_refused_at_start() {
     let path = dir.0.join("director.sock");
     let access = SocketAccess {
         mode: 0o660,
+        owner: None,
         group: Some("no-such-group-xyz".to_owned()),
     };
     let error = StatsServer::start_with(&path, &access, stats_handler()).unwrap_err();
