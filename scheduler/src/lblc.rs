@@ -37,7 +37,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::hash::{addr_hash, mix64};
-use crate::lc::{costlier, overhead, weighted_least_connection};
+use crate::lc::{costlier, least_loaded, overhead, weighted_least_connection};
 use crate::{Candidate, Loads};
 
 /// Slots in the destination table: 2^14, 128 KiB for `lblc`, 256 KiB for `lblcr`.
@@ -259,20 +259,10 @@ impl Lblcr {
     /// `overhead / weight`.
     #[inline]
     fn set_min<L: Loads + ?Sized>(&self, set: &ServerSet, loads: &L) -> Option<usize> {
-        let mut least: Option<(usize, u64, u32)> = None;
-        for server in set.servers() {
-            let weight = self.weights.get(server).copied().unwrap_or(0);
-            if weight == 0 {
-                continue;
-            }
-            let load = overhead(loads, server);
-            match least {
-                Some((_, least_load, least_weight))
-                    if !costlier(least_load, least_weight, load, weight) => {}
-                _ => least = Some((server, load, weight)),
-            }
-        }
-        least.map(|(server, _, _)| server)
+        let members = set
+            .servers()
+            .map(|server| (server, self.weights.get(server).copied().unwrap_or(0)));
+        least_loaded(members, loads)
     }
 
     /// IPVS's `ip_vs_dest_set_max()`, as a position in the set: the member with the greatest

@@ -46,8 +46,17 @@ pub(crate) fn weighted_least_connection<L: Loads + ?Sized>(
     weights: &[u32],
     loads: &L,
 ) -> Option<usize> {
+    least_loaded(weights.iter().copied().enumerate(), loads)
+}
+
+/// Of `candidates` (server, weight), the one with weight > 0 and the least overhead / weight;
+/// ties go to the first, as in IPVS.
+pub(crate) fn least_loaded<L: Loads + ?Sized>(
+    candidates: impl Iterator<Item = (usize, u32)>,
+    loads: &L,
+) -> Option<usize> {
     let mut least: Option<(usize, u64, u32)> = None;
-    for (server, &weight) in weights.iter().enumerate().filter(|(_, &w)| w > 0) {
+    for (server, weight) in candidates.filter(|&(_, weight)| weight > 0) {
         let load = overhead(loads, server);
         match least {
             Some((_, least_load, least_weight))
