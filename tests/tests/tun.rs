@@ -140,3 +140,48 @@ fn tun_forwards_http_through_ip_in_ip() {
         assert!(decapsulated >= 3 * 20, "rs{i}: {report}");
     }
 }
+
+#[test]
+fn tun_answers_too_big_packets_so_path_mtu_discovery_works() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::servers(1));
+    tunnel_endpoint(&lab, 1);
+    let mut config = lab.dr_config("rr");
+    config.services[0].forwarding = "tun".into();
+    let director = lab.start_director(&config);
+
+    // A request whose headers fill full-size segments: each is 20 bytes too big once
+    // tunnelled, so the director must answer fragmentation-needed (MTU 1480) and the client's
+    // TCP must shrink its segments and retransmit for the request to get through.
+    let padding = "x".repeat(6000);
+    let header = format!("X-Padding: {padding}");
+    let out = lab.exec(
+        Host::Client,
+        &["curl", "-sS", "--max-time", "10", "-H", &header, &vip_url()],
+    );
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl through the tunnel failed: {}{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(body.contains(&rs_name(1)), "{body}");
+
+    let stats = director.stats();
+    let sent: u64 = stats["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .map(|worker| {
+            worker["counters"]["icmp_frag_needed_sent"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(sent > 0, "no fragmentation-needed was sent: {stats:#}");
+    let route = lab.exec_ok(Host::Client, &["ip", "route", "get", VIP]);
+    assert!(
+        route.contains("mtu 1480"),
+        "the client did not learn the path MTU: {route}"
+    );
+}
