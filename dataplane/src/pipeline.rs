@@ -778,34 +778,38 @@ struct ServiceLoads<'a> {
 }
 
 impl ServiceLoads<'_> {
-    fn sum(&self, server: usize, gauge: impl Fn(&BackendCounters) -> u64) -> u64 {
-        let Some(backend) = self.service.backends.get(server) else {
-            return 0;
-        };
+    /// Every worker's counters for `server`, one cache line each.
+    fn blocks(&self, server: usize) -> impl Iterator<Item = &BackendCounters> + '_ {
+        let slot = self
+            .service
+            .backends
+            .get(server)
+            .map(|backend| backend.counter_slot);
         self.table
             .backend_counters
             .iter()
-            .filter_map(|block| block.get(backend.counter_slot))
-            .map(gauge)
-            .fold(0, u64::wrapping_add)
+            .filter_map(move |block| block.get(slot?))
     }
 }
 
 impl scheduler::Loads for ServiceLoads<'_> {
     fn active(&self, server: usize) -> u64 {
-        self.sum(server, |counters| {
-            counters
-                .active_connections
-                .load(std::sync::atomic::Ordering::Relaxed)
-        })
+        self.counts(server).0
     }
 
     fn inactive(&self, server: usize) -> u64 {
-        self.sum(server, |counters| {
-            counters
-                .inactive_connections
-                .load(std::sync::atomic::Ordering::Relaxed)
-        })
+        self.counts(server).1
+    }
+
+    fn counts(&self, server: usize) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.blocks(server)
+            .fold((0u64, 0u64), |(active, inactive), counters| {
+                (
+                    active.wrapping_add(counters.active_connections.load(Relaxed)),
+                    inactive.wrapping_add(counters.inactive_connections.load(Relaxed)),
+                )
+            })
     }
 }
 

@@ -15,10 +15,8 @@ use crate::Loads;
 /// IPVS's `ip_vs_dest_conn_overhead()`: `active * 256 + inactive`, saturating.
 #[inline]
 pub(crate) fn overhead<L: Loads + ?Sized>(loads: &L, server: usize) -> u64 {
-    loads
-        .active(server)
-        .saturating_mul(256)
-        .saturating_add(loads.inactive(server))
+    let (active, inactive) = loads.counts(server);
+    active.saturating_mul(256).saturating_add(inactive)
 }
 
 /// `a / a_weight > b / b_weight`, without division: `a * b_weight > b * a_weight`.

@@ -114,6 +114,12 @@ pub trait Loads {
     fn active(&self, server: usize) -> u64;
     /// Connections in other TCP states: IPVS's `inactconns`.
     fn inactive(&self, server: usize) -> u64;
+
+    /// Both counts at once, `(active, inactive)`; implementors that sum per-worker counters
+    /// override it to read each worker's cache line once.
+    fn counts(&self, server: usize) -> (u64, u64) {
+        (self.active(server), self.inactive(server))
+    }
 }
 
 /// No connections anywhere: for callers and tests of algorithms that ignore load.
