@@ -13,10 +13,10 @@ use dataplane::testing::{
     backend, backend_mac, counter_blocks, in_chunk, service, table, FrameBuilder, DIRECTOR_MAC,
     UMEM_HEADROOM,
 };
-use dataplane::{Pipeline, Protocol, Verdict, WorkerCounters};
+use dataplane::{Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters};
 use scheduler::Algorithm;
 
-fn dr_table(algorithm: Algorithm) -> dataplane::ServiceTable {
+fn dr_table(algorithm: Algorithm) -> ServiceTable {
     let backends = (1..=3)
         .map(|n| {
             backend(
@@ -32,6 +32,21 @@ fn dr_table(algorithm: Algorithm) -> dataplane::ServiceTable {
         vec![service("192.0.2.10:80", Protocol::Tcp, algorithm, backends)],
         counter_blocks(1, 3),
     )
+}
+
+/// One frame through the pipeline as a worker sees it: `template` written into the chunk's
+/// frame slot (as the kernel would), then processed in place.
+fn process_copy(
+    pipeline: &mut Pipeline,
+    chunk: &mut [u8],
+    template: &[u8],
+    table: &ServiceTable,
+    now: Instant,
+    counters: &WorkerCounters,
+) -> Verdict {
+    let len = template.len();
+    chunk[UMEM_HEADROOM..UMEM_HEADROOM + len].copy_from_slice(template);
+    pipeline.process(black_box(chunk), UMEM_HEADROOM, len, table, now, counters)
 }
 
 fn established(c: &mut Criterion) {
@@ -55,11 +70,10 @@ fn established(c: &mut Criterion) {
         ));
         group.bench_function(format!("established/{algorithm}"), |b| {
             b.iter(|| {
-                chunk[UMEM_HEADROOM..UMEM_HEADROOM + len].copy_from_slice(&template);
-                black_box(pipeline.process(
-                    black_box(&mut chunk),
-                    UMEM_HEADROOM,
-                    len,
+                black_box(process_copy(
+                    &mut pipeline,
+                    &mut chunk,
+                    &template,
                     &table,
                     now,
                     &counters,
@@ -100,13 +114,11 @@ fn new_flows(c: &mut Criterion) {
         group.bench_function(format!("new_flow/{algorithm}"), |b| {
             b.iter(|| {
                 let template = &templates[next];
-                let len = template.len();
-                chunk[UMEM_HEADROOM..UMEM_HEADROOM + len].copy_from_slice(template);
                 next = (next + 1) % templates.len();
-                black_box(pipeline.process(
-                    black_box(&mut chunk),
-                    UMEM_HEADROOM,
-                    len,
+                black_box(process_copy(
+                    &mut pipeline,
+                    &mut chunk,
+                    template,
                     &table,
                     now,
                     &counters,
@@ -126,15 +138,14 @@ fn malformed(c: &mut Criterion) {
         .dst("192.0.2.10:80")
         .more_fragments()
         .build();
-    let (mut chunk, len) = (in_chunk(&template), template.len());
+    let mut chunk = in_chunk(&template);
     let now = Instant::now();
     c.bench_function("drop/fragment", |b| {
         b.iter(|| {
-            chunk[UMEM_HEADROOM..UMEM_HEADROOM + len].copy_from_slice(&template);
-            black_box(pipeline.process(
-                black_box(&mut chunk),
-                UMEM_HEADROOM,
-                len,
+            black_box(process_copy(
+                &mut pipeline,
+                &mut chunk,
+                &template,
                 &table,
                 now,
                 &counters,

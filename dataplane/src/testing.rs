@@ -72,6 +72,23 @@ pub fn in_chunk(frame: &[u8]) -> Vec<u8> {
     chunk
 }
 
+/// An ICMP error from `src` to `dst` (addresses as `"a.b.c.d:0"`) of `msg_type`/`code`, with
+/// `rest` as the header's last four bytes (e.g. the next-hop MTU), quoting `quote`.
+pub fn icmp_error(
+    src: &str,
+    dst: &str,
+    msg_type: u8,
+    code: u8,
+    rest: u32,
+    quote: &[u8],
+) -> FrameBuilder {
+    FrameBuilder::icmp()
+        .src(src)
+        .dst(dst)
+        .icmp_header(msg_type, code, rest)
+        .payload(quote)
+}
+
 /// Runs `frame` through `pipeline` as a worker does: in a UMEM-like chunk ([`in_chunk`]).
 /// Returns the verdict and the frame to transmit, or for a drop the frame where it was, having
 /// checked that the drop left the chunk untouched.

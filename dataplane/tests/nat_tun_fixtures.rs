@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use dataplane::rewrite::icmp::{self, QuotedFlow};
 use dataplane::rewrite::tun::{self, Decapsulated, Encapsulated, TunnelEgress, HEADROOM};
 use dataplane::rewrite::{nat, Link};
-use dataplane::testing::{self, backend_mac, FrameBuilder, DIRECTOR_MAC, ROUTER_MAC};
+use dataplane::testing::{self, backend_mac, icmp_error, FrameBuilder, DIRECTOR_MAC, ROUTER_MAC};
 use dataplane::wire::icmp::{message, unreachable};
 use dataplane::wire::{ethernet, IcmpQuote, Icmpv4Packet, Ipv4Packet, TcpSegment, UdpDatagram};
 use dataplane::{DropReason, Protocol};
@@ -59,22 +59,6 @@ fn to_server(frame: FrameBuilder) -> FrameBuilder {
 /// Leaving toward the client.
 fn to_client(frame: FrameBuilder) -> FrameBuilder {
     frame.eth_src(DIRECTOR_MAC).eth_dst(ROUTER_MAC)
-}
-
-/// An ICMP error from `src` to `dst` quoting `quote`.
-fn icmp_error(
-    src: &str,
-    dst: &str,
-    msg_type: u8,
-    code: u8,
-    rest: u32,
-    quote: &[u8],
-) -> FrameBuilder {
-    FrameBuilder::icmp()
-        .src(src)
-        .dst(dst)
-        .icmp_header(msg_type, code, rest)
-        .payload(quote)
 }
 
 type Rewrite = fn(&mut [u8]) -> Result<(), DropReason>;

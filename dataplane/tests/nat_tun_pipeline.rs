@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use dataplane::conntrack::{ConnState, FlowKey};
 use dataplane::persistence::Template;
 use dataplane::testing::{
-    self, backend, backend_mac, service, FrameBuilder, CLIENT_SIDE_ADDR, DIRECTOR_MAC, ROUTER_MAC,
-    SERVER_SIDE_MAC, UMEM_HEADROOM,
+    self, backend, backend_mac, icmp_error, service, FrameBuilder, CLIENT_SIDE_ADDR, DIRECTOR_MAC,
+    ROUTER_MAC, SERVER_SIDE_MAC, UMEM_HEADROOM,
 };
 use dataplane::wire::icmp::{message, unreachable};
 use dataplane::{
@@ -136,22 +136,6 @@ fn to_server(frame: FrameBuilder, n: u8) -> FrameBuilder {
 /// Leaving the client side toward the router.
 fn to_client(frame: FrameBuilder) -> FrameBuilder {
     frame.eth_src(DIRECTOR_MAC).eth_dst(ROUTER_MAC)
-}
-
-/// An ICMP error from `src` to `dst` quoting `quote`.
-fn icmp_error(
-    src: &str,
-    dst: &str,
-    msg_type: u8,
-    code: u8,
-    rest: u32,
-    quote: &[u8],
-) -> FrameBuilder {
-    FrameBuilder::icmp()
-        .src(src)
-        .dst(dst)
-        .icmp_header(msg_type, code, rest)
-        .payload(quote)
 }
 
 /// The IP-in-IP frame the director sends for `inner` to real server `n` at `rs`.
