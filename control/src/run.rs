@@ -112,6 +112,9 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
         workers = director.shared.workers.len(),
         "director running"
     );
+    // A first sample now, so traffic in the first second shows in the rates; without it the
+    // first tick's sample would be the baseline and absorb that traffic.
+    stats::sample_rates(&director.shared);
     let ticker = crossbeam_channel::tick(NEIGHBOUR_REFRESH);
     loop {
         crossbeam_channel::select! {
