@@ -1,10 +1,27 @@
 /* SPDX-License-Identifier: (MIT OR Apache-2.0) */
 /*
- * The director's XDP classifier. It only decides where a frame goes:
- * frames for a (VIP, port, protocol) in `services` are redirected to the
- * AF_XDP socket bound to the receiving queue; everything else -- ARP, ping,
- * the host's own traffic, and anything malformed -- goes to the kernel
- * untouched. It never rewrites or drops a frame.
+ * The director's XDP classifier. It only decides where a frame goes: to the
+ * AF_XDP socket bound to the receiving queue, or to the kernel untouched. It
+ * never rewrites or drops a frame, and counts every exit in `xdp_counters`.
+ *
+ * Steered to the sockets (IPv4 without options, not a fragment):
+ * - TCP/UDP for a (VIP, port, protocol) in `services`: client traffic;
+ * - TCP/UDP from a (real server, port, protocol) in `nat_backends`: a NAT
+ *   real server's reply, to be translated back to VIP:port (LVS-NAT);
+ * - ICMP destination unreachable and time exceeded whose quoted packet is
+ *   from a service (an error about a reply the director sent for a VIP, such
+ *   as fragmentation needed from a router on the client's path) or to a NAT
+ *   real server (an error about a packet the director sent to it). IPVS
+ *   forwards these to the connection's real server or client (ip_vs_in_icmp,
+ *   ip_vs_out_icmp); without them path MTU discovery through the director
+ *   breaks, and the user-space pipeline translates them likewise.
+ * Control loads one instance per interface, with its own maps: the client
+ * side's has the services, the server side's the NAT real servers (one
+ * interface: both). A service key matches first; a disabled entry
+ * (SERVICE_F_ENABLED clear) hands its frames to the kernel.
+ *
+ * Everything else -- ARP, ping, the host's own traffic, ICMP about flows we
+ * do not serve, anything malformed -- goes to the kernel.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -24,6 +41,14 @@ struct {
 	__type(value, struct service_value);
 } services SEC(".maps");
 
+/* Keyed by (real server address, its port, protocol): see struct service_key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DIRECTOR_MAX_NAT_BACKENDS);
+	__type(key, struct service_key);
+	__type(value, struct service_value);
+} nat_backends SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__uint(max_entries, DIRECTOR_MAX_QUEUES);
@@ -41,6 +66,25 @@ struct {
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 
+/*
+ * The ICMP header (RFC 792). Not from <linux/icmp.h>: it includes <linux/if.h>,
+ * which pulls in glibc's <sys/socket.h>, and that fails for the BPF target
+ * ("'gnu/stubs-32.h' file not found").
+ */
+struct icmp_header {
+	__u8 type;
+	__u8 code;
+	__u16 checksum;
+	__u32 rest;      /* identifier/sequence, next-hop MTU, ... */
+};
+
+#define ICMP_DEST_UNREACH 3
+#define ICMP_TIME_EXCEEDED 11
+
+/* Bytes of the offending packet's payload an ICMP error quotes at least
+ * (RFC 792): the ports, and what the user-space pipeline requires. */
+#define QUOTED_PAYLOAD_LEN 8
+
 static __always_inline int count(__u32 counter, int action)
 {
 	__u64 *value = bpf_map_lookup_elem(&xdp_counters, &counter);
@@ -50,6 +94,91 @@ static __always_inline int count(__u32 counter, int action)
 	return action;
 }
 
+/* The entry of `map` (services or nat_backends) for one end of a flow. */
+static __always_inline struct service_value *lookup(void *map, __u32 addr_be, __u16 port_be,
+						    __u8 protocol)
+{
+	struct service_key key = {
+		.vip_be = addr_be,
+		.port_be = port_be,
+		.protocol = protocol,
+		.pad = 0,
+	};
+
+	return bpf_map_lookup_elem(map, &key);
+}
+
+/* A frame that matched `entry`: to the queue's socket (counted in `counter`)
+ * if the entry is enabled and the queue has one, else to the kernel. */
+static __always_inline int steer(struct xdp_md *ctx, const struct service_value *entry,
+				 __u32 counter)
+{
+	if (!(entry->flags & SERVICE_F_ENABLED))
+		return count(XDP_CNT_SERVICE_DISABLED, XDP_PASS);
+	/* The low bits of flags are the action when the queue has no socket. */
+	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS) == XDP_REDIRECT)
+		return count(counter, XDP_REDIRECT);
+	return count(XDP_CNT_NO_SOCKET, XDP_PASS);
+}
+
+/* TCP/UDP: for a service by destination, else a NAT reply by source. */
+static __always_inline int classify_transport(struct xdp_md *ctx, const struct iphdr *ip,
+					      void *data_end)
+{
+	const __u16 *ports = (const void *)(ip + 1);
+	struct service_value *entry;
+
+	if ((const void *)(ports + 2) > data_end)
+		return count(XDP_CNT_TRUNCATED, XDP_PASS);
+	entry = lookup(&services, ip->daddr, ports[1], ip->protocol);
+	if (entry)
+		return steer(ctx, entry, XDP_CNT_REDIRECTED);
+	entry = lookup(&nat_backends, ip->saddr, ports[0], ip->protocol);
+	if (entry)
+		return steer(ctx, entry, XDP_CNT_NAT_REPLY);
+	return count(XDP_CNT_NO_SERVICE, XDP_PASS);
+}
+
+/* ICMP: errors by the flow they quote, the way the quoted packet travelled. */
+static __always_inline int classify_icmp(struct xdp_md *ctx, const struct iphdr *ip,
+					 void *data_end)
+{
+	const struct icmp_header *icmp = (const void *)(ip + 1);
+	const struct iphdr *quote = (const void *)(icmp + 1);
+	const __u16 *ports = (const void *)(quote + 1);
+	struct service_value *entry;
+
+	if ((const void *)(icmp + 1) > data_end)
+		return count(XDP_CNT_TRUNCATED, XDP_PASS);
+	if (icmp->type != ICMP_DEST_UNREACH && icmp->type != ICMP_TIME_EXCEEDED)
+		return count(XDP_CNT_ICMP_NOT_ERROR, XDP_PASS);
+	/*
+	 * The quoted header and 8 bytes after it, within the frame and within the
+	 * outer total length (what follows it is Ethernet padding, not quote).
+	 * Only constant offsets from the packet start: the verifier tracks them
+	 * against data_end without help.
+	 */
+	if ((const void *)ports + QUOTED_PAYLOAD_LEN > data_end ||
+	    bpf_ntohs(ip->tot_len) < sizeof(*ip) + sizeof(*icmp) + sizeof(*quote) +
+					    QUOTED_PAYLOAD_LEN)
+		return count(XDP_CNT_ICMP_TRUNCATED, XDP_PASS);
+	/* Ports right after a 20-byte header only; a later fragment has none. */
+	if (quote->version != 4 || quote->ihl != 5 || (quote->frag_off & bpf_htons(IP_OFFSET)))
+		return count(XDP_CNT_ICMP_BAD_QUOTE, XDP_PASS);
+	if (quote->protocol != IPPROTO_TCP && quote->protocol != IPPROTO_UDP)
+		return count(XDP_CNT_ICMP_NO_SERVICE, XDP_PASS);
+
+	/* About a reply the director sent from VIP:port (client side). */
+	entry = lookup(&services, quote->saddr, ports[0], quote->protocol);
+	if (entry)
+		return steer(ctx, entry, XDP_CNT_ICMP_REDIRECTED);
+	/* About a client's packet the director sent to a NAT real server (server side). */
+	entry = lookup(&nat_backends, quote->daddr, ports[1], quote->protocol);
+	if (entry)
+		return steer(ctx, entry, XDP_CNT_ICMP_REDIRECTED);
+	return count(XDP_CNT_ICMP_NO_SERVICE, XDP_PASS);
+}
+
 SEC("xdp")
 int director_xdp(struct xdp_md *ctx)
 {
@@ -57,10 +186,6 @@ int director_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
-	__u16 *ports;
-	struct service_key key = {};
-	struct service_value *service;
-	long action;
 
 	if ((void *)(eth + 1) > data_end)
 		return count(XDP_CNT_TRUNCATED, XDP_PASS);
@@ -77,28 +202,18 @@ int director_xdp(struct xdp_md *ctx)
 	/* User space handles only 20-byte headers; the kernel copes with options. */
 	if (ip->ihl > 5)
 		return count(XDP_CNT_IP_OPTIONS, XDP_PASS);
-	/* Only the first fragment carries ports, so no fragment can be classified. */
+	/* Only the first fragment carries ports (or a whole quote), so no fragment can be
+	 * classified. */
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return count(XDP_CNT_FRAGMENT, XDP_PASS);
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+
+	switch (ip->protocol) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		return classify_transport(ctx, ip, data_end);
+	case IPPROTO_ICMP:
+		return classify_icmp(ctx, ip, data_end);
+	default:
 		return count(XDP_CNT_OTHER_PROTOCOL, XDP_PASS);
-
-	ports = (void *)(ip + 1);
-	if ((void *)(ports + 2) > data_end)
-		return count(XDP_CNT_TRUNCATED, XDP_PASS);
-
-	key.vip_be = ip->daddr;
-	key.port_be = ports[1];
-	key.protocol = ip->protocol;
-	service = bpf_map_lookup_elem(&services, &key);
-	if (!service)
-		return count(XDP_CNT_NO_SERVICE, XDP_PASS);
-	if (!(service->flags & SERVICE_F_ENABLED))
-		return count(XDP_CNT_SERVICE_DISABLED, XDP_PASS);
-
-	/* The low bits of flags are the action when the queue has no socket. */
-	action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
-	if (action == XDP_REDIRECT)
-		return count(XDP_CNT_REDIRECTED, XDP_REDIRECT);
-	return count(XDP_CNT_NO_SOCKET, XDP_PASS);
+	}
 }

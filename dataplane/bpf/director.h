@@ -7,28 +7,39 @@
 #ifndef DIRECTOR_H
 #define DIRECTOR_H
 
-/* Key of the `services` map: one (VIP, port, protocol) the director owns. */
+/*
+ * Key of the `services` map: one (VIP, port, protocol) the director owns.
+ *
+ * Also the key of the `nat_backends` map, naming one NAT real server as its
+ * replies leave it: vip_be is then the real server's address and port_be the
+ * port it listens on (its source port in replies).
+ */
 struct service_key {
-	__u32 vip_be;   /* IPv4 destination address, network order */
-	__u16 port_be;  /* TCP/UDP destination port, network order */
+	__u32 vip_be;   /* IPv4 address, network order */
+	__u16 port_be;  /* TCP/UDP port, network order */
 	__u8 protocol;  /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 pad;       /* always 0: hash keys compare every byte */
 };
 
-/* Value of the `services` map. */
+/* Value of the `services` and `nat_backends` maps. */
 struct service_value {
 	__u32 flags;    /* SERVICE_F_* */
 };
 
-/* Frames for this service go to the AF_XDP sockets; clear it to hand the
- * VIP back to the kernel (a standby director) without deleting the entry. */
+/* Frames for this service (or from this NAT real server) go to the AF_XDP
+ * sockets; clear it to hand them back to the kernel (a standby director)
+ * without deleting the entry. An entry without it counts service_disabled. */
 #define SERVICE_F_ENABLED 1u
 
-/* Index of each per-CPU counter in the `xdp_counters` array. */
+/*
+ * Index of each per-CPU counter in the `xdp_counters` array. Every frame
+ * bumps exactly one. User space prints them by name (XDP_COUNTER_NAMES in
+ * abi.rs, in this order): only ever append, before XDP_CNT_MAX.
+ */
 enum xdp_counter {
-	XDP_CNT_REDIRECTED = 0,   /* matched a service, sent to a socket */
-	XDP_CNT_NO_SOCKET,        /* matched, but no socket on this queue: passed */
-	XDP_CNT_SERVICE_DISABLED, /* matched a disabled service: passed */
+	XDP_CNT_REDIRECTED = 0,   /* for a service, sent to a socket */
+	XDP_CNT_NO_SOCKET,        /* steered, but no socket on this queue: passed */
+	XDP_CNT_SERVICE_DISABLED, /* for/from/about a disabled entry: passed */
 	XDP_CNT_NO_SERVICE,       /* IPv4 TCP/UDP for nobody we serve: passed */
 	XDP_CNT_NOT_IPV4,         /* ARP, IPv6, ...: passed */
 	XDP_CNT_VLAN,             /* 802.1Q/802.1ad tagged: passed */
@@ -36,11 +47,18 @@ enum xdp_counter {
 	XDP_CNT_BAD_IHL,          /* version != 4 or IHL < 5: passed */
 	XDP_CNT_IP_OPTIONS,       /* IHL > 5: passed */
 	XDP_CNT_FRAGMENT,         /* MF set or offset != 0: passed */
-	XDP_CNT_OTHER_PROTOCOL,   /* ICMP and other non-TCP/UDP: passed */
+	XDP_CNT_OTHER_PROTOCOL,   /* neither TCP, UDP nor ICMP: passed */
+	XDP_CNT_NAT_REPLY,        /* from a NAT real server, sent to a socket */
+	XDP_CNT_ICMP_REDIRECTED,  /* ICMP error about a served flow, sent to a socket */
+	XDP_CNT_ICMP_NOT_ERROR,   /* ICMP other than dest. unreachable/time exceeded: passed */
+	XDP_CNT_ICMP_NO_SERVICE,  /* ICMP error quoting nobody we serve: passed */
+	XDP_CNT_ICMP_TRUNCATED,   /* ICMP error quoting less than a header + 8 bytes: passed */
+	XDP_CNT_ICMP_BAD_QUOTE,   /* quote not a 20-byte IPv4 header, or a later fragment: passed */
 	XDP_CNT_MAX,
 };
 
 #define DIRECTOR_MAX_SERVICES 4096
+#define DIRECTOR_MAX_NAT_BACKENDS 65536
 #define DIRECTOR_MAX_QUEUES 256
 
 #endif

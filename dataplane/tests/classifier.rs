@@ -1,15 +1,35 @@
 //! The XDP classifier itself, driven through BPF_PROG_TEST_RUN with the same crafted frames as
 //! the pipeline's golden tests: each frame gets the expected action and bumps exactly the
 //! expected counter. Needs root (CAP_BPF); skipped with a message otherwise.
+//!
+//! BPF_PROG_TEST_RUN runs the program on queue 0 and does not carry out a redirect: it returns
+//! the action. With no socket registered on queue 0 a steered frame is passed and counts
+//! `no_socket`, which is how most cases here tell "steered" from "passed for a reason"; one test
+//! registers a real AF_XDP socket (in a private network namespace) to see `XDP_REDIRECT` and the
+//! counters that only move then.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 
-use dataplane::testing::FrameBuilder;
-use dataplane::xdp::XdpClassifier;
+use dataplane::testing::{icmp_error, FrameBuilder};
+use dataplane::wire::icmp::{message, unreachable};
+use dataplane::xdp::{NatBackendKey, XdpClassifier};
 use dataplane::{Protocol, ServiceKey};
 
 const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+
+/// A client on the Internet.
+const CLIENT: &str = "198.51.100.7:40000";
+/// The web service (TCP, enabled) and, on port 53, the DNS one (UDP, disabled).
+const VIP: &str = "192.0.2.10:80";
+/// A NAT real server of the web service (TCP, enabled) and, on port 5353, of another (UDP,
+/// disabled).
+const RS: &str = "10.0.0.1:8080";
+/// A router on the client's path.
+const ROUTER: &str = "203.0.113.1:0";
+
+/// Bytes before the ICMP quote: Ethernet, outer IPv4, ICMP header.
+const QUOTE_AT: usize = 14 + 20 + 8;
 
 fn is_root() -> bool {
     std::process::Command::new("id")
@@ -40,91 +60,375 @@ fn expect(classifier: &XdpClassifier, description: &str, frame: &[u8], action: u
     );
 }
 
-#[test]
-fn classifier_passes_everything_it_cannot_serve_and_counts_why() {
-    if !is_root() {
-        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
-        return;
+fn key(addr: &str, protocol: Protocol) -> ServiceKey {
+    let addr: std::net::SocketAddrV4 = addr.parse().unwrap();
+    ServiceKey {
+        vip: *addr.ip(),
+        port: addr.port(),
+        protocol,
     }
-    let classifier = XdpClassifier::load().unwrap();
-    let web = ServiceKey {
-        vip: Ipv4Addr::new(192, 0, 2, 10),
-        port: 80,
-        protocol: Protocol::Tcp,
-    };
-    let dns = ServiceKey {
-        vip: Ipv4Addr::new(192, 0, 2, 10),
-        port: 53,
-        protocol: Protocol::Udp,
-    };
-    classifier.set_service(&web, true).unwrap();
-    classifier.set_service(&dns, false).unwrap();
-
-    for (description, frame, counter) in &cases() {
-        expect(&classifier, description, frame, XDP_PASS, counter);
-    }
-
-    // Removing the service hands its frames to the kernel as anybody else's.
-    classifier.remove_service(&web).unwrap();
-    classifier.remove_service(&web).unwrap();
-    expect(
-        &classifier,
-        "removed service",
-        &FrameBuilder::tcp()
-            .src("198.51.100.7:40000")
-            .dst("192.0.2.10:80")
-            .syn()
-            .build(),
-        XDP_PASS,
-        "no_service",
-    );
-    assert!(!classifier.is_attached());
 }
 
-/// `(description, frame, the counter it must bump)`: every one is passed to the kernel.
-fn cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
-    let syn = || {
-        FrameBuilder::tcp()
-            .src("198.51.100.7:40000")
-            .dst("192.0.2.10:80")
-            .syn()
-    };
+fn nat_key(addr: &str, protocol: Protocol) -> NatBackendKey {
+    let addr: std::net::SocketAddrV4 = addr.parse().unwrap();
+    NatBackendKey {
+        address: *addr.ip(),
+        port: addr.port(),
+        protocol,
+    }
+}
+
+/// A classifier serving `VIP` (TCP, enabled), VIP:53 (UDP, disabled), NAT real server `RS`
+/// (TCP, enabled) and RS:5353 (UDP, disabled).
+fn classifier() -> XdpClassifier {
+    let classifier = XdpClassifier::load().unwrap();
+    classifier
+        .set_service(&key(VIP, Protocol::Tcp), true)
+        .unwrap();
+    classifier
+        .set_service(&key("192.0.2.10:53", Protocol::Udp), false)
+        .unwrap();
+    classifier
+        .set_nat_backend(&nat_key(RS, Protocol::Tcp), true)
+        .unwrap();
+    classifier
+        .set_nat_backend(&nat_key("10.0.0.1:5353", Protocol::Udp), false)
+        .unwrap();
+    classifier
+}
+
+fn syn() -> FrameBuilder {
+    FrameBuilder::tcp().src(CLIENT).dst(VIP).syn()
+}
+
+/// The web server's reply, as it leaves the real server (NAT, before translation).
+fn nat_reply() -> FrameBuilder {
+    FrameBuilder::tcp().src(RS).dst(CLIENT).syn().ack()
+}
+
+/// A large reply from the VIP to the client, as an ICMP error quotes it.
+fn vip_reply() -> Vec<u8> {
+    FrameBuilder::tcp()
+        .src(VIP)
+        .dst(CLIENT)
+        .ack()
+        .payload(&[0; 1400])
+        .build_ipv4()
+}
+
+/// A client packet the director sent on to the NAT real server, as an ICMP error quotes it.
+fn to_rs() -> Vec<u8> {
+    FrameBuilder::tcp()
+        .src(CLIENT)
+        .dst(RS)
+        .syn()
+        .ttl(1)
+        .build_ipv4()
+}
+
+/// Fragmentation needed from a router on the client's path, about a reply from the VIP.
+fn frag_needed(quote: &[u8]) -> FrameBuilder {
+    icmp_error(
+        ROUTER,
+        "192.0.2.10:0",
+        message::DEST_UNREACHABLE,
+        unreachable::FRAG_NEEDED,
+        1400,
+        &quote[..quote.len().min(28)],
+    )
+}
+
+/// An ICMP error from the server side (a router behind the director) to the client.
+fn from_server_side(msg_type: u8, code: u8, quote: &[u8]) -> FrameBuilder {
+    icmp_error("10.0.0.253:0", "198.51.100.7:0", msg_type, code, 0, quote)
+}
+
+/// `(description, frame, the counter it must bump)`: every one is passed to the kernel; those
+/// counting `no_socket` were steered and found no socket on queue 0.
+type Case = (&'static str, Vec<u8>, &'static str);
+
+fn cases() -> Vec<Case> {
+    [
+        transport_cases(),
+        icmp_cases(),
+        icmp_stranger_cases(),
+        icmp_quote_cases(),
+        other_cases(),
+    ]
+    .concat()
+}
+
+/// TCP/UDP: services by destination, NAT real servers by source.
+fn transport_cases() -> Vec<Case> {
     vec![
-        // With no socket on the queue, a served frame falls back to the kernel, counted.
+        // Services, by destination.
         ("service, no socket on queue 0", syn().build(), "no_socket"),
         (
             "disabled service (a standby's VIP)",
-            FrameBuilder::udp()
-                .src("198.51.100.7:40000")
-                .dst("192.0.2.10:53")
-                .build(),
+            FrameBuilder::udp().src(CLIENT).dst("192.0.2.10:53").build(),
             "service_disabled",
         ),
         (
             "right VIP, other port",
-            FrameBuilder::tcp()
-                .src("198.51.100.7:40000")
-                .dst("192.0.2.10:81")
-                .syn()
-                .build(),
+            syn().dst("192.0.2.10:81").build(),
             "no_service",
         ),
         (
             "right port, other protocol",
-            FrameBuilder::udp()
-                .src("198.51.100.7:40000")
-                .dst("192.0.2.10:80")
-                .build(),
+            FrameBuilder::udp().src(CLIENT).dst(VIP).build(),
             "no_service",
         ),
         (
             "other address",
-            FrameBuilder::tcp()
-                .src("198.51.100.7:40000")
-                .dst("192.0.2.99:80")
-                .syn()
-                .build(),
+            syn().dst("192.0.2.99:80").build(),
             "no_service",
+        ),
+        // NAT real servers' replies, by source.
+        ("NAT reply", nat_reply().build(), "no_socket"),
+        (
+            "NAT reply over UDP from a disabled real server",
+            FrameBuilder::udp().src("10.0.0.1:5353").dst(CLIENT).build(),
+            "service_disabled",
+        ),
+        (
+            "NAT real server's address, other port",
+            nat_reply().src("10.0.0.1:22").build(),
+            "no_service",
+        ),
+        (
+            "NAT real server's port, other protocol",
+            FrameBuilder::udp().src(RS).dst(CLIENT).build(),
+            "no_service",
+        ),
+        (
+            "to a NAT real server's port (not from it)",
+            FrameBuilder::tcp().src(CLIENT).dst(RS).syn().build(),
+            "no_service",
+        ),
+    ]
+}
+
+/// ICMP errors about flows we serve (steered, or passed if disabled).
+fn icmp_cases() -> Vec<Case> {
+    let udp_from_vip = FrameBuilder::udp()
+        .src("192.0.2.10:53")
+        .dst(CLIENT)
+        .payload(&[1; 40])
+        .build_ipv4();
+    let udp_to_rs = FrameBuilder::udp()
+        .src(CLIENT)
+        .dst("10.0.0.1:5353")
+        .build_ipv4();
+    vec![
+        // ICMP errors, by the flow they quote.
+        (
+            "frag needed quoting a reply from VIP:port",
+            frag_needed(&vip_reply()).build(),
+            "no_socket",
+        ),
+        (
+            "frag needed quoting the whole reply",
+            frag_needed(&vip_reply()[..576 - 28]).build(),
+            "no_socket",
+        ),
+        (
+            "frag needed quoting the first fragment of a reply",
+            frag_needed(
+                &FrameBuilder::tcp()
+                    .src(VIP)
+                    .dst(CLIENT)
+                    .more_fragments()
+                    .payload(&[0; 100])
+                    .build_ipv4(),
+            )
+            .build(),
+            "no_socket",
+        ),
+        (
+            "port unreachable quoting a packet to a NAT real server",
+            from_server_side(message::DEST_UNREACHABLE, unreachable::PORT, &to_rs()).build(),
+            "no_socket",
+        ),
+        (
+            "time exceeded quoting a packet to a NAT real server",
+            from_server_side(message::TIME_EXCEEDED, 0, &to_rs()).build(),
+            "no_socket",
+        ),
+        (
+            "frag needed quoting a reply from a disabled service",
+            frag_needed(&udp_from_vip).build(),
+            "service_disabled",
+        ),
+        (
+            "port unreachable quoting a packet to a disabled NAT real server",
+            from_server_side(message::DEST_UNREACHABLE, unreachable::PORT, &udp_to_rs).build(),
+            "service_disabled",
+        ),
+    ]
+}
+
+/// ICMP errors about flows nobody here serves, and ICMP that is no error.
+fn icmp_stranger_cases() -> Vec<Case> {
+    let echo_quote = FrameBuilder::icmp()
+        .src("192.0.2.10:0")
+        .dst(CLIENT)
+        .build_ipv4();
+    vec![
+        (
+            "frag needed quoting an unknown flow",
+            frag_needed(
+                &FrameBuilder::tcp()
+                    .src("192.0.2.99:80")
+                    .dst(CLIENT)
+                    .build_ipv4(),
+            )
+            .build(),
+            "icmp_no_service",
+        ),
+        (
+            "frag needed quoting the VIP's address, other port",
+            frag_needed(
+                &FrameBuilder::tcp()
+                    .src("192.0.2.10:81")
+                    .dst(CLIENT)
+                    .build_ipv4(),
+            )
+            .build(),
+            "icmp_no_service",
+        ),
+        (
+            "error quoting a packet *to* VIP:port (the wrong direction)",
+            frag_needed(&syn().build_ipv4()).build(),
+            "icmp_no_service",
+        ),
+        (
+            "error quoting a packet *from* a NAT real server (the wrong direction)",
+            from_server_side(
+                message::DEST_UNREACHABLE,
+                unreachable::PORT,
+                &nat_reply().build_ipv4(),
+            )
+            .build(),
+            "icmp_no_service",
+        ),
+        (
+            "error quoting an ICMP echo from the VIP",
+            frag_needed(&echo_quote).build(),
+            "icmp_no_service",
+        ),
+        (
+            "echo request to the VIP",
+            FrameBuilder::icmp()
+                .src("198.51.100.7:0")
+                .dst("192.0.2.10:0")
+                .build(),
+            "icmp_not_error",
+        ),
+        (
+            "echo reply to the VIP",
+            FrameBuilder::icmp()
+                .src("198.51.100.7:0")
+                .dst("192.0.2.10:0")
+                .icmp_header(message::ECHO_REPLY, 0, 0x1234_0001)
+                .build(),
+            "icmp_not_error",
+        ),
+        (
+            "redirect (type 5) quoting a reply from VIP:port",
+            icmp_error(ROUTER, "192.0.2.10:0", 5, 1, 0, &vip_reply()[..28]).build(),
+            "icmp_not_error",
+        ),
+    ]
+}
+
+/// ICMP errors whose quote, or outer header, cannot be classified.
+fn icmp_quote_cases() -> Vec<Case> {
+    vec![
+        // Quotes too short or not what a port lookup can use.
+        (
+            "quote: the header and 4 bytes of TCP",
+            frag_needed(&vip_reply()[..24]).build(),
+            "icmp_truncated",
+        ),
+        (
+            "quote: a partial header",
+            frag_needed(&vip_reply()[..19]).build(),
+            "icmp_truncated",
+        ),
+        ("quote: nothing", frag_needed(&[]).build(), "icmp_truncated"),
+        (
+            "quote cut by the outer total length, Ethernet padding after it",
+            {
+                let mut frame = frag_needed(&vip_reply()[..24]).unpadded().build();
+                frame.extend_from_slice(&[0; 8]);
+                frame
+            },
+            "icmp_truncated",
+        ),
+        (
+            "ICMP header cut short",
+            FrameBuilder::icmp()
+                .src("198.51.100.7:0")
+                .dst("192.0.2.10:0")
+                .truncate(14 + 20 + 4)
+                .build(),
+            "truncated",
+        ),
+        (
+            "quote with IPv4 options",
+            frag_needed(&FrameBuilder::tcp().src(VIP).dst(CLIENT).ihl(6).build_ipv4()[..32])
+                .build(),
+            "icmp_bad_quote",
+        ),
+        (
+            "quote of version 6",
+            frag_needed(
+                &FrameBuilder::tcp()
+                    .src(VIP)
+                    .dst(CLIENT)
+                    .version(6)
+                    .build_ipv4(),
+            )
+            .build(),
+            "icmp_bad_quote",
+        ),
+        (
+            "quote with IHL 4",
+            frag_needed(&FrameBuilder::tcp().src(VIP).dst(CLIENT).ihl(4).build_ipv4()).build(),
+            "icmp_bad_quote",
+        ),
+        (
+            "quote of a later fragment (no ports)",
+            frag_needed(
+                &FrameBuilder::tcp()
+                    .src(VIP)
+                    .dst(CLIENT)
+                    .fragment_offset(1480)
+                    .build_ipv4(),
+            )
+            .build(),
+            "icmp_bad_quote",
+        ),
+        (
+            "ICMP error with IPv4 options",
+            frag_needed(&vip_reply()).ihl(6).build(),
+            "ip_options",
+        ),
+        (
+            "ICMP error in a fragment",
+            frag_needed(&vip_reply()).more_fragments().build(),
+            "fragment",
+        ),
+    ]
+}
+
+/// Everything else.
+fn other_cases() -> Vec<Case> {
+    vec![
+        (
+            "IP-in-IP",
+            FrameBuilder::ipip().payload(&syn().build_ipv4()).build(),
+            "other_protocol",
         ),
         ("ARP", FrameBuilder::arp().build(), "not_ipv4"),
         ("802.1Q tag", syn().vlan(7).build(), "vlan"),
@@ -137,6 +441,11 @@ fn cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         (
             "TCP ports cut short",
             syn().truncate(14 + 20 + 2).build(),
+            "truncated",
+        ),
+        (
+            "NAT reply's ports cut short",
+            nat_reply().truncate(14 + 20 + 2).build(),
             "truncated",
         ),
         ("IHL 4", syn().ihl(4).build(), "bad_ihl"),
@@ -152,13 +461,260 @@ fn cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             syn().fragment_offset(185).build(),
             "fragment",
         ),
-        (
-            "ICMP to the VIP",
-            FrameBuilder::icmp()
-                .src("198.51.100.7:0")
-                .dst("192.0.2.10:0")
-                .build(),
-            "other_protocol",
-        ),
     ]
+}
+
+#[test]
+fn classifier_passes_everything_it_cannot_serve_and_counts_why() {
+    if !is_root() {
+        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+        return;
+    }
+    let classifier = classifier();
+    for (description, frame, counter) in &cases() {
+        expect(&classifier, description, frame, XDP_PASS, counter);
+    }
+
+    // Removing an entry hands its frames to the kernel as anybody else's; twice is harmless.
+    let web = key(VIP, Protocol::Tcp);
+    classifier.remove_service(&web).unwrap();
+    classifier.remove_service(&web).unwrap();
+    expect(
+        &classifier,
+        "removed service",
+        &syn().build(),
+        XDP_PASS,
+        "no_service",
+    );
+    expect(
+        &classifier,
+        "frag needed about a removed service",
+        &frag_needed(&vip_reply()).build(),
+        XDP_PASS,
+        "icmp_no_service",
+    );
+    let rs = nat_key(RS, Protocol::Tcp);
+    classifier.remove_nat_backend(&rs).unwrap();
+    classifier.remove_nat_backend(&rs).unwrap();
+    expect(
+        &classifier,
+        "reply from a removed NAT real server",
+        &nat_reply().build(),
+        XDP_PASS,
+        "no_service",
+    );
+    expect(
+        &classifier,
+        "error about a packet to a removed NAT real server",
+        &from_server_side(message::DEST_UNREACHABLE, unreachable::PORT, &to_rs()).build(),
+        XDP_PASS,
+        "icmp_no_service",
+    );
+
+    // Disabling and enabling in place, as a standby director does.
+    classifier.set_nat_backend(&rs, false).unwrap();
+    expect(
+        &classifier,
+        "disabled NAT real server",
+        &nat_reply().build(),
+        XDP_PASS,
+        "service_disabled",
+    );
+    classifier.set_nat_backend(&rs, true).unwrap();
+    expect(
+        &classifier,
+        "re-enabled NAT real server",
+        &nat_reply().build(),
+        XDP_PASS,
+        "no_socket",
+    );
+    assert!(!classifier.is_attached());
+}
+
+/// An ICMP error cut at every length is passed and counted, never read beyond its end (the
+/// verifier guarantees the latter; this shows the counters agree on where each header ends).
+#[test]
+fn icmp_error_cut_anywhere_is_passed_and_counted() {
+    if !is_root() {
+        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+        return;
+    }
+    let classifier = classifier();
+    let frame = frag_needed(&vip_reply()).unpadded().build();
+    assert_eq!(frame.len(), QUOTE_AT + 28);
+    // BPF_PROG_TEST_RUN refuses XDP input shorter than an Ethernet header.
+    for len in 14..frame.len() {
+        let counter = if len < QUOTE_AT {
+            "truncated"
+        } else {
+            "icmp_truncated"
+        };
+        expect(
+            &classifier,
+            &format!("cut to {len} bytes"),
+            &frame[..len],
+            XDP_PASS,
+            counter,
+        );
+    }
+    expect(&classifier, "whole", &frame, XDP_PASS, "no_socket");
+}
+
+/// With an AF_XDP socket on queue 0, steered frames are redirected and counted by kind.
+#[test]
+fn classifier_redirects_to_the_socket_on_the_receiving_queue() {
+    if !is_root() {
+        eprintln!("skipped: AF_XDP and BPF_PROG_TEST_RUN need root");
+        return;
+    }
+    // A private network namespace for this thread alone, so binding to its loopback disturbs
+    // nobody; it goes away with the thread and the socket.
+    std::thread::spawn(|| {
+        // SAFETY: unshare affects only the calling thread, which is ours.
+        let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(result, 0, "unshare: {}", std::io::Error::last_os_error());
+        let socket = xsk::Socket::on_loopback_queue_0();
+        let classifier = classifier();
+        classifier.register_socket(0, socket.fd()).unwrap();
+
+        expect(
+            &classifier,
+            "service",
+            &syn().build(),
+            XDP_REDIRECT,
+            "redirected",
+        );
+        expect(
+            &classifier,
+            "NAT reply",
+            &nat_reply().build(),
+            XDP_REDIRECT,
+            "nat_reply",
+        );
+        expect(
+            &classifier,
+            "frag needed about a reply from the VIP",
+            &frag_needed(&vip_reply()).build(),
+            XDP_REDIRECT,
+            "icmp_redirected",
+        );
+        expect(
+            &classifier,
+            "port unreachable about a packet to a NAT real server",
+            &from_server_side(message::DEST_UNREACHABLE, unreachable::PORT, &to_rs()).build(),
+            XDP_REDIRECT,
+            "icmp_redirected",
+        );
+        // Disabled entries, other ICMP and strangers still go to the kernel.
+        for (description, frame, counter) in cases()
+            .into_iter()
+            .filter(|(_, _, counter)| *counter != "no_socket")
+        {
+            expect(&classifier, description, &frame, XDP_PASS, counter);
+        }
+
+        classifier.unregister_socket(0).unwrap();
+        classifier.unregister_socket(0).unwrap();
+        expect(
+            &classifier,
+            "NAT reply, socket gone",
+            &nat_reply().build(),
+            XDP_PASS,
+            "no_socket",
+        );
+        drop(socket);
+    })
+    .join()
+    .unwrap();
+}
+
+/// A bare AF_XDP socket, bound and never polled: enough for the XSKMAP to accept it.
+mod xsk {
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+    use std::num::NonZeroU32;
+    use std::os::fd::RawFd;
+    use std::ptr::NonNull;
+
+    use xdpilone::{DeviceQueue, IfInfo, RingRx, Umem, UmemConfig, User};
+
+    const FRAME_SIZE: u32 = 4096;
+    const FRAMES: u32 = 16;
+    const RING: u32 = 8;
+
+    pub struct Socket {
+        // Field order is drop order: rings and sockets before the UMEM, the memory last.
+        rx: RingRx,
+        _device: DeviceQueue,
+        _user: User,
+        _umem: Umem,
+        _area: Area,
+    }
+
+    /// Page-aligned, zeroed UMEM memory, freed on drop.
+    struct Area {
+        base: NonNull<u8>,
+        layout: Layout,
+    }
+
+    impl Drop for Area {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `on_loopback_queue_0` with this layout; the kernel keeps its
+            // own references to the pages it pinned until it releases the UMEM.
+            unsafe { dealloc(self.base.as_ptr(), self.layout) };
+        }
+    }
+
+    impl Socket {
+        /// Binds a socket to queue 0 of `lo` in the calling thread's network namespace.
+        pub fn on_loopback_queue_0() -> Self {
+            let layout = Layout::from_size_align((FRAME_SIZE * FRAMES) as usize, 4096).unwrap();
+            // SAFETY: the layout has a non-zero size.
+            let base = NonNull::new(unsafe { alloc_zeroed(layout) }).expect("allocating a UMEM");
+            let area = Area { base, layout };
+            let config = UmemConfig {
+                fill_size: RING,
+                complete_size: RING,
+                frame_size: FRAME_SIZE,
+                headroom: 0,
+                flags: 0,
+            };
+            // SAFETY: `area` is page aligned, `layout.size()` bytes long, and outlives the UMEM
+            // (see the field order); nothing else uses it.
+            let umem = unsafe {
+                Umem::new(
+                    config,
+                    NonNull::slice_from_raw_parts(area.base, layout.size()),
+                )
+            }
+            .expect("UMEM registration");
+            let mut info = IfInfo::invalid();
+            info.from_name(c"lo").expect("lo");
+            info.set_queue(0);
+            let socket = xdpilone::Socket::with_shared(&info, &umem).expect("AF_XDP socket");
+            let device = umem.fq_cq(&socket).expect("fill/completion rings");
+            let user = umem
+                .rx_tx(
+                    &socket,
+                    &xdpilone::SocketConfig {
+                        rx_size: NonZeroU32::new(RING),
+                        tx_size: None,
+                        bind_flags: 0,
+                    },
+                )
+                .expect("RX ring");
+            let rx = user.map_rx().expect("mapping the RX ring");
+            umem.bind(&user).expect("binding to lo queue 0");
+            Socket {
+                rx,
+                _device: device,
+                _user: user,
+                _umem: umem,
+                _area: area,
+            }
+        }
+
+        pub fn fd(&self) -> RawFd {
+            self.rx.as_raw_fd()
+        }
+    }
 }

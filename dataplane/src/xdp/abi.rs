@@ -7,11 +7,14 @@ use std::net::Ipv4Addr;
 
 use crate::service::ServiceKey;
 
-/// `struct service_key`: the `services` map key.
+use super::NatBackendKey;
+
+/// `struct service_key`: the key of the `services` map, and of the `nat_backends` map (where
+/// `vip_be` holds the real server's address and `port_be` the port it listens on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct ServiceKeyAbi {
-    /// VIP, network order.
+    /// VIP (or NAT real server) address, network order.
     pub vip_be: [u8; 4],
     /// Port, network order.
     pub port_be: [u8; 2],
@@ -22,10 +25,20 @@ pub struct ServiceKeyAbi {
 }
 
 impl ServiceKeyAbi {
-    /// The key for a service.
+    /// The key for a service (`services`).
     pub fn new(key: &ServiceKey) -> Self {
         ServiceKeyAbi {
             vip_be: key.vip.octets(),
+            port_be: key.port.to_be_bytes(),
+            protocol: key.protocol.number(),
+            pad: 0,
+        }
+    }
+
+    /// The key for a NAT real server (`nat_backends`).
+    pub fn from_nat_backend(key: &NatBackendKey) -> Self {
+        ServiceKeyAbi {
+            vip_be: key.address.octets(),
             port_be: key.port.to_be_bytes(),
             protocol: key.protocol.number(),
             pad: 0,
@@ -45,7 +58,7 @@ impl ServiceKeyAbi {
     }
 }
 
-/// `struct service_value`.
+/// `struct service_value`: the value of the `services` and `nat_backends` maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct ServiceValueAbi {
@@ -54,7 +67,8 @@ pub struct ServiceValueAbi {
 }
 
 impl ServiceValueAbi {
-    /// `SERVICE_F_ENABLED`: frames go to the AF_XDP sockets.
+    /// `SERVICE_F_ENABLED`: frames go to the AF_XDP sockets (without it: to the kernel, counted
+    /// as `service_disabled`).
     pub const ENABLED: u32 = 1;
 
     /// The bytes as the map stores them (host order, as the BPF program reads them).
@@ -63,8 +77,12 @@ impl ServiceValueAbi {
     }
 }
 
-/// `enum xdp_counter`, with the names the stats socket uses, in index order.
-pub const XDP_COUNTER_NAMES: [&str; 11] = [
+/// `enum xdp_counter`, with the names the stats socket uses, in index order. Every frame bumps
+/// exactly one. Only ever appended to: the indices are the ABI.
+///
+/// `redirected`, `nat_reply` and `icmp_redirected` count frames sent to a socket; every other
+/// one counts frames passed to the kernel, and why.
+pub const XDP_COUNTER_NAMES: [&str; 17] = [
     "redirected",
     "no_socket",
     "service_disabled",
@@ -76,7 +94,19 @@ pub const XDP_COUNTER_NAMES: [&str; 11] = [
     "ip_options",
     "fragment",
     "other_protocol",
+    "nat_reply",
+    "icmp_redirected",
+    "icmp_not_error",
+    "icmp_no_service",
+    "icmp_truncated",
+    "icmp_bad_quote",
 ];
+
+/// `DIRECTOR_MAX_SERVICES`: size of the `services` map.
+pub const MAX_SERVICES: u32 = 4096;
+
+/// `DIRECTOR_MAX_NAT_BACKENDS`: size of the `nat_backends` map.
+pub const MAX_NAT_BACKENDS: u32 = 65536;
 
 /// `DIRECTOR_MAX_QUEUES`: size of the XSKMAP.
 pub const MAX_QUEUES: u32 = 256;

@@ -1,20 +1,46 @@
 //! The XDP classifier: loading it, attaching it with a bpf_link, and filling its maps.
 //!
-//! The program (`bpf/director.bpf.c`) sends frames for configured (VIP, port, protocol) to the
-//! AF_XDP socket of the receiving queue and passes everything else to the kernel. It is attached
-//! through a bpf_link owned by [`XdpClassifier`]: when the process exits, however it exits, the
-//! kernel detaches the program, so a killed director never leaves a classifier stealing frames.
+//! The program (`bpf/director.bpf.c`) only decides where a frame goes: to the AF_XDP socket of
+//! the receiving queue, or untouched to the kernel. It never rewrites or drops. Steered (IPv4
+//! without options, not a fragment):
+//! - TCP/UDP to a (VIP, port, protocol) set with [`XdpClassifier::set_service`];
+//! - TCP/UDP from a NAT real server's (address, port, protocol) set with
+//!   [`XdpClassifier::set_nat_backend`]: its replies, which the pipeline translates back to
+//!   VIP:port (LVS-NAT);
+//! - ICMP destination unreachable and time exceeded about those flows: quoting a packet *from* a
+//!   service (an error about a reply the director sent, e.g. fragmentation needed from a router
+//!   on the client's path) or *to* a NAT real server (an error about a packet the director sent
+//!   it). IPVS forwards these to the connection's real server or client (`ip_vs_in_icmp`,
+//!   `ip_vs_out_icmp`); path MTU discovery through the director depends on it. The quote must
+//!   hold a 20-byte IPv4 header (not a later fragment) and the 8 bytes after it, as the pipeline
+//!   requires.
+//!
+//! A service match comes first; an entry set with `enabled` false hands its frames to the
+//! kernel. All other ICMP (echo, ...) and everything else goes to the kernel. Each frame bumps
+//! exactly one counter, named in [`abi::XDP_COUNTER_NAMES`] ([`XdpClassifier::counters`]).
+//!
+//! With NAT the director has two interfaces and control loads one classifier per interface, each
+//! with its own maps: the client side's holds the services, the server side's the NAT real
+//! servers (with one interface, the one classifier holds both). See the pipeline's "Which frames
+//! arrive where" ([`crate::pipeline`]).
+//!
+//! The classifier is attached through a bpf_link owned by [`XdpClassifier`]: when the process
+//! exits, however it exits, the kernel detaches the program, so a killed director never leaves a
+//! classifier stealing frames.
 
 pub mod abi;
 
 use std::mem::MaybeUninit;
+use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 
-use crate::service::ServiceKey;
-use abi::{ServiceKeyAbi, ServiceValueAbi, MAX_QUEUES, XDP_COUNTER_NAMES};
+use crate::service::{Protocol, ServiceKey};
+use abi::{
+    ServiceKeyAbi, ServiceValueAbi, MAX_NAT_BACKENDS, MAX_QUEUES, MAX_SERVICES, XDP_COUNTER_NAMES,
+};
 
 #[allow(
     clippy::all,
@@ -56,6 +82,33 @@ pub enum XdpError {
     /// A queue index beyond the XSKMAP.
     #[error("queue {0} is beyond the XSKMAP's {MAX_QUEUES} entries")]
     QueueOutOfRange(u32),
+    /// The compiled program's maps disagree with [`abi`], the Rust mirror of `bpf/director.h`.
+    #[error("XDP map {map}: {property} is {found} in the program but {expected} in abi.rs")]
+    AbiMismatch {
+        /// Map name.
+        map: &'static str,
+        /// `key size`, `value size` or `max entries`.
+        property: &'static str,
+        /// What the loaded map has.
+        found: u32,
+        /// What abi.rs says.
+        expected: u32,
+    },
+}
+
+/// A NAT real server as its replies leave it: the key of the `nat_backends` map.
+///
+/// TCP/UDP frames *from* `address:port` over `protocol` are steered to the workers as replies
+/// to translate back to VIP:port, and so are ICMP errors quoting a packet *to* it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NatBackendKey {
+    /// The real server's address.
+    pub address: Ipv4Addr,
+    /// The port it listens on (the source port of its replies): [`crate::Backend::port`], or,
+    /// when that is 0 (the client's port), each port of the service.
+    pub port: u16,
+    /// The service's transport protocol.
+    pub protocol: Protocol,
 }
 
 /// The loaded classifier, attached to one interface until dropped.
@@ -91,6 +144,7 @@ impl XdpClassifier {
             .open(storage)
             .map_err(XdpError::Load)?;
         let skel = open.load().map_err(XdpError::Load)?;
+        check_abi(&skel)?;
         Ok(XdpClassifier {
             link: None,
             skel,
@@ -158,6 +212,42 @@ impl XdpClassifier {
         }
     }
 
+    /// Adds or updates a NAT real server, so its replies (and ICMP errors about packets sent to
+    /// it) go to the workers; `enabled` false hands them to the kernel, as for a disabled service.
+    pub fn set_nat_backend(&self, key: &NatBackendKey, enabled: bool) -> Result<(), XdpError> {
+        let value = ServiceValueAbi {
+            flags: if enabled { ServiceValueAbi::ENABLED } else { 0 },
+        };
+        self.skel
+            .maps
+            .nat_backends
+            .update(
+                &ServiceKeyAbi::from_nat_backend(key).to_bytes(),
+                &value.to_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(|source| XdpError::Map {
+                map: "nat_backends",
+                source,
+            })
+    }
+
+    /// Removes a NAT real server; a missing entry is not an error.
+    pub fn remove_nat_backend(&self, key: &NatBackendKey) -> Result<(), XdpError> {
+        match self
+            .skel
+            .maps
+            .nat_backends
+            .delete(&ServiceKeyAbi::from_nat_backend(key).to_bytes())
+        {
+            Err(error) if error.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(|source| XdpError::Map {
+                map: "nat_backends",
+                source,
+            }),
+        }
+    }
+
     /// Sends frames arriving on `queue` to the AF_XDP socket `socket_fd`.
     pub fn register_socket(&self, queue: u32, socket_fd: RawFd) -> Result<(), XdpError> {
         if queue >= MAX_QUEUES {
@@ -211,4 +301,46 @@ impl XdpClassifier {
         }
         Ok(totals)
     }
+}
+
+/// Checks the loaded maps against [`abi`], so a program and mirror out of step fail at load
+/// rather than misread keys or counters.
+fn check_abi(skel: &DirectorSkel<'_>) -> Result<(), XdpError> {
+    let key = size_of::<ServiceKeyAbi>() as u32;
+    let value = size_of::<ServiceValueAbi>() as u32;
+    let maps: [(&'static str, &dyn MapCore, u32, u32, u32); 4] = [
+        ("services", &skel.maps.services, key, value, MAX_SERVICES),
+        (
+            "nat_backends",
+            &skel.maps.nat_backends,
+            key,
+            value,
+            MAX_NAT_BACKENDS,
+        ),
+        ("xsks", &skel.maps.xsks, 4, 4, MAX_QUEUES),
+        (
+            "xdp_counters",
+            &skel.maps.xdp_counters,
+            4,
+            8,
+            XDP_COUNTER_NAMES.len() as u32,
+        ),
+    ];
+    for (map, loaded, key_size, value_size, max_entries) in maps {
+        for (property, found, expected) in [
+            ("key size", loaded.key_size(), key_size),
+            ("value size", loaded.value_size(), value_size),
+            ("max entries", loaded.max_entries(), max_entries),
+        ] {
+            if found != expected {
+                return Err(XdpError::AbiMismatch {
+                    map,
+                    property,
+                    found,
+                    expected,
+                });
+            }
+        }
+    }
+    Ok(())
 }
