@@ -14,7 +14,7 @@
 //! control builds and publishes; workers pick up a new one between batches, never waiting for it.
 //!
 //! What it must not do: parse configuration, resolve neighbours, log or allocate per packet, take
-//! a lock or make a syscall per packet (one TX wake-up per batch is the exception), or panic on
+//! a lock or make a syscall per packet (a TX wake-up per socket per batch is the exception), or panic on
 //! any frame.
 
 #![deny(unsafe_code)]

@@ -1,13 +1,25 @@
 //! The per-queue worker: a busy-polling loop in the shape of DPDK's l2fwd.
 //!
-//! Each iteration: reap TX completions, top up the fill ring, take a burst of up to [`BATCH`]
-//! frames from the RX ring, run each through the [`Pipeline`], queue the survivors on the TX
-//! ring in one go, recycle the rest, and kick the kernel while TX descriptors are pending.
-//! Between bursts the worker swaps in the newest [`ServiceTable`] control has sent, and about
-//! once a second it does housekeeping (connection expiry, kernel socket statistics).
+//! A worker owns one [`Xsk`] with one or two ports. One port ([`Xsk::open`]) serves DR, TUN and
+//! one-armed NAT: every frame leaves by the interface it came in on. Two ports
+//! ([`Xsk::open_pair`]: [`crate::xsk::CLIENT`] and [`crate::xsk::SERVER`]) serve LVS-NAT between
+//! a client side and a server side: a frame the pipeline sends out of [`Egress::Peer`] leaves by
+//! the other port. The two sockets share one UMEM, so that frame is transmitted from the chunk it
+//! was received into, rewritten in place: no copy between interfaces, and the frame is never in
+//! two places for the accounting. (With one port, [`Egress::Peer`] has nowhere to go and is
+//! counted as [`DropReason::UnsupportedForwarding`].)
 //!
-//! The loop owns everything it touches per packet (rings, batch arrays, connection table,
+//! Each iteration: reap TX completions on every port, top up every fill ring, then for each port
+//! take a burst of up to [`BATCH`] frames from its RX ring and run each through the
+//! [`Pipeline`], queueing the survivors on the TX list of the port they leave by; then queue each
+//! port's list on its TX ring in one go, recycle what a ring did not take and the drops, and kick
+//! the kernel for every port whose TX descriptors are pending. Between bursts the worker swaps in
+//! the newest [`ServiceTable`] control has sent, and about once a second it does housekeeping
+//! (connection expiry, kernel socket statistics summed over the ports).
+//!
+//! The loop owns everything it touches per packet (rings, fixed batch arrays, connection table,
 //! counters it alone writes), so it takes no lock, allocates nothing and logs nothing per packet.
+//! Its counters are per worker: packets and bytes received and sent are summed over the ports.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,10 +31,14 @@ use xdpilone::xdp::XdpDesc;
 use crate::counters::{bump, DropReason, WorkerCounters};
 use crate::pipeline::{Egress, Pipeline, Verdict};
 use crate::service::ServiceTable;
-use crate::xsk::Xsk;
+use crate::xsk::{KernelXskStats, Xsk, MAX_PORTS};
 
-/// Frames taken from the RX ring per burst.
+/// Frames taken from one port's RX ring per burst.
 pub const BATCH: usize = 64;
+
+/// Room in one port's TX list: in one iteration it takes frames from every port's burst (its
+/// own, and with NAT its peer's).
+const TX_LIST: usize = BATCH * MAX_PORTS;
 
 /// How often housekeeping runs.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
@@ -67,8 +83,8 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
     counters
         .table_generation
         .store(table.generation, Ordering::Release);
-    let mut rx_descs = [XdpDesc::default(); BATCH];
-    let mut tx_descs = [XdpDesc::default(); BATCH];
+    let mut bursts = Bursts::new();
+    let ports = xsk.port_count();
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING_PERIOD;
     let mut idle_iterations = 0u32;
 
@@ -83,68 +99,25 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
         }
 
         xsk.reap_completions();
-        if xsk.refill() == 0 && xsk.accounting().in_fill == 0 {
+        if xsk.refill() == 0 && (0..ports).any(|port| xsk.in_fill(port) == 0) {
             bump(&counters.fill_ring_starved, 1);
         }
 
-        let received = xsk.receive(&mut rx_descs);
         let mut now = None;
-        if received > 0 {
-            let batch_time = Instant::now();
-            now = Some(batch_time);
-            let mut queued = 0;
-            for desc in &rx_descs[..received] {
-                bump(&counters.rx_packets, 1);
-                bump(&counters.rx_bytes, u64::from(desc.len));
-                let verdict = if let Some((chunk, start)) = xsk.chunk_mut(desc) {
-                    let len = desc.len as usize;
-                    pipeline.process(chunk, start, len, &table, batch_time, &counters)
-                } else {
-                    bump(&counters.bad_descriptors, 1);
-                    Verdict::Drop(DropReason::Truncated)
-                };
-                match verdict {
-                    Verdict::Tx {
-                        start,
-                        len,
-                        egress: Egress::Ingress,
-                    } => {
-                        tx_descs[queued] = XdpDesc {
-                            addr: xsk.chunk_address(desc, start),
-                            len: len as u32,
-                            options: 0,
-                        };
-                        queued += 1;
-                    }
-                    // This worker serves one interface; leaving by the other one (NAT) needs a
-                    // socket there on a shared UMEM, which the worker does not have yet.
-                    Verdict::Tx {
-                        egress: Egress::Peer,
-                        ..
-                    } => {
-                        counters.count_drop(DropReason::UnsupportedForwarding);
-                        xsk.recycle(desc);
-                    }
-                    Verdict::Drop(_) => xsk.recycle(desc),
-                }
-            }
-            let sent = xsk.transmit(&tx_descs[..queued]);
-            for desc in &tx_descs[..sent] {
-                bump(&counters.tx_packets, 1);
-                bump(&counters.tx_bytes, u64::from(desc.len));
-            }
-            for desc in &tx_descs[sent..queued] {
-                counters.count_drop(DropReason::TxRingFull);
-                xsk.recycle(desc);
-            }
+        for port in 0..ports {
+            bursts.receive(&mut xsk, port, &mut pipeline, &table, &mut now, &counters);
+        }
+        if now.is_some() {
+            bursts.transmit(&mut xsk, &counters);
             idle_iterations = 0;
         } else {
             idle_iterations += 1;
             std::hint::spin_loop();
         }
 
-        if xsk.kick_tx() {
-            bump(&counters.tx_wakeups, 1);
+        let kicks = xsk.kick_tx();
+        if kicks > 0 {
+            bump(&counters.tx_wakeups, u64::from(kicks));
         }
 
         if now.is_none() && idle_iterations.is_multiple_of(IDLE_CLOCK_CHECK) {
@@ -164,7 +137,102 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
     xsk
 }
 
-/// Waits (bounded) for frames on the TX ring to complete so none is lost at shutdown.
+/// One iteration's frames: the RX burst being processed and, per port, the frames to send out
+/// of it (fixed arrays, as DPDK l2fwd's per-port TX buffers).
+struct Bursts {
+    rx: [XdpDesc; BATCH],
+    tx: [[XdpDesc; TX_LIST]; MAX_PORTS],
+    queued: [usize; MAX_PORTS],
+}
+
+impl Bursts {
+    fn new() -> Self {
+        Bursts {
+            rx: [XdpDesc::default(); BATCH],
+            tx: [[XdpDesc::default(); TX_LIST]; MAX_PORTS],
+            queued: [0; MAX_PORTS],
+        }
+    }
+
+    /// Takes a burst from `port`'s RX ring and runs each frame through the pipeline: a frame to
+    /// transmit joins the TX list of the port it leaves by, any other is recycled. `now` is the
+    /// batch time, read from the clock by the first burst that brings frames.
+    fn receive(
+        &mut self,
+        xsk: &mut Xsk,
+        port: usize,
+        pipeline: &mut Pipeline,
+        table: &ServiceTable,
+        now: &mut Option<Instant>,
+        counters: &WorkerCounters,
+    ) {
+        let received = xsk.receive(port, &mut self.rx);
+        if received == 0 {
+            return;
+        }
+        let batch_time = *now.get_or_insert_with(Instant::now);
+        let peer = xsk.peer(port);
+        for desc in &self.rx[..received] {
+            bump(&counters.rx_packets, 1);
+            bump(&counters.rx_bytes, u64::from(desc.len));
+            let verdict = if let Some((chunk, start)) = xsk.chunk_mut(desc) {
+                let len = desc.len as usize;
+                pipeline.process(chunk, start, len, table, batch_time, counters)
+            } else {
+                bump(&counters.bad_descriptors, 1);
+                Verdict::Drop(DropReason::Truncated)
+            };
+            let (start, len, egress) = match verdict {
+                Verdict::Tx { start, len, egress } => (start, len, egress),
+                Verdict::Drop(_) => {
+                    xsk.recycle(desc);
+                    continue;
+                }
+            };
+            let out = match (egress, peer) {
+                (Egress::Ingress, _) => port,
+                // NAT: out of the other interface, from the same UMEM chunk.
+                (Egress::Peer, Some(peer)) => peer,
+                // One interface: no socket on the other side to send from.
+                (Egress::Peer, None) => {
+                    counters.count_drop(DropReason::UnsupportedForwarding);
+                    xsk.recycle(desc);
+                    continue;
+                }
+            };
+            // A burst adds at most BATCH frames to a list, which has room for one burst from
+            // every port.
+            self.tx[out][self.queued[out]] = XdpDesc {
+                addr: xsk.chunk_address(desc, start),
+                len: len as u32,
+                options: 0,
+            };
+            self.queued[out] += 1;
+        }
+    }
+
+    /// Queues every port's TX list on its TX ring in one go; what a ring does not take is
+    /// counted and recycled. Empties the lists.
+    fn transmit(&mut self, xsk: &mut Xsk, counters: &WorkerCounters) {
+        for (port, (list, queued)) in self.tx.iter().zip(&mut self.queued).enumerate() {
+            let list = &list[..std::mem::take(queued)];
+            if list.is_empty() {
+                continue;
+            }
+            let sent = xsk.transmit(port, list);
+            for desc in &list[..sent] {
+                bump(&counters.tx_packets, 1);
+                bump(&counters.tx_bytes, u64::from(desc.len));
+            }
+            for desc in &list[sent..] {
+                counters.count_drop(DropReason::TxRingFull);
+                xsk.recycle(desc);
+            }
+        }
+    }
+}
+
+/// Waits (bounded) for frames on every port's TX ring to complete so none is lost at shutdown.
 fn drain_tx(xsk: &mut Xsk) {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while xsk.tx_in_flight() > 0 && Instant::now() < deadline {
@@ -174,8 +242,16 @@ fn drain_tx(xsk: &mut Xsk) {
     }
 }
 
+/// Publishes the kernel's socket counters, summed over the ports (ports whose counters cannot
+/// be read count as zero; nothing is published if none can).
 fn publish_kernel_stats(xsk: &Xsk, counters: &WorkerCounters) {
-    if let Some(stats) = xsk.kernel_stats() {
+    let mut total: Option<KernelXskStats> = None;
+    for port in 0..xsk.port_count() {
+        if let Some(stats) = xsk.kernel_stats(port) {
+            *total.get_or_insert_with(KernelXskStats::default) += stats;
+        }
+    }
+    if let Some(stats) = total {
         let kernel = &counters.kernel;
         kernel.rx_dropped.store(stats.rx_dropped, Ordering::Relaxed);
         kernel

@@ -1,9 +1,19 @@
-//! AF_XDP sockets: one UMEM and its four rings per (interface, queue), with every frame accounted.
+//! AF_XDP sockets: one UMEM shared by a socket per port (an interface queue), with every frame
+//! accounted.
 //!
-//! A UMEM frame is always in exactly one place: our free list, the fill ring (lent to the kernel
-//! for receiving), our hands (between `receive` and `transmit`/`recycle`), or the TX ring (lent
-//! to the kernel until it shows up on the completion ring). [`FrameAccounting`] exposes the
-//! counts so tests can prove nothing leaks.
+//! [`Xsk::open`] makes one port: one socket on one (interface, queue), with the UMEM's own fill,
+//! completion, RX and TX rings. [`Xsk::open_pair`] makes two, [`CLIENT`] and [`SERVER`], on two
+//! interfaces (LVS-NAT: the director sits between the clients and the real servers). The second
+//! socket joins the first one's UMEM (`XDP_SHARED_UMEM`) with a fill and a completion ring of its
+//! own, as the kernel requires for another device or queue, so a frame received on one port can
+//! be transmitted on the other from the very chunk it arrived in: no copy between interfaces.
+//! UMEM addresses mean the same on both ports.
+//!
+//! A UMEM frame is always in exactly one place: our free list, a port's fill ring (lent to the
+//! kernel for receiving on that port), our hands (between `receive` and `transmit`/`recycle`,
+//! whichever port it came from), or a port's TX ring (lent to the kernel until it shows up on
+//! the completion ring of the port it was sent on). [`FrameAccounting`] exposes the counts so
+//! tests can prove nothing leaks.
 //!
 //! This is the only module, with `xdp`, that touches kernel-shared memory; it must not know
 //! about packets, services or policy.
@@ -15,30 +25,65 @@ use std::ptr::NonNull;
 use xdpilone::xdp::XdpDesc;
 use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig, User};
 
-/// Sizes of one socket's UMEM and rings.
+/// The port on the clients' side, and the only port of an [`Xsk::open`] socket (where one
+/// interface serves both sides: DR, TUN, one-armed NAT).
+pub const CLIENT: usize = 0;
+/// The port on the real servers' side of an [`Xsk::open_pair`] socket (LVS-NAT).
+pub const SERVER: usize = 1;
+/// Most ports one [`Xsk`] has.
+pub const MAX_PORTS: usize = 2;
+
+/// Sizes of one [`Xsk`]'s UMEM (shared by its ports) and of each port's rings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XskConfig {
     /// Bytes per UMEM frame (2048 or 4096; one frame holds one packet).
     pub frame_size: u32,
-    /// Frames in the UMEM.
+    /// Frames in the UMEM, for all ports together.
     pub frame_count: u32,
-    /// Entries in each of the fill, completion, RX and TX rings (a power of two).
+    /// Entries in each of the fill, completion, RX and TX rings of every port (a power of two).
     pub ring_size: u32,
 }
 
 impl Default for XskConfig {
+    /// Sized for one port ([`Xsk::open`]): [`XskConfig::for_ports`]`(1)`.
     fn default() -> Self {
-        // 4096 frames of 4 KiB (16 MiB): the rings (2 x 2048) never hold more than the UMEM, so
-        // the fill ring can always be topped up while a full TX ring is in flight.
-        XskConfig {
-            frame_size: 4096,
-            frame_count: 4096,
-            ring_size: 2048,
-        }
+        XskConfig::for_ports(1)
     }
 }
 
-/// Why a socket could not be set up.
+impl XskConfig {
+    /// Frames of 4 KiB and rings of 2048 entries, with 4096 frames (16 MiB) per port: each
+    /// port's fill ring can be full while its TX ring is full in flight, so no port waits for
+    /// frames another one holds. `ports` 0 counts as 1.
+    pub const fn for_ports(ports: u32) -> XskConfig {
+        let ports = if ports == 0 { 1 } else { ports };
+        XskConfig {
+            frame_size: 4096,
+            frame_count: 4096 * ports,
+            ring_size: 2048,
+        }
+    }
+
+    /// Checks the sizes for an [`Xsk`] with `ports` ports.
+    fn validate(&self, ports: usize) -> Result<(), XskError> {
+        if !self.frame_size.is_power_of_two() || !(2048..=65536).contains(&self.frame_size) {
+            return Err(XskError::Config(
+                "frame_size must be a power of two between 2048 and 65536",
+            ));
+        }
+        if !self.ring_size.is_power_of_two() {
+            return Err(XskError::Config("ring_size must be a power of two"));
+        }
+        if u64::from(self.frame_count) < 2 * u64::from(self.ring_size) * ports as u64 {
+            return Err(XskError::Config(
+                "frame_count must be at least 2 x ring_size x ports, so that every port's fill \
+                 ring can be full while its TX ring is in flight (XskConfig::for_ports sizes it)",
+            ));
+        }
+        Ok(())
+    }
+}
+/// Why a socket (or one of a pair) could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum XskError {
     /// The configuration cannot work.
@@ -67,16 +112,16 @@ pub enum XskError {
     },
 }
 
-/// Where the UMEM's frames are right now.
+/// Where the UMEM's frames are right now, over all ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameAccounting {
     /// Frames in the UMEM.
     pub total: u32,
     /// On our free list.
     pub free: u32,
-    /// Lent to the kernel on the fill ring (or received but not yet read by us).
+    /// Lent to the kernel on the fill rings (or received but not yet read by us).
     pub in_fill: u32,
-    /// Lent to the kernel on the TX ring, not yet completed.
+    /// Lent to the kernel on the TX rings, not yet completed.
     pub in_tx: u32,
     /// Received and not yet transmitted or recycled.
     pub in_hand: u32,
@@ -104,6 +149,18 @@ pub struct KernelXskStats {
     pub rx_fill_ring_empty_descs: u64,
     /// Times the TX ring was empty when the kernel looked.
     pub tx_ring_empty_descs: u64,
+}
+
+impl std::ops::AddAssign for KernelXskStats {
+    /// Adds another socket's counters (a worker publishes the sum over its ports).
+    fn add_assign(&mut self, other: KernelXskStats) {
+        self.rx_dropped += other.rx_dropped;
+        self.rx_invalid_descs += other.rx_invalid_descs;
+        self.tx_invalid_descs += other.tx_invalid_descs;
+        self.rx_ring_full += other.rx_ring_full;
+        self.rx_fill_ring_empty_descs += other.rx_fill_ring_empty_descs;
+        self.tx_ring_empty_descs += other.tx_ring_empty_descs;
+    }
 }
 
 /// Anonymous, page-aligned memory for the UMEM, unmapped on drop.
@@ -140,31 +197,100 @@ impl UmemArea {
 
 impl Drop for UmemArea {
     fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly the mapping made in `new`, and the socket that shared
-        // it with the kernel (dropped before this field) no longer uses it.
+        // SAFETY: `base`/`len` are exactly the mapping made in `new`, and the sockets that shared
+        // it with the kernel (dropped before this field) no longer use it.
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), self.len);
         }
     }
 }
 
-/// One AF_XDP socket bound to one interface queue, with its own UMEM.
-pub struct Xsk {
-    // Field order is drop order: rings and sockets go before the UMEM registration, and the
-    // memory itself goes last.
+/// One socket of an [`Xsk`]: its four rings on one (interface, queue) and the frames lent to
+/// the kernel through them.
+struct Port {
+    // Field order is drop order: the rings before the socket they were mapped from.
     rx: RingRx,
     tx: RingTx,
     device: DeviceQueue,
     user: User,
+    /// Frames on this port's fill ring or received on its RX ring and not yet read.
+    in_fill: u32,
+    /// Frames on this port's TX ring, not yet seen on its completion ring.
+    in_tx: u32,
+}
+
+impl Port {
+    /// Sets up `socket`'s rings on `umem` and binds it. The UMEM's own socket (the first port)
+    /// binds with `bind_flags`; any other is bound with `XDP_SHARED_UMEM` to the UMEM's socket by
+    /// xdpilone and must pass no flags of its own (the kernel refuses them: the new port inherits
+    /// copy or zero-copy mode and need_wakeup from the UMEM's socket).
+    fn bind(
+        umem: &Umem,
+        socket: &Socket,
+        ring_size: u32,
+        bind_flags: u16,
+        side: Side,
+    ) -> Result<Port, XskError> {
+        let setup = |step| side.error(step);
+        let device = umem.fq_cq(socket).map_err(setup("fill/completion rings"))?;
+        let ring = NonZeroU32::new(ring_size);
+        let user = umem
+            .rx_tx(
+                socket,
+                &SocketConfig {
+                    rx_size: ring,
+                    tx_size: ring,
+                    bind_flags,
+                },
+            )
+            .map_err(setup("RX/TX rings"))?;
+        let rx = user.map_rx().map_err(setup("mapping the RX ring"))?;
+        let tx = user.map_tx().map_err(setup("mapping the TX ring"))?;
+        umem.bind(&user).map_err(setup("bind"))?;
+        Ok(Port {
+            rx,
+            tx,
+            device,
+            user,
+            in_fill: 0,
+            in_tx: 0,
+        })
+    }
+}
+
+/// One (interface, queue) a port is on, to name it in set-up errors.
+#[derive(Clone, Copy)]
+struct Side {
+    ifindex: u32,
+    queue: u32,
+}
+
+impl Side {
+    /// How a failed set-up `step` for this side becomes an [`XskError::Setup`].
+    fn error(self, step: &'static str) -> impl FnOnce(xdpilone::Errno) -> XskError {
+        move |errno| XskError::Setup {
+            step,
+            ifindex: self.ifindex,
+            queue: self.queue,
+            errno: errno.get_raw(),
+        }
+    }
+}
+
+/// AF_XDP sockets on one or two interface queues ([`CLIENT`], [`SERVER`]) sharing one UMEM.
+pub struct Xsk {
+    // Field order is drop order: rings and sockets go before the UMEM registration, and the
+    // memory itself goes last.
+    ports: Vec<Port>,
     _umem: Umem,
     area: UmemArea,
     free: Vec<u64>,
     frame_mask: u64,
     frame_size: usize,
     frame_count: u32,
-    in_fill: u32,
-    in_tx: u32,
     in_hand: u32,
+    /// The port [`Xsk::refill`] serves first next time (it takes turns).
+    next_refill: usize,
 }
 
 // SAFETY: the rings and UMEM are plain memory plus file descriptors; an `Xsk` is moved into its
@@ -174,26 +300,38 @@ unsafe impl Send for Xsk {}
 
 impl Xsk {
     /// Creates a socket on `ifindex`/`queue` and binds it (the kernel picks zero-copy or copy
-    /// mode). Frames only arrive once the socket is registered in the classifier's XSKMAP.
+    /// mode): one port, [`CLIENT`]. Frames only arrive once the socket is registered in the
+    /// classifier's XSKMAP.
     pub fn open(ifindex: u32, queue: u32, config: XskConfig) -> Result<Self, XskError> {
-        if !config.frame_size.is_power_of_two() || !(2048..=65536).contains(&config.frame_size) {
+        Xsk::open_ports(&[(ifindex, queue)], config)
+    }
+
+    /// Creates two sockets sharing one UMEM: port [`CLIENT`] on `client` and port [`SERVER`] on
+    /// `server`, each an (ifindex, queue). The client side's socket owns the UMEM and picks the
+    /// mode; the server side's joins it with `XDP_SHARED_UMEM` and gets the same mode, so both
+    /// interfaces must support it (zero-copy on one and copy on the other fails to bind).
+    /// `config.frame_count` must be at least 2 x `ring_size` x 2 ([`XskConfig::for_ports`]).
+    /// Frames only arrive once each socket is registered in its interface's XSKMAP.
+    pub fn open_pair(
+        client: (u32, u32),
+        server: (u32, u32),
+        config: XskConfig,
+    ) -> Result<Self, XskError> {
+        if client == server {
             return Err(XskError::Config(
-                "frame_size must be a power of two between 2048 and 65536",
+                "the client and server sides of a socket pair must not be the same interface \
+                 queue",
             ));
         }
-        if !config.ring_size.is_power_of_two() || config.frame_count < 2 * config.ring_size {
-            return Err(XskError::Config(
-                "ring_size must be a power of two and frame_count >= 2 x ring_size",
-            ));
-        }
-        let setup = |step: &'static str| {
-            move |errno: xdpilone::Errno| XskError::Setup {
-                step,
-                ifindex,
-                queue,
-                errno: errno.get_raw(),
-            }
+        Xsk::open_ports(&[client, server], config)
+    }
+
+    fn open_ports(sides: &[(u32, u32)], config: XskConfig) -> Result<Self, XskError> {
+        config.validate(sides.len())?;
+        let Some(&(ifindex, queue)) = sides.first() else {
+            return Err(XskError::Config("a socket needs at least one port"));
         };
+        let first = Side { ifindex, queue };
 
         let area_len = config.frame_size as usize * config.frame_count as usize;
         let area = UmemArea::new(area_len)?;
@@ -205,85 +343,120 @@ impl Xsk {
             flags: 0,
         };
         // SAFETY: `area` is page aligned, `area_len` bytes long, and outlives `umem` (see the
-        // field order of `Xsk`); nothing else reads or writes it.
+        // field order of `Xsk`; on an error below, locals drop in reverse order, `umem` first);
+        // nothing but the kernel and this `Xsk` reads or writes it.
         let umem = unsafe {
             Umem::new(
                 umem_config,
                 NonNull::slice_from_raw_parts(area.base, area_len),
             )
         }
-        .map_err(setup("UMEM registration"))?;
+        .map_err(first.error("UMEM registration"))?;
 
-        let mut info = IfInfo::invalid();
-        info.from_ifindex(ifindex)
-            .map_err(setup("interface lookup"))?;
-        info.set_queue(queue);
-        let socket = Socket::with_shared(&info, &umem).map_err(setup("socket"))?;
-        let device = umem
-            .fq_cq(&socket)
-            .map_err(setup("fill/completion rings"))?;
-        let ring = NonZeroU32::new(config.ring_size);
-        let user = umem
-            .rx_tx(
-                &socket,
-                &SocketConfig {
-                    rx_size: ring,
-                    tx_size: ring,
-                    bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP,
-                },
-            )
-            .map_err(setup("RX/TX rings"))?;
-        let rx = user.map_rx().map_err(setup("mapping the RX ring"))?;
-        let tx = user.map_tx().map_err(setup("mapping the TX ring"))?;
-        umem.bind(&user).map_err(setup("bind"))?;
+        let mut ports = Vec::with_capacity(sides.len());
+        for (index, &(ifindex, queue)) in sides.iter().enumerate() {
+            let side = Side { ifindex, queue };
+            let setup = |step| side.error(step);
+            let mut info = IfInfo::invalid();
+            info.from_ifindex(ifindex)
+                .map_err(setup("interface lookup"))?;
+            info.set_queue(queue);
+            let port = if index == 0 {
+                // The UMEM's own socket: its fill/completion rings and RX/TX rings.
+                let socket = Socket::with_shared(&info, &umem).map_err(setup("socket"))?;
+                Port::bind(
+                    &umem,
+                    &socket,
+                    config.ring_size,
+                    SocketConfig::XDP_BIND_NEED_WAKEUP,
+                    side,
+                )?
+            } else {
+                // Another device or queue: a socket of its own with its own fill/completion
+                // rings, bound to the UMEM's socket with XDP_SHARED_UMEM (set by `Umem::bind`).
+                let socket = Socket::new(&info).map_err(setup("socket"))?;
+                Port::bind(&umem, &socket, config.ring_size, 0, side)?
+            };
+            ports.push(port);
+        }
 
         let free = (0..u64::from(config.frame_count))
             .rev()
             .map(|frame| frame * u64::from(config.frame_size))
             .collect();
         let mut xsk = Xsk {
-            rx,
-            tx,
-            device,
-            user,
+            ports,
             _umem: umem,
             area,
             free,
             frame_mask: !(u64::from(config.frame_size) - 1),
             frame_size: config.frame_size as usize,
             frame_count: config.frame_count,
-            in_fill: 0,
-            in_tx: 0,
             in_hand: 0,
+            next_refill: 0,
         };
         xsk.refill();
         Ok(xsk)
     }
 
-    /// The socket's file descriptor, for the XSKMAP. Borrowed: do not close it.
-    pub fn fd(&self) -> RawFd {
-        self.rx.as_raw_fd()
+    /// How many ports (sockets) share the UMEM: 1 from [`Xsk::open`], 2 from
+    /// [`Xsk::open_pair`].
+    pub fn port_count(&self) -> usize {
+        self.ports.len()
     }
 
-    /// Lends free frames to the kernel on the fill ring. Returns how many were added.
-    pub fn refill(&mut self) -> u32 {
-        let wanted = self.free.len().min(u32::MAX as usize) as u32;
-        if wanted == 0 {
-            return 0;
+    /// The other port, where frames verdicted [`crate::pipeline::Egress::Peer`] leave; `None`
+    /// with one port.
+    pub fn peer(&self, port: usize) -> Option<usize> {
+        match (self.ports.len(), port) {
+            (2, CLIENT) => Some(SERVER),
+            (2, SERVER) => Some(CLIENT),
+            _ => None,
         }
-        let mut writer = self.device.fill(wanted);
-        // `insert` zips the iterator with the free slots and would swallow one extra item, so it
-        // gets exactly as many frames as there are slots.
-        let start = self.free.len() - writer.capacity() as usize;
-        let added = writer.insert(self.free.drain(start..));
-        writer.commit();
-        self.in_fill += added;
+    }
+
+    /// The socket's file descriptor of `port`, for the XSKMAP of that port's interface.
+    /// Borrowed: do not close it. Panics if `port >= port_count()`, as do all methods taking a
+    /// port.
+    pub fn fd(&self, port: usize) -> RawFd {
+        self.ports[port].rx.as_raw_fd()
+    }
+
+    /// Lends free frames to the kernel on every port's fill ring. Returns how many were added.
+    ///
+    /// The free frames are shared out fairly: each port in turn (starting from a different one
+    /// each call) is offered an equal share of what is left, and takes no more than its fill ring
+    /// has room for; what it leaves goes to the ports after it. So a port whose ring drains fast
+    /// cannot take the frames another port needs to keep receiving.
+    pub fn refill(&mut self) -> u32 {
+        let count = self.ports.len();
+        let first = self.next_refill;
+        self.next_refill = (first + 1) % count;
+        let mut added = 0;
+        for turn in 0..count {
+            let left = self.free.len();
+            if left == 0 {
+                break;
+            }
+            let share = left.div_ceil(count - turn).min(u32::MAX as usize) as u32;
+            let port = &mut self.ports[(first + turn) % count];
+            let mut writer = port.device.fill(share);
+            // `insert` zips the iterator with the free slots and would swallow one extra item,
+            // so it gets exactly as many frames as there are slots.
+            let start = self.free.len() - writer.capacity() as usize;
+            let taken = writer.insert(self.free.drain(start..));
+            writer.commit();
+            port.in_fill += taken;
+            added += taken;
+        }
         added
     }
 
-    /// Takes up to `descs.len()` received frames; they are ours until transmitted or recycled.
-    pub fn receive(&mut self, descs: &mut [XdpDesc]) -> usize {
-        let mut reader = self.rx.receive(descs.len() as u32);
+    /// Takes up to `descs.len()` frames received on `port`; they are ours until transmitted (on
+    /// either port) or recycled.
+    pub fn receive(&mut self, port: usize, descs: &mut [XdpDesc]) -> usize {
+        let socket = &mut self.ports[port];
+        let mut reader = socket.rx.receive(descs.len() as u32);
         let mut count = 0;
         while count < descs.len() {
             let Some(desc) = reader.read() else { break };
@@ -292,12 +465,12 @@ impl Xsk {
         }
         reader.release();
         drop(reader);
-        self.in_fill -= count as u32;
+        socket.in_fill -= count as u32;
         self.in_hand += count as u32;
         // As xdpsock does: poll only when nothing arrived and the driver asked for a wake-up
         // (zero-copy drivers set the flag when their fill ring ran dry; copy mode never does).
-        if count == 0 && self.device.needs_wakeup() {
-            self.device.wake();
+        if count == 0 && socket.device.needs_wakeup() {
+            socket.device.wake();
         }
         count
     }
@@ -313,30 +486,32 @@ impl Xsk {
             return None;
         }
         // SAFETY: [base, end) is one chunk inside the mapping; the frame in it was handed to us
-        // by the RX ring, so the kernel no longer writes the chunk, and `&mut self` rules out a
-        // second live view.
+        // by an RX ring (of either port: they share the UMEM), so the kernel no longer writes the
+        // chunk, and `&mut self` rules out a second live view.
         let chunk = unsafe {
             std::slice::from_raw_parts_mut(self.area.base.as_ptr().add(base), self.frame_size)
         };
         Some((chunk, start))
     }
 
-    /// The UMEM address of byte `start` of the chunk `desc` lies in, for a TX descriptor.
+    /// The UMEM address of byte `start` of the chunk `desc` lies in, for a TX descriptor on
+    /// any port.
     pub fn chunk_address(&self, desc: &XdpDesc, start: usize) -> u64 {
         (desc.addr & self.frame_mask) + start as u64
     }
 
-    /// Queues frames for transmission. Returns how many the TX ring took, a prefix of `descs`;
-    /// the caller recycles the rest.
-    pub fn transmit(&mut self, descs: &[XdpDesc]) -> usize {
+    /// Queues frames for transmission on `port` (received on any port). Returns how many the TX
+    /// ring took, a prefix of `descs`; the caller recycles the rest.
+    pub fn transmit(&mut self, port: usize, descs: &[XdpDesc]) -> usize {
         if descs.is_empty() {
             return 0;
         }
+        let socket = &mut self.ports[port];
         // A reservation is served from a cached view of the kernel's consumer head and may come
         // back short while the ring has room; the second attempt refreshes that view.
         let mut sent = 0;
         for _ in 0..2 {
-            let mut writer = self.tx.transmit((descs.len() - sent) as u32);
+            let mut writer = socket.tx.transmit((descs.len() - sent) as u32);
             sent += writer.insert(descs[sent..].iter().copied()) as usize;
             writer.commit();
             if sent == descs.len() {
@@ -344,7 +519,7 @@ impl Xsk {
             }
         }
         self.in_hand -= sent as u32;
-        self.in_tx += sent as u32;
+        socket.in_tx += sent as u32;
         sent
     }
 
@@ -354,43 +529,64 @@ impl Xsk {
         self.in_hand -= 1;
     }
 
-    /// Moves frames the kernel finished transmitting back to the free list.
+    /// Moves frames the kernel finished transmitting, on every port, back to the free list. A
+    /// frame completes on the completion ring of the port it was sent on.
     pub fn reap_completions(&mut self) -> u32 {
-        let mut reader = self.device.complete(self.in_tx);
         let mut reaped = 0;
-        while let Some(address) = reader.read() {
-            self.free.push(address & self.frame_mask);
-            reaped += 1;
+        for port in &mut self.ports {
+            let mut reader = port.device.complete(port.in_tx);
+            let mut done = 0;
+            while let Some(address) = reader.read() {
+                self.free.push(address & self.frame_mask);
+                done += 1;
+            }
+            reader.release();
+            drop(reader);
+            port.in_tx -= done;
+            reaped += done;
         }
-        reader.release();
-        self.in_tx -= reaped;
         reaped
     }
 
-    /// Kicks the kernel to send what is on the TX ring, if it asked to be woken (need_wakeup).
-    /// In copy mode the kernel always asks and one kick sends at most 32 frames, so the worker
-    /// calls this every loop iteration while anything is pending, and never when nothing is.
-    /// Returns whether a syscall was made.
-    pub fn kick_tx(&mut self) -> bool {
-        if self.tx.pending() == 0 || !self.tx.needs_wakeup() {
-            return false;
+    /// Kicks the kernel to send what is on each port's TX ring, for each port whose ring has
+    /// descriptors pending and that asked to be woken (need_wakeup). In copy mode the kernel
+    /// always asks and one kick sends at most 32 frames, so the worker calls this every loop
+    /// iteration while anything is pending, and a port with nothing pending is never kicked.
+    /// Returns how many syscalls were made.
+    pub fn kick_tx(&mut self) -> u32 {
+        let mut kicks = 0;
+        for port in &self.ports {
+            if port.tx.pending() != 0 && port.tx.needs_wakeup() {
+                port.tx.wake();
+                kicks += 1;
+            }
         }
-        self.tx.wake();
-        true
+        kicks
     }
 
-    /// Frames not yet seen on the completion ring.
+    /// Frames not yet seen on a completion ring, over all ports.
     pub fn tx_in_flight(&self) -> u32 {
-        self.in_tx
+        self.ports.iter().map(|port| port.in_tx).sum()
     }
 
-    /// Where every frame is.
+    /// Frames lent to the kernel for receiving on `port` (on its fill ring, or received and not
+    /// yet read).
+    pub fn in_fill(&self, port: usize) -> u32 {
+        self.ports[port].in_fill
+    }
+
+    /// Frames on `port`'s TX ring, not yet completed.
+    pub fn in_tx(&self, port: usize) -> u32 {
+        self.ports[port].in_tx
+    }
+
+    /// Where every frame is, summed over the ports.
     pub fn accounting(&self) -> FrameAccounting {
         FrameAccounting {
             total: self.frame_count,
             free: self.free.len() as u32,
-            in_fill: self.in_fill,
-            in_tx: self.in_tx,
+            in_fill: self.ports.iter().map(|port| port.in_fill).sum(),
+            in_tx: self.tx_in_flight(),
             in_hand: self.in_hand,
         }
     }
@@ -403,9 +599,9 @@ impl Xsk {
         frames.windows(2).all(|pair| pair[0] != pair[1])
     }
 
-    /// The kernel's counters for this socket.
-    pub fn kernel_stats(&self) -> Option<KernelXskStats> {
-        let stats = self.user.statistics_v2().ok()?;
+    /// The kernel's counters for `port`'s socket.
+    pub fn kernel_stats(&self, port: usize) -> Option<KernelXskStats> {
+        let stats = self.ports[port].user.statistics_v2().ok()?;
         Some(KernelXskStats {
             rx_dropped: stats.rx_dropped,
             rx_invalid_descs: stats.rx_invalid_descs,

@@ -1,10 +1,14 @@
-//! The real thing, minus control: a veth pair in a fresh network namespace, the XDP classifier
-//! on one end, an AF_XDP socket and a worker behind it, and raw frames injected from the other
-//! end. Proves that frames for a service reach the worker, come back out rewritten, that every
-//! drop is counted, and that no UMEM frame leaks however the frames ended.
+//! The real thing, minus control: veth pairs in a fresh network namespace, the XDP classifier
+//! on the director's ends, AF_XDP sockets and a worker behind them, and raw frames injected from
+//! the other ends. Proves that frames for a service reach the worker, come back out rewritten,
+//! that every drop is counted, and that no UMEM frame leaks however the frames ended.
+//!
+//! With one veth pair the worker has one port (DR). With two, a client side and a server side,
+//! it has a socket on each sharing one UMEM ([`Xsk::open_pair`]) and forwards LVS-NAT both ways:
+//! a frame received on one interface leaves by the other from the same UMEM chunk.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,36 +16,78 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::counters::backend_counter_block;
+use dataplane::testing::{self, FrameBuilder};
+use dataplane::wire::{EthernetFrame, Ipv4Packet, TcpFlags, TcpSegment};
 use dataplane::worker::{self, WorkerContext};
-use dataplane::xdp::XdpClassifier;
-use dataplane::xsk::{Xsk, XskConfig};
+use dataplane::xdp::{NatBackendKey, XdpClassifier};
+use dataplane::xsk::{Xsk, XskConfig, XskError, CLIENT, SERVER};
 use dataplane::{
-    Backend, DropReason, Forwarding, Pipeline, Protocol, Service, ServiceKey, ServiceTable,
-    Timeouts, WorkerCounters,
+    Backend, DropReason, Forwarding, Interface, Interfaces, Pipeline, Protocol, Service,
+    ServiceKey, ServiceTable, Timeouts, WorkerCounters,
 };
+use xdpilone::xdp::XdpDesc;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const BACKEND_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
 
-/// A namespace with a veth pair `xa` (director side) / `xb` (wire side); deleted on drop.
+/// One veth pair: the director's end (where the classifier and a socket sit) and the wire's end
+/// (where the test injects and captures frames).
+struct Veth {
+    director: &'static str,
+    wire: &'static str,
+    director_mac: [u8; 6],
+    wire_mac: [u8; 6],
+}
+
+/// The one-port tests' veth pair `xa` (director side) / `xb` (wire side).
+const SINGLE: Veth = Veth {
+    director: "xa",
+    wire: "xb",
+    director_mac: [0x02, 0, 0, 0, 0, 0x0a],
+    wire_mac: [0x02, 0, 0, 0, 0, 0x0b],
+};
+
+fn mac_string(mac: [u8; 6]) -> String {
+    mac.map(|byte| format!("{byte:02x}")).join(":")
+}
+
+/// A namespace with veth pairs in it; deleted on drop (also when a test fails).
 struct Namespace {
     name: String,
 }
 
 impl Namespace {
-    fn new(tag: &str) -> Self {
+    /// A fresh namespace, unique to this process and `tag`, holding `links`, all up.
+    fn new(tag: &str, links: &[&Veth]) -> Self {
         let name = format!("dpt{}{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // A namespace left by an earlier run of this process id, if any.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        Namespace::ip(&["netns", "add", &name]);
         let namespace = Namespace { name };
-        Namespace::ip(&["netns", "add", &namespace.name]);
-        namespace.exec(&[
-            "ip", "link", "add", "xa", "type", "veth", "peer", "name", "xb",
-        ]);
-        namespace.exec(&["ip", "link", "set", "xa", "address", "02:00:00:00:00:0a"]);
-        namespace.exec(&["ip", "link", "set", "xb", "address", "02:00:00:00:00:0b"]);
-        namespace.exec(&["ip", "link", "set", "xa", "up"]);
-        namespace.exec(&["ip", "link", "set", "xb", "up"]);
+        for link in links {
+            namespace.exec(&[
+                "ip",
+                "link",
+                "add",
+                link.director,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                link.wire,
+            ]);
+            for (end, mac) in [
+                (link.director, link.director_mac),
+                (link.wire, link.wire_mac),
+            ] {
+                namespace.exec(&["ip", "link", "set", end, "address", &mac_string(mac)]);
+                namespace.exec(&["ip", "link", "set", end, "up"]);
+            }
+        }
         namespace
     }
 
@@ -152,6 +198,43 @@ impl RawSocket {
     }
 }
 
+impl RawSocket {
+    /// Frames that arrived on the interface since the last call (drains the socket), leaving
+    /// out those sent from it.
+    fn arrived(&self) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut buffer = [0u8; 2048];
+        loop {
+            // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: buffer and from are valid for the lengths passed.
+            let received = unsafe {
+                libc::recvfrom(
+                    self.fd,
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    0,
+                    std::ptr::addr_of_mut!(from).cast(),
+                    &raw mut from_len,
+                )
+            };
+            let Ok(len) = usize::try_from(received) else {
+                return frames;
+            };
+            if len == 0 {
+                return frames;
+            }
+            if from.sll_pkttype != PACKET_OUTGOING {
+                frames.push(buffer[..len].to_vec());
+            }
+        }
+    }
+}
+
+/// `sll_pkttype` of a frame the socket's interface sent (linux/if_packet.h).
+const PACKET_OUTGOING: u8 = 4;
+
 impl Drop for RawSocket {
     fn drop(&mut self) {
         // SAFETY: we own the fd.
@@ -166,11 +249,11 @@ fn udp_frame(dst_mac: [u8; 6], src_port: u16, dst: Ipv4Addr, dst_port: u16) -> V
     let total = 20 + 8 + payload.len();
     let mut frame = Vec::new();
     frame.extend_from_slice(&dst_mac);
-    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x0b]);
+    frame.extend_from_slice(&SINGLE.wire_mac);
     frame.extend_from_slice(&0x0800u16.to_be_bytes());
     let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
     ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    ip.extend_from_slice(&CLIENT.octets());
+    ip.extend_from_slice(&CLIENT_ADDR.octets());
     ip.extend_from_slice(&dst.octets());
     let mut sum = 0u32;
     for pair in ip.chunks(2) {
@@ -232,13 +315,14 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
         eprintln!("skipped: needs root for network namespaces and XDP");
         return;
     }
-    let namespace = Namespace::new("w");
+    let namespace = Namespace::new("w", &[&SINGLE]);
     namespace.enter();
 
-    let director_index = ifindex("xa");
+    let director_index = ifindex(SINGLE.director);
     let classifier = XdpClassifier::attach(director_index).unwrap();
     let xsk = Xsk::open(director_index, 0, XskConfig::default()).unwrap();
-    classifier.register_socket(0, xsk.fd()).unwrap();
+    assert_eq!(xsk.port_count(), 1);
+    classifier.register_socket(0, xsk.fd(CLIENT)).unwrap();
     let start = xsk.accounting();
     assert!(start.is_balanced(), "{start:?}");
 
@@ -268,7 +352,7 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
     let (_sender, receiver) = crossbeam_channel::bounded(1);
     let context = WorkerContext {
         index: 0,
-        pipeline: Pipeline::new(0, [0x02, 0, 0, 0, 0, 0x0a], 1024),
+        pipeline: Pipeline::new(0, SINGLE.director_mac, 1024),
         counters: Arc::clone(&counters),
         tables: receiver,
         initial_table: Arc::clone(&table),
@@ -277,8 +361,8 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
     };
     let worker = std::thread::spawn(move || worker::run(xsk, context));
 
-    let wire = RawSocket::new("xb");
-    let director_mac = [0x02, 0, 0, 0, 0, 0x0a];
+    let wire = RawSocket::new(SINGLE.wire);
+    let director_mac = SINGLE.director_mac;
     // More frames than the UMEM has, so frames must be recycled many times over.
     let rounds = 3_000u16;
     let mut forwarded_seen = 0;
@@ -312,7 +396,7 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let veth = Command::new("ip")
-        .args(["-s", "link", "show", "xb"])
+        .args(["-s", "link", "show", SINGLE.wire])
         .output()
         .unwrap();
     assert_eq!(
@@ -363,4 +447,536 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
         xdp["no_service"] >= u64::from(rounds),
         "port 9 frames pass to the kernel: {xdp:?}"
     );
+}
+
+// --- Two ports on one UMEM: LVS-NAT between a client side and a server side ---
+
+/// The director's client side `ca`, with the clients' next hop (a router) at `cb`.
+const NAT_CLIENT_SIDE: Veth = Veth {
+    director: "ca",
+    wire: "cb",
+    director_mac: [0x02, 0, 0, 0, 0x01, 0x0a],
+    wire_mac: [0x02, 0, 0, 0, 0x01, 0x0b],
+};
+
+/// The director's server side `sa`, with the real server at `sb`.
+const NAT_SERVER_SIDE: Veth = Veth {
+    director: "sa",
+    wire: "sb",
+    director_mac: [0x02, 0, 0, 0, 0x02, 0x0a],
+    wire_mac: [0x02, 0, 0, 0, 0x02, 0x0b],
+};
+
+const NAT_CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 5), 40_000);
+const NAT_VIP: SocketAddrV4 = SocketAddrV4::new(VIP, 80);
+const REAL_SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 11), 8080);
+
+/// Stops a worker when dropped, so a failing test does not leave it spinning.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A worker running `xsk` over `table`, with its counters and stop flag.
+fn start_worker(
+    xsk: Xsk,
+    table: &Arc<ServiceTable>,
+    interface_mac: [u8; 6],
+) -> (
+    std::thread::JoinHandle<Xsk>,
+    Arc<WorkerCounters>,
+    StopOnDrop,
+) {
+    let counters = Arc::new(WorkerCounters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (_sender, receiver) = crossbeam_channel::bounded(1);
+    let context = WorkerContext {
+        index: 0,
+        pipeline: Pipeline::new(0, interface_mac, 1024),
+        counters: Arc::clone(&counters),
+        tables: receiver,
+        initial_table: Arc::clone(table),
+        retired_tables: crossbeam_channel::bounded(1).0,
+        stop: Arc::clone(&stop),
+    };
+    let worker = std::thread::spawn(move || worker::run(xsk, context));
+    (worker, counters, StopOnDrop(stop))
+}
+
+/// VIP:80/tcp by NAT to the real server's port 8080, with the two sides as interfaces.
+fn nat_table() -> ServiceTable {
+    let real_server = testing::with_port(
+        testing::backend(
+            &REAL_SERVER.ip().to_string(),
+            Some(NAT_SERVER_SIDE.wire_mac),
+            1,
+            0,
+        ),
+        REAL_SERVER.port(),
+    );
+    let service = testing::with_forwarding(
+        testing::service(
+            &NAT_VIP.to_string(),
+            Protocol::Tcp,
+            scheduler::Algorithm::RoundRobin,
+            vec![real_server],
+        ),
+        Forwarding::Nat,
+    );
+    testing::table(1, vec![service], testing::counter_blocks(1, 1)).with_interfaces(Interfaces {
+        client: Interface {
+            mac: NAT_CLIENT_SIDE.director_mac,
+            address: Ipv4Addr::new(192, 0, 2, 1),
+            mtu: 1500,
+            next_hop_mac: Some(NAT_CLIENT_SIDE.wire_mac),
+        },
+        server: Interface {
+            mac: NAT_SERVER_SIDE.director_mac,
+            address: Ipv4Addr::new(198, 51, 100, 1),
+            mtu: 1500,
+            next_hop_mac: None,
+        },
+    })
+}
+
+/// A client segment to the VIP, as the router at `cb` delivers it to the director.
+fn from_client(builder: FrameBuilder) -> Vec<u8> {
+    builder
+        .src(&NAT_CLIENT.to_string())
+        .dst(&NAT_VIP.to_string())
+        .eth_src(NAT_CLIENT_SIDE.wire_mac)
+        .eth_dst(NAT_CLIENT_SIDE.director_mac)
+        .build()
+}
+
+/// A real server's segment to the client, sent to the director (its gateway).
+fn from_real_server(builder: FrameBuilder) -> Vec<u8> {
+    builder
+        .src(&REAL_SERVER.to_string())
+        .dst(&NAT_CLIENT.to_string())
+        .eth_src(NAT_SERVER_SIDE.wire_mac)
+        .eth_dst(NAT_SERVER_SIDE.director_mac)
+        .build()
+}
+
+/// Panics unless `frame` is a TCP segment `src` -> `dst` between these MACs, with TTL 63 (one
+/// hop through the director), valid IPv4 and TCP checksums and `flags`.
+#[track_caller]
+fn assert_segment(
+    frame: &[u8],
+    (eth_src, eth_dst): ([u8; 6], [u8; 6]),
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    flags: TcpFlags,
+) {
+    let ethernet = EthernetFrame::new_checked(frame).unwrap();
+    assert_eq!(
+        ethernet.src_addr(),
+        eth_src,
+        "Ethernet source of {frame:02x?}"
+    );
+    assert_eq!(
+        ethernet.dst_addr(),
+        eth_dst,
+        "Ethernet destination of {frame:02x?}"
+    );
+    let ip = Ipv4Packet::new_checked(ethernet.payload()).unwrap();
+    assert!(ip.verify_checksum(), "IPv4 checksum of {frame:02x?}");
+    assert_eq!(ip.ttl(), 63, "TTL of {frame:02x?}");
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr()),
+        (*src.ip(), *dst.ip()),
+        "addresses of {frame:02x?}"
+    );
+    let tcp = TcpSegment::new_checked(ip.payload()).unwrap();
+    assert!(
+        tcp.verify_checksum(ip.src_addr(), ip.dst_addr()),
+        "TCP checksum of {frame:02x?}"
+    );
+    assert_eq!(
+        (tcp.src_port(), tcp.dst_port()),
+        (src.port(), dst.port()),
+        "ports of {frame:02x?}"
+    );
+    assert_eq!(tcp.flags(), flags, "TCP flags of {frame:02x?}");
+}
+
+/// Frames that arrived on `wire` addressed to `mac`: what is there now, and more until there
+/// are `count` or `timeout` has passed.
+fn collect(wire: &RawSocket, mac: [u8; 6], count: usize, timeout: Duration) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        frames.extend(
+            wire.arrived()
+                .into_iter()
+                .filter(|frame| frame.len() >= 6 && frame[..6] == mac),
+        );
+        if frames.len() >= count || Instant::now() >= deadline {
+            return frames;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn pair_config_is_checked() {
+    assert_eq!(XskConfig::for_ports(1), XskConfig::default());
+    let two = XskConfig::for_ports(2);
+    assert_eq!(
+        (two.frame_size, two.frame_count, two.ring_size),
+        (4096, 8192, 2048)
+    );
+
+    let too_few_frames = Xsk::open_pair((1, 0), (2, 0), XskConfig::default())
+        .err()
+        .expect("4096 frames cannot fill two ports' rings");
+    assert!(
+        matches!(too_few_frames, XskError::Config(message) if message.contains("frame_count")),
+        "{too_few_frames}"
+    );
+    let same_side = Xsk::open_pair((1, 0), (1, 0), two)
+        .err()
+        .expect("one queue cannot be both sides");
+    assert!(
+        matches!(same_side, XskError::Config(message) if message.contains("same interface queue")),
+        "{same_side}"
+    );
+}
+
+#[test]
+fn pair_shares_one_umem_across_two_interfaces() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces and XDP");
+        return;
+    }
+    let namespace = Namespace::new("p", &[&NAT_CLIENT_SIDE, &NAT_SERVER_SIDE]);
+    namespace.enter();
+    let client_index = ifindex(NAT_CLIENT_SIDE.director);
+    let server_index = ifindex(NAT_SERVER_SIDE.director);
+
+    let config = XskConfig::for_ports(2);
+    let mut xsk = Xsk::open_pair((client_index, 0), (server_index, 0), config).unwrap();
+    assert_eq!(xsk.port_count(), 2);
+    assert_ne!(xsk.fd(CLIENT), xsk.fd(SERVER));
+    let frames = xsk.accounting();
+    assert!(frames.is_balanced(), "{frames:?}");
+    assert_eq!(frames.total, config.frame_count);
+    assert_eq!(xsk.in_fill(CLIENT), config.ring_size, "{frames:?}");
+    assert_eq!(xsk.in_fill(SERVER), config.ring_size, "{frames:?}");
+    assert_eq!(frames.free, config.frame_count - 2 * config.ring_size);
+    assert!(xsk.free_list_is_unique());
+    for port in [CLIENT, SERVER] {
+        assert!(
+            xsk.kernel_stats(port).is_some(),
+            "statistics of port {port}"
+        );
+    }
+
+    // By hand, without a worker: a frame received on the client side leaves by the server side
+    // from the very UMEM chunk it arrived in, and completes on the server side's ring.
+    let classifier = XdpClassifier::attach(client_index).unwrap();
+    let key = ServiceKey {
+        vip: VIP,
+        port: 7000,
+        protocol: Protocol::Udp,
+    };
+    classifier.set_service(&key, true).unwrap();
+    classifier.register_socket(0, xsk.fd(CLIENT)).unwrap();
+    let client_wire = RawSocket::new(NAT_CLIENT_SIDE.wire);
+    let server_wire = RawSocket::new(NAT_SERVER_SIDE.wire);
+    let frame = udp_frame(NAT_CLIENT_SIDE.director_mac, 10_000, VIP, 7000);
+    client_wire.send(&frame);
+
+    let mut descs = [XdpDesc::default(); 4];
+    let mut received = 0;
+    wait_until(
+        "the frame on the client port",
+        Duration::from_secs(5),
+        || {
+            received = xsk.receive(CLIENT, &mut descs);
+            received > 0
+        },
+    );
+    assert_eq!(received, 1);
+    assert_eq!(xsk.receive(SERVER, &mut descs[1..]), 0);
+    let desc = descs[0];
+    let (chunk, start) = xsk.chunk_mut(&desc).unwrap();
+    assert_eq!(&chunk[start..start + frame.len()], &frame[..]);
+    chunk[start..start + 6].copy_from_slice(&NAT_SERVER_SIDE.wire_mac);
+    assert_eq!(xsk.transmit(SERVER, &[desc]), 1);
+    assert_eq!((xsk.in_tx(CLIENT), xsk.in_tx(SERVER)), (0, 1));
+    assert!(xsk.accounting().is_balanced(), "{:?}", xsk.accounting());
+
+    let mut seen = Vec::new();
+    let mut kicks = 0;
+    wait_until(
+        "the frame on the server wire and its completion",
+        Duration::from_secs(5),
+        || {
+            kicks += xsk.kick_tx();
+            xsk.reap_completions();
+            seen.extend(
+                server_wire
+                    .arrived()
+                    .into_iter()
+                    .filter(|arrived| arrived[..6] == NAT_SERVER_SIDE.wire_mac),
+            );
+            !seen.is_empty() && xsk.tx_in_flight() == 0
+        },
+    );
+    assert!(kicks >= 1, "copy mode sends only when kicked");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0][6..], frame[6..], "the frame, as received");
+    let frames = xsk.accounting();
+    assert!(frames.is_balanced(), "{frames:?}");
+    assert_eq!((frames.in_tx, frames.in_hand), (0, 0), "{frames:?}");
+    assert!(xsk.free_list_is_unique());
+    xsk.refill();
+    assert_eq!(xsk.in_fill(CLIENT), config.ring_size);
+    assert_eq!(xsk.kick_tx(), 0, "nothing pending, no kick");
+}
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+fn worker_forwards_nat_both_ways_between_two_interfaces() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces and XDP");
+        return;
+    }
+    let namespace = Namespace::new("n", &[&NAT_CLIENT_SIDE, &NAT_SERVER_SIDE]);
+    namespace.enter();
+    let client_index = ifindex(NAT_CLIENT_SIDE.director);
+    let server_index = ifindex(NAT_SERVER_SIDE.director);
+
+    let xsk = Xsk::open_pair(
+        (client_index, 0),
+        (server_index, 0),
+        XskConfig::for_ports(2),
+    )
+    .unwrap();
+    let total_frames = xsk.accounting().total;
+
+    let client_classifier = XdpClassifier::attach(client_index).unwrap();
+    client_classifier
+        .set_service(
+            &ServiceKey {
+                vip: *NAT_VIP.ip(),
+                port: NAT_VIP.port(),
+                protocol: Protocol::Tcp,
+            },
+            true,
+        )
+        .unwrap();
+    client_classifier
+        .register_socket(0, xsk.fd(CLIENT))
+        .unwrap();
+    let server_classifier = XdpClassifier::attach(server_index).unwrap();
+    // The real server's replies (from 198.51.100.11:8080/tcp) are what the server side's
+    // classifier steers to the worker.
+    server_classifier
+        .set_nat_backend(
+            &NatBackendKey {
+                address: *REAL_SERVER.ip(),
+                port: REAL_SERVER.port(),
+                protocol: Protocol::Tcp,
+            },
+            true,
+        )
+        .unwrap();
+    server_classifier
+        .register_socket(0, xsk.fd(SERVER))
+        .unwrap();
+
+    let table = Arc::new(nat_table());
+    let (worker, counters, stop) = start_worker(xsk, &table, NAT_CLIENT_SIDE.director_mac);
+    let client_wire = RawSocket::new(NAT_CLIENT_SIDE.wire);
+    let server_wire = RawSocket::new(NAT_SERVER_SIDE.wire);
+    let to_real_server = (NAT_SERVER_SIDE.director_mac, NAT_SERVER_SIDE.wire_mac);
+    let to_client = (NAT_CLIENT_SIDE.director_mac, NAT_CLIENT_SIDE.wire_mac);
+    let patience = Duration::from_secs(5);
+
+    // The handshake, one frame at a time.
+    client_wire.send(&from_client(FrameBuilder::tcp().syn()));
+    let syn = collect(&server_wire, NAT_SERVER_SIDE.wire_mac, 1, patience);
+    assert_eq!(syn.len(), 1, "the SYN leaves by the server side");
+    assert_segment(
+        &syn[0],
+        to_real_server,
+        NAT_CLIENT,
+        REAL_SERVER,
+        TcpFlags::SYN,
+    );
+
+    server_wire.send(&from_real_server(FrameBuilder::tcp().syn().ack()));
+    let syn_ack = collect(&client_wire, NAT_CLIENT_SIDE.wire_mac, 1, patience);
+    assert_eq!(syn_ack.len(), 1, "the SYN-ACK leaves by the client side");
+    assert_segment(
+        &syn_ack[0],
+        to_client,
+        NAT_VIP,
+        NAT_CLIENT,
+        TcpFlags::SYN | TcpFlags::ACK,
+    );
+
+    client_wire.send(&from_client(FrameBuilder::tcp().ack()));
+    let ack = collect(&server_wire, NAT_SERVER_SIDE.wire_mac, 1, patience);
+    assert_eq!(ack.len(), 1, "the ACK leaves by the server side");
+    assert_segment(
+        &ack[0],
+        to_real_server,
+        NAT_CLIENT,
+        REAL_SERVER,
+        TcpFlags::ACK,
+    );
+
+    // Then data both ways: more frames than the UMEM has, so every chunk crosses many times.
+    let rounds = 5_000u32;
+    let data = TcpFlags::ACK | TcpFlags::PSH;
+    let handshake = 3u64;
+    let mut to_server = Vec::new();
+    let mut to_clients = Vec::new();
+    for round in 0..rounds {
+        client_wire.send(&from_client(
+            FrameBuilder::tcp()
+                .ack()
+                .psh()
+                .seq(round)
+                .payload(b"request"),
+        ));
+        server_wire.send(&from_real_server(
+            FrameBuilder::tcp()
+                .ack()
+                .psh()
+                .seq(round)
+                .payload(b"response"),
+        ));
+        if round % 16 == 15 {
+            // Pace the senders: veth holds only 256 frames for its NAPI poll.
+            let expected = handshake + 2 * u64::from(round + 1);
+            wait_until("the worker to catch up", Duration::from_secs(10), || {
+                counters.rx_packets.load(Ordering::Relaxed) >= expected
+            });
+            to_server.extend(collect(&server_wire, NAT_SERVER_SIDE.wire_mac, 0, patience));
+            to_clients.extend(collect(&client_wire, NAT_CLIENT_SIDE.wire_mac, 0, patience));
+        }
+    }
+    let expected = rounds as usize;
+    let left = expected.saturating_sub(to_server.len());
+    to_server.extend(collect(
+        &server_wire,
+        NAT_SERVER_SIDE.wire_mac,
+        left,
+        Duration::from_secs(10),
+    ));
+    let left = expected.saturating_sub(to_clients.len());
+    to_clients.extend(collect(
+        &client_wire,
+        NAT_CLIENT_SIDE.wire_mac,
+        left,
+        Duration::from_secs(10),
+    ));
+    let drops = DropReason::ALL.map(|reason| (reason.name(), counters.drops(reason)));
+    assert_eq!(
+        (to_server.len(), to_clients.len()),
+        (expected, expected),
+        "data frames seen (to the real server, to the client); worker sent {}, drops {drops:?}",
+        counters.tx_packets.load(Ordering::Relaxed),
+    );
+    for frame in &to_server {
+        assert_segment(frame, to_real_server, NAT_CLIENT, REAL_SERVER, data);
+    }
+    for frame in &to_clients {
+        assert_segment(frame, to_client, NAT_VIP, NAT_CLIENT, data);
+    }
+
+    stop.0.store(true, Ordering::Relaxed);
+    let xsk = worker.join().unwrap();
+    let frames = xsk.accounting();
+    assert!(frames.is_balanced(), "frames unaccounted for: {frames:?}");
+    assert_eq!(frames.in_tx, 0, "TX not drained: {frames:?}");
+    assert_eq!(frames.in_hand, 0, "frames held after stop: {frames:?}");
+    assert_eq!(frames.free + frames.in_fill, total_frames, "{frames:?}");
+    assert!(
+        xsk.free_list_is_unique(),
+        "a frame is on the free list twice"
+    );
+
+    let forwarded = handshake + 2 * u64::from(rounds);
+    assert_eq!(counters.rx_packets.load(Ordering::Relaxed), forwarded);
+    assert_eq!(counters.tx_packets.load(Ordering::Relaxed), forwarded);
+    assert!(
+        DropReason::ALL
+            .iter()
+            .all(|&reason| counters.drops(reason) == 0),
+        "no drops expected: {drops:?}"
+    );
+    let backend = &table.backend_counters[0][0];
+    assert_eq!(
+        backend.packets_in.load(Ordering::Relaxed),
+        2 + u64::from(rounds)
+    );
+    assert_eq!(
+        backend.packets_out.load(Ordering::Relaxed),
+        1 + u64::from(rounds)
+    );
+}
+
+#[test]
+fn one_port_worker_counts_nat_as_unsupported() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces and XDP");
+        return;
+    }
+    let namespace = Namespace::new("o", &[&SINGLE]);
+    namespace.enter();
+    let director_index = ifindex(SINGLE.director);
+    let classifier = XdpClassifier::attach(director_index).unwrap();
+    let xsk = Xsk::open(director_index, 0, XskConfig::default()).unwrap();
+    assert_eq!(xsk.peer(CLIENT), None, "one port has no peer");
+    classifier
+        .set_service(
+            &ServiceKey {
+                vip: *NAT_VIP.ip(),
+                port: NAT_VIP.port(),
+                protocol: Protocol::Tcp,
+            },
+            true,
+        )
+        .unwrap();
+    classifier.register_socket(0, xsk.fd(CLIENT)).unwrap();
+
+    let table = Arc::new(nat_table());
+    let (worker, counters, stop) = start_worker(xsk, &table, SINGLE.director_mac);
+    let wire = RawSocket::new(SINGLE.wire);
+    let frames = 100u64;
+    for round in 0..frames {
+        wire.send(
+            &FrameBuilder::tcp()
+                .syn()
+                .seq(round as u32)
+                .src(&NAT_CLIENT.to_string())
+                .dst(&NAT_VIP.to_string())
+                .eth_src(SINGLE.wire_mac)
+                .eth_dst(SINGLE.director_mac)
+                .build(),
+        );
+    }
+    wait_until(
+        "the worker to take every frame",
+        Duration::from_secs(10),
+        || counters.rx_packets.load(Ordering::Relaxed) == frames,
+    );
+    stop.0.store(true, Ordering::Relaxed);
+    let xsk = worker.join().unwrap();
+
+    assert_eq!(counters.drops(DropReason::UnsupportedForwarding), frames);
+    assert_eq!(counters.tx_packets.load(Ordering::Relaxed), 0);
+    let accounting = xsk.accounting();
+    assert!(accounting.is_balanced(), "{accounting:?}");
+    assert_eq!((accounting.in_tx, accounting.in_hand), (0, 0));
+    assert!(xsk.free_list_is_unique());
 }
