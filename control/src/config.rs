@@ -110,6 +110,9 @@ pub struct BackendConfig {
     pub weight: u32,
     /// A static MAC address that overrides the neighbour table.
     pub mac: Option<[u8; 6]>,
+    /// NAT only: the port the real server listens on (`VIP:80 -> RS:8080`); `None` keeps the
+    /// port the client connected to.
+    pub port: Option<u16>,
 }
 
 /// Why a configuration was rejected. Each `Display` names where, the value and what was expected.
@@ -237,11 +240,11 @@ impl ServiceConfig {
         line.push_str(" ->");
         for (position, backend) in self.backends.iter().enumerate() {
             let separator = if position == 0 { " " } else { ", " };
-            let _ = write!(
-                line,
-                "{separator}{} (weight {}",
-                backend.address, backend.weight
-            );
+            let _ = write!(line, "{separator}{}", backend.address);
+            if let Some(port) = backend.port {
+                let _ = write!(line, ":{port}");
+            }
+            let _ = write!(line, " (weight {}", backend.weight);
             if let Some(mac) = backend.mac {
                 let _ = write!(line, ", mac {}", format_mac(mac));
             }
@@ -334,6 +337,7 @@ struct RawBackend {
     address: String,
     weight: Option<i64>,
     mac: Option<String>,
+    port: Option<i64>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,7 +384,32 @@ impl RawConfig {
             }
             services.push(service);
         }
+        check_sides(&director, &services)?;
         Ok(Config { director, services })
+    }
+}
+
+/// The second interface is the NAT server side: NAT needs it, and nothing else uses it.
+fn check_sides(director: &DirectorConfig, services: &[ServiceConfig]) -> Result<(), ConfigError> {
+    let nat = services
+        .iter()
+        .position(|service| service.forwarding == Forwarding::Nat);
+    match (nat, director.interfaces.as_slice()) {
+        (Some(index), [only]) => Err(ConfigError::invalid(
+            format!("service[{index}] {:?}: forwarding", services[index].name),
+            "\"nat\"",
+            format!(
+                "NAT needs a client-side and a server-side interface, expected \
+                 director.interfaces = [{only:?}, \"<server side>\"]"
+            ),
+        )),
+        (None, [_, second]) => Err(ConfigError::invalid(
+            "director.interfaces[1]",
+            format!("{second:?}"),
+            "a second interface is the NAT server side, but no service uses forwarding = \"nat\"; \
+             list one interface",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -391,6 +420,13 @@ impl RawDirector {
                 "director.interfaces",
                 "[]",
                 "expected at least one interface name, such as [\"eth0\"]",
+            ));
+        }
+        if self.interfaces.len() > 2 {
+            return Err(ConfigError::invalid(
+                "director.interfaces",
+                format!("[{} interfaces]", self.interfaces.len()),
+                "expected one interface, or two for NAT: [\"<client side>\", \"<server side>\"]",
             ));
         }
         for (index, name) in self.interfaces.iter().enumerate() {
@@ -609,34 +645,8 @@ impl RawService {
                 format!("expected at most {} backends", scheduler::MAX_SERVERS),
             ));
         }
-        let maglev_table_size = match self.maglev_table_size {
-            None => scheduler::DEFAULT_MAGLEV_TABLE_SIZE,
-            Some(size) => {
-                let key = format!("{at}: maglev_table_size");
-                let size = in_range(size, 1, MAX_MAGLEV_TABLE_SIZE, &key)?;
-                if !is_prime(size) {
-                    return Err(ConfigError::invalid(
-                        key,
-                        size.to_string(),
-                        format!(
-                            "expected a prime number, such as {}",
-                            scheduler::DEFAULT_MAGLEV_TABLE_SIZE
-                        ),
-                    ));
-                }
-                if (size as usize) < self.backend.len() {
-                    return Err(ConfigError::invalid(
-                        key,
-                        size.to_string(),
-                        format!(
-                            "expected at least the number of backends ({}), ideally 100 times it",
-                            self.backend.len()
-                        ),
-                    ));
-                }
-                size
-            }
-        };
+        let maglev_table_size =
+            validate_maglev_table_size(self.maglev_table_size, self.backend.len(), &at)?;
         let mut backends: Vec<BackendConfig> = Vec::with_capacity(self.backend.len());
         for (position, raw) in self.backend.into_iter().enumerate() {
             let backend = raw.validate(&format!("{at}: backend[{position}]"), vip)?;
@@ -650,6 +660,12 @@ impl RawService {
                     format!("duplicate backend, already backend[{first}]"),
                 ));
             }
+            check_port_mapping(
+                &backend,
+                &format!("{at}: backend[{position}].port"),
+                forwarding,
+                &ports,
+            )?;
             backends.push(backend);
         }
         Ok(ServiceConfig {
@@ -666,6 +682,72 @@ impl RawService {
             backends,
         })
     }
+}
+
+/// `maglev_table_size`: prime, and at least the number of backends.
+fn validate_maglev_table_size(
+    size: Option<i64>,
+    backends: usize,
+    at: &str,
+) -> Result<u32, ConfigError> {
+    Ok(match size {
+        None => scheduler::DEFAULT_MAGLEV_TABLE_SIZE,
+        Some(size) => {
+            let key = format!("{at}: maglev_table_size");
+            let size = in_range(size, 1, MAX_MAGLEV_TABLE_SIZE, &key)?;
+            if !is_prime(size) {
+                return Err(ConfigError::invalid(
+                    key,
+                    size.to_string(),
+                    format!(
+                        "expected a prime number, such as {}",
+                        scheduler::DEFAULT_MAGLEV_TABLE_SIZE
+                    ),
+                ));
+            }
+            if (size as usize) < backends {
+                return Err(ConfigError::invalid(
+                    key,
+                    size.to_string(),
+                    format!("expected at least the number of backends ({backends}), ideally 100 times it"),
+                ));
+            }
+            size
+        }
+    })
+}
+
+/// A backend's `port` (LVS-NAT port mapping): only NAT rewrites ports, and one port cannot
+/// stand for each of a service group's.
+fn check_port_mapping(
+    backend: &BackendConfig,
+    key: &str,
+    forwarding: Forwarding,
+    ports: &[u16],
+) -> Result<(), ConfigError> {
+    let Some(port) = backend.port else {
+        return Ok(());
+    };
+    if forwarding != Forwarding::Nat {
+        return Err(ConfigError::invalid(
+            key,
+            port.to_string(),
+            format!(
+                "only forwarding = \"nat\" can change the port (this service uses {:?}); leave \
+                 port out",
+                forwarding.name()
+            ),
+        ));
+    }
+    if ports.len() > 1 {
+        return Err(ConfigError::invalid(
+            key,
+            port.to_string(),
+            "a service with several ports cannot map them all to one port; leave port out or \
+             split the service",
+        ));
+    }
+    Ok(())
 }
 
 /// `port = N` or `ports = [N, ...]`, as a non-empty list without repeats.
@@ -786,17 +868,16 @@ fn parse_protocol(text: &str, at: &str) -> Result<Protocol, ConfigError> {
 }
 
 fn parse_forwarding(text: &str, at: &str) -> Result<Forwarding, ConfigError> {
-    let problem = match text {
-        "dr" => return Ok(Forwarding::DirectRouting),
-        "tun" => return Ok(Forwarding::Tunnel),
-        "nat" => "not supported yet, expected dr or tun",
-        _ => "unknown forwarding method, expected dr or tun (nat is not supported yet)",
-    };
-    Err(ConfigError::invalid(
-        format!("{at}: forwarding"),
-        format!("{text:?}"),
-        problem,
-    ))
+    match text {
+        "dr" => Ok(Forwarding::DirectRouting),
+        "tun" => Ok(Forwarding::Tunnel),
+        "nat" => Ok(Forwarding::Nat),
+        _ => Err(ConfigError::invalid(
+            format!("{at}: forwarding"),
+            format!("{text:?}"),
+            "unknown forwarding method, expected dr, nat or tun",
+        )),
+    }
 }
 
 impl RawBackend {
@@ -834,10 +915,15 @@ impl RawBackend {
                 Some(mac)
             }
         };
+        let port = match self.port {
+            None => None,
+            Some(port) => Some(in_range(port, 1u16, u16::MAX, &format!("{at}.port"))?),
+        };
         Ok(BackendConfig {
             address,
             weight,
             mac,
+            port,
         })
     }
 }
@@ -1059,12 +1145,14 @@ mac = "02:00:00:00:00:12"
                 BackendConfig {
                     address: Ipv4Addr::new(192, 0, 2, 11),
                     weight: 1,
-                    mac: None
+                    mac: None,
+                    port: None,
                 },
                 BackendConfig {
                     address: Ipv4Addr::new(192, 0, 2, 12),
                     weight: 2,
-                    mac: Some([2, 0, 0, 0, 0, 0x12])
+                    mac: Some([2, 0, 0, 0, 0, 0x12]),
+                    port: None,
                 },
             ]
         );
@@ -1083,9 +1171,27 @@ mac = "02:00:00:00:00:12"
              tcp_fin_wait = \"1m\"\ntcp_close = \"500ms\"\nudp = \"2m\"\n",
         )
         .replace("scheduler = \"maglev\"", "scheduler = \"mh\"\nmaglev_table_size = 251")
-        .replace("protocol = \"tcp\"", "protocol = \"udp\"");
+        .replace("protocol = \"tcp\"", "protocol = \"udp\"")
+        .replace("forwarding = \"dr\"", "forwarding = \"nat\"")
+        .replace("weight = 2\n", "weight = 2\nport = 8080\n");
         let config = Config::parse(&text).unwrap();
         assert_eq!(config.director.interfaces, ["eth0", "eth1"]);
+        assert_eq!(config.services[0].forwarding, Forwarding::Nat);
+        assert_eq!(
+            config.services[0]
+                .backends
+                .iter()
+                .map(|backend| backend.port)
+                .collect::<Vec<_>>(),
+            [None, Some(8080)]
+        );
+        assert!(
+            config.services[0]
+                .summary()
+                .contains("192.0.2.12:8080 (weight 2"),
+            "{}",
+            config.services[0].summary()
+        );
         assert_eq!(config.director.workers, Some(3));
         assert_eq!(config.director.stats_socket, Path::new("/tmp/d.sock"));
         assert_eq!(config.director.max_connections, 1000);
@@ -1104,6 +1210,49 @@ mac = "02:00:00:00:00:12"
         assert_eq!(config.services[0].protocol, Protocol::Udp);
         let rr = Config::parse(&GOOD.replace("\"maglev\"", "\"rr\"")).unwrap();
         assert_eq!(rr.services[0].scheduler, Algorithm::RoundRobin);
+    }
+
+    #[test]
+    fn nat_sides_and_port_mapping_are_checked() {
+        let nat = |text: &str| {
+            text.replace("\"dr\"", "\"nat\"")
+                .replace("[\"eth0\"]", "[\"eth0\", \"eth1\"]")
+        };
+        assert!(Config::parse(&nat(GOOD)).is_ok());
+        let problem = |text: String| Config::parse(&text).unwrap_err().to_string();
+        assert_mentions(
+            &problem(GOOD.replace("[\"eth0\"]", "[\"eth0\", \"eth1\"]")),
+            &[
+                "director.interfaces[1] = \"eth1\"",
+                "no service uses forwarding = \"nat\"",
+            ],
+        );
+        assert_mentions(
+            &problem(GOOD.replace("[\"eth0\"]", "[\"eth0\", \"eth1\", \"eth2\"]")),
+            &["director.interfaces = [3 interfaces]", "two for NAT"],
+        );
+        assert_mentions(
+            &error_with("weight = 2\n", "weight = 2\nport = 8080\n"),
+            &[
+                "service[0] \"web\": backend[1].port = 8080",
+                "only forwarding = \"nat\" can change the port",
+            ],
+        );
+        assert_mentions(
+            &problem(nat(GOOD).replace("weight = 2\n", "weight = 2\nport = 0\n")),
+            &[
+                "service[0] \"web\": backend[1].port = 0",
+                "expected 1..=65535",
+            ],
+        );
+        assert_mentions(
+            &problem(
+                nat(GOOD)
+                    .replace("port = 80\n", "ports = [80, 443]\n")
+                    .replace("weight = 2\n", "weight = 2\nport = 8080\n"),
+            ),
+            &["backend[1].port = 8080", "several ports"],
+        );
     }
 
     #[test]
@@ -1381,7 +1530,8 @@ mac = "02:00:00:00:00:12"
             &error_with("\"dr\"", "\"nat\""),
             &[
                 "service[0] \"web\": forwarding = \"nat\"",
-                "not supported yet",
+                "client-side and a server-side interface",
+                "[\"eth0\", \"<server side>\"]",
             ],
         );
         let tunnel = Config::parse(&GOOD.replacen("\"dr\"", "\"tun\"", 1)).unwrap();

@@ -34,6 +34,7 @@ pub mod access;
 pub mod config;
 pub mod duration;
 pub mod metrics;
+pub mod neighbours;
 #[expect(
     unsafe_code,
     reason = "raw netlink sockets and ioctls; every block has a SAFETY comment"

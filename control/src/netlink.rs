@@ -36,6 +36,12 @@ const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
+const RTM_GETROUTE: u16 = 26;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
+const RTA_TABLE: u16 = 15;
+const RT_TABLE_MAIN: u32 = 254;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const NDA_DST: u16 = 1;
@@ -276,6 +282,43 @@ impl Netlink {
             Ok(())
         })?;
         Ok(found)
+    }
+
+    /// The gateway of the main table's IPv4 default route out of interface `ifindex` (the one
+    /// with the lowest metric if there are several), as `ip route show default dev DEV` lists
+    /// it; `None` when there is no such route.
+    pub fn default_gateway(&mut self, ifindex: u32) -> Result<Option<Ipv4Addr>, NetlinkError> {
+        let operation = format!("dump IPv4 routes for the default gateway of ifindex {ifindex}");
+        let mut request = Message::new(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP);
+        request.push(&route_header());
+        let mut best: Option<(u32, Ipv4Addr)> = None;
+        self.dump(&operation, request, |message| {
+            let Some(header) = message.get(..12) else {
+                return Err("short rtmsg");
+            };
+            // family, dst_len, src_len, tos, table, protocol, scope, type, flags (u32)
+            if u16::from(header[0]) != libc::AF_INET as u16 || header[1] != 0 {
+                return Ok(());
+            }
+            let mut table = u32::from(header[4]);
+            let (mut oif, mut gateway, mut metric) = (None, None, 0);
+            for (kind, data) in Attributes::new(&message[12..]) {
+                match kind {
+                    RTA_OIF => oif = read_u32(data, 0),
+                    RTA_GATEWAY => gateway = <[u8; 4]>::try_from(data).ok().map(Ipv4Addr::from),
+                    RTA_PRIORITY => metric = read_u32(data, 0).unwrap_or(0),
+                    RTA_TABLE => table = read_u32(data, 0).unwrap_or(table),
+                    _ => {}
+                }
+            }
+            if let (Some(index), Some(gateway), RT_TABLE_MAIN) = (oif, gateway, table) {
+                if index == ifindex && best.is_none_or(|(lowest, _)| metric < lowest) {
+                    best = Some((metric, gateway));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(best.map(|(_, gateway)| gateway))
     }
 
     /// Removes `address/prefix_len` from interface `ifindex`. Removing an address the interface
@@ -579,6 +622,13 @@ fn address_header(ifindex: u32, prefix_len: u8) -> [u8; 8] {
     header
 }
 
+/// `struct rtmsg` for an IPv4 dump: family, then zeros (every table, every type).
+fn route_header() -> [u8; 12] {
+    let mut header = [0u8; 12];
+    header[0] = libc::AF_INET as u8;
+    header
+}
+
 /// A request being built: `nlmsghdr`, a fixed header, then attributes, each 4-byte aligned.
 struct Message {
     bytes: Vec<u8>,
@@ -863,6 +913,7 @@ mod tests {
         ));
         // A dump on a fresh socket completes (whatever the table holds).
         let mut netlink = Netlink::open().unwrap();
+        assert_eq!(netlink.default_gateway(1).unwrap(), None);
         assert_eq!(
             netlink
                 .neighbour_mac(1, Ipv4Addr::new(192, 0, 2, 1))

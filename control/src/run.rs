@@ -16,8 +16,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use dataplane::xdp::XdpClassifier;
+use crossbeam_channel::{Receiver, Sender};
+use dataplane::xdp::{NatBackendKey, XdpClassifier};
 use dataplane::xsk::{Xsk, XskConfig, XskError};
 use dataplane::{
     worker, Forwarding, Interfaces, Pipeline, ServiceKey, ServiceTable, WorkerCounters,
@@ -27,12 +27,15 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, MAX_WEIGHT};
 use crate::metrics::MetricsServer;
+use crate::neighbours::{self, Neighbours, Sides};
 use crate::netlink::{self, AddressChange, Netlink};
 use crate::rates::RateTracker;
 use crate::signals::Signal;
 use crate::stats;
 use crate::stats_server::{SocketAccess, StatsServer};
-use crate::table::{classifier_keys, BackendId, Override, ReuseGate, TableBuilder};
+use crate::table::{
+    classifier_keys, nat_backend_keys, BackendId, Override, ReuseGate, TableBuilder,
+};
 
 /// How often control re-reads the neighbour table for real-server MACs.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
@@ -155,13 +158,18 @@ struct Director {
     /// The Prometheus `/metrics` listener, if `[director] metrics` is set.
     metrics_server: Option<MetricsServer>,
     commands: Sender<Command>,
-    /// Where the VIPs and real servers live (the first configured interface).
+    /// Where the VIPs and DR/TUN real servers live (the first configured interface).
     home_ifindex: u32,
+    /// The client side and, with NAT, the server side.
+    sides: Sides,
     /// VIPs this process added (and so removes); ones already present are left alone.
     added_vips: BTreeSet<Ipv4Addr>,
-    /// What the classifiers currently send to the workers.
+    /// What the client side's classifier currently sends to the workers.
     classifier_keys: HashSet<ServiceKey>,
-    macs: HashMap<Ipv4Addr, [u8; 6]>,
+    /// The NAT real servers (address, port, protocol) whose replies the server side's
+    /// classifier currently sends to the workers.
+    nat_keys: HashSet<NatBackendKey>,
+    neighbours: Neighbours,
     /// Tables the workers replaced, to be freed by control.
     retired_tables: Receiver<Arc<ServiceTable>>,
     /// A stop signal arrived during start-up.
@@ -175,46 +183,62 @@ impl Director {
         signals: &Receiver<Signal>,
         commands: Sender<Command>,
     ) -> anyhow::Result<Self> {
-        if let [first, second, ..] = config.director.interfaces.as_slice() {
-            bail!(
-                "[director] interfaces = [{first:?}, {second:?}, ...]: direct routing serves one \
-                 interface for now (real-server MACs are resolved and frames sent there); \
-                 list one"
-            );
-        }
         let mut netlink = Netlink::open().context("opening a netlink socket")?;
         let interfaces = attach_classifiers(&config)?;
         let home_ifindex = interfaces[0].ifindex;
+        let sides = Sides {
+            client: home_ifindex,
+            server: interfaces.get(1).map(|server| server.ifindex),
+        };
         let queues = worker_queues(&config, &interfaces)?;
-        let mut builder = TableBuilder::new(queues.len());
-        builder.interfaces = interface_facts(&mut netlink, &interfaces[0], &config);
-        if builder.interfaces.is_none() && uses_tunnels(&config) {
-            bail!(
-                "interface {}: no IPv4 address to use as the tunnel source for forwarding = \"tun\"; \
-                 give the interface an address on its subnet",
-                interfaces[0].name
-            );
+        let mut builder = TableBuilder::new(queues as usize);
+        builder.interfaces = interface_facts(&mut netlink, &interfaces, &config);
+        if builder.interfaces.is_none() {
+            if let Some(method) = [Forwarding::Tunnel, Forwarding::Nat]
+                .into_iter()
+                .find(|&method| uses(&config, method))
+            {
+                bail!(
+                    "interface {}: no IPv4 address (forwarding = {:?} needs the director's own \
+                     address on each interface it uses); give it an address on its subnet",
+                    interfaces
+                        .last()
+                        .map_or("?", |interface| interface.name.as_str()),
+                    method.name()
+                );
+            }
+        }
+        if neighbours::uses_nat(&config) {
+            warn_if_kernel_forwards();
         }
 
         // Resolve real-server MACs before serving, so the first connections are not dropped.
-        let (macs, stop_requested) = resolve_at_start(
+        let (resolved, stop_requested) = neighbours::resolve_waiting(
             &mut netlink,
-            home_ifindex,
+            sides,
             &config,
             INITIAL_RESOLUTION_WAIT,
-            signals,
+            Some(signals),
         );
+        if neighbours::uses_nat(&config) && resolved.gateway.is_none() {
+            warn!(
+                interface = %interfaces[0].name,
+                "no default route out of the client side: NAT replies are dropped \
+                 (neighbour_unresolved) until there is one"
+            );
+        }
+        set_gateway(&mut builder, &resolved);
         let first = ReuseGate {
             adopted_generation: 0,
             hold: Duration::ZERO,
             now: Instant::now(),
         };
-        let table = Arc::new(builder.build(&config, &HashMap::new(), &macs, first)?);
+        let table = Arc::new(builder.build(&config, &HashMap::new(), &resolved.backends, first)?);
 
         let stop = Arc::new(AtomicBool::new(false));
         let (retire, retired_tables) = crossbeam_channel::bounded(64);
         let (workers, threads) =
-            start_workers(&config, &interfaces, &queues, &table, &stop, &retire)?;
+            start_workers(&config, &interfaces, queues, &table, &stop, &retire)?;
         let shared = Arc::new(Shared {
             started: Instant::now(),
             table: Mutex::new(table),
@@ -236,9 +260,11 @@ impl Director {
             metrics_server: None,
             commands,
             home_ifindex,
+            sides,
             added_vips: BTreeSet::new(),
             classifier_keys: HashSet::new(),
-            macs,
+            nat_keys: HashSet::new(),
+            neighbours: resolved,
             retired_tables,
             stop_requested,
         };
@@ -283,51 +309,84 @@ impl Director {
         Ok(())
     }
 
-    /// Removes from the classifiers' maps the (VIP, port, protocol)s the configuration no longer
-    /// has, so their frames go back to the kernel. Returns what failed (those keys stay).
+    /// Removes from the classifiers' maps what the configuration no longer has (services on
+    /// the client side, NAT real servers on the server side), so their frames go back to the
+    /// kernel. Returns what failed (those keys stay).
     fn withdraw_services(&mut self) -> Vec<String> {
-        let wanted = classifier_keys(&self.config);
-        let stale: Vec<ServiceKey> = self.classifier_keys.difference(&wanted).copied().collect();
         let mut problems = Vec::new();
-        for key in stale {
-            let failed: Vec<String> = self
-                .shared
-                .interfaces
-                .iter()
-                .filter_map(|interface| interface.classifier.remove_service(&key).err())
-                .map(|error| {
-                    format!(
+        let wanted = classifier_keys(&self.config);
+        let client = &self.shared.interfaces[0].classifier;
+        self.classifier_keys.retain(|key| {
+            if wanted.contains(key) {
+                return true;
+            }
+            match client.remove_service(key) {
+                Ok(()) => false,
+                Err(error) => {
+                    problems.push(format!(
                         "removing {}:{} from the classifier: {error}",
                         key.vip, key.port
-                    )
-                })
-                .collect();
-            if failed.is_empty() {
-                self.classifier_keys.remove(&key);
+                    ));
+                    true
+                }
             }
-            problems.extend(failed);
+        });
+        if let Some(server) = self.shared.interfaces.get(1) {
+            let wanted = nat_backend_keys(&self.config);
+            self.nat_keys.retain(|key| {
+                if wanted.contains(key) {
+                    return true;
+                }
+                match server.classifier.remove_nat_backend(key) {
+                    Ok(()) => false,
+                    Err(error) => {
+                        problems.push(format!(
+                            "removing NAT real server {}:{} from the classifier: {error}",
+                            key.address, key.port
+                        ));
+                        true
+                    }
+                }
+            });
         }
         problems
     }
 
-    /// Adds to the classifiers' maps the (VIP, port, protocol)s the configuration has, so their
-    /// frames go to the workers. Returns what failed (those keys stay with the kernel).
+    /// Adds to the classifiers' maps what the configuration has (services on the client side,
+    /// NAT real servers on the server side), so their frames go to the workers. Returns what
+    /// failed (those keys stay with the kernel).
     fn announce_services(&mut self) -> Vec<String> {
-        let wanted = classifier_keys(&self.config);
-        let fresh: Vec<ServiceKey> = wanted.difference(&self.classifier_keys).copied().collect();
         let mut problems = Vec::new();
-        for key in fresh {
-            let failed: Vec<String> = self
-                .shared
-                .interfaces
-                .iter()
-                .filter_map(|interface| interface.classifier.set_service(&key, true).err())
-                .map(|error| format!("adding {}:{} to the classifier: {error}", key.vip, key.port))
-                .collect();
-            if failed.is_empty() {
-                self.classifier_keys.insert(key);
+        let client = &self.shared.interfaces[0].classifier;
+        for key in classifier_keys(&self.config) {
+            if self.classifier_keys.contains(&key) {
+                continue;
             }
-            problems.extend(failed);
+            match client.set_service(&key, true) {
+                Ok(()) => {
+                    self.classifier_keys.insert(key);
+                }
+                Err(error) => problems.push(format!(
+                    "adding {}:{} to the classifier: {error}",
+                    key.vip, key.port
+                )),
+            }
+        }
+        if let Some(server) = self.shared.interfaces.get(1) {
+            for key in nat_backend_keys(&self.config) {
+                if self.nat_keys.contains(&key) {
+                    continue;
+                }
+                match server.classifier.set_nat_backend(&key, true) {
+                    Ok(()) => {
+                        self.nat_keys.insert(key);
+                    }
+                    Err(error) => problems.push(format!(
+                        "adding NAT real server {}:{} to the classifier: {error}",
+                        key.address, key.port
+                    )),
+                }
+            }
         }
         problems
     }
@@ -470,9 +529,9 @@ impl Director {
         let mut overrides = self.overrides.clone();
         overrides.insert(id.clone(), next);
         let gate = self.reuse_gate(&self.config);
-        let table = self
-            .builder
-            .build(&self.config, &overrides, &self.macs, gate)?;
+        let table =
+            self.builder
+                .build(&self.config, &overrides, &self.neighbours.backends, gate)?;
         self.overrides = overrides;
         self.publish(table);
         let state = match next {
@@ -495,26 +554,44 @@ impl Director {
         let config =
             Config::load(&self.config_path).with_context(|| format!("configuration {path}"))?;
         unchangeable(&self.config, &config).with_context(|| format!("configuration {path}"))?;
-        if self.builder.interfaces.is_none() && uses_tunnels(&config) {
-            bail!(
-                "configuration {path}: forwarding = \"tun\" needs an IPv4 address on the \
-                 interface for the tunnel source, and it had none at start; restart once it has"
-            );
+        if self.builder.interfaces.is_none() {
+            if let Some(method) = [Forwarding::Tunnel, Forwarding::Nat]
+                .into_iter()
+                .find(|&method| uses(&config, method))
+            {
+                bail!(
+                    "configuration {path}: forwarding = {:?} needs an IPv4 address on the \
+                     director's interfaces, and they had none at start; restart once they have",
+                    method.name()
+                );
+            }
         }
         // New real servers need their MACs before they get flows, or the first ones would be
         // dropped; wait a moment for them (a reload is not latency-critical).
-        let macs = resolve_with_wait(
+        let (resolved, _) = neighbours::resolve_waiting(
             &mut self.netlink,
-            self.home_ifindex,
+            self.sides,
             &config,
             RELOAD_RESOLUTION_WAIT,
+            None,
         );
         let gate = self.reuse_gate(&config);
         // All or nothing: if the table does not build, nothing has changed.
-        let table = self.builder.build(&config, &HashMap::new(), &macs, gate)?;
+        let mut builder_interfaces = self.builder.interfaces;
+        set_gateway(&mut self.builder, &resolved);
+        let table = match self
+            .builder
+            .build(&config, &HashMap::new(), &resolved.backends, gate)
+        {
+            Ok(table) => table,
+            Err(error) => {
+                std::mem::swap(&mut self.builder.interfaces, &mut builder_interfaces);
+                return Err(error);
+            }
+        };
         let generation = table.generation;
         self.config = config;
-        self.macs = macs;
+        self.neighbours = resolved;
         self.overrides.clear();
         // Removed services go back to the kernel first; the workers learn new services before
         // the classifier sends them their frames.
@@ -543,17 +620,23 @@ impl Director {
     fn refresh_neighbours(&mut self) {
         // Replaced tables come back from the workers to be freed here, off the hot path.
         while self.retired_tables.try_recv().is_ok() {}
-        let (fresh, missing) = lookup_backends(&mut self.netlink, self.home_ifindex, &self.config);
-        solicit(&mut self.netlink, self.home_ifindex, &missing);
-        if fresh == self.macs {
+        let (fresh, missing) = neighbours::lookup(&mut self.netlink, self.sides, &self.config);
+        neighbours::solicit(&mut self.netlink, &missing);
+        if fresh == self.neighbours {
             return;
         }
-        self.macs = fresh;
+        if fresh.gateway != self.neighbours.gateway {
+            info!(gateway = ?fresh.gateway, "client side's next hop for NAT replies changed");
+        }
+        self.neighbours = fresh;
+        set_gateway(&mut self.builder, &self.neighbours);
         let gate = self.reuse_gate(&self.config);
-        match self
-            .builder
-            .build(&self.config, &self.overrides, &self.macs, gate)
-        {
+        match self.builder.build(
+            &self.config,
+            &self.overrides,
+            &self.neighbours.backends,
+            gate,
+        ) {
             Ok(table) => self.publish(table),
             Err(error) => warn!(%error, "could not rebuild the service table"),
         }
@@ -610,9 +693,14 @@ impl Director {
         drop(self.stats_server.take());
         drop(self.metrics_server.take());
         for key in &self.classifier_keys {
-            for interface in &self.shared.interfaces {
-                if let Err(error) = interface.classifier.remove_service(key) {
-                    warn!(%error, "could not remove service from the classifier");
+            if let Err(error) = self.shared.interfaces[0].classifier.remove_service(key) {
+                warn!(%error, "could not remove service from the classifier");
+            }
+        }
+        if let Some(server) = self.shared.interfaces.get(1) {
+            for key in &self.nat_keys {
+                if let Err(error) = server.classifier.remove_nat_backend(key) {
+                    warn!(%error, "could not remove a NAT real server from the classifier");
                 }
             }
         }
@@ -657,49 +745,78 @@ fn answer(shared: &Shared, commands: &Sender<Command>, request: Request) -> Repl
         })
 }
 
-/// Whether any service forwards through IP-in-IP tunnels.
-fn uses_tunnels(config: &Config) -> bool {
+/// Whether any service forwards by `method`.
+fn uses(config: &Config, method: Forwarding) -> bool {
     config
         .services
         .iter()
-        .any(|service| service.forwarding == Forwarding::Tunnel)
+        .any(|service| service.forwarding == method)
 }
 
-/// What the rewrites need to know about the director's interface: its MAC, MTU and its own
-/// address (the tunnel's outer source: the first address with a real prefix, not a /32 VIP).
+/// Gives the client side's facts the NAT replies' next hop as last resolved.
+fn set_gateway(builder: &mut TableBuilder, resolved: &Neighbours) {
+    if let Some(interfaces) = &mut builder.interfaces {
+        interfaces.client.next_hop_mac = resolved.gateway_mac();
+    }
+}
+
+/// The data plane does all of NAT's forwarding; the kernel forwarding too would route what
+/// the classifier passes (a real server's own traffic, say) behind the director's back.
+fn warn_if_kernel_forwards() {
+    const SYSCTL: &str = "/proc/sys/net/ipv4/conf/all/forwarding";
+    match std::fs::read_to_string(SYSCTL) {
+        Ok(value) if value.trim() == "0" => {}
+        Ok(value) => warn!(
+            sysctl = SYSCTL,
+            value = value.trim(),
+            "the kernel forwards IPv4 too; NAT needs no kernel forwarding, and with it on the \
+             real servers' traffic the director does not translate is routed unchanged"
+        ),
+        Err(error) => warn!(sysctl = SYSCTL, %error, "could not read"),
+    }
+}
+
+/// What the rewrites need to know about the director's interfaces: MAC, MTU and own address
+/// (the tunnel's outer source: the first address with a real prefix, not a /32 VIP) of the
+/// client side, and of the server side if there is one (else the client side's again). The
+/// client side's NAT next hop is filled in from the neighbour table later ([`set_gateway`]).
 fn interface_facts(
     netlink: &mut Netlink,
-    interface: &Interface,
+    interfaces: &[Interface],
     config: &Config,
 ) -> Option<Interfaces> {
     let vips: HashSet<Ipv4Addr> = config.services.iter().map(|service| service.vip).collect();
-    let addresses = netlink
-        .addresses(interface.ifindex)
-        .map_err(|error| warn!(%error, interface = %interface.name, "could not list addresses"))
-        .ok()?;
-    let address = addresses
-        .iter()
-        .find(|(address, prefix)| *prefix < 32 && !vips.contains(address))
-        .or_else(|| {
-            addresses
-                .iter()
-                .find(|(address, _)| !vips.contains(address))
+    let mut facts = |interface: &Interface| -> Option<dataplane::Interface> {
+        let addresses = netlink
+            .addresses(interface.ifindex)
+            .map_err(|error| warn!(%error, interface = %interface.name, "could not list addresses"))
+            .ok()?;
+        let address = addresses
+            .iter()
+            .find(|(address, prefix)| *prefix < 32 && !vips.contains(address))
+            .or_else(|| {
+                addresses
+                    .iter()
+                    .find(|(address, _)| !vips.contains(address))
+            })
+            .map(|(address, _)| *address)?;
+        let mtu = netlink::interface_mtu(&interface.name)
+            .map_err(|error| warn!(%error, interface = %interface.name, "could not read the MTU"))
+            .ok()?;
+        info!(interface = %interface.name, %address, mtu, "interface facts");
+        Some(dataplane::Interface {
+            mac: interface.mac,
+            address,
+            mtu,
+            next_hop_mac: None,
         })
-        .map(|(address, _)| *address)?;
-    let mtu = netlink::interface_mtu(&interface.name)
-        .map_err(|error| warn!(%error, interface = %interface.name, "could not read the MTU"))
-        .ok()?;
-    let facts = dataplane::Interface {
-        mac: interface.mac,
-        address,
-        mtu,
-        next_hop_mac: None,
     };
-    info!(interface = %interface.name, %address, mtu, "interface facts for tunnels");
-    Some(Interfaces {
-        client: facts,
-        server: facts,
-    })
+    let client = facts(interfaces.first()?)?;
+    let server = match interfaces.get(1) {
+        Some(server) => facts(server)?,
+        None => client,
+    };
+    Some(Interfaces { client, server })
 }
 
 /// Refuses a reload that changes what only a restart can change.
@@ -758,13 +875,22 @@ fn attach_classifiers(config: &Config) -> anyhow::Result<Vec<Interface>> {
     Ok(interfaces)
 }
 
-/// Opens the AF_XDP socket of one queue. The kernel releases a queue a moment after the
-/// process that held it exits, so a director restarted at once may find it busy: retry that,
-/// briefly.
-fn open_socket(ifindex: u32, queue: u32) -> Result<Xsk, XskError> {
+/// Opens the AF_XDP socket(s) of one worker: on queue `queue` of the client side and, with a
+/// server side, on the same queue there, both on one UMEM. The kernel releases a queue a moment
+/// after the process that held it exits, so a director restarted at once may find it busy:
+/// retry that, briefly.
+fn open_sockets(interfaces: &[Interface], queue: u32) -> Result<Xsk, XskError> {
     let deadline = Instant::now() + QUEUE_BUSY_WAIT;
     loop {
-        match Xsk::open(ifindex, queue, XskConfig::default()) {
+        let opened = match interfaces {
+            [client, server] => Xsk::open_pair(
+                (client.ifindex, queue),
+                (server.ifindex, queue),
+                XskConfig::for_ports(2),
+            ),
+            _ => Xsk::open(interfaces[0].ifindex, queue, XskConfig::default()),
+        };
+        match opened {
             Err(XskError::Setup { errno, .. })
                 if errno == libc::EBUSY && Instant::now() < deadline =>
             {
@@ -775,33 +901,42 @@ fn open_socket(ifindex: u32, queue: u32) -> Result<Xsk, XskError> {
     }
 }
 
-/// Opens a socket per queue, registers it with the classifier and starts its pinned worker.
+/// Opens each worker's sockets, registers them with the classifiers and starts its pinned
+/// thread. Worker `q` serves queue `q` of every interface, so a NAT flow's replies (arriving on
+/// the server side) reach the worker that holds its connection entry.
 fn start_workers(
     config: &Config,
     interfaces: &[Interface],
-    queues: &[(usize, u32)],
+    queues: u32,
     table: &Arc<ServiceTable>,
     stop: &Arc<AtomicBool>,
     retire: &Sender<Arc<ServiceTable>>,
 ) -> anyhow::Result<(Vec<WorkerHandle>, Vec<JoinHandle<Xsk>>)> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let names: Vec<&str> = interfaces
+        .iter()
+        .map(|interface| interface.name.as_str())
+        .collect();
+    let name = names.join("+");
     let mut workers = Vec::new();
     let mut threads = Vec::new();
-    for (index, &(interface_index, queue)) in queues.iter().enumerate() {
-        let interface = &interfaces[interface_index];
-        let xsk = open_socket(interface.ifindex, queue)
-            .with_context(|| format!("AF_XDP socket on {} queue {queue}", interface.name))?;
-        interface
-            .classifier
-            .register_socket(queue, xsk.fd())
-            .with_context(|| {
-                format!("registering the socket of {} queue {queue}", interface.name)
-            })?;
+    for queue in 0..queues {
+        let index = queue as usize;
+        let xsk = open_sockets(interfaces, queue)
+            .with_context(|| format!("AF_XDP socket(s) on {name} queue {queue}"))?;
+        for (port, interface) in interfaces.iter().enumerate() {
+            interface
+                .classifier
+                .register_socket(queue, xsk.fd(port))
+                .with_context(|| {
+                    format!("registering the socket of {} queue {queue}", interface.name)
+                })?;
+        }
         let counters = Arc::new(WorkerCounters::default());
         let (sender, receiver) = crossbeam_channel::bounded(4);
         let context = worker::WorkerContext {
             index,
-            pipeline: Pipeline::new(index, interface.mac, config.director.max_connections),
+            pipeline: Pipeline::new(index, interfaces[0].mac, config.director.max_connections),
             counters: Arc::clone(&counters),
             tables: receiver,
             initial_table: Arc::clone(table),
@@ -818,10 +953,10 @@ fn start_workers(
                 worker::run(xsk, context)
             })
             .context("spawning a worker thread")?;
-        info!(worker = index, interface = %interface.name, queue, core, "worker started");
+        info!(worker = index, interface = %name, queue, core, "worker started");
         workers.push(WorkerHandle {
             index,
-            interface: interface.name.clone(),
+            interface: name.clone(),
             queue,
             counters,
             tables: sender,
@@ -831,126 +966,50 @@ fn start_workers(
     Ok((workers, threads))
 }
 
-/// (interface position, queue) for each worker.
-fn worker_queues(config: &Config, interfaces: &[Interface]) -> anyhow::Result<Vec<(usize, u32)>> {
-    let mut queues = Vec::new();
-    for (position, interface) in interfaces.iter().enumerate() {
+/// How many workers (one per RX queue of the client side; the server side must have as many).
+fn worker_queues(config: &Config, interfaces: &[Interface]) -> anyhow::Result<u32> {
+    let mut counts = Vec::new();
+    for interface in interfaces {
         let available = netlink::interface_rx_queues(&interface.name)
             .with_context(|| format!("RX queues of interface {}", interface.name))?
             .max(1);
-        // Every queue needs its own worker: the classifier passes frames arriving on a queue
-        // without a socket to the kernel, and the kernel, holding the VIP, would refuse them.
-        let count = match config.director.workers {
-            // `workers` counts threads for all interfaces together.
-            Some(workers) => u32::try_from(workers.div_ceil(interfaces.len())).unwrap_or(u32::MAX),
-            None => available,
-        };
-        if count != available {
+        counts.push((interface, available));
+    }
+    let (client, queues) = counts[0];
+    // Every queue needs its own worker: the classifier passes frames arriving on a queue
+    // without a socket to the kernel, and the kernel, holding the VIP, would refuse them.
+    if let Some(workers) = config.director.workers {
+        if u32::try_from(workers) != Ok(queues) {
             bail!(
-                "[director] workers = {}: interface {} has {available} RX queue(s) and each needs \
-                 exactly one worker; set workers = {available} (or leave it out), or change the \
-                 queues with `ethtool -L {} combined N`",
-                config.director.workers.unwrap_or_default(),
-                interface.name,
-                interface.name
+                "[director] workers = {workers}: interface {} has {queues} RX queue(s) and each \
+                 needs exactly one worker; set workers = {queues} (or leave it out), or change \
+                 the queues with `ethtool -L {} combined N`",
+                client.name,
+                client.name
             );
         }
-        queues.extend((0..count).map(|queue| (position, queue)));
+    }
+    if let Some(&(server, server_queues)) = counts.get(1) {
+        if server_queues != queues {
+            bail!(
+                "interface {} has {server_queues} RX queue(s) and {} has {queues}: a worker \
+                 serves the same queue on both sides, so give them as many with `ethtool -L`",
+                server.name,
+                client.name
+            );
+        }
+        // The connection table is per worker, and the NIC hashes a reply (real server ->
+        // client) to a queue without knowing which worker forwarded its request.
+        if queues > 1 {
+            bail!(
+                "forwarding = \"nat\" runs one worker for now: {} has {queues} RX queues, and a \
+                 real server's reply could reach another worker than the one holding its \
+                 connection; use `ethtool -L {} combined 1` and the same on {}",
+                client.name,
+                client.name,
+                server.name
+            );
+        }
     }
     Ok(queues)
-}
-
-/// MACs of every backend that has one: static ones from the config, the rest from the neighbour
-/// table; and the addresses still unresolved.
-fn lookup_backends(
-    netlink: &mut Netlink,
-    ifindex: u32,
-    config: &Config,
-) -> (HashMap<Ipv4Addr, [u8; 6]>, Vec<Ipv4Addr>) {
-    let neighbours = netlink.neighbours(ifindex).unwrap_or_else(|error| {
-        warn!(%error, "neighbour table dump failed");
-        HashMap::new()
-    });
-    let mut macs = HashMap::new();
-    let mut missing = Vec::new();
-    for backend in config.services.iter().flat_map(|service| &service.backends) {
-        match backend
-            .mac
-            .or_else(|| neighbours.get(&backend.address).copied())
-        {
-            Some(mac) => {
-                macs.insert(backend.address, mac);
-            }
-            None => missing.push(backend.address),
-        }
-    }
-    missing.sort_unstable();
-    missing.dedup();
-    (macs, missing)
-}
-
-/// Asks the kernel to ARP for each address.
-fn solicit(netlink: &mut Netlink, ifindex: u32, addresses: &[Ipv4Addr]) {
-    for address in addresses {
-        if let Err(error) = netlink.solicit_neighbour(ifindex, *address) {
-            warn!(%address, %error, "could not solicit neighbour");
-        }
-    }
-}
-
-/// Solicits missing MACs and waits up to `wait` for them, unless a stop signal arrives first
-/// (then the second value is true).
-fn resolve_waiting(
-    netlink: &mut Netlink,
-    ifindex: u32,
-    config: &Config,
-    wait: Duration,
-    signals: Option<&Receiver<Signal>>,
-) -> (HashMap<Ipv4Addr, [u8; 6]>, bool) {
-    let deadline = Instant::now() + wait;
-    let mut solicited = false;
-    loop {
-        let (macs, missing) = lookup_backends(netlink, ifindex, config);
-        if missing.is_empty() {
-            return (macs, false);
-        }
-        if !solicited {
-            solicit(netlink, ifindex, &missing);
-            solicited = true;
-        }
-        if Instant::now() >= deadline {
-            warn!(
-                ?missing,
-                "real servers without a MAC address yet; their flows are dropped until they resolve"
-            );
-            return (macs, false);
-        }
-        let pause = Duration::from_millis(20);
-        match signals.map(|signals| signals.recv_timeout(pause)) {
-            Some(Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected)) => return (macs, true),
-            Some(Ok(Signal::Reload) | Err(RecvTimeoutError::Timeout)) => {}
-            None => std::thread::sleep(pause),
-        }
-    }
-}
-
-/// Start-up's resolution, cut short by a stop signal.
-fn resolve_at_start(
-    netlink: &mut Netlink,
-    ifindex: u32,
-    config: &Config,
-    wait: Duration,
-    signals: &Receiver<Signal>,
-) -> (HashMap<Ipv4Addr, [u8; 6]>, bool) {
-    resolve_waiting(netlink, ifindex, config, wait, Some(signals))
-}
-
-/// A reload's resolution.
-fn resolve_with_wait(
-    netlink: &mut Netlink,
-    ifindex: u32,
-    config: &Config,
-    wait: Duration,
-) -> HashMap<Ipv4Addr, [u8; 6]> {
-    resolve_waiting(netlink, ifindex, config, wait, None).0
 }

@@ -18,7 +18,8 @@ use anyhow::Context as _;
 use dataplane::counters::{backend_counter_block, BackendCounters};
 use dataplane::persistence::PersistenceTable;
 use dataplane::service::{Interfaces, Persistence};
-use dataplane::{Backend, Service, ServiceKey, ServiceTable};
+use dataplane::xdp::NatBackendKey;
+use dataplane::{Backend, Forwarding, Service, ServiceKey, ServiceTable};
 
 use crate::config::{Config, ServiceConfig};
 
@@ -269,8 +270,8 @@ impl TableBuilder {
                 mac: backend.mac.or_else(|| macs.get(&backend.address).copied()),
                 weight: change.weight.unwrap_or(backend.weight),
                 counter_slot: self.slots.slots[&id],
-                // NAT port mapping is not configurable yet: the service port.
-                port: 0,
+                // 0: the port the client connected to (the config refuses a port unless NAT).
+                port: backend.port.unwrap_or(0),
             });
         }
         let candidates: Vec<scheduler::Candidate> = backends
@@ -323,6 +324,25 @@ pub fn classifier_keys(config: &Config) -> HashSet<ServiceKey> {
             service.ports.iter().map(|&port| ServiceKey {
                 port,
                 ..service_key(service)
+            })
+        })
+        .collect()
+}
+
+/// Every (real server address, port it listens on, protocol) of every NAT service, for the
+/// server side's classifier: frames from these are replies to translate back to the VIPs.
+pub fn nat_backend_keys(config: &Config) -> HashSet<NatBackendKey> {
+    config
+        .services
+        .iter()
+        .filter(|service| service.forwarding == Forwarding::Nat)
+        .flat_map(|service| {
+            service.backends.iter().flat_map(move |backend| {
+                service.ports.iter().map(move |&port| NatBackendKey {
+                    address: backend.address,
+                    port: backend.port.unwrap_or(port),
+                    protocol: service.protocol,
+                })
             })
         })
         .collect()

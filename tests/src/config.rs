@@ -50,6 +50,8 @@ pub struct BackendConfig {
     pub address: String,
     /// Weight; left out of the file when `None`.
     pub weight: Option<u32>,
+    /// NAT port mapping (`port = 8080`); left out when `None`.
+    pub port: Option<u16>,
 }
 
 impl ServiceConfig {
@@ -97,10 +99,29 @@ impl DirectorConfig {
                     .map(|a| BackendConfig {
                         address: a.clone(),
                         weight: None,
+                        port: None,
                     })
                     .collect(),
             }],
         }
+    }
+
+    /// `eth0` (client side) and `eth1` (server side), one worker, one NAT service "web" on VIP
+    /// 192.0.2.10:80/tcp over `backends`, each mapped to `backend_port` when given.
+    pub fn nat(
+        stats_socket: PathBuf,
+        scheduler: &str,
+        backends: &[String],
+        backend_port: Option<u16>,
+    ) -> Self {
+        let mut config = Self::dr(stats_socket, scheduler, backends);
+        config.interfaces.push("eth1".into());
+        let service = &mut config.services[0];
+        service.forwarding = "nat".into();
+        for backend in &mut service.backends {
+            backend.port = backend_port;
+        }
+        config
     }
 
     /// The TOML text.
@@ -138,6 +159,9 @@ impl DirectorConfig {
                 let _ = writeln!(s, "address = {}", quote(&backend.address));
                 if let Some(weight) = backend.weight {
                     let _ = writeln!(s, "weight = {weight}");
+                }
+                if let Some(port) = backend.port {
+                    let _ = writeln!(s, "port = {port}");
                 }
             }
         }
@@ -218,6 +242,20 @@ mod tests {
         assert!(text.contains("scheduler = \"maglev\"\nforwarding = \"dr\"\n"));
         assert!(text.contains("[[service.backend]]\naddress = \"192.0.2.11\"\n"));
         assert!(!text.contains("persistence"));
+    }
+
+    #[test]
+    fn writes_nat_with_port_mapping() {
+        let cfg = DirectorConfig::nat(
+            "/run/director/x.sock".into(),
+            "rr",
+            &["198.51.100.11".into()],
+            Some(8080),
+        );
+        let text = cfg.to_toml();
+        assert!(text.starts_with("[director]\ninterfaces = [\"eth0\", \"eth1\"]\n"));
+        assert!(text.contains("forwarding = \"nat\"\n"));
+        assert!(text.contains("address = \"198.51.100.11\"\nport = 8080\n"));
     }
 
     #[test]

@@ -16,7 +16,10 @@ use crate::cmd::{poll_check, poll_until, run_with_timeout, Check, ChildGuard};
 use crate::config::DirectorConfig;
 use crate::director::DirectorProcess;
 use crate::http::{self, HttpResponse};
-use crate::{rs_ip, rs_name, sys, CLIENT_IP, DIRECTOR_IP, PREFIX_LEN, VIP, VIP_PORT};
+use crate::{
+    nat_rs_ip, rs_ip, rs_name, sys, CLIENT_IP, DIRECTOR_IP, PREFIX_LEN, SERVER_SIDE_IP, VIP,
+    VIP_PORT,
+};
 
 /// The real servers' HTTP server, written into each lab's directory.
 const HTTP_SERVER_PY: &str = include_str!("../../scripts/lab-http-server.py");
@@ -43,6 +46,8 @@ pub struct LabOptions {
     /// Ports every real server serves plain HTTP on (each answer names the port it came in
     /// on); [`Lab::dr_config`] makes its service over all of them. Default `[80]`.
     pub ports: Vec<u16>,
+    /// Which LVS set-up to build. Default [`Topology::DirectRouting`].
+    pub topology: Topology,
 }
 
 impl Default for LabOptions {
@@ -50,8 +55,22 @@ impl Default for LabOptions {
         Self {
             real_servers: 3,
             ports: vec![VIP_PORT],
+            topology: Topology::DirectRouting,
         }
     }
+}
+
+/// The shape of a lab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// One segment, 192.0.2.0/24: client, director and real servers (VIP on `lo`, ARP
+    /// silenced) on one bridge. DR, and TUN with `rs-decap` on the real servers.
+    DirectRouting,
+    /// Two segments: client and director `eth0` on 192.0.2.0/24; director `eth1`
+    /// (198.51.100.1) and real servers (198.51.100.11..) on 198.51.100.0/24, the real servers'
+    /// default route via the director. The director's default route goes via the client (its
+    /// client side's "router"); its kernel forwarding stays off.
+    Nat,
 }
 
 impl LabOptions {
@@ -124,6 +143,7 @@ pub struct Lab {
     real_servers: usize,
     /// Ports the real servers serve.
     ports: Vec<u16>,
+    topology: Topology,
     /// Namespaces created so far, switch first.
     namespaces: Vec<String>,
     /// The HTTP server of `rs(i+1)`, while running.
@@ -138,8 +158,17 @@ impl Lab {
         Lab::try_dr(options).unwrap_or_else(|e| panic!("building the DR lab: {e:#}"))
     }
 
-    /// Builds the DR lab: switch, client, director, `options.real_servers` real servers with the
-    /// VIP on `lo` and an HTTP server each.
+    /// Builds the NAT lab ([`Topology::Nat`]), panicking with the reason if it cannot.
+    pub fn nat(options: LabOptions) -> Lab {
+        Lab::try_dr(LabOptions {
+            topology: Topology::Nat,
+            ..options
+        })
+        .unwrap_or_else(|e| panic!("building the NAT lab: {e:#}"))
+    }
+
+    /// Builds the lab: switch, client, director, `options.real_servers` real servers with an
+    /// HTTP server each (and, for DR, the VIP on `lo`). `options.topology` picks the shape.
     pub fn try_dr(options: LabOptions) -> Result<Lab> {
         ensure!(sys::is_root(), "the lab needs root (network namespaces)");
         ensure!(
@@ -171,6 +200,7 @@ impl Lab {
             dir,
             real_servers: options.real_servers,
             ports: options.ports,
+            topology: options.topology,
             namespaces: Vec::new(),
             http: Mutex::new((0..options.real_servers).map(|_| None).collect()),
             files: AtomicU32::new(0),
@@ -211,45 +241,91 @@ impl Lab {
         ])?;
         ip(&["-n", &switch, "link", "set", "br0", "up"])?;
 
+        let nat = self.topology == Topology::Nat;
+        if nat {
+            for args in [
+                &["link", "add", "br1", "type", "bridge", "stp_state", "0"][..],
+                &["link", "set", "br1", "type", "bridge", "forward_delay", "0"],
+                &["link", "set", "br1", "up"],
+            ] {
+                let mut full = vec!["-n", switch.as_str()];
+                full.extend_from_slice(args);
+                ip(&full)?;
+            }
+        }
+
         let mut hosts = vec![Host::Client, Host::Director];
         hosts.extend((1..=self.real_servers).map(Host::Rs));
         for host in hosts {
             let ns = self.add_namespace(host)?;
-            let port = host.name();
-            ip(&[
-                "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                "netns", &ns,
-            ])?;
-            ip(&["-n", &switch, "link", "set", &port, "master", "br0"])?;
-            ip(&["-n", &switch, "link", "set", &port, "up"])?;
-            let address = host
-                .address()
-                .expect("every host but the switch has an address");
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{address}/{PREFIX_LEN}"),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            let (bridge, address) = match host {
+                Host::Rs(i) if nat => ("br1", nat_rs_ip(i)),
+                _ => (
+                    "br0",
+                    host.address()
+                        .expect("every host but the switch has an address"),
+                ),
+            };
+            Self::plug(&switch, &ns, &host.name(), "eth0", bridge, &address)?;
             // Local TCP stacks leave checksums partial on veth; after AF_XDP they arrive bad.
             self.try_exec_ok(host, &["ethtool", "-K", "eth0", "tx", "off"])?;
-            if let Host::Rs(_) = host {
-                ip(&["-n", &ns, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-                // Hold the VIP without ever answering ARP for it or using it as an ARP source.
-                let mut keys = Vec::new();
-                for iface in ["all", "eth0", "lo"] {
-                    keys.push(format!("net.ipv4.conf.{iface}.arp_ignore=1"));
-                    keys.push(format!("net.ipv4.conf.{iface}.arp_announce=2"));
+            match host {
+                Host::Rs(_) if nat => {
+                    ip(&["-n", &ns, "route", "add", "default", "via", SERVER_SIDE_IP])?;
                 }
-                let mut args = vec!["sysctl", "-q", "-w"];
-                args.extend(keys.iter().map(String::as_str));
-                self.try_exec_ok(host, &args)?;
+                Host::Rs(_) => {
+                    ip(&["-n", &ns, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+                    // Hold the VIP without ever answering ARP for it or using it as an ARP
+                    // source.
+                    let mut keys = Vec::new();
+                    for iface in ["all", "eth0", "lo"] {
+                        keys.push(format!("net.ipv4.conf.{iface}.arp_ignore=1"));
+                        keys.push(format!("net.ipv4.conf.{iface}.arp_announce=2"));
+                    }
+                    let mut args = vec!["sysctl", "-q", "-w"];
+                    args.extend(keys.iter().map(String::as_str));
+                    self.try_exec_ok(host, &args)?;
+                }
+                Host::Director if nat => {
+                    let port = format!("{}-s", host.name());
+                    Self::plug(&switch, &ns, &port, "eth1", "br1", SERVER_SIDE_IP)?;
+                    self.try_exec_ok(host, &["ethtool", "-K", "eth1", "tx", "off"])?;
+                    // The client stands in for the router in front of a NAT director.
+                    ip(&["-n", &ns, "route", "add", "default", "via", CLIENT_IP])?;
+                    // New namespaces start with forwarding off; say so, since NAT relies on it.
+                    self.try_exec_ok(host, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])?;
+                }
+                _ => {}
             }
         }
+        Ok(())
+    }
+
+    /// Connects namespace `ns` to `bridge` with a veth: `port` on the switch, `device` (up,
+    /// with `address`/24) in `ns`.
+    fn plug(
+        switch: &str,
+        ns: &str,
+        port: &str,
+        device: &str,
+        bridge: &str,
+        address: &str,
+    ) -> Result<()> {
+        ip(&[
+            "-n", switch, "link", "add", port, "type", "veth", "peer", "name", device, "netns", ns,
+        ])?;
+        ip(&["-n", switch, "link", "set", port, "master", bridge])?;
+        ip(&["-n", switch, "link", "set", port, "up"])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{address}/{PREFIX_LEN}"),
+            "dev",
+            device,
+        ])?;
+        ip(&["-n", ns, "link", "set", device, "up"])?;
         Ok(())
     }
 
@@ -291,6 +367,20 @@ impl Lab {
     /// The ports the real servers serve.
     pub fn ports(&self) -> &[u16] {
         &self.ports
+    }
+
+    /// The lab's shape.
+    pub fn topology(&self) -> Topology {
+        self.topology
+    }
+
+    /// Real server `i`'s own address: 192.0.2.(10 + i) in the DR lab, 198.51.100.(10 + i) in
+    /// the NAT lab.
+    pub fn rs_address(&self, i: usize) -> String {
+        match self.topology {
+            Topology::DirectRouting => rs_ip(i),
+            Topology::Nat => nat_rs_ip(i),
+        }
     }
 
     /// The real servers, `Host::Rs(1) ..= Host::Rs(n)`.
@@ -396,7 +486,7 @@ impl Lab {
             args.extend(["--port", port.as_str()]);
         }
         let mut child = self.try_spawn_logged(host, &args, &log)?;
-        let address = rs_ip(i);
+        let address = self.rs_address(i);
         for &port in &self.ports {
             poll_check(
                 &format!("{name}'s HTTP server on {address}:{port}"),
@@ -641,11 +731,21 @@ impl Lab {
             scheduler,
             &servers
                 .iter()
-                .map(|&i| Host::Rs(i).address().unwrap_or_default())
+                .map(|&i| self.rs_address(i))
                 .collect::<Vec<_>>(),
         );
         config.services[0].ports.clone_from(&self.ports);
         config
+    }
+
+    /// A one-service NAT config for the NAT lab: `eth0` client side, `eth1` server side, one
+    /// worker, service "web" on VIP 192.0.2.10:80/tcp over every real server, mapped to
+    /// `backend_port` (the real servers must serve it: [`LabOptions::ports`]) when given.
+    pub fn nat_config(&self, scheduler: &str, backend_port: Option<u16>) -> DirectorConfig {
+        let servers: Vec<String> = (1..=self.real_servers)
+            .map(|i| self.rs_address(i))
+            .collect();
+        DirectorConfig::nat(self.stats_socket(), scheduler, &servers, backend_port)
     }
 
     /// Writes `config` as TOML into the lab directory and returns its path.

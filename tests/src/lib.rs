@@ -7,8 +7,12 @@
 //! to the client directly. [`DirectorProcess`] runs the `director` binary in the `director`
 //! namespace, waits for it to be ready and stops it; [`stats`] reads `lbstat --json`.
 //!
+//! [`Lab::nat`] builds the LVS-NAT variant: a second bridge for the server-side segment
+//! (198.51.100.0/24, TEST-NET-2), the director on both (`eth0` client side, `eth1` server side)
+//! and the real servers on the second only, routing through the director.
+//!
 //! What it must not do: touch anything outside the namespaces it creates, use addresses outside
-//! TEST-NET-1 (192.0.2.0/24), leave a namespace or a process behind (even when a test panics), wait
+//! TEST-NET-1 and TEST-NET-2 (192.0.2.0/24, 198.51.100.0/24), leave a namespace or a process behind (even when a test panics), wait
 //! without a deadline, or sleep in place of checking a condition.
 
 #![deny(unsafe_code)]
@@ -33,7 +37,7 @@ pub use director::{
     director_bin, lbstat_bin, rs_decap_bin, workspace_dir, ControlOutput, DirectorProcess, Stopped,
 };
 pub use http::{assert_all_ok, failures, tally, HttpResponse};
-pub use lab::{lab_namespaces, Host, Lab, LabOptions, EXTRA_CLIENT_IPS};
+pub use lab::{lab_namespaces, Host, Lab, LabOptions, Topology, EXTRA_CLIENT_IPS};
 pub use sys::is_root;
 
 /// Network prefix length of the lab's one L2 segment.
@@ -56,6 +60,19 @@ pub fn rs_ip(i: usize) -> String {
         "real server index {i} out of range"
     );
     format!("192.0.2.{}", FIRST_RS_HOST + i - 1)
+}
+
+/// The director's address on the NAT lab's server-side segment (the real servers' gateway).
+pub const SERVER_SIDE_IP: &str = "198.51.100.1";
+
+/// Address of real server `i` in the NAT lab's server-side segment (`nat_rs_ip(1)` is
+/// 198.51.100.11).
+pub fn nat_rs_ip(i: usize) -> String {
+    assert!(
+        i >= 1 && FIRST_RS_HOST + i - 1 < 255,
+        "real server index {i} out of range"
+    );
+    format!("198.51.100.{}", FIRST_RS_HOST + i - 1)
 }
 
 /// Name of real server `i` (1-based), as it reports itself in its HTTP answers.

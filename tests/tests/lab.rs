@@ -120,6 +120,7 @@ fn lab_ports_sources_load_and_keep_alive() {
     let lab = Lab::dr(LabOptions {
         real_servers: 1,
         ports: vec![80, 443],
+        ..LabOptions::default()
     });
     let second = EXTRA_CLIENT_IPS[0];
     lab.add_client_address(second);

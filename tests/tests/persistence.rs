@@ -14,6 +14,7 @@ fn lab() -> Lab {
     let lab = Lab::dr(LabOptions {
         real_servers: 3,
         ports: PORTS.to_vec(),
+        ..LabOptions::default()
     });
     lab.add_client_address(EXTRA_CLIENT_IPS[0]);
     lab

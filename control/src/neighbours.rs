@@ -1,0 +1,158 @@
+//! The link-layer addresses the data plane needs, read from the kernel's tables: each real
+//! server's MAC (on the client-side interface for DR and TUN, on the server side for NAT) and,
+//! when a service uses NAT, the MAC of the client side's default gateway, where NAT replies go.
+//!
+//! Control reads them once a second and at start-up and reload; an address the kernel does not
+//! know yet is solicited (the kernel ARPs for it) and the frames that need it are dropped and
+//! counted as `neighbour_unresolved` until it resolves. Nothing here runs on a worker.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use dataplane::Forwarding;
+use tracing::warn;
+
+use crate::config::Config;
+use crate::netlink::Netlink;
+use crate::signals::Signal;
+
+/// The interfaces neighbours live on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sides {
+    /// The client side (VIPs, DR and TUN real servers, the NAT gateway).
+    pub client: u32,
+    /// The server side (NAT real servers), if the director has one.
+    pub server: Option<u32>,
+}
+
+impl Sides {
+    /// Where the real servers of a service with this forwarding method are.
+    fn of(self, forwarding: Forwarding) -> u32 {
+        match (forwarding, self.server) {
+            (Forwarding::Nat, Some(server)) => server,
+            _ => self.client,
+        }
+    }
+}
+
+/// What is resolved now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Neighbours {
+    /// The MAC of every real server that has one (configured or from the neighbour table).
+    pub backends: HashMap<Ipv4Addr, [u8; 6]>,
+    /// The client side's default gateway and its MAC once resolved; `None` when no service
+    /// uses NAT or there is no default route out of the client side.
+    pub gateway: Option<(Ipv4Addr, Option<[u8; 6]>)>,
+}
+
+impl Neighbours {
+    /// The NAT replies' next hop, if resolved.
+    pub fn gateway_mac(&self) -> Option<[u8; 6]> {
+        self.gateway.and_then(|(_, mac)| mac)
+    }
+}
+
+/// Reads what is resolved now; returns it and the (interface, address) pairs still missing.
+pub fn lookup(
+    netlink: &mut Netlink,
+    sides: Sides,
+    config: &Config,
+) -> (Neighbours, Vec<(u32, Ipv4Addr)>) {
+    let dump = |netlink: &mut Netlink, ifindex: u32| {
+        netlink.neighbours(ifindex).unwrap_or_else(|error| {
+            warn!(%error, ifindex, "neighbour table dump failed");
+            HashMap::new()
+        })
+    };
+    let client_table = dump(netlink, sides.client);
+    let server_table = sides.server.map(|server| dump(netlink, server));
+    let mut found = Neighbours::default();
+    let mut missing = Vec::new();
+    for service in &config.services {
+        let ifindex = sides.of(service.forwarding);
+        let known = match &server_table {
+            Some(table) if Some(ifindex) == sides.server => table,
+            _ => &client_table,
+        };
+        for backend in &service.backends {
+            match backend.mac.or_else(|| known.get(&backend.address).copied()) {
+                Some(mac) => {
+                    found.backends.insert(backend.address, mac);
+                }
+                None => missing.push((ifindex, backend.address)),
+            }
+        }
+    }
+    if uses_nat(config) {
+        match netlink.default_gateway(sides.client) {
+            Ok(Some(gateway)) => {
+                let mac = client_table.get(&gateway).copied();
+                if mac.is_none() {
+                    missing.push((sides.client, gateway));
+                }
+                found.gateway = Some((gateway, mac));
+            }
+            Ok(None) => {}
+            Err(error) => warn!(%error, "could not read the default route"),
+        }
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    (found, missing)
+}
+
+/// Asks the kernel to ARP for each address.
+pub fn solicit(netlink: &mut Netlink, missing: &[(u32, Ipv4Addr)]) {
+    for &(ifindex, address) in missing {
+        if let Err(error) = netlink.solicit_neighbour(ifindex, address) {
+            warn!(%address, %error, "could not solicit neighbour");
+        }
+    }
+}
+
+/// Solicits what is missing and waits up to `wait` for it, unless a stop signal arrives first
+/// (then the second value is true).
+pub fn resolve_waiting(
+    netlink: &mut Netlink,
+    sides: Sides,
+    config: &Config,
+    wait: Duration,
+    signals: Option<&Receiver<Signal>>,
+) -> (Neighbours, bool) {
+    let deadline = Instant::now() + wait;
+    let mut solicited = false;
+    loop {
+        let (found, missing) = lookup(netlink, sides, config);
+        if missing.is_empty() {
+            return (found, false);
+        }
+        if !solicited {
+            solicit(netlink, &missing);
+            solicited = true;
+        }
+        if Instant::now() >= deadline {
+            let addresses: Vec<Ipv4Addr> = missing.iter().map(|&(_, address)| address).collect();
+            warn!(
+                missing = ?addresses,
+                "neighbours without a MAC address yet; frames to them are dropped until they resolve"
+            );
+            return (found, false);
+        }
+        let pause = Duration::from_millis(20);
+        match signals.map(|signals| signals.recv_timeout(pause)) {
+            Some(Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected)) => return (found, true),
+            Some(Ok(Signal::Reload) | Err(RecvTimeoutError::Timeout)) => {}
+            None => std::thread::sleep(pause),
+        }
+    }
+}
+
+/// Whether any service forwards by NAT.
+pub fn uses_nat(config: &Config) -> bool {
+    config
+        .services
+        .iter()
+        .any(|service| service.forwarding == Forwarding::Nat)
+}
