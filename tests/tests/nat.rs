@@ -220,3 +220,35 @@ fn nat_forwards_udp_and_a_fragmentation_needed_reaches_the_real_server() {
     let drops = director_lab::stats::worker_drops(&stats);
     assert!(drops.values().all(|&n| n == 0), "worker drops: {drops:?}");
 }
+
+#[test]
+fn nat_reload_adds_and_removes_real_servers_replies_included() {
+    require_root!();
+    let lab = Lab::nat(LabOptions {
+        ports: vec![BACKEND_PORT],
+        ..LabOptions::default()
+    });
+    let mut config = lab.nat_config("rr", Some(BACKEND_PORT));
+    let all = config.services[0].backends.clone();
+    config.services[0].backends.truncate(2);
+    let director = lab.start_director(&config);
+    let served = tally(&lab.http_get_many(20, &vip_url()));
+    assert_eq!(served.get(&rs_name(3)), None, "{served:?}");
+
+    // rs3's replies only come back if the reload also told the server side's classifier.
+    config.services[0].backends.clone_from(&all);
+    director.replace_config(&config);
+    director.reload().assert_ok();
+    let results = lab.http_get_many(30, &vip_url());
+    assert_all_ok(&results, "HTTP through NAT after adding rs3");
+    let served = tally(&results);
+    assert_eq!(served.get(&rs_name(3)).copied(), Some(10), "{served:?}");
+
+    // Removed again: no request reaches it, and none fails.
+    config.services[0].backends.truncate(2);
+    director.replace_config(&config);
+    director.reload().assert_ok();
+    let results = lab.http_get_many(20, &vip_url());
+    assert_all_ok(&results, "HTTP through NAT after removing rs3");
+    assert_eq!(tally(&results).get(&rs_name(3)), None);
+}
