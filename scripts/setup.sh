@@ -28,6 +28,7 @@ want python3 /usr/bin/python3
 want curl /usr/bin/curl
 want tcpdump /usr/bin/tcpdump
 want procps /usr/bin/pkill
+want keepalived /usr/sbin/keepalived   # the VRRP interop tests' peer
 
 if ((${#need_packages[@]})); then
     echo "setup: installing ${need_packages[*]}" >&2

@@ -48,6 +48,8 @@ pub struct Config {
     pub director: DirectorConfig,
     /// The `[[service]]` tables, in file order.
     pub services: Vec<ServiceConfig>,
+    /// The `[ha]` table: VRRP failover between directors; `None` runs alone, holding the VIPs.
+    pub ha: Option<HaConfig>,
 }
 
 /// The `[director]` table: process-wide settings.
@@ -72,6 +74,56 @@ pub struct DirectorConfig {
     /// Connection idle timeouts.
     pub timeouts: Timeouts,
 }
+
+/// The `[ha]` table: the director takes part in a VRRPv3 (RFC 5798) virtual router, with other
+/// directors or keepalived, and holds every service's VIP only while it is the master.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaConfig {
+    /// Interface the advertisements are sent and heard on (one of `director.interfaces`).
+    pub interface: String,
+    /// Virtual router ID, 1..=255, the same on every router of the group.
+    pub vrid: u8,
+    /// 1..=254; the highest wins. 255 (the address owner) and 0 (resigning) are refused.
+    pub priority: u8,
+    /// Between two advertisements as master: a multiple of 10 ms from 10 ms to 40.95 s.
+    pub advert_interval: Duration,
+    /// Whether a higher-priority backup takes over from a lower-priority master.
+    pub preempt: bool,
+    /// Send advertisements to these routers instead of the multicast group 224.0.0.18.
+    pub unicast_peers: Vec<Ipv4Addr>,
+}
+
+impl HaConfig {
+    /// One line for `director check`, e.g.
+    /// `ha: VRRPv3 vrid 51 priority 150 on eth0, every 100ms to 224.0.0.18, preempt`.
+    pub fn summary(&self) -> String {
+        let peers: Vec<String> = self.unicast_peers.iter().map(Ipv4Addr::to_string).collect();
+        let destination = if peers.is_empty() {
+            "224.0.0.18".to_owned()
+        } else {
+            peers.join(", ")
+        };
+        format!(
+            "ha: VRRPv3 vrid {} priority {} on {}, every {} to {destination}, {}",
+            self.vrid,
+            self.priority,
+            self.interface,
+            format_duration(self.advert_interval),
+            if self.preempt { "preempt" } else { "nopreempt" }
+        )
+    }
+}
+
+/// Default `ha.priority` (keepalived's).
+pub const DEFAULT_HA_PRIORITY: u8 = 100;
+/// Default `ha.advert_interval` (RFC 5798's and keepalived's).
+pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest `ha.advert_interval`: one centisecond, VRRPv3's unit.
+pub const MIN_ADVERT_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest `ha.advert_interval`: 4095 centiseconds, the most VRRPv3's 12-bit field holds.
+pub const MAX_ADVERT_INTERVAL: Duration = Duration::from_millis(40_950);
+/// Most `ha.unicast_peers` (a three-director set-up needs two).
+pub const MAX_UNICAST_PEERS: usize = 16;
 
 /// One `[[service]]` table: a virtual service and its real servers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +151,12 @@ pub struct ServiceConfig {
     pub maglev_table_size: u32,
     /// Real servers, in file order (at least one).
     pub backends: Vec<BackendConfig>,
+    /// `[service.health_check]`: how real servers are checked; `None` keeps every one in the
+    /// pool (no checks).
+    pub health_check: Option<HealthCheckConfig>,
+    /// The sorry server: the service's only real server while every configured one is out of
+    /// the pool (down or disabled). Weight 1; `port` as a backend's (NAT port mapping).
+    pub fallback: Option<BackendConfig>,
 }
 
 /// One `[[service.backend]]` table: a real server.
@@ -114,6 +172,96 @@ pub struct BackendConfig {
     /// port the client connected to.
     pub port: Option<u16>,
 }
+
+/// `[service.health_check]`: one check per real server, repeated every `interval` from the
+/// director's control side; `fall` failures in a row take a server out, `rise` successes bring
+/// it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// What a check does and what counts as success.
+    pub kind: CheckKind,
+    /// From the start of one check to the start of the next.
+    pub interval: Duration,
+    /// How long one check may take (at most `interval`); longer is a failure.
+    pub timeout: Duration,
+    /// Successes in a row that bring a down server back.
+    pub rise: u32,
+    /// Failures in a row that take an up server out.
+    pub fall: u32,
+    /// The port checked instead of the real server's own (its NAT `port`, else the service's
+    /// first port).
+    pub port: Option<u16>,
+    /// What a down server's entry becomes.
+    pub on_failure: OnFailure,
+}
+
+/// The kinds of health check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP connection is accepted (keepalived's TCP_CHECK).
+    Tcp,
+    /// `GET path HTTP/1.0` answers `expect_status`, with `expect_body` in the body if given
+    /// (keepalived's HTTP_GET, ldirectord's `request`/`receive`).
+    Http {
+        /// Request path, starting with `/`.
+        path: String,
+        /// The status a healthy server answers.
+        expect_status: u16,
+        /// A substring the body must contain.
+        expect_body: Option<String>,
+    },
+    /// Connect, write `send`, read until `expect` has been seen (piranha's send/expect).
+    SendExpect {
+        /// Bytes written after connecting; empty for a banner protocol.
+        send: String,
+        /// Bytes the answer must contain.
+        expect: String,
+    },
+    /// Run a program: exit status 0 is healthy (keepalived's MISC_CHECK). `{address}` and
+    /// `{port}` in any argument are replaced by the real server's.
+    Exec {
+        /// Absolute program path, then its arguments.
+        command: Vec<String>,
+    },
+}
+
+impl CheckKind {
+    /// The `kind` value as written in the file.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http { .. } => "http",
+            CheckKind::SendExpect { .. } => "send_expect",
+            CheckKind::Exec { .. } => "exec",
+        }
+    }
+}
+
+/// What happens to a real server that fails its health check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Out of the pool, as `director backend disable` does: its flows are rescheduled.
+    Remove,
+    /// Weight 0, as keepalived's `inhibit_on_failure`: no new flows, existing ones continue.
+    Inhibit,
+}
+
+/// Default `health_check.interval` (HAProxy's `inter`).
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Default `health_check.timeout`.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default `health_check.rise` (HAProxy's).
+pub const DEFAULT_CHECK_RISE: u32 = 2;
+/// Default `health_check.fall` (HAProxy's).
+pub const DEFAULT_CHECK_FALL: u32 = 3;
+/// Shortest `health_check.interval`.
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest `health_check.interval`.
+pub const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// Largest `rise` and `fall`.
+pub const MAX_RISE_FALL: u32 = 100;
+/// Longest `send`, `expect` and `expect_body` (a check reads at most a few times this).
+pub const MAX_CHECK_TEXT: usize = 4096;
 
 /// Why a configuration was rejected. Each `Display` names where, the value and what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -250,7 +398,38 @@ impl ServiceConfig {
             }
             line.push(')');
         }
+        if let Some(fallback) = &self.fallback {
+            let _ = write!(line, "; fallback {}", fallback.address);
+            if let Some(port) = fallback.port {
+                let _ = write!(line, ":{port}");
+            }
+        }
+        if let Some(check) = &self.health_check {
+            let _ = write!(
+                line,
+                "; {} check every {}, timeout {}, rise {}, fall {}, {} on failure",
+                check.kind.name(),
+                format_duration(check.interval),
+                format_duration(check.timeout),
+                check.rise,
+                check.fall,
+                match check.on_failure {
+                    OnFailure::Remove => "remove",
+                    OnFailure::Inhibit => "inhibit",
+                }
+            );
+        }
         line
+    }
+
+    /// The port a health check of `backend` connects to: the check's own `port`, else the
+    /// backend's NAT port, else the service's first port.
+    pub fn check_port(&self, backend: &BackendConfig) -> u16 {
+        self.health_check
+            .as_ref()
+            .and_then(|check| check.port)
+            .or(backend.port)
+            .unwrap_or(self.port)
     }
 }
 
@@ -287,6 +466,7 @@ struct RawConfig {
     director: RawDirector,
     #[serde(default)]
     service: Vec<RawService>,
+    ha: Option<RawHa>,
 }
 
 #[derive(Deserialize)]
@@ -302,6 +482,17 @@ struct RawDirector {
     max_connections: Option<i64>,
     #[serde(default)]
     timeouts: RawTimeouts,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHa {
+    interface: Option<String>,
+    vrid: i64,
+    priority: Option<i64>,
+    advert_interval: Option<String>,
+    preempt: Option<bool>,
+    unicast_peers: Option<Vec<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -329,6 +520,26 @@ struct RawService {
     maglev_table_size: Option<i64>,
     #[serde(default)]
     backend: Vec<RawBackend>,
+    health_check: Option<RawHealthCheck>,
+    fallback: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    kind: String,
+    interval: Option<String>,
+    timeout: Option<String>,
+    rise: Option<i64>,
+    fall: Option<i64>,
+    port: Option<i64>,
+    on_failure: Option<String>,
+    path: Option<String>,
+    expect_status: Option<i64>,
+    expect_body: Option<String>,
+    send: Option<String>,
+    expect: Option<String>,
+    command: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -385,7 +596,15 @@ impl RawConfig {
             services.push(service);
         }
         check_sides(&director, &services)?;
-        Ok(Config { director, services })
+        let ha = match self.ha {
+            None => None,
+            Some(raw) => Some(raw.validate(&director)?),
+        };
+        Ok(Config {
+            director,
+            services,
+            ha,
+        })
     }
 }
 
@@ -562,6 +781,93 @@ fn metrics_address(value: Option<String>) -> Result<Option<std::net::SocketAddr>
     })
 }
 
+impl RawHa {
+    fn validate(self, director: &DirectorConfig) -> Result<HaConfig, ConfigError> {
+        let interface = match self.interface {
+            None => director.interfaces[0].clone(),
+            Some(name) => {
+                if !director.interfaces.contains(&name) {
+                    return Err(ConfigError::invalid(
+                        "ha.interface",
+                        format!("{name:?}"),
+                        format!(
+                            "expected one of director.interfaces {:?}",
+                            director.interfaces
+                        ),
+                    ));
+                }
+                name
+            }
+        };
+        let vrid = in_range(self.vrid, 1u8, u8::MAX, "ha.vrid")?;
+        let priority = match self.priority {
+            None => DEFAULT_HA_PRIORITY,
+            Some(255) => {
+                return Err(ConfigError::invalid(
+                    "ha.priority",
+                    "255",
+                    "255 is reserved for the router that owns the addresses (RFC 5798 5.2.4), \
+                     and the director only borrows its VIPs; expected 1..=254",
+                ))
+            }
+            Some(value) => in_range(value, 1u8, 254, "ha.priority")?,
+        };
+        let advert_interval = match self.advert_interval {
+            None => DEFAULT_ADVERT_INTERVAL,
+            Some(text) => {
+                let interval = parse_duration(&text).map_err(|error| {
+                    ConfigError::invalid(
+                        "ha.advert_interval",
+                        format!("{text:?}"),
+                        error.to_string(),
+                    )
+                })?;
+                let whole_centiseconds = interval.as_nanos() % 10_000_000 == 0;
+                if !(MIN_ADVERT_INTERVAL..=MAX_ADVERT_INTERVAL).contains(&interval)
+                    || !whole_centiseconds
+                {
+                    return Err(ConfigError::invalid(
+                        "ha.advert_interval",
+                        format!("{text:?}"),
+                        "expected a multiple of 10ms from \"10ms\" to \"40s950ms\" (VRRPv3 \
+                         carries it in centiseconds, 12 bits)",
+                    ));
+                }
+                interval
+            }
+        };
+        let mut unicast_peers: Vec<Ipv4Addr> = Vec::new();
+        let raw_peers = self.unicast_peers.unwrap_or_default();
+        if raw_peers.len() > MAX_UNICAST_PEERS {
+            return Err(ConfigError::invalid(
+                "ha.unicast_peers",
+                format!("[{} addresses]", raw_peers.len()),
+                format!("expected at most {MAX_UNICAST_PEERS} peers"),
+            ));
+        }
+        for (position, text) in raw_peers.iter().enumerate() {
+            let key = format!("ha.unicast_peers[{position}]");
+            let peer = unicast_address(text, &key)?;
+            if let Some(first) = unicast_peers.iter().position(|other| *other == peer) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{text:?}"),
+                    format!("peer listed twice, already ha.unicast_peers[{first}]"),
+                ));
+            }
+            unicast_peers.push(peer);
+        }
+        Ok(HaConfig {
+            interface,
+            vrid,
+            priority,
+            advert_interval,
+            preempt: self.preempt.unwrap_or(true),
+            unicast_peers,
+        })
+    }
+}
+
 impl RawTimeouts {
     fn validate(self) -> Result<Timeouts, ConfigError> {
         let defaults = Timeouts::default();
@@ -668,6 +974,21 @@ impl RawService {
             )?;
             backends.push(backend);
         }
+        let health_check = match self.health_check {
+            None => None,
+            Some(raw) => Some(raw.validate(&format!("{at}: health_check"))?),
+        };
+        let fallback = match self.fallback {
+            None => None,
+            Some(text) => Some(validate_fallback(
+                &text,
+                &format!("{at}: fallback"),
+                vip,
+                forwarding,
+                &ports,
+                &backends,
+            )?),
+        };
         Ok(ServiceConfig {
             name: self.name,
             vip,
@@ -680,6 +1001,8 @@ impl RawService {
             forwarding,
             maglev_table_size,
             backends,
+            health_check,
+            fallback,
         })
     }
 }
@@ -748,6 +1071,300 @@ fn check_port_mapping(
         ));
     }
     Ok(())
+}
+
+/// `fallback = "ADDRESS"` or `"ADDRESS:PORT"`: the sorry server. Under dr and tun it serves the
+/// port the client connected to (like every real server there), so a port may only repeat the
+/// service's; under nat a port maps as a backend's `port` does.
+fn validate_fallback(
+    text: &str,
+    key: &str,
+    vip: Ipv4Addr,
+    forwarding: Forwarding,
+    ports: &[u16],
+    backends: &[BackendConfig],
+) -> Result<BackendConfig, ConfigError> {
+    let value = format!("{text:?}");
+    let invalid = |expected: String| ConfigError::invalid(key, &value, expected);
+    let (address, port) = match text.split_once(':') {
+        Some((address, port)) => (address, Some(port)),
+        None => (text, None),
+    };
+    let Ok(address) = address.parse::<Ipv4Addr>() else {
+        return Err(invalid(
+            "expected an IPv4 address and optional port, such as \"192.0.2.50\" or \
+             \"192.0.2.50:80\""
+                .to_owned(),
+        ));
+    };
+    unicast_address(&address.to_string(), key).map_err(|_| {
+        invalid(
+            "expected a unicast address (not 0.0.0.0, broadcast, multicast or loopback)".to_owned(),
+        )
+    })?;
+    if address == vip {
+        return Err(invalid(
+            "the fallback equals the service's vip, expected the sorry server's own address"
+                .to_owned(),
+        ));
+    }
+    if let Some(position) = backends
+        .iter()
+        .position(|backend| backend.address == address)
+    {
+        return Err(invalid(format!(
+            "the fallback is already backend[{position}]; it takes flows only while every \
+             backend is out of the pool, so give it an address of its own"
+        )));
+    }
+    let port = match port {
+        None => None,
+        Some(text) => match text.parse::<u16>() {
+            Ok(port) if port != 0 => Some(port),
+            _ => {
+                return Err(invalid(
+                    "expected a port of 1..=65535 after the colon".to_owned(),
+                ))
+            }
+        },
+    };
+    let port =
+        match (port, forwarding) {
+            (None, _) => None,
+            (Some(port), Forwarding::Nat) if ports.len() == 1 => Some(port),
+            (Some(_), Forwarding::Nat) => return Err(invalid(
+                "a service with several ports cannot map them all to one port; leave the port out"
+                    .to_owned(),
+            )),
+            // Under dr and tun nothing rewrites ports: the sorry server gets the client's.
+            (Some(port), _) if ports == [port] => None,
+            (Some(_), _) => {
+                let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                return Err(invalid(format!(
+                    "only forwarding = \"nat\" can change the port, and this service uses {:?} on \
+                 port(s) {}; leave the port out",
+                    forwarding.name(),
+                    ports.join(", ")
+                )));
+            }
+        };
+    Ok(BackendConfig {
+        address,
+        weight: 1,
+        mac: None,
+        port,
+    })
+}
+
+impl RawHealthCheck {
+    fn validate(mut self, at: &str) -> Result<HealthCheckConfig, ConfigError> {
+        let key = |name: &str| format!("{at}.{name}");
+        let kind_name = self.kind.as_str();
+        // Keys that belong to another kind would silently do nothing: refuse them.
+        let quoted = |text: &Option<String>| text.as_ref().map(|text| format!("{text:?}"));
+        let misplaced = [
+            ("path", quoted(&self.path), "http"),
+            (
+                "expect_status",
+                self.expect_status.map(|status| status.to_string()),
+                "http",
+            ),
+            ("expect_body", quoted(&self.expect_body), "http"),
+            ("send", quoted(&self.send), "send_expect"),
+            ("expect", quoted(&self.expect), "send_expect"),
+            (
+                "command",
+                self.command.as_ref().map(|command| format!("{command:?}")),
+                "exec",
+            ),
+        ];
+        let known = ["tcp", "http", "send_expect", "exec"];
+        if !known.contains(&kind_name) {
+            return Err(ConfigError::invalid(
+                key("kind"),
+                format!("{kind_name:?}"),
+                "unknown health check kind, expected tcp, http, send_expect or exec",
+            ));
+        }
+        for (name, value, owner) in misplaced {
+            if let Some(value) = value {
+                if owner != kind_name {
+                    return Err(ConfigError::invalid(
+                        key(name),
+                        value,
+                        format!(
+                            "only meaningful with kind = \"{owner}\" (this check is {kind_name:?}); \
+                             leave it out"
+                        ),
+                    ));
+                }
+            }
+        }
+        let interval = check_duration(
+            self.interval.take(),
+            &key("interval"),
+            DEFAULT_CHECK_INTERVAL,
+            (MIN_CHECK_INTERVAL, MAX_CHECK_INTERVAL),
+            "",
+        )?;
+        let timeout = check_duration(
+            self.timeout.take(),
+            &key("timeout"),
+            DEFAULT_CHECK_TIMEOUT.min(interval),
+            (Duration::from_millis(1), interval),
+            " (the interval: a check ends before the next one starts)",
+        )?;
+        let rise = match self.rise {
+            None => DEFAULT_CHECK_RISE,
+            Some(rise) => in_range(rise, 1, MAX_RISE_FALL, &key("rise"))?,
+        };
+        let fall = match self.fall {
+            None => DEFAULT_CHECK_FALL,
+            Some(fall) => in_range(fall, 1, MAX_RISE_FALL, &key("fall"))?,
+        };
+        let port = match self.port {
+            None => None,
+            Some(port) => Some(in_range(port, 1u16, u16::MAX, &key("port"))?),
+        };
+        let on_failure = match self.on_failure.as_deref() {
+            None | Some("remove") => OnFailure::Remove,
+            Some("inhibit") => OnFailure::Inhibit,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    key("on_failure"),
+                    format!("{other:?}"),
+                    "expected \"remove\" (out of the pool, flows rescheduled) or \"inhibit\" \
+                     (weight 0, existing flows continue)",
+                ))
+            }
+        };
+        Ok(HealthCheckConfig {
+            kind: self.kind(at)?,
+            interval,
+            timeout,
+            rise,
+            fall,
+            port,
+            on_failure,
+        })
+    }
+
+    /// The kind with its own keys (the others were refused already).
+    fn kind(self, at: &str) -> Result<CheckKind, ConfigError> {
+        let key = |name: &str| format!("{at}.{name}");
+        Ok(match self.kind.as_str() {
+            "tcp" => CheckKind::Tcp,
+            "http" => CheckKind::Http {
+                path: check_path(self.path, &key("path"))?,
+                expect_status: match self.expect_status {
+                    None => 200,
+                    Some(status) => in_range(status, 100, 599, &key("expect_status"))?,
+                },
+                expect_body: check_text(self.expect_body, &key("expect_body"), false)?,
+            },
+            "send_expect" => CheckKind::SendExpect {
+                send: check_text(self.send, &key("send"), true)?.unwrap_or_default(),
+                expect: check_text(self.expect, &key("expect"), false)?.ok_or_else(|| {
+                    ConfigError::invalid(
+                        key("expect"),
+                        "(missing)",
+                        "kind = \"send_expect\" needs expect = \"<what a healthy answer contains>\"",
+                    )
+                })?,
+            },
+            _ => CheckKind::Exec {
+                command: check_command(self.command, &key("command"))?,
+            },
+        })
+    }
+}
+
+/// A duration key of `[service.health_check]` within `bounds`, or `default`.
+fn check_duration(
+    value: Option<String>,
+    key: &str,
+    default: Duration,
+    (low, high): (Duration, Duration),
+    high_means: &str,
+) -> Result<Duration, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let duration = parse_duration(&text)
+        .map_err(|error| ConfigError::invalid(key, format!("{text:?}"), error.to_string()))?;
+    if duration < low || duration > high {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{text:?}"),
+            format!(
+                "expected {} to {}{high_means}",
+                format_duration(low),
+                format_duration(high)
+            ),
+        ));
+    }
+    Ok(duration)
+}
+
+/// `health_check.path`: goes into the request line as written, so no spaces or controls.
+fn check_path(value: Option<String>, key: &str) -> Result<String, ConfigError> {
+    let Some(path) = value else {
+        return Ok("/".to_owned());
+    };
+    let valid = path.starts_with('/')
+        && path.len() <= MAX_CHECK_TEXT
+        && path.bytes().all(|byte| byte.is_ascii_graphic());
+    if !valid {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{path:?}"),
+            "expected a request path starting with '/', without spaces or control characters, \
+             such as \"/healthz\"",
+        ));
+    }
+    Ok(path)
+}
+
+/// `send`, `expect` or `expect_body`: at most [`MAX_CHECK_TEXT`] bytes, empty only if allowed.
+fn check_text(
+    value: Option<String>,
+    key: &str,
+    empty_allowed: bool,
+) -> Result<Option<String>, ConfigError> {
+    let Some(text) = value else {
+        return Ok(None);
+    };
+    if (text.is_empty() && !empty_allowed) || text.len() > MAX_CHECK_TEXT {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{text:?}"),
+            format!("expected 1 to {MAX_CHECK_TEXT} bytes"),
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// `health_check.command`: an absolute program path, then its arguments.
+fn check_command(value: Option<Vec<String>>, key: &str) -> Result<Vec<String>, ConfigError> {
+    let Some(command) = value else {
+        return Err(ConfigError::invalid(
+            key,
+            "(missing)",
+            "kind = \"exec\" needs command = [\"/path/to/check\", \"{address}\", \"{port}\"]",
+        ));
+    };
+    let program_ok = command
+        .first()
+        .is_some_and(|program| program.starts_with('/'));
+    if !program_ok || command.iter().any(|argument| argument.contains('\0')) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{command:?}"),
+            "expected an absolute program path and its arguments, such as \
+             [\"/usr/local/bin/check\", \"{address}\", \"{port}\"] (run without a shell)",
+        ));
+    }
+    Ok(command)
 }
 
 /// `port = N` or `ports = [N, ...]`, as a non-empty list without repeats.
@@ -1834,6 +2451,383 @@ mac = "02:00:00:00:00:12"
         );
     }
 
+    /// GOOD with `[service.health_check]` holding `lines`.
+    fn with_check(lines: &str) -> String {
+        GOOD.replacen(
+            "\n[[service.backend]]",
+            &format!("\n[service.health_check]\n{lines}\n\n[[service.backend]]"),
+            1,
+        )
+    }
+
+    fn check_error(lines: &str) -> String {
+        match Config::parse(&with_check(lines)) {
+            Ok(config) => panic!(
+                "{lines:?} was accepted: {:?}",
+                config.services[0].health_check
+            ),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn health_checks_parse_with_defaults() {
+        let config = Config::parse(&with_check("kind = \"tcp\"")).unwrap();
+        let web = &config.services[0];
+        assert_eq!(
+            web.health_check,
+            Some(HealthCheckConfig {
+                kind: CheckKind::Tcp,
+                interval: DEFAULT_CHECK_INTERVAL,
+                timeout: DEFAULT_CHECK_TIMEOUT,
+                rise: DEFAULT_CHECK_RISE,
+                fall: DEFAULT_CHECK_FALL,
+                port: None,
+                on_failure: OnFailure::Remove,
+            })
+        );
+        assert_eq!(web.check_port(&web.backends[0]), 80);
+        assert!(
+            web.summary()
+                .ends_with("; tcp check every 2s, timeout 1s, rise 2, fall 3, remove on failure"),
+            "{}",
+            web.summary()
+        );
+        // A short interval shortens the default timeout with it.
+        let config = Config::parse(&with_check("kind = \"tcp\"\ninterval = \"300ms\"")).unwrap();
+        let check = config.services[0].health_check.as_ref().unwrap();
+        assert_eq!(
+            (check.interval, check.timeout),
+            (Duration::from_millis(300), Duration::from_millis(300))
+        );
+        assert_eq!(Config::parse(GOOD).unwrap().services[0].health_check, None);
+    }
+
+    #[test]
+    fn health_checks_parse_every_kind_and_key() {
+        let http = Config::parse(&with_check(
+            "kind = \"http\"\ninterval = \"1s\"\ntimeout = \"500ms\"\nrise = 1\nfall = 5\n\
+             port = 8080\npath = \"/healthz\"\nexpect_status = 204\nexpect_body = \"ok\"\n\
+             on_failure = \"inhibit\"",
+        ))
+        .unwrap();
+        let web = &http.services[0];
+        assert_eq!(
+            web.health_check,
+            Some(HealthCheckConfig {
+                kind: CheckKind::Http {
+                    path: "/healthz".to_owned(),
+                    expect_status: 204,
+                    expect_body: Some("ok".to_owned()),
+                },
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_millis(500),
+                rise: 1,
+                fall: 5,
+                port: Some(8080),
+                on_failure: OnFailure::Inhibit,
+            })
+        );
+        assert_eq!(web.check_port(&web.backends[1]), 8080);
+        let plain = Config::parse(&with_check("kind = \"http\"")).unwrap();
+        assert_eq!(
+            plain.services[0].health_check.as_ref().unwrap().kind,
+            CheckKind::Http {
+                path: "/".to_owned(),
+                expect_status: 200,
+                expect_body: None
+            }
+        );
+        let send_expect = Config::parse(&with_check(
+            "kind = \"send_expect\"\nsend = \"PING\\r\\n\"\nexpect = \"PONG\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            send_expect.services[0].health_check.as_ref().unwrap().kind,
+            CheckKind::SendExpect {
+                send: "PING\r\n".to_owned(),
+                expect: "PONG".to_owned()
+            }
+        );
+        let banner =
+            Config::parse(&with_check("kind = \"send_expect\"\nexpect = \"220 \"")).unwrap();
+        assert_eq!(
+            banner.services[0].health_check.as_ref().unwrap().kind,
+            CheckKind::SendExpect {
+                send: String::new(),
+                expect: "220 ".to_owned()
+            }
+        );
+        let exec = Config::parse(&with_check(
+            "kind = \"exec\"\ncommand = [\"/usr/local/bin/check\", \"{address}\", \"{port}\"]",
+        ))
+        .unwrap();
+        assert_eq!(
+            exec.services[0].health_check.as_ref().unwrap().kind,
+            CheckKind::Exec {
+                command: vec![
+                    "/usr/local/bin/check".to_owned(),
+                    "{address}".to_owned(),
+                    "{port}".to_owned()
+                ]
+            }
+        );
+    }
+
+    /// Each `(lines, expected)`: `[service.health_check]` holding `lines` is refused with an
+    /// error naming the check's key path and mentioning every `expected` part.
+    fn assert_check_errors(cases: &[(&str, &[&str])]) {
+        for (lines, expected) in cases {
+            let message = check_error(lines);
+            assert!(
+                message.starts_with("service[0] \"web\": health_check"),
+                "{lines:?}: {message}"
+            );
+            assert_mentions(&message, expected);
+        }
+    }
+
+    #[test]
+    fn health_check_timing_errors_name_key_and_value() {
+        assert_check_errors(&[
+            (
+                "kind = \"icmp\"",
+                &[
+                    ".kind = \"icmp\"",
+                    "expected tcp, http, send_expect or exec",
+                ],
+            ),
+            (
+                "kind = \"tcp\"\ninterval = \"5ms\"",
+                &[".interval = \"5ms\"", "expected 10ms to 1h"],
+            ),
+            (
+                "kind = \"tcp\"\ninterval = \"2h\"",
+                &[".interval = \"2h\"", "expected 10ms to 1h"],
+            ),
+            (
+                "kind = \"tcp\"\ninterval = \"often\"",
+                &[".interval = \"often\"", "expected a duration"],
+            ),
+            (
+                "kind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"2s\"",
+                &[".timeout = \"2s\"", "expected 1ms to 1s (the interval"],
+            ),
+            (
+                "kind = \"tcp\"\ntimeout = \"0s\"",
+                &[".timeout = \"0s\"", "expected 1ms to 2s"],
+            ),
+            (
+                "kind = \"tcp\"\nrise = 0",
+                &[".rise = 0", "expected 1..=100"],
+            ),
+            (
+                "kind = \"tcp\"\nfall = 101",
+                &[".fall = 101", "expected 1..=100"],
+            ),
+            (
+                "kind = \"tcp\"\nport = 0",
+                &[".port = 0", "expected 1..=65535"],
+            ),
+            (
+                "kind = \"tcp\"\non_failure = \"drain\"",
+                &[".on_failure = \"drain\"", "expected \"remove\""],
+            ),
+        ]);
+        // Unknown keys and wrong types are named with their table.
+        assert_mentions(
+            &check_error("kind = \"tcp\"\nintervall = \"1s\""),
+            &[
+                "service[0].health_check.intervall",
+                "unknown field `intervall`",
+            ],
+        );
+        assert_mentions(
+            &check_error("kind = \"tcp\"\nrise = \"2\""),
+            &["service[0].health_check.rise", "expected an integer"],
+        );
+        assert_mentions(
+            &check_error("interval = \"1s\""),
+            &["service[0].health_check", "missing field `kind`"],
+        );
+    }
+
+    #[test]
+    fn health_check_kind_errors_name_key_and_value() {
+        assert_check_errors(&[
+            (
+                "kind = \"tcp\"\npath = \"/healthz\"",
+                &[
+                    ".path = \"/healthz\"",
+                    "only meaningful with kind = \"http\"",
+                ],
+            ),
+            (
+                "kind = \"http\"\nexpect = \"ok\"",
+                &[
+                    ".expect = \"ok\"",
+                    "only meaningful with kind = \"send_expect\"",
+                ],
+            ),
+            (
+                "kind = \"http\"\ncommand = [\"/bin/true\"]",
+                &[
+                    ".command = [\"/bin/true\"]",
+                    "only meaningful with kind = \"exec\"",
+                ],
+            ),
+            (
+                "kind = \"http\"\npath = \"healthz\"",
+                &[".path = \"healthz\"", "starting with '/'"],
+            ),
+            (
+                "kind = \"http\"\npath = \"/a b\"",
+                &[".path = \"/a b\"", "without spaces"],
+            ),
+            (
+                "kind = \"http\"\nexpect_status = 99",
+                &[".expect_status = 99", "expected 100..=599"],
+            ),
+            (
+                "kind = \"http\"\nexpect_body = \"\"",
+                &[".expect_body = \"\"", "expected 1 to 4096 bytes"],
+            ),
+            (
+                "kind = \"send_expect\"\nsend = \"PING\"",
+                &[".expect = (missing)", "needs expect"],
+            ),
+            (
+                "kind = \"exec\"",
+                &[".command = (missing)", "needs command"],
+            ),
+            (
+                "kind = \"exec\"\ncommand = [\"check\", \"{address}\"]",
+                &[
+                    ".command = [\"check\", \"{address}\"]",
+                    "absolute program path",
+                ],
+            ),
+            (
+                "kind = \"exec\"\ncommand = []",
+                &[".command = []", "absolute program path"],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn reference_config_documents_health_checks_and_fallback() {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let reference = Config::load(&configs.join("reference.toml")).unwrap();
+        let web = &reference.services[0];
+        let check = web.health_check.as_ref().unwrap();
+        assert_eq!(
+            (
+                check.kind.name(),
+                check.interval,
+                check.timeout,
+                check.rise,
+                check.fall
+            ),
+            (
+                "http",
+                Duration::from_secs(1),
+                Duration::from_millis(500),
+                2,
+                3
+            )
+        );
+        assert_eq!(
+            web.fallback.as_ref().map(|fallback| fallback.address),
+            Some(Ipv4Addr::new(192, 0, 2, 50))
+        );
+        // Every key of the table is documented, set or commented out.
+        let text = std::fs::read_to_string(configs.join("reference.toml")).unwrap();
+        for key in [
+            "kind",
+            "interval",
+            "timeout",
+            "rise",
+            "fall",
+            "on_failure",
+            "port",
+            "path",
+            "expect_status",
+            "expect_body",
+            "send",
+            "expect",
+            "command",
+        ] {
+            assert!(
+                text.contains(&format!("\n{key} = ")) || text.contains(&format!("\n# {key} = ")),
+                "reference.toml does not document health_check.{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn fallback_is_checked() {
+        let with = |fallback: &str| {
+            GOOD.replacen(
+                "forwarding = \"dr\"",
+                &format!("forwarding = \"dr\"\nfallback = {fallback}"),
+                1,
+            )
+        };
+        let config = Config::parse(&with("\"192.0.2.50\"")).unwrap();
+        let fallback = config.services[0].fallback.as_ref().unwrap();
+        assert_eq!(
+            (fallback.address, fallback.port, fallback.weight),
+            (Ipv4Addr::new(192, 0, 2, 50), None, 1)
+        );
+        assert!(config.services[0]
+            .summary()
+            .contains("; fallback 192.0.2.50"));
+        // Under dr the service's own port may be written; nothing is rewritten.
+        let config = Config::parse(&with("\"192.0.2.50:80\"")).unwrap();
+        assert_eq!(config.services[0].fallback.as_ref().unwrap().port, None);
+        // Under nat the port maps.
+        let nat = with("\"198.51.100.50:8080\"")
+            .replace("\"dr\"", "\"nat\"")
+            .replace("[\"eth0\"]", "[\"eth0\", \"eth1\"]");
+        let config = Config::parse(&nat).unwrap();
+        assert_eq!(
+            config.services[0].fallback.as_ref().unwrap().port,
+            Some(8080)
+        );
+
+        let problem = |text: String| Config::parse(&text).unwrap_err().to_string();
+        let at = "service[0] \"web\": fallback";
+        for (value, expected) in [
+            (
+                "\"192.0.2.50:8080\"",
+                "only forwarding = \"nat\" can change the port",
+            ),
+            ("\"192.0.2.50:0\"", "expected a port of 1..=65535"),
+            ("\"192.0.2.50:http\"", "expected a port of 1..=65535"),
+            (
+                "\"sorry.example\"",
+                "expected an IPv4 address and optional port",
+            ),
+            ("\"127.0.0.1\"", "expected a unicast address"),
+            ("\"192.0.2.10\"", "equals the service's vip"),
+            ("\"192.0.2.12\"", "already backend[1]"),
+        ] {
+            assert_mentions(
+                &problem(with(value)),
+                &[&format!("{at} = {value}"), expected],
+            );
+        }
+        assert_mentions(
+            &problem(with("80")),
+            &["service[0].fallback", "invalid type: integer `80`"],
+        );
+        let group = nat.replace("port = 80\n", "ports = [80, 443]\n");
+        assert_mentions(
+            &problem(group),
+            &[&format!("{at} = \"198.51.100.50:8080\""), "several ports"],
+        );
+    }
+
     #[test]
     fn every_ipvs_scheduler_name_is_accepted() {
         for name in scheduler::Algorithm::NAMES {
@@ -1841,5 +2835,147 @@ mac = "02:00:00:00:00:12"
             let config = Config::parse(&text).unwrap_or_else(|error| panic!("{name}: {error}"));
             assert_eq!(config.services[0].scheduler, name.parse().unwrap());
         }
+    }
+
+    const HA: &str = "\n[ha]\nvrid = 51\n";
+
+    /// GOOD with an `[ha]` table holding `body`; parses it and returns the error message.
+    fn ha_error(body: &str) -> String {
+        match Config::parse(&format!("{GOOD}\n[ha]\n{body}\n")) {
+            Ok(config) => panic!("[ha] {body:?} was accepted: {:?}", config.ha),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn ha_is_optional_and_has_defaults() {
+        assert_eq!(Config::parse(GOOD).unwrap().ha, None);
+        let config = Config::parse(&format!("{GOOD}{HA}")).unwrap();
+        assert_eq!(
+            config.ha,
+            Some(HaConfig {
+                interface: "eth0".into(),
+                vrid: 51,
+                priority: DEFAULT_HA_PRIORITY,
+                advert_interval: DEFAULT_ADVERT_INTERVAL,
+                preempt: true,
+                unicast_peers: Vec::new(),
+            })
+        );
+    }
+
+    #[test]
+    fn ha_parses_every_key() {
+        let text = GOOD
+            .replace(
+                "interfaces = [\"eth0\"]",
+                "interfaces = [\"eth0\", \"eth1\"]",
+            )
+            .replace("forwarding = \"dr\"", "forwarding = \"nat\"");
+        let text = format!(
+            "{text}\n[ha]\ninterface = \"eth1\"\nvrid = 255\npriority = 254\n\
+             advert_interval = \"40s950ms\"\npreempt = false\n\
+             unicast_peers = [\"192.0.2.251\", \"192.0.2.252\"]\n"
+        );
+        let ha = Config::parse(&text).unwrap().ha.unwrap();
+        assert_eq!(ha.interface, "eth1");
+        assert_eq!((ha.vrid, ha.priority), (255, 254));
+        assert_eq!(ha.advert_interval, MAX_ADVERT_INTERVAL);
+        assert!(!ha.preempt);
+        assert_eq!(
+            ha.unicast_peers,
+            [Ipv4Addr::new(192, 0, 2, 251), Ipv4Addr::new(192, 0, 2, 252)]
+        );
+        assert_eq!(
+            ha.summary(),
+            "ha: VRRPv3 vrid 255 priority 254 on eth1, every 40950ms to 192.0.2.251, 192.0.2.252, \
+             nopreempt"
+        );
+        let ha = Config::parse(&format!(
+            "{GOOD}{HA}advert_interval = \"10ms\"\npriority = 1\n"
+        ))
+        .unwrap()
+        .ha
+        .unwrap();
+        assert_eq!(ha.advert_interval, MIN_ADVERT_INTERVAL);
+        assert_eq!(ha.priority, 1);
+        assert_eq!(
+            ha.summary(),
+            "ha: VRRPv3 vrid 51 priority 1 on eth0, every 10ms to 224.0.0.18, preempt"
+        );
+    }
+
+    #[test]
+    fn ha_errors_name_key_and_value() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "vrid = 51\ninterface = \"eth9\"",
+                &["ha.interface = \"eth9\"", "director.interfaces"],
+            ),
+            ("vrid = 0", &["ha.vrid = 0", "1..=255"]),
+            ("vrid = 256", &["ha.vrid = 256", "1..=255"]),
+            ("priority = 100", &["vrid", "missing"]),
+            ("vrid = 51\npriority = 0", &["ha.priority = 0", "1..=254"]),
+            (
+                "vrid = 51\npriority = 255",
+                &["ha.priority = 255", "owns the addresses", "1..=254"],
+            ),
+            ("vrid = 51\npriority = 300", &["ha.priority = 300"]),
+            (
+                "vrid = 51\nadvert_interval = \"15ms\"",
+                &["ha.advert_interval = \"15ms\"", "multiple of 10ms"],
+            ),
+            (
+                "vrid = 51\nadvert_interval = \"0s\"",
+                &["ha.advert_interval = \"0s\"", "\"10ms\""],
+            ),
+            (
+                "vrid = 51\nadvert_interval = \"41s\"",
+                &["ha.advert_interval = \"41s\"", "\"40s950ms\""],
+            ),
+            (
+                "vrid = 51\nadvert_interval = \"fast\"",
+                &["ha.advert_interval = \"fast\"", "expected a duration"],
+            ),
+            (
+                "vrid = 51\nunicast_peers = [\"192.0.2.300\"]",
+                &["ha.unicast_peers[0] = \"192.0.2.300\"", "IPv4 address"],
+            ),
+            (
+                "vrid = 51\nunicast_peers = [\"224.0.0.18\"]",
+                &["ha.unicast_peers[0] = \"224.0.0.18\"", "unicast"],
+            ),
+            (
+                "vrid = 51\nunicast_peers = [\"192.0.2.4\", \"192.0.2.4\"]",
+                &["ha.unicast_peers[1] = \"192.0.2.4\"", "listed twice"],
+            ),
+            (
+                "vrid = 51\npreempt = \"yes\"",
+                &["ha.preempt", "expected a boolean"],
+            ),
+            (
+                "vrid = 51\nvirtual_router_id = 51",
+                &["ha", "unknown field"],
+            ),
+        ];
+        for (body, parts) in cases {
+            assert_mentions(&ha_error(body), parts);
+        }
+        let many: Vec<String> = (1..=MAX_UNICAST_PEERS + 1)
+            .map(|i| format!("\"192.0.2.{}\"", 100 + i))
+            .collect();
+        assert_mentions(
+            &ha_error(&format!("vrid = 51\nunicast_peers = [{}]", many.join(", "))),
+            &["ha.unicast_peers", "at most 16"],
+        );
+    }
+
+    #[test]
+    fn reference_config_documents_ha() {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let reference = Config::load(&configs.join("reference.toml")).unwrap();
+        let ha = reference.ha.expect("reference.toml shows [ha]");
+        assert_eq!((ha.vrid, ha.priority), (51, 150));
+        assert_eq!(ha.advert_interval, Duration::from_millis(100));
     }
 }

@@ -3,6 +3,8 @@
 //! - [`config`]: reads the TOML configuration and validates it into typed structs, with errors
 //!   that name the key, the value and what was expected (`director check`).
 //! - [`duration`]: the `"15m"` / `"100ms"` duration syntax of the configuration.
+//! - [`health`]: health checks of the real servers (tcp, http, send/expect, exec) on one
+//!   thread with poll(2); health changes go to the main loop, which rebuilds the table.
 //! - [`netlink`]: a small synchronous rtnetlink client: interface index, MAC and RX queue count,
 //!   neighbour (ARP) lookups and solicitation for real servers' MACs, VIP addresses.
 //! - [`stats_server`]: the Unix socket that answers `lbstat` and scripts, one JSON request per
@@ -15,6 +17,7 @@
 //! - [`rates`]: the once-a-second counter samples behind the replies' 1 s and 5 s rates.
 //! - [`access`]: who may change the director through the socket (`SO_PEERCRED`, groups).
 //! - [`metrics`]: the optional Prometheus `/metrics` HTTP listener.
+//! - [`vrrp`]: VRRPv3 (RFC 5798) with other directors or keepalived: who holds the VIPs.
 //!
 //! What control must not do: touch frames. The per-packet path (parsing, scheduling a flow,
 //! rewriting, transmitting) belongs to `dataplane`; control only builds the immutable snapshots
@@ -23,7 +26,9 @@
 //! wait for it.
 //!
 //! Unsafe code is confined to [`netlink`] (raw sockets and ioctls), [`signals`] (signal
-//! masks) and [`access`] (`SO_PEERCRED`, `geteuid`); the rest of the crate denies it.
+//! masks), [`access`] (`SO_PEERCRED`, `geteuid`), `vrrp::socket` (raw IP and `AF_PACKET`
+//! sockets) and `health::sys` (non-blocking connect, poll(2), pidfds, killing a check's process
+//! group); the rest of the crate denies it.
 #![deny(unsafe_code)]
 
 #[expect(
@@ -33,6 +38,7 @@
 pub mod access;
 pub mod config;
 pub mod duration;
+pub mod health;
 pub mod metrics;
 pub mod neighbours;
 #[expect(
@@ -49,6 +55,8 @@ pub mod run;
 pub mod signals;
 pub mod stats;
 pub mod stats_server;
+pub mod sync;
 pub mod table;
+pub mod vrrp;
 
-pub use config::{BackendConfig, Config, ConfigError, DirectorConfig, ServiceConfig};
+pub use config::{BackendConfig, Config, ConfigError, DirectorConfig, HaConfig, ServiceConfig};

@@ -164,6 +164,9 @@ fn check(path: &Path) -> Result<()> {
     for service in &config.services {
         println!("  {}", service.summary());
     }
+    if let Some(ha) = &config.ha {
+        println!("  {}", ha.summary());
+    }
     Ok(())
 }
 

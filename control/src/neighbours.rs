@@ -1,5 +1,6 @@
 //! The link-layer addresses the data plane needs, read from the kernel's tables: each real
-//! server's MAC (on the client-side interface for DR and TUN, on the server side for NAT) and,
+//! server's MAC, fallback servers' included (on the client-side interface for DR and TUN, on
+//! the server side for NAT) and,
 //! when a service uses NAT, the MAC of the client side's default gateway, where NAT replies go.
 //!
 //! Control reads them once a second and at start-up and reload; an address the kernel does not
@@ -76,7 +77,8 @@ pub fn lookup(
             Some(table) if Some(ifindex) == sides.server => table,
             _ => &client_table,
         };
-        for backend in &service.backends {
+        // The fallback too: it must be ready the moment the last real server goes down.
+        for backend in service.backends.iter().chain(&service.fallback) {
             match backend.mac.or_else(|| known.get(&backend.address).copied()) {
                 Some(mac) => {
                     found.backends.insert(backend.address, mac);

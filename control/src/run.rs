@@ -5,6 +5,10 @@
 //! clients are never drawn to a director that cannot forward. Shutdown runs it backwards: the
 //! services leave the map (frames fall back to the kernel), workers stop and drain, the bpf_link
 //! goes (the program detaches), and the VIPs this process added are removed.
+//!
+//! Health checks run on their own thread ([`crate::health`]), started before the workers; the
+//! main loop receives their verdicts and rebuilds the table, as it does for run-time changes
+//! and neighbour updates.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -26,6 +30,7 @@ use director_proto::{Reply, Request};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, MAX_WEIGHT};
+use crate::health::{self, Health, HealthBoard, HealthChecker, Transition};
 use crate::metrics::MetricsServer;
 use crate::neighbours::{self, Neighbours, Sides};
 use crate::netlink::{self, AddressChange, Netlink};
@@ -34,7 +39,8 @@ use crate::signals::Signal;
 use crate::stats;
 use crate::stats_server::{SocketAccess, StatsServer};
 use crate::table::{
-    classifier_keys, nat_backend_keys, BackendId, Override, ReuseGate, TableBuilder,
+    classifier_keys, nat_backend_keys, BackendId, BuiltTable, Override, PoolView, ReuseGate,
+    TableBuilder,
 };
 
 /// How often control re-reads the neighbour table for real-server MACs.
@@ -82,8 +88,11 @@ pub struct Shared {
     pub started: Instant,
     /// The table the workers were last sent.
     pub table: Mutex<Arc<ServiceTable>>,
-    /// Backends taken out of the pool at run time (not in the table), to show them anyway.
-    pub disabled: Mutex<Vec<BackendId>>,
+    /// What that table leaves out (disabled and down servers, to show them anyway) and which
+    /// of its servers are fallbacks.
+    pub pool: Mutex<PoolView>,
+    /// Health and check counters of the checked servers.
+    pub health: Arc<HealthBoard>,
     /// Interfaces with their classifiers.
     pub interfaces: Vec<Interface>,
     /// Workers.
@@ -119,6 +128,7 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
     // first tick's sample would be the baseline and absorb that traffic.
     stats::sample_rates(&director.shared);
     let ticker = crossbeam_channel::tick(NEIGHBOUR_REFRESH);
+    let transitions = director.health.transitions().clone();
     loop {
         crossbeam_channel::select! {
             recv(signals) -> signal => match signal {
@@ -136,6 +146,12 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
             recv(ticker) -> _ => {
                 stats::sample_rates(&director.shared);
                 director.refresh_neighbours();
+                director.sync_local_addresses();
+            },
+            recv(transitions) -> transition => {
+                if let Ok(transition) = transition {
+                    director.health_changed(transition, &transitions);
+                }
             },
         }
     }
@@ -150,6 +166,10 @@ struct Director {
     config: Config,
     config_path: PathBuf,
     overrides: HashMap<BackendId, Override>,
+    /// Servers their health checks hold down.
+    down: HashSet<BackendId>,
+    /// The health-checker thread.
+    health: HealthChecker,
     builder: TableBuilder,
     netlink: Netlink,
     stop: Arc<AtomicBool>,
@@ -169,6 +189,9 @@ struct Director {
     /// The NAT real servers (address, port, protocol) whose replies the server side's
     /// classifier currently sends to the workers.
     nat_keys: HashSet<NatBackendKey>,
+    /// The director's own server-side addresses the server side's classifier knows: frames
+    /// from NAT real servers to them (answers to health checks) go to the kernel.
+    local_addresses: HashSet<Ipv4Addr>,
     neighbours: Neighbours,
     /// Tables the workers replaced, to be freed by control.
     retired_tables: Receiver<Arc<ServiceTable>>,
@@ -233,8 +256,19 @@ impl Director {
             hold: Duration::ZERO,
             now: Instant::now(),
         };
-        let table = Arc::new(builder.build(&config, &HashMap::new(), &resolved.backends, first)?);
+        let BuiltTable { table, pool } = builder.build(
+            &config,
+            &HashMap::new(),
+            &HashSet::new(),
+            &resolved.backends,
+            first,
+        )?;
+        let table = Arc::new(table);
 
+        // Every server starts up; checks only take servers out. Started before the workers
+        // so that a failure here leaves nothing running (dropping it stops it).
+        let health = HealthChecker::start(health::targets(&config))
+            .context("starting the health checker")?;
         let stop = Arc::new(AtomicBool::new(false));
         let (retire, retired_tables) = crossbeam_channel::bounded(64);
         let (workers, threads) =
@@ -242,7 +276,8 @@ impl Director {
         let shared = Arc::new(Shared {
             started: Instant::now(),
             table: Mutex::new(table),
-            disabled: Mutex::new(Vec::new()),
+            pool: Mutex::new(pool),
+            health: health.board(),
             interfaces,
             workers,
             rates: RateTracker::new(),
@@ -252,6 +287,8 @@ impl Director {
             config,
             config_path: config_path.to_owned(),
             overrides: HashMap::new(),
+            down: HashSet::new(),
+            health,
             builder,
             netlink,
             stop,
@@ -264,6 +301,7 @@ impl Director {
             added_vips: BTreeSet::new(),
             classifier_keys: HashSet::new(),
             nat_keys: HashSet::new(),
+            local_addresses: HashSet::new(),
             neighbours: resolved,
             retired_tables,
             stop_requested,
@@ -301,6 +339,8 @@ impl Director {
                 .with_context(|| format!("[director] metrics = \"{address}\": cannot listen"))?;
             self.metrics_server = Some(metrics);
         }
+        // Before NAT real servers are steered, so their answers to health checks never are.
+        self.sync_local_addresses();
         let problems = self.announce_services();
         if !problems.is_empty() {
             bail!("{}", problems.join("; "));
@@ -389,6 +429,46 @@ impl Director {
             }
         }
         problems
+    }
+
+    /// Tells the server side's classifier the director's addresses there as they are now (an
+    /// address added later is picked up within a second). Without a server side (no NAT) no
+    /// frame from a real server is steered, so there is nothing to tell.
+    fn sync_local_addresses(&mut self) {
+        let Some(server) = self.shared.interfaces.get(1) else {
+            return;
+        };
+        let wanted: HashSet<Ipv4Addr> = match self.netlink.addresses(server.ifindex) {
+            Ok(addresses) => addresses.into_iter().map(|(address, _)| address).collect(),
+            Err(error) => {
+                warn!(%error, interface = %server.name, "could not list the server side's addresses");
+                return;
+            }
+        };
+        // What the map holds afterwards: failures are retried on the next call.
+        let mut known = HashSet::new();
+        for &address in &wanted {
+            if self.local_addresses.contains(&address) {
+                known.insert(address);
+                continue;
+            }
+            match server.classifier.set_local_address(address) {
+                Ok(()) => {
+                    info!(%address, interface = %server.name, "own address: frames to it stay with the kernel");
+                    known.insert(address);
+                }
+                Err(error) => {
+                    warn!(%address, %error, "could not add an own address to the classifier");
+                }
+            }
+        }
+        for &address in self.local_addresses.difference(&wanted) {
+            if let Err(error) = server.classifier.remove_local_address(address) {
+                warn!(%address, %error, "could not remove an own address from the classifier");
+                known.insert(address);
+            }
+        }
+        self.local_addresses = known;
     }
 
     /// What decides whether a retired counter slot may be reused now.
@@ -529,11 +609,15 @@ impl Director {
         let mut overrides = self.overrides.clone();
         overrides.insert(id.clone(), next);
         let gate = self.reuse_gate(&self.config);
-        let table =
-            self.builder
-                .build(&self.config, &overrides, &self.neighbours.backends, gate)?;
+        let built = self.builder.build(
+            &self.config,
+            &overrides,
+            &self.down,
+            &self.neighbours.backends,
+            gate,
+        )?;
         self.overrides = overrides;
-        self.publish(table);
+        self.publish(built);
         let state = match next {
             Override { disabled: true, .. } => "disabled".to_owned(),
             Override {
@@ -576,27 +660,39 @@ impl Director {
             None,
         );
         let gate = self.reuse_gate(&config);
+        // A server that stays checked stays down until its checks pass: a reload must not put
+        // a failing server back in the pool.
+        let down: HashSet<BackendId> = self
+            .down
+            .iter()
+            .filter(|id| checked(&config, id))
+            .cloned()
+            .collect();
         // All or nothing: if the table does not build, nothing has changed.
         let mut builder_interfaces = self.builder.interfaces;
         set_gateway(&mut self.builder, &resolved);
-        let table = match self
-            .builder
-            .build(&config, &HashMap::new(), &resolved.backends, gate)
-        {
-            Ok(table) => table,
-            Err(error) => {
-                std::mem::swap(&mut self.builder.interfaces, &mut builder_interfaces);
-                return Err(error);
-            }
-        };
-        let generation = table.generation;
+        let built =
+            match self
+                .builder
+                .build(&config, &HashMap::new(), &down, &resolved.backends, gate)
+            {
+                Ok(built) => built,
+                Err(error) => {
+                    std::mem::swap(&mut self.builder.interfaces, &mut builder_interfaces);
+                    return Err(error);
+                }
+            };
+        let generation = built.table.generation;
         self.config = config;
         self.neighbours = resolved;
         self.overrides.clear();
+        self.down = down;
+        // Servers that stay keep their health and counters; new ones start up.
+        self.health.update(health::targets(&self.config));
         // Removed services go back to the kernel first; the workers learn new services before
         // the classifier sends them their frames.
         let mut problems = self.withdraw_services();
-        self.publish(table);
+        self.publish(built);
         problems.extend(self.announce_services());
         self.sync_vips();
         let backends: usize = self
@@ -630,20 +726,63 @@ impl Director {
         }
         self.neighbours = fresh;
         set_gateway(&mut self.builder, &self.neighbours);
+        self.rebuild();
+    }
+
+    /// Applies health changes: `first`, and any others already waiting, in one rebuild.
+    fn health_changed(&mut self, first: Transition, transitions: &Receiver<Transition>) {
+        let mut changed = false;
+        for Transition {
+            id,
+            from,
+            to,
+            reason,
+        } in std::iter::once(first).chain(transitions.try_iter())
+        {
+            // A server a reload stopped checking may still have a verdict on the way.
+            if !checked(&self.config, &id) {
+                continue;
+            }
+            let (service, backend) = (&id.0, id.1);
+            let (from, to_name) = (from.name(), to.name());
+            match to {
+                Health::Down => warn!(
+                    %service, %backend, from, to = to_name, %reason,
+                    "health check: service {service} backend {backend}: {from} -> {to_name} ({reason})"
+                ),
+                Health::Up => info!(
+                    %service, %backend, from, to = to_name, %reason,
+                    "health check: service {service} backend {backend}: {from} -> {to_name} ({reason})"
+                ),
+            }
+            changed |= match to {
+                Health::Down => self.down.insert(id),
+                Health::Up => self.down.remove(&id),
+            };
+        }
+        if changed {
+            self.rebuild();
+        }
+    }
+
+    /// Builds a table from the state in force and publishes it.
+    fn rebuild(&mut self) {
         let gate = self.reuse_gate(&self.config);
         match self.builder.build(
             &self.config,
             &self.overrides,
+            &self.down,
             &self.neighbours.backends,
             gate,
         ) {
-            Ok(table) => self.publish(table),
+            Ok(built) => self.publish(built),
             Err(error) => warn!(%error, "could not rebuild the service table"),
         }
     }
 
     /// Sends a table to every worker and waits (bounded) until all of them use it.
-    fn publish(&self, table: ServiceTable) {
+    fn publish(&self, built: BuiltTable) {
+        let BuiltTable { table, pool } = built;
         let table = Arc::new(table);
         for worker in &self.shared.workers {
             // A full channel means the worker is behind; it will take this one after the others.
@@ -671,17 +810,23 @@ impl Director {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        let disabled = self
-            .overrides
-            .iter()
-            .filter(|(_, change)| change.disabled)
-            .map(|(id, _)| id.clone())
-            .collect();
         if let Ok(mut current) = self.shared.table.lock() {
             *current = table;
         }
-        if let Ok(mut current) = self.shared.disabled.lock() {
-            *current = disabled;
+        if let Ok(mut current) = self.shared.pool.lock() {
+            for (service, fallback) in pool.fallbacks.difference(&current.fallbacks) {
+                warn!(
+                    %service, %fallback,
+                    "service {service}: no real server left in the pool; fallback {fallback} takes new flows"
+                );
+            }
+            for (service, fallback) in current.fallbacks.difference(&pool.fallbacks) {
+                info!(
+                    %service, %fallback,
+                    "service {service}: real servers are back; fallback {fallback} takes no new flows"
+                );
+            }
+            *current = pool;
         }
     }
 
@@ -690,6 +835,8 @@ impl Director {
     fn stop(mut self) {
         info!("stopping");
         let started = Instant::now();
+        // No more verdicts; exec checks still running are killed and reaped.
+        drop(self.health);
         drop(self.stats_server.take());
         drop(self.metrics_server.take());
         for key in &self.classifier_keys {
@@ -743,6 +890,18 @@ fn answer(shared: &Shared, commands: &Sender<Command>, request: Request) -> Repl
         .unwrap_or_else(|_| Reply::Error {
             message: "the director did not answer in time".to_owned(),
         })
+}
+
+/// Whether `config` health-checks server `id`.
+fn checked(config: &Config, id: &BackendId) -> bool {
+    config.services.iter().any(|service| {
+        service.name == id.0
+            && service.health_check.is_some()
+            && service
+                .backends
+                .iter()
+                .any(|backend| backend.address == id.1)
+    })
 }
 
 /// Whether any service forwards by `method`.

@@ -1,14 +1,17 @@
 //! Answers stats-socket requests from the running director's state: the workers' counters
-//! summed per backend and service, health, and the rates [`crate::rates`] keeps.
+//! summed per backend and service, health and check counters from the health checker's board,
+//! and the rates [`crate::rates`] keeps.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dataplane::{Backend, DropReason, Service, ServiceTable};
+use dataplane::{DropReason, Service, ServiceTable};
 use director_proto::{BackendStats, Health, Reply, Request, ServiceStats, Stats, WorkerStats};
 
 use crate::config::format_mac;
+use crate::health::BackendHealth;
 use crate::run::Shared;
-use crate::table::BackendId;
+use crate::table::{BackendId, PoolView};
 
 /// Serves one request.
 pub fn answer(shared: &Shared, request: &Request) -> Reply {
@@ -41,14 +44,15 @@ pub fn collect(shared: &Shared) -> Stats {
         Ok(table) => std::sync::Arc::clone(&table),
         Err(poisoned) => std::sync::Arc::clone(&poisoned.into_inner()),
     };
-    let disabled = match shared.disabled.lock() {
-        Ok(disabled) => disabled.clone(),
+    let pool = match shared.pool.lock() {
+        Ok(pool) => pool.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
     };
+    let health = shared.health.snapshot();
     let services = table
         .services
         .iter()
-        .map(|service| service_stats(&table, service, &disabled))
+        .map(|service| service_stats(&table, service, &pool, &health))
         .collect();
 
     let workers = shared
@@ -123,22 +127,27 @@ pub fn collect(shared: &Shared) -> Stats {
     }
 }
 
-/// One service with its backends, counters summed over workers; `disabled` backends (not in
-/// the table) are listed after the others.
-fn service_stats(table: &ServiceTable, service: &Service, disabled: &[BackendId]) -> ServiceStats {
-    let backend_stats = |backend: &Backend| {
+/// One service with its backends, counters summed over workers, health from the checker's
+/// board; backends out of the pool (disabled or down) are listed after the others.
+fn service_stats(
+    table: &ServiceTable,
+    service: &Service,
+    pool: &PoolView,
+    health: &HashMap<BackendId, BackendHealth>,
+) -> ServiceStats {
+    let backend_stats = |address: std::net::Ipv4Addr, counter_slot: usize| {
+        let id = (service.name.clone(), address);
         let mut stats = BackendStats {
-            address: backend.address.to_string(),
+            address: address.to_string(),
             port: service.key.port,
-            weight: backend.weight,
             health: Health::Up,
-            mac: backend.mac.map(format_mac),
+            fallback: pool.fallbacks.contains(&id),
             ..BackendStats::default()
         };
         for counters in table
             .backend_counters
             .iter()
-            .filter_map(|block| block.get(backend.counter_slot))
+            .filter_map(|block| block.get(counter_slot))
         {
             let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
             stats.connections_total += load(&counters.connections_total);
@@ -149,17 +158,30 @@ fn service_stats(table: &ServiceTable, service: &Service, disabled: &[BackendId]
             stats.active_connections += load(&counters.active_connections);
             stats.inactive_connections += load(&counters.inactive_connections);
         }
+        if let Some(checked) = health.get(&id) {
+            stats.health = checked.health;
+            stats.checks_passed = checked.checks_passed;
+            stats.checks_failed = checked.checks_failed;
+            stats.health_transitions = checked.transitions;
+            stats.last_check_failure.clone_from(&checked.last_failure);
+        }
         stats
     };
-    let disabled_stats = disabled
+    let in_pool = service.backends.iter().map(|backend| BackendStats {
+        weight: backend.weight,
+        mac: backend.mac.map(format_mac),
+        ..backend_stats(backend.address, backend.counter_slot)
+    });
+    let out_of_pool = pool
+        .out
         .iter()
-        .filter(|(name, _)| *name == service.name)
-        .map(|(_, address)| BackendStats {
-            address: address.to_string(),
-            port: service.key.port,
-            disabled: true,
+        .filter(|out| out.id.0 == service.name)
+        .map(|out| BackendStats {
+            disabled: out.disabled,
+            // Out of the pool means no new flows, whatever the checks say.
             health: Health::Down,
-            ..BackendStats::default()
+            mac: out.mac.map(format_mac),
+            ..backend_stats(out.id.1, out.counter_slot)
         });
     ServiceStats {
         name: service.name.clone(),
@@ -172,12 +194,7 @@ fn service_stats(table: &ServiceTable, service: &Service, disabled: &[BackendId]
         protocol: service.key.protocol.name().to_owned(),
         scheduler: service.scheduler.algorithm().to_string(),
         forwarding: service.forwarding.name().to_owned(),
-        backends: service
-            .backends
-            .iter()
-            .map(backend_stats)
-            .chain(disabled_stats)
-            .collect(),
+        backends: in_pool.chain(out_of_pool).collect(),
         ..ServiceStats::default()
     }
 }

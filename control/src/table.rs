@@ -1,5 +1,11 @@
-//! Building the data plane's [`ServiceTable`] from the configuration, run-time overrides and
-//! the neighbour table, keeping backend identities stable across rebuilds.
+//! Building the data plane's [`ServiceTable`] from the configuration, run-time overrides, the
+//! health checks' verdicts and the neighbour table, keeping backend identities stable across
+//! rebuilds.
+//!
+//! Who is in a service's pool: every configured real server, except those disabled at run time
+//! and those health checks hold down (with `on_failure = "remove"`; with `"inhibit"` they stay
+//! at weight 0, so their flows continue). When no configured server is left that is both enabled
+//! and up, the service's `fallback` (sorry server) joins the pool.
 //!
 //! Every real server of every service gets a *counter slot*: its index in each worker's counter
 //! block. Workers keep their connection gauges and the persistence table refers to servers by
@@ -21,7 +27,7 @@ use dataplane::service::{Interfaces, Persistence};
 use dataplane::xdp::NatBackendKey;
 use dataplane::{Backend, Forwarding, Service, ServiceKey, ServiceTable};
 
-use crate::config::{Config, ServiceConfig};
+use crate::config::{BackendConfig, Config, OnFailure, ServiceConfig};
 
 /// Counter slots per worker: the most real servers (over all services) that can be configured
 /// at once, plus those still draining after a reload removed them. 64 bytes each per worker.
@@ -36,6 +42,36 @@ pub struct Override {
     /// Weight replacing the configured one.
     pub weight: Option<u32>,
     /// Out of the pool: not in the table at all, so its flows are rescheduled.
+    pub disabled: bool,
+}
+
+/// A table and what the stats show besides it.
+pub struct BuiltTable {
+    /// The table for the workers.
+    pub table: ServiceTable,
+    /// Configured servers left out of it, and sorry servers put in it.
+    pub pool: PoolView,
+}
+
+/// What a table does not say about the configuration's real servers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolView {
+    /// Configured real servers not in the table, in configuration order.
+    pub out: Vec<OutOfPool>,
+    /// The fallback servers in the table now (their services have no server left).
+    pub fallbacks: HashSet<BackendId>,
+}
+
+/// A configured real server left out of the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutOfPool {
+    /// Which.
+    pub id: BackendId,
+    /// Its counter slot, which it keeps while out (its counters stay readable).
+    pub counter_slot: usize,
+    /// Its MAC as far as known.
+    pub mac: Option<[u8; 6]>,
+    /// Disabled at run time (else its health check holds it down).
     pub disabled: bool,
 }
 
@@ -130,6 +166,7 @@ impl SlotAllocator {
                 service
                     .backends
                     .iter()
+                    .chain(&service.fallback)
                     .map(|backend| (service.name.clone(), backend.address))
             })
             .collect();
@@ -207,17 +244,19 @@ impl TableBuilder {
         }
     }
 
-    /// Builds the next table: `config` as modified by `overrides`, with the MACs known so far.
-    /// All or nothing: on an error the slots and generation stay as they were.
+    /// Builds the next table: `config` as modified by `overrides`, without (or, inhibited, at
+    /// weight 0) the servers in `down`, with the MACs known so far. All or nothing: on an error
+    /// the slots and generation stay as they were.
     pub fn build(
         &mut self,
         config: &Config,
         overrides: &HashMap<BackendId, Override>,
+        down: &HashSet<BackendId>,
         macs: &HashMap<Ipv4Addr, [u8; 6]>,
         gate: ReuseGate,
-    ) -> anyhow::Result<ServiceTable> {
+    ) -> anyhow::Result<BuiltTable> {
         let committed = self.slots.clone();
-        let result = self.build_uncommitted(config, overrides, macs, gate);
+        let result = self.build_uncommitted(config, overrides, down, macs, gate);
         if result.is_err() {
             self.slots = committed;
         }
@@ -228,15 +267,17 @@ impl TableBuilder {
         &mut self,
         config: &Config,
         overrides: &HashMap<BackendId, Override>,
+        down: &HashSet<BackendId>,
         macs: &HashMap<Ipv4Addr, [u8; 6]>,
         gate: ReuseGate,
-    ) -> anyhow::Result<ServiceTable> {
+    ) -> anyhow::Result<BuiltTable> {
         let generation = self.generation + 1;
         self.slots.reclaim(&self.counter_blocks, gate);
         self.slots.assign(config, generation, gate.now)?;
         let mut services = Vec::with_capacity(config.services.len());
+        let mut pool = PoolView::default();
         for service in &config.services {
-            services.push(self.service(service, overrides, macs)?);
+            services.push(self.service(service, overrides, down, macs, &mut pool)?);
         }
         self.generation = generation;
         let table = ServiceTable::new(
@@ -246,33 +287,62 @@ impl TableBuilder {
             self.counter_blocks.clone(),
         )
         .with_persistence(Arc::clone(&self.persistence));
-        Ok(match self.interfaces {
+        let table = match self.interfaces {
             Some(interfaces) => table.with_interfaces(interfaces),
             None => table,
-        })
+        };
+        Ok(BuiltTable { table, pool })
     }
 
     fn service(
         &mut self,
         service: &ServiceConfig,
         overrides: &HashMap<BackendId, Override>,
+        down: &HashSet<BackendId>,
         macs: &HashMap<Ipv4Addr, [u8; 6]>,
+        pool: &mut PoolView,
     ) -> anyhow::Result<Service> {
-        let mut backends = Vec::with_capacity(service.backends.len());
+        let inhibit = service
+            .health_check
+            .as_ref()
+            .is_some_and(|check| check.on_failure == OnFailure::Inhibit);
+        let entry = |backend: &BackendConfig, weight: u32, counter_slot: usize| Backend {
+            address: backend.address,
+            mac: backend.mac.or_else(|| macs.get(&backend.address).copied()),
+            weight,
+            counter_slot,
+            // 0: the port the client connected to (the config refuses a port unless NAT).
+            port: backend.port.unwrap_or(0),
+        };
+        let mut backends = Vec::with_capacity(service.backends.len() + 1);
+        // Whether any configured server may take new flows (enabled and up).
+        let mut serving = false;
         for backend in &service.backends {
             let id = (service.name.clone(), backend.address);
             let change = overrides.get(&id).copied().unwrap_or_default();
-            if change.disabled {
+            let counter_slot = self.slots.slots[&id];
+            let is_down = down.contains(&id);
+            if change.disabled || (is_down && !inhibit) {
+                pool.out.push(OutOfPool {
+                    id,
+                    counter_slot,
+                    mac: backend.mac.or_else(|| macs.get(&backend.address).copied()),
+                    disabled: change.disabled,
+                });
                 continue;
             }
-            backends.push(Backend {
-                address: backend.address,
-                mac: backend.mac.or_else(|| macs.get(&backend.address).copied()),
-                weight: change.weight.unwrap_or(backend.weight),
-                counter_slot: self.slots.slots[&id],
-                // 0: the port the client connected to (the config refuses a port unless NAT).
-                port: backend.port.unwrap_or(0),
-            });
+            serving |= !is_down;
+            let weight = if is_down {
+                0
+            } else {
+                change.weight.unwrap_or(backend.weight)
+            };
+            backends.push(entry(backend, weight, counter_slot));
+        }
+        if let (false, Some(fallback)) = (serving, &service.fallback) {
+            let id = (service.name.clone(), fallback.address);
+            backends.push(entry(fallback, fallback.weight, self.slots.slots[&id]));
+            pool.fallbacks.insert(id);
         }
         let candidates: Vec<scheduler::Candidate> = backends
             .iter()
@@ -329,21 +399,26 @@ pub fn classifier_keys(config: &Config) -> HashSet<ServiceKey> {
         .collect()
 }
 
-/// Every (real server address, port it listens on, protocol) of every NAT service, for the
-/// server side's classifier: frames from these are replies to translate back to the VIPs.
+/// Every (real server address, port it listens on, protocol) of every NAT service, fallback
+/// servers included, for the server side's classifier: frames from these are replies to
+/// translate back to the VIPs.
 pub fn nat_backend_keys(config: &Config) -> HashSet<NatBackendKey> {
     config
         .services
         .iter()
         .filter(|service| service.forwarding == Forwarding::Nat)
         .flat_map(|service| {
-            service.backends.iter().flat_map(move |backend| {
-                service.ports.iter().map(move |&port| NatBackendKey {
-                    address: backend.address,
-                    port: backend.port.unwrap_or(port),
-                    protocol: service.protocol,
+            service
+                .backends
+                .iter()
+                .chain(&service.fallback)
+                .flat_map(move |backend| {
+                    service.ports.iter().map(move |&port| NatBackendKey {
+                        address: backend.address,
+                        port: backend.port.unwrap_or(port),
+                        protocol: service.protocol,
+                    })
                 })
-            })
         })
         .collect()
 }
@@ -398,8 +473,9 @@ mod tests {
         let macs = HashMap::new();
         let build = |builder: &mut TableBuilder, backends: &[&str], gate: ReuseGate| {
             builder
-                .build(&config(backends), &none, &macs, gate)
+                .build(&config(backends), &none, &HashSet::new(), &macs, gate)
                 .unwrap()
+                .table
         };
         let first = build(&mut builder, &["192.0.2.11", "192.0.2.12"], open_gate());
         let before = slots(&first);
@@ -467,15 +543,22 @@ mod tests {
         let mut builder = TableBuilder::new(1);
         let (none, macs) = (HashMap::new(), HashMap::new());
         let both = config(&["192.0.2.11", "192.0.2.12"]);
-        let first = builder.build(&both, &none, &macs, open_gate()).unwrap();
+        let nobody = HashSet::new();
+        let first = builder
+            .build(&both, &none, &nobody, &macs, open_gate())
+            .unwrap()
+            .table;
         let slot = slots(&first)[&address("192.0.2.11")];
         builder.counter_blocks[0][slot]
             .active_connections
             .store(3, Ordering::Relaxed);
         builder
-            .build(&config(&["192.0.2.12"]), &none, &macs, open_gate())
+            .build(&config(&["192.0.2.12"]), &none, &nobody, &macs, open_gate())
             .unwrap();
-        let back = builder.build(&both, &none, &macs, open_gate()).unwrap();
+        let back = builder
+            .build(&both, &none, &nobody, &macs, open_gate())
+            .unwrap()
+            .table;
         assert_eq!(slots(&back)[&address("192.0.2.11")], slot);
     }
 
@@ -483,17 +566,22 @@ mod tests {
     fn a_failed_build_changes_nothing() {
         let mut builder = TableBuilder::new(1);
         let (none, macs) = (HashMap::new(), HashMap::new());
+        let nobody = HashSet::new();
         let first = builder
-            .build(&config(&["192.0.2.11"]), &none, &macs, open_gate())
-            .unwrap();
+            .build(&config(&["192.0.2.11"]), &none, &nobody, &macs, open_gate())
+            .unwrap()
+            .table;
         // Maglev needs a table at least as large as the server set: 2 servers in 1 slot fail.
         let mut broken = config(&["192.0.2.12", "192.0.2.13"]);
         broken.services[0].scheduler = scheduler::Algorithm::Maglev;
         broken.services[0].maglev_table_size = 1;
-        assert!(builder.build(&broken, &none, &macs, open_gate()).is_err());
+        assert!(builder
+            .build(&broken, &none, &nobody, &macs, open_gate())
+            .is_err());
         let next = builder
-            .build(&config(&["192.0.2.11"]), &none, &macs, open_gate())
-            .unwrap();
+            .build(&config(&["192.0.2.11"]), &none, &nobody, &macs, open_gate())
+            .unwrap()
+            .table;
         assert_eq!(next.generation, first.generation + 1);
         assert_eq!(slots(&next), slots(&first), "the failed build moved slots");
     }
@@ -521,10 +609,12 @@ mod tests {
             .build(
                 &config(&["192.0.2.11", "192.0.2.12", "192.0.2.13"]),
                 &overrides,
+                &HashSet::new(),
                 &macs,
                 open_gate(),
             )
-            .unwrap();
+            .unwrap()
+            .table;
         let backends = &table.services[0].backends;
         let weights: Vec<(String, u32)> = backends
             .iter()
@@ -534,5 +624,217 @@ mod tests {
             weights,
             [("192.0.2.11".to_owned(), 0), ("192.0.2.13".to_owned(), 1)]
         );
+    }
+
+    /// `config(backends)` with a health check (`on_failure`) and a fallback server.
+    fn checked(backends: &[&str], on_failure: OnFailure) -> Config {
+        let mut config = config(backends);
+        let service = &mut config.services[0];
+        service.health_check = Some(crate::config::HealthCheckConfig {
+            kind: crate::config::CheckKind::Tcp,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 3,
+            port: None,
+            on_failure,
+        });
+        service.fallback = Some(BackendConfig {
+            address: address("192.0.2.50"),
+            weight: 1,
+            mac: None,
+            port: None,
+        });
+        config
+    }
+
+    fn web(addresses: &[&str]) -> HashSet<BackendId> {
+        addresses
+            .iter()
+            .map(|text| ("web".to_owned(), address(text)))
+            .collect()
+    }
+
+    /// (address, weight) of the table's one service.
+    fn pool(table: &ServiceTable) -> Vec<(String, u32)> {
+        table.services[0]
+            .backends
+            .iter()
+            .map(|backend| (backend.address.to_string(), backend.weight))
+            .collect()
+    }
+
+    fn owned(pairs: &[(&str, u32)]) -> Vec<(String, u32)> {
+        pairs
+            .iter()
+            .map(|&(address, weight)| (address.to_owned(), weight))
+            .collect()
+    }
+
+    #[test]
+    fn down_servers_leave_the_pool_and_the_fallback_joins_when_none_is_left() {
+        let mut builder = TableBuilder::new(1);
+        let (none, macs) = (HashMap::new(), HashMap::new());
+        let config = checked(&["192.0.2.11", "192.0.2.12"], OnFailure::Remove);
+        let mut build = |down: &HashSet<BackendId>| {
+            builder
+                .build(&config, &none, down, &macs, open_gate())
+                .unwrap()
+        };
+        let all_up = build(&HashSet::new());
+        assert_eq!(
+            pool(&all_up.table),
+            owned(&[("192.0.2.11", 1), ("192.0.2.12", 1)])
+        );
+        assert_eq!(all_up.pool, PoolView::default());
+        let slot_12 = slots(&all_up.table)[&address("192.0.2.12")];
+
+        let one_down = build(&web(&["192.0.2.12"]));
+        assert_eq!(pool(&one_down.table), owned(&[("192.0.2.11", 1)]));
+        assert_eq!(
+            one_down.pool.out,
+            [OutOfPool {
+                id: ("web".to_owned(), address("192.0.2.12")),
+                counter_slot: slot_12,
+                mac: None,
+                disabled: false,
+            }]
+        );
+        assert!(one_down.pool.fallbacks.is_empty());
+
+        let all_down = build(&web(&["192.0.2.11", "192.0.2.12"]));
+        assert_eq!(pool(&all_down.table), owned(&[("192.0.2.50", 1)]));
+        assert_eq!(all_down.pool.fallbacks, web(&["192.0.2.50"]));
+        let fallback_slot = slots(&all_down.table)[&address("192.0.2.50")];
+        assert!(
+            ![slot_12, slots(&all_up.table)[&address("192.0.2.11")]].contains(&fallback_slot),
+            "the fallback shares a counter slot"
+        );
+
+        let back = build(&web(&["192.0.2.11"]));
+        assert_eq!(pool(&back.table), owned(&[("192.0.2.12", 1)]));
+        assert!(back.pool.fallbacks.is_empty());
+        assert_eq!(slots(&back.table)[&address("192.0.2.12")], slot_12);
+    }
+
+    #[test]
+    fn inhibited_servers_stay_at_weight_0_beside_the_fallback() {
+        let mut builder = TableBuilder::new(1);
+        let macs = HashMap::new();
+        let config = checked(&["192.0.2.11", "192.0.2.12"], OnFailure::Inhibit);
+        let mut overrides = HashMap::new();
+        overrides.insert(
+            ("web".to_owned(), address("192.0.2.11")),
+            Override {
+                weight: Some(5),
+                disabled: false,
+            },
+        );
+        let one_down = builder
+            .build(
+                &config,
+                &overrides,
+                &web(&["192.0.2.11"]),
+                &macs,
+                open_gate(),
+            )
+            .unwrap();
+        // Down beats a run-time weight: inhibited means no new flows.
+        assert_eq!(
+            pool(&one_down.table),
+            owned(&[("192.0.2.11", 0), ("192.0.2.12", 1)])
+        );
+        assert!(one_down.pool.out.is_empty());
+        let all_down = builder
+            .build(
+                &config,
+                &overrides,
+                &web(&["192.0.2.11", "192.0.2.12"]),
+                &macs,
+                open_gate(),
+            )
+            .unwrap();
+        // Existing flows keep their servers; new ones go to the fallback.
+        assert_eq!(
+            pool(&all_down.table),
+            owned(&[("192.0.2.11", 0), ("192.0.2.12", 0), ("192.0.2.50", 1)])
+        );
+    }
+
+    #[test]
+    fn disabled_servers_count_as_out_for_the_fallback() {
+        let mut builder = TableBuilder::new(1);
+        let mut macs = HashMap::new();
+        macs.insert(address("192.0.2.11"), [2, 0, 0, 0, 0, 0x11]);
+        macs.insert(address("192.0.2.50"), [2, 0, 0, 0, 0, 0x50]);
+        let config = checked(&["192.0.2.11", "192.0.2.12"], OnFailure::Remove);
+        let mut overrides = HashMap::new();
+        overrides.insert(
+            ("web".to_owned(), address("192.0.2.11")),
+            Override {
+                weight: None,
+                disabled: true,
+            },
+        );
+        let built = builder
+            .build(
+                &config,
+                &overrides,
+                &web(&["192.0.2.12"]),
+                &macs,
+                open_gate(),
+            )
+            .unwrap();
+        assert_eq!(pool(&built.table), owned(&[("192.0.2.50", 1)]));
+        assert_eq!(
+            built.table.services[0].backends[0].mac,
+            Some([2, 0, 0, 0, 0, 0x50])
+        );
+        let out: Vec<(Ipv4Addr, bool, Option<[u8; 6]>)> = built
+            .pool
+            .out
+            .iter()
+            .map(|out| (out.id.1, out.disabled, out.mac))
+            .collect();
+        assert_eq!(
+            out,
+            [
+                (address("192.0.2.11"), true, Some([2, 0, 0, 0, 0, 0x11])),
+                (address("192.0.2.12"), false, None)
+            ]
+        );
+        // A weight of 0 is the operator's choice, not an outage: no fallback.
+        let mut drained = checked(&["192.0.2.11"], OnFailure::Remove);
+        drained.services[0].backends[0].weight = 0;
+        let built = builder
+            .build(
+                &drained,
+                &HashMap::new(),
+                &HashSet::new(),
+                &macs,
+                open_gate(),
+            )
+            .unwrap();
+        assert_eq!(pool(&built.table), owned(&[("192.0.2.11", 0)]));
+    }
+
+    #[test]
+    fn nat_fallbacks_have_their_replies_steered() {
+        let mut config = checked(&["192.0.2.11"], OnFailure::Remove);
+        config.services[0].forwarding = Forwarding::Nat;
+        if let Some(fallback) = &mut config.services[0].fallback {
+            fallback.port = Some(8080);
+        }
+        let keys = nat_backend_keys(&config);
+        assert!(keys.contains(&NatBackendKey {
+            address: address("192.0.2.50"),
+            port: 8080,
+            protocol: dataplane::Protocol::Tcp,
+        }));
+        assert!(keys.contains(&NatBackendKey {
+            address: address("192.0.2.11"),
+            port: 80,
+            protocol: dataplane::Protocol::Tcp,
+        }));
     }
 }

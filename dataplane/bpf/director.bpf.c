@@ -20,6 +20,11 @@
  * interface: both). A service key matches first; a disabled entry
  * (SERVICE_F_ENABLED clear) hands its frames to the kernel.
  *
+ * Not steered although from (or about a packet to) a NAT real server: frames
+ * addressed to one of the director's own addresses on the interface
+ * (`local_addresses`). Those answer the director's own connections -- its
+ * health checks -- and belong to its kernel; a worker would drop them.
+ *
  * Everything else -- ARP, ping, the host's own traffic, ICMP about flows we
  * do not serve, anything malformed -- goes to the kernel.
  */
@@ -48,6 +53,14 @@ struct {
 	__type(key, struct service_key);
 	__type(value, struct service_value);
 } nat_backends SEC(".maps");
+
+/* The director's own addresses on this interface: see struct local_address. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DIRECTOR_MAX_LOCAL_ADDRESSES);
+	__type(key, struct local_address);
+	__type(value, __u8);
+} local_addresses SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -121,6 +134,14 @@ static __always_inline int steer(struct xdp_md *ctx, const struct service_value 
 	return count(XDP_CNT_NO_SOCKET, XDP_PASS);
 }
 
+/* Whether `addr_be` is one of the director's own addresses on this interface. */
+static __always_inline int is_local(__u32 addr_be)
+{
+	struct local_address key = { .addr_be = addr_be };
+
+	return bpf_map_lookup_elem(&local_addresses, &key) != NULL;
+}
+
 /* TCP/UDP: for a service by destination, else a NAT reply by source. */
 static __always_inline int classify_transport(struct xdp_md *ctx, const struct iphdr *ip,
 					      void *data_end)
@@ -134,8 +155,12 @@ static __always_inline int classify_transport(struct xdp_md *ctx, const struct i
 	if (entry)
 		return steer(ctx, entry, XDP_CNT_REDIRECTED);
 	entry = lookup(&nat_backends, ip->saddr, ports[0], ip->protocol);
-	if (entry)
+	if (entry) {
+		/* The answer to the director's own connection (a health check), not to a client. */
+		if (is_local(ip->daddr))
+			return count(XDP_CNT_TO_DIRECTOR, XDP_PASS);
 		return steer(ctx, entry, XDP_CNT_NAT_REPLY);
+	}
 	return count(XDP_CNT_NO_SERVICE, XDP_PASS);
 }
 
@@ -174,8 +199,12 @@ static __always_inline int classify_icmp(struct xdp_md *ctx, const struct iphdr 
 		return steer(ctx, entry, XDP_CNT_ICMP_REDIRECTED);
 	/* About a client's packet the director sent to a NAT real server (server side). */
 	entry = lookup(&nat_backends, quote->daddr, ports[1], quote->protocol);
-	if (entry)
+	if (entry) {
+		/* About the director's own packet (a health check): errors go to its source. */
+		if (is_local(ip->daddr))
+			return count(XDP_CNT_TO_DIRECTOR, XDP_PASS);
 		return steer(ctx, entry, XDP_CNT_ICMP_REDIRECTED);
+	}
 	return count(XDP_CNT_ICMP_NO_SERVICE, XDP_PASS);
 }
 

@@ -54,11 +54,24 @@ enum xdp_counter {
 	XDP_CNT_ICMP_NO_SERVICE,  /* ICMP error quoting nobody we serve: passed */
 	XDP_CNT_ICMP_TRUNCATED,   /* ICMP error quoting less than a header + 8 bytes: passed */
 	XDP_CNT_ICMP_BAD_QUOTE,   /* quote not a 20-byte IPv4 header, or a later fragment: passed */
+	XDP_CNT_TO_DIRECTOR,      /* from a NAT real server (or an ICMP error) to one of the
+				   * director's own addresses, e.g. a health check's answer: passed */
 	XDP_CNT_MAX,
+};
+
+/*
+ * Key of the `local_addresses` map: one of the director's own addresses on
+ * the interface (network order). Frames to it are the director's own traffic
+ * (a health check's answer from a NAT real server), never a reply to
+ * translate. The value is unused (always 1).
+ */
+struct local_address {
+	__u32 addr_be;
 };
 
 #define DIRECTOR_MAX_SERVICES 4096
 #define DIRECTOR_MAX_NAT_BACKENDS 65536
+#define DIRECTOR_MAX_LOCAL_ADDRESSES 256
 #define DIRECTOR_MAX_QUEUES 256
 
 #endif

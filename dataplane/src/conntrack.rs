@@ -33,6 +33,13 @@
 //! toward two VIPs mapped onto the same RS:rsport) cannot both get replies: the newer takes the
 //! tuple over, and the older stays without replies until it ends.
 //!
+//! # Entries from other directors
+//!
+//! With state sync ([`crate::sync`]) an entry may also be created, refreshed or rebound by a
+//! record another director exported: it goes through the same [`ConnTable::insert`],
+//! [`ConnTable::touch`] and [`ConnTable::rebind`], so gauges and the reply index follow as for
+//! any other. Each entry remembers when it was last exported ([`ConnTable::sync_due`]).
+//!
 //! # Memory and time
 //!
 //! Everything is allocated in [`ConnTable::new`] and nothing after; the counting-allocator test
@@ -299,6 +306,9 @@ struct Entry {
     connection: Connection,
     /// Seconds since the table's epoch.
     last_seen: u32,
+    /// When it was last exported to other directors (or created or imported), in the same
+    /// seconds: what [`ConnTable::sync_due`] measures the refresh period from.
+    synced: u32,
     /// Neighbours in its state's list, or in the free list (`next` only).
     prev: u32,
     next: u32,
@@ -323,6 +333,7 @@ impl Entry {
             state: ConnState::TcpSyn,
         },
         last_seen: 0,
+        synced: 0,
         prev: NIL,
         next: NIL,
     };
@@ -549,6 +560,22 @@ impl ConnTable {
         }
     }
 
+    /// Whether the entry behind `id` was last exported (or created) at least `period` seconds
+    /// before it was last seen: a flow still active on this director is due to be exported
+    /// again, so the other directors' copies do not age out (see [`crate::sync`]).
+    #[inline]
+    pub fn sync_due(&self, id: ConnId, period: u32) -> bool {
+        let entry = &self.entries[id.0 as usize];
+        entry.last_seen.saturating_sub(entry.synced) >= period
+    }
+
+    /// Records that the entry behind `id` was exported as of its last packet.
+    #[inline]
+    pub fn mark_synced(&mut self, id: ConnId) {
+        let entry = &mut self.entries[id.0 as usize];
+        entry.synced = entry.last_seen;
+    }
+
     /// Adds an entry for `key`, which must have none. In a full table the entry nearest its
     /// deadline makes room (see the module docs). Returns `None` only for a capacity-0 table.
     pub fn insert(
@@ -573,6 +600,7 @@ impl ConnTable {
             key,
             connection,
             last_seen: now,
+            synced: now,
             prev: NIL,
             next: NIL,
         };

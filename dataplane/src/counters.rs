@@ -141,6 +141,17 @@ pub struct WorkerCounters {
     /// its client unpinned. Counted per attempt: a new flow, or a frame of a tracked flow whose
     /// template expired and could not be re-created.
     pub persistence_table_full: AtomicU64,
+    /// Connection and template records pushed to this worker's sync export queue (state sync
+    /// enabled, see [`crate::sync`]).
+    pub sync_records_exported: AtomicU64,
+    /// Records that found the export queue full and were not exported (the sender fell behind).
+    pub sync_records_dropped: AtomicU64,
+    /// Records from other directors applied to this worker's connection table or to the shared
+    /// persistence templates.
+    pub sync_records_imported: AtomicU64,
+    /// Records from other directors skipped because this director has no such service, real
+    /// server (address and port) or forwarding method for them.
+    pub sync_records_unknown: AtomicU64,
     /// Loop iterations that found the fill ring with no room to give frames back.
     pub fill_ring_starved: AtomicU64,
     /// TX wake-up syscalls made.

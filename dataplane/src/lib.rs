@@ -6,6 +6,8 @@
 //! - [`persistence`]: client affinity templates shared by all workers, lock-free.
 //! - [`rewrite`]: frame rewrites per forwarding method (DR, NAT with ICMP translation, TUN).
 //! - [`pipeline`]: classify -> look up or schedule -> rewrite, returning a typed [`Verdict`].
+//! - [`sync`]: connection and persistence records exchanged with other directors (as the IPVS
+//!   sync daemon does), and the bounded lock-free queues between the workers and control.
 //! - [`xdp`]: the XDP classifier (C source in `bpf/`), its maps and the bpf_link that attaches it.
 //! - [`xsk`]: AF_XDP sockets: UMEM, fill/completion/rx/tx rings.
 //! - [`worker`]: the per-queue busy-polling loop that drives the pipeline over the rings.
@@ -25,6 +27,7 @@ pub mod persistence;
 pub mod pipeline;
 pub mod rewrite;
 pub mod service;
+pub mod sync;
 #[doc(hidden)]
 pub mod testing;
 pub mod wire;

@@ -85,6 +85,15 @@
 //! ICMP errors forwarded to it included), NAT replies and ICMP errors from it sent back
 //! (`packets_out`, `bytes_out`).
 //!
+//! # State sync
+//!
+//! With [`Pipeline::with_sync`], a forwarded frame that creates an entry, changes its state or
+//! real server, or finds it due for a refresh pushes a [`crate::sync::SyncRecord`] to the
+//! worker's export queue (for a persistent service, its client's template follows), and
+//! [`Pipeline::drain_imports`] applies other directors' records between bursts: see
+//! [`crate::sync`] for what is exported when and how an import resolves its service and real
+//! server. A dropped frame exports nothing; an imported record is never exported again.
+//!
 //! What this module must not do: allocate, lock, log or panic per frame (`tests/no_alloc.rs`
 //! and the random-frame property test hold it to that), or touch the rings.
 
@@ -99,6 +108,7 @@ use crate::rewrite::{dr, icmp, nat, Link};
 use crate::service::{
     Backend, Forwarding, Interfaces, Protocol, Service, ServiceKey, ServiceTable,
 };
+use crate::sync::{ConnectionRecord, SyncRecord, TemplateRecord, WorkerSync, IMPORT_BUDGET};
 use crate::wire::{
     self, ethernet, EtherType, EthernetFrame, Ipv4Packet, MacAddr, TcpFlags, TcpSegment,
     UdpDatagram,
@@ -143,6 +153,10 @@ pub struct Pipeline {
     connections: ConnTable,
     /// Outer IPv4 identification of the next tunnelled packet.
     tunnel_ident: u16,
+    /// State sync with other directors: the export and import queues, if enabled.
+    sync: WorkerSync,
+    /// The refresh period of `sync`, in whole seconds (at least one).
+    sync_refresh: u32,
 }
 
 /// How a flow's backend was chosen.
@@ -209,7 +223,20 @@ impl Pipeline {
             // Workers start far apart in the identification space (RFC 6864: unique per source,
             // destination and protocol while fragments may be in flight).
             tunnel_ident: (worker as u16).wrapping_mul(0x2001),
+            sync: WorkerSync::default(),
+            sync_refresh: u32::MAX,
         }
+    }
+
+    /// This pipeline exporting to and importing from the given queues (see [`crate::sync`]).
+    /// Without it (the default) the pipeline neither exports nor imports, at no cost.
+    #[must_use]
+    pub fn with_sync(mut self, sync: WorkerSync) -> Self {
+        let refresh = sync.refresh;
+        let seconds = refresh.as_secs() + u64::from(refresh.subsec_nanos() > 0);
+        self.sync_refresh = u32::try_from(seconds).unwrap_or(u32::MAX).max(1);
+        self.sync = sync;
+        self
     }
 
     /// The worker index this pipeline counts backend traffic under.
@@ -251,6 +278,130 @@ impl Pipeline {
         self.connections
             .expire(now, &table.timeouts, counters, gauges, EXPIRE_BUDGET);
         self.connections.publish(counters);
+    }
+
+    /// Whether records from other directors wait in this pipeline's import queue.
+    #[inline]
+    pub fn imports_pending(&self) -> bool {
+        self.sync
+            .import
+            .as_ref()
+            .is_some_and(|queue| !queue.is_empty())
+    }
+
+    /// Applies up to [`IMPORT_BUDGET`] records from the import queue (the worker calls it between
+    /// bursts); returns how many it took.
+    pub fn drain_imports(
+        &mut self,
+        table: &ServiceTable,
+        now: Instant,
+        counters: &WorkerCounters,
+    ) -> usize {
+        let mut taken = 0;
+        while taken < IMPORT_BUDGET {
+            let Some(record) = self.sync.import.as_ref().and_then(|queue| queue.pop()) else {
+                break;
+            };
+            self.import(&record, table, now, counters);
+            taken += 1;
+        }
+        taken
+    }
+
+    /// Applies one record from another director: creates or refreshes the connection entry it
+    /// describes, rebinding it to the record's real server if it had another, or stores the
+    /// template it describes. A record for a service, real server (address and port) or
+    /// forwarding method this director does not have is counted in `sync_records_unknown`.
+    /// Nothing imported is exported again. Returns whether the record was applied.
+    pub fn import(
+        &mut self,
+        record: &SyncRecord,
+        table: &ServiceTable,
+        now: Instant,
+        counters: &WorkerCounters,
+    ) -> bool {
+        let applied = match record {
+            SyncRecord::Connection(record) => self.import_connection(record, table, now, counters),
+            SyncRecord::Template(record) => import_template(record, table, now, counters),
+        };
+        if applied {
+            bump(&counters.sync_records_imported, 1);
+        } else {
+            bump(&counters.sync_records_unknown, 1);
+        }
+        applied
+    }
+
+    fn import_connection(
+        &mut self,
+        record: &ConnectionRecord,
+        table: &ServiceTable,
+        now: Instant,
+        counters: &WorkerCounters,
+    ) -> bool {
+        let key = &record.key;
+        let service_key = ServiceKey {
+            vip: key.dst_addr,
+            port: key.dst_port,
+            protocol: key.protocol,
+        };
+        let Some((_, service)) = table.lookup(&service_key) else {
+            return false;
+        };
+        if service.forwarding != record.forwarding {
+            return false;
+        }
+        let Some(index) = backend_at(service, record.backend, key.dst_port) else {
+            return false;
+        };
+        let backend = &service.backends[index];
+        let nat = service.forwarding == Forwarding::Nat;
+        let binding = Binding {
+            backend: backend.address,
+            backend_port: record.backend.port(),
+            backend_index: index,
+            counter_slot: backend.counter_slot,
+            generation: table.generation,
+            nat,
+        };
+        let gauges = self.gauges(table);
+        let Some(id) = self
+            .connections
+            .lookup(key, now, &table.timeouts, counters, gauges)
+        else {
+            let connection = Connection {
+                backend: binding.backend,
+                backend_port: binding.backend_port,
+                nat,
+                backend_index: index as u32,
+                generation: table.generation,
+                counter_slot: backend.counter_slot as u32,
+                state: record.state,
+            };
+            // None only for a capacity-0 table, counted there.
+            return self
+                .connections
+                .insert(*key, connection, now, &table.timeouts, counters, gauges)
+                .is_some();
+        };
+        let connection = *self.connections.connection(id);
+        if connection.backend != binding.backend
+            || connection.backend_port != binding.backend_port
+            || connection.counter_slot as usize != binding.counter_slot
+            || connection.generation != binding.generation
+            || connection.nat != nat
+        {
+            self.connections.rebind(id, binding, gauges);
+        }
+        // A late SYN record (datagrams may be reordered) does not shorten an established entry,
+        // as a SYN from the client would not.
+        let state = match (connection.state, record.state) {
+            (ConnState::TcpEstablished, ConnState::TcpSyn) => ConnState::TcpEstablished,
+            (_, state) => state,
+        };
+        self.connections.touch(id, state, now, gauges);
+        self.connections.mark_synced(id);
+        true
     }
 
     #[inline]
@@ -358,7 +509,8 @@ impl Pipeline {
             generation: table.generation,
             nat,
         };
-        let tracked = match existing {
+        // The entry this frame created or touched, and whether that changed it (state or backend).
+        let entry = match existing {
             Some(id) => {
                 let connection = *self.connections.connection(id);
                 if scheduled || connection.generation != table.generation {
@@ -369,7 +521,7 @@ impl Pipeline {
                     Protocol::Udp => ConnState::Udp,
                 };
                 self.connections.touch(id, state, now, gauges);
-                true
+                Some((Some(id), scheduled || state != connection.state))
             }
             None => match initial_state(flow) {
                 Some(state) => {
@@ -383,7 +535,7 @@ impl Pipeline {
                         state,
                     };
                     // None only for a capacity-0 table, counted there; forward regardless.
-                    self.connections.insert(
+                    let id = self.connections.insert(
                         flow.key,
                         connection,
                         now,
@@ -391,10 +543,17 @@ impl Pipeline {
                         counters,
                         gauges,
                     );
-                    true
+                    Some((id, true))
                 }
-                None => false,
+                None => None,
             },
+        };
+        let tracked = entry.is_some();
+        let exported = match entry {
+            Some((Some(id), changed)) => {
+                self.export_connection(id, changed, service.forwarding, counters)
+            }
+            _ => false,
         };
 
         if let Some(persistence) = &service.persistence {
@@ -419,6 +578,21 @@ impl Pipeline {
                     Upsert::Full => bump(&counters.persistence_table_full, 1),
                     Upsert::Refreshed | Upsert::Kept => {}
                 }
+            }
+            // The template follows its connection to the other directors.
+            if exported {
+                self.export(
+                    SyncRecord::Template(TemplateRecord {
+                        service: ServiceKey {
+                            vip: flow.key.dst_addr,
+                            port: flow.key.dst_port,
+                            protocol: flow.key.protocol,
+                        },
+                        client: std::net::Ipv4Addr::from(persistence.client(flow.key.src_addr)),
+                        backend: SocketAddrV4::new(backend.address, backend_port),
+                    }),
+                    counters,
+                );
             }
         }
 
@@ -455,6 +629,7 @@ impl Pipeline {
             Protocol::Udp => ConnState::Udp,
         };
         self.connections.touch(id, state, now, gauges);
+        self.export_connection(id, state != connection.state, Forwarding::Nat, counters);
         count_out(gauges, &connection, at);
         Ok(at.tx(Egress::Peer))
     }
@@ -628,6 +803,46 @@ impl Pipeline {
         Ok(result)
     }
 
+    /// Exports the entry `id` if export is on and the entry `changed` (new, another state or
+    /// real server) or is due for a refresh; returns whether it did. The entry counts as
+    /// exported even if the queue was full (counted as dropped): retrying on every packet would
+    /// only press on a sender that is already behind.
+    #[inline]
+    fn export_connection(
+        &mut self,
+        id: ConnId,
+        changed: bool,
+        forwarding: Forwarding,
+        counters: &WorkerCounters,
+    ) -> bool {
+        if self.sync.export.is_none()
+            || !(changed || self.connections.sync_due(id, self.sync_refresh))
+        {
+            return false;
+        }
+        let connection = self.connections.connection(id);
+        let record = SyncRecord::Connection(ConnectionRecord {
+            key: *self.connections.key(id),
+            backend: SocketAddrV4::new(connection.backend, connection.backend_port),
+            forwarding,
+            state: connection.state,
+        });
+        self.connections.mark_synced(id);
+        self.export(record, counters);
+        true
+    }
+
+    /// Pushes `record` to the export queue, if there is one; a full queue counts it as dropped.
+    #[inline]
+    fn export(&self, record: SyncRecord, counters: &WorkerCounters) {
+        if let Some(queue) = &self.sync.export {
+            match queue.push(record) {
+                Ok(()) => bump(&counters.sync_records_exported, 1),
+                Err(_) => bump(&counters.sync_records_dropped, 1),
+            }
+        }
+    }
+
     /// This worker's backend counter block in `table` (empty if it has none).
     #[inline]
     fn gauges<'t>(&self, table: &'t ServiceTable) -> &'t [BackendCounters] {
@@ -645,6 +860,48 @@ fn interfaces(table: &ServiceTable) -> Result<&Interfaces, DropReason> {
         .interfaces
         .as_ref()
         .ok_or(DropReason::UnsupportedForwarding)
+}
+
+/// Stores a template another director exported, under this director's persistence group and
+/// counter slot for the named service and real server; whether it could be resolved.
+fn import_template(
+    record: &TemplateRecord,
+    table: &ServiceTable,
+    now: Instant,
+    counters: &WorkerCounters,
+) -> bool {
+    let Some((_, service)) = table.lookup(&record.service) else {
+        return false;
+    };
+    let Some(persistence) = &service.persistence else {
+        return false;
+    };
+    let Some(index) = backend_at(service, record.backend, record.service.port) else {
+        return false;
+    };
+    // The master's choice stands: it replaces whatever this director had for the client.
+    let stored = table.persistence.upsert(
+        persistence.group,
+        persistence.client(record.client),
+        service.backends[index].counter_slot,
+        now,
+        persistence.timeout,
+        true,
+    );
+    match stored {
+        Upsert::Inserted => bump(&counters.persistence_inserts, 1),
+        Upsert::Full => bump(&counters.persistence_table_full, 1),
+        Upsert::Refreshed | Upsert::Kept => {}
+    }
+    true
+}
+
+/// Index of the backend at `address` that serves service port `service_port` on the real
+/// server's port `address.port()`.
+fn backend_at(service: &Service, address: SocketAddrV4, service_port: u16) -> Option<usize> {
+    service.backends.iter().position(|backend| {
+        backend.address == *address.ip() && backend.port_for(service_port) == address.port()
+    })
 }
 
 /// Counts a frame from the real server of `connection` sent back toward the client.

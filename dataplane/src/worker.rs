@@ -14,8 +14,10 @@
 //! [`Pipeline`], queueing the survivors on the TX list of the port they leave by; then queue each
 //! port's list on its TX ring in one go, recycle what a ring did not take and the drops, and kick
 //! the kernel for every port whose TX descriptors are pending. Between bursts the worker swaps in
-//! the newest [`ServiceTable`] control has sent, and about once a second it does housekeeping
-//! (connection expiry, kernel socket statistics summed over the ports).
+//! the newest [`ServiceTable`] control has sent and applies up to
+//! [`crate::sync::IMPORT_BUDGET`] connection records other directors sent (state sync, when
+//! enabled in the pipeline), and about once a second it does housekeeping (connection expiry,
+//! kernel socket statistics summed over the ports).
 //!
 //! The loop owns everything it touches per packet (rings, fixed batch arrays, connection table,
 //! counters it alone writes), so it takes no lock, allocates nothing and logs nothing per packet.
@@ -53,7 +55,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
 pub struct WorkerContext {
     /// Worker index (selects its backend counter block).
     pub index: usize,
-    /// The pipeline, with its connection table already allocated.
+    /// The pipeline, with its connection table already allocated and, for state sync with other
+    /// directors, its export and import queues ([`Pipeline::with_sync`]).
     pub pipeline: Pipeline,
     /// Counters this worker writes and control reads.
     pub counters: Arc<WorkerCounters>,
@@ -96,6 +99,11 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
             counters
                 .table_generation
                 .store(table.generation, Ordering::Release);
+        }
+
+        // Records from other directors (state sync), a bounded number between bursts.
+        if pipeline.imports_pending() {
+            pipeline.drain_imports(&table, Instant::now(), &counters);
         }
 
         xsk.reap_completions();

@@ -27,6 +27,10 @@ const VIP: &str = "192.0.2.10:80";
 const RS: &str = "10.0.0.1:8080";
 /// A router on the client's path.
 const ROUTER: &str = "203.0.113.1:0";
+/// The director's own address on the server side, where its health checks come from.
+const DIRECTOR: &str = "10.0.0.254";
+/// ICMP destination unreachable code 1 (RFC 792).
+const HOST_UNREACHABLE: u8 = 1;
 
 /// Bytes before the ICMP quote: Ethernet, outer IPv4, ICMP header.
 const QUOTE_AT: usize = 14 + 20 + 8;
@@ -79,7 +83,7 @@ fn nat_key(addr: &str, protocol: Protocol) -> NatBackendKey {
 }
 
 /// A classifier serving `VIP` (TCP, enabled), VIP:53 (UDP, disabled), NAT real server `RS`
-/// (TCP, enabled) and RS:5353 (UDP, disabled).
+/// (TCP, enabled) and RS:5353 (UDP, disabled), with `DIRECTOR` as one of its own addresses.
 fn classifier() -> XdpClassifier {
     let classifier = XdpClassifier::load().unwrap();
     classifier
@@ -95,6 +99,35 @@ fn classifier() -> XdpClassifier {
         .set_nat_backend(&nat_key("10.0.0.1:5353", Protocol::Udp), false)
         .unwrap();
     classifier
+        .set_local_address(DIRECTOR.parse().unwrap())
+        .unwrap();
+    classifier
+}
+
+/// The NAT real server's answer to the director's own health check.
+fn check_answer() -> FrameBuilder {
+    FrameBuilder::tcp()
+        .src(RS)
+        .dst(&format!("{DIRECTOR}:40000"))
+        .syn()
+        .ack()
+}
+
+/// An ICMP error from a router behind the director about the director's own health check.
+fn check_error() -> FrameBuilder {
+    let check = FrameBuilder::tcp()
+        .src(&format!("{DIRECTOR}:40000"))
+        .dst(RS)
+        .syn()
+        .build_ipv4();
+    icmp_error(
+        "10.0.0.253:0",
+        &format!("{DIRECTOR}:0"),
+        message::DEST_UNREACHABLE,
+        HOST_UNREACHABLE,
+        0,
+        &check,
+    )
 }
 
 fn syn() -> FrameBuilder {
@@ -205,6 +238,28 @@ fn transport_cases() -> Vec<Case> {
             FrameBuilder::tcp().src(CLIENT).dst(RS).syn().build(),
             "no_service",
         ),
+        // The director's own traffic with NAT real servers belongs to its kernel.
+        (
+            "NAT real server answering the director's health check",
+            check_answer().build(),
+            "to_director",
+        ),
+        (
+            "NAT real server's UDP to the director's address",
+            FrameBuilder::udp()
+                .src("10.0.0.1:5353")
+                .dst(&format!("{DIRECTOR}:40000"))
+                .build(),
+            "to_director",
+        ),
+        (
+            "to the director's address, not from a NAT real server",
+            FrameBuilder::tcp()
+                .src("10.0.0.9:22")
+                .dst(&format!("{DIRECTOR}:40000"))
+                .build(),
+            "no_service",
+        ),
     ]
 }
 
@@ -263,6 +318,11 @@ fn icmp_cases() -> Vec<Case> {
             "port unreachable quoting a packet to a disabled NAT real server",
             from_server_side(message::DEST_UNREACHABLE, unreachable::PORT, &udp_to_rs).build(),
             "service_disabled",
+        ),
+        (
+            "host unreachable about the director's own health check",
+            check_error().build(),
+            "to_director",
         ),
     ]
 }
@@ -525,6 +585,26 @@ fn classifier_passes_everything_it_cannot_serve_and_counts_why() {
         &classifier,
         "re-enabled NAT real server",
         &nat_reply().build(),
+        XDP_PASS,
+        "no_socket",
+    );
+
+    // Without the director's address in the map, its health checks' answers would be steered
+    // to the workers (which have no flow for them); twice removed is harmless.
+    let director = DIRECTOR.parse().unwrap();
+    classifier.remove_local_address(director).unwrap();
+    classifier.remove_local_address(director).unwrap();
+    expect(
+        &classifier,
+        "health check answer, address forgotten",
+        &check_answer().build(),
+        XDP_PASS,
+        "no_socket",
+    );
+    expect(
+        &classifier,
+        "error about a health check, address forgotten",
+        &check_error().build(),
         XDP_PASS,
         "no_socket",
     );

@@ -3,11 +3,13 @@
 //! `Pipeline::process` at a random place in a UMEM-like chunk (headroom from none to plenty).
 //! The checks: it returns; a transmitted frame lies within the chunk and kept its length unless
 //! tunnelled (20 bytes longer) or answered (an ICMP error no longer than the input); a dropped
-//! frame left the chunk untouched.
+//! frame left the chunk untouched. With state sync on, the same holds, and random records and
+//! mutated real ones imported between the frames keep the gauges exact.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use dataplane::sync::{SyncQueues, SyncRecord, RECORD_LEN};
 use dataplane::testing::{
     self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC, SERVER_SIDE_MAC,
 };
@@ -256,6 +258,45 @@ fn run(
     Ok(())
 }
 
+/// The records a syncing pipeline exports for the seed frames, in their wire form.
+fn exported_seeds() -> Vec<[u8; RECORD_LEN]> {
+    let (table, counters) = (table(), WorkerCounters::default());
+    let queues = SyncQueues::new(1, 1024);
+    let mut pipeline =
+        Pipeline::new(0, DIRECTOR_MAC, 64).with_sync(queues.worker(0, true, false, Duration::ZERO));
+    for frame in seeds() {
+        testing::run(&mut pipeline, &frame, &table, Instant::now(), &counters);
+    }
+    let records: Vec<_> = std::iter::from_fn(|| queues.exports()[0].pop())
+        .map(|record| {
+            let mut bytes = [0; RECORD_LEN];
+            record.encode(&mut bytes);
+            bytes
+        })
+        .collect();
+    assert!(records.len() > 5, "the seeds exported too little");
+    records
+}
+
+/// Either random bytes, or an exported record with some bytes overwritten.
+fn record_bytes() -> impl Strategy<Value = [u8; RECORD_LEN]> {
+    let seeds = exported_seeds();
+    prop_oneof![
+        any::<[u8; RECORD_LEN]>(),
+        (
+            0..seeds.len(),
+            proptest::collection::vec((0..RECORD_LEN, any::<u8>()), 0..4)
+        )
+            .prop_map(move |(which, edits)| {
+                let mut bytes = seeds[which];
+                for (at, byte) in edits {
+                    bytes[at] = byte;
+                }
+                bytes
+            }),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -275,6 +316,37 @@ proptest! {
         let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 4);
         for (frame, headroom) in frames {
             run(&mut pipeline, &table, &counters, &frame, headroom)?;
+        }
+        pipeline.housekeeping(&table, Instant::now(), &counters);
+        testing::assert_gauges_match(pipeline.connections(), &table, 0);
+    }
+
+    #[test]
+    fn imports_between_frames(
+        steps in proptest::collection::vec(
+            prop_oneof![
+                (mutated(), 0usize..300).prop_map(Ok),
+                record_bytes().prop_map(Err),
+            ],
+            1..24,
+        ),
+    ) {
+        // A small pipeline exporting into a small queue (so it fills) and importing records:
+        // entries are created, rebound and evicted by both.
+        let (table, counters) = (table(), WorkerCounters::default());
+        let queues = SyncQueues::new(1, 4);
+        let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 4)
+            .with_sync(queues.worker(0, true, true, Duration::ZERO));
+        for step in steps {
+            match step {
+                Ok((frame, headroom)) => run(&mut pipeline, &table, &counters, &frame, headroom)?,
+                Err(bytes) => {
+                    if let Ok(record) = SyncRecord::decode(&bytes) {
+                        let _ = queues.imports()[0].push(record);
+                    }
+                    pipeline.drain_imports(&table, Instant::now(), &counters);
+                }
+            }
         }
         pipeline.housekeeping(&table, Instant::now(), &counters);
         testing::assert_gauges_match(pipeline.connections(), &table, 0);

@@ -3,7 +3,8 @@
 //! a persistent service group with its shared template table filling up and expiring; NAT both
 //! ways through the reply index, ICMP errors translated both ways, TUN encapsulation and
 //! fragmentation-needed answers) go through `Pipeline::process` and `housekeeping` after
-//! warm-up, and asserts zero allocations.
+//! warm-up, with state sync on (every record exported is moved to a second pipeline, a backup,
+//! which imports it), and asserts zero allocations.
 //!
 //! Only allocations made by the test's own thread while counting is on are counted, so the
 //! harness's threads cannot disturb the result.
@@ -13,6 +14,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dataplane::sync::SyncQueues;
 use dataplane::testing::{
     self, backend, backend_mac, service, FrameBuilder, CHUNK_SIZE, DIRECTOR_MAC, SERVER_SIDE_MAC,
     UMEM_HEADROOM,
@@ -313,7 +315,8 @@ fn pipeline_does_not_allocate_per_frame() {
         1
     );
 
-    let blocks = testing::counter_blocks(1, 40);
+    // Worker 0 is the master's, worker 1 the backup's.
+    let blocks = testing::counter_blocks(2, 40);
     // Fewer slots than client networks, so it fills up and expired templates are reused.
     let templates = Arc::new(PersistenceTable::new(16));
     let first = table(1, &[1, 2, 3, 4], &blocks, &templates);
@@ -321,11 +324,30 @@ fn pipeline_does_not_allocate_per_frame() {
     let frames = fixtures();
     let counters = WorkerCounters::default();
     // Far fewer entries than flows, so the table is full and churning most of the time.
-    let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 512);
+    // State sync: the master exports, the backup (which exports too, and must not echo) imports
+    // what the test moves over after every frame.
+    let queues = SyncQueues::new(2, 4096);
+    let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 512).with_sync(queues.worker(
+        0,
+        true,
+        false,
+        Duration::from_secs(1),
+    ));
+    let mut backup = Pipeline::new(1, DIRECTOR_MAC, 512).with_sync(queues.worker(
+        1,
+        true,
+        true,
+        Duration::from_secs(1),
+    ));
+    let backup_counters = WorkerCounters::default();
     let start = Instant::now();
     let mut chunk = vec![0u8; CHUNK_SIZE];
 
-    let mut run = |pipeline: &mut Pipeline, table: &ServiceTable, second: u64| -> (u64, u64) {
+    let mut run = |pipeline: &mut Pipeline,
+                   backup: &mut Pipeline,
+                   table: &ServiceTable,
+                   second: u64|
+     -> (u64, u64) {
         let now = start + Duration::from_secs(second);
         let (mut sent, mut dropped) = (0, 0);
         for frame in &frames {
@@ -341,13 +363,21 @@ fn pipeline_does_not_allocate_per_frame() {
                 Verdict::Tx { .. } => sent += 1,
                 Verdict::Drop(_) => dropped += 1,
             }
+            // The sync daemon's part, inline: the master's records to the backup's queue.
+            while let Some(record) = queues.exports()[0].pop() {
+                let _ = queues.imports()[1].push(record);
+            }
+            while backup.imports_pending() {
+                backup.drain_imports(table, now, &backup_counters);
+            }
         }
         pipeline.housekeeping(table, now, &counters);
+        backup.housekeeping(table, now, &backup_counters);
         (sent, dropped)
     };
 
     // Warm-up: anything lazily initialised on first use happens here.
-    run(&mut pipeline, &first, 0);
+    run(&mut pipeline, &mut backup, &first, 0);
 
     let mut totals = (0, 0);
     let allocations = allocations_during(|| {
@@ -355,7 +385,7 @@ fn pipeline_does_not_allocate_per_frame() {
             // Alternate generations (rebinding entries) and let time pass so even established entries
             // expire (900 s).
             let table = if round % 2 == 0 { &first } else { &second };
-            let (sent, dropped) = run(&mut pipeline, table, round * 1000);
+            let (sent, dropped) = run(&mut pipeline, &mut backup, table, round * 1000);
             totals.0 += sent;
             totals.1 += dropped;
         }
@@ -364,6 +394,31 @@ fn pipeline_does_not_allocate_per_frame() {
         totals.0 > 50_000 && totals.1 > 200,
         "fixtures exercised too little: {totals:?}"
     );
+    assert_paths_taken(&counters, &first);
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        load(&counters.sync_records_exported) > 10_000,
+        "too few records exported"
+    );
+    assert!(
+        load(&backup_counters.sync_records_imported) > 10_000,
+        "too few records imported"
+    );
+    assert_eq!(
+        load(&backup_counters.sync_records_exported),
+        0,
+        "the backup echoed records"
+    );
+    assert_eq!(allocations, 0, "the pipeline allocated {allocations} times");
+    // The churn (eviction, expiry, rebinding across generations) kept the gauges exact.
+    testing::assert_gauges_match(pipeline.connections(), &first, 0);
+    testing::assert_gauges_match(backup.connections(), &first, 1);
+}
+
+/// Panics unless the fixtures took the paths they are there for (a table full and churning,
+/// templates followed and reused, every NAT and TUN exit), so zero allocations means something.
+fn assert_paths_taken(counters: &WorkerCounters, table: &ServiceTable) {
     let load =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     assert!(
@@ -394,12 +449,9 @@ fn pipeline_does_not_allocate_per_frame() {
     ] {
         assert!(counters.drops(reason) > 0, "never dropped as {reason:?}");
     }
-    let replies: u64 = first.backend_counters[0]
+    let replies: u64 = table.backend_counters[0]
         .iter()
         .map(|stats| load(&stats.packets_out))
         .sum();
     assert!(replies > 1000, "too few NAT replies went out: {replies}");
-    assert_eq!(allocations, 0, "the pipeline allocated {allocations} times");
-    // The churn (eviction, expiry, rebinding across generations) kept the gauges exact.
-    testing::assert_gauges_match(pipeline.connections(), &first, 0);
 }

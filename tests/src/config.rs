@@ -39,8 +39,98 @@ pub struct ServiceConfig {
     pub persistence_netmask: Option<String>,
     /// "dr".
     pub forwarding: String,
+    /// `fallback = "192.0.2.13:80"` (the sorry server); left out when `None`.
+    pub fallback: Option<String>,
+    /// `[service.health_check]`; left out when `None`.
+    pub health_check: Option<HealthCheck>,
     /// Real servers.
     pub backends: Vec<BackendConfig>,
+}
+
+/// `[service.health_check]`: `kind` and whichever other keys are set, as written.
+#[derive(Clone, Debug, Default)]
+pub struct HealthCheck {
+    /// "tcp", "http", "send_expect" or "exec".
+    pub kind: String,
+    /// `interval = "300ms"`.
+    pub interval: Option<String>,
+    /// `timeout = "200ms"`.
+    pub timeout: Option<String>,
+    /// `rise = 2`.
+    pub rise: Option<u32>,
+    /// `fall = 3`.
+    pub fall: Option<u32>,
+    /// `port = 8080`.
+    pub port: Option<u16>,
+    /// "remove" or "inhibit".
+    pub on_failure: Option<String>,
+    /// `path = "/healthz"` (http).
+    pub path: Option<String>,
+    /// `expect_status = 200` (http).
+    pub expect_status: Option<u16>,
+    /// `expect_body = "ok"` (http).
+    pub expect_body: Option<String>,
+    /// `send = "..."` (send_expect).
+    pub send: Option<String>,
+    /// `expect = "..."` (send_expect).
+    pub expect: Option<String>,
+    /// `command = ["/path", "{address}"]` (exec).
+    pub command: Option<Vec<String>>,
+}
+
+impl HealthCheck {
+    /// A check of `kind` with every other key left out.
+    pub fn new(kind: &str) -> Self {
+        Self {
+            kind: kind.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets `interval`, `timeout`, `rise` and `fall`.
+    #[must_use]
+    pub fn timing(mut self, interval: &str, timeout: &str, rise: u32, fall: u32) -> Self {
+        self.interval = Some(interval.into());
+        self.timeout = Some(timeout.into());
+        self.rise = Some(rise);
+        self.fall = Some(fall);
+        self
+    }
+
+    /// The table's lines, `[service.health_check]` first.
+    fn write(&self, s: &mut String) {
+        s.push_str("\n[service.health_check]\n");
+        let _ = writeln!(s, "kind = {}", quote(&self.kind));
+        let strings = [
+            ("interval", &self.interval),
+            ("timeout", &self.timeout),
+            ("on_failure", &self.on_failure),
+            ("path", &self.path),
+            ("expect_body", &self.expect_body),
+            ("send", &self.send),
+            ("expect", &self.expect),
+        ];
+        for (key, value) in strings {
+            if let Some(value) = value {
+                let _ = writeln!(s, "{key} = {}", quote(value));
+            }
+        }
+        let numbers = [
+            ("rise", self.rise),
+            ("fall", self.fall),
+            ("port", self.port.map(u32::from)),
+            ("expect_status", self.expect_status.map(u32::from)),
+        ];
+        for (key, value) in numbers {
+            if let Some(value) = value {
+                let _ = writeln!(s, "{key} = {value}");
+            }
+        }
+        if let Some(command) = &self.command {
+            let words: Vec<String> = command.iter().map(|word| quote(word)).collect();
+            let _ = writeln!(s, "command = [{}]", words.join(", "));
+        }
+    }
 }
 
 /// One `[[service.backend]]`.
@@ -94,6 +184,8 @@ impl DirectorConfig {
                 persistence: None,
                 persistence_netmask: None,
                 forwarding: "dr".into(),
+                fallback: None,
+                health_check: None,
                 backends: backends
                     .iter()
                     .map(|a| BackendConfig {
@@ -154,6 +246,12 @@ impl DirectorConfig {
                 let _ = writeln!(s, "persistence_netmask = {}", quote(netmask));
             }
             let _ = writeln!(s, "forwarding = {}", quote(&service.forwarding));
+            if let Some(fallback) = &service.fallback {
+                let _ = writeln!(s, "fallback = {}", quote(fallback));
+            }
+            if let Some(check) = &service.health_check {
+                check.write(&mut s);
+            }
             for backend in &service.backends {
                 s.push_str("\n[[service.backend]]\n");
                 let _ = writeln!(s, "address = {}", quote(&backend.address));
@@ -276,6 +374,43 @@ mod tests {
         assert!(text.contains("persistence = \"300s\"\npersistence_netmask = \"255.255.255.0\"\n"));
         assert!(text.contains("address = \"192.0.2.11\"\nweight = 3\n"));
         assert!(text.contains("address = \"192.0.2.12\"\nweight = 0\n"));
+    }
+
+    #[test]
+    fn writes_health_checks_and_fallbacks() {
+        let mut cfg =
+            DirectorConfig::dr("/run/director/x.sock".into(), "rr", &["192.0.2.11".into()]);
+        let service = &mut cfg.services[0];
+        service.fallback = Some("192.0.2.13:80".into());
+        service.health_check = Some(HealthCheck {
+            path: Some("/healthz".into()),
+            expect_body: Some("ok".into()),
+            expect_status: Some(200),
+            ..HealthCheck::new("http").timing("300ms", "200ms", 2, 3)
+        });
+        let text = cfg.to_toml();
+        assert!(
+            text.contains(
+                "forwarding = \"dr\"\nfallback = \"192.0.2.13:80\"\n\n[service.health_check]\n\
+                 kind = \"http\"\ninterval = \"300ms\"\ntimeout = \"200ms\"\npath = \"/healthz\"\n\
+                 expect_body = \"ok\"\nrise = 2\nfall = 3\nexpect_status = 200\n\n[[service.backend]]\n"
+            ),
+            "{text}"
+        );
+        cfg.services[0].health_check = Some(HealthCheck {
+            send: Some("GET / HTTP/1.0\r\n\r\n".into()),
+            command: Some(vec!["/bin/true".into(), "{address}".into()]),
+            ..HealthCheck::new("exec")
+        });
+        let text = cfg.to_toml();
+        assert!(
+            text.contains("send = \"GET / HTTP/1.0\\u000D\\u000A\\u000D\\u000A\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("command = [\"/bin/true\", \"{address}\"]\n"),
+            "{text}"
+        );
     }
 
     #[test]

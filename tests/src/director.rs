@@ -139,17 +139,29 @@ pub struct DirectorProcess {
 
 impl DirectorProcess {
     pub(crate) fn start(lab: &Lab, config: &Path, stats_socket: &Path) -> Result<Self> {
+        Self::start_on(lab, Host::Director, config, stats_socket, true)
+    }
+
+    /// `director run` on `host`; ready once its stats socket answers and, if `wait_for_vip`,
+    /// the VIP is on its `eth0` (a VRRP backup never gets it).
+    pub(crate) fn start_on(
+        lab: &Lab,
+        host: Host,
+        config: &Path,
+        stats_socket: &Path,
+        wait_for_vip: bool,
+    ) -> Result<Self> {
         let bin = find_bin("director", "DIRECTOR_BIN")?;
         // Some other lab's leftover must not pass for this director being ready.
         let _ = fs::remove_file(stats_socket);
         if let Some(parent) = stats_socket.parent() {
             fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
-        let log = lab.new_file("director.log");
+        let log = lab.new_file(&format!("{host}.log"));
         let file = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let bin_s = bin.to_string_lossy();
         let config_s = config.to_string_lossy();
-        let mut cmd = lab.command(Host::Director, &[&bin_s, "run", "--config", &config_s]);
+        let mut cmd = lab.command(host, &[&bin_s, "run", "--config", &config_s]);
         cmd.env(
             "RUST_LOG",
             std::env::var("DIRECTOR_LOG").unwrap_or_else(|_| "info".into()),
@@ -160,13 +172,13 @@ impl DirectorProcess {
         .stderr(file);
         let mut director = Self {
             child: Some(ChildGuard::spawn(cmd)?),
-            namespace: lab.namespace(Host::Director),
+            namespace: lab.namespace(host),
             log,
             config: config.to_path_buf(),
             stats_socket: stats_socket.to_path_buf(),
             stopped: None,
         };
-        if let Err(e) = director.wait_ready() {
+        if let Err(e) = director.wait_ready(wait_for_vip) {
             let log = director.log();
             director.stop();
             bail!(
@@ -178,8 +190,9 @@ impl DirectorProcess {
         Ok(director)
     }
 
-    /// Ready: the stats socket exists and `lbstat --json` answers, and the VIP is on `eth0`.
-    fn wait_ready(&mut self) -> Result<()> {
+    /// Ready: the stats socket exists and `lbstat --json` answers, and (if `wait_for_vip`) the
+    /// VIP is on `eth0`.
+    fn wait_ready(&mut self, wait_for_vip: bool) -> Result<()> {
         let namespace = self.namespace.clone();
         let socket = self.stats_socket.clone();
         poll_check("director", READY_TIMEOUT, Duration::from_millis(50), || {
@@ -193,6 +206,9 @@ impl DirectorProcess {
             }
             if let Err(e) = lbstat_json(&socket) {
                 return Check::NotYet(format!("lbstat does not answer: {e:#}"));
+            }
+            if !wait_for_vip {
+                return Check::Ready(());
             }
             let out = run_with_timeout(
                 Command::new("ip")

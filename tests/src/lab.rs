@@ -1,5 +1,6 @@
 //! The DR topology: namespaces, the bridge, addresses, ARP settings and the real servers' HTTP
-//! servers, all torn down on drop.
+//! servers, all torn down on drop. Optionally two or three directors on the one segment (for
+//! VRRP failover), code run inside a host's namespace, and keepalived as a VRRP peer.
 
 use std::fmt;
 use std::fs;
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::thread;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -16,9 +18,10 @@ use crate::cmd::{poll_check, poll_until, run_with_timeout, Check, ChildGuard};
 use crate::config::DirectorConfig;
 use crate::director::DirectorProcess;
 use crate::http::{self, HttpResponse};
+use crate::keepalived::{Keepalived, KeepalivedOptions};
 use crate::{
-    nat_rs_ip, rs_ip, rs_name, sys, CLIENT_IP, DIRECTOR_IP, PREFIX_LEN, SERVER_SIDE_IP, VIP,
-    VIP_PORT,
+    director_ip, nat_rs_ip, rs_ip, rs_name, sys, CLIENT_IP, DIRECTOR_IP, MAX_DIRECTORS, PREFIX_LEN,
+    SERVER_SIDE_IP, VIP, VIP_PORT,
 };
 
 /// The real servers' HTTP server, written into each lab's directory.
@@ -48,6 +51,10 @@ pub struct LabOptions {
     pub ports: Vec<u16>,
     /// Which LVS set-up to build. Default [`Topology::DirectRouting`].
     pub topology: Topology,
+    /// Directors on the segment, 1 to 3: [`Host::Director`] (192.0.2.3), then
+    /// [`Host::ExtraDirector`]`(2)` (192.0.2.251) and `(3)` (192.0.2.252), for VRRP failover.
+    /// Several directors need [`Topology::DirectRouting`]. Default 1.
+    pub directors: usize,
 }
 
 impl Default for LabOptions {
@@ -56,6 +63,7 @@ impl Default for LabOptions {
             real_servers: 3,
             ports: vec![VIP_PORT],
             topology: Topology::DirectRouting,
+            directors: 1,
         }
     }
 }
@@ -81,10 +89,19 @@ impl LabOptions {
             ..Self::default()
         }
     }
+
+    /// `directors` directors and `real_servers` real servers on one segment.
+    pub fn directors(directors: usize, real_servers: usize) -> Self {
+        Self {
+            directors,
+            ..Self::servers(real_servers)
+        }
+    }
 }
 
 /// Addresses a test may add to the client with [`Lab::add_client_address`] (TEST-NET-1, outside
-/// the lab's address plan: .2 client, .3 director, .10 VIP, .11.. real servers).
+/// the lab's address plan: .2 client, .3 director, .10 VIP, .11.. real servers, .251 and .252
+/// the second and third directors).
 pub const EXTRA_CLIENT_IPS: [&str; 6] = [
     "192.0.2.4",
     "192.0.2.5",
@@ -103,6 +120,9 @@ pub enum Host {
     Client,
     /// The director, 192.0.2.3 (the VIP is added by the director itself).
     Director,
+    /// Director `n` of a lab with several ([`LabOptions::directors`]): 2 is 192.0.2.251, 3 is
+    /// 192.0.2.252. [`Host::Director`] is director 1.
+    ExtraDirector(usize),
     /// Real server `n` (1-based), 192.0.2.(10 + n), VIP on `lo`.
     Rs(usize),
 }
@@ -115,6 +135,7 @@ impl Host {
             Host::Switch => "switch".into(),
             Host::Client => "client".into(),
             Host::Director => "director".into(),
+            Host::ExtraDirector(n) => format!("director{n}"),
             Host::Rs(i) => rs_name(i),
         }
     }
@@ -125,6 +146,7 @@ impl Host {
             Host::Switch => None,
             Host::Client => Some(CLIENT_IP.into()),
             Host::Director => Some(DIRECTOR_IP.into()),
+            Host::ExtraDirector(n) => Some(director_ip(n)),
             Host::Rs(i) => Some(rs_ip(i)),
         }
     }
@@ -141,6 +163,8 @@ pub struct Lab {
     prefix: String,
     dir: PathBuf,
     real_servers: usize,
+    /// Directors on the segment (1 to 3).
+    directors: usize,
     /// Ports the real servers serve.
     ports: Vec<u16>,
     topology: Topology,
@@ -177,6 +201,15 @@ impl Lab {
             options.real_servers
         );
         ensure!(
+            (1..=MAX_DIRECTORS).contains(&options.directors),
+            "directors must be in 1..={MAX_DIRECTORS}, got {}",
+            options.directors
+        );
+        ensure!(
+            options.directors == 1 || options.topology == Topology::DirectRouting,
+            "several directors need the direct-routing topology"
+        );
+        ensure!(
             !options.ports.is_empty() && !options.ports.contains(&0),
             "ports must be non-empty and non-zero, got {:?}",
             options.ports
@@ -199,6 +232,7 @@ impl Lab {
             prefix,
             dir,
             real_servers: options.real_servers,
+            directors: options.directors,
             ports: options.ports,
             topology: options.topology,
             namespaces: Vec::new(),
@@ -255,6 +289,7 @@ impl Lab {
         }
 
         let mut hosts = vec![Host::Client, Host::Director];
+        hosts.extend((2..=self.directors).map(Host::ExtraDirector));
         hosts.extend((1..=self.real_servers).map(Host::Rs));
         for host in hosts {
             let ns = self.add_namespace(host)?;
@@ -383,6 +418,18 @@ impl Lab {
         }
     }
 
+    /// Number of directors.
+    pub fn directors(&self) -> usize {
+        self.directors
+    }
+
+    /// The directors: [`Host::Director`], then [`Host::ExtraDirector`]`(2..)`.
+    pub fn director_hosts(&self) -> Vec<Host> {
+        let mut hosts = vec![Host::Director];
+        hosts.extend((2..=self.directors).map(Host::ExtraDirector));
+        hosts
+    }
+
     /// The real servers, `Host::Rs(1) ..= Host::Rs(n)`.
     pub fn rs_hosts(&self) -> impl Iterator<Item = Host> {
         (1..=self.real_servers).map(Host::Rs)
@@ -395,6 +442,13 @@ impl Lab {
                 (1..=self.real_servers).contains(&i),
                 "the lab has no real server {i} (it has {})",
                 self.real_servers
+            );
+        }
+        if let Host::ExtraDirector(n) = host {
+            assert!(
+                (2..=self.directors).contains(&n),
+                "the lab has no director {n} (it has {})",
+                self.directors
             );
         }
         format!("{}{}", self.prefix, host.name())
@@ -439,7 +493,12 @@ impl Lab {
             .unwrap_or_else(|e| panic!("on {host}: {e:#}"))
     }
 
-    fn try_spawn_logged(&self, host: Host, args: &[&str], log: &Path) -> Result<ChildGuard> {
+    pub(crate) fn try_spawn_logged(
+        &self,
+        host: Host,
+        args: &[&str],
+        log: &Path,
+    ) -> Result<ChildGuard> {
         let file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = self.command(host, args);
         cmd.stdin(Stdio::null())
@@ -452,6 +511,82 @@ impl Lab {
     pub fn new_file(&self, name: &str) -> PathBuf {
         let k = self.files.fetch_add(1, Ordering::Relaxed);
         self.dir.join(format!("{k:03}-{name}"))
+    }
+
+    /// Runs `f` on a thread inside `host`'s network namespace and returns what it returns
+    /// (a panic in `f` panics here). Sockets `f` opens belong to that namespace for good, and
+    /// threads `f` starts stay in it: this is how a test runs a VRRP router "on" a director.
+    pub fn in_namespace<T: Send>(&self, host: Host, f: impl FnOnce() -> T + Send) -> T {
+        let path = PathBuf::from("/run/netns").join(self.namespace(host));
+        thread::scope(|scope| {
+            let worker = scope.spawn(|| {
+                sys::enter_network_namespace(&path)
+                    .unwrap_or_else(|e| panic!("entering {}: {e}", path.display()));
+                f()
+            });
+            worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Sets `host`'s `eth0` down or up (`ip link set eth0 down|up` in its namespace): its
+    /// bridge port loses or regains its carrier too, as a pulled and replugged cable would.
+    pub fn set_link(&self, host: Host, up: bool) {
+        let state = if up { "up" } else { "down" };
+        self.exec_ok(host, &["ip", "link", "set", "eth0", state]);
+    }
+
+    /// Starts the lab's HTTP server on any host (say, a director standing in for a service
+    /// that follows the VIP): it names itself after `host` and listens on the lab's ports on
+    /// every address. Waits until it accepts on the host's own address; killed on drop.
+    pub fn start_http_on(&self, host: Host) -> ChildGuard {
+        self.try_start_http_on(host)
+            .unwrap_or_else(|e| panic!("starting an HTTP server on {host}: {e:#}"))
+    }
+
+    fn try_start_http_on(&self, host: Host) -> Result<ChildGuard> {
+        let address = host
+            .address()
+            .with_context(|| format!("{host} has no address"))?;
+        let python = python()?;
+        let python_s = python.to_string_lossy();
+        let script = self.dir.join("lab-http-server.py");
+        let script_s = script.to_string_lossy();
+        let name = host.name();
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        let mut args: Vec<&str> = vec![&python_s, &script_s, "--name", &name];
+        for port in &ports {
+            args.extend(["--port", port.as_str()]);
+        }
+        let log = self.new_file(&format!("{host}-http.log"));
+        let mut child = self.try_spawn_logged(host, &args, &log)?;
+        for &port in &self.ports {
+            poll_check(
+                &format!("the HTTP server on {host} ({address}:{port})"),
+                HTTP_READY_TIMEOUT,
+                Duration::from_millis(20),
+                || {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let log = fs::read_to_string(&log).unwrap_or_default();
+                        return Check::Fatal(format!("it exited ({status}); its log:\n{log}"));
+                    }
+                    match self.tcp_connects(host, &address, port) {
+                        Ok(()) => Check::Ready(()),
+                        Err(reason) => Check::NotYet(reason),
+                    }
+                },
+            )?;
+        }
+        Ok(child)
+    }
+
+    /// Starts keepalived (VRRP only) in `host`'s namespace with its own configuration, pid and
+    /// log files in the lab directory, and waits until it has entered its first state. It
+    /// never touches the host outside the namespace, and dies with the guard.
+    pub fn start_keepalived(&self, host: Host, options: &KeepalivedOptions) -> Keepalived {
+        Keepalived::start(self, host, options)
+            .unwrap_or_else(|e| panic!("starting keepalived on {host}: {e:#}"))
     }
 
     // ---- real servers' HTTP servers ----
@@ -714,7 +849,12 @@ impl Lab {
 
     /// The stats socket path this lab's director uses (unique per lab).
     pub fn stats_socket(&self) -> PathBuf {
-        PathBuf::from(format!("/run/director/{}director.sock", self.prefix))
+        self.stats_socket_of(Host::Director)
+    }
+
+    /// The stats socket path of a director of this lab ([`Lab::stats_socket`] for the first).
+    pub fn stats_socket_of(&self, host: Host) -> PathBuf {
+        PathBuf::from(format!("/run/director/{}{}.sock", self.prefix, host.name()))
     }
 
     /// A one-service DR config for this lab: `eth0`, one worker, service "web" on VIP
@@ -783,6 +923,21 @@ impl Lab {
         DirectorProcess::start(self, config, stats_socket)
     }
 
+    /// Starts the director on `host` (any of [`Lab::director_hosts`]) on a config file whose
+    /// stats socket is `stats_socket` ([`Lab::stats_socket_of`]); ready once the socket answers
+    /// and, if `wait_for_vip`, the VIP is on its `eth0` (false for a VRRP backup). Panics with
+    /// its log if it does not get there.
+    pub fn start_director_on(
+        &self,
+        host: Host,
+        config: &Path,
+        stats_socket: &Path,
+        wait_for_vip: bool,
+    ) -> DirectorProcess {
+        DirectorProcess::start_on(self, host, config, stats_socket, wait_for_vip)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
     /// Whether `address` is configured on `host`'s `eth0`.
     pub fn has_address(&self, host: Host, address: &str) -> bool {
         let out = self.exec_ok(host, &["ip", "-o", "-4", "addr", "show", "dev", "eth0"]);
@@ -804,7 +959,9 @@ impl Drop for Lab {
         for ns in self.namespaces.iter().rev() {
             remove_namespace(ns);
         }
-        let _ = fs::remove_file(self.stats_socket());
+        for host in self.director_hosts() {
+            let _ = fs::remove_file(self.stats_socket_of(host));
+        }
         if std::env::var_os("LAB_KEEP_DIR").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }
@@ -832,7 +989,9 @@ fn cleanup_stale(prefix: &str) {
             remove_namespace(&ns);
             if let Some((lab_prefix, _host)) = ns.split_once('-') {
                 let _ = fs::remove_dir_all(std::env::temp_dir().join(lab_prefix));
-                let _ = fs::remove_file(format!("/run/director/{lab_prefix}-director.sock"));
+                for director in ["director", "director2", "director3"] {
+                    let _ = fs::remove_file(format!("/run/director/{lab_prefix}-{director}.sock"));
+                }
             }
         }
     }
@@ -935,7 +1094,7 @@ fn base_name(args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn which(program: &str) -> Result<PathBuf> {
+pub(crate) fn which(program: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))

@@ -11,9 +11,14 @@
 //! (198.51.100.0/24, TEST-NET-2), the director on both (`eth0` client side, `eth1` server side)
 //! and the real servers on the second only, routing through the director.
 //!
+//! For high availability a DR lab can hold two or three directors on its segment
+//! ([`LabOptions::directors`]); [`Lab::in_namespace`] runs code (a VRRP router of the `control`
+//! crate) inside one of them, and [`Keepalived`] runs keepalived there as a VRRP peer.
+//!
 //! What it must not do: touch anything outside the namespaces it creates, use addresses outside
-//! TEST-NET-1 and TEST-NET-2 (192.0.2.0/24, 198.51.100.0/24), leave a namespace or a process behind (even when a test panics), wait
-//! without a deadline, or sleep in place of checking a condition.
+//! TEST-NET-1 and TEST-NET-2 (192.0.2.0/24, 198.51.100.0/24) besides VRRP's multicast group
+//! 224.0.0.18 on its own segment, leave a namespace or a process behind (even when a test
+//! panics), wait without a deadline, or sleep in place of checking a condition.
 
 #![deny(unsafe_code)]
 
@@ -22,21 +27,23 @@ mod cmd;
 pub mod config;
 mod director;
 mod http;
+mod keepalived;
 mod lab;
 pub mod stats;
 #[expect(
     unsafe_code,
-    reason = "the two libc calls (geteuid, kill) the lab needs live here"
+    reason = "the three libc calls (geteuid, kill, setns) the lab needs live here"
 )]
 mod sys;
 
 pub use client::{GetOptions, KeepAliveClient, LoadHandle, LoadOptions, REQUEST_TIMEOUT};
 pub use cmd::{poll_check, poll_until, run_with_timeout, Check, ChildGuard};
-pub use config::{BackendConfig, DirectorConfig, ServiceConfig};
+pub use config::{BackendConfig, DirectorConfig, HealthCheck, ServiceConfig};
 pub use director::{
     director_bin, lbstat_bin, rs_decap_bin, workspace_dir, ControlOutput, DirectorProcess, Stopped,
 };
 pub use http::{assert_all_ok, failures, tally, HttpResponse};
+pub use keepalived::{Keepalived, KeepalivedOptions, KeepalivedState};
 pub use lab::{lab_namespaces, Host, Lab, LabOptions, Topology, EXTRA_CLIENT_IPS};
 pub use sys::is_root;
 
@@ -46,6 +53,22 @@ pub const PREFIX_LEN: u8 = 24;
 pub const CLIENT_IP: &str = "192.0.2.2";
 /// The director's own address.
 pub const DIRECTOR_IP: &str = "192.0.2.3";
+/// Most directors a lab holds ([`LabOptions::directors`]).
+pub const MAX_DIRECTORS: usize = 3;
+
+/// Address of director `n` (1-based): 192.0.2.3 for the first, 192.0.2.251 and 192.0.2.252 for
+/// the second and third (outside the client, VIP and real-server ranges).
+pub fn director_ip(n: usize) -> String {
+    assert!(
+        (1..=MAX_DIRECTORS).contains(&n),
+        "director index {n} out of range"
+    );
+    if n == 1 {
+        DIRECTOR_IP.to_owned()
+    } else {
+        format!("192.0.2.{}", 249 + n)
+    }
+}
 /// The virtual IP the director serves (and the real servers hold on `lo`).
 pub const VIP: &str = "192.0.2.10";
 /// The service port.

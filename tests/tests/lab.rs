@@ -5,8 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use director_lab::{
-    assert_all_ok, lab_namespaces, require_root, rs_ip, rs_name, GetOptions, Host, Lab, LabOptions,
-    LoadOptions, CLIENT_IP, EXTRA_CLIENT_IPS, VIP,
+    assert_all_ok, director_ip, lab_namespaces, poll_until, require_root, rs_ip, rs_name,
+    GetOptions, Host, KeepalivedOptions, KeepalivedState, Lab, LabOptions, LoadOptions, CLIENT_IP,
+    EXTRA_CLIENT_IPS, VIP,
 };
 
 #[test]
@@ -173,4 +174,96 @@ fn lab_ports_sources_load_and_keep_alive() {
         conn.get().is_err(),
         "the kept connection survived its server's death"
     );
+}
+
+/// Three directors on one segment (for VRRP), a link taken down and back, code run inside a
+/// director's namespace, and keepalived, all gone with the lab.
+#[test]
+fn lab_with_three_directors_and_keepalived() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::directors(3, 1));
+    let prefix = lab.prefix().to_owned();
+    let mut names = lab_namespaces(&prefix);
+    names.sort();
+    let mut expected: Vec<String> = [
+        "client",
+        "director",
+        "director2",
+        "director3",
+        "rs1",
+        "switch",
+    ]
+    .iter()
+    .map(|h| format!("{prefix}{h}"))
+    .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    assert_eq!(
+        lab.director_hosts(),
+        [
+            Host::Director,
+            Host::ExtraDirector(2),
+            Host::ExtraDirector(3)
+        ]
+    );
+    for (n, host) in lab.director_hosts().into_iter().enumerate() {
+        assert!(lab.has_address(host, &director_ip(n + 1)));
+        // Every director reaches the real server.
+        lab.tcp_connects(host, &rs_ip(1), 80)
+            .unwrap_or_else(|e| panic!("{host} to rs1: {e}"));
+    }
+    // A thread in director2's namespace sees director2's eth0 addresses, not the host's.
+    let seen = lab.in_namespace(Host::ExtraDirector(2), || {
+        std::fs::read_to_string("/proc/thread-self/net/fib_trie").unwrap_or_default()
+    });
+    assert!(seen.contains(&director_ip(2)), "{seen}");
+    assert!(!seen.contains(&director_ip(1)), "{seen}");
+
+    let _http = lab.start_http_on(Host::ExtraDirector(3));
+    lab.set_link(Host::ExtraDirector(3), false);
+    assert!(
+        lab.tcp_connects(Host::Director, &director_ip(3), 80)
+            .is_err(),
+        "director3 answered with its link down"
+    );
+    lab.set_link(Host::ExtraDirector(3), true);
+    lab.tcp_connects(Host::Director, &director_ip(3), 80)
+        .unwrap_or_else(|e| panic!("director3 after its link came back: {e}"));
+
+    // keepalived alone on the segment becomes master and adds the VIP in its namespace only.
+    let mut keepalived = lab.start_keepalived(Host::ExtraDirector(3), &KeepalivedOptions::new(100));
+    keepalived
+        .wait_for_state(KeepalivedState::Master, Duration::from_secs(5))
+        .unwrap();
+    assert!(lab.has_address(Host::ExtraDirector(3), VIP));
+    assert!(!lab.has_address(Host::Director, VIP));
+    let pids = lab.exec_ok(Host::ExtraDirector(3), &["pgrep", "keepalived"]);
+    let pids: Vec<String> = pids.split_whitespace().map(str::to_owned).collect();
+    assert_eq!(pids.len(), 2, "keepalived and its VRRP child: {pids:?}");
+    drop(lab); // keepalived still running: the lab's teardown must kill it
+    drop(keepalived);
+    assert_eq!(lab_namespaces(&prefix), Vec::<String>::new());
+    // Its VRRP child is reparented to init when killed, which reaps it in its own time.
+    for pid in pids {
+        poll_until(
+            &format!("keepalived {pid} to be gone"),
+            Duration::from_secs(3),
+            Duration::from_millis(10),
+            || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => Ok(()),
+                Ok(stat)
+                    if stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z') =>
+                {
+                    Ok(())
+                }
+                Ok(stat) => Err(stat),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
 }

@@ -133,8 +133,9 @@ pub struct ServiceStats {
     pub rate_5s: Rates,
 }
 
-/// Whether a real server takes new flows. Until health checks exist every configured, enabled
-/// backend is `up`; a backend taken out with `disable` is `down`.
+/// Whether a real server takes new flows: `down` when its health check failed `fall` times in a
+/// row (until it passes `rise` times) or when it was taken out with `disable`. A server without
+/// a health check is `up` unless disabled.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
@@ -208,6 +209,22 @@ pub struct BackendStats {
     /// "up" or "down" (`down` when disabled).
     #[serde(default)]
     pub health: Health,
+    /// Health checks of it that passed (0 without a `[service.health_check]`).
+    #[serde(default)]
+    pub checks_passed: u64,
+    /// Health checks of it that failed.
+    #[serde(default)]
+    pub checks_failed: u64,
+    /// Changes of its health, up to down or back.
+    #[serde(default)]
+    pub health_transitions: u64,
+    /// Why its last failed health check failed ("connection refused", "status 503 (expected
+    /// 200)"), if one ever did.
+    #[serde(default)]
+    pub last_check_failure: Option<String>,
+    /// The service's fallback (sorry) server, in the pool because no real server is.
+    #[serde(default)]
+    pub fallback: bool,
     /// Connections in an active state (TCP established, UDP), summed over workers.
     #[serde(default)]
     pub active_connections: u64,

@@ -70,7 +70,37 @@ fn backend_families(out: &mut String, stats: &Stats) {
                 .map(move |backend| (service, backend))
         })
         .collect();
-    let backend_metrics: [Metric<BackendStats>; 10] = [
+    for Metric {
+        name,
+        kind,
+        help,
+        value,
+    } in backend_metrics()
+    {
+        family(
+            out,
+            name,
+            kind,
+            help,
+            backends.iter().map(|(service, backend)| {
+                (
+                    labels(&[
+                        ("service", &service.name),
+                        ("vip", &service.vip),
+                        ("port", &service.port.to_string()),
+                        ("protocol", &service.protocol),
+                        ("backend", &backend.address),
+                    ]),
+                    Value::Int(value(backend)),
+                )
+            }),
+        );
+    }
+}
+
+/// The per-backend families, in output order.
+fn backend_metrics() -> [Metric<BackendStats>; 14] {
+    [
         metric(
             "director_backend_connections_total",
             "counter",
@@ -131,33 +161,31 @@ fn backend_families(out: &mut String, stats: &Stats) {
             "1 if the real server was taken out with `disable`.",
             |b| u64::from(b.disabled),
         ),
-    ];
-    for Metric {
-        name,
-        kind,
-        help,
-        value,
-    } in backend_metrics
-    {
-        family(
-            out,
-            name,
-            kind,
-            help,
-            backends.iter().map(|(service, backend)| {
-                (
-                    labels(&[
-                        ("service", &service.name),
-                        ("vip", &service.vip),
-                        ("port", &service.port.to_string()),
-                        ("protocol", &service.protocol),
-                        ("backend", &backend.address),
-                    ]),
-                    Value::Int(value(backend)),
-                )
-            }),
-        );
-    }
+        metric(
+            "director_backend_fallback",
+            "gauge",
+            "1 if this is the service's fallback server, in the pool because no real server is.",
+            |b| u64::from(b.fallback),
+        ),
+        metric(
+            "director_backend_checks_passed_total",
+            "counter",
+            "Health checks of the real server that passed.",
+            |b| b.checks_passed,
+        ),
+        metric(
+            "director_backend_checks_failed_total",
+            "counter",
+            "Health checks of the real server that failed.",
+            |b| b.checks_failed,
+        ),
+        metric(
+            "director_backend_health_transitions_total",
+            "counter",
+            "Changes of the real server's health (up to down, down to up).",
+            |b| b.health_transitions,
+        ),
+    ]
 }
 
 fn worker_families(out: &mut String, stats: &Stats) {
@@ -368,6 +396,10 @@ mod tests {
                         connections_total: 3,
                         packets_in: 9,
                         bytes_in: 600,
+                        checks_passed: 40,
+                        checks_failed: 4,
+                        health_transitions: 2,
+                        last_check_failure: Some("connection refused".to_owned()),
                         ..BackendStats::default()
                     },
                     BackendStats {
@@ -435,6 +467,22 @@ director_backend_up{l2} 0
 # TYPE director_backend_disabled gauge
 director_backend_disabled{l1} 0
 director_backend_disabled{l2} 1
+# HELP director_backend_fallback 1 if this is the service's fallback server, in the pool because no real server is.
+# TYPE director_backend_fallback gauge
+director_backend_fallback{l1} 0
+director_backend_fallback{l2} 0
+# HELP director_backend_checks_passed_total Health checks of the real server that passed.
+# TYPE director_backend_checks_passed_total counter
+director_backend_checks_passed_total{l1} 40
+director_backend_checks_passed_total{l2} 0
+# HELP director_backend_checks_failed_total Health checks of the real server that failed.
+# TYPE director_backend_checks_failed_total counter
+director_backend_checks_failed_total{l1} 4
+director_backend_checks_failed_total{l2} 0
+# HELP director_backend_health_transitions_total Changes of the real server's health (up to down, down to up).
+# TYPE director_backend_health_transitions_total counter
+director_backend_health_transitions_total{l1} 2
+director_backend_health_transitions_total{l2} 0
 # HELP director_worker_rx_packets_total Frames the worker took from its RX ring.
 # TYPE director_worker_rx_packets_total counter
 director_worker_rx_packets_total{w} 10
@@ -552,6 +600,6 @@ director_xdp_packets_total{{result=\"redirected\"}} 10
             "9"
         );
         assert_eq!(samples["director_uptime_seconds"], "1.5");
-        assert_eq!(samples.len(), 2 * 10 + 4 + 1 + 2 + 1 + 1);
+        assert_eq!(samples.len(), 2 * 14 + 4 + 1 + 2 + 1 + 1);
     }
 }

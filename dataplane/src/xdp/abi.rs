@@ -58,6 +58,29 @@ impl ServiceKeyAbi {
     }
 }
 
+/// `struct local_address`: the key of the `local_addresses` map, one of the director's own
+/// addresses on the interface. The map's value is one unused byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct LocalAddressAbi {
+    /// The address, network order.
+    pub addr_be: [u8; 4],
+}
+
+impl LocalAddressAbi {
+    /// The key for `address`.
+    pub fn new(address: Ipv4Addr) -> Self {
+        LocalAddressAbi {
+            addr_be: address.octets(),
+        }
+    }
+
+    /// The bytes as the map stores them.
+    pub fn to_bytes(self) -> [u8; 4] {
+        self.addr_be
+    }
+}
+
 /// `struct service_value`: the value of the `services` and `nat_backends` maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
@@ -82,7 +105,7 @@ impl ServiceValueAbi {
 ///
 /// `redirected`, `nat_reply` and `icmp_redirected` count frames sent to a socket; every other
 /// one counts frames passed to the kernel, and why.
-pub const XDP_COUNTER_NAMES: [&str; 17] = [
+pub const XDP_COUNTER_NAMES: [&str; 18] = [
     "redirected",
     "no_socket",
     "service_disabled",
@@ -100,6 +123,7 @@ pub const XDP_COUNTER_NAMES: [&str; 17] = [
     "icmp_no_service",
     "icmp_truncated",
     "icmp_bad_quote",
+    "to_director",
 ];
 
 /// `DIRECTOR_MAX_SERVICES`: size of the `services` map.
@@ -108,8 +132,12 @@ pub const MAX_SERVICES: u32 = 4096;
 /// `DIRECTOR_MAX_NAT_BACKENDS`: size of the `nat_backends` map.
 pub const MAX_NAT_BACKENDS: u32 = 65536;
 
+/// `DIRECTOR_MAX_LOCAL_ADDRESSES`: size of the `local_addresses` map.
+pub const MAX_LOCAL_ADDRESSES: u32 = 256;
+
 /// `DIRECTOR_MAX_QUEUES`: size of the XSKMAP.
 pub const MAX_QUEUES: u32 = 256;
 
 const _: () = assert!(std::mem::size_of::<ServiceKeyAbi>() == 8);
 const _: () = assert!(std::mem::size_of::<ServiceValueAbi>() == 4);
+const _: () = assert!(std::mem::size_of::<LocalAddressAbi>() == 4);

@@ -16,7 +16,10 @@
 //!   requires.
 //!
 //! A service match comes first; an entry set with `enabled` false hands its frames to the
-//! kernel. All other ICMP (echo, ...) and everything else goes to the kernel. Each frame bumps
+//! kernel. Frames from a NAT real server, and ICMP errors about packets to one, that are
+//! addressed to one of the director's own addresses on the interface
+//! ([`XdpClassifier::set_local_address`]) go to the kernel too (counted `to_director`): they
+//! answer the director's own connections, its health checks, not a client's. All other ICMP (echo, ...) and everything else goes to the kernel. Each frame bumps
 //! exactly one counter, named in [`abi::XDP_COUNTER_NAMES`] ([`XdpClassifier::counters`]).
 //!
 //! With NAT the director has two interfaces and control loads one classifier per interface, each
@@ -39,7 +42,8 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 
 use crate::service::{Protocol, ServiceKey};
 use abi::{
-    ServiceKeyAbi, ServiceValueAbi, MAX_NAT_BACKENDS, MAX_QUEUES, MAX_SERVICES, XDP_COUNTER_NAMES,
+    LocalAddressAbi, ServiceKeyAbi, ServiceValueAbi, MAX_LOCAL_ADDRESSES, MAX_NAT_BACKENDS,
+    MAX_QUEUES, MAX_SERVICES, XDP_COUNTER_NAMES,
 };
 
 #[allow(
@@ -248,6 +252,40 @@ impl XdpClassifier {
         }
     }
 
+    /// Marks `address` as one of the director's own on this interface: frames from NAT real
+    /// servers to it (answers to the director's health checks) and ICMP errors to it go to the
+    /// kernel instead of the workers.
+    pub fn set_local_address(&self, address: Ipv4Addr) -> Result<(), XdpError> {
+        self.skel
+            .maps
+            .local_addresses
+            .update(
+                &LocalAddressAbi::new(address).to_bytes(),
+                &[1],
+                MapFlags::ANY,
+            )
+            .map_err(|source| XdpError::Map {
+                map: "local_addresses",
+                source,
+            })
+    }
+
+    /// Forgets one of the director's addresses; a missing entry is not an error.
+    pub fn remove_local_address(&self, address: Ipv4Addr) -> Result<(), XdpError> {
+        match self
+            .skel
+            .maps
+            .local_addresses
+            .delete(&LocalAddressAbi::new(address).to_bytes())
+        {
+            Err(error) if error.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(|source| XdpError::Map {
+                map: "local_addresses",
+                source,
+            }),
+        }
+    }
+
     /// Sends frames arriving on `queue` to the AF_XDP socket `socket_fd`.
     pub fn register_socket(&self, queue: u32, socket_fd: RawFd) -> Result<(), XdpError> {
         if queue >= MAX_QUEUES {
@@ -308,7 +346,7 @@ impl XdpClassifier {
 fn check_abi(skel: &DirectorSkel<'_>) -> Result<(), XdpError> {
     let key = size_of::<ServiceKeyAbi>() as u32;
     let value = size_of::<ServiceValueAbi>() as u32;
-    let maps: [(&'static str, &dyn MapCore, u32, u32, u32); 4] = [
+    let maps: [(&'static str, &dyn MapCore, u32, u32, u32); 5] = [
         ("services", &skel.maps.services, key, value, MAX_SERVICES),
         (
             "nat_backends",
@@ -316,6 +354,13 @@ fn check_abi(skel: &DirectorSkel<'_>) -> Result<(), XdpError> {
             key,
             value,
             MAX_NAT_BACKENDS,
+        ),
+        (
+            "local_addresses",
+            &skel.maps.local_addresses,
+            size_of::<LocalAddressAbi>() as u32,
+            1,
+            MAX_LOCAL_ADDRESSES,
         ),
         ("xsks", &skel.maps.xsks, 4, 4, MAX_QUEUES),
         (

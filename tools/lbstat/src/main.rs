@@ -1,7 +1,8 @@
 //! `lbstat`: shows a running director's counters, `ipvsadm -L --stats` style.
 //!
 //! It asks the director's stats socket for `{"request":"stats"}` and prints services with their
-//! real servers (weight, health, connections, totals and the last second's rates), then
+//! real servers (weight, health, connections, totals and the last second's rates; under a
+//! health-checked server, its check counters), then
 //! per-worker counters (non-zero drops and counters only) and the XDP classifier's counters.
 //! `--json` prints the raw `Stats` document instead, for scripts; `--prometheus` the Prometheus
 //! text format. `--watch SECONDS` redraws the table every SECONDS until interrupted (or `--count`
@@ -155,6 +156,8 @@ fn render_service(out: &mut String, service: &director_proto::ServiceStats) {
     for backend in &service.backends {
         let status = if backend.disabled {
             "disabled"
+        } else if backend.fallback {
+            "fallback"
         } else {
             backend.mac.as_deref().unwrap_or("unresolved")
         };
@@ -174,6 +177,17 @@ fn render_service(out: &mut String, service: &director_proto::ServiceStats) {
             backend.bytes_in,
             rates(&backend.rate_1s),
         );
+        if backend.checks_passed + backend.checks_failed > 0 {
+            let _ = write!(
+                out,
+                "       checks: passed={} failed={} transitions={}",
+                backend.checks_passed, backend.checks_failed, backend.health_transitions
+            );
+            if let Some(reason) = &backend.last_check_failure {
+                let _ = write!(out, " last failure: {reason}");
+            }
+            let _ = writeln!(out);
+        }
     }
 }
 
@@ -356,7 +370,10 @@ mod tests {
                 scheduler: "maglev".to_owned(),
                 forwarding: "dr".to_owned(),
                 backends: vec![
-                    backend("192.0.2.11", Some("02:00:00:00:00:11"), 100),
+                    BackendStats {
+                        checks_passed: 120,
+                        ..backend("192.0.2.11", Some("02:00:00:00:00:11"), 100)
+                    },
                     backend("192.0.2.12", Some("02:00:00:00:00:12"), 120),
                     backend("192.0.2.13", None, 80),
                     BackendStats {
@@ -365,6 +382,21 @@ mod tests {
                         disabled: true,
                         health: Health::Down,
                         ..BackendStats::default()
+                    },
+                    BackendStats {
+                        address: "192.0.2.15".to_owned(),
+                        port: 80,
+                        health: Health::Down,
+                        mac: Some("02:00:00:00:00:15".to_owned()),
+                        checks_passed: 30,
+                        checks_failed: 3,
+                        health_transitions: 1,
+                        last_check_failure: Some("status 503 (expected 200)".to_owned()),
+                        ..BackendStats::default()
+                    },
+                    BackendStats {
+                        fallback: true,
+                        ..backend("192.0.2.50", Some("02:00:00:00:00:50"), 0)
                     },
                 ],
                 rate_1s: Rates {
@@ -389,9 +421,13 @@ Prot VIP:Port            Scheduler Fwd  Name               ActConn InActConn    
   -> RemoteAddress:Port  Weight  Health MAC                ActConn InActConn      Conns       InPkts        InBytes   Conn/s     Pkt/s    Bytes/s
 TCP  192.0.2.10:80       maglev    dr   web                      0         0        300          900          90000      3.0       900        90K
   -> 192.0.2.11:80       1       up     02:00:00:00:00:11        0         0        100          300          30000      1.0       300        30K
+       checks: passed=120 failed=0 transitions=0
   -> 192.0.2.12:80       1       up     02:00:00:00:00:12        0         0        120          360          36000      1.2       360        36K
   -> 192.0.2.13:80       1       up     unresolved               0         0         80          240          24000      0.8       240        24K
   -> 192.0.2.14:80       0       down   disabled                 0         0          0            0              0        0         0          0
+  -> 192.0.2.15:80       0       down   02:00:00:00:00:15        0         0          0            0              0        0         0          0
+       checks: passed=30 failed=3 transitions=1 last failure: status 503 (expected 200)
+  -> 192.0.2.50:80       1       up     fallback                 0         0          0            0              0        0         0          0
 
 Worker Interface:Queue            RxPkts        RxBytes       TxPkts        TxBytes   RxPkt/s   TxPkt/s
 0      eth0:1                        310          31000          300          30000       12K      2.5M

@@ -1,0 +1,165 @@
+//! The `http` check's request and how its answer is judged: `GET path HTTP/1.0`, then the
+//! status line must carry `expect_status` and, if `expect_body` is set, the body must contain
+//! it. HTTP/1.0 with `Connection: close` so the server ends the answer by closing, with no
+//! chunking or keep-alive to understand.
+
+use std::net::SocketAddrV4;
+
+use super::tcp::Verdict;
+
+/// The request sent to `address` for `path`.
+pub fn request(path: &str, address: SocketAddrV4) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: director-health-check\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Judges the answer read so far; `closed` says the server has closed the connection, so
+/// nothing more will come.
+pub fn judge(
+    answer: &[u8],
+    closed: bool,
+    expect_status: u16,
+    expect_body: Option<&str>,
+) -> Verdict {
+    let Some(line_end) = find(answer, b"\n") else {
+        return if closed {
+            Verdict::Fail(if answer.is_empty() {
+                "closed without answering".to_owned()
+            } else {
+                format!("closed before a status line: {}", excerpt(answer))
+            })
+        } else {
+            Verdict::NeedMore
+        };
+    };
+    let line = answer[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&answer[..line_end]);
+    let Some(status) = status_code(line) else {
+        return Verdict::Fail(format!("not an HTTP status line: {}", excerpt(line)));
+    };
+    if status != expect_status {
+        return Verdict::Fail(format!("status {status} (expected {expect_status})"));
+    }
+    let Some(expected) = expect_body else {
+        return Verdict::Pass;
+    };
+    let body_start = find(answer, b"\r\n\r\n")
+        .map(|at| at + 4)
+        .or_else(|| find(answer, b"\n\n").map(|at| at + 2));
+    match body_start {
+        Some(start) if find(&answer[start..], expected.as_bytes()).is_some() => Verdict::Pass,
+        Some(_) | None if closed => Verdict::Fail(format!("body lacks {expected:?}")),
+        _ => Verdict::NeedMore,
+    }
+}
+
+/// The status code of `HTTP/1.x NNN reason`.
+fn status_code(line: &[u8]) -> Option<u16> {
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.splitn(3, ' ');
+    let version = parts.next()?;
+    let code = parts.next()?;
+    if !version.starts_with("HTTP/") || code.len() != 3 {
+        return None;
+    }
+    code.parse().ok()
+}
+
+/// Where `needle` first occurs in `haystack`.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// The start of what a server sent, printable, for a failure reason.
+pub fn excerpt(bytes: &[u8]) -> String {
+    const SHOWN: usize = 40;
+    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(SHOWN)]).into_owned();
+    if bytes.len() > SHOWN {
+        format!("{shown:?}...")
+    } else {
+        format!("{shown:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nok\n";
+
+    #[test]
+    fn request_is_http_1_0_with_host() {
+        let request = request("/healthz", "192.0.2.11:80".parse().unwrap());
+        assert_eq!(
+            String::from_utf8(request).unwrap(),
+            "GET /healthz HTTP/1.0\r\nHost: 192.0.2.11:80\r\nUser-Agent: director-health-check\r\n\
+             Connection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn status_decides_without_a_body_expectation() {
+        assert_eq!(judge(OK, false, 200, None), Verdict::Pass);
+        assert_eq!(
+            judge(b"HTTP/1.1 200 OK\r\n", false, 200, None),
+            Verdict::Pass
+        );
+        assert_eq!(
+            judge(b"HTTP/1.1 503 Service Unavailable\r\n", false, 200, None),
+            Verdict::Fail("status 503 (expected 200)".to_owned())
+        );
+        assert_eq!(judge(b"HTTP/1.1 20", false, 200, None), Verdict::NeedMore);
+        assert_eq!(
+            judge(b"HTTP/1.1 20", true, 200, None),
+            Verdict::Fail("closed before a status line: \"HTTP/1.1 20\"".to_owned())
+        );
+        assert_eq!(
+            judge(b"", true, 200, None),
+            Verdict::Fail("closed without answering".to_owned())
+        );
+        assert_eq!(
+            judge(b"SSH-2.0-OpenSSH_9.2\r\n", false, 200, None),
+            Verdict::Fail("not an HTTP status line: \"SSH-2.0-OpenSSH_9.2\"".to_owned())
+        );
+    }
+
+    #[test]
+    fn body_must_contain_the_expectation() {
+        assert_eq!(judge(OK, false, 200, Some("ok")), Verdict::Pass);
+        // Headers only so far: wait for the body.
+        assert_eq!(
+            judge(&OK[..OK.len() - 3], false, 200, Some("ok")),
+            Verdict::NeedMore
+        );
+        assert_eq!(
+            judge(OK, true, 200, Some("ready")),
+            Verdict::Fail("body lacks \"ready\"".to_owned())
+        );
+        // A header containing the text does not count.
+        let header = b"HTTP/1.0 200 OK\r\nX-Ready: ready\r\n\r\nno\n";
+        assert_eq!(
+            judge(header, true, 200, Some("ready")),
+            Verdict::Fail("body lacks \"ready\"".to_owned())
+        );
+        // The status is judged first.
+        assert_eq!(
+            judge(b"HTTP/1.0 500 Oops\r\n\r\nok", true, 200, Some("ok")),
+            Verdict::Fail("status 500 (expected 200)".to_owned())
+        );
+    }
+
+    #[test]
+    fn excerpts_are_short_and_printable() {
+        assert_eq!(excerpt(b"a\x00b"), "\"a\\0b\"");
+        assert_eq!(excerpt(&[b'x'; 50]), format!("{:?}...", "x".repeat(40)));
+    }
+}

@@ -1,0 +1,882 @@
+//! End-to-end: VRRPv3 failover between directors, at the protocol level. The control crate's
+//! VRRP routers run inside the lab's director namespaces (without the director binary), with
+//! a small stand-in for what control does on their events: add the VIP to `eth0` and announce
+//! it on becoming master, remove it otherwise. Peers are other routers of ours and keepalived.
+//!
+//! Times are measured and printed; assertions allow generous slack over what the intervals
+//! imply (RFC 5798 6.1: a backup of priority P takes over 3 intervals + (256 - P)/256 of one
+//! after the master's last advertisement, or (256 - P)/256 of one after a priority-0 one).
+
+use std::net::Ipv4Addr;
+use std::sync::{Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use control::netlink::{self, Netlink};
+use control::vrrp::{HaEvent, Vrrp, VrrpState, VrrpStatus};
+use control::HaConfig;
+use crossbeam_channel::{Receiver, Select};
+use director_lab::{
+    director_ip, require_root, vip_url, Host, Keepalived, KeepalivedOptions, KeepalivedState, Lab,
+    LabOptions, LoadOptions, VIP,
+};
+
+/// The advertisement interval of most tests.
+const INTERVAL: Duration = Duration::from_millis(100);
+/// Slack allowed over a computed takeover time (scheduling, polling, a loaded CI machine).
+const SLACK: Duration = Duration::from_millis(500);
+/// How often a wait looks at conditions that are not events (keepalived's log).
+const STEP: Duration = Duration::from_millis(10);
+
+/// The tests measure handover times: one at a time, so they do not skew each other's.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn vip() -> Ipv4Addr {
+    VIP.parse().unwrap()
+}
+
+fn ha(priority: u8, preempt: bool) -> HaConfig {
+    HaConfig {
+        interface: "eth0".into(),
+        vrid: 51,
+        priority,
+        advert_interval: INTERVAL,
+        preempt,
+        unicast_peers: Vec::new(),
+    }
+}
+
+/// Master_Down_Interval of a backup of `priority` following a master advertising every
+/// `interval` (RFC 5798 6.1).
+fn master_down_interval(priority: u8, interval: Duration) -> Duration {
+    interval * 3 + skew_time(priority, interval)
+}
+
+fn skew_time(priority: u8, interval: Duration) -> Duration {
+    interval * (256 - u32::from(priority)) / 256
+}
+
+/// One of our VRRP routers on a lab director, and what control would do with its events.
+struct Router {
+    host: Host,
+    vrrp: Option<Vrrp>,
+    events: Option<Receiver<HaEvent>>,
+    /// Opened in the router's namespace, so usable from the test's thread.
+    netlink: Netlink,
+    ifindex: u32,
+    vips: Vec<Ipv4Addr>,
+    /// Every event, with when the test saw it.
+    seen: Vec<(Instant, HaEvent)>,
+}
+
+impl Router {
+    fn start(lab: &Lab, host: Host, config: &HaConfig, vips: &[Ipv4Addr]) -> Router {
+        let (vrrp, netlink, ifindex) = lab.in_namespace(host, || {
+            let vrrp = Vrrp::start(config, "eth0", vips)
+                .unwrap_or_else(|e| panic!("starting VRRP on {host}: {e}"));
+            let netlink = Netlink::open().unwrap();
+            let ifindex = netlink::interface_index("eth0").unwrap();
+            (vrrp, netlink, ifindex)
+        });
+        assert_eq!(
+            vrrp.primary_address().to_string(),
+            host.address().unwrap(),
+            "advertisements come from {host}'s own address"
+        );
+        Router {
+            host,
+            events: Some(vrrp.events().clone()),
+            vrrp: Some(vrrp),
+            netlink,
+            ifindex,
+            vips: vips.to_vec(),
+            seen: Vec::new(),
+        }
+    }
+
+    fn vrrp(&self) -> &Vrrp {
+        self.vrrp.as_ref().expect("the router is running")
+    }
+
+    fn status(&self) -> VrrpStatus {
+        self.vrrp().status()
+    }
+
+    fn state(&self) -> VrrpState {
+        self.status().state
+    }
+
+    /// The state as far as the events handled so far tell (so the VIPs are where it says).
+    fn role(&self) -> Option<VrrpState> {
+        self.seen.iter().rev().find_map(|(_, event)| match event {
+            HaEvent::BecameMaster => Some(VrrpState::Master),
+            HaEvent::BecameBackup => Some(VrrpState::Backup),
+            HaEvent::Fault => Some(VrrpState::Fault),
+            HaEvent::PeerSeen { .. } => None,
+        })
+    }
+
+    /// Does what control does on `event`.
+    fn handle(&mut self, event: HaEvent) {
+        self.seen.push((Instant::now(), event));
+        match event {
+            HaEvent::BecameMaster => {
+                for &vip in &self.vips {
+                    self.netlink.add_address(self.ifindex, vip, 32).unwrap();
+                }
+                self.vrrp().announce_vips().unwrap();
+            }
+            HaEvent::BecameBackup | HaEvent::Fault => self.release_vips(),
+            HaEvent::PeerSeen { .. } => {}
+        }
+    }
+
+    fn release_vips(&mut self) {
+        for &vip in &self.vips {
+            self.netlink.remove_address(self.ifindex, vip, 32).unwrap();
+        }
+    }
+
+    /// When the test last saw `event`.
+    fn last(&self, event: HaEvent) -> Option<Instant> {
+        self.seen
+            .iter()
+            .rev()
+            .find(|(_, seen)| *seen == event)
+            .map(|(at, _)| *at)
+    }
+
+    /// Mastership changes seen (Master, Backup, Fault events).
+    fn transitions(&self) -> usize {
+        self.seen
+            .iter()
+            .filter(|(_, event)| !matches!(event, HaEvent::PeerSeen { .. }))
+            .count()
+    }
+
+    /// Stops the router (priority 0 if master), then removes the VIPs, as control would.
+    fn shutdown(&mut self) -> VrrpStatus {
+        self.events = None;
+        let status = self.vrrp.take().expect("running").shutdown();
+        self.release_vips();
+        status
+    }
+}
+
+/// Routers whose events are handled while a test waits.
+struct Group {
+    routers: Vec<Router>,
+}
+
+impl Group {
+    /// Handles events until `done` holds, at most `timeout`; panics naming `what` with every
+    /// router's status otherwise. Returns how long it took.
+    fn run_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Group) -> bool,
+    ) -> Duration {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        loop {
+            if done(self) {
+                return start.elapsed();
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "{what}: not within {timeout:?}; {}",
+                self.describe()
+            );
+            self.pump((deadline - now).min(STEP));
+        }
+    }
+
+    /// Handles events for `duration`; returns the number of mastership changes seen meanwhile.
+    fn run_for(&mut self, duration: Duration) -> usize {
+        let before: usize = self.routers.iter().map(Router::transitions).sum();
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            self.pump((end - Instant::now()).min(STEP));
+        }
+        self.routers.iter().map(Router::transitions).sum::<usize>() - before
+    }
+
+    /// Waits at most `wait` for one event of any running router and handles it.
+    fn pump(&mut self, wait: Duration) {
+        let receivers: Vec<(usize, Receiver<HaEvent>)> = self
+            .routers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, router)| router.events.clone().map(|events| (index, events)))
+            .collect();
+        if receivers.is_empty() {
+            thread::sleep(wait);
+            return;
+        }
+        let mut select = Select::new();
+        for (_, events) in &receivers {
+            select.recv(events);
+        }
+        let Ok(ready) = select.ready_timeout(wait) else {
+            return;
+        };
+        let (index, events) = &receivers[ready];
+        if let Ok(event) = events.try_recv() {
+            self.routers[*index].handle(event);
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.routers
+            .iter()
+            .map(|router| match &router.vrrp {
+                Some(vrrp) => format!("\n  {}: {:?}", router.host, vrrp.status()),
+                None => format!("\n  {}: stopped", router.host),
+            })
+            .collect()
+    }
+}
+
+/// Starts our routers, `(host, config)`, advertising the lab's VIP.
+fn start_routers(lab: &Lab, routers: &[(Host, HaConfig)]) -> Group {
+    Group {
+        routers: routers
+            .iter()
+            .map(|(host, config)| Router::start(lab, *host, config, &[vip()]))
+            .collect(),
+    }
+}
+
+/// Whether `router` is in `state`, and the test has handled the event that says so.
+fn is(state: VrrpState) -> impl Fn(&Router) -> bool {
+    move |router| router.role() == Some(state) && router.state() == state
+}
+
+/// `index` is master and holds the VIP; every other running router is backup.
+fn elected(group: &Group, index: usize) -> bool {
+    group.routers.iter().enumerate().all(|(i, router)| {
+        router.vrrp.is_none()
+            || if i == index {
+                is(VrrpState::Master)(router)
+            } else {
+                is(VrrpState::Backup)(router)
+            }
+    })
+}
+
+#[test]
+fn two_routers_elect_the_higher_priority() {
+    require_root!();
+    let _serial = serial();
+    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let start = Instant::now();
+    let mut group = start_routers(
+        &lab,
+        &[
+            (Host::ExtraDirector(2), ha(100, true)),
+            (Host::Director, ha(150, true)),
+        ],
+    );
+    let took = group.run_until("director (150) elected", Duration::from_secs(5), |g| {
+        elected(g, 1)
+    });
+    println!(
+        "election took {took:?} (master-down interval of priority 150: {:?})",
+        master_down_interval(150, INTERVAL)
+    );
+    assert!(took < master_down_interval(100, INTERVAL) + SLACK);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // Let it run: nothing changes, adverts flow, nothing is discarded.
+    assert_eq!(group.run_for(INTERVAL * 10), 0, "{}", group.describe());
+    let backup = group.routers[0].status();
+    let master = group.routers[1].status();
+    assert_eq!(
+        backup.master_address.map(|a| a.to_string()),
+        Some(director_ip(1))
+    );
+    assert_eq!(backup.master_priority, Some(150));
+    assert_eq!(backup.master_advert_interval, INTERVAL);
+    assert_eq!(
+        backup.master_down_interval,
+        master_down_interval(100, INTERVAL)
+    );
+    assert!(backup.counters.adverts_received >= 8, "{backup:?}");
+    assert_eq!(backup.counters.invalid(), 0, "{backup:?}");
+    assert_eq!(backup.counters.address_list_mismatch, 0, "{backup:?}");
+    assert!(master.counters.adverts_sent >= 10, "{master:?}");
+    assert_eq!(master.counters.send_errors, 0, "{master:?}");
+    assert!(lab.has_address(Host::Director, VIP));
+    assert!(!lab.has_address(Host::ExtraDirector(2), VIP));
+    assert!(
+        group.routers[0]
+            .seen
+            .iter()
+            .any(|(_, e)| matches!(e, HaEvent::PeerSeen { priority: 150, .. })),
+        "the backup reports the master as a peer"
+    );
+}
+
+#[test]
+fn backup_takes_over_when_the_master_link_goes_down_and_the_primary_preempts_back() {
+    require_root!();
+    let _serial = serial();
+    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let mut group = start_routers(
+        &lab,
+        &[
+            (Host::Director, ha(150, true)),
+            (Host::ExtraDirector(2), ha(100, true)),
+        ],
+    );
+    group.run_until("director (150) elected", Duration::from_secs(5), |g| {
+        elected(g, 0)
+    });
+
+    let down = Instant::now();
+    lab.set_link(Host::Director, false);
+    group.run_until("director2 takes over", Duration::from_secs(5), |g| {
+        is(VrrpState::Master)(&g.routers[1])
+    });
+    let takeover = group.routers[1].last(HaEvent::BecameMaster).unwrap() - down;
+    let bound = master_down_interval(100, INTERVAL);
+    println!("link down: director2 master after {takeover:?} (master-down interval {bound:?})");
+    assert!(takeover < bound + SLACK, "took {takeover:?}");
+    group.run_until("director at fault", Duration::from_secs(1), |g| {
+        is(VrrpState::Fault)(&g.routers[0])
+    });
+    assert!(lab.has_address(Host::ExtraDirector(2), VIP));
+    assert!(!lab.has_address(Host::Director, VIP));
+
+    let up = Instant::now();
+    lab.set_link(Host::Director, true);
+    group.run_until(
+        "director (150) preempts back",
+        Duration::from_secs(5),
+        |g| elected(g, 0),
+    );
+    let back = group.routers[0].last(HaEvent::BecameMaster).unwrap() - up;
+    let bound = control::vrrp::LINK_CHECK_INTERVAL + master_down_interval(150, INTERVAL);
+    println!("link up: director master again after {back:?} (link check + master-down interval {bound:?})");
+    assert!(back < bound + SLACK, "took {back:?}");
+    assert!(lab.has_address(Host::Director, VIP));
+    assert!(!lab.has_address(Host::ExtraDirector(2), VIP));
+    assert_eq!(group.run_for(INTERVAL * 5), 0, "{}", group.describe());
+}
+
+#[test]
+fn without_preemption_the_returning_primary_stays_backup() {
+    require_root!();
+    let _serial = serial();
+    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let mut group = start_routers(
+        &lab,
+        &[
+            (Host::Director, ha(150, false)),
+            (Host::ExtraDirector(2), ha(100, false)),
+        ],
+    );
+    group.run_until("director (150) elected", Duration::from_secs(5), |g| {
+        elected(g, 0)
+    });
+    lab.set_link(Host::Director, false);
+    group.run_until("director2 takes over", Duration::from_secs(5), |g| {
+        is(VrrpState::Master)(&g.routers[1])
+    });
+    lab.set_link(Host::Director, true);
+    group.run_until("director back as backup", Duration::from_secs(2), |g| {
+        is(VrrpState::Backup)(&g.routers[0])
+    });
+    // Several master-down intervals: the lower master keeps the VIP.
+    let changes = group.run_for(master_down_interval(150, INTERVAL) * 4);
+    assert_eq!(changes, 0, "{}", group.describe());
+    assert!(elected(&group, 1), "{}", group.describe());
+    let primary = group.routers[0].status();
+    assert_eq!(
+        primary.master_address.map(|a| a.to_string()),
+        Some(director_ip(2))
+    );
+    assert_eq!(primary.master_priority, Some(100));
+}
+
+#[test]
+fn priority_zero_on_shutdown_hands_over_within_the_skew_time() {
+    require_root!();
+    let _serial = serial();
+    let lab = Lab::dr(LabOptions::directors(2, 1));
+    // One-second advertisements make the difference plain: a silent master is noticed after
+    // 3.2 s, a resigning one after the backup's skew time, 0.22 s.
+    let slow = |priority| HaConfig {
+        advert_interval: Duration::from_secs(1),
+        ..ha(priority, true)
+    };
+    let mut group = start_routers(
+        &lab,
+        &[
+            (Host::Director, slow(250)),
+            (Host::ExtraDirector(2), slow(200)),
+        ],
+    );
+    group.run_until("director (250) elected", Duration::from_secs(10), |g| {
+        elected(g, 0)
+    });
+    // A backup that has heard the master follows its interval.
+    group.run_until("director2 heard the master", Duration::from_secs(3), |g| {
+        g.routers[1].status().master_priority == Some(250)
+    });
+    let stop = Instant::now();
+    let last = group.routers[0].shutdown();
+    assert_eq!(last.state, VrrpState::Initialize);
+    assert_eq!(last.counters.priority_zero_sent, 1, "{last:?}");
+    group.run_until("director2 takes over", Duration::from_secs(5), |g| {
+        is(VrrpState::Master)(&g.routers[1])
+    });
+    let handover = group.routers[1].last(HaEvent::BecameMaster).unwrap() - stop;
+    let down = master_down_interval(200, Duration::from_secs(1));
+    let skew = skew_time(200, Duration::from_secs(1));
+    println!("priority 0: director2 master after {handover:?} (skew {skew:?}, master-down interval {down:?})");
+    assert!(handover < skew + SLACK, "took {handover:?}");
+    assert!(handover < down / 2);
+    assert_eq!(group.routers[1].status().counters.priority_zero_received, 1);
+}
+
+#[test]
+fn updating_the_vips_does_not_change_the_master() {
+    require_root!();
+    let _serial = serial();
+    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let mut group = start_routers(
+        &lab,
+        &[
+            (Host::Director, ha(150, true)),
+            (Host::ExtraDirector(2), ha(100, true)),
+        ],
+    );
+    group.run_until("director (150) elected", Duration::from_secs(5), |g| {
+        elected(g, 0)
+    });
+    let before: Vec<u64> = group
+        .routers
+        .iter()
+        .map(|r| r.status().counters.transitions)
+        .collect();
+    let more = [vip(), Ipv4Addr::new(192, 0, 2, 20)];
+    // The master reloads first; the backup hears the longer list for a while, then catches up.
+    group.routers[0]
+        .vrrp
+        .as_mut()
+        .unwrap()
+        .update_vips(&more)
+        .unwrap();
+    assert_eq!(group.run_for(master_down_interval(100, INTERVAL) * 2), 0);
+    group.routers[1]
+        .vrrp
+        .as_mut()
+        .unwrap()
+        .update_vips(&more)
+        .unwrap();
+    // Priorities and intervals change too, without crossing: no takeover.
+    let reload = |priority| HaConfig {
+        advert_interval: Duration::from_millis(200),
+        ..ha(priority, true)
+    };
+    group.routers[1]
+        .vrrp
+        .as_mut()
+        .unwrap()
+        .update(&reload(140), &more)
+        .unwrap();
+    group.routers[0]
+        .vrrp
+        .as_mut()
+        .unwrap()
+        .update(&reload(160), &more)
+        .unwrap();
+    assert_eq!(group.run_for(master_down_interval(100, INTERVAL) * 3), 0);
+    assert!(elected(&group, 0), "{}", group.describe());
+    let after: Vec<u64> = group
+        .routers
+        .iter()
+        .map(|r| r.status().counters.transitions)
+        .collect();
+    assert_eq!(before, after);
+    let backup = group.routers[1].status();
+    assert!(backup.counters.address_list_mismatch > 0, "{backup:?}");
+    assert_eq!(backup.vips, more);
+    assert_eq!(backup.master_priority, Some(160));
+    assert_eq!(backup.master_advert_interval, Duration::from_millis(200));
+    // A different VRID is another router: refused, nothing changes.
+    let other = HaConfig {
+        vrid: 52,
+        ..ha(150, true)
+    };
+    let error = group.routers[0]
+        .vrrp
+        .as_mut()
+        .unwrap()
+        .update(&other, &more)
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("ha.vrid changed from 51 to 52"),
+        "{error}"
+    );
+}
+
+#[test]
+fn three_routers_of_ours_fail_over_in_priority_order() {
+    require_root!();
+    let _serial = serial();
+    let lab = Lab::dr(LabOptions::directors(3, 1));
+    let mut group = start_routers(
+        &lab,
+        &[
+            (Host::Director, ha(200, true)),
+            (Host::ExtraDirector(2), ha(150, true)),
+            (Host::ExtraDirector(3), ha(100, true)),
+        ],
+    );
+    group.run_until("director (200) elected", Duration::from_secs(5), |g| {
+        elected(g, 0)
+    });
+    lab.set_link(Host::Director, false);
+    let down = Instant::now();
+    group.run_until("director2 (150) takes over", Duration::from_secs(5), |g| {
+        is(VrrpState::Master)(&g.routers[1]) && is(VrrpState::Backup)(&g.routers[2])
+    });
+    println!(
+        "three routers: director2 master after {:?}",
+        group.routers[1].last(HaEvent::BecameMaster).unwrap() - down
+    );
+    assert_eq!(group.routers[2].status().master_priority, Some(150));
+    let stop = Instant::now();
+    group.routers[1].shutdown();
+    group.run_until("director3 (100) takes over", Duration::from_secs(5), |g| {
+        is(VrrpState::Master)(&g.routers[2])
+    });
+    println!(
+        "three routers: director3 master after {:?} of director2's priority 0",
+        group.routers[2].last(HaEvent::BecameMaster).unwrap() - stop
+    );
+    lab.set_link(Host::Director, true);
+    group.run_until("director (200) preempts", Duration::from_secs(5), |g| {
+        elected(g, 0)
+    });
+    assert!(lab.has_address(Host::Director, VIP));
+    assert!(!lab.has_address(Host::ExtraDirector(3), VIP));
+}
+
+#[test]
+fn the_vip_follows_the_master_under_client_load() {
+    require_root!();
+    let _serial = serial();
+    let lab = Lab::dr(LabOptions::directors(2, 1));
+    // Each director answers on the VIP itself once it holds it, and names itself.
+    let _http = [
+        lab.start_http_on(Host::Director),
+        lab.start_http_on(Host::ExtraDirector(2)),
+    ];
+    let mut group = start_routers(
+        &lab,
+        &[
+            (Host::Director, ha(150, true)),
+            (Host::ExtraDirector(2), ha(100, true)),
+        ],
+    );
+    group.run_until("director (150) elected", Duration::from_secs(5), |g| {
+        elected(g, 0)
+    });
+    let options = LoadOptions {
+        timeout: Duration::from_millis(300),
+        ..LoadOptions::default()
+    };
+    let mut load = lab.start_load(&vip_url(), &options);
+    let served_by = |results: &[anyhow::Result<director_lab::HttpResponse>], name: &str| {
+        results
+            .iter()
+            .flatten()
+            .filter(|response| response.server == name)
+            .count()
+    };
+    load.wait_until("director serves the VIP", Duration::from_secs(5), |r| {
+        served_by(r, "director") >= 5
+    })
+    .unwrap();
+
+    let down = Instant::now();
+    lab.set_link(Host::Director, false);
+    group.run_until("director2 serves the VIP", Duration::from_secs(5), |_| {
+        served_by(&load.results(), "director2") >= 1
+    });
+    let gap = down.elapsed();
+    let takeover = group.routers[1].last(HaEvent::BecameMaster).unwrap() - down;
+    println!(
+        "under load: director2 master after {takeover:?}, answering the client after {gap:?} \
+         (master-down interval {:?})",
+        master_down_interval(100, INTERVAL)
+    );
+    assert!(gap < Duration::from_secs(1), "{gap:?}");
+
+    let up = Instant::now();
+    lab.set_link(Host::Director, true);
+    // The returning primary preempts and its gratuitous ARPs bring the client back.
+    let before = served_by(&load.results(), "director");
+    group.run_until(
+        "director serves the VIP again",
+        Duration::from_secs(5),
+        |_| served_by(&load.results(), "director") > before,
+    );
+    let back = up.elapsed();
+    println!("under load: director answered again {back:?} after its link came back");
+    let results = load.stop();
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    println!(
+        "under load: {} requests, {failed} failed during the two handovers",
+        results.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// keepalived.
+
+fn keepalived(lab: &Lab, host: Host, priority: u8, preempt: bool) -> Keepalived {
+    lab.start_keepalived(
+        host,
+        &KeepalivedOptions {
+            preempt,
+            ..KeepalivedOptions::new(priority)
+        },
+    )
+}
+
+#[test]
+fn ours_master_keepalived_backup_then_keepalived_takes_over() {
+    require_root!();
+    let _serial = serial();
+    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let mut group = start_routers(&lab, &[(Host::Director, ha(150, true))]);
+    let mut peer = keepalived(&lab, Host::ExtraDirector(2), 100, true);
+    group.run_until("ours master", Duration::from_secs(5), |g| elected(g, 0));
+    // keepalived hears us and stays backup (it would drop our adverts, and take over, if it
+    // disliked anything in them: version, checksum, addresses, interval).
+    let changes = group.run_for(master_down_interval(100, INTERVAL) * 5);
+    assert_eq!(changes, 0, "{}", group.describe());
+    assert_eq!(peer.states(), [KeepalivedState::Backup], "{}", peer.log());
+    let ours = group.routers[0].status();
+    assert!(ours.counters.adverts_sent > 10);
+    assert_eq!(ours.counters.invalid(), 0, "{ours:?}");
+
+    let stop = Instant::now();
+    group.routers[0].shutdown();
+    let handover = peer
+        .wait_for_state(KeepalivedState::Master, Duration::from_secs(5))
+        .unwrap();
+    let elapsed = stop.elapsed();
+    println!(
+        "ours resigned: keepalived master after {handover:?} ({elapsed:?} from the shutdown call; \
+         skew {:?}, master-down interval {:?})",
+        skew_time(100, INTERVAL),
+        master_down_interval(100, INTERVAL)
+    );
+    // Faster than a silent master would be noticed: keepalived acted on the priority 0.
+    assert!(
+        elapsed < master_down_interval(100, INTERVAL),
+        "took {elapsed:?}"
+    );
+}
+
+#[test]
+fn keepalived_master_ours_backup_then_ours_takes_over() {
+    require_root!();
+    let _serial = serial();
+    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let mut peer = keepalived(&lab, Host::ExtraDirector(2), 150, true);
+    peer.wait_for_state(KeepalivedState::Master, Duration::from_secs(5))
+        .unwrap();
+    let mut group = start_routers(&lab, &[(Host::Director, ha(100, true))]);
+    let changes = group.run_for(master_down_interval(100, INTERVAL) * 5);
+    assert_eq!(
+        changes,
+        1,
+        "only Initialize -> Backup: {}",
+        group.describe()
+    );
+    let ours = group.routers[0].status();
+    assert_eq!(ours.state, VrrpState::Backup);
+    assert_eq!(
+        ours.master_address.map(|a| a.to_string()),
+        Some(director_ip(2))
+    );
+    assert_eq!(ours.master_priority, Some(150));
+    assert_eq!(ours.master_advert_interval, INTERVAL);
+    assert!(ours.counters.adverts_received >= 10, "{ours:?}");
+    assert_eq!(ours.counters.invalid(), 0, "{ours:?}");
+    assert_eq!(ours.counters.address_list_mismatch, 0, "{ours:?}");
+    assert_eq!(peer.state(), Some(KeepalivedState::Master));
+
+    // A clean stop: keepalived resigns with priority 0.
+    let stop = Instant::now();
+    peer.terminate();
+    group.run_until("ours takes over", Duration::from_secs(5), |g| {
+        is(VrrpState::Master)(&g.routers[0])
+    });
+    peer.wait_exit().unwrap();
+    let handover = group.routers[0].last(HaEvent::BecameMaster).unwrap() - stop;
+    println!(
+        "keepalived stopped: ours master after {handover:?} (skew {:?}, master-down interval {:?})",
+        skew_time(100, INTERVAL),
+        master_down_interval(100, INTERVAL)
+    );
+    assert!(handover < master_down_interval(100, INTERVAL) + SLACK);
+    assert_eq!(group.routers[0].status().counters.priority_zero_received, 1);
+
+    // keepalived comes back with the higher priority and preempts us.
+    let mut peer = keepalived(&lab, Host::ExtraDirector(2), 150, true);
+    let back = Instant::now();
+    group.run_until("ours yields to keepalived", Duration::from_secs(5), |g| {
+        is(VrrpState::Backup)(&g.routers[0])
+    });
+    peer.wait_for_state(KeepalivedState::Master, Duration::from_secs(2))
+        .unwrap();
+    println!(
+        "keepalived (150) back: ours backup after {:?}",
+        back.elapsed()
+    );
+
+    // A crash (no priority 0): the master-down interval.
+    let crash = Instant::now();
+    peer.kill();
+    group.run_until(
+        "ours takes over from a crashed keepalived",
+        Duration::from_secs(5),
+        |g| is(VrrpState::Master)(&g.routers[0]),
+    );
+    let handover = group.routers[0].last(HaEvent::BecameMaster).unwrap() - crash;
+    println!("keepalived killed: ours master after {handover:?}");
+    assert!(handover < master_down_interval(100, INTERVAL) + SLACK);
+}
+
+#[test]
+fn keepalived_backup_without_preemption_keeps_our_lower_master() {
+    require_root!();
+    let _serial = serial();
+    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let mut group = start_routers(&lab, &[(Host::Director, ha(100, false))]);
+    group.run_until("ours master", Duration::from_secs(5), |g| elected(g, 0));
+    let peer = keepalived(&lab, Host::ExtraDirector(2), 150, false);
+    let changes = group.run_for(master_down_interval(150, INTERVAL) * 5);
+    assert_eq!(changes, 0, "{}", group.describe());
+    assert_eq!(peer.states(), [KeepalivedState::Backup], "{}", peer.log());
+    assert!(elected(&group, 0));
+}
+
+#[test]
+fn three_routers_two_ours_and_keepalived() {
+    require_root!();
+    let _serial = serial();
+    let lab = Lab::dr(LabOptions::directors(3, 1));
+    let mut group = start_routers(
+        &lab,
+        &[
+            (Host::Director, ha(200, true)),
+            (Host::ExtraDirector(3), ha(50, true)),
+        ],
+    );
+    let mut peer = keepalived(&lab, Host::ExtraDirector(2), 150, true);
+    group.run_until("director (200) elected", Duration::from_secs(5), |g| {
+        elected(g, 0)
+    });
+    assert_eq!(group.run_for(INTERVAL * 10), 0);
+    assert_eq!(peer.states(), [KeepalivedState::Backup], "{}", peer.log());
+
+    // The master's link fails: keepalived (150) outranks our other router (100).
+    let down = Instant::now();
+    lab.set_link(Host::Director, false);
+    let took = peer
+        .wait_for_state(KeepalivedState::Master, Duration::from_secs(5))
+        .unwrap();
+    println!("three routers: keepalived master {took:?} after the master's link went down");
+    assert!(down.elapsed() < master_down_interval(150, INTERVAL) + SLACK);
+    group.run_until(
+        "director3 follows keepalived",
+        Duration::from_secs(2),
+        |g| {
+            g.routers[1].status().master_priority == Some(150)
+                && is(VrrpState::Backup)(&g.routers[1])
+                && is(VrrpState::Fault)(&g.routers[0])
+        },
+    );
+    // keepalived's skew (150) is 40 ms shorter than director3's (50): director3 should never
+    // have taken over, even for a moment.
+    println!(
+        "three routers: director3 took over meanwhile: {}",
+        group.routers[1].last(HaEvent::BecameMaster).is_some()
+    );
+    assert_eq!(group.run_for(INTERVAL * 10), 0, "{}", group.describe());
+
+    // It returns and preempts keepalived.
+    lab.set_link(Host::Director, true);
+    group.run_until("director (200) preempts", Duration::from_secs(5), |g| {
+        elected(g, 0)
+    });
+    peer.wait_for_state(KeepalivedState::Backup, Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(
+        peer.states(),
+        [
+            KeepalivedState::Backup,
+            KeepalivedState::Master,
+            KeepalivedState::Backup
+        ],
+        "{}",
+        peer.log()
+    );
+}
+
+#[test]
+fn unicast_advertisements_interoperate_with_keepalived() {
+    require_root!();
+    let _serial = serial();
+    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let ours = HaConfig {
+        unicast_peers: vec![director_ip(2).parse().unwrap()],
+        ..ha(150, true)
+    };
+    let mut group = start_routers(&lab, &[(Host::Director, ours)]);
+    let mut peer = lab.start_keepalived(
+        Host::ExtraDirector(2),
+        &KeepalivedOptions {
+            unicast_peers: vec![director_ip(1)],
+            ..KeepalivedOptions::new(100)
+        },
+    );
+    group.run_until("ours master", Duration::from_secs(5), |g| elected(g, 0));
+    assert_eq!(group.run_for(master_down_interval(100, INTERVAL) * 5), 0);
+    assert_eq!(peer.states(), [KeepalivedState::Backup], "{}", peer.log());
+    let stop = Instant::now();
+    group.routers[0].shutdown();
+    peer.wait_for_state(KeepalivedState::Master, Duration::from_secs(5))
+        .unwrap();
+    println!(
+        "unicast: keepalived master {:?} after ours resigned",
+        stop.elapsed()
+    );
+    // And the other way round: keepalived's unicast adverts reach a router of ours.
+    let backup = HaConfig {
+        unicast_peers: vec![director_ip(2).parse().unwrap()],
+        ..ha(100, true)
+    };
+    let mut group2 = start_routers(&lab, &[(Host::Director, backup)]);
+    assert_eq!(group2.run_for(master_down_interval(100, INTERVAL) * 3), 1);
+    let status = group2.routers[0].status();
+    assert_eq!(status.state, VrrpState::Backup, "{status:?}");
+    assert_eq!(
+        status.master_address.map(|a| a.to_string()),
+        Some(director_ip(2))
+    );
+    assert_eq!(status.counters.invalid(), 0, "{status:?}");
+}
