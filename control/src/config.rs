@@ -91,6 +91,14 @@ pub struct HaConfig {
     pub preempt: bool,
     /// Send advertisements to these routers instead of the multicast group 224.0.0.18.
     pub unicast_peers: Vec<Ipv4Addr>,
+    /// Exchange connection entries and persistence templates with the other directors (as
+    /// IPVS's sync daemon), so NAT flows and persistence survive a failover.
+    pub sync: bool,
+    /// The sync cluster's id: datagrams carrying another are ignored (IPVS `syncid`). Default:
+    /// the vrid.
+    pub sync_id: u8,
+    /// UDP port of the sync datagrams (default 8848, IPVS's).
+    pub sync_port: u16,
 }
 
 impl HaConfig {
@@ -110,7 +118,11 @@ impl HaConfig {
             self.interface,
             format_duration(self.advert_interval),
             if self.preempt { "preempt" } else { "nopreempt" }
-        )
+        ) + &if self.sync {
+            format!(", sync id {} port {}", self.sync_id, self.sync_port)
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -122,6 +134,8 @@ pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
 pub const MIN_ADVERT_INTERVAL: Duration = Duration::from_millis(10);
 /// Longest `ha.advert_interval`: 4095 centiseconds, the most VRRPv3's 12-bit field holds.
 pub const MAX_ADVERT_INTERVAL: Duration = Duration::from_millis(40_950);
+/// Default `ha.sync_port`: the IPVS sync daemon's.
+pub const DEFAULT_SYNC_PORT: u16 = 8848;
 /// Most `ha.unicast_peers` (a three-director set-up needs two).
 pub const MAX_UNICAST_PEERS: usize = 16;
 
@@ -493,6 +507,9 @@ struct RawHa {
     advert_interval: Option<String>,
     preempt: Option<bool>,
     unicast_peers: Option<Vec<String>>,
+    sync: Option<bool>,
+    sync_id: Option<i64>,
+    sync_port: Option<i64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -857,6 +874,14 @@ impl RawHa {
             }
             unicast_peers.push(peer);
         }
+        let sync_id = match self.sync_id {
+            None => vrid,
+            Some(id) => in_range(id, 0u8, u8::MAX, "ha.sync_id")?,
+        };
+        let sync_port = match self.sync_port {
+            None => DEFAULT_SYNC_PORT,
+            Some(port) => in_range(port, 1u16, u16::MAX, "ha.sync_port")?,
+        };
         Ok(HaConfig {
             interface,
             vrid,
@@ -864,6 +889,9 @@ impl RawHa {
             advert_interval,
             preempt: self.preempt.unwrap_or(true),
             unicast_peers,
+            sync: self.sync.unwrap_or(false),
+            sync_id,
+            sync_port,
         })
     }
 }
@@ -2860,7 +2888,38 @@ mac = "02:00:00:00:00:12"
                 advert_interval: DEFAULT_ADVERT_INTERVAL,
                 preempt: true,
                 unicast_peers: Vec::new(),
+                sync: false,
+                sync_id: 51,
+                sync_port: DEFAULT_SYNC_PORT,
             })
+        );
+    }
+
+    #[test]
+    fn ha_sync_keys() {
+        let config = Config::parse(&format!(
+            "{GOOD}{HA}sync = true\nsync_id = 7\nsync_port = 9000\n"
+        ))
+        .unwrap();
+        let ha = config.ha.unwrap();
+        assert!(ha.sync);
+        assert_eq!((ha.sync_id, ha.sync_port), (7, 9000));
+        assert!(
+            ha.summary().ends_with(", sync id 7 port 9000"),
+            "{}",
+            ha.summary()
+        );
+        assert_mentions(
+            &ha_error("vrid = 51\nsync_id = 256"),
+            &["ha.sync_id = 256", "0..=255"],
+        );
+        assert_mentions(
+            &ha_error("vrid = 51\nsync_port = 0"),
+            &["ha.sync_port = 0", "1..=65535"],
+        );
+        assert_mentions(
+            &ha_error("vrid = 51\nsync = \"yes\""),
+            &["sync", "invalid type"],
         );
     }
 

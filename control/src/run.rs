@@ -15,12 +15,13 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use crossbeam_channel::{Receiver, Sender};
+use dataplane::sync::{SyncQueues, DEFAULT_REFRESH};
 use dataplane::xdp::{NatBackendKey, XdpClassifier};
 use dataplane::xsk::{Xsk, XskConfig, XskError};
 use dataplane::{
@@ -29,7 +30,7 @@ use dataplane::{
 use director_proto::{Reply, Request};
 use tracing::{error, info, warn};
 
-use crate::config::{Config, MAX_WEIGHT};
+use crate::config::{Config, HaConfig, MAX_WEIGHT};
 use crate::health::{self, Health, HealthBoard, HealthChecker, Transition};
 use crate::metrics::MetricsServer;
 use crate::neighbours::{self, Neighbours, Sides};
@@ -38,10 +39,12 @@ use crate::rates::RateTracker;
 use crate::signals::Signal;
 use crate::stats;
 use crate::stats_server::{SocketAccess, StatsServer};
+use crate::sync::{Role, Routing, SyncConfig, SyncCounters, SyncDaemon};
 use crate::table::{
     classifier_keys, nat_backend_keys, BackendId, BuiltTable, Override, PoolView, ReuseGate,
     TableBuilder,
 };
+use crate::vrrp::{HaEvent, Vrrp, VrrpStatusSource};
 
 /// How often control re-reads the neighbour table for real-server MACs.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
@@ -99,7 +102,30 @@ pub struct Shared {
     pub workers: Vec<WorkerHandle>,
     /// Counter samples for the replies' rates, taken once a second by the main loop.
     pub rates: RateTracker,
+    /// VRRP and sync state, with `[ha]` (set once VRRP runs).
+    pub ha: OnceLock<HaView>,
 }
+
+/// What the stats socket reads of VRRP and state sync.
+pub struct HaView {
+    /// The router's status.
+    pub vrrp: VrrpStatusSource,
+    /// Whether this director holds the VIPs now.
+    pub serving: Arc<AtomicBool>,
+    /// The sync daemon's counters, with `ha.sync`.
+    pub sync: Option<Arc<SyncCounters>>,
+}
+
+/// VRRP and state sync of a director with `[ha]`.
+struct Ha {
+    vrrp: Vrrp,
+    sync: Option<SyncDaemon>,
+    serving: Arc<AtomicBool>,
+}
+
+/// Records exported or imported per worker queue: a burst of new flows between two sync
+/// sends (50 ms) fits.
+const SYNC_QUEUE_RECORDS: usize = 1 << 16;
 
 /// A mutating request from the control socket, with where its answer goes. The main loop
 /// executes these one at a time, so reloads and run-time changes never interleave.
@@ -129,6 +155,10 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
     stats::sample_rates(&director.shared);
     let ticker = crossbeam_channel::tick(NEIGHBOUR_REFRESH);
     let transitions = director.health.transitions().clone();
+    let ha_events = director
+        .ha
+        .as_ref()
+        .map_or_else(crossbeam_channel::never, |ha| ha.vrrp.events().clone());
     loop {
         crossbeam_channel::select! {
             recv(signals) -> signal => match signal {
@@ -151,6 +181,11 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
             recv(transitions) -> transition => {
                 if let Ok(transition) = transition {
                     director.health_changed(transition, &transitions);
+                }
+            },
+            recv(ha_events) -> event => {
+                if let Ok(event) = event {
+                    director.ha_event(event);
                 }
             },
         }
@@ -197,6 +232,8 @@ struct Director {
     retired_tables: Receiver<Arc<ServiceTable>>,
     /// A stop signal arrived during start-up.
     stop_requested: bool,
+    /// VRRP and state sync, with `[ha]`.
+    ha: Option<Ha>,
 }
 
 impl Director {
@@ -215,22 +252,7 @@ impl Director {
         };
         let queues = worker_queues(&config, &interfaces)?;
         let mut builder = TableBuilder::new(queues as usize);
-        builder.interfaces = interface_facts(&mut netlink, &interfaces, &config);
-        if builder.interfaces.is_none() {
-            if let Some(method) = [Forwarding::Tunnel, Forwarding::Nat]
-                .into_iter()
-                .find(|&method| uses(&config, method))
-            {
-                bail!(
-                    "interface {}: no IPv4 address (forwarding = {:?} needs the director's own \
-                     address on each interface it uses); give it an address on its subnet",
-                    interfaces
-                        .last()
-                        .map_or("?", |interface| interface.name.as_str()),
-                    method.name()
-                );
-            }
-        }
+        builder.interfaces = required_interface_facts(&mut netlink, &interfaces, &config)?;
         if neighbours::uses_nat(&config) {
             warn_if_kernel_forwards();
         }
@@ -271,8 +293,21 @@ impl Director {
             .context("starting the health checker")?;
         let stop = Arc::new(AtomicBool::new(false));
         let (retire, retired_tables) = crossbeam_channel::bounded(64);
-        let (workers, threads) =
-            start_workers(&config, &interfaces, queues, &table, &stop, &retire)?;
+        // With state sync every worker exports and imports connection entries.
+        let sync_queues = config
+            .ha
+            .as_ref()
+            .filter(|ha| ha.sync)
+            .map(|_| SyncQueues::new(queues as usize, SYNC_QUEUE_RECORDS));
+        let (workers, threads) = start_workers(
+            &config,
+            &interfaces,
+            queues,
+            &table,
+            &stop,
+            &retire,
+            sync_queues.as_ref(),
+        )?;
         let shared = Arc::new(Shared {
             started: Instant::now(),
             table: Mutex::new(table),
@@ -281,6 +316,7 @@ impl Director {
             interfaces,
             workers,
             rates: RateTracker::new(),
+            ha: OnceLock::new(),
         });
         let mut director = Director {
             shared,
@@ -305,9 +341,10 @@ impl Director {
             neighbours: resolved,
             retired_tables,
             stop_requested,
+            ha: None,
         };
         // From here on a failure must undo what is running: stop() copes with a half start.
-        if let Err(error) = director.go_live() {
+        if let Err(error) = director.go_live(sync_queues.as_ref()) {
             director.stop();
             return Err(error);
         }
@@ -317,7 +354,7 @@ impl Director {
     /// Opens the stats socket, then points the classifiers at the workers, then brings the VIPs
     /// up. The socket comes first so that a second director started by mistake with the same
     /// socket fails before it touches traffic or addresses.
-    fn go_live(&mut self) -> anyhow::Result<()> {
+    fn go_live(&mut self, sync_queues: Option<&SyncQueues>) -> anyhow::Result<()> {
         let socket = self.config.director.stats_socket.clone();
         let shared = Arc::clone(&self.shared);
         let commands = self.commands.clone();
@@ -345,8 +382,119 @@ impl Director {
         if !problems.is_empty() {
             bail!("{}", problems.join("; "));
         }
+        if let Some(config) = self.config.ha.clone() {
+            self.start_ha(&config, sync_queues)?;
+        }
         self.sync_vips();
         Ok(())
+    }
+
+    /// Joins the VRRP group (as a backup: the services stay steered to the kernel and the VIPs
+    /// stay off until [`HaEvent::BecameMaster`]) and starts state sync if configured.
+    fn start_ha(
+        &mut self,
+        config: &HaConfig,
+        sync_queues: Option<&SyncQueues>,
+    ) -> anyhow::Result<()> {
+        let vips = self.vips();
+        let vrrp = Vrrp::start(config, &self.shared.interfaces[0].name, &vips)
+            .context("starting VRRP ([ha])")?;
+        info!(summary = %config.summary(), "VRRP started");
+        let sync = match sync_queues {
+            Some(queues) => {
+                let settings = SyncConfig {
+                    interface: config.interface.clone(),
+                    sync_id: config.sync_id,
+                    peers: (!config.unicast_peers.is_empty()).then(|| config.unicast_peers.clone()),
+                    port: config.sync_port,
+                };
+                Some(
+                    SyncDaemon::start(&settings, queues, Routing::Broadcast, Role::Backup)
+                        .context("starting connection sync (ha.sync)")?,
+                )
+            }
+            None => None,
+        };
+        let serving = Arc::new(AtomicBool::new(false));
+        let _ = self.shared.ha.set(HaView {
+            vrrp: vrrp.status_source(),
+            serving: Arc::clone(&serving),
+            sync: sync.as_ref().map(|daemon| Arc::clone(daemon.counters())),
+        });
+        self.ha = Some(Ha {
+            vrrp,
+            sync,
+            serving,
+        });
+        Ok(())
+    }
+
+    /// Whether this director forwards for the VIPs now: always alone; as VRRP master only,
+    /// with `[ha]`.
+    fn serving(&self) -> bool {
+        self.ha
+            .as_ref()
+            .is_none_or(|ha| ha.serving.load(Ordering::Relaxed))
+    }
+
+    /// Every service's VIP, once each.
+    fn vips(&self) -> Vec<Ipv4Addr> {
+        let vips: BTreeSet<Ipv4Addr> = self
+            .config
+            .services
+            .iter()
+            .map(|service| service.vip)
+            .collect();
+        vips.into_iter().collect()
+    }
+
+    /// Follows VRRP: a master adds the VIPs, steers their frames to the workers and announces
+    /// them with gratuitous ARP; a backup (or a router whose link failed) steers them back to
+    /// the kernel and removes the VIPs. State sync sends as master and applies as backup.
+    fn ha_event(&mut self, event: HaEvent) {
+        let Some(ha) = &self.ha else {
+            return;
+        };
+        match event {
+            HaEvent::BecameMaster => {
+                info!("VRRP: master: taking over the VIPs");
+                ha.serving.store(true, Ordering::Relaxed);
+                if let Some(sync) = &ha.sync {
+                    sync.set_role(Role::Master);
+                }
+                self.sync_vips();
+                self.steer_services(true);
+                if let Some(ha) = &self.ha {
+                    if let Err(error) = ha.vrrp.announce_vips() {
+                        warn!(%error, "could not announce the VIPs");
+                    }
+                }
+            }
+            HaEvent::BecameBackup | HaEvent::Fault => {
+                let fault = matches!(event, HaEvent::Fault);
+                info!(fault, "VRRP: backup: giving up the VIPs");
+                ha.serving.store(false, Ordering::Relaxed);
+                if let Some(sync) = &ha.sync {
+                    sync.set_role(Role::Backup);
+                }
+                self.steer_services(false);
+                self.sync_vips();
+            }
+            HaEvent::PeerSeen { address, priority } => {
+                info!(%address, priority, "VRRP: router heard");
+            }
+        }
+    }
+
+    /// Turns the classifier's steering of every announced service on or off (the entries
+    /// stay, so a backup keeps its map ready for a takeover).
+    fn steer_services(&self, on: bool) {
+        let client = &self.shared.interfaces[0].classifier;
+        for key in &self.classifier_keys {
+            if let Err(error) = client.set_service(key, on) {
+                warn!(%error, vip = %key.vip, port = key.port, "could not change a service's steering");
+            }
+        }
     }
 
     /// Removes from the classifiers' maps what the configuration no longer has (services on
@@ -402,7 +550,7 @@ impl Director {
             if self.classifier_keys.contains(&key) {
                 continue;
             }
-            match client.set_service(&key, true) {
+            match client.set_service(&key, self.serving()) {
                 Ok(()) => {
                     self.classifier_keys.insert(key);
                 }
@@ -498,12 +646,11 @@ impl Director {
     /// Adds the VIPs the configuration has and removes those this process added that it no
     /// longer has.
     fn sync_vips(&mut self) {
-        let wanted: BTreeSet<Ipv4Addr> = self
-            .config
-            .services
-            .iter()
-            .map(|service| service.vip)
-            .collect();
+        let wanted: BTreeSet<Ipv4Addr> = if self.serving() {
+            self.vips().into_iter().collect()
+        } else {
+            BTreeSet::new()
+        };
         let interface = &self.shared.interfaces[0];
         for &vip in &wanted {
             if self.added_vips.contains(&vip) {
@@ -695,6 +842,13 @@ impl Director {
         self.publish(built);
         problems.extend(self.announce_services());
         self.sync_vips();
+        let vips = self.vips();
+        if let (Some(ha), Some(config)) = (&mut self.ha, &self.config.ha) {
+            // Same router (unchangeable() made sure): state and timers stay, no takeover.
+            if let Err(error) = ha.vrrp.update(config, &vips) {
+                problems.push(format!("VRRP: {error}"));
+            }
+        }
         let backends: usize = self
             .config
             .services
@@ -835,6 +989,12 @@ impl Director {
     fn stop(mut self) {
         info!("stopping");
         let started = Instant::now();
+        // A master resigns first (priority 0), so a backup takes over within its skew time.
+        let ha = self.ha.take().map(|ha| {
+            let status = ha.vrrp.shutdown();
+            info!(state = status.state.name(), "VRRP stopped");
+            ha.sync
+        });
         // No more verdicts; exec checks still running are killed and reaped.
         drop(self.health);
         drop(self.stats_server.take());
@@ -856,6 +1016,9 @@ impl Director {
             if thread.join().is_err() {
                 warn!(worker = index, "worker panicked");
             }
+        }
+        if let Some(Some(sync)) = ha {
+            sync.stop();
         }
         // The last reference detaches the classifiers (their bpf_links close); should anything
         // still hold one, process exit closes them a moment later.
@@ -935,6 +1098,31 @@ fn warn_if_kernel_forwards() {
     }
 }
 
+/// [`interface_facts`], which TUN and NAT cannot do without.
+fn required_interface_facts(
+    netlink: &mut Netlink,
+    interfaces: &[Interface],
+    config: &Config,
+) -> anyhow::Result<Option<Interfaces>> {
+    let facts = interface_facts(netlink, interfaces, config);
+    if facts.is_none() {
+        if let Some(method) = [Forwarding::Tunnel, Forwarding::Nat]
+            .into_iter()
+            .find(|&method| uses(config, method))
+        {
+            bail!(
+                "interface {}: no IPv4 address (forwarding = {:?} needs the director's own \
+                 address on each interface it uses); give it an address on its subnet",
+                interfaces
+                    .last()
+                    .map_or("?", |interface| interface.name.as_str()),
+                method.name()
+            );
+        }
+    }
+    Ok(facts)
+}
+
 /// What the rewrites need to know about the director's interfaces: MAC, MTU and own address
 /// (the tunnel's outer source: the first address with a real prefix, not a /32 VIP) of the
 /// client side, and of the server side if there is one (else the client side's again). The
@@ -1006,6 +1194,26 @@ fn unchangeable(running: &Config, new: &Config) -> anyhow::Result<()> {
             old.max_connections != next.max_connections,
         ),
     ];
+    // The VRRP router and the sync cluster a director is in: changing them is leaving one
+    // group for another, which a restart does cleanly (priority and timing may change).
+    let ha_identity = |ha: &Option<HaConfig>| {
+        ha.as_ref().map(|ha| {
+            (
+                ha.interface.clone(),
+                ha.vrid,
+                ha.unicast_peers.clone(),
+                ha.sync,
+                ha.sync_id,
+                ha.sync_port,
+            )
+        })
+    };
+    if ha_identity(&running.ha) != ha_identity(&new.ha) {
+        bail!(
+            "[ha] cannot add, remove or change interface, vrid, unicast_peers or the sync keys \
+             on reload (that is joining another group); restart the director to change them"
+        );
+    }
     for (key, changed) in fixed {
         if changed {
             bail!("{key} cannot change on reload (it sizes what is already running); restart the director to change it");
@@ -1070,6 +1278,7 @@ fn start_workers(
     table: &Arc<ServiceTable>,
     stop: &Arc<AtomicBool>,
     retire: &Sender<Arc<ServiceTable>>,
+    sync: Option<&SyncQueues>,
 ) -> anyhow::Result<(Vec<WorkerHandle>, Vec<JoinHandle<Xsk>>)> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let names: Vec<&str> = interfaces
@@ -1095,7 +1304,13 @@ fn start_workers(
         let (sender, receiver) = crossbeam_channel::bounded(4);
         let context = worker::WorkerContext {
             index,
-            pipeline: Pipeline::new(index, interfaces[0].mac, config.director.max_connections),
+            pipeline: match sync {
+                Some(queues) => {
+                    Pipeline::new(index, interfaces[0].mac, config.director.max_connections)
+                        .with_sync(queues.worker(index, true, true, DEFAULT_REFRESH))
+                }
+                None => Pipeline::new(index, interfaces[0].mac, config.director.max_connections),
+            },
             counters: Arc::clone(&counters),
             tables: receiver,
             initial_table: Arc::clone(table),

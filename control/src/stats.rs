@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dataplane::{DropReason, Service, ServiceTable};
-use director_proto::{BackendStats, Health, Reply, Request, ServiceStats, Stats, WorkerStats};
+use director_proto::{
+    BackendStats, HaStats, Health, Reply, Request, ServiceStats, Stats, SyncStats, WorkerStats,
+};
 
 use crate::config::format_mac;
 use crate::health::BackendHealth;
-use crate::run::Shared;
+use crate::run::{HaView, Shared};
 use crate::table::{BackendId, PoolView};
 
 /// Serves one request.
@@ -82,6 +84,16 @@ pub fn collect(shared: &Shared) -> Stats {
                     "icmp_frag_needed_sent",
                     load(&counters.icmp_frag_needed_sent),
                 ),
+                (
+                    "sync_records_exported",
+                    load(&counters.sync_records_exported),
+                ),
+                ("sync_records_dropped", load(&counters.sync_records_dropped)),
+                (
+                    "sync_records_imported",
+                    load(&counters.sync_records_imported),
+                ),
+                ("sync_records_unknown", load(&counters.sync_records_unknown)),
                 ("fill_ring_starved", load(&counters.fill_ring_starved)),
                 ("tx_wakeups", load(&counters.tx_wakeups)),
                 ("bad_descriptors", load(&counters.bad_descriptors)),
@@ -124,6 +136,41 @@ pub fn collect(shared: &Shared) -> Stats {
         services,
         workers,
         xdp,
+        ha: shared.ha.get().map(|view| Box::new(ha_stats(view))),
+    }
+}
+
+/// VRRP's status and the sync daemon's counters.
+fn ha_stats(view: &HaView) -> HaStats {
+    let status = view.vrrp.get();
+    let serving = view.serving.load(Ordering::Relaxed);
+    HaStats {
+        state: status.state.name().to_owned(),
+        serving,
+        vrid: status.vrid,
+        priority: status.priority,
+        master_address: status.master_address.map(|address| address.to_string()),
+        master_priority: status.master_priority,
+        adverts_sent: status.counters.adverts_sent,
+        adverts_received: status.counters.adverts_received,
+        transitions: status.counters.transitions,
+        became_master: status.counters.became_master,
+        adverts_invalid: status.counters.invalid(),
+        gratuitous_arps_sent: status.counters.gratuitous_arps_sent,
+        sync: view.sync.as_ref().map(|counters| {
+            let counters = counters.snapshot();
+            SyncStats {
+                role: if serving { "master" } else { "backup" }.to_owned(),
+                datagrams_sent: counters.datagrams_sent,
+                records_sent: counters.records_sent,
+                datagrams_received: counters.datagrams_received,
+                records_received: counters.records_received,
+                datagrams_malformed: counters.datagrams_malformed,
+                datagrams_lost: counters.datagrams_lost,
+                records_dropped: counters.records_dropped,
+                send_errors: counters.send_errors,
+            }
+        }),
     }
 }
 

@@ -100,6 +100,66 @@ pub struct Stats {
     pub workers: Vec<WorkerStats>,
     /// The XDP classifier's counters summed over CPUs, by name (e.g. "redirected", "no_service").
     pub xdp: BTreeMap<String, u64>,
+    /// VRRP and state sync, when `[ha]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<Box<HaStats>>,
+}
+
+/// The director's part in its VRRP group, and its connection sync.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HaStats {
+    /// "MASTER", "BACKUP", "FAULT" or "INIT".
+    pub state: String,
+    /// Whether this director holds the VIPs and forwards (master).
+    pub serving: bool,
+    /// Virtual router id.
+    pub vrid: u8,
+    /// Our priority.
+    pub priority: u8,
+    /// The master as last heard (ourselves while master).
+    #[serde(default)]
+    pub master_address: Option<String>,
+    /// The master's priority.
+    #[serde(default)]
+    pub master_priority: Option<u8>,
+    /// Advertisements sent.
+    pub adverts_sent: u64,
+    /// Valid advertisements received for our vrid.
+    pub adverts_received: u64,
+    /// State changes.
+    pub transitions: u64,
+    /// Times this director became master.
+    pub became_master: u64,
+    /// Datagrams discarded as invalid (bad TTL, checksum, version...).
+    pub adverts_invalid: u64,
+    /// Gratuitous ARP frames sent.
+    pub gratuitous_arps_sent: u64,
+    /// Connection sync, when `ha.sync` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncStats>,
+}
+
+/// Connection sync counters (the master sends, backups apply).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncStats {
+    /// "master" (sending) or "backup" (applying).
+    pub role: String,
+    /// Datagrams sent.
+    pub datagrams_sent: u64,
+    /// Records sent.
+    pub records_sent: u64,
+    /// Datagrams received.
+    pub datagrams_received: u64,
+    /// Records received.
+    pub records_received: u64,
+    /// Datagrams that did not parse.
+    pub datagrams_malformed: u64,
+    /// Datagrams missed, by sequence number.
+    pub datagrams_lost: u64,
+    /// Records dropped because a worker's import queue was full.
+    pub records_dropped: u64,
+    /// Send errors.
+    pub send_errors: u64,
 }
 
 /// One virtual service.

@@ -34,6 +34,22 @@ pub fn prometheus(stats: &Stats) -> String {
             .iter()
             .map(|(name, value)| (labels(&[("result", name)]), Value::Int(*value))),
     );
+    if let Some(ha) = &stats.ha {
+        family(
+            &mut out,
+            "director_ha_master",
+            "gauge",
+            "1 while this director is the VRRP master holding the VIPs, else 0.",
+            [(String::new(), Value::Int(u64::from(ha.serving)))],
+        );
+        family(
+            &mut out,
+            "director_ha_transitions_total",
+            "counter",
+            "VRRP state changes.",
+            [(String::new(), Value::Int(ha.transitions))],
+        );
+    }
     out
 }
 
@@ -414,6 +430,7 @@ mod tests {
             }],
             workers: vec![worker],
             xdp: [("redirected".to_owned(), 10)].into_iter().collect(),
+            ha: None,
         }
     }
 

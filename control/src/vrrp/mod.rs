@@ -184,6 +184,20 @@ pub struct VrrpStatus {
     pub counters: VrrpCounters,
 }
 
+/// Reads a running router's [`VrrpStatus`] from any thread.
+#[derive(Clone, Debug)]
+pub struct VrrpStatusSource(Arc<Mutex<VrrpStatus>>);
+
+impl VrrpStatusSource {
+    /// A snapshot of state, master and counters.
+    pub fn get(&self) -> VrrpStatus {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// Why VRRP could not start or change.
 #[derive(Debug, thiserror::Error)]
 pub enum VrrpError {
@@ -381,6 +395,11 @@ impl Vrrp {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// A handle that reads the status from another thread (the stats socket's).
+    pub fn status_source(&self) -> VrrpStatusSource {
+        VrrpStatusSource(Arc::clone(&self.status))
     }
 
     /// The address advertisements come from.
@@ -889,6 +908,9 @@ mod tests {
             advert_interval: Duration::from_millis(100),
             preempt: true,
             unicast_peers: Vec::new(),
+            sync: false,
+            sync_id: 51,
+            sync_port: 8848,
         }
     }
 

@@ -195,6 +195,22 @@ fn render_service(out: &mut String, service: &director_proto::ServiceStats) {
 fn render(stats: &Stats) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "director up {}", uptime(stats.uptime_seconds));
+    if let Some(ha) = &stats.ha {
+        let master = ha.master_address.as_deref().unwrap_or("unknown");
+        let _ = write!(
+            out,
+            "vrrp {} vrid {} priority {} (master {master}), adverts sent {} received {}",
+            ha.state, ha.vrid, ha.priority, ha.adverts_sent, ha.adverts_received
+        );
+        if let Some(sync) = &ha.sync {
+            let _ = write!(
+                out,
+                "; sync {} records sent {} received {} lost datagrams {}",
+                sync.role, sync.records_sent, sync.records_received, sync.datagrams_lost
+            );
+        }
+        let _ = writeln!(out);
+    }
     for first in [
         "Prot VIP:Port            Scheduler Fwd  Name",
         "  -> RemoteAddress:Port  Weight  Health MAC",
@@ -410,6 +426,7 @@ mod tests {
             xdp: [("redirected".to_owned(), 310), ("passed".to_owned(), 0)]
                 .into_iter()
                 .collect(),
+            ha: None,
         }
     }
 

@@ -1,0 +1,187 @@
+//! End-to-end: two `director` processes in one VRRP group (`[ha]`), DR with Maglev, under
+//! continuous client load. The master's link goes down; the backup takes the VIP and forwards;
+//! an established keep-alive connection carries on through it (both directors compute the same
+//! Maglev table, and a mid-flow segment is picked up); the primary comes back and preempts; a
+//! reload does not hand over; a clean stop hands over with priority 0. State sync runs
+//! throughout and its counters show the records crossing.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use director_lab::{
+    poll_until, require_root, vip_url, DirectorProcess, Host, Lab, LabOptions, LoadOptions,
+};
+use serde_json::Value;
+
+/// Advertisement interval of the group.
+const ADVERT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Writes the lab's DR config for `host` with an `[ha]` table of `priority`, and returns it
+/// with its stats socket.
+fn ha_config(lab: &Lab, host: Host, priority: u8) -> (PathBuf, PathBuf) {
+    let socket = lab.stats_socket_of(host);
+    let mut config = lab.dr_config("maglev");
+    config.stats_socket.clone_from(&socket);
+    let text = format!(
+        "{}\n[ha]\nvrid = 51\npriority = {priority}\nadvert_interval = \"{}ms\"\nsync = true\n",
+        config.to_toml(),
+        ADVERT_INTERVAL.as_millis()
+    );
+    (lab.write_config_text(&text), socket)
+}
+
+fn ha_state(stats: &Value) -> String {
+    stats["ha"]["state"].as_str().unwrap_or("none").to_owned()
+}
+
+fn wait_for_state(director: &DirectorProcess, state: &str, within: Duration) {
+    director
+        .wait_for_stats(&format!("VRRP state {state}"), within, |stats| {
+            (ha_state(stats) == state).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\nlog:\n{}", director.log()));
+}
+
+/// Frames the director's workers received.
+fn rx_packets(director: &DirectorProcess) -> u64 {
+    director_lab::stats::workers_rx_packets(&director.stats())
+}
+
+#[test]
+fn backup_director_takes_over_keeps_flows_and_hands_back() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::directors(2, 3));
+    let (primary_config, primary_socket) = ha_config(&lab, Host::Director, 150);
+    let (backup_config, backup_socket) = ha_config(&lab, Host::ExtraDirector(2), 100);
+    let primary = lab.start_director_on(Host::Director, &primary_config, &primary_socket, true);
+    let backup = lab.start_director_on(
+        Host::ExtraDirector(2),
+        &backup_config,
+        &backup_socket,
+        false,
+    );
+    wait_for_state(&primary, "MASTER", Duration::from_secs(5));
+    wait_for_state(&backup, "BACKUP", Duration::from_secs(5));
+    assert!(!lab.has_address(Host::ExtraDirector(2), director_lab::VIP));
+
+    // An established connection through the primary, and continuous new ones.
+    let mut keep_alive = lab.keep_alive(&vip_url(), None);
+    let first = keep_alive
+        .get()
+        .expect("a keep-alive request through the primary");
+    let options = LoadOptions {
+        timeout: Duration::from_millis(300),
+        ..LoadOptions::default()
+    };
+    let mut load = lab.start_load(&vip_url(), &options);
+    load.wait_until(
+        "requests through the primary",
+        Duration::from_secs(5),
+        |r| r.iter().flatten().count() >= 5,
+    )
+    .unwrap();
+
+    // A reload on the master changes nothing in the group.
+    let transitions = primary.stats()["ha"]["transitions"].as_u64();
+    primary.reload().assert_ok();
+    assert_eq!(ha_state(&primary.stats()), "MASTER");
+    assert_eq!(primary.stats()["ha"]["transitions"].as_u64(), transitions);
+
+    let backup_rx = rx_packets(&backup);
+    let down = Instant::now();
+    lab.set_link(Host::Director, false);
+    poll_until(
+        "the backup to forward",
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || {
+            let stats = backup.stats();
+            let forwarding = director_lab::stats::workers_rx_packets(&stats) > backup_rx;
+            if ha_state(&stats) == "MASTER" && forwarding {
+                Ok(())
+            } else {
+                Err(format!("state {}", ha_state(&stats)))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\nbackup log:\n{}", backup.log()));
+    let gap = down.elapsed();
+    println!("failover: the backup forwarded {gap:?} after the master's link went down");
+    // 100 ms adverts: a master-down interval of 361 ms, then gratuitous ARP.
+    assert!(gap < Duration::from_secs(1), "{gap:?}");
+    let ok_before = load.results().iter().flatten().count();
+    load.wait_until("requests through the backup", Duration::from_secs(5), |r| {
+        r.iter().flatten().count() >= ok_before + 5
+    })
+    .unwrap();
+
+    // The established connection carries on through the backup, to the same real server.
+    let after = keep_alive
+        .get()
+        .expect("the keep-alive connection through the backup");
+    assert_eq!(after.server, first.server);
+
+    // The primary returns and preempts; the connection carries on through it again.
+    let up = Instant::now();
+    lab.set_link(Host::Director, true);
+    wait_for_state(&primary, "MASTER", Duration::from_secs(5));
+    wait_for_state(&backup, "BACKUP", Duration::from_secs(5));
+    println!(
+        "preemption: the primary is master {:?} after its link came back",
+        up.elapsed()
+    );
+    let ok_before = load.results().iter().flatten().count();
+    load.wait_until(
+        "requests through the primary again",
+        Duration::from_secs(5),
+        |r| r.iter().flatten().count() >= ok_before + 5,
+    )
+    .unwrap();
+    let again = keep_alive.get().expect("the keep-alive connection, back");
+    assert_eq!(again.server, first.server);
+
+    let results = load.stop();
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    println!(
+        "{} requests, {failed} failed across the two handovers",
+        results.len()
+    );
+
+    // State sync ran: the master sent, the backup applied.
+    let sent = primary.stats()["ha"]["sync"]["records_sent"]
+        .as_u64()
+        .unwrap_or(0);
+    let received = backup.stats()["ha"]["sync"]["records_received"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        sent > 0 && received > 0,
+        "sync sent {sent}, received {received}"
+    );
+}
+
+#[test]
+fn a_stopping_master_hands_over_with_priority_zero() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let (primary_config, primary_socket) = ha_config(&lab, Host::Director, 150);
+    let (backup_config, backup_socket) = ha_config(&lab, Host::ExtraDirector(2), 100);
+    let mut primary = lab.start_director_on(Host::Director, &primary_config, &primary_socket, true);
+    let backup = lab.start_director_on(
+        Host::ExtraDirector(2),
+        &backup_config,
+        &backup_socket,
+        false,
+    );
+    wait_for_state(&primary, "MASTER", Duration::from_secs(5));
+    wait_for_state(&backup, "BACKUP", Duration::from_secs(5));
+    let stop = Instant::now();
+    primary.stop();
+    wait_for_state(&backup, "MASTER", Duration::from_secs(5));
+    let handover = stop.elapsed();
+    println!("clean stop: the backup is master {handover:?} after the primary was told to stop");
+    assert!(lab.has_address(Host::ExtraDirector(2), director_lab::VIP));
+    assert!(!lab.has_address(Host::Director, director_lab::VIP));
+    let results = lab.http_get_many(10, &vip_url());
+    director_lab::assert_all_ok(&results, "requests through the new master");
+}
