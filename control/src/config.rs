@@ -99,6 +99,9 @@ pub struct HaConfig {
     pub sync_id: u8,
     /// UDP port of the sync datagrams (default 8848, IPVS's).
     pub sync_port: u16,
+    /// NAT: the real servers' default gateway on the server side (address, prefix length),
+    /// held by the master like the VIPs, so replies follow a failover.
+    pub server_address: Option<(Ipv4Addr, u8)>,
 }
 
 impl HaConfig {
@@ -510,6 +513,7 @@ struct RawHa {
     sync: Option<bool>,
     sync_id: Option<i64>,
     sync_port: Option<i64>,
+    server_address: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -882,6 +886,10 @@ impl RawHa {
             None => DEFAULT_SYNC_PORT,
             Some(port) => in_range(port, 1u16, u16::MAX, "ha.sync_port")?,
         };
+        let server_address = match self.server_address {
+            None => None,
+            Some(text) => Some(parse_server_address(&text, director)?),
+        };
         Ok(HaConfig {
             interface,
             vrid,
@@ -892,6 +900,7 @@ impl RawHa {
             sync: self.sync.unwrap_or(false),
             sync_id,
             sync_port,
+            server_address,
         })
     }
 }
@@ -1066,6 +1075,37 @@ fn validate_maglev_table_size(
             size
         }
     })
+}
+
+/// `ha.server_address`: "address/prefix" on the server side, which needs a second interface.
+fn parse_server_address(
+    text: &str,
+    director: &DirectorConfig,
+) -> Result<(Ipv4Addr, u8), ConfigError> {
+    let parsed = text.split_once('/').and_then(|(address, prefix)| {
+        Some((
+            address.parse::<Ipv4Addr>().ok()?,
+            prefix.parse::<u8>().ok()?,
+        ))
+    });
+    let Some((address, prefix)) = parsed.filter(|(address, prefix)| {
+        (1..=32).contains(prefix) && !address.is_unspecified() && !address.is_multicast()
+    }) else {
+        return Err(ConfigError::invalid(
+            "ha.server_address",
+            format!("{text:?}"),
+            "expected an IPv4 address with its prefix length, such as \"198.51.100.1/24\"",
+        ));
+    };
+    if director.interfaces.len() < 2 {
+        return Err(ConfigError::invalid(
+            "ha.server_address",
+            format!("{text:?}"),
+            "the NAT gateway address lives on the server side, the second of \
+             director.interfaces, and there is only one",
+        ));
+    }
+    Ok((address, prefix))
 }
 
 /// A backend's `port` (LVS-NAT port mapping): only NAT rewrites ports, and one port cannot
@@ -2891,7 +2931,31 @@ mac = "02:00:00:00:00:12"
                 sync: false,
                 sync_id: 51,
                 sync_port: DEFAULT_SYNC_PORT,
+                server_address: None,
             })
+        );
+    }
+
+    #[test]
+    fn ha_server_address() {
+        assert_mentions(
+            &ha_error("vrid = 51\nserver_address = \"198.51.100.1\""),
+            &["ha.server_address = \"198.51.100.1\"", "prefix length"],
+        );
+        assert_mentions(
+            &ha_error("vrid = 51\nserver_address = \"198.51.100.1/24\""),
+            &["ha.server_address", "only one"],
+        );
+        let nat = GOOD
+            .replace("[\"eth0\"]", "[\"eth0\", \"eth1\"]")
+            .replace("\"dr\"", "\"nat\"");
+        let ha = Config::parse(&format!("{nat}{HA}server_address = \"198.51.100.1/24\"\n"))
+            .unwrap()
+            .ha
+            .unwrap();
+        assert_eq!(
+            ha.server_address,
+            Some((Ipv4Addr::new(198, 51, 100, 1), 24))
         );
     }
 

@@ -219,6 +219,8 @@ struct Director {
     sides: Sides,
     /// VIPs this process added (and so removes); ones already present are left alone.
     added_vips: BTreeSet<Ipv4Addr>,
+    /// The NAT gateway address (`ha.server_address`) while this process holds it.
+    added_server_address: Option<(Ipv4Addr, u8)>,
     /// What the client side's classifier currently sends to the workers.
     classifier_keys: HashSet<ServiceKey>,
     /// The NAT real servers (address, port, protocol) whose replies the server side's
@@ -335,6 +337,7 @@ impl Director {
             home_ifindex,
             sides,
             added_vips: BTreeSet::new(),
+            added_server_address: None,
             classifier_keys: HashSet::new(),
             nat_keys: HashSet::new(),
             local_addresses: HashSet::new(),
@@ -674,6 +677,43 @@ impl Director {
                 Err(error) => warn!(%vip, %error, "could not remove VIP"),
             }
             self.added_vips.remove(&vip);
+        }
+        self.sync_server_address();
+    }
+
+    /// Holds the NAT real servers' gateway (`ha.server_address`) on the server side while
+    /// serving, announcing it with gratuitous ARP when it arrives, so their replies follow a
+    /// failover; gives it up otherwise.
+    fn sync_server_address(&mut self) {
+        let wanted = self
+            .config
+            .ha
+            .as_ref()
+            .and_then(|ha| ha.server_address)
+            .filter(|_| self.serving());
+        if wanted == self.added_server_address {
+            return;
+        }
+        let Some(server) = self.shared.interfaces.get(1) else {
+            return;
+        };
+        if let Some((address, prefix)) = self.added_server_address.take() {
+            match self.netlink.remove_address(server.ifindex, address, prefix) {
+                Ok(()) => info!(%address, interface = %server.name, "NAT gateway address removed"),
+                Err(error) => warn!(%address, %error, "could not remove the NAT gateway address"),
+            }
+        }
+        if let Some((address, prefix)) = wanted {
+            match self.netlink.add_address(server.ifindex, address, prefix) {
+                Ok(_) => {
+                    info!(%address, interface = %server.name, "NAT gateway address added");
+                    self.added_server_address = Some((address, prefix));
+                    if let Err(error) = crate::vrrp::announce_addresses(&server.name, &[address]) {
+                        warn!(%error, "could not announce the NAT gateway address");
+                    }
+                }
+                Err(error) => warn!(%address, %error, "could not add the NAT gateway address"),
+            }
         }
     }
 
@@ -1027,6 +1067,13 @@ impl Director {
             match self.netlink.remove_address(self.home_ifindex, vip, 32) {
                 Ok(()) => info!(%vip, "VIP removed"),
                 Err(error) => warn!(%vip, %error, "could not remove VIP"),
+            }
+        }
+        if let (Some((address, prefix)), Some(ifindex)) =
+            (self.added_server_address.take(), self.sides.server)
+        {
+            if let Err(error) = self.netlink.remove_address(ifindex, address, prefix) {
+                warn!(%address, %error, "could not remove the NAT gateway address");
             }
         }
         info!(elapsed_ms = started.elapsed().as_millis(), "stopped");

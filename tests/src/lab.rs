@@ -53,7 +53,7 @@ pub struct LabOptions {
     pub topology: Topology,
     /// Directors on the segment, 1 to 3: [`Host::Director`] (192.0.2.3), then
     /// [`Host::ExtraDirector`]`(2)` (192.0.2.251) and `(3)` (192.0.2.252), for VRRP failover.
-    /// Several directors need [`Topology::DirectRouting`]. Default 1.
+    /// In the NAT lab each gets its own server-side address ([`Lab::server_side_ip_of`]). Default 1.
     pub directors: usize,
 }
 
@@ -206,10 +206,6 @@ impl Lab {
             options.directors
         );
         ensure!(
-            options.directors == 1 || options.topology == Topology::DirectRouting,
-            "several directors need the direct-routing topology"
-        );
-        ensure!(
             !options.ports.is_empty() && !options.ports.contains(&0),
             "ports must be non-empty and non-zero, got {:?}",
             options.ports
@@ -321,9 +317,10 @@ impl Lab {
                     args.extend(keys.iter().map(String::as_str));
                     self.try_exec_ok(host, &args)?;
                 }
-                Host::Director if nat => {
+                Host::Director | Host::ExtraDirector(_) if nat => {
                     let port = format!("{}-s", host.name());
-                    Self::plug(&switch, &ns, &port, "eth1", "br1", SERVER_SIDE_IP)?;
+                    let address = self.server_side_ip_of(host);
+                    Self::plug(&switch, &ns, &port, "eth1", "br1", &address)?;
                     self.try_exec_ok(host, &["ethtool", "-K", "eth1", "tx", "off"])?;
                     // The client stands in for the router in front of a NAT director.
                     ip(&["-n", &ns, "route", "add", "default", "via", CLIENT_IP])?;
@@ -421,6 +418,21 @@ impl Lab {
     /// Number of directors.
     pub fn directors(&self) -> usize {
         self.directors
+    }
+
+    /// A director's own address on the NAT lab's server side: [`SERVER_SIDE_IP`] (the real
+    /// servers' gateway) with one director; with several, 198.51.100.(1 + n) for director `n`,
+    /// and the gateway address floats with VRRP (`[ha] server_address`).
+    pub fn server_side_ip_of(&self, host: Host) -> String {
+        let n = match host {
+            Host::ExtraDirector(n) => n,
+            _ => 1,
+        };
+        if self.directors == 1 {
+            SERVER_SIDE_IP.to_owned()
+        } else {
+            format!("198.51.100.{}", 1 + n)
+        }
     }
 
     /// The directors: [`Host::Director`], then [`Host::ExtraDirector`]`(2..)`.

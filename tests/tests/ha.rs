@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use director_lab::{
     poll_until, require_root, vip_url, DirectorProcess, Host, Lab, LabOptions, LoadOptions,
+    SERVER_SIDE_IP,
 };
 use serde_json::Value;
 
@@ -184,4 +185,98 @@ fn a_stopping_master_hands_over_with_priority_zero() {
     assert!(!lab.has_address(Host::Director, director_lab::VIP));
     let results = lab.http_get_many(10, &vip_url());
     director_lab::assert_all_ok(&results, "requests through the new master");
+}
+
+/// Writes the NAT lab's config for `host` (backends in `order`, so the two directors'
+/// schedulers disagree) with persistence and an `[ha]` table with sync and the floating
+/// server-side gateway.
+fn nat_ha_config(lab: &Lab, host: Host, priority: u8, order: &[usize]) -> (PathBuf, PathBuf) {
+    let socket = lab.stats_socket_of(host);
+    let mut config = lab.nat_config("rr", Some(BACKEND_PORT));
+    config.stats_socket.clone_from(&socket);
+    let service = &mut config.services[0];
+    service.persistence = Some("300s".into());
+    service.backends = order
+        .iter()
+        .map(|&i| {
+            let mut backend = service.backends[i - 1].clone();
+            backend.port = Some(BACKEND_PORT);
+            backend
+        })
+        .collect();
+    let text = format!(
+        "{}\n[ha]\nvrid = 52\npriority = {priority}\nadvert_interval = \"{}ms\"\nsync = true\n\
+         server_address = \"{SERVER_SIDE_IP}/24\"\n",
+        config.to_toml(),
+        ADVERT_INTERVAL.as_millis()
+    );
+    (lab.write_config_text(&text), socket)
+}
+
+/// The real servers' port behind the NAT VIP:80.
+const BACKEND_PORT: u16 = 8080;
+
+#[test]
+fn nat_flows_and_persistence_survive_a_failover_through_state_sync() {
+    require_root!();
+    let lab = Lab::nat(LabOptions {
+        ports: vec![BACKEND_PORT],
+        ..LabOptions::directors(2, 2)
+    });
+    // The backup lists the servers the other way round: on its own, its round robin would
+    // send a client elsewhere, and it has never seen the flow's SYN.
+    let (primary_config, primary_socket) = nat_ha_config(&lab, Host::Director, 150, &[1, 2]);
+    let (backup_config, backup_socket) = nat_ha_config(&lab, Host::ExtraDirector(2), 100, &[2, 1]);
+    let primary = lab.start_director_on(Host::Director, &primary_config, &primary_socket, true);
+    let backup = lab.start_director_on(
+        Host::ExtraDirector(2),
+        &backup_config,
+        &backup_socket,
+        false,
+    );
+    wait_for_state(&primary, "MASTER", Duration::from_secs(5));
+    wait_for_state(&backup, "BACKUP", Duration::from_secs(5));
+
+    let mut keep_alive = lab.keep_alive(&vip_url(), None);
+    let first = keep_alive
+        .get()
+        .expect("a keep-alive request through the primary");
+    assert_eq!(first.port, BACKEND_PORT);
+    // The flow's records and its client's template reach the backup.
+    backup
+        .wait_for_stats(
+            "the backup to import the flow",
+            Duration::from_secs(5),
+            |stats| {
+                let imported: u64 = stats["workers"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|worker| worker["counters"]["sync_records_imported"].as_u64())
+                    .sum();
+                (imported > 0).then_some(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\nbackup log:\n{}", backup.log()));
+
+    lab.set_link(Host::Director, false);
+    wait_for_state(&backup, "MASTER", Duration::from_secs(5));
+    // The established NAT connection carries on: the backup translates the client's next
+    // request to the same real server and that server's replies back to the VIP.
+    let after = keep_alive
+        .get()
+        .expect("the NAT keep-alive connection through the backup");
+    assert_eq!(
+        after.server, first.server,
+        "the flow moved to another server"
+    );
+    // Persistence: a new connection from the same client goes to the same server too.
+    let fresh = lab.http_get_many(3, &vip_url());
+    director_lab::assert_all_ok(&fresh, "new connections through the backup");
+    for response in fresh.iter().flatten() {
+        assert_eq!(
+            response.server, first.server,
+            "persistence lost: {response:?}"
+        );
+    }
+    assert!(lab.has_address(Host::ExtraDirector(2), director_lab::VIP));
 }

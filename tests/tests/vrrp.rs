@@ -47,6 +47,10 @@ fn ha(priority: u8, preempt: bool) -> HaConfig {
         advert_interval: INTERVAL,
         preempt,
         unicast_peers: Vec::new(),
+        sync: false,
+        sync_id: 51,
+        sync_port: 8848,
+        server_address: None,
     }
 }
 

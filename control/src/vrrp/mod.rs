@@ -184,6 +184,27 @@ pub struct VrrpStatus {
     pub counters: VrrpCounters,
 }
 
+/// Sends one gratuitous ARP for each of `addresses` out of `interface`, from its MAC: for
+/// addresses that move with mastership but are not advertised (the NAT real servers' gateway
+/// on the server side). Returns how many frames went out.
+pub fn announce_addresses(interface: &str, addresses: &[Ipv4Addr]) -> Result<usize, VrrpError> {
+    let ifindex = netlink::interface_index(interface)?;
+    let mac = netlink::interface_mac(interface)?;
+    let frames = FrameSocket::open(ifindex).map_err(|source| VrrpError::Io {
+        operation: format!("open the gratuitous ARP socket on {interface:?}"),
+        source,
+    })?;
+    for &address in addresses {
+        frames
+            .send(&wire::gratuitous_arp(mac, address))
+            .map_err(|source| VrrpError::Io {
+                operation: format!("send a gratuitous ARP for {address} on {interface:?}"),
+                source,
+            })?;
+    }
+    Ok(addresses.len())
+}
+
 /// Reads a running router's [`VrrpStatus`] from any thread.
 #[derive(Clone, Debug)]
 pub struct VrrpStatusSource(Arc<Mutex<VrrpStatus>>);
@@ -911,6 +932,7 @@ mod tests {
             sync: false,
             sync_id: 51,
             sync_port: 8848,
+            server_address: None,
         }
     }
 
