@@ -3,14 +3,16 @@
 //! an established keep-alive connection carries on through it (both directors compute the same
 //! Maglev table, and a mid-flow segment is picked up); the primary comes back and preempts; a
 //! reload does not hand over; a clean stop hands over with priority 0. State sync runs
-//! throughout and its counters show the records crossing.
+//! throughout and its counters show the records crossing. With NAT, state sync carries an
+//! established connection and a persistent client across the failover. And the director
+//! binary trades the VIP with a real keepalived.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use director_lab::{
-    poll_until, require_root, vip_url, DirectorProcess, Host, Lab, LabOptions, LoadOptions,
-    SERVER_SIDE_IP,
+    poll_until, require_root, vip_url, DirectorProcess, Host, KeepalivedOptions, KeepalivedState,
+    Lab, LabOptions, LoadOptions, SERVER_SIDE_IP,
 };
 use serde_json::Value;
 
@@ -279,4 +281,58 @@ fn nat_flows_and_persistence_survive_a_failover_through_state_sync() {
         );
     }
     assert!(lab.has_address(Host::ExtraDirector(2), director_lab::VIP));
+}
+
+#[test]
+fn the_director_and_keepalived_hand_the_vip_to_each_other() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let (config, socket) = ha_config(&lab, Host::Director, 150);
+    let mut director = lab.start_director_on(Host::Director, &config, &socket, true);
+    wait_for_state(&director, "MASTER", Duration::from_secs(5));
+    // keepalived 2.x, VRRPv3, priority 100, same vrid and VIP: it must stay backup.
+    let mut keepalived = lab.start_keepalived(Host::ExtraDirector(2), &KeepalivedOptions::new(100));
+    keepalived
+        .wait_for_state(KeepalivedState::Backup, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", keepalived.log()));
+    // Several master-down intervals later nothing has changed: our adverts reach keepalived.
+    let settle = Instant::now() + Duration::from_secs(1);
+    director
+        .wait_for_stats(
+            "keepalived to settle as backup",
+            Duration::from_secs(3),
+            |stats| (Instant::now() >= settle).then(|| stats["ha"]["transitions"].as_u64()),
+        )
+        .unwrap();
+    assert_eq!(
+        keepalived.states(),
+        [KeepalivedState::Backup],
+        "{}",
+        keepalived.log()
+    );
+    assert_eq!(ha_state(&director.stats()), "MASTER");
+    director_lab::assert_all_ok(&lab.http_get_many(5, &vip_url()), "through the director");
+
+    // The director stops (priority 0): keepalived takes the VIP.
+    let stop = Instant::now();
+    director.stop();
+    keepalived
+        .wait_for_state(KeepalivedState::Master, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", keepalived.log()));
+    println!(
+        "keepalived master {:?} after the director stopped",
+        stop.elapsed()
+    );
+    assert!(lab.has_address(Host::ExtraDirector(2), director_lab::VIP));
+
+    // A director started again preempts keepalived (150 > 100) and serves.
+    let director = lab.start_director_on(Host::Director, &config, &socket, true);
+    wait_for_state(&director, "MASTER", Duration::from_secs(5));
+    keepalived
+        .wait_for_state(KeepalivedState::Backup, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", keepalived.log()));
+    director_lab::assert_all_ok(
+        &lab.http_get_many(5, &vip_url()),
+        "through the director again",
+    );
 }
