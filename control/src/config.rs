@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use dataplane::worker::PollMode;
 use dataplane::{Forwarding, Protocol, Timeouts};
 use scheduler::Algorithm;
 use serde::Deserialize;
@@ -71,6 +72,8 @@ pub struct DirectorConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// Connection-table bound per worker.
     pub max_connections: usize,
+    /// How workers wait while no traffic arrives (`poll = "busy" | "adaptive"`).
+    pub poll: PollMode,
     /// Connection idle timeouts.
     pub timeouts: Timeouts,
 }
@@ -497,6 +500,7 @@ struct RawDirector {
     stats_socket_owner: Option<String>,
     metrics: Option<String>,
     max_connections: Option<i64>,
+    poll: Option<String>,
     #[serde(default)]
     timeouts: RawTimeouts,
 }
@@ -717,6 +721,17 @@ impl RawDirector {
             None => DEFAULT_MAX_CONNECTIONS,
             Some(value) => in_range(value, 1, MAX_MAX_CONNECTIONS, "director.max_connections")?,
         };
+        let poll = match self.poll.as_deref() {
+            None | Some("busy") => PollMode::Busy,
+            Some("adaptive") => PollMode::Adaptive,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "director.poll",
+                    format!("{other:?}"),
+                    "expected \"busy\" (spin always) or \"adaptive\" (sleep when idle)",
+                ))
+            }
+        };
         let timeouts = self.timeouts.validate()?;
         Ok(DirectorConfig {
             interfaces: self.interfaces,
@@ -727,6 +742,7 @@ impl RawDirector {
             stats_socket_owner,
             metrics,
             max_connections,
+            poll,
             timeouts,
         })
     }
@@ -1812,6 +1828,14 @@ mac = "02:00:00:00:00:12"
             Path::new(director_proto::DEFAULT_SOCKET)
         );
         assert_eq!(config.director.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.director.poll, PollMode::Busy);
+        assert_mentions(
+            &error_with(
+                "interfaces = [\"eth0\"]",
+                "interfaces = [\"eth0\"]\npoll = \"lazy\"",
+            ),
+            &["director.poll = \"lazy\"", "adaptive"],
+        );
         assert_eq!(config.director.timeouts, Timeouts::default());
         let service = &config.services[0];
         assert_eq!(service.name, "web");
@@ -1852,7 +1876,7 @@ mac = "02:00:00:00:00:12"
         let text = GOOD.replace(
             "interfaces = [\"eth0\"]\n",
             "interfaces = [\"eth0\", \"eth1\"]\nworkers = 3\nstats_socket = \"/tmp/d.sock\"\n\
-             max_connections = 1000\n[director.timeouts]\ntcp_established = \"1h\"\ntcp_syn = \"30s\"\n\
+             max_connections = 1000\npoll = \"adaptive\"\n[director.timeouts]\ntcp_established = \"1h\"\ntcp_syn = \"30s\"\n\
              tcp_fin_wait = \"1m\"\ntcp_close = \"500ms\"\nudp = \"2m\"\n",
         )
         .replace("scheduler = \"maglev\"", "scheduler = \"mh\"\nmaglev_table_size = 251")
@@ -1880,6 +1904,7 @@ mac = "02:00:00:00:00:12"
         assert_eq!(config.director.workers, Some(3));
         assert_eq!(config.director.stats_socket, Path::new("/tmp/d.sock"));
         assert_eq!(config.director.max_connections, 1000);
+        assert_eq!(config.director.poll, PollMode::Adaptive);
         assert_eq!(
             config.director.timeouts,
             Timeouts {

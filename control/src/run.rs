@@ -1236,6 +1236,7 @@ fn unchangeable(running: &Config, new: &Config) -> anyhow::Result<()> {
             old.stats_socket_owner != next.stats_socket_owner,
         ),
         ("director.metrics", old.metrics != next.metrics),
+        ("director.poll", old.poll != next.poll),
         (
             "director.max_connections",
             old.max_connections != next.max_connections,
@@ -1363,6 +1364,7 @@ fn start_workers(
             initial_table: Arc::clone(table),
             retired_tables: retire.clone(),
             stop: Arc::clone(stop),
+            poll: config.director.poll,
         };
         let core = index % cores;
         let thread = std::thread::Builder::new()

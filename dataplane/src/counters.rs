@@ -156,6 +156,8 @@ pub struct WorkerCounters {
     pub fill_ring_starved: AtomicU64,
     /// TX wake-up syscalls made.
     pub tx_wakeups: AtomicU64,
+    /// Times an adaptive worker slept in poll(2) for lack of traffic.
+    pub idle_sleeps: AtomicU64,
     /// ICMP fragmentation-needed errors sent back to clients whose packet was too big to tunnel
     /// (LVS-TUN, DF set); each one is a client frame answered instead of forwarded.
     pub icmp_frag_needed_sent: AtomicU64,

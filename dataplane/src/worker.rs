@@ -48,6 +48,27 @@ const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 /// Idle iterations between clock reads while no traffic arrives.
 const IDLE_CLOCK_CHECK: u32 = 1024;
 
+/// Idle iterations an adaptive worker spins before it sleeps (a few tens of microseconds: a
+/// burst's gap does not put it to sleep).
+const ADAPTIVE_SPINS: u32 = 4096;
+
+/// Longest sleep of an adaptive worker, so table updates, housekeeping and stop are seen.
+const ADAPTIVE_SLEEP_MS: i32 = 10;
+
+/// How a worker waits while no traffic arrives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PollMode {
+    /// Spin on the rings without pause, as DPDK's poll-mode drivers do: the lowest latency, and
+    /// a whole core always.
+    #[default]
+    Busy,
+    /// Spin while traffic flows; after [`ADAPTIVE_SPINS`] empty iterations with nothing left to
+    /// send, sleep in poll(2) on the sockets (need_wakeup is on) until a frame arrives or
+    /// [`ADAPTIVE_SLEEP_MS`] pass. An idle director then costs almost no CPU; the first frame
+    /// after a pause waits for the wake-up.
+    Adaptive,
+}
+
 /// How long a stopping worker waits for the kernel to finish sending what it queued.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -68,6 +89,8 @@ pub struct WorkerContext {
     pub retired_tables: Sender<Arc<ServiceTable>>,
     /// Set by control to stop the loop.
     pub stop: Arc<AtomicBool>,
+    /// Busy or adaptive polling.
+    pub poll: PollMode,
 }
 
 /// Runs the loop until `stop` is set, then drains TX and hands the socket back (tests use it to
@@ -81,6 +104,7 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
         initial_table,
         retired_tables,
         stop,
+        poll,
     } = context;
     let mut table = initial_table;
     counters
@@ -128,7 +152,17 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
             bump(&counters.tx_wakeups, u64::from(kicks));
         }
 
-        if now.is_none() && idle_iterations.is_multiple_of(IDLE_CLOCK_CHECK) {
+        if poll == PollMode::Adaptive
+            && now.is_none()
+            && idle_iterations >= ADAPTIVE_SPINS
+            && xsk.tx_in_flight() == 0
+        {
+            bump(&counters.idle_sleeps, 1);
+            xsk.wait_readable(ADAPTIVE_SLEEP_MS);
+            // The clock moved while asleep: housekeeping must not wait for IDLE_CLOCK_CHECK
+            // more sleeps.
+            now = Some(Instant::now());
+        } else if now.is_none() && idle_iterations.is_multiple_of(IDLE_CLOCK_CHECK) {
             now = Some(Instant::now());
         }
         if let Some(now) = now {

@@ -564,6 +564,31 @@ impl Xsk {
         kicks
     }
 
+    /// Sleeps until a frame is waiting on any port's RX ring or `timeout_ms` passes (poll(2) on
+    /// the sockets, as xdpsock's `-p` does). Returns whether anything is readable. For an idle
+    /// worker only: a syscall, so never per packet.
+    pub fn wait_readable(&self, timeout_ms: i32) -> bool {
+        let mut fds = [libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        }; MAX_PORTS];
+        for (entry, port) in fds.iter_mut().zip(&self.ports) {
+            entry.fd = port.rx.as_raw_fd();
+            entry.events = libc::POLLIN;
+        }
+        // SAFETY: `fds` is a live array of `ports.len()` initialised pollfd entries (the rest
+        // are never passed), which poll(2) only writes `revents` of.
+        let ready = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                self.ports.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
+        ready > 0
+    }
+
     /// Frames not yet seen on a completion ring, over all ports.
     pub fn tx_in_flight(&self) -> u32 {
         self.ports.iter().map(|port| port.in_tx).sum()

@@ -358,6 +358,7 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
         initial_table: Arc::clone(&table),
         retired_tables: crossbeam_channel::bounded(1).0,
         stop: Arc::clone(&stop),
+        poll: worker::PollMode::Busy,
     };
     let worker = std::thread::spawn(move || worker::run(xsk, context));
 
@@ -501,6 +502,7 @@ fn start_worker(
         initial_table: Arc::clone(table),
         retired_tables: crossbeam_channel::bounded(1).0,
         stop: Arc::clone(&stop),
+        poll: worker::PollMode::Busy,
     };
     let worker = std::thread::spawn(move || worker::run(xsk, context));
     (worker, counters, StopOnDrop(stop))

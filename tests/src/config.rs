@@ -13,6 +13,8 @@ pub struct DirectorConfig {
     pub interfaces: Vec<String>,
     /// Worker threads.
     pub workers: u32,
+    /// `poll = "busy" | "adaptive"`; left out when `None`.
+    pub poll: Option<String>,
     /// Stats socket path.
     pub stats_socket: PathBuf,
     /// Virtual services.
@@ -174,6 +176,7 @@ impl DirectorConfig {
         Self {
             interfaces: vec!["eth0".into()],
             workers: 1,
+            poll: None,
             stats_socket,
             services: vec![ServiceConfig {
                 name: "web".into(),
@@ -222,6 +225,9 @@ impl DirectorConfig {
         let interfaces: Vec<String> = self.interfaces.iter().map(|i| quote(i)).collect();
         let _ = writeln!(s, "interfaces = [{}]", interfaces.join(", "));
         let _ = writeln!(s, "workers = {}", self.workers);
+        if let Some(poll) = &self.poll {
+            let _ = writeln!(s, "poll = {}", quote(poll));
+        }
         let _ = writeln!(
             s,
             "stats_socket = {}",

@@ -308,3 +308,46 @@ fn director_restarts_at_once() {
         );
     }
 }
+
+#[test]
+fn adaptive_polling_sleeps_when_idle_and_wakes_for_traffic() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::default());
+    let mut config = lab.dr_config("rr");
+    config.poll = Some("adaptive".into());
+    let director = lab.start_director(&config);
+    let sleeps = |stats: &serde_json::Value| -> u64 {
+        stats["workers"]
+            .as_array()
+            .map(|workers| {
+                workers
+                    .iter()
+                    .filter_map(|worker| worker["counters"]["idle_sleeps"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    // Idle, the worker sleeps in poll(2)...
+    let asleep = director
+        .wait_for_stats(
+            "the idle worker to sleep",
+            Duration::from_secs(5),
+            |stats| {
+                let n = sleeps(stats);
+                (n > 0).then_some(n)
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    // ...and a client's frames wake it: every request is answered.
+    let results = lab.http_get_many(30, &vip_url());
+    director_lab::assert_all_ok(&results, "requests to a sleeping worker");
+    // It goes back to sleep once the traffic stops.
+    let after = sleeps(&director.settled_stats(30));
+    director
+        .wait_for_stats(
+            "the worker to sleep again",
+            Duration::from_secs(5),
+            |stats| (sleeps(stats) > after.max(asleep)).then_some(()),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+}
