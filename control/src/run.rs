@@ -154,8 +154,8 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
     // first tick's sample would be the baseline and absorb that traffic.
     stats::sample_rates(&director.shared);
     let ticker = crossbeam_channel::tick(NEIGHBOUR_REFRESH);
-    let transitions = director.health.transitions().clone();
-    let ha_events = director
+    let mut transitions = director.health.transitions().clone();
+    let mut ha_events = director
         .ha
         .as_ref()
         .map_or_else(crossbeam_channel::never, |ha| ha.vrrp.events().clone());
@@ -177,15 +177,25 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
                 stats::sample_rates(&director.shared);
                 director.refresh_neighbours();
                 director.sync_local_addresses();
+                // Retries whatever address change failed before.
+                director.sync_vips();
             },
             recv(transitions) -> transition => {
                 if let Ok(transition) = transition {
                     director.health_changed(transition, &transitions);
+                } else {
+                    error!("the health checker stopped: health states stay as they are");
+                    transitions = crossbeam_channel::never();
                 }
             },
             recv(ha_events) -> event => {
                 if let Ok(event) = event {
                     director.ha_event(event);
+                } else {
+                    // The VRRP thread died: nothing advertises for us any more, so hold nothing.
+                    error!("the VRRP thread stopped: giving up the VIPs");
+                    director.ha_event(HaEvent::Fault);
+                    ha_events = crossbeam_channel::never();
                 }
             },
         }
@@ -400,6 +410,7 @@ impl Director {
         sync_queues: Option<&SyncQueues>,
     ) -> anyhow::Result<()> {
         let vips = self.vips();
+        self.adopt_leftover_addresses(config, &vips);
         let vrrp = Vrrp::start(config, &self.shared.interfaces[0].name, &vips)
             .context("starting VRRP ([ha])")?;
         info!(summary = %config.summary(), "VRRP started");
@@ -432,12 +443,37 @@ impl Director {
         Ok(())
     }
 
+    /// Takes charge of VIPs and the NAT gateway address an earlier run left on the interfaces
+    /// (killed before it could remove them): under `[ha]` they are VRRP's, so a backup must
+    /// give them up rather than answer ARP for them.
+    fn adopt_leftover_addresses(&mut self, config: &HaConfig, vips: &[Ipv4Addr]) {
+        if let Ok(present) = self.netlink.addresses(self.home_ifindex) {
+            for (address, _) in present {
+                if vips.contains(&address) {
+                    warn!(vip = %address, "a VIP left by an earlier run: removing it until master");
+                    self.added_vips.insert(address);
+                }
+            }
+        }
+        if let (Some((address, prefix)), Some(ifindex)) = (config.server_address, self.sides.server)
+        {
+            if let Ok(present) = self.netlink.addresses(ifindex) {
+                if present.iter().any(|(candidate, _)| *candidate == address) {
+                    warn!(%address, "the NAT gateway address left by an earlier run: removing it until master");
+                    self.added_server_address = Some((address, prefix));
+                }
+            }
+        }
+    }
+
     /// Whether this director forwards for the VIPs now: always alone; as VRRP master only,
     /// with `[ha]`.
     fn serving(&self) -> bool {
-        self.ha
-            .as_ref()
-            .is_none_or(|ha| ha.serving.load(Ordering::Relaxed))
+        match &self.ha {
+            Some(ha) => ha.serving.load(Ordering::Relaxed),
+            // Before VRRP runs (and after it stopped) a director with [ha] serves nothing.
+            None => self.config.ha.is_none(),
+        }
     }
 
     /// Every service's VIP, once each.
@@ -480,8 +516,10 @@ impl Director {
                 if let Some(sync) = &ha.sync {
                     sync.set_role(Role::Backup);
                 }
-                self.steer_services(false);
+                // The VIPs go first: frames still arriving are forwarded by the workers rather
+                // than reset by a kernel holding the VIP with nothing behind it.
                 self.sync_vips();
+                self.steer_services(false);
             }
             HaEvent::PeerSeen { address, priority } => {
                 info!(%address, priority, "VRRP: router heard");
@@ -666,6 +704,11 @@ impl Director {
                 }
                 Ok(AddressChange::AlreadyPresent) => {
                     info!(%vip, interface = %interface.name, "VIP already present");
+                    // Under [ha] the VIPs are VRRP's: one left by an earlier run is ours to
+                    // give up when we are not master.
+                    if self.config.ha.is_some() {
+                        self.added_vips.insert(vip);
+                    }
                 }
                 Err(error) => warn!(%vip, %error, "could not add VIP"),
             }
@@ -673,10 +716,13 @@ impl Director {
         let unwanted: Vec<Ipv4Addr> = self.added_vips.difference(&wanted).copied().collect();
         for vip in unwanted {
             match self.netlink.remove_address(self.home_ifindex, vip, 32) {
-                Ok(()) => info!(%vip, "VIP removed"),
+                Ok(()) => {
+                    info!(%vip, "VIP removed");
+                    self.added_vips.remove(&vip);
+                }
+                // Kept, so the next pass (a tick, an event) tries again.
                 Err(error) => warn!(%vip, %error, "could not remove VIP"),
             }
-            self.added_vips.remove(&vip);
         }
         self.sync_server_address();
     }
@@ -697,10 +743,16 @@ impl Director {
         let Some(server) = self.shared.interfaces.get(1) else {
             return;
         };
-        if let Some((address, prefix)) = self.added_server_address.take() {
+        if let Some((address, prefix)) = self.added_server_address {
             match self.netlink.remove_address(server.ifindex, address, prefix) {
-                Ok(()) => info!(%address, interface = %server.name, "NAT gateway address removed"),
-                Err(error) => warn!(%address, %error, "could not remove the NAT gateway address"),
+                Ok(()) => {
+                    info!(%address, interface = %server.name, "NAT gateway address removed");
+                    self.added_server_address = None;
+                }
+                Err(error) => {
+                    warn!(%address, %error, "could not remove the NAT gateway address");
+                    return;
+                }
             }
         }
         if let Some((address, prefix)) = wanted {
@@ -1029,12 +1081,19 @@ impl Director {
     fn stop(mut self) {
         info!("stopping");
         let started = Instant::now();
-        // A master resigns first (priority 0), so a backup takes over within its skew time.
+        // A master resigns first (priority 0), so a backup takes over within its skew time,
+        // and gives up the VIPs at once (the kernel must not answer for them, let alone reset
+        // their connections); the workers keep forwarding what clients still send here until
+        // the new master's gratuitous ARPs move them, bounded by one advertisement interval.
         let ha = self.ha.take().map(|ha| {
             let status = ha.vrrp.shutdown();
             info!(state = status.state.name(), "VRRP stopped");
             ha.sync
         });
+        if let Some(config) = self.config.ha.clone() {
+            self.release_addresses();
+            std::thread::sleep(config.advert_interval.min(Duration::from_secs(1)));
+        }
         // No more verdicts; exec checks still running are killed and reaped.
         drop(self.health);
         drop(self.stats_server.take());
@@ -1060,23 +1119,59 @@ impl Director {
         if let Some(Some(sync)) = ha {
             sync.stop();
         }
+        release_addresses(
+            &mut self.netlink,
+            (self.home_ifindex, &mut self.added_vips),
+            (self.sides.server, &mut self.added_server_address),
+        );
         // The last reference detaches the classifiers (their bpf_links close); should anything
         // still hold one, process exit closes them a moment later.
         drop(self.shared);
-        for vip in std::mem::take(&mut self.added_vips) {
-            match self.netlink.remove_address(self.home_ifindex, vip, 32) {
-                Ok(()) => info!(%vip, "VIP removed"),
-                Err(error) => warn!(%vip, %error, "could not remove VIP"),
-            }
-        }
-        if let (Some((address, prefix)), Some(ifindex)) =
-            (self.added_server_address.take(), self.sides.server)
-        {
-            if let Err(error) = self.netlink.remove_address(ifindex, address, prefix) {
-                warn!(%address, %error, "could not remove the NAT gateway address");
-            }
-        }
         info!(elapsed_ms = started.elapsed().as_millis(), "stopped");
+    }
+
+    /// Removes the VIPs and the NAT gateway address this process holds.
+    fn release_addresses(&mut self) {
+        release_addresses(
+            &mut self.netlink,
+            (self.home_ifindex, &mut self.added_vips),
+            (self.sides.server, &mut self.added_server_address),
+        );
+    }
+}
+
+/// How often a live connection is synced again: IPVS-like 60 s, but at most half the shortest
+/// idle timeout or persistence timeout at start, so a backup's copies never expire while the
+/// master's entries live.
+fn sync_refresh(config: &Config) -> Duration {
+    let timeouts = &config.director.timeouts;
+    config
+        .services
+        .iter()
+        .filter_map(|service| service.persistence)
+        .chain([timeouts.tcp_established, timeouts.udp])
+        .map(|timeout| timeout / 2)
+        .fold(DEFAULT_REFRESH, Duration::min)
+        .max(Duration::from_secs(1))
+}
+
+/// Removes the VIPs (on the client side) and the NAT gateway address (on the server side) a
+/// director holds, forgetting them.
+fn release_addresses(
+    netlink: &mut Netlink,
+    (client, vips): (u32, &mut BTreeSet<Ipv4Addr>),
+    (server, gateway): (Option<u32>, &mut Option<(Ipv4Addr, u8)>),
+) {
+    for vip in std::mem::take(vips) {
+        match netlink.remove_address(client, vip, 32) {
+            Ok(()) => info!(%vip, "VIP removed"),
+            Err(error) => warn!(%vip, %error, "could not remove VIP"),
+        }
+    }
+    if let (Some((address, prefix)), Some(ifindex)) = (gateway.take(), server) {
+        if let Err(error) = netlink.remove_address(ifindex, address, prefix) {
+            warn!(%address, %error, "could not remove the NAT gateway address");
+        }
     }
 }
 
@@ -1355,7 +1450,7 @@ fn start_workers(
             pipeline: match sync {
                 Some(queues) => {
                     Pipeline::new(index, interfaces[0].mac, config.director.max_connections)
-                        .with_sync(queues.worker(index, true, true, DEFAULT_REFRESH))
+                        .with_sync(queues.worker(index, true, true, sync_refresh(config)))
                 }
                 None => Pipeline::new(index, interfaces[0].mac, config.director.max_connections),
             },

@@ -13,9 +13,9 @@
 //!   new real server (its old one left the service);
 //! - an entry that saw a packet was last exported [`WorkerSync::refresh`] or more ago, so a
 //!   long-lived flow stays alive on the backups, whose entries only age (IPVS's
-//!   `sync_refresh_period`). Keep it below the shortest timeout that matters (UDP's, and a
-//!   persistent service's, whose templates the backups only see refreshed with their
-//!   connections).
+//!   `sync_refresh_period`). It must stay below the shortest timeout that matters (UDP's, and
+//!   a persistent service's, whose templates the backups only see refreshed with their
+//!   connections): control uses at most half of each at start.
 //!
 //! IPVS syncs TCP only from ESTABLISHED on (`ip_vs_sync_conn_needed`) and a connection once per
 //! `sync_threshold`/`sync_period` packets; this data plane exports embryonic entries too (see
@@ -41,8 +41,9 @@
 //! gauges and the NAT reply index like any other. A template record is stored in the shared
 //! [`crate::PersistenceTable`] under this director's own persistence group and counter slot for
 //! the named service and real server (groups and slots are local numbering; the service key and
-//! addresses are not). Imported entries are never exported again, so two directors that both
-//! export and import cannot echo records at each other. Records carry no timeouts: a backup uses
+//! addresses are not). Importing an entry exports nothing, so two directors that both export and
+//! import cannot echo records at each other; an imported entry is exported again only when the
+//! director forwards for it (after a failover, as the new master). Records carry no timeouts: a backup uses
 //! its own configuration's, which must match the master's (as keepalived configurations do).
 //!
 //! # Memory and time

@@ -380,6 +380,17 @@ impl Xsk {
             ports.push(port);
         }
 
+        // xdpilone opens the sockets without SOCK_CLOEXEC: a program the director runs (an exec
+        // health check) would inherit them and could keep the queues bound after the director
+        // is gone.
+        for port in &ports {
+            // SAFETY: fcntl(2) on a descriptor this process owns, with an integer argument.
+            if unsafe { libc::fcntl(port.rx.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+                return Err(first.error("setting close-on-exec")(
+                    xdpilone::Errno::last_os_error(),
+                ));
+            }
+        }
         let free = (0..u64::from(config.frame_count))
             .rev()
             .map(|frame| frame * u64::from(config.frame_size))

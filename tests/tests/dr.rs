@@ -317,15 +317,12 @@ fn adaptive_polling_sleeps_when_idle_and_wakes_for_traffic() {
     config.poll = Some("adaptive".into());
     let director = lab.start_director(&config);
     let sleeps = |stats: &serde_json::Value| -> u64 {
-        stats["workers"]
-            .as_array()
-            .map(|workers| {
-                workers
-                    .iter()
-                    .filter_map(|worker| worker["counters"]["idle_sleeps"].as_u64())
-                    .sum()
-            })
-            .unwrap_or(0)
+        stats["workers"].as_array().map_or(0, |workers| {
+            workers
+                .iter()
+                .filter_map(|worker| worker["counters"]["idle_sleeps"].as_u64())
+                .sum()
+        })
     };
     // Idle, the worker sleeps in poll(2)...
     let asleep = director

@@ -105,6 +105,16 @@ impl Probe {
         };
         let (stream, connected) = match sys::connect_nonblocking(address) {
             Ok(connected) => connected,
+            // The director's own shortage (no local port, no buffers) says nothing of the
+            // server: no verdict, as when no socket can be had.
+            Err(ConnectError::Connect(error))
+                if matches!(
+                    error.raw_os_error(),
+                    Some(libc::EADDRNOTAVAIL | libc::ENOBUFS | libc::ENOMEM)
+                ) =>
+            {
+                return Start::Unavailable(format!("cannot connect for a check: {error}"))
+            }
             Err(ConnectError::Connect(error)) => return Start::Done(Err(describe(&error))),
             Err(ConnectError::Socket(error)) => {
                 return Start::Unavailable(format!("no socket for a check: {error}"))
