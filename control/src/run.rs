@@ -411,7 +411,14 @@ impl Director {
     ) -> anyhow::Result<()> {
         let vips = self.vips();
         self.adopt_leftover_addresses(config, &vips);
-        let vrrp = Vrrp::start(config, &self.shared.interfaces[0].name, &vips)
+        // Every interface the director serves must have its link, the NAT server side too.
+        let links: Vec<String> = self
+            .shared
+            .interfaces
+            .iter()
+            .map(|interface| interface.name.clone())
+            .collect();
+        let vrrp = Vrrp::start_watching(config, &self.shared.interfaces[0].name, &vips, &links)
             .context("starting VRRP ([ha])")?;
         info!(summary = %config.summary(), "VRRP started");
         let sync = match sync_queues {

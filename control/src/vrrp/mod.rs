@@ -205,6 +205,17 @@ pub fn announce_addresses(interface: &str, addresses: &[Ipv4Addr]) -> Result<usi
     Ok(addresses.len())
 }
 
+/// The VRRP interface, then the VIPs' and the others, each once.
+fn watched_links(vrrp_interface: &str, vip_interface: &str, links: &[String]) -> Vec<String> {
+    let mut watched = vec![vrrp_interface.to_owned()];
+    for link in std::iter::once(vip_interface).chain(links.iter().map(String::as_str)) {
+        if !watched.iter().any(|known| known == link) {
+            watched.push(link.to_owned());
+        }
+    }
+    watched
+}
+
 /// Reads a running router's [`VrrpStatus`] from any thread.
 #[derive(Clone, Debug)]
 pub struct VrrpStatusSource(Arc<Mutex<VrrpStatus>>);
@@ -305,6 +316,17 @@ impl Vrrp {
         vip_interface: &str,
         vips: &[Ipv4Addr],
     ) -> Result<Vrrp, VrrpError> {
+        Self::start_watching(config, vip_interface, vips, &[])
+    }
+
+    /// [`Vrrp::start`], also going to Fault while any of `links` has no link (a NAT director's
+    /// server side: a master that cannot reach its real servers must hand over).
+    pub fn start_watching(
+        config: &HaConfig,
+        vip_interface: &str,
+        vips: &[Ipv4Addr],
+        links: &[String],
+    ) -> Result<Vrrp, VrrpError> {
         let vips = normalize_vips(vips)?;
         check_settings(config)?;
         let ifindex = netlink::interface_index(&config.interface)?;
@@ -364,11 +386,7 @@ impl Vrrp {
             events: event_sender,
             shared: Arc::clone(&shared),
             status,
-            interfaces: if vip_interface == config.interface {
-                vec![config.interface.clone()]
-            } else {
-                vec![config.interface.clone(), vip_interface.to_owned()]
-            },
+            interfaces: watched_links(&config.interface, vip_interface, links),
             vip_mac,
             vips,
             destinations,
@@ -607,7 +625,8 @@ struct Worker {
     shared: Arc<Mutex<VrrpStatus>>,
     /// The thread's own copy, published after every wake-up.
     status: VrrpStatus,
-    /// Interfaces whose links must be up: the VRRP interface, then the VIPs' if another.
+    /// Interfaces whose links must be up: the VRRP interface, then the VIPs' and any others
+    /// asked for, each once.
     interfaces: Vec<String>,
     vip_mac: [u8; 6],
     vips: Vec<Ipv4Addr>,
