@@ -4,11 +4,9 @@
 //! lives in `dirtest-nl-<pid>-<n>-peer` with 198.51.100.2/24 and 198.51.100.3/24. Both
 //! namespaces are deleted by a Drop guard, also when a test fails.
 
-use std::fs::File;
+mod common;
+
 use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use control::config::parse_mac;
@@ -16,104 +14,29 @@ use control::netlink::{
     interface_index, interface_mac, interface_rx_queues, AddressChange, Netlink,
 };
 
+use common::{End, Namespace, VethPair};
+
 const LOCAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const PEER_SECOND: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
 const NOBODY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
 
-/// Runs `ip ARGS`, panicking with its stderr on failure.
-fn ip(args: &[&str]) -> String {
-    let output = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// A pair of namespaces joined by a veth, deleted on drop.
-struct Lab {
-    name: String,
-    peer: String,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "dirtest-nl-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let peer = format!("{name}-peer");
-        ip(&["netns", "add", &name]);
-        // From here on the guard cleans up, whatever fails next.
-        let lab = Lab { name, peer };
-        ip(&["netns", "add", &lab.peer]);
-        ip(&[
-            "-n", &lab.name, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns",
-            &lab.peer,
-        ]);
-        ip(&["-n", &lab.name, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n",
-            &lab.name,
-            "addr",
-            "add",
-            "198.51.100.1/24",
-            "dev",
-            "va",
-        ]);
-        ip(&["-n", &lab.name, "link", "set", "va", "up"]);
-        ip(&["-n", &lab.peer, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n",
-            &lab.peer,
-            "addr",
-            "add",
-            "198.51.100.2/24",
-            "dev",
-            "vb",
-        ]);
-        ip(&[
-            "-n",
-            &lab.peer,
-            "addr",
-            "add",
-            "198.51.100.3/24",
-            "dev",
-            "vb",
-        ]);
-        ip(&["-n", &lab.peer, "link", "set", "vb", "up"]);
-        lab
-    }
-
-    /// Runs `body` on a thread that has entered the lab's main namespace (setns affects only
-    /// the calling thread), re-raising its panic here.
-    fn enter<T: Send + 'static>(&self, body: impl FnOnce() -> T + Send + 'static) -> T {
-        let namespace = File::open(format!("/run/netns/{}", self.name)).expect("open namespace");
-        let thread = std::thread::spawn(move || {
-            // SAFETY: setns(2) on a valid namespace descriptor; it only changes this thread's
-            // network namespace, and this thread is ours and ends with `body`.
-            #[expect(unsafe_code, reason = "setns has no safe wrapper in std")]
-            let result = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(result, 0, "setns: {}", std::io::Error::last_os_error());
-            body()
-        });
-        thread
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for name in [&self.name, &self.peer] {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
+/// Namespace `dirtest-nl-<pid>-<n>` with `va`, and its peer `dirtest-nl-<pid>-<n>-peer` with
+/// `vb`.
+fn lab() -> VethPair {
+    VethPair::new(
+        "dirtest-nl",
+        &End {
+            suffix: "",
+            link: "va",
+            addresses: &["198.51.100.1/24"],
+        },
+        &End {
+            suffix: "-peer",
+            link: "vb",
+            addresses: &["198.51.100.2/24", "198.51.100.3/24"],
+        },
+    )
 }
 
 /// Polls `probe` every 10 ms until it returns `Some`, for at most `limit`.
@@ -130,9 +53,14 @@ fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
+/// `va`'s index and a netlink socket, from a thread in the lab's namespace.
+fn open_va() -> (u32, Netlink) {
+    (interface_index("va").unwrap(), Netlink::open().unwrap())
+}
+
 /// The MAC `ip link` shows for an interface.
-fn ip_link_mac(namespace: &str, interface: &str) -> [u8; 6] {
-    let output = ip(&["-n", namespace, "link", "show", interface]);
+fn ip_link_mac(namespace: &Namespace, interface: &str) -> [u8; 6] {
+    let output = namespace.ip(&["link", "show", interface]);
     let text = output
         .split("link/ether ")
         .nth(1)
@@ -142,9 +70,9 @@ fn ip_link_mac(namespace: &str, interface: &str) -> [u8; 6] {
 
 #[test]
 fn interface_queries_match_ip_link() {
-    let lab = Lab::new();
-    let expected = ip_link_mac(&lab.name, "va");
-    let (index, mac, queues) = lab.enter(|| {
+    let lab = lab();
+    let expected = ip_link_mac(&lab.a, "va");
+    let (index, mac, queues) = lab.a.enter(|| {
         (
             interface_index("va").unwrap(),
             interface_mac("va").unwrap(),
@@ -152,7 +80,7 @@ fn interface_queries_match_ip_link() {
         )
     });
     assert_eq!(mac, expected);
-    let shown = ip(&["-n", &lab.name, "-o", "link", "show", "va"]);
+    let shown = lab.a.ip(&["-o", "link", "show", "va"]);
     assert!(
         shown.starts_with(&format!("{index}: va@")),
         "ifindex {index} vs {shown:?}"
@@ -162,11 +90,10 @@ fn interface_queries_match_ip_link() {
 
 #[test]
 fn add_and_remove_address_twice() {
-    let lab = Lab::new();
+    let lab = lab();
     let vip = Ipv4Addr::new(203, 0, 113, 10);
-    let (first, second) = lab.enter(move || {
-        let index = interface_index("va").unwrap();
-        let mut netlink = Netlink::open().unwrap();
+    let (first, second) = lab.a.enter(move || {
+        let (index, mut netlink) = open_va();
         let added = (
             netlink.add_address(index, vip, 32).unwrap(),
             netlink.add_address(index, vip, 32).unwrap(),
@@ -186,19 +113,19 @@ fn add_and_remove_address_twice() {
         (first, second),
         (AddressChange::Added, AddressChange::AlreadyPresent)
     );
-    assert!(ip(&["-n", &lab.name, "-4", "addr", "show", "dev", "va"]).contains("203.0.113.10/32"));
-    lab.enter(move || {
-        let index = interface_index("va").unwrap();
-        let mut netlink = Netlink::open().unwrap();
+    let va_addresses = || lab.a.ip(&["-4", "addr", "show", "dev", "va"]);
+    assert!(va_addresses().contains("203.0.113.10/32"));
+    lab.a.enter(move || {
+        let (index, mut netlink) = open_va();
         netlink.remove_address(index, vip, 32).unwrap();
         // Gone already: still fine.
         netlink.remove_address(index, vip, 32).unwrap();
     });
-    let shown = ip(&["-n", &lab.name, "-4", "addr", "show", "dev", "va"]);
+    let shown = va_addresses();
     assert!(!shown.contains("203.0.113.10"), "{shown}");
     assert!(shown.contains("198.51.100.1/24"), "{shown}");
     // A missing interface is refused with the operation named.
-    let error = lab.enter(move || {
+    let error = lab.a.enter(move || {
         Netlink::open()
             .unwrap()
             .add_address(9999, vip, 32)
@@ -213,11 +140,10 @@ fn add_and_remove_address_twice() {
 
 #[test]
 fn neighbour_learned_from_traffic() {
-    let lab = Lab::new();
-    let peer_mac = ip_link_mac(&lab.peer, "vb");
-    let found = lab.enter(|| {
-        let index = interface_index("va").unwrap();
-        let mut netlink = Netlink::open().unwrap();
+    let lab = lab();
+    let peer_mac = ip_link_mac(&lab.b, "vb");
+    let found = lab.a.enter(|| {
+        let (index, mut netlink) = open_va();
         assert_eq!(netlink.neighbour_mac(index, PEER).unwrap(), None);
         // Any datagram to the peer makes the kernel ARP for it (ping is not installed here).
         let socket = UdpSocket::bind((LOCAL, 0)).unwrap();
@@ -231,11 +157,10 @@ fn neighbour_learned_from_traffic() {
 
 #[test]
 fn solicit_neighbour_triggers_arp() {
-    let lab = Lab::new();
-    let peer_mac = ip_link_mac(&lab.peer, "vb");
-    let (found, nobody) = lab.enter(|| {
-        let index = interface_index("va").unwrap();
-        let mut netlink = Netlink::open().unwrap();
+    let lab = lab();
+    let peer_mac = ip_link_mac(&lab.b, "vb");
+    let (found, nobody) = lab.a.enter(|| {
+        let (index, mut netlink) = open_va();
         assert_eq!(netlink.neighbour_mac(index, PEER_SECOND).unwrap(), None);
         netlink.solicit_neighbour(index, PEER_SECOND).unwrap();
         let found = poll(Duration::from_secs(3), || {
@@ -247,7 +172,7 @@ fn solicit_neighbour_triggers_arp() {
     });
     assert_eq!(found, Some(peer_mac));
     assert_eq!(nobody, None);
-    let table = ip(&["-n", &lab.name, "neigh", "show", "dev", "va"]);
+    let table = lab.a.ip(&["neigh", "show", "dev", "va"]);
     assert!(table.contains("198.51.100.3"), "{table}");
     assert!(table.contains("198.51.100.99"), "{table}");
 }

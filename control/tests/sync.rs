@@ -9,11 +9,10 @@
 //! veth. Both namespaces are deleted by a Drop guard, also when a test fails. Every wait is
 //! bounded.
 
-use std::fs::File;
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use control::sync::{
@@ -27,82 +26,29 @@ use dataplane::{Pipeline, Protocol, ServiceTable, WorkerCounters};
 use scheduler::Algorithm;
 use std::sync::Arc;
 
+use common::{End, Namespace, VethPair};
+
 const A: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const STRANGER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
 const WORKERS: usize = 2;
 
-/// Runs `ip ARGS`, panicking with its stderr on failure.
-fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Two namespaces joined by a veth, deleted on drop.
-struct Lab {
-    a: String,
-    b: String,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "dsync-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let (a, b) = (format!("{name}-a"), format!("{name}-b"));
-        ip(&["netns", "add", &a]);
-        // From here on the guard cleans up, whatever fails next.
-        let lab = Lab { a, b };
-        ip(&["netns", "add", &lab.b]);
-        ip(&[
-            "-n", &lab.a, "link", "add", "sa", "type", "veth", "peer", "name", "sb", "netns",
-            &lab.b,
-        ]);
-        for (namespace, link, addresses) in [
-            (&lab.a, "sa", &["198.51.100.1/24", "198.51.100.3/24"][..]),
-            (&lab.b, "sb", &["198.51.100.2/24"][..]),
-        ] {
-            ip(&["-n", namespace, "link", "set", "lo", "up"]);
-            for address in addresses {
-                ip(&["-n", namespace, "addr", "add", address, "dev", link]);
-            }
-            ip(&["-n", namespace, "link", "set", link, "up"]);
-        }
-        lab
-    }
-
-    /// Runs `body` on a thread that has entered `namespace` (setns affects only the calling
-    /// thread; sockets opened there stay in it), re-raising its panic here.
-    fn enter<T: Send + 'static>(namespace: &str, body: impl FnOnce() -> T + Send + 'static) -> T {
-        let namespace = File::open(format!("/run/netns/{namespace}")).expect("open namespace");
-        let thread = std::thread::spawn(move || {
-            // SAFETY: setns(2) on a valid namespace descriptor; it only changes this thread's
-            // network namespace, and this thread is ours and ends with `body`.
-            #[expect(unsafe_code, reason = "setns has no safe wrapper in std")]
-            let result = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(result, 0, "setns: {}", std::io::Error::last_os_error());
-            body()
-        });
-        thread
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for name in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
+/// Director A's namespace `dsync-<pid>-<n>-a` and B's `dsync-<pid>-<n>-b`, joined by the veth
+/// `sa`/`sb`.
+fn lab() -> VethPair {
+    VethPair::new(
+        "dsync",
+        &End {
+            suffix: "-a",
+            link: "sa",
+            addresses: &["198.51.100.1/24", "198.51.100.3/24"],
+        },
+        &End {
+            suffix: "-b",
+            link: "sb",
+            addresses: &["198.51.100.2/24"],
+        },
+    )
 }
 
 /// Waits (every 5 ms, at most 3 s) until `done` holds.
@@ -212,7 +158,7 @@ impl Workers {
 
 #[test]
 fn multicast_sender_to_receiver_into_worker_queues() {
-    let lab = Lab::new();
+    let lab = lab();
     let config = |interface: &str| SyncConfig {
         interface: interface.to_owned(),
         sync_id: 42,
@@ -223,17 +169,8 @@ fn multicast_sender_to_receiver_into_worker_queues() {
     let mut b = Workers::new(&[13, 12, 11]);
     let counters_a = Arc::new(SyncCounters::default());
     let counters_b = Arc::new(SyncCounters::default());
-    let exports = a.queues.exports().to_vec();
-    let imports = b.queues.imports().to_vec();
-    let (config_a, config_b) = (config("sa"), config("sb"));
-    let sender_counters = Arc::clone(&counters_a);
-    let mut sender = Lab::enter(&lab.a, move || {
-        SyncSender::new(&config_a, exports, sender_counters).unwrap()
-    });
-    let receiver_counters = Arc::clone(&counters_b);
-    let mut receiver = Lab::enter(&lab.b, move || {
-        SyncReceiver::new(&config_b, imports, Routing::Broadcast, receiver_counters).unwrap()
-    });
+    let mut sender = sender(&lab.a, config("sa"), &a.queues, &counters_a);
+    let mut receiver = receiver(&lab.b, config("sb"), &b.queues, &counters_b);
 
     // 200 flows, 400 records (created, established): several datagrams at MTU 1500.
     a.handshakes(1000..1200);
@@ -284,7 +221,7 @@ fn multicast_sender_to_receiver_into_worker_queues() {
 
 #[test]
 fn daemons_swap_roles_over_unicast_and_filter_strangers() {
-    let lab = Lab::new();
+    let lab = lab();
     let config = |interface: &str, peer: Ipv4Addr| SyncConfig {
         interface: interface.to_owned(),
         sync_id: 7,
@@ -295,20 +232,8 @@ fn daemons_swap_roles_over_unicast_and_filter_strangers() {
     let mut b = Workers::new(&[13, 12, 11]);
     let (config_a, config_b) = (config("sa", B), config("sb", A));
     // The daemons take the workers' queues; threads in the lab's namespaces open their sockets.
-    let daemon_a = {
-        let exports = a.queues.exports().to_vec();
-        let imports = a.queues.imports().to_vec();
-        Lab::enter(&lab.a, move || {
-            start(&config_a, exports, imports, Role::Master)
-        })
-    };
-    let daemon_b = {
-        let exports = b.queues.exports().to_vec();
-        let imports = b.queues.imports().to_vec();
-        Lab::enter(&lab.b, move || {
-            start(&config_b, exports, imports, Role::Backup)
-        })
-    };
+    let daemon_a = start(&lab.a, config_a, &a.queues, Role::Master);
+    let daemon_b = start(&lab.b, config_b, &b.queues, Role::Backup);
 
     // A is master: its flows reach B.
     a.handshakes(2000..2050);
@@ -321,7 +246,7 @@ fn daemons_swap_roles_over_unicast_and_filter_strangers() {
     assert_eq!(b.pipelines[0].connections().len(), 50);
 
     // A stranger on the link, and another cluster's sync id, are ignored.
-    Lab::enter(&lab.a, || {
+    lab.a.enter(|| {
         let socket = UdpSocket::bind(SocketAddrV4::new(STRANGER, 0)).unwrap();
         let mut bytes = Vec::new();
         encode_datagram(7, 0, &[], &mut bytes);
@@ -369,12 +294,36 @@ fn daemons_swap_roles_over_unicast_and_filter_strangers() {
     daemon_b.stop();
 }
 
-/// A daemon on the given queues (as `SyncDaemon::start` takes them from `SyncQueues`).
-fn start(
-    config: &SyncConfig,
-    exports: Vec<Arc<dataplane::sync::SyncQueue>>,
-    imports: Vec<Arc<dataplane::sync::SyncQueue>>,
-    role: Role,
-) -> SyncDaemon {
-    SyncDaemon::with_queues(config, exports, imports, Routing::Broadcast, role).unwrap()
+/// A sender in `namespace` of `queues`' exports.
+fn sender(
+    namespace: &Namespace,
+    config: SyncConfig,
+    queues: &SyncQueues,
+    counters: &Arc<SyncCounters>,
+) -> SyncSender {
+    let exports = queues.exports().to_vec();
+    let counters = Arc::clone(counters);
+    namespace.enter(move || SyncSender::new(&config, exports, counters).unwrap())
+}
+
+/// A receiver in `namespace` into `queues`' imports, every record to every worker.
+fn receiver(
+    namespace: &Namespace,
+    config: SyncConfig,
+    queues: &SyncQueues,
+    counters: &Arc<SyncCounters>,
+) -> SyncReceiver {
+    let imports = queues.imports().to_vec();
+    let counters = Arc::clone(counters);
+    namespace
+        .enter(move || SyncReceiver::new(&config, imports, Routing::Broadcast, counters).unwrap())
+}
+
+/// A daemon in `namespace` on `queues` (as `SyncDaemon::start` takes them from `SyncQueues`).
+fn start(namespace: &Namespace, config: SyncConfig, queues: &SyncQueues, role: Role) -> SyncDaemon {
+    let exports = queues.exports().to_vec();
+    let imports = queues.imports().to_vec();
+    namespace.enter(move || {
+        SyncDaemon::with_queues(&config, exports, imports, Routing::Broadcast, role).unwrap()
+    })
 }

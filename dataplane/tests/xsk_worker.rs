@@ -20,7 +20,7 @@ use dataplane::testing::{self, FrameBuilder};
 use dataplane::wire::{EthernetFrame, Ipv4Packet, TcpFlags, TcpSegment};
 use dataplane::worker::{self, WorkerContext};
 use dataplane::xdp::{NatBackendKey, XdpClassifier};
-use dataplane::xsk::{Xsk, XskConfig, XskError, CLIENT, SERVER};
+use dataplane::xsk::{FrameAccounting, Xsk, XskConfig, XskError, CLIENT, SERVER};
 use dataplane::{
     Backend, DropReason, Forwarding, Interface, Interfaces, Pipeline, Protocol, Service,
     ServiceKey, ServiceTable, Timeouts, WorkerCounters,
@@ -122,6 +122,18 @@ impl Drop for Namespace {
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// A fresh namespace holding `links`, entered by the calling thread; `None`, after saying so,
+/// when the test cannot run here (it needs root).
+fn enter_namespace(tag: &str, links: &[&Veth]) -> Option<Namespace> {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces and XDP");
+        return None;
+    }
+    let namespace = Namespace::new(tag, links);
+    namespace.enter();
+    Some(namespace)
 }
 
 fn ifindex(name: &str) -> u32 {
@@ -272,6 +284,15 @@ fn udp_frame(dst_mac: [u8; 6], src_port: u16, dst: Ipv4Addr, dst_port: u16) -> V
     frame
 }
 
+/// The UDP service VIP:`port`.
+fn udp_key(port: u16) -> ServiceKey {
+    ServiceKey {
+        vip: VIP,
+        port,
+        protocol: Protocol::Udp,
+    }
+}
+
 fn service(port: u16, mac: Option<[u8; 6]>, slot: usize) -> Service {
     let scheduler = scheduler::Scheduler::new(
         scheduler::Algorithm::RoundRobin,
@@ -281,11 +302,7 @@ fn service(port: u16, mac: Option<[u8; 6]>, slot: usize) -> Service {
     .unwrap();
     Service {
         name: format!("udp{port}"),
-        key: ServiceKey {
-            vip: VIP,
-            port,
-            protocol: Protocol::Udp,
-        },
+        key: udp_key(port),
         ports: vec![port],
         persistence: None,
         forwarding: Forwarding::DirectRouting,
@@ -300,6 +317,11 @@ fn service(port: u16, mac: Option<[u8; 6]>, slot: usize) -> Service {
     }
 }
 
+/// How long the worker, or the wire, may take to catch up with the frames sent.
+const CATCH_UP: Duration = Duration::from_secs(10);
+/// How long a single frame may take to come through.
+const PATIENCE: Duration = Duration::from_secs(5);
+
 fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
@@ -308,21 +330,98 @@ fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool
     }
 }
 
-#[test]
-#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
-fn worker_forwards_counts_drops_and_leaks_no_frame() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces and XDP");
-        return;
-    }
-    let namespace = Namespace::new("w", &[&SINGLE]);
-    namespace.enter();
+/// Waits at most [`CATCH_UP`] until the worker's received frame count satisfies `done`.
+fn wait_for_rx(what: &str, counters: &WorkerCounters, done: impl Fn(u64) -> bool) {
+    wait_until(what, CATCH_UP, || {
+        done(counters.rx_packets.load(Ordering::Relaxed))
+    });
+}
 
+/// The one-port tests' director: the classifier on `xa` steering to one socket there.
+fn single_port() -> (XdpClassifier, Xsk) {
     let director_index = ifindex(SINGLE.director);
     let classifier = XdpClassifier::attach(director_index).unwrap();
     let xsk = Xsk::open(director_index, 0, XskConfig::default()).unwrap();
-    assert_eq!(xsk.port_count(), 1);
     classifier.register_socket(0, xsk.fd(CLIENT)).unwrap();
+    (classifier, xsk)
+}
+
+/// Every drop counter, by name.
+fn drops(counters: &WorkerCounters) -> impl std::fmt::Debug {
+    DropReason::ALL.map(|reason| (reason.name(), counters.drops(reason)))
+}
+
+/// Panics unless every UMEM frame is accounted for and back (none in TX or in hand), each on
+/// the free list at most once; returns the accounting for more checks.
+#[track_caller]
+fn assert_no_frame_leaked(xsk: &Xsk) -> FrameAccounting {
+    let frames = xsk.accounting();
+    assert!(frames.is_balanced(), "frames unaccounted for: {frames:?}");
+    assert_eq!(frames.in_tx, 0, "TX not drained: {frames:?}");
+    assert_eq!(frames.in_hand, 0, "frames still held: {frames:?}");
+    assert!(
+        xsk.free_list_is_unique(),
+        "a frame is on the free list twice"
+    );
+    frames
+}
+
+/// A worker thread running an `Xsk`; stopped when dropped, so a failing test does not leave it
+/// spinning.
+struct RunningWorker {
+    thread: Option<std::thread::JoinHandle<Xsk>>,
+    stop_flag: Arc<AtomicBool>,
+}
+
+impl RunningWorker {
+    /// Stops the worker and takes its `Xsk` back.
+    fn stop(mut self) -> Xsk {
+        self.stop_flag.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().expect("the worker runs until stopped");
+        thread.join().unwrap()
+    }
+}
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        self.stop_flag.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A worker running `xsk` over `table`, with its counters.
+fn start_worker(
+    xsk: Xsk,
+    table: &Arc<ServiceTable>,
+    interface_mac: [u8; 6],
+) -> (RunningWorker, Arc<WorkerCounters>) {
+    let counters = Arc::new(WorkerCounters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (_sender, receiver) = crossbeam_channel::bounded(1);
+    let context = WorkerContext {
+        index: 0,
+        pipeline: Pipeline::new(0, interface_mac, 1024),
+        counters: Arc::clone(&counters),
+        tables: receiver,
+        initial_table: Arc::clone(table),
+        retired_tables: crossbeam_channel::bounded(1).0,
+        stop: Arc::clone(&stop),
+        poll: worker::PollMode::Busy,
+    };
+    let thread = std::thread::spawn(move || worker::run(xsk, context));
+    let worker = RunningWorker {
+        thread: Some(thread),
+        stop_flag: stop,
+    };
+    (worker, counters)
+}
+
+#[test]
+fn worker_forwards_counts_drops_and_leaks_no_frame() {
+    let Some(_namespace) = enter_namespace("w", &[&SINGLE]) else {
+        return;
+    };
+    let (classifier, xsk) = single_port();
+    assert_eq!(xsk.port_count(), 1);
     let start = xsk.accounting();
     assert!(start.is_balanced(), "{start:?}");
 
@@ -335,32 +434,9 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
         vec![backend_counter_block(2)],
     ));
     for port in [7000, 7001, 7002] {
-        classifier
-            .set_service(
-                &ServiceKey {
-                    vip: VIP,
-                    port,
-                    protocol: Protocol::Udp,
-                },
-                true,
-            )
-            .unwrap();
+        classifier.set_service(&udp_key(port), true).unwrap();
     }
-
-    let counters = Arc::new(WorkerCounters::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (_sender, receiver) = crossbeam_channel::bounded(1);
-    let context = WorkerContext {
-        index: 0,
-        pipeline: Pipeline::new(0, SINGLE.director_mac, 1024),
-        counters: Arc::clone(&counters),
-        tables: receiver,
-        initial_table: Arc::clone(&table),
-        retired_tables: crossbeam_channel::bounded(1).0,
-        stop: Arc::clone(&stop),
-        poll: worker::PollMode::Busy,
-    };
-    let worker = std::thread::spawn(move || worker::run(xsk, context));
+    let (worker, counters) = start_worker(xsk, &table, SINGLE.director_mac);
 
     let wire = RawSocket::new(SINGLE.wire);
     let director_mac = SINGLE.director_mac;
@@ -378,20 +454,16 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
             // Pace the sender: veth holds only 256 frames for its NAPI poll, and this test is
             // about correctness, not about how deep the rings are.
             let expected = u64::from(round) * 3;
-            wait_until("the worker to catch up", Duration::from_secs(10), || {
-                counters.rx_packets.load(Ordering::Relaxed) >= expected
-            });
+            wait_for_rx("the worker to catch up", &counters, |rx| rx >= expected);
             forwarded_seen += wire.count_to(BACKEND_MAC);
         }
     }
     let sent_to_services = u64::from(rounds) * 3;
-    wait_until(
-        "every service frame to reach the worker",
-        Duration::from_secs(10),
-        || counters.rx_packets.load(Ordering::Relaxed) == sent_to_services,
-    );
+    wait_for_rx("every service frame to reach the worker", &counters, |rx| {
+        rx == sent_to_services
+    });
     let forwarded_by_worker = || counters.tx_packets.load(Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + CATCH_UP;
     while forwarded_seen < usize::from(rounds) && Instant::now() < deadline {
         forwarded_seen += wire.count_to(BACKEND_MAC);
         std::thread::sleep(Duration::from_millis(10));
@@ -405,21 +477,12 @@ fn worker_forwards_counts_drops_and_leaks_no_frame() {
         usize::from(rounds),
         "frames seen on the wire; the worker transmitted {}; drops {:?}; {}",
         forwarded_by_worker(),
-        DropReason::ALL.map(|reason| (reason.name(), counters.drops(reason))),
+        drops(&counters),
         String::from_utf8_lossy(&veth.stdout)
     );
 
-    stop.store(true, Ordering::Relaxed);
-    let xsk = worker.join().unwrap();
-
-    let frames = xsk.accounting();
-    assert!(frames.is_balanced(), "frames unaccounted for: {frames:?}");
-    assert_eq!(frames.in_tx, 0, "TX not drained: {frames:?}");
-    assert_eq!(frames.in_hand, 0, "frames held after stop: {frames:?}");
-    assert!(
-        xsk.free_list_is_unique(),
-        "a frame is on the free list twice"
-    );
+    let xsk = worker.stop();
+    assert_no_frame_leaked(&xsk);
 
     assert_eq!(
         forwarded_seen,
@@ -472,42 +535,6 @@ const NAT_CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 5)
 const NAT_VIP: SocketAddrV4 = SocketAddrV4::new(VIP, 80);
 const REAL_SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 11), 8080);
 
-/// Stops a worker when dropped, so a failing test does not leave it spinning.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// A worker running `xsk` over `table`, with its counters and stop flag.
-fn start_worker(
-    xsk: Xsk,
-    table: &Arc<ServiceTable>,
-    interface_mac: [u8; 6],
-) -> (
-    std::thread::JoinHandle<Xsk>,
-    Arc<WorkerCounters>,
-    StopOnDrop,
-) {
-    let counters = Arc::new(WorkerCounters::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (_sender, receiver) = crossbeam_channel::bounded(1);
-    let context = WorkerContext {
-        index: 0,
-        pipeline: Pipeline::new(0, interface_mac, 1024),
-        counters: Arc::clone(&counters),
-        tables: receiver,
-        initial_table: Arc::clone(table),
-        retired_tables: crossbeam_channel::bounded(1).0,
-        stop: Arc::clone(&stop),
-        poll: worker::PollMode::Busy,
-    };
-    let worker = std::thread::spawn(move || worker::run(xsk, context));
-    (worker, counters, StopOnDrop(stop))
-}
-
 /// VIP:80/tcp by NAT to the real server's port 8080, with the two sides as interfaces.
 fn nat_table() -> ServiceTable {
     let real_server = testing::with_port(
@@ -544,36 +571,74 @@ fn nat_table() -> ServiceTable {
     })
 }
 
+/// The NAT service, VIP:80/tcp, as the client side's classifier knows it.
+const NAT_SERVICE: ServiceKey = ServiceKey {
+    vip: *NAT_VIP.ip(),
+    port: NAT_VIP.port(),
+    protocol: Protocol::Tcp,
+};
+
+/// The director's ends of the two NAT sides: (client, server) interface indices.
+fn nat_sides() -> (u32, u32) {
+    (
+        ifindex(NAT_CLIENT_SIDE.director),
+        ifindex(NAT_SERVER_SIDE.director),
+    )
+}
+
 /// A client segment to the VIP, as the router at `cb` delivers it to the director.
 fn from_client(builder: FrameBuilder) -> Vec<u8> {
-    builder
-        .src(&NAT_CLIENT.to_string())
-        .dst(&NAT_VIP.to_string())
-        .eth_src(NAT_CLIENT_SIDE.wire_mac)
-        .eth_dst(NAT_CLIENT_SIDE.director_mac)
-        .build()
+    to_director(&NAT_CLIENT_SIDE, NAT_CLIENT, NAT_VIP, builder)
 }
 
 /// A real server's segment to the client, sent to the director (its gateway).
 fn from_real_server(builder: FrameBuilder) -> Vec<u8> {
+    to_director(&NAT_SERVER_SIDE, REAL_SERVER, NAT_CLIENT, builder)
+}
+
+/// A segment `src` -> `dst`, from the wire's end of `link` to the director's.
+fn to_director(
+    link: &Veth,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    builder: FrameBuilder,
+) -> Vec<u8> {
     builder
-        .src(&REAL_SERVER.to_string())
-        .dst(&NAT_CLIENT.to_string())
-        .eth_src(NAT_SERVER_SIDE.wire_mac)
-        .eth_dst(NAT_SERVER_SIDE.director_mac)
+        .src(&src.to_string())
+        .dst(&dst.to_string())
+        .eth_src(link.wire_mac)
+        .eth_dst(link.director_mac)
         .build()
 }
 
-/// Panics unless `frame` is a TCP segment `src` -> `dst` between these MACs, with TTL 63 (one
-/// hop through the director), valid IPv4 and TCP checksums and `flags`.
-#[track_caller]
-fn assert_segment(
-    frame: &[u8],
-    (eth_src, eth_dst): ([u8; 6], [u8; 6]),
+/// A way through the NAT director: the side a segment leaves by, and its addresses then.
+struct Direction {
+    side: &'static Veth,
     src: SocketAddrV4,
     dst: SocketAddrV4,
-    flags: TcpFlags,
-) {
+}
+
+/// What the director sends the real server on the client's behalf.
+const TO_REAL_SERVER: Direction = Direction {
+    side: &NAT_SERVER_SIDE,
+    src: NAT_CLIENT,
+    dst: REAL_SERVER,
+};
+
+/// What the director sends the client from the VIP.
+const TO_CLIENT: Direction = Direction {
+    side: &NAT_CLIENT_SIDE,
+    src: NAT_VIP,
+    dst: NAT_CLIENT,
+};
+
+/// Panics unless `frame` is a TCP segment going `direction` (from the director's end of its side
+/// to the wire's end), with TTL 63 (one hop through the director), valid IPv4 and TCP checksums
+/// and `flags`.
+#[track_caller]
+fn assert_segment(frame: &[u8], direction: &Direction, flags: TcpFlags) {
+    let Direction { side, src, dst } = direction;
+    let (eth_src, eth_dst) = (side.director_mac, side.wire_mac);
     let ethernet = EthernetFrame::new_checked(frame).unwrap();
     assert_eq!(
         ethernet.src_addr(),
@@ -606,21 +671,62 @@ fn assert_segment(
     assert_eq!(tcp.flags(), flags, "TCP flags of {frame:02x?}");
 }
 
-/// Frames that arrived on `wire` addressed to `mac`: what is there now, and more until there
-/// are `count` or `timeout` has passed.
-fn collect(wire: &RawSocket, mac: [u8; 6], count: usize, timeout: Duration) -> Vec<Vec<u8>> {
-    let mut frames = Vec::new();
-    let deadline = Instant::now() + timeout;
-    loop {
-        frames.extend(
-            wire.arrived()
-                .into_iter()
-                .filter(|frame| frame.len() >= 6 && frame[..6] == mac),
-        );
-        if frames.len() >= count || Instant::now() >= deadline {
-            return frames;
+/// The test's end of a veth: a raw socket on the wire end, catching the frames addressed to it.
+struct Wire {
+    socket: RawSocket,
+    mac: [u8; 6],
+}
+
+impl Wire {
+    fn new(link: &Veth) -> Self {
+        Wire {
+            socket: RawSocket::new(link.wire),
+            mac: link.wire_mac,
         }
-        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    fn send(&self, frame: &[u8]) {
+        self.socket.send(frame);
+    }
+
+    /// Frames that arrived for this end: what is there now, and more until there are `count`
+    /// or `timeout` has passed.
+    fn collect(&self, count: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            frames.extend(
+                self.socket
+                    .arrived()
+                    .into_iter()
+                    .filter(|frame| frame.len() >= 6 && frame[..6] == self.mac),
+            );
+            if frames.len() >= count || Instant::now() >= deadline {
+                return frames;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Frames that have arrived for this end since the last look.
+    fn arrived(&self) -> Vec<Vec<u8>> {
+        self.collect(0, Duration::ZERO)
+    }
+
+    /// Adds to `frames` what has arrived for this end, and more until `frames` holds `total` or
+    /// `timeout` has passed.
+    fn collect_into(&self, frames: &mut Vec<Vec<u8>>, total: usize, timeout: Duration) {
+        let left = total.saturating_sub(frames.len());
+        frames.extend(self.collect(left, timeout));
+    }
+
+    /// The one frame that arrives for this end within [`PATIENCE`]; panics with `what` unless
+    /// there is exactly one.
+    #[track_caller]
+    fn only_frame(&self, what: &str) -> Vec<u8> {
+        let mut frames = self.collect(1, PATIENCE);
+        assert_eq!(frames.len(), 1, "{what}");
+        frames.remove(0)
     }
 }
 
@@ -651,14 +757,10 @@ fn pair_config_is_checked() {
 
 #[test]
 fn pair_shares_one_umem_across_two_interfaces() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces and XDP");
+    let Some(_namespace) = enter_namespace("p", &[&NAT_CLIENT_SIDE, &NAT_SERVER_SIDE]) else {
         return;
-    }
-    let namespace = Namespace::new("p", &[&NAT_CLIENT_SIDE, &NAT_SERVER_SIDE]);
-    namespace.enter();
-    let client_index = ifindex(NAT_CLIENT_SIDE.director);
-    let server_index = ifindex(NAT_SERVER_SIDE.director);
+    };
+    let (client_index, server_index) = nat_sides();
 
     let config = XskConfig::for_ports(2);
     let mut xsk = Xsk::open_pair((client_index, 0), (server_index, 0), config).unwrap();
@@ -681,28 +783,19 @@ fn pair_shares_one_umem_across_two_interfaces() {
     // By hand, without a worker: a frame received on the client side leaves by the server side
     // from the very UMEM chunk it arrived in, and completes on the server side's ring.
     let classifier = XdpClassifier::attach(client_index).unwrap();
-    let key = ServiceKey {
-        vip: VIP,
-        port: 7000,
-        protocol: Protocol::Udp,
-    };
-    classifier.set_service(&key, true).unwrap();
+    classifier.set_service(&udp_key(7000), true).unwrap();
     classifier.register_socket(0, xsk.fd(CLIENT)).unwrap();
-    let client_wire = RawSocket::new(NAT_CLIENT_SIDE.wire);
-    let server_wire = RawSocket::new(NAT_SERVER_SIDE.wire);
+    let client_wire = Wire::new(&NAT_CLIENT_SIDE);
+    let server_wire = Wire::new(&NAT_SERVER_SIDE);
     let frame = udp_frame(NAT_CLIENT_SIDE.director_mac, 10_000, VIP, 7000);
     client_wire.send(&frame);
 
     let mut descs = [XdpDesc::default(); 4];
     let mut received = 0;
-    wait_until(
-        "the frame on the client port",
-        Duration::from_secs(5),
-        || {
-            received = xsk.receive(CLIENT, &mut descs);
-            received > 0
-        },
-    );
+    wait_until("the frame on the client port", PATIENCE, || {
+        received = xsk.receive(CLIENT, &mut descs);
+        received > 0
+    });
     assert_eq!(received, 1);
     assert_eq!(xsk.receive(SERVER, &mut descs[1..]), 0);
     let desc = descs[0];
@@ -717,26 +810,18 @@ fn pair_shares_one_umem_across_two_interfaces() {
     let mut kicks = 0;
     wait_until(
         "the frame on the server wire and its completion",
-        Duration::from_secs(5),
+        PATIENCE,
         || {
             kicks += xsk.kick_tx();
             xsk.reap_completions();
-            seen.extend(
-                server_wire
-                    .arrived()
-                    .into_iter()
-                    .filter(|arrived| arrived[..6] == NAT_SERVER_SIDE.wire_mac),
-            );
+            seen.extend(server_wire.arrived());
             !seen.is_empty() && xsk.tx_in_flight() == 0
         },
     );
     assert!(kicks >= 1, "copy mode sends only when kicked");
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0][6..], frame[6..], "the frame, as received");
-    let frames = xsk.accounting();
-    assert!(frames.is_balanced(), "{frames:?}");
-    assert_eq!((frames.in_tx, frames.in_hand), (0, 0), "{frames:?}");
-    assert!(xsk.free_list_is_unique());
+    assert_no_frame_leaked(&xsk);
     xsk.refill();
     assert_eq!(xsk.in_fill(CLIENT), config.ring_size);
     assert_eq!(xsk.kick_tx(), 0, "nothing pending, no kick");
@@ -745,14 +830,10 @@ fn pair_shares_one_umem_across_two_interfaces() {
 #[test]
 #[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn worker_forwards_nat_both_ways_between_two_interfaces() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces and XDP");
+    let Some(_namespace) = enter_namespace("n", &[&NAT_CLIENT_SIDE, &NAT_SERVER_SIDE]) else {
         return;
-    }
-    let namespace = Namespace::new("n", &[&NAT_CLIENT_SIDE, &NAT_SERVER_SIDE]);
-    namespace.enter();
-    let client_index = ifindex(NAT_CLIENT_SIDE.director);
-    let server_index = ifindex(NAT_SERVER_SIDE.director);
+    };
+    let (client_index, server_index) = nat_sides();
 
     let xsk = Xsk::open_pair(
         (client_index, 0),
@@ -763,16 +844,7 @@ fn worker_forwards_nat_both_ways_between_two_interfaces() {
     let total_frames = xsk.accounting().total;
 
     let client_classifier = XdpClassifier::attach(client_index).unwrap();
-    client_classifier
-        .set_service(
-            &ServiceKey {
-                vip: *NAT_VIP.ip(),
-                port: NAT_VIP.port(),
-                protocol: Protocol::Tcp,
-            },
-            true,
-        )
-        .unwrap();
+    client_classifier.set_service(&NAT_SERVICE, true).unwrap();
     client_classifier
         .register_socket(0, xsk.fd(CLIENT))
         .unwrap();
@@ -794,46 +866,22 @@ fn worker_forwards_nat_both_ways_between_two_interfaces() {
         .unwrap();
 
     let table = Arc::new(nat_table());
-    let (worker, counters, stop) = start_worker(xsk, &table, NAT_CLIENT_SIDE.director_mac);
-    let client_wire = RawSocket::new(NAT_CLIENT_SIDE.wire);
-    let server_wire = RawSocket::new(NAT_SERVER_SIDE.wire);
-    let to_real_server = (NAT_SERVER_SIDE.director_mac, NAT_SERVER_SIDE.wire_mac);
-    let to_client = (NAT_CLIENT_SIDE.director_mac, NAT_CLIENT_SIDE.wire_mac);
-    let patience = Duration::from_secs(5);
+    let (worker, counters) = start_worker(xsk, &table, NAT_CLIENT_SIDE.director_mac);
+    let client_wire = Wire::new(&NAT_CLIENT_SIDE);
+    let server_wire = Wire::new(&NAT_SERVER_SIDE);
 
     // The handshake, one frame at a time.
     client_wire.send(&from_client(FrameBuilder::tcp().syn()));
-    let syn = collect(&server_wire, NAT_SERVER_SIDE.wire_mac, 1, patience);
-    assert_eq!(syn.len(), 1, "the SYN leaves by the server side");
-    assert_segment(
-        &syn[0],
-        to_real_server,
-        NAT_CLIENT,
-        REAL_SERVER,
-        TcpFlags::SYN,
-    );
+    let syn = server_wire.only_frame("the SYN leaves by the server side");
+    assert_segment(&syn, &TO_REAL_SERVER, TcpFlags::SYN);
 
     server_wire.send(&from_real_server(FrameBuilder::tcp().syn().ack()));
-    let syn_ack = collect(&client_wire, NAT_CLIENT_SIDE.wire_mac, 1, patience);
-    assert_eq!(syn_ack.len(), 1, "the SYN-ACK leaves by the client side");
-    assert_segment(
-        &syn_ack[0],
-        to_client,
-        NAT_VIP,
-        NAT_CLIENT,
-        TcpFlags::SYN | TcpFlags::ACK,
-    );
+    let syn_ack = client_wire.only_frame("the SYN-ACK leaves by the client side");
+    assert_segment(&syn_ack, &TO_CLIENT, TcpFlags::SYN | TcpFlags::ACK);
 
     client_wire.send(&from_client(FrameBuilder::tcp().ack()));
-    let ack = collect(&server_wire, NAT_SERVER_SIDE.wire_mac, 1, patience);
-    assert_eq!(ack.len(), 1, "the ACK leaves by the server side");
-    assert_segment(
-        &ack[0],
-        to_real_server,
-        NAT_CLIENT,
-        REAL_SERVER,
-        TcpFlags::ACK,
-    );
+    let ack = server_wire.only_frame("the ACK leaves by the server side");
+    assert_segment(&ack, &TO_REAL_SERVER, TcpFlags::ACK);
 
     // Then data both ways: more frames than the UMEM has, so every chunk crosses many times.
     let rounds = 5_000u32;
@@ -859,29 +907,15 @@ fn worker_forwards_nat_both_ways_between_two_interfaces() {
         if round % 16 == 15 {
             // Pace the senders: veth holds only 256 frames for its NAPI poll.
             let expected = handshake + 2 * u64::from(round + 1);
-            wait_until("the worker to catch up", Duration::from_secs(10), || {
-                counters.rx_packets.load(Ordering::Relaxed) >= expected
-            });
-            to_server.extend(collect(&server_wire, NAT_SERVER_SIDE.wire_mac, 0, patience));
-            to_clients.extend(collect(&client_wire, NAT_CLIENT_SIDE.wire_mac, 0, patience));
+            wait_for_rx("the worker to catch up", &counters, |rx| rx >= expected);
+            to_server.extend(server_wire.arrived());
+            to_clients.extend(client_wire.arrived());
         }
     }
     let expected = rounds as usize;
-    let left = expected.saturating_sub(to_server.len());
-    to_server.extend(collect(
-        &server_wire,
-        NAT_SERVER_SIDE.wire_mac,
-        left,
-        Duration::from_secs(10),
-    ));
-    let left = expected.saturating_sub(to_clients.len());
-    to_clients.extend(collect(
-        &client_wire,
-        NAT_CLIENT_SIDE.wire_mac,
-        left,
-        Duration::from_secs(10),
-    ));
-    let drops = DropReason::ALL.map(|reason| (reason.name(), counters.drops(reason)));
+    server_wire.collect_into(&mut to_server, expected, CATCH_UP);
+    client_wire.collect_into(&mut to_clients, expected, CATCH_UP);
+    let drops = drops(&counters);
     assert_eq!(
         (to_server.len(), to_clients.len()),
         (expected, expected),
@@ -889,23 +923,15 @@ fn worker_forwards_nat_both_ways_between_two_interfaces() {
         counters.tx_packets.load(Ordering::Relaxed),
     );
     for frame in &to_server {
-        assert_segment(frame, to_real_server, NAT_CLIENT, REAL_SERVER, data);
+        assert_segment(frame, &TO_REAL_SERVER, data);
     }
     for frame in &to_clients {
-        assert_segment(frame, to_client, NAT_VIP, NAT_CLIENT, data);
+        assert_segment(frame, &TO_CLIENT, data);
     }
 
-    stop.0.store(true, Ordering::Relaxed);
-    let xsk = worker.join().unwrap();
-    let frames = xsk.accounting();
-    assert!(frames.is_balanced(), "frames unaccounted for: {frames:?}");
-    assert_eq!(frames.in_tx, 0, "TX not drained: {frames:?}");
-    assert_eq!(frames.in_hand, 0, "frames held after stop: {frames:?}");
+    let xsk = worker.stop();
+    let frames = assert_no_frame_leaked(&xsk);
     assert_eq!(frames.free + frames.in_fill, total_frames, "{frames:?}");
-    assert!(
-        xsk.free_list_is_unique(),
-        "a frame is on the free list twice"
-    );
 
     let forwarded = handshake + 2 * u64::from(rounds);
     assert_eq!(counters.rx_packets.load(Ordering::Relaxed), forwarded);
@@ -929,56 +955,27 @@ fn worker_forwards_nat_both_ways_between_two_interfaces() {
 
 #[test]
 fn one_port_worker_counts_nat_as_unsupported() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces and XDP");
+    let Some(_namespace) = enter_namespace("o", &[&SINGLE]) else {
         return;
-    }
-    let namespace = Namespace::new("o", &[&SINGLE]);
-    namespace.enter();
-    let director_index = ifindex(SINGLE.director);
-    let classifier = XdpClassifier::attach(director_index).unwrap();
-    let xsk = Xsk::open(director_index, 0, XskConfig::default()).unwrap();
+    };
+    let (classifier, xsk) = single_port();
     assert_eq!(xsk.peer(CLIENT), None, "one port has no peer");
-    classifier
-        .set_service(
-            &ServiceKey {
-                vip: *NAT_VIP.ip(),
-                port: NAT_VIP.port(),
-                protocol: Protocol::Tcp,
-            },
-            true,
-        )
-        .unwrap();
-    classifier.register_socket(0, xsk.fd(CLIENT)).unwrap();
+    classifier.set_service(&NAT_SERVICE, true).unwrap();
 
     let table = Arc::new(nat_table());
-    let (worker, counters, stop) = start_worker(xsk, &table, SINGLE.director_mac);
+    let (worker, counters) = start_worker(xsk, &table, SINGLE.director_mac);
     let wire = RawSocket::new(SINGLE.wire);
     let frames = 100u64;
     for round in 0..frames {
-        wire.send(
-            &FrameBuilder::tcp()
-                .syn()
-                .seq(round as u32)
-                .src(&NAT_CLIENT.to_string())
-                .dst(&NAT_VIP.to_string())
-                .eth_src(SINGLE.wire_mac)
-                .eth_dst(SINGLE.director_mac)
-                .build(),
-        );
+        let syn = FrameBuilder::tcp().syn().seq(round as u32);
+        wire.send(&to_director(&SINGLE, NAT_CLIENT, NAT_VIP, syn));
     }
-    wait_until(
-        "the worker to take every frame",
-        Duration::from_secs(10),
-        || counters.rx_packets.load(Ordering::Relaxed) == frames,
-    );
-    stop.0.store(true, Ordering::Relaxed);
-    let xsk = worker.join().unwrap();
+    wait_for_rx("the worker to take every frame", &counters, |rx| {
+        rx == frames
+    });
+    let xsk = worker.stop();
 
     assert_eq!(counters.drops(DropReason::UnsupportedForwarding), frames);
     assert_eq!(counters.tx_packets.load(Ordering::Relaxed), 0);
-    let accounting = xsk.accounting();
-    assert!(accounting.is_balanced(), "{accounting:?}");
-    assert_eq!((accounting.in_tx, accounting.in_hand), (0, 0));
-    assert!(xsk.free_list_is_unique());
+    assert_no_frame_leaked(&xsk);
 }

@@ -11,38 +11,97 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use director_lab::{
-    poll_until, require_root, vip_url, DirectorProcess, Host, KeepalivedOptions, KeepalivedState,
-    Lab, LabOptions, LoadOptions, SERVER_SIDE_IP,
+    poll_until, require_root, vip_url, DirectorConfig, DirectorProcess, Host, HttpResponse,
+    Keepalived, KeepalivedOptions, KeepalivedState, Lab, LabOptions, LoadHandle, LoadOptions,
+    SERVER_SIDE_IP,
 };
 use serde_json::Value;
 
 /// Advertisement interval of the group.
 const ADVERT_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a director, keepalived or the client load may take to get where a test waits for.
+const WITHIN: Duration = Duration::from_secs(5);
 
-/// Writes the lab's DR config for `host` with an `[ha]` table of `priority`, and returns it
-/// with its stats socket.
-fn ha_config(lab: &Lab, host: Host, priority: u8) -> (PathBuf, PathBuf) {
+/// The primary director, priority 150, and the backup, 100.
+const PRIMARY: Host = Host::Director;
+const BACKUP: Host = Host::ExtraDirector(2);
+
+/// A director's config file and its stats socket.
+type ConfigFiles = (PathBuf, PathBuf);
+
+/// Writes `config` for `host` with its own stats socket and an `[ha]` table (`vrid`,
+/// `priority`, the group's interval, sync, then `more` keys), and returns it with the socket.
+fn write_ha_config(
+    lab: &Lab,
+    host: Host,
+    mut config: DirectorConfig,
+    vrid: u8,
+    priority: u8,
+    more: &str,
+) -> ConfigFiles {
     let socket = lab.stats_socket_of(host);
-    let mut config = lab.dr_config("maglev");
     config.stats_socket.clone_from(&socket);
     let text = format!(
-        "{}\n[ha]\nvrid = 51\npriority = {priority}\nadvert_interval = \"{}ms\"\nsync = true\n",
+        "{}\n[ha]\nvrid = {vrid}\npriority = {priority}\nadvert_interval = \"{}ms\"\nsync = true\n{more}",
         config.to_toml(),
         ADVERT_INTERVAL.as_millis()
     );
     (lab.write_config_text(&text), socket)
 }
 
+/// Writes the lab's DR config for `host` with an `[ha]` table of `priority`, and returns it
+/// with its stats socket.
+fn ha_config(lab: &Lab, host: Host, priority: u8) -> ConfigFiles {
+    write_ha_config(lab, host, lab.dr_config("maglev"), 51, priority, "")
+}
+
+/// Starts the director on `host` from `config`; ready once, if `wait_for_vip`, it holds the VIP
+/// (false for a backup).
+fn start(lab: &Lab, host: Host, config: &ConfigFiles, wait_for_vip: bool) -> DirectorProcess {
+    let (config, socket) = config;
+    lab.start_director_on(host, config, socket, wait_for_vip)
+}
+
+/// Starts the primary and the backup, and waits until they are master and backup.
+fn start_pair(
+    lab: &Lab,
+    primary: &ConfigFiles,
+    backup: &ConfigFiles,
+) -> (DirectorProcess, DirectorProcess) {
+    let primary = start(lab, PRIMARY, primary, true);
+    let backup = start(lab, BACKUP, backup, false);
+    wait_for_state(&primary, "MASTER");
+    wait_for_state(&backup, "BACKUP");
+    (primary, backup)
+}
+
 fn ha_state(stats: &Value) -> String {
     stats["ha"]["state"].as_str().unwrap_or("none").to_owned()
 }
 
-fn wait_for_state(director: &DirectorProcess, state: &str, within: Duration) {
+fn wait_for_state(director: &DirectorProcess, state: &str) {
     director
-        .wait_for_stats(&format!("VRRP state {state}"), within, |stats| {
+        .wait_for_stats(&format!("VRRP state {state}"), WITHIN, |stats| {
             (ha_state(stats) == state).then_some(())
         })
         .unwrap_or_else(|e| panic!("{e:#}\nlog:\n{}", director.log()));
+}
+
+fn wait_for_keepalived(keepalived: &mut Keepalived, state: KeepalivedState) {
+    keepalived
+        .wait_for_state(state, WITHIN)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", keepalived.log()));
+}
+
+/// Requests of `results` that succeeded.
+fn successes(results: &[anyhow::Result<HttpResponse>]) -> usize {
+    results.iter().flatten().count()
+}
+
+/// Waits until `load` has had `count` successful requests.
+fn wait_for_successes(load: &mut LoadHandle, what: &str, count: usize) {
+    load.wait_until(what, WITHIN, |r| successes(r) >= count)
+        .unwrap();
 }
 
 /// Frames the director's workers received.
@@ -54,18 +113,12 @@ fn rx_packets(director: &DirectorProcess) -> u64 {
 fn backup_director_takes_over_keeps_flows_and_hands_back() {
     require_root!();
     let lab = Lab::dr(LabOptions::directors(2, 3));
-    let (primary_config, primary_socket) = ha_config(&lab, Host::Director, 150);
-    let (backup_config, backup_socket) = ha_config(&lab, Host::ExtraDirector(2), 100);
-    let primary = lab.start_director_on(Host::Director, &primary_config, &primary_socket, true);
-    let backup = lab.start_director_on(
-        Host::ExtraDirector(2),
-        &backup_config,
-        &backup_socket,
-        false,
+    let (primary, backup) = start_pair(
+        &lab,
+        &ha_config(&lab, PRIMARY, 150),
+        &ha_config(&lab, BACKUP, 100),
     );
-    wait_for_state(&primary, "MASTER", Duration::from_secs(5));
-    wait_for_state(&backup, "BACKUP", Duration::from_secs(5));
-    assert!(!lab.has_address(Host::ExtraDirector(2), director_lab::VIP));
+    assert!(!lab.has_address(BACKUP, director_lab::VIP));
 
     // An established connection through the primary, and continuous new ones.
     let mut keep_alive = lab.keep_alive(&vip_url(), None);
@@ -77,12 +130,7 @@ fn backup_director_takes_over_keeps_flows_and_hands_back() {
         ..LoadOptions::default()
     };
     let mut load = lab.start_load(&vip_url(), &options);
-    load.wait_until(
-        "requests through the primary",
-        Duration::from_secs(5),
-        |r| r.iter().flatten().count() >= 5,
-    )
-    .unwrap();
+    wait_for_successes(&mut load, "requests through the primary", 5);
 
     // A reload on the master changes nothing in the group.
     let transitions = primary.stats()["ha"]["transitions"].as_u64();
@@ -92,10 +140,10 @@ fn backup_director_takes_over_keeps_flows_and_hands_back() {
 
     let backup_rx = rx_packets(&backup);
     let down = Instant::now();
-    lab.set_link(Host::Director, false);
+    lab.set_link(PRIMARY, false);
     poll_until(
         "the backup to forward",
-        Duration::from_secs(5),
+        WITHIN,
         Duration::from_millis(10),
         || {
             let stats = backup.stats();
@@ -112,11 +160,8 @@ fn backup_director_takes_over_keeps_flows_and_hands_back() {
     println!("failover: the backup forwarded {gap:?} after the master's link went down");
     // 100 ms adverts: a master-down interval of 361 ms, then gratuitous ARP.
     assert!(gap < Duration::from_secs(1), "{gap:?}");
-    let ok_before = load.results().iter().flatten().count();
-    load.wait_until("requests through the backup", Duration::from_secs(5), |r| {
-        r.iter().flatten().count() >= ok_before + 5
-    })
-    .unwrap();
+    let ok_before = successes(&load.results());
+    wait_for_successes(&mut load, "requests through the backup", ok_before + 5);
 
     // The established connection carries on through the backup, to the same real server.
     let after = keep_alive
@@ -126,20 +171,19 @@ fn backup_director_takes_over_keeps_flows_and_hands_back() {
 
     // The primary returns and preempts; the connection carries on through it again.
     let up = Instant::now();
-    lab.set_link(Host::Director, true);
-    wait_for_state(&primary, "MASTER", Duration::from_secs(5));
-    wait_for_state(&backup, "BACKUP", Duration::from_secs(5));
+    lab.set_link(PRIMARY, true);
+    wait_for_state(&primary, "MASTER");
+    wait_for_state(&backup, "BACKUP");
     println!(
         "preemption: the primary is master {:?} after its link came back",
         up.elapsed()
     );
-    let ok_before = load.results().iter().flatten().count();
-    load.wait_until(
+    let ok_before = successes(&load.results());
+    wait_for_successes(
+        &mut load,
         "requests through the primary again",
-        Duration::from_secs(5),
-        |r| r.iter().flatten().count() >= ok_before + 5,
-    )
-    .unwrap();
+        ok_before + 5,
+    );
     let again = keep_alive.get().expect("the keep-alive connection, back");
     assert_eq!(again.server, first.server);
 
@@ -167,24 +211,18 @@ fn backup_director_takes_over_keeps_flows_and_hands_back() {
 fn a_stopping_master_hands_over_with_priority_zero() {
     require_root!();
     let lab = Lab::dr(LabOptions::directors(2, 1));
-    let (primary_config, primary_socket) = ha_config(&lab, Host::Director, 150);
-    let (backup_config, backup_socket) = ha_config(&lab, Host::ExtraDirector(2), 100);
-    let mut primary = lab.start_director_on(Host::Director, &primary_config, &primary_socket, true);
-    let backup = lab.start_director_on(
-        Host::ExtraDirector(2),
-        &backup_config,
-        &backup_socket,
-        false,
+    let (mut primary, backup) = start_pair(
+        &lab,
+        &ha_config(&lab, PRIMARY, 150),
+        &ha_config(&lab, BACKUP, 100),
     );
-    wait_for_state(&primary, "MASTER", Duration::from_secs(5));
-    wait_for_state(&backup, "BACKUP", Duration::from_secs(5));
     let stop = Instant::now();
     primary.stop();
-    wait_for_state(&backup, "MASTER", Duration::from_secs(5));
+    wait_for_state(&backup, "MASTER");
     let handover = stop.elapsed();
     println!("clean stop: the backup is master {handover:?} after the primary was told to stop");
-    assert!(lab.has_address(Host::ExtraDirector(2), director_lab::VIP));
-    assert!(!lab.has_address(Host::Director, director_lab::VIP));
+    assert!(lab.has_address(BACKUP, director_lab::VIP));
+    assert!(!lab.has_address(PRIMARY, director_lab::VIP));
     let results = lab.http_get_many(10, &vip_url());
     director_lab::assert_all_ok(&results, "requests through the new master");
 }
@@ -192,10 +230,8 @@ fn a_stopping_master_hands_over_with_priority_zero() {
 /// Writes the NAT lab's config for `host` (backends in `order`, so the two directors'
 /// schedulers disagree) with persistence and an `[ha]` table with sync and the floating
 /// server-side gateway.
-fn nat_ha_config(lab: &Lab, host: Host, priority: u8, order: &[usize]) -> (PathBuf, PathBuf) {
-    let socket = lab.stats_socket_of(host);
+fn nat_ha_config(lab: &Lab, host: Host, priority: u8, order: &[usize]) -> ConfigFiles {
     let mut config = lab.nat_config("rr", Some(BACKEND_PORT));
-    config.stats_socket.clone_from(&socket);
     let service = &mut config.services[0];
     service.persistence = Some("300s".into());
     service.backends = order
@@ -206,13 +242,8 @@ fn nat_ha_config(lab: &Lab, host: Host, priority: u8, order: &[usize]) -> (PathB
             backend
         })
         .collect();
-    let text = format!(
-        "{}\n[ha]\nvrid = 52\npriority = {priority}\nadvert_interval = \"{}ms\"\nsync = true\n\
-         server_address = \"{SERVER_SIDE_IP}/24\"\n",
-        config.to_toml(),
-        ADVERT_INTERVAL.as_millis()
-    );
-    (lab.write_config_text(&text), socket)
+    let server_address = format!("server_address = \"{SERVER_SIDE_IP}/24\"\n");
+    write_ha_config(lab, host, config, 52, priority, &server_address)
 }
 
 /// The real servers' port behind the NAT VIP:80.
@@ -227,17 +258,11 @@ fn nat_flows_and_persistence_survive_a_failover_through_state_sync() {
     });
     // The backup lists the servers the other way round: on its own, its round robin would
     // send a client elsewhere, and it has never seen the flow's SYN.
-    let (primary_config, primary_socket) = nat_ha_config(&lab, Host::Director, 150, &[1, 2]);
-    let (backup_config, backup_socket) = nat_ha_config(&lab, Host::ExtraDirector(2), 100, &[2, 1]);
-    let primary = lab.start_director_on(Host::Director, &primary_config, &primary_socket, true);
-    let backup = lab.start_director_on(
-        Host::ExtraDirector(2),
-        &backup_config,
-        &backup_socket,
-        false,
+    let (_primary, backup) = start_pair(
+        &lab,
+        &nat_ha_config(&lab, PRIMARY, 150, &[1, 2]),
+        &nat_ha_config(&lab, BACKUP, 100, &[2, 1]),
     );
-    wait_for_state(&primary, "MASTER", Duration::from_secs(5));
-    wait_for_state(&backup, "BACKUP", Duration::from_secs(5));
 
     let mut keep_alive = lab.keep_alive(&vip_url(), None);
     let first = keep_alive
@@ -246,22 +271,18 @@ fn nat_flows_and_persistence_survive_a_failover_through_state_sync() {
     assert_eq!(first.port, BACKEND_PORT);
     // The flow's records and its client's template reach the backup.
     backup
-        .wait_for_stats(
-            "the backup to import the flow",
-            Duration::from_secs(5),
-            |stats| {
-                let imported: u64 = stats["workers"]
-                    .as_array()?
-                    .iter()
-                    .filter_map(|worker| worker["counters"]["sync_records_imported"].as_u64())
-                    .sum();
-                (imported > 0).then_some(())
-            },
-        )
+        .wait_for_stats("the backup to import the flow", WITHIN, |stats| {
+            let imported: u64 = stats["workers"]
+                .as_array()?
+                .iter()
+                .filter_map(|worker| worker["counters"]["sync_records_imported"].as_u64())
+                .sum();
+            (imported > 0).then_some(())
+        })
         .unwrap_or_else(|e| panic!("{e:#}\nbackup log:\n{}", backup.log()));
 
-    lab.set_link(Host::Director, false);
-    wait_for_state(&backup, "MASTER", Duration::from_secs(5));
+    lab.set_link(PRIMARY, false);
+    wait_for_state(&backup, "MASTER");
     // The established NAT connection carries on: the backup translates the client's next
     // request to the same real server and that server's replies back to the VIP.
     let after = keep_alive
@@ -280,21 +301,19 @@ fn nat_flows_and_persistence_survive_a_failover_through_state_sync() {
             "persistence lost: {response:?}"
         );
     }
-    assert!(lab.has_address(Host::ExtraDirector(2), director_lab::VIP));
+    assert!(lab.has_address(BACKUP, director_lab::VIP));
 }
 
 #[test]
 fn the_director_and_keepalived_hand_the_vip_to_each_other() {
     require_root!();
     let lab = Lab::dr(LabOptions::directors(2, 1));
-    let (config, socket) = ha_config(&lab, Host::Director, 150);
-    let mut director = lab.start_director_on(Host::Director, &config, &socket, true);
-    wait_for_state(&director, "MASTER", Duration::from_secs(5));
+    let config = ha_config(&lab, PRIMARY, 150);
+    let mut director = start(&lab, PRIMARY, &config, true);
+    wait_for_state(&director, "MASTER");
     // keepalived 2.x, VRRPv3, priority 100, same vrid and VIP: it must stay backup.
-    let mut keepalived = lab.start_keepalived(Host::ExtraDirector(2), &KeepalivedOptions::new(100));
-    keepalived
-        .wait_for_state(KeepalivedState::Backup, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", keepalived.log()));
+    let mut keepalived = lab.start_keepalived(BACKUP, &KeepalivedOptions::new(100));
+    wait_for_keepalived(&mut keepalived, KeepalivedState::Backup);
     // Several master-down intervals later nothing has changed: our adverts reach keepalived.
     let settle = Instant::now() + Duration::from_secs(1);
     director
@@ -316,21 +335,17 @@ fn the_director_and_keepalived_hand_the_vip_to_each_other() {
     // The director stops (priority 0): keepalived takes the VIP.
     let stop = Instant::now();
     director.stop();
-    keepalived
-        .wait_for_state(KeepalivedState::Master, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", keepalived.log()));
+    wait_for_keepalived(&mut keepalived, KeepalivedState::Master);
     println!(
         "keepalived master {:?} after the director stopped",
         stop.elapsed()
     );
-    assert!(lab.has_address(Host::ExtraDirector(2), director_lab::VIP));
+    assert!(lab.has_address(BACKUP, director_lab::VIP));
 
     // A director started again preempts keepalived (150 > 100) and serves.
-    let director = lab.start_director_on(Host::Director, &config, &socket, true);
-    wait_for_state(&director, "MASTER", Duration::from_secs(5));
-    keepalived
-        .wait_for_state(KeepalivedState::Backup, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", keepalived.log()));
+    let director = start(&lab, PRIMARY, &config, true);
+    wait_for_state(&director, "MASTER");
+    wait_for_keepalived(&mut keepalived, KeepalivedState::Backup);
     director_lab::assert_all_ok(
         &lab.http_get_many(5, &vip_url()),
         "through the director again",

@@ -103,6 +103,49 @@ fn wait_checked(director: &DirectorProcess, addresses: &[String], checks: u64) {
     }
 }
 
+/// Waits until backend `address` reports `health`, "up" or "down" (and `more` holds), within
+/// the standard timing's bound for that change; returns it.
+fn wait_standard(
+    director: &DirectorProcess,
+    address: &str,
+    health: &str,
+    more: impl Fn(&Value) -> bool,
+) -> Value {
+    let within = match health {
+        "down" => down_bound(INTERVAL, TIMEOUT, FALL),
+        "up" => up_bound(INTERVAL, TIMEOUT, RISE),
+        other => panic!("no bound for health {other:?}"),
+    };
+    wait_health(director, address, health, within, more)
+}
+
+fn wait_down(director: &DirectorProcess, address: &str) -> Value {
+    wait_standard(director, address, "down", |_| true)
+}
+
+fn wait_up(director: &DirectorProcess, address: &str) -> Value {
+    wait_standard(director, address, "up", |_| true)
+}
+
+/// The lab's three real servers' addresses.
+fn addresses(lab: &Lab) -> Vec<String> {
+    (1..=3).map(|i| lab.rs_address(i)).collect()
+}
+
+/// Starts the director on `config` with `check` on its service; returns once every real server
+/// has passed `checks` checks.
+fn start_checked(
+    lab: &Lab,
+    config: &mut DirectorConfig,
+    check: HealthCheck,
+    checks: u64,
+) -> DirectorProcess {
+    config.services[0].health_check = Some(check);
+    let director = lab.start_director(config);
+    wait_checked(&director, &addresses(lab), checks);
+    director
+}
+
 fn servers(results: &[anyhow::Result<HttpResponse>]) -> Vec<String> {
     tally(results).into_keys().collect()
 }
@@ -111,49 +154,53 @@ fn names(indices: &[usize]) -> Vec<String> {
     indices.iter().map(|&i| rs_name(i)).collect()
 }
 
+/// Sends `count` requests to the VIP, which must all succeed (`what` names the situation).
+fn get_all_ok(lab: &Lab, count: usize, what: &str) -> Vec<anyhow::Result<HttpResponse>> {
+    let results = lab.http_get_many(count, &vip_url());
+    assert_all_ok(&results, what);
+    results
+}
+
+/// Sends `count` requests to the VIP, which must all succeed and be served by exactly the real
+/// servers `expected` (1-based).
+#[track_caller]
+fn assert_served_by(
+    lab: &Lab,
+    director: &DirectorProcess,
+    count: usize,
+    what: &str,
+    expected: &[usize],
+) {
+    let results = get_all_ok(lab, count, what);
+    assert_eq!(
+        servers(&results),
+        names(expected),
+        "{what}: served {:?}; backends {:#}",
+        tally(&results),
+        director.stats()["services"][0]["backends"]
+    );
+}
+
 #[test]
 fn a_dead_server_leaves_the_pool_and_comes_back_after_rise_successes() {
     require_root!();
     let lab = Lab::dr(LabOptions::default());
-    let mut config = lab.dr_config("rr");
-    config.services[0].health_check = Some(http_check());
-    let director = lab.start_director(&config);
-    let addresses: Vec<String> = (1..=3).map(|i| lab.rs_address(i)).collect();
-    wait_checked(&director, &addresses, 2);
+    let director = start_checked(&lab, &mut lab.dr_config("rr"), http_check(), 2);
+    let addresses = addresses(&lab);
     let rs2 = lab.rs_address(2);
 
     lab.stop_http(2);
-    let down = wait_health(
-        &director,
-        &rs2,
-        "down",
-        down_bound(INTERVAL, TIMEOUT, FALL),
-        |_| true,
-    );
+    let down = wait_down(&director, &rs2);
     assert_eq!(down["last_check_failure"], "connection refused", "{down}");
     assert_eq!(number(&down, "health_transitions"), 1, "{down}");
     assert!(number(&down, "checks_failed") >= u64::from(FALL), "{down}");
     assert_eq!(down["disabled"], false, "{down}");
-    let results = lab.http_get_many(REQUESTS, &vip_url());
-    assert_all_ok(&results, "rs2 out of the pool");
-    assert_eq!(
-        servers(&results),
-        names(&[1, 3]),
-        "rs2 is out: {:?}",
-        tally(&results)
-    );
+    assert_served_by(&lab, &director, REQUESTS, "rs2 out of the pool", &[1, 3]);
 
     lab.start_http(2);
-    let up = wait_health(
-        &director,
-        &rs2,
-        "up",
-        up_bound(INTERVAL, TIMEOUT, RISE),
-        |_| true,
-    );
+    let up = wait_up(&director, &rs2);
     assert_eq!(number(&up, "health_transitions"), 2, "{up}");
-    let results = lab.http_get_many(REQUESTS, &vip_url());
-    assert_all_ok(&results, "rs2 back");
+    let results = get_all_ok(&lab, REQUESTS, "rs2 back");
     let served = tally(&results);
     assert_eq!(
         served.values().copied().collect::<Vec<_>>(),
@@ -188,42 +235,23 @@ fn a_dead_server_leaves_the_pool_and_comes_back_after_rise_successes() {
 fn inhibit_keeps_a_dead_server_at_weight_0() {
     require_root!();
     let lab = Lab::dr(LabOptions::default());
-    let mut config = lab.dr_config("rr");
-    config.services[0].health_check = Some(HealthCheck {
+    let inhibit = HealthCheck {
         on_failure: Some("inhibit".into()),
         ..http_check()
-    });
-    let director = lab.start_director(&config);
-    let addresses: Vec<String> = (1..=3).map(|i| lab.rs_address(i)).collect();
-    wait_checked(&director, &addresses, 1);
+    };
+    let director = start_checked(&lab, &mut lab.dr_config("rr"), inhibit, 1);
     let rs2 = lab.rs_address(2);
 
     lab.stop_http(2);
-    let down = wait_health(
-        &director,
-        &rs2,
-        "down",
-        down_bound(INTERVAL, TIMEOUT, FALL),
-        |backend| backend["weight"] == 0,
-    );
+    let down = wait_standard(&director, &rs2, "down", |backend| backend["weight"] == 0);
     // Still in the table (its flows continue), at weight 0, not disabled.
     assert_eq!(down["disabled"], false, "{down}");
     assert!(down["mac"].is_string(), "{down}");
-    let results = lab.http_get_many(REQUESTS, &vip_url());
-    assert_all_ok(&results, "rs2 inhibited");
-    assert_eq!(servers(&results), names(&[1, 3]), "{:?}", tally(&results));
+    assert_served_by(&lab, &director, REQUESTS, "rs2 inhibited", &[1, 3]);
 
     lab.start_http(2);
-    wait_health(
-        &director,
-        &rs2,
-        "up",
-        up_bound(INTERVAL, TIMEOUT, RISE),
-        |backend| backend["weight"] == 1,
-    );
-    let results = lab.http_get_many(REQUESTS, &vip_url());
-    assert_all_ok(&results, "rs2 back");
-    assert_eq!(servers(&results), names(&[1, 2, 3]));
+    wait_standard(&director, &rs2, "up", |backend| backend["weight"] == 1);
+    assert_served_by(&lab, &director, REQUESTS, "rs2 back", &[1, 2, 3]);
 }
 
 #[test]
@@ -241,18 +269,10 @@ fn the_fallback_serves_while_every_real_server_is_down() {
         backend(&director.stats(), &rs3).is_none(),
         "the fallback is listed while rs1 serves"
     );
-    let results = lab.http_get_many(10, &vip_url());
-    assert_all_ok(&results, "rs1 up");
-    assert_eq!(servers(&results), names(&[1]));
+    assert_served_by(&lab, &director, 10, "rs1 up", &[1]);
 
     lab.stop_http(1);
-    wait_health(
-        &director,
-        &rs1,
-        "down",
-        down_bound(INTERVAL, TIMEOUT, FALL),
-        |_| true,
-    );
+    wait_down(&director, &rs1);
     let fallback = director
         .wait_for_stats("the fallback in the pool", SLACK, |stats| {
             backend(stats, &rs3).filter(|backend| backend["fallback"] == true)
@@ -262,26 +282,16 @@ fn the_fallback_serves_while_every_real_server_is_down() {
         fallback["mac"].is_string(),
         "the fallback's MAC is resolved: {fallback}"
     );
-    let results = lab.http_get_many(REQUESTS, &vip_url());
-    assert_all_ok(&results, "fallback serving");
-    assert_eq!(servers(&results), names(&[3]));
+    assert_served_by(&lab, &director, REQUESTS, "fallback serving", &[3]);
 
     lab.start_http(1);
-    wait_health(
-        &director,
-        &rs1,
-        "up",
-        up_bound(INTERVAL, TIMEOUT, RISE),
-        |_| true,
-    );
+    wait_up(&director, &rs1);
     director
         .wait_for_stats("the fallback out of the pool", SLACK, |stats| {
             backend(stats, &rs3).is_none().then_some(())
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let results = lab.http_get_many(REQUESTS, &vip_url());
-    assert_all_ok(&results, "rs1 back");
-    assert_eq!(servers(&results), names(&[1]));
+    assert_served_by(&lab, &director, REQUESTS, "rs1 back", &[1]);
     let log = director.log();
     assert!(
         log.contains(&format!(
@@ -299,19 +309,11 @@ fn tcp_and_send_expect_checks_and_health_across_a_reload() {
     require_root!();
     let lab = Lab::dr(LabOptions::default());
     let mut config = lab.dr_config("rr");
-    config.services[0].health_check = Some(timed(HealthCheck::new("tcp")));
-    let director = lab.start_director(&config);
-    let addresses: Vec<String> = (1..=3).map(|i| lab.rs_address(i)).collect();
-    wait_checked(&director, &addresses, 2);
+    let director = start_checked(&lab, &mut config, timed(HealthCheck::new("tcp")), 2);
+    let addresses = addresses(&lab);
     let rs2 = lab.rs_address(2);
     lab.stop_http(2);
-    let down = wait_health(
-        &director,
-        &rs2,
-        "down",
-        down_bound(INTERVAL, TIMEOUT, FALL),
-        |_| true,
-    );
+    let down = wait_down(&director, &rs2);
     assert_eq!(down["last_check_failure"], "connection refused", "{down}");
     let failed_before = number(&down, "checks_failed");
 
@@ -329,18 +331,16 @@ fn tcp_and_send_expect_checks_and_health_across_a_reload() {
     );
     assert_eq!(number(&after, "health_transitions"), 1, "{after}");
     assert!(number(&after, "checks_failed") >= failed_before, "{after}");
-    let results = lab.http_get_many(REQUESTS, &vip_url());
-    assert_all_ok(&results, "rs2 out after the reload");
-    assert_eq!(servers(&results), names(&[1, 3]));
+    assert_served_by(
+        &lab,
+        &director,
+        REQUESTS,
+        "rs2 out after the reload",
+        &[1, 3],
+    );
 
     lab.start_http(2);
-    wait_health(
-        &director,
-        &rs2,
-        "up",
-        up_bound(INTERVAL, TIMEOUT, RISE),
-        |_| true,
-    );
+    wait_up(&director, &rs2);
     // The other two passed send/expect checks too, without a failure since the reload.
     for address in [&addresses[0], &addresses[2]] {
         let backend = backend(&director.stats(), address).unwrap();
@@ -353,9 +353,7 @@ fn tcp_and_send_expect_checks_and_health_across_a_reload() {
             "{backend}"
         );
     }
-    let results = lab.http_get_many(REQUESTS, &vip_url());
-    assert_all_ok(&results, "rs2 back");
-    assert_eq!(servers(&results), names(&[1, 2, 3]));
+    assert_served_by(&lab, &director, REQUESTS, "rs2 back", &[1, 2, 3]);
 }
 
 /// The real Python interpreter by absolute path (exec checks run without a shell; a pyenv shim
@@ -411,14 +409,7 @@ fn an_exec_check_runs_a_program_per_server() {
         |_| true,
     );
     assert_eq!(down["last_check_failure"], "exit status 1", "{down}");
-    let results = lab.http_get_many(REQUESTS, &vip_url());
-    assert_all_ok(&results, "rs3 out");
-    assert_eq!(
-        servers(&results),
-        names(&[1, 2]),
-        "{:#}",
-        director.stats()["services"][0]["backends"]
-    );
+    assert_served_by(&lab, &director, REQUESTS, "rs3 out", &[1, 2]);
     lab.start_http(3);
     wait_health(
         &director,
@@ -436,13 +427,9 @@ fn an_exec_check_runs_a_program_per_server() {
 fn nat_real_servers_answer_the_directors_checks() {
     require_root!();
     let lab = Lab::nat(LabOptions::default());
-    let mut config = lab.nat_config("rr", None);
-    config.services[0].health_check = Some(http_check());
-    let director = lab.start_director(&config);
-    let addresses: Vec<String> = (1..=3).map(|i| lab.rs_address(i)).collect();
-    wait_checked(&director, &addresses, 3);
+    let director = start_checked(&lab, &mut lab.nat_config("rr", None), http_check(), 3);
     let stats = director.stats();
-    for address in &addresses {
+    for address in &addresses(&lab) {
         let backend = backend(&stats, address).unwrap();
         assert_eq!(number(&backend, "checks_failed"), 0, "{backend}");
     }
@@ -452,20 +439,10 @@ fn nat_real_servers_answer_the_directors_checks() {
         "no check answer was passed to the kernel: {}",
         stats["xdp"]
     );
-    let results = lab.http_get_many(30, &vip_url());
-    assert_all_ok(&results, "NAT with health checks");
-    assert_eq!(servers(&results), names(&[1, 2, 3]));
+    assert_served_by(&lab, &director, 30, "NAT with health checks", &[1, 2, 3]);
 
     lab.stop_http(1);
     let rs1 = lab.rs_address(1);
-    wait_health(
-        &director,
-        &rs1,
-        "down",
-        down_bound(INTERVAL, TIMEOUT, FALL),
-        |_| true,
-    );
-    let results = lab.http_get_many(30, &vip_url());
-    assert_all_ok(&results, "NAT, rs1 out");
-    assert_eq!(servers(&results), names(&[2, 3]));
+    wait_down(&director, &rs1);
+    assert_served_by(&lab, &director, 30, "NAT, rs1 out", &[2, 3]);
 }

@@ -8,7 +8,8 @@
 //! after the master's last advertisement, or (256 - P)/256 of one after a priority-0 one).
 
 use std::net::Ipv4Addr;
-use std::sync::{Mutex, PoisonError};
+use std::ops::Deref;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,12 +28,33 @@ const INTERVAL: Duration = Duration::from_millis(100);
 const SLACK: Duration = Duration::from_millis(500);
 /// How often a wait looks at conditions that are not events (keepalived's log).
 const STEP: Duration = Duration::from_millis(10);
+/// How long most waits allow: an election, a takeover, keepalived reaching a state.
+const WITHIN: Duration = Duration::from_secs(5);
 
 /// The tests measure handover times: one at a time, so they do not skew each other's.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+/// A test's lab, holding [`SERIAL`] until the lab is gone.
+struct SerialLab {
+    lab: Lab,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Deref for SerialLab {
+    type Target = Lab;
+
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+
+/// The DR lab with `directors` directors and a real server, once no other test runs.
+fn lab(directors: usize) -> SerialLab {
+    let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    SerialLab {
+        lab: Lab::dr(LabOptions::directors(directors, 1)),
+        _serial: serial,
+    }
 }
 
 fn vip() -> Ipv4Addr {
@@ -106,6 +128,10 @@ impl Router {
         self.vrrp.as_ref().expect("the router is running")
     }
 
+    fn vrrp_mut(&mut self) -> &mut Vrrp {
+        self.vrrp.as_mut().expect("the router is running")
+    }
+
     fn status(&self) -> VrrpStatus {
         self.vrrp().status()
     }
@@ -154,6 +180,11 @@ impl Router {
             .map(|(at, _)| *at)
     }
 
+    /// How long after `since` the test saw the router last become master.
+    fn master_after(&self, since: Instant) -> Duration {
+        self.last(HaEvent::BecameMaster).unwrap() - since
+    }
+
     /// Mastership changes seen (Master, Backup, Fault events).
     fn transitions(&self) -> usize {
         self.seen
@@ -199,6 +230,31 @@ impl Group {
             );
             self.pump((deadline - now).min(STEP));
         }
+    }
+
+    /// Handles events until router `index` is in `state` (see [`is`]), at most `timeout`.
+    fn run_until_state(&mut self, what: &str, timeout: Duration, index: usize, state: VrrpState) {
+        self.run_until(what, timeout, |g| is(state)(&g.routers[index]));
+    }
+
+    /// Handles events until router `index` is elected (see [`elected`]), at most [`WITHIN`].
+    fn run_until_elected(&mut self, what: &str, index: usize) -> Duration {
+        self.run_until(what, WITHIN, |g| elected(g, index))
+    }
+
+    /// Handles events for `duration`; panics if mastership changed meanwhile.
+    #[track_caller]
+    fn assert_steady(&mut self, duration: Duration) {
+        let changes = self.run_for(duration);
+        assert_eq!(changes, 0, "{}", self.describe());
+    }
+
+    /// Every router's count of state transitions, as its status has it.
+    fn transition_counts(&self) -> Vec<u64> {
+        self.routers
+            .iter()
+            .map(|r| r.status().counters.transitions)
+            .collect()
     }
 
     /// Handles events for `duration`; returns the number of mastership changes seen meanwhile.
@@ -257,6 +313,20 @@ fn start_routers(lab: &Lab, routers: &[(Host, HaConfig)]) -> Group {
     }
 }
 
+/// Starts `director` (150) and `director2` (100), preempting or not, and waits until `director`
+/// is elected.
+fn primary_and_backup(lab: &Lab, preempt: bool) -> Group {
+    let mut group = start_routers(
+        lab,
+        &[
+            (Host::Director, ha(150, preempt)),
+            (Host::ExtraDirector(2), ha(100, preempt)),
+        ],
+    );
+    group.run_until_elected("director (150) elected", 0);
+    group
+}
+
 /// Whether `router` is in `state`, and the test has handled the event that says so.
 fn is(state: VrrpState) -> impl Fn(&Router) -> bool {
     move |router| router.role() == Some(state) && router.state() == state
@@ -274,11 +344,35 @@ fn elected(group: &Group, index: usize) -> bool {
     })
 }
 
+/// The master's address as a router's `status` has it.
+fn master_address(status: &VrrpStatus) -> Option<String> {
+    status.master_address.map(|a| a.to_string())
+}
+
+/// Panics unless `status` is of a router following the master `director<master>` of
+/// `priority`, at [`INTERVAL`], having received at least `adverts` advertisements, none invalid
+/// and every one with its own address list.
+#[track_caller]
+fn assert_follows(status: &VrrpStatus, master: usize, priority: u8, adverts: u64) {
+    assert_eq!(master_address(status), Some(director_ip(master)));
+    assert_eq!(status.master_priority, Some(priority));
+    assert_eq!(status.master_advert_interval, INTERVAL);
+    assert!(status.counters.adverts_received >= adverts, "{status:?}");
+    assert_eq!(status.counters.invalid(), 0, "{status:?}");
+    assert_eq!(status.counters.address_list_mismatch, 0, "{status:?}");
+}
+
+/// Panics unless the VIP is on `holder`'s `eth0` and not on `other`'s.
+#[track_caller]
+fn assert_vip_on(lab: &Lab, holder: Host, other: Host) {
+    assert!(lab.has_address(holder, VIP), "the VIP on {holder}");
+    assert!(!lab.has_address(other, VIP), "no VIP on {other}");
+}
+
 #[test]
 fn two_routers_elect_the_higher_priority() {
     require_root!();
-    let _serial = serial();
-    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let lab = lab(2);
     let start = Instant::now();
     let mut group = start_routers(
         &lab,
@@ -287,36 +381,25 @@ fn two_routers_elect_the_higher_priority() {
             (Host::Director, ha(150, true)),
         ],
     );
-    let took = group.run_until("director (150) elected", Duration::from_secs(5), |g| {
-        elected(g, 1)
-    });
+    let took = group.run_until_elected("director (150) elected", 1);
     println!(
         "election took {took:?} (master-down interval of priority 150: {:?})",
         master_down_interval(150, INTERVAL)
     );
     assert!(took < master_down_interval(100, INTERVAL) + SLACK);
-    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(start.elapsed() < WITHIN);
     // Let it run: nothing changes, adverts flow, nothing is discarded.
-    assert_eq!(group.run_for(INTERVAL * 10), 0, "{}", group.describe());
+    group.assert_steady(INTERVAL * 10);
     let backup = group.routers[0].status();
     let master = group.routers[1].status();
-    assert_eq!(
-        backup.master_address.map(|a| a.to_string()),
-        Some(director_ip(1))
-    );
-    assert_eq!(backup.master_priority, Some(150));
-    assert_eq!(backup.master_advert_interval, INTERVAL);
+    assert_follows(&backup, 1, 150, 8);
     assert_eq!(
         backup.master_down_interval,
         master_down_interval(100, INTERVAL)
     );
-    assert!(backup.counters.adverts_received >= 8, "{backup:?}");
-    assert_eq!(backup.counters.invalid(), 0, "{backup:?}");
-    assert_eq!(backup.counters.address_list_mismatch, 0, "{backup:?}");
     assert!(master.counters.adverts_sent >= 10, "{master:?}");
     assert_eq!(master.counters.send_errors, 0, "{master:?}");
-    assert!(lab.has_address(Host::Director, VIP));
-    assert!(!lab.has_address(Host::ExtraDirector(2), VIP));
+    assert_vip_on(&lab, Host::Director, Host::ExtraDirector(2));
     assert!(
         group.routers[0]
             .seen
@@ -329,90 +412,61 @@ fn two_routers_elect_the_higher_priority() {
 #[test]
 fn backup_takes_over_when_the_master_link_goes_down_and_the_primary_preempts_back() {
     require_root!();
-    let _serial = serial();
-    let lab = Lab::dr(LabOptions::directors(2, 1));
-    let mut group = start_routers(
-        &lab,
-        &[
-            (Host::Director, ha(150, true)),
-            (Host::ExtraDirector(2), ha(100, true)),
-        ],
-    );
-    group.run_until("director (150) elected", Duration::from_secs(5), |g| {
-        elected(g, 0)
-    });
+    let lab = lab(2);
+    let mut group = primary_and_backup(&lab, true);
 
     let down = Instant::now();
     lab.set_link(Host::Director, false);
-    group.run_until("director2 takes over", Duration::from_secs(5), |g| {
-        is(VrrpState::Master)(&g.routers[1])
-    });
-    let takeover = group.routers[1].last(HaEvent::BecameMaster).unwrap() - down;
+    group.run_until_state("director2 takes over", WITHIN, 1, VrrpState::Master);
+    let takeover = group.routers[1].master_after(down);
     let bound = master_down_interval(100, INTERVAL);
     println!("link down: director2 master after {takeover:?} (master-down interval {bound:?})");
     assert!(takeover < bound + SLACK, "took {takeover:?}");
-    group.run_until("director at fault", Duration::from_secs(1), |g| {
-        is(VrrpState::Fault)(&g.routers[0])
-    });
-    assert!(lab.has_address(Host::ExtraDirector(2), VIP));
-    assert!(!lab.has_address(Host::Director, VIP));
+    group.run_until_state(
+        "director at fault",
+        Duration::from_secs(1),
+        0,
+        VrrpState::Fault,
+    );
+    assert_vip_on(&lab, Host::ExtraDirector(2), Host::Director);
 
     let up = Instant::now();
     lab.set_link(Host::Director, true);
-    group.run_until(
-        "director (150) preempts back",
-        Duration::from_secs(5),
-        |g| elected(g, 0),
-    );
-    let back = group.routers[0].last(HaEvent::BecameMaster).unwrap() - up;
+    group.run_until_elected("director (150) preempts back", 0);
+    let back = group.routers[0].master_after(up);
     let bound = control::vrrp::LINK_CHECK_INTERVAL + master_down_interval(150, INTERVAL);
     println!("link up: director master again after {back:?} (link check + master-down interval {bound:?})");
     assert!(back < bound + SLACK, "took {back:?}");
-    assert!(lab.has_address(Host::Director, VIP));
-    assert!(!lab.has_address(Host::ExtraDirector(2), VIP));
-    assert_eq!(group.run_for(INTERVAL * 5), 0, "{}", group.describe());
+    assert_vip_on(&lab, Host::Director, Host::ExtraDirector(2));
+    group.assert_steady(INTERVAL * 5);
 }
 
 #[test]
 fn without_preemption_the_returning_primary_stays_backup() {
     require_root!();
-    let _serial = serial();
-    let lab = Lab::dr(LabOptions::directors(2, 1));
-    let mut group = start_routers(
-        &lab,
-        &[
-            (Host::Director, ha(150, false)),
-            (Host::ExtraDirector(2), ha(100, false)),
-        ],
-    );
-    group.run_until("director (150) elected", Duration::from_secs(5), |g| {
-        elected(g, 0)
-    });
+    let lab = lab(2);
+    let mut group = primary_and_backup(&lab, false);
     lab.set_link(Host::Director, false);
-    group.run_until("director2 takes over", Duration::from_secs(5), |g| {
-        is(VrrpState::Master)(&g.routers[1])
-    });
+    group.run_until_state("director2 takes over", WITHIN, 1, VrrpState::Master);
     lab.set_link(Host::Director, true);
-    group.run_until("director back as backup", Duration::from_secs(2), |g| {
-        is(VrrpState::Backup)(&g.routers[0])
-    });
+    group.run_until_state(
+        "director back as backup",
+        Duration::from_secs(2),
+        0,
+        VrrpState::Backup,
+    );
     // Several master-down intervals: the lower master keeps the VIP.
-    let changes = group.run_for(master_down_interval(150, INTERVAL) * 4);
-    assert_eq!(changes, 0, "{}", group.describe());
+    group.assert_steady(master_down_interval(150, INTERVAL) * 4);
     assert!(elected(&group, 1), "{}", group.describe());
     let primary = group.routers[0].status();
-    assert_eq!(
-        primary.master_address.map(|a| a.to_string()),
-        Some(director_ip(2))
-    );
+    assert_eq!(master_address(&primary), Some(director_ip(2)));
     assert_eq!(primary.master_priority, Some(100));
 }
 
 #[test]
 fn priority_zero_on_shutdown_hands_over_within_the_skew_time() {
     require_root!();
-    let _serial = serial();
-    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let lab = lab(2);
     // One-second advertisements make the difference plain: a silent master is noticed after
     // 3.2 s, a resigning one after the backup's skew time, 0.22 s.
     let slow = |priority| HaConfig {
@@ -437,10 +491,8 @@ fn priority_zero_on_shutdown_hands_over_within_the_skew_time() {
     let last = group.routers[0].shutdown();
     assert_eq!(last.state, VrrpState::Initialize);
     assert_eq!(last.counters.priority_zero_sent, 1, "{last:?}");
-    group.run_until("director2 takes over", Duration::from_secs(5), |g| {
-        is(VrrpState::Master)(&g.routers[1])
-    });
-    let handover = group.routers[1].last(HaEvent::BecameMaster).unwrap() - stop;
+    group.run_until_state("director2 takes over", WITHIN, 1, VrrpState::Master);
+    let handover = group.routers[1].master_after(stop);
     let down = master_down_interval(200, Duration::from_secs(1));
     let skew = skew_time(200, Duration::from_secs(1));
     println!("priority 0: director2 master after {handover:?} (skew {skew:?}, master-down interval {down:?})");
@@ -452,63 +504,30 @@ fn priority_zero_on_shutdown_hands_over_within_the_skew_time() {
 #[test]
 fn updating_the_vips_does_not_change_the_master() {
     require_root!();
-    let _serial = serial();
-    let lab = Lab::dr(LabOptions::directors(2, 1));
-    let mut group = start_routers(
-        &lab,
-        &[
-            (Host::Director, ha(150, true)),
-            (Host::ExtraDirector(2), ha(100, true)),
-        ],
-    );
-    group.run_until("director (150) elected", Duration::from_secs(5), |g| {
-        elected(g, 0)
-    });
-    let before: Vec<u64> = group
-        .routers
-        .iter()
-        .map(|r| r.status().counters.transitions)
-        .collect();
+    let lab = lab(2);
+    let mut group = primary_and_backup(&lab, true);
+    let before = group.transition_counts();
     let more = [vip(), Ipv4Addr::new(192, 0, 2, 20)];
     // The master reloads first; the backup hears the longer list for a while, then catches up.
-    group.routers[0]
-        .vrrp
-        .as_mut()
-        .unwrap()
-        .update_vips(&more)
-        .unwrap();
-    assert_eq!(group.run_for(master_down_interval(100, INTERVAL) * 2), 0);
-    group.routers[1]
-        .vrrp
-        .as_mut()
-        .unwrap()
-        .update_vips(&more)
-        .unwrap();
+    group.routers[0].vrrp_mut().update_vips(&more).unwrap();
+    group.assert_steady(master_down_interval(100, INTERVAL) * 2);
+    group.routers[1].vrrp_mut().update_vips(&more).unwrap();
     // Priorities and intervals change too, without crossing: no takeover.
     let reload = |priority| HaConfig {
         advert_interval: Duration::from_millis(200),
         ..ha(priority, true)
     };
     group.routers[1]
-        .vrrp
-        .as_mut()
-        .unwrap()
+        .vrrp_mut()
         .update(&reload(140), &more)
         .unwrap();
     group.routers[0]
-        .vrrp
-        .as_mut()
-        .unwrap()
+        .vrrp_mut()
         .update(&reload(160), &more)
         .unwrap();
-    assert_eq!(group.run_for(master_down_interval(100, INTERVAL) * 3), 0);
+    group.assert_steady(master_down_interval(100, INTERVAL) * 3);
     assert!(elected(&group, 0), "{}", group.describe());
-    let after: Vec<u64> = group
-        .routers
-        .iter()
-        .map(|r| r.status().counters.transitions)
-        .collect();
-    assert_eq!(before, after);
+    assert_eq!(before, group.transition_counts());
     let backup = group.routers[1].status();
     assert!(backup.counters.address_list_mismatch > 0, "{backup:?}");
     assert_eq!(backup.vips, more);
@@ -520,9 +539,7 @@ fn updating_the_vips_does_not_change_the_master() {
         ..ha(150, true)
     };
     let error = group.routers[0]
-        .vrrp
-        .as_mut()
-        .unwrap()
+        .vrrp_mut()
         .update(&other, &more)
         .unwrap_err();
     assert!(
@@ -534,8 +551,7 @@ fn updating_the_vips_does_not_change_the_master() {
 #[test]
 fn three_routers_of_ours_fail_over_in_priority_order() {
     require_root!();
-    let _serial = serial();
-    let lab = Lab::dr(LabOptions::directors(3, 1));
+    let lab = lab(3);
     let mut group = start_routers(
         &lab,
         &[
@@ -544,56 +560,39 @@ fn three_routers_of_ours_fail_over_in_priority_order() {
             (Host::ExtraDirector(3), ha(100, true)),
         ],
     );
-    group.run_until("director (200) elected", Duration::from_secs(5), |g| {
-        elected(g, 0)
-    });
+    group.run_until_elected("director (200) elected", 0);
     lab.set_link(Host::Director, false);
     let down = Instant::now();
-    group.run_until("director2 (150) takes over", Duration::from_secs(5), |g| {
+    group.run_until("director2 (150) takes over", WITHIN, |g| {
         is(VrrpState::Master)(&g.routers[1]) && is(VrrpState::Backup)(&g.routers[2])
     });
     println!(
         "three routers: director2 master after {:?}",
-        group.routers[1].last(HaEvent::BecameMaster).unwrap() - down
+        group.routers[1].master_after(down)
     );
     assert_eq!(group.routers[2].status().master_priority, Some(150));
     let stop = Instant::now();
     group.routers[1].shutdown();
-    group.run_until("director3 (100) takes over", Duration::from_secs(5), |g| {
-        is(VrrpState::Master)(&g.routers[2])
-    });
+    group.run_until_state("director3 (100) takes over", WITHIN, 2, VrrpState::Master);
     println!(
         "three routers: director3 master after {:?} of director2's priority 0",
-        group.routers[2].last(HaEvent::BecameMaster).unwrap() - stop
+        group.routers[2].master_after(stop)
     );
     lab.set_link(Host::Director, true);
-    group.run_until("director (200) preempts", Duration::from_secs(5), |g| {
-        elected(g, 0)
-    });
-    assert!(lab.has_address(Host::Director, VIP));
-    assert!(!lab.has_address(Host::ExtraDirector(3), VIP));
+    group.run_until_elected("director (200) preempts", 0);
+    assert_vip_on(&lab, Host::Director, Host::ExtraDirector(3));
 }
 
 #[test]
 fn the_vip_follows_the_master_under_client_load() {
     require_root!();
-    let _serial = serial();
-    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let lab = lab(2);
     // Each director answers on the VIP itself once it holds it, and names itself.
     let _http = [
         lab.start_http_on(Host::Director),
         lab.start_http_on(Host::ExtraDirector(2)),
     ];
-    let mut group = start_routers(
-        &lab,
-        &[
-            (Host::Director, ha(150, true)),
-            (Host::ExtraDirector(2), ha(100, true)),
-        ],
-    );
-    group.run_until("director (150) elected", Duration::from_secs(5), |g| {
-        elected(g, 0)
-    });
+    let mut group = primary_and_backup(&lab, true);
     let options = LoadOptions {
         timeout: Duration::from_millis(300),
         ..LoadOptions::default()
@@ -606,18 +605,18 @@ fn the_vip_follows_the_master_under_client_load() {
             .filter(|response| response.server == name)
             .count()
     };
-    load.wait_until("director serves the VIP", Duration::from_secs(5), |r| {
+    load.wait_until("director serves the VIP", WITHIN, |r| {
         served_by(r, "director") >= 5
     })
     .unwrap();
 
     let down = Instant::now();
     lab.set_link(Host::Director, false);
-    group.run_until("director2 serves the VIP", Duration::from_secs(5), |_| {
+    group.run_until("director2 serves the VIP", WITHIN, |_| {
         served_by(&load.results(), "director2") >= 1
     });
     let gap = down.elapsed();
-    let takeover = group.routers[1].last(HaEvent::BecameMaster).unwrap() - down;
+    let takeover = group.routers[1].master_after(down);
     println!(
         "under load: director2 master after {takeover:?}, answering the client after {gap:?} \
          (master-down interval {:?})",
@@ -629,11 +628,9 @@ fn the_vip_follows_the_master_under_client_load() {
     lab.set_link(Host::Director, true);
     // The returning primary preempts and its gratuitous ARPs bring the client back.
     let before = served_by(&load.results(), "director");
-    group.run_until(
-        "director serves the VIP again",
-        Duration::from_secs(5),
-        |_| served_by(&load.results(), "director") > before,
-    );
+    group.run_until("director serves the VIP again", WITHIN, |_| {
+        served_by(&load.results(), "director") > before
+    });
     let back = up.elapsed();
     println!("under load: director answered again {back:?} after its link came back");
     let results = load.stop();
@@ -657,28 +654,47 @@ fn keepalived(lab: &Lab, host: Host, priority: u8, preempt: bool) -> Keepalived 
     )
 }
 
+/// Waits at most `timeout` until keepalived `peer` is in `state`; returns how long it took.
+fn keepalived_reaches(
+    peer: &mut Keepalived,
+    state: KeepalivedState,
+    timeout: Duration,
+) -> Duration {
+    peer.wait_for_state(state, timeout).unwrap()
+}
+
+/// Panics unless keepalived `peer` has been in exactly `states`, in order.
+#[track_caller]
+fn assert_keepalived_states(peer: &Keepalived, states: &[KeepalivedState]) {
+    assert_eq!(peer.states(), states, "{}", peer.log());
+}
+
+/// Our config of `priority` advertising by unicast to `director<peer>` only.
+fn unicast_to(peer: usize, priority: u8) -> HaConfig {
+    HaConfig {
+        unicast_peers: vec![director_ip(peer).parse().unwrap()],
+        ..ha(priority, true)
+    }
+}
+
 #[test]
 fn ours_master_keepalived_backup_then_keepalived_takes_over() {
     require_root!();
-    let _serial = serial();
-    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let lab = lab(2);
     let mut group = start_routers(&lab, &[(Host::Director, ha(150, true))]);
     let mut peer = keepalived(&lab, Host::ExtraDirector(2), 100, true);
-    group.run_until("ours master", Duration::from_secs(5), |g| elected(g, 0));
+    group.run_until_elected("ours master", 0);
     // keepalived hears us and stays backup (it would drop our adverts, and take over, if it
     // disliked anything in them: version, checksum, addresses, interval).
-    let changes = group.run_for(master_down_interval(100, INTERVAL) * 5);
-    assert_eq!(changes, 0, "{}", group.describe());
-    assert_eq!(peer.states(), [KeepalivedState::Backup], "{}", peer.log());
+    group.assert_steady(master_down_interval(100, INTERVAL) * 5);
+    assert_keepalived_states(&peer, &[KeepalivedState::Backup]);
     let ours = group.routers[0].status();
     assert!(ours.counters.adverts_sent > 10);
     assert_eq!(ours.counters.invalid(), 0, "{ours:?}");
 
     let stop = Instant::now();
     group.routers[0].shutdown();
-    let handover = peer
-        .wait_for_state(KeepalivedState::Master, Duration::from_secs(5))
-        .unwrap();
+    let handover = keepalived_reaches(&mut peer, KeepalivedState::Master, WITHIN);
     let elapsed = stop.elapsed();
     println!(
         "ours resigned: keepalived master after {handover:?} ({elapsed:?} from the shutdown call; \
@@ -696,11 +712,9 @@ fn ours_master_keepalived_backup_then_keepalived_takes_over() {
 #[test]
 fn keepalived_master_ours_backup_then_ours_takes_over() {
     require_root!();
-    let _serial = serial();
-    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let lab = lab(2);
     let mut peer = keepalived(&lab, Host::ExtraDirector(2), 150, true);
-    peer.wait_for_state(KeepalivedState::Master, Duration::from_secs(5))
-        .unwrap();
+    keepalived_reaches(&mut peer, KeepalivedState::Master, WITHIN);
     let mut group = start_routers(&lab, &[(Host::Director, ha(100, true))]);
     let changes = group.run_for(master_down_interval(100, INTERVAL) * 5);
     assert_eq!(
@@ -711,25 +725,15 @@ fn keepalived_master_ours_backup_then_ours_takes_over() {
     );
     let ours = group.routers[0].status();
     assert_eq!(ours.state, VrrpState::Backup);
-    assert_eq!(
-        ours.master_address.map(|a| a.to_string()),
-        Some(director_ip(2))
-    );
-    assert_eq!(ours.master_priority, Some(150));
-    assert_eq!(ours.master_advert_interval, INTERVAL);
-    assert!(ours.counters.adverts_received >= 10, "{ours:?}");
-    assert_eq!(ours.counters.invalid(), 0, "{ours:?}");
-    assert_eq!(ours.counters.address_list_mismatch, 0, "{ours:?}");
+    assert_follows(&ours, 2, 150, 10);
     assert_eq!(peer.state(), Some(KeepalivedState::Master));
 
     // A clean stop: keepalived resigns with priority 0.
     let stop = Instant::now();
     peer.terminate();
-    group.run_until("ours takes over", Duration::from_secs(5), |g| {
-        is(VrrpState::Master)(&g.routers[0])
-    });
+    group.run_until_state("ours takes over", WITHIN, 0, VrrpState::Master);
     peer.wait_exit().unwrap();
-    let handover = group.routers[0].last(HaEvent::BecameMaster).unwrap() - stop;
+    let handover = group.routers[0].master_after(stop);
     println!(
         "keepalived stopped: ours master after {handover:?} (skew {:?}, master-down interval {:?})",
         skew_time(100, INTERVAL),
@@ -741,11 +745,8 @@ fn keepalived_master_ours_backup_then_ours_takes_over() {
     // keepalived comes back with the higher priority and preempts us.
     let mut peer = keepalived(&lab, Host::ExtraDirector(2), 150, true);
     let back = Instant::now();
-    group.run_until("ours yields to keepalived", Duration::from_secs(5), |g| {
-        is(VrrpState::Backup)(&g.routers[0])
-    });
-    peer.wait_for_state(KeepalivedState::Master, Duration::from_secs(2))
-        .unwrap();
+    group.run_until_state("ours yields to keepalived", WITHIN, 0, VrrpState::Backup);
+    keepalived_reaches(&mut peer, KeepalivedState::Master, Duration::from_secs(2));
     println!(
         "keepalived (150) back: ours backup after {:?}",
         back.elapsed()
@@ -754,12 +755,13 @@ fn keepalived_master_ours_backup_then_ours_takes_over() {
     // A crash (no priority 0): the master-down interval.
     let crash = Instant::now();
     peer.kill();
-    group.run_until(
+    group.run_until_state(
         "ours takes over from a crashed keepalived",
-        Duration::from_secs(5),
-        |g| is(VrrpState::Master)(&g.routers[0]),
+        WITHIN,
+        0,
+        VrrpState::Master,
     );
-    let handover = group.routers[0].last(HaEvent::BecameMaster).unwrap() - crash;
+    let handover = group.routers[0].master_after(crash);
     println!("keepalived killed: ours master after {handover:?}");
     assert!(handover < master_down_interval(100, INTERVAL) + SLACK);
 }
@@ -767,22 +769,19 @@ fn keepalived_master_ours_backup_then_ours_takes_over() {
 #[test]
 fn keepalived_backup_without_preemption_keeps_our_lower_master() {
     require_root!();
-    let _serial = serial();
-    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let lab = lab(2);
     let mut group = start_routers(&lab, &[(Host::Director, ha(100, false))]);
-    group.run_until("ours master", Duration::from_secs(5), |g| elected(g, 0));
+    group.run_until_elected("ours master", 0);
     let peer = keepalived(&lab, Host::ExtraDirector(2), 150, false);
-    let changes = group.run_for(master_down_interval(150, INTERVAL) * 5);
-    assert_eq!(changes, 0, "{}", group.describe());
-    assert_eq!(peer.states(), [KeepalivedState::Backup], "{}", peer.log());
+    group.assert_steady(master_down_interval(150, INTERVAL) * 5);
+    assert_keepalived_states(&peer, &[KeepalivedState::Backup]);
     assert!(elected(&group, 0));
 }
 
 #[test]
 fn three_routers_two_ours_and_keepalived() {
     require_root!();
-    let _serial = serial();
-    let lab = Lab::dr(LabOptions::directors(3, 1));
+    let lab = lab(3);
     let mut group = start_routers(
         &lab,
         &[
@@ -791,18 +790,14 @@ fn three_routers_two_ours_and_keepalived() {
         ],
     );
     let mut peer = keepalived(&lab, Host::ExtraDirector(2), 150, true);
-    group.run_until("director (200) elected", Duration::from_secs(5), |g| {
-        elected(g, 0)
-    });
-    assert_eq!(group.run_for(INTERVAL * 10), 0);
-    assert_eq!(peer.states(), [KeepalivedState::Backup], "{}", peer.log());
+    group.run_until_elected("director (200) elected", 0);
+    group.assert_steady(INTERVAL * 10);
+    assert_keepalived_states(&peer, &[KeepalivedState::Backup]);
 
     // The master's link fails: keepalived (150) outranks our other router (100).
     let down = Instant::now();
     lab.set_link(Host::Director, false);
-    let took = peer
-        .wait_for_state(KeepalivedState::Master, Duration::from_secs(5))
-        .unwrap();
+    let took = keepalived_reaches(&mut peer, KeepalivedState::Master, WITHIN);
     println!("three routers: keepalived master {took:?} after the master's link went down");
     assert!(down.elapsed() < master_down_interval(150, INTERVAL) + SLACK);
     group.run_until(
@@ -820,37 +815,27 @@ fn three_routers_two_ours_and_keepalived() {
         "three routers: director3 took over meanwhile: {}",
         group.routers[1].last(HaEvent::BecameMaster).is_some()
     );
-    assert_eq!(group.run_for(INTERVAL * 10), 0, "{}", group.describe());
+    group.assert_steady(INTERVAL * 10);
 
     // It returns and preempts keepalived.
     lab.set_link(Host::Director, true);
-    group.run_until("director (200) preempts", Duration::from_secs(5), |g| {
-        elected(g, 0)
-    });
-    peer.wait_for_state(KeepalivedState::Backup, Duration::from_secs(2))
-        .unwrap();
-    assert_eq!(
-        peer.states(),
-        [
+    group.run_until_elected("director (200) preempts", 0);
+    keepalived_reaches(&mut peer, KeepalivedState::Backup, Duration::from_secs(2));
+    assert_keepalived_states(
+        &peer,
+        &[
             KeepalivedState::Backup,
             KeepalivedState::Master,
-            KeepalivedState::Backup
+            KeepalivedState::Backup,
         ],
-        "{}",
-        peer.log()
     );
 }
 
 #[test]
 fn unicast_advertisements_interoperate_with_keepalived() {
     require_root!();
-    let _serial = serial();
-    let lab = Lab::dr(LabOptions::directors(2, 1));
-    let ours = HaConfig {
-        unicast_peers: vec![director_ip(2).parse().unwrap()],
-        ..ha(150, true)
-    };
-    let mut group = start_routers(&lab, &[(Host::Director, ours)]);
+    let lab = lab(2);
+    let mut group = start_routers(&lab, &[(Host::Director, unicast_to(2, 150))]);
     let mut peer = lab.start_keepalived(
         Host::ExtraDirector(2),
         &KeepalivedOptions {
@@ -858,29 +843,21 @@ fn unicast_advertisements_interoperate_with_keepalived() {
             ..KeepalivedOptions::new(100)
         },
     );
-    group.run_until("ours master", Duration::from_secs(5), |g| elected(g, 0));
-    assert_eq!(group.run_for(master_down_interval(100, INTERVAL) * 5), 0);
-    assert_eq!(peer.states(), [KeepalivedState::Backup], "{}", peer.log());
+    group.run_until_elected("ours master", 0);
+    group.assert_steady(master_down_interval(100, INTERVAL) * 5);
+    assert_keepalived_states(&peer, &[KeepalivedState::Backup]);
     let stop = Instant::now();
     group.routers[0].shutdown();
-    peer.wait_for_state(KeepalivedState::Master, Duration::from_secs(5))
-        .unwrap();
+    keepalived_reaches(&mut peer, KeepalivedState::Master, WITHIN);
     println!(
         "unicast: keepalived master {:?} after ours resigned",
         stop.elapsed()
     );
     // And the other way round: keepalived's unicast adverts reach a router of ours.
-    let backup = HaConfig {
-        unicast_peers: vec![director_ip(2).parse().unwrap()],
-        ..ha(100, true)
-    };
-    let mut group2 = start_routers(&lab, &[(Host::Director, backup)]);
+    let mut group2 = start_routers(&lab, &[(Host::Director, unicast_to(2, 100))]);
     assert_eq!(group2.run_for(master_down_interval(100, INTERVAL) * 3), 1);
     let status = group2.routers[0].status();
     assert_eq!(status.state, VrrpState::Backup, "{status:?}");
-    assert_eq!(
-        status.master_address.map(|a| a.to_string()),
-        Some(director_ip(2))
-    );
+    assert_eq!(master_address(&status), Some(director_ip(2)));
     assert_eq!(status.counters.invalid(), 0, "{status:?}");
 }
