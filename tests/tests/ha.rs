@@ -351,3 +351,30 @@ fn the_director_and_keepalived_hand_the_vip_to_each_other() {
         "through the director again",
     );
 }
+
+#[test]
+fn a_nat_master_that_loses_its_server_side_hands_over() {
+    require_root!();
+    let lab = Lab::nat(LabOptions {
+        ports: vec![BACKEND_PORT],
+        ..LabOptions::directors(2, 2)
+    });
+    let (primary, backup) = start_pair(
+        &lab,
+        &nat_ha_config(&lab, PRIMARY, 150, &[1, 2]),
+        &nat_ha_config(&lab, BACKUP, 100, &[1, 2]),
+    );
+    director_lab::assert_all_ok(&lab.http_get_many(4, &vip_url()), "through the primary");
+    // The client side is fine; only the real servers are out of reach.
+    lab.exec_ok(PRIMARY, &["ip", "link", "set", "eth1", "down"]);
+    wait_for_state(&primary, "FAULT");
+    wait_for_state(&backup, "MASTER");
+    // The gateway address moved with the VIP, so the real servers' replies reach the backup.
+    let on_backup = lab.exec_ok(BACKUP, &["ip", "-o", "-4", "addr", "show", "dev", "eth1"]);
+    assert!(
+        on_backup.contains(&format!("{SERVER_SIDE_IP}/24")),
+        "{on_backup}"
+    );
+    director_lab::assert_all_ok(&lab.http_get_many(4, &vip_url()), "through the backup");
+    assert!(!lab.has_address(PRIMARY, director_lab::VIP));
+}
