@@ -345,6 +345,21 @@ impl ConfigError {
 }
 
 impl Config {
+    /// Whether any service forwards by `method`.
+    pub fn uses(&self, method: Forwarding) -> bool {
+        self.services
+            .iter()
+            .any(|service| service.forwarding == method)
+    }
+
+    /// The first forwarding method in use that needs the director's own address on its
+    /// interfaces (TUN's outer source, NAT's two sides), if any.
+    pub fn needs_own_addresses(&self) -> Option<Forwarding> {
+        [Forwarding::Tunnel, Forwarding::Nat]
+            .into_iter()
+            .find(|&method| self.uses(method))
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

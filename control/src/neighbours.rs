@@ -87,7 +87,7 @@ pub fn lookup(
             }
         }
     }
-    if uses_nat(config) {
+    if config.uses(Forwarding::Nat) {
         match netlink.default_gateway(sides.client) {
             Ok(Some(gateway)) => {
                 let mac = client_table.get(&gateway).copied();
@@ -149,12 +149,4 @@ pub fn resolve_waiting(
             None => std::thread::sleep(pause),
         }
     }
-}
-
-/// Whether any service forwards by NAT.
-pub fn uses_nat(config: &Config) -> bool {
-    config
-        .services
-        .iter()
-        .any(|service| service.forwarding == Forwarding::Nat)
 }

@@ -265,7 +265,7 @@ impl Director {
         let queues = worker_queues(&config, &interfaces)?;
         let mut builder = TableBuilder::new(queues as usize);
         builder.interfaces = required_interface_facts(&mut netlink, &interfaces, &config)?;
-        if neighbours::uses_nat(&config) {
+        if config.uses(Forwarding::Nat) {
             warn_if_kernel_forwards();
         }
 
@@ -277,7 +277,7 @@ impl Director {
             INITIAL_RESOLUTION_WAIT,
             Some(signals),
         );
-        if neighbours::uses_nat(&config) && resolved.gateway.is_none() {
+        if config.uses(Forwarding::Nat) && resolved.gateway.is_none() {
             warn!(
                 interface = %interfaces[0].name,
                 "no default route out of the client side: NAT replies are dropped \
@@ -885,10 +885,7 @@ impl Director {
             Config::load(&self.config_path).with_context(|| format!("configuration {path}"))?;
         unchangeable(&self.config, &config).with_context(|| format!("configuration {path}"))?;
         if self.builder.interfaces.is_none() {
-            if let Some(method) = [Forwarding::Tunnel, Forwarding::Nat]
-                .into_iter()
-                .find(|&method| uses(&config, method))
-            {
+            if let Some(method) = config.needs_own_addresses() {
                 bail!(
                     "configuration {path}: forwarding = {:?} needs an IPv4 address on the \
                      director's interfaces, and they had none at start; restart once they have",
@@ -1216,14 +1213,6 @@ fn checked(config: &Config, id: &BackendId) -> bool {
     })
 }
 
-/// Whether any service forwards by `method`.
-fn uses(config: &Config, method: Forwarding) -> bool {
-    config
-        .services
-        .iter()
-        .any(|service| service.forwarding == method)
-}
-
 /// Gives the client side's facts the NAT replies' next hop as last resolved.
 fn set_gateway(builder: &mut TableBuilder, resolved: &Neighbours) {
     if let Some(interfaces) = &mut builder.interfaces {
@@ -1255,10 +1244,7 @@ fn required_interface_facts(
 ) -> anyhow::Result<Option<Interfaces>> {
     let facts = interface_facts(netlink, interfaces, config);
     if facts.is_none() {
-        if let Some(method) = [Forwarding::Tunnel, Forwarding::Nat]
-            .into_iter()
-            .find(|&method| uses(config, method))
-        {
+        if let Some(method) = config.needs_own_addresses() {
             bail!(
                 "interface {}: no IPv4 address (forwarding = {:?} needs the director's own \
                  address on each interface it uses); give it an address on its subnet",
