@@ -561,6 +561,14 @@ impl Lab {
         let address = host
             .address()
             .with_context(|| format!("{host} has no address"))?;
+        let log = self.new_file(&format!("{host}-http.log"));
+        self.spawn_http_server(host, &address, &log)
+    }
+
+    /// Runs the lab's HTTP server on `host`, named after it, on the lab's ports, logging to
+    /// `log`, and waits until it accepts on `address` on every port (failing at once, with its
+    /// log, if it exits first).
+    fn spawn_http_server(&self, host: Host, address: &str, log: &Path) -> Result<ChildGuard> {
         let python = python()?;
         let python_s = python.to_string_lossy();
         let script = self.dir.join("lab-http-server.py");
@@ -571,8 +579,7 @@ impl Lab {
         for port in &ports {
             args.extend(["--port", port.as_str()]);
         }
-        let log = self.new_file(&format!("{host}-http.log"));
-        let mut child = self.try_spawn_logged(host, &args, &log)?;
+        let mut child = self.try_spawn_logged(host, &args, log)?;
         for &port in &self.ports {
             poll_check(
                 &format!("the HTTP server on {host} ({address}:{port})"),
@@ -580,10 +587,10 @@ impl Lab {
                 Duration::from_millis(20),
                 || {
                     if let Ok(Some(status)) = child.try_wait() {
-                        let log = fs::read_to_string(&log).unwrap_or_default();
+                        let log = fs::read_to_string(log).unwrap_or_default();
                         return Check::Fatal(format!("it exited ({status}); its log:\n{log}"));
                     }
-                    match self.tcp_connects(host, &address, port) {
+                    match self.tcp_connects(host, address, port) {
                         Ok(()) => Check::Ready(()),
                         Err(reason) => Check::NotYet(reason),
                     }
@@ -621,36 +628,8 @@ impl Lab {
         if slot.is_some() {
             return Ok(());
         }
-        let script = self.dir.join("lab-http-server.py");
         let log = self.dir.join(format!("{host}-http.log"));
-        let python = python()?;
-        let name = rs_name(i);
-        let python_s = python.to_string_lossy();
-        let script_s = script.to_string_lossy();
-        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
-        let mut args: Vec<&str> = vec![&python_s, &script_s, "--name", &name];
-        for port in &ports {
-            args.extend(["--port", port.as_str()]);
-        }
-        let mut child = self.try_spawn_logged(host, &args, &log)?;
-        let address = self.rs_address(i);
-        for &port in &self.ports {
-            poll_check(
-                &format!("{name}'s HTTP server on {address}:{port}"),
-                HTTP_READY_TIMEOUT,
-                Duration::from_millis(20),
-                || {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        let log = fs::read_to_string(&log).unwrap_or_default();
-                        return Check::Fatal(format!("it exited ({status}); its log:\n{log}"));
-                    }
-                    match self.tcp_connects(host, &address, port) {
-                        Ok(()) => Check::Ready(()),
-                        Err(reason) => Check::NotYet(reason),
-                    }
-                },
-            )?;
-        }
+        let child = self.spawn_http_server(host, &self.rs_address(i), &log)?;
         *slot = Some(child);
         Ok(())
     }
