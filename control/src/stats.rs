@@ -96,6 +96,7 @@ pub fn collect(shared: &Shared) -> Stats {
                 ("sync_records_unknown", load(&counters.sync_records_unknown)),
                 ("fill_ring_starved", load(&counters.fill_ring_starved)),
                 ("tx_wakeups", load(&counters.tx_wakeups)),
+                ("rx_deferred", load(&counters.rx_deferred)),
                 ("idle_sleeps", load(&counters.idle_sleeps)),
                 ("bad_descriptors", load(&counters.bad_descriptors)),
                 ("xsk_rx_dropped", load(&kernel.rx_dropped)),

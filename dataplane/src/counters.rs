@@ -156,6 +156,10 @@ pub struct WorkerCounters {
     pub fill_ring_starved: AtomicU64,
     /// TX wake-up syscalls made.
     pub tx_wakeups: AtomicU64,
+    /// Bursts a port's RX ring was left alone because a TX ring the frames could leave by had
+    /// no room (back-pressure: the frames wait on the RX ring, or the kernel drops them there and
+    /// counts them in `xsk_rx_ring_full`, instead of being processed and then dropped here).
+    pub rx_deferred: AtomicU64,
     /// Times an adaptive worker slept in poll(2) for lack of traffic.
     pub idle_sleeps: AtomicU64,
     /// ICMP fragmentation-needed errors sent back to clients whose packet was too big to tunnel

@@ -23,10 +23,16 @@
 
 pub mod conntrack;
 pub mod counters;
+#[allow(
+    unsafe_code,
+    reason = "maps the large tables' memory (mmap, madvise) and hands it out as an allocator"
+)]
+pub mod memory;
 pub mod persistence;
 pub mod pipeline;
 pub mod rewrite;
 pub mod service;
+mod slot_index;
 pub mod sync;
 #[doc(hidden)]
 pub mod testing;

@@ -272,6 +272,16 @@ impl Pipeline {
         })
     }
 
+    /// Starts loading what processing `frame` will look up first (its connection's index
+    /// buckets), so the worker can overlap those cache misses with the frame before it. Reads
+    /// the headers only; a frame that does not parse is left alone.
+    #[inline]
+    pub fn prefetch(&self, frame: &[u8]) {
+        if let Ok(Classified::Transport(flow)) = classify(frame) {
+            self.connections.prefetch(&flow.key);
+        }
+    }
+
     /// Expires idle connections; called by the worker about once a second, not per packet.
     pub fn housekeeping(&mut self, table: &ServiceTable, now: Instant, counters: &WorkerCounters) {
         let gauges = self.gauges(table);

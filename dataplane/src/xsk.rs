@@ -288,6 +288,7 @@ pub struct Xsk {
     frame_mask: u64,
     frame_size: usize,
     frame_count: u32,
+    ring_size: u32,
     in_hand: u32,
     /// The port [`Xsk::refill`] serves first next time (it takes turns).
     next_refill: usize,
@@ -403,6 +404,7 @@ impl Xsk {
             frame_mask: !(u64::from(config.frame_size) - 1),
             frame_size: config.frame_size as usize,
             frame_count: config.frame_count,
+            ring_size: config.ring_size,
             in_hand: 0,
             next_refill: 0,
         };
@@ -503,6 +505,25 @@ impl Xsk {
             std::slice::from_raw_parts_mut(self.area.base.as_ptr().add(base), self.frame_size)
         };
         Some((chunk, start))
+    }
+
+    /// Hints the CPU to load the first cache line of a received frame (its headers). Does
+    /// nothing for a descriptor outside the UMEM or on targets without a prefetch hint.
+    #[inline]
+    pub fn prefetch(&self, desc: &XdpDesc) {
+        let Ok(offset) = usize::try_from(desc.addr) else {
+            return;
+        };
+        if offset >= self.area.len {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch never faults and reads nothing observable; the address is inside
+        // the UMEM mapping.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(self.area.base.as_ptr().add(offset).cast::<i8>());
+        }
     }
 
     /// The UMEM address of byte `start` of the chunk `desc` lies in, for a TX descriptor on
@@ -609,6 +630,11 @@ impl Xsk {
     /// yet read).
     pub fn in_fill(&self, port: usize) -> u32 {
         self.ports[port].in_fill
+    }
+
+    /// Free entries on `port`'s TX ring: how many frames [`Xsk::transmit`] would take now.
+    pub fn tx_room(&self, port: usize) -> u32 {
+        self.ring_size.saturating_sub(self.ports[port].tx.pending())
     }
 
     /// Frames on `port`'s TX ring, not yet completed.

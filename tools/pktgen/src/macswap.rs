@@ -2,12 +2,12 @@
 //!
 //! One [`Xsk`] on (interface, queue) and the director's XDP classifier steering one service's
 //! frames into it, exactly as `director` sets them up; then the worker loop's ring handling
-//! (`dataplane::worker`: reap completions, refill, a burst of up to [`BATCH`] frames, queue the
-//! burst on the TX ring in one go, recycle what it did not take, kick while anything is
-//! pending) with the pipeline replaced by a swap of the Ethernet addresses. What the director
-//! forwards below this rate is the cost of parsing, the connection table, scheduling and the
-//! rewrite; the rings, the copies of copy mode and the kernel's per-frame skb are common to
-//! both.
+//! (`dataplane::worker`: reap completions, refill, a burst of up to [`BATCH`] frames but no more
+//! than the TX ring has room for, queue the burst on the TX ring in one go, recycle what it did
+//! not take, kick while anything is pending) with the pipeline replaced by a swap of the
+//! Ethernet addresses. What the director forwards below this rate is the cost of parsing, the
+//! connection table, scheduling and the rewrite; the rings, the copies of copy mode and the
+//! kernel's per-frame skb are common to both.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use xdpilone::xdp::XdpDesc;
 use crate::{sys, Error, StopReason};
 
 /// Frames per RX burst, as the director's workers take (`dataplane::worker::BATCH`).
-pub const BATCH: usize = 64;
+pub const BATCH: usize = dataplane::worker::BATCH;
 
 /// Loop iterations between clock reads.
 const CLOCK_CHECK: u32 = 256;
@@ -109,7 +109,9 @@ impl Macswap {
             xsk.reap_completions();
             xsk.refill();
 
-            let count = xsk.receive(CLIENT, &mut rx);
+            // Back-pressure, as the worker: no more than the TX ring has room for.
+            let room = (xsk.tx_room(CLIENT) as usize).min(BATCH);
+            let count = xsk.receive(CLIENT, &mut rx[..room]);
             let mut queued = 0;
             for desc in &rx[..count] {
                 let Some((chunk, start)) = xsk.chunk_mut(desc) else {
