@@ -10,6 +10,7 @@
 //!   sync daemon does), and the bounded lock-free queues between the workers and control.
 //! - [`xdp`]: the XDP classifier (C source in `bpf/`), its maps and the bpf_link that attaches it.
 //! - [`xsk`]: AF_XDP sockets: UMEM, fill/completion/rx/tx rings.
+//! - [`memory`]: huge-page mappings for the UMEM and the connection table, and the prefetch hint.
 //! - [`worker`]: the per-queue busy-polling loop that drives the pipeline over the rings.
 //!
 //! The data plane takes its instructions as an immutable [`service::ServiceTable`] snapshot that
@@ -25,7 +26,8 @@ pub mod conntrack;
 pub mod counters;
 #[allow(
     unsafe_code,
-    reason = "maps the large tables' memory (mmap, madvise) and hands it out as an allocator"
+    reason = "maps the large tables' memory (mmap, madvise), hands it out as an allocator, and \
+              wraps the prefetch instruction"
 )]
 pub mod memory;
 pub mod persistence;

@@ -100,7 +100,7 @@
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
-use crate::conntrack::{Binding, ConnId, ConnState, ConnTable, Connection, FlowKey};
+use crate::conntrack::{Binding, ConnId, ConnState, ConnTable, Connection, FlowHint, FlowKey};
 use crate::counters::{bump, BackendCounters, DropReason, WorkerCounters};
 use crate::persistence::{Template, Upsert};
 use crate::rewrite::tun::{self, Encapsulated, TunnelEgress};
@@ -273,13 +273,22 @@ impl Pipeline {
     }
 
     /// Starts loading what processing `frame` will look up first (its connection's index
-    /// buckets), so the worker can overlap those cache misses with the frame before it. Reads
-    /// the headers only; a frame that does not parse is left alone.
+    /// buckets), so the worker can overlap those cache misses with the frames before it. Reads
+    /// the headers only; a frame that does not parse gets no hint. The hint is for
+    /// [`Pipeline::prefetch_entry`], a few frames later.
     #[inline]
-    pub fn prefetch(&self, frame: &[u8]) {
-        if let Ok(Classified::Transport(flow)) = classify(frame) {
-            self.connections.prefetch(&flow.key);
+    pub fn prefetch(&self, frame: &[u8]) -> Option<FlowHint> {
+        match classify(frame) {
+            Ok(Classified::Transport(flow)) => Some(self.connections.prefetch(&flow.key)),
+            _ => None,
         }
+    }
+
+    /// Starts loading the connection entry the buckets [`Pipeline::prefetch`] asked for point
+    /// at.
+    #[inline]
+    pub fn prefetch_entry(&self, hint: FlowHint) {
+        self.connections.prefetch_entry(hint);
     }
 
     /// Expires idle connections; called by the worker about once a second, not per packet.

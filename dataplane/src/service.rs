@@ -8,8 +8,6 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashbrown::HashMap;
-
 use crate::counters::BackendCounters;
 use crate::persistence::PersistenceTable;
 use crate::wire::MacAddr;
@@ -86,6 +84,17 @@ pub struct ServiceKey {
     pub port: u16,
     /// Transport protocol.
     pub protocol: Protocol,
+}
+
+impl ServiceKey {
+    /// The key in one word: VIP, port and protocol number side by side. Never zero (the
+    /// protocol number is 6 or 17), which [`ServiceIndex`] uses to mark empty buckets.
+    #[inline]
+    pub const fn packed(&self) -> u64 {
+        ((self.vip.to_bits() as u64) << 24)
+            | ((self.port as u64) << 8)
+            | self.protocol.number() as u64
+    }
 }
 
 /// A real server of one service.
@@ -255,7 +264,7 @@ pub struct ServiceTable {
     /// The services.
     pub services: Vec<Service>,
     /// `services` index by key.
-    index: HashMap<ServiceKey, usize>,
+    index: ServiceIndex,
     /// Connection idle timeouts.
     pub timeouts: Timeouts,
     /// Per-worker backend counters, indexed `[worker][backend.counter_slot]`. Control keeps the
@@ -280,11 +289,12 @@ impl ServiceTable {
         timeouts: Timeouts,
         backend_counters: Vec<Arc<[BackendCounters]>>,
     ) -> Self {
-        let index = services
-            .iter()
-            .enumerate()
-            .flat_map(|(position, service)| service.keys().map(move |key| (key, position)))
-            .collect();
+        let index = ServiceIndex::new(
+            services
+                .iter()
+                .enumerate()
+                .flat_map(|(position, service)| service.keys().map(move |key| (key, position))),
+        );
         ServiceTable {
             generation,
             services,
@@ -321,8 +331,140 @@ impl ServiceTable {
     }
 
     /// The service for this key and its index.
+    #[inline]
     pub fn lookup(&self, key: &ServiceKey) -> Option<(usize, &Service)> {
-        let position = *self.index.get(key)?;
-        Some((position, &self.services[position]))
+        let position = self.index.get(*key)?;
+        Some((position, self.services.get(position)?))
+    }
+}
+
+/// [`ServiceTable`]'s index from [`ServiceKey`] to position: packed keys in an open-addressing
+/// array, at most half full, found by Fibonacci hashing (multiply by 2^64 / phi, keep the top
+/// bits; Knuth vol. 3, 6.4) and linear probing. Built once per snapshot, read by every frame:
+/// a lookup is a multiplication and, as a rule, one bucket, where a general hash map pays for a
+/// seeded hasher over the key's fields. The keys are the operator's, not the clients', so a
+/// fixed multiplier is enough: a frame can only probe the runs the configuration made.
+struct ServiceIndex {
+    /// (packed key, position); key 0 is an empty bucket.
+    buckets: Box<[(u64, u32)]>,
+    /// 64 - log2(buckets.len()).
+    shift: u32,
+}
+
+impl ServiceIndex {
+    /// Later entries with an existing key replace its position.
+    fn new(entries: impl Iterator<Item = (ServiceKey, usize)>) -> Self {
+        let entries: Vec<(u64, u32)> = entries
+            .map(|(key, position)| (key.packed(), u32::try_from(position).unwrap_or(u32::MAX)))
+            .collect();
+        let len = (entries.len() * 2).max(2).next_power_of_two();
+        let mut index = ServiceIndex {
+            buckets: vec![(0, 0); len].into_boxed_slice(),
+            shift: 64 - len.trailing_zeros(),
+        };
+        for (key, position) in entries {
+            let mut at = index.home(key);
+            loop {
+                let bucket = &mut index.buckets[at];
+                if bucket.0 == 0 || bucket.0 == key {
+                    *bucket = (key, position);
+                    break;
+                }
+                at = (at + 1) & (len - 1);
+            }
+        }
+        index
+    }
+
+    #[inline]
+    fn home(&self, packed: u64) -> usize {
+        (packed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn get(&self, key: ServiceKey) -> Option<usize> {
+        let packed = key.packed();
+        let mask = self.buckets.len() - 1;
+        let mut at = self.home(packed);
+        // At most half full: an empty bucket ends every run.
+        loop {
+            let (found, position) = *self.buckets.get(at)?;
+            if found == packed {
+                return Some(position as usize);
+            }
+            if found == 0 {
+                return None;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(vip: [u8; 4], port: u16, protocol: Protocol) -> ServiceKey {
+        ServiceKey {
+            vip: Ipv4Addr::from(vip),
+            port,
+            protocol,
+        }
+    }
+
+    #[test]
+    fn index_finds_every_key_and_nothing_else() {
+        let keys: Vec<ServiceKey> = (0..600u16)
+            .map(|n| {
+                let protocol = if n % 2 == 0 {
+                    Protocol::Tcp
+                } else {
+                    Protocol::Udp
+                };
+                key([192, 0, 2, (n % 50) as u8], 80 + n / 50, protocol)
+            })
+            .collect();
+        let index = ServiceIndex::new(keys.iter().copied().zip(0..));
+        for (position, key) in keys.iter().enumerate() {
+            assert_eq!(index.get(*key), Some(position), "{key:?}");
+        }
+        // Near misses: the other protocol, another port, another address.
+        assert_eq!(index.get(key([192, 0, 2, 0], 80, Protocol::Udp)), None);
+        assert_eq!(index.get(key([192, 0, 2, 0], 79, Protocol::Tcp)), None);
+        assert_eq!(index.get(key([192, 0, 2, 50], 80, Protocol::Tcp)), None);
+        assert_eq!(index.get(key([198, 51, 100, 0], 80, Protocol::Tcp)), None);
+    }
+
+    #[test]
+    fn index_later_duplicates_shadow_earlier_and_empty_finds_nothing() {
+        let web = key([192, 0, 2, 10], 80, Protocol::Tcp);
+        let dns = key([192, 0, 2, 10], 53, Protocol::Udp);
+        let index = ServiceIndex::new([(web, 0), (dns, 1), (web, 2)].into_iter());
+        assert_eq!(index.get(web), Some(2));
+        assert_eq!(index.get(dns), Some(1));
+        let empty = ServiceIndex::new(std::iter::empty());
+        assert_eq!(empty.get(web), None);
+    }
+
+    #[test]
+    fn packed_keys_differ_in_every_field() {
+        let base = key([192, 0, 2, 10], 80, Protocol::Tcp);
+        assert_ne!(base.packed(), 0);
+        assert_ne!(
+            base.packed(),
+            key([192, 0, 2, 11], 80, Protocol::Tcp).packed()
+        );
+        assert_ne!(
+            base.packed(),
+            key([192, 0, 2, 10], 81, Protocol::Tcp).packed()
+        );
+        assert_ne!(
+            base.packed(),
+            key([192, 0, 2, 10], 80, Protocol::Udp).packed()
+        );
+        assert_ne!(
+            key([255, 255, 255, 255], 65535, Protocol::Udp).packed(),
+            key([255, 255, 255, 255], 65535, Protocol::Tcp).packed()
+        );
     }
 }

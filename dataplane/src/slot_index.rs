@@ -86,19 +86,18 @@ impl SlotIndex {
     /// Hints the CPU to load the bucket a lookup of `hash` starts at.
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let home = self.home(short_hash(hash));
-            // SAFETY: a prefetch never faults and reads nothing observable; `home` is masked
-            // into the array.
-            #[allow(unsafe_code)]
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch::<_MM_HINT_T0>(self.buckets.as_ptr().add(home).cast::<i8>());
-            }
+        if let Some(bucket) = self.buckets.get(self.home(short_hash(hash))) {
+            crate::memory::prefetch(bucket);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = hash;
+    }
+
+    /// The slot in the first bucket of `hash`'s probe run if its hash bits match (the likely
+    /// answer of [`SlotIndex::find`], read without comparing keys), for prefetching the entry.
+    #[inline]
+    pub(crate) fn likely_slot(&self, hash: u64) -> Option<u32> {
+        let short = short_hash(hash);
+        let found = *self.buckets.get(self.home(short))?;
+        (found != EMPTY && short_of(found) == short).then_some(slot_of(found))
     }
 
     /// The slot of the entry with this `hash` for which `is_it` says yes.
@@ -224,6 +223,17 @@ mod tests {
         assert_eq!(index.find(crowded(1), |found| found == 7), Some(7));
         index.upsert(crowded(2), 2, |found| found == 2);
         assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn likely_slot_is_the_home_bucket_when_its_hash_bits_match() {
+        let mut index = SlotIndex::with_capacity(8);
+        index.insert(crowded(1), 1);
+        index.insert(crowded(4), 4); // same home as 1 (4 % 3 == 1), one bucket later
+        assert_eq!(index.likely_slot(crowded(1)), Some(1));
+        // Another key with the same home bucket but other hash bits: no guess.
+        assert_eq!(index.likely_slot(crowded(4) ^ (1 << 40)), None);
+        assert_eq!(SlotIndex::with_capacity(8).likely_slot(crowded(1)), None);
     }
 
     proptest! {

@@ -42,8 +42,14 @@ pub const BATCH: usize = 64;
 /// own, and with NAT its peer's).
 const TX_LIST: usize = BATCH * MAX_PORTS;
 
-/// How many frames ahead of the one being processed the worker prefetches headers for.
-const PREFETCH_AHEAD: usize = 3;
+/// How many frames ahead of the one being processed the worker asks for a frame's headers, for
+/// the index buckets of its connection lookup, and for the entry they point at (see
+/// [`Bursts::receive`]). Each stage's misses overlap the processing of the frames in between.
+/// A rolling window rather than the whole burst at once: a CPU tracks only a couple of dozen
+/// misses at a time, and prefetches beyond that stall the loop.
+const PREFETCH_HEADERS_AHEAD: usize = 8;
+const PREFETCH_BUCKETS_AHEAD: usize = 4;
+const PREFETCH_ENTRY_AHEAD: usize = 2;
 
 /// How often housekeeping runs.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
@@ -119,7 +125,12 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
     let mut idle_iterations = 0u32;
 
     while !stop.load(Ordering::Relaxed) {
-        while let Ok(newer) = tables.try_recv() {
+        // An empty channel is one load to see; try_recv costs more, and this runs every
+        // iteration.
+        while !tables.is_empty() {
+            let Ok(newer) = tables.try_recv() else {
+                break;
+            };
             let replaced = std::mem::replace(&mut table, newer);
             // Should control have gone away, the table is freed here; it is rare and not per packet.
             let _ = retired_tables.try_send(replaced);
@@ -231,11 +242,29 @@ impl Bursts {
             return;
         }
         let batch_time = *now.get_or_insert_with(Instant::now);
-        for (index, desc) in self.rx[..received].iter().enumerate() {
-            // The kernel wrote the frames from another CPU: start loading the headers of the
-            // ones a few places ahead while this one is processed, as DPDK's l3fwd does.
-            if let Some(ahead) = self.rx[..received].get(index + PREFETCH_AHEAD) {
+        let frames = &self.rx[..received];
+        // Prefetch in stages, as DPDK's l3fwd does. The kernel wrote the frames from another
+        // CPU: a few frames ahead of the one being processed, its headers are asked for; when
+        // they have arrived the frame is parsed and the index bucket its connection lookup will
+        // read is asked for; when that has arrived, the entry it points at. The frames at the
+        // start of the burst get what they can at once.
+        for desc in frames.iter().take(PREFETCH_HEADERS_AHEAD) {
+            xsk.prefetch(desc);
+        }
+        let mut hints = [None; BATCH];
+        for (hint, desc) in hints.iter_mut().zip(frames).take(PREFETCH_BUCKETS_AHEAD) {
+            *hint = xsk.frame(desc).and_then(|frame| pipeline.prefetch(frame));
+        }
+        for (index, desc) in frames.iter().enumerate() {
+            if let Some(ahead) = frames.get(index + PREFETCH_HEADERS_AHEAD) {
                 xsk.prefetch(ahead);
+            }
+            let ahead = index + PREFETCH_BUCKETS_AHEAD;
+            if let Some(frame) = frames.get(ahead).and_then(|desc| xsk.frame(desc)) {
+                hints[ahead] = pipeline.prefetch(frame);
+            }
+            if let Some(&Some(hint)) = hints.get(index + PREFETCH_ENTRY_AHEAD) {
+                pipeline.prefetch_entry(hint);
             }
             bump(&counters.rx_packets, 1);
             bump(&counters.rx_bytes, u64::from(desc.len));

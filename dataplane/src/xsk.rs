@@ -163,44 +163,36 @@ impl std::ops::AddAssign for KernelXskStats {
     }
 }
 
-/// Anonymous, page-aligned memory for the UMEM, unmapped on drop.
+/// Anonymous memory for the UMEM, unmapped on drop: 2 MiB-aligned and backed by transparent
+/// huge pages where the kernel allows ([`crate::memory`]), populated up front. The worker reads
+/// the headers of every frame it receives, each in a chunk of its own: on 4 KiB pages nearly
+/// every frame is another page and, at a few thousand chunks, another TLB miss; on 2 MiB pages
+/// the whole UMEM takes a handful of TLB entries, as DPDK's mempools on hugetlbfs do.
 struct UmemArea {
     base: NonNull<u8>,
+    /// Usable bytes (what the UMEM is registered with).
     len: usize,
+    /// Bytes mapped: `len` rounded up to a huge page.
+    mapped: usize,
 }
 
 impl UmemArea {
     fn new(len: usize) -> Result<Self, XskError> {
-        // SAFETY: an anonymous private mapping with no address hint aliases nothing; the result is
-        // checked for MAP_FAILED before use.
-        let pointer = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if pointer == libc::MAP_FAILED {
-            return Err(XskError::Mmap {
-                bytes: len,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let base =
-            NonNull::new(pointer.cast::<u8>()).ok_or(XskError::Config("mmap returned null"))?;
-        Ok(UmemArea { base, len })
+        let failed = |source| XskError::Mmap { bytes: len, source };
+        let mapped = crate::memory::mapped_len(len)
+            .ok_or_else(|| failed(std::io::Error::from(std::io::ErrorKind::OutOfMemory)))?;
+        let base = crate::memory::map_huge(mapped)
+            .ok_or_else(|| failed(std::io::Error::last_os_error()))?;
+        Ok(UmemArea { base, len, mapped })
     }
 }
 
 impl Drop for UmemArea {
     fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly the mapping made in `new`, and the sockets that shared
-        // it with the kernel (dropped before this field) no longer use it.
+        // SAFETY: `base`/`mapped` are exactly the mapping made in `new`, and the sockets that
+        // shared it with the kernel (dropped before this field) no longer use it.
         unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.len);
+            libc::munmap(self.base.as_ptr().cast(), self.mapped);
         }
     }
 }
@@ -507,22 +499,29 @@ impl Xsk {
         Some((chunk, start))
     }
 
+    /// The bytes of a received frame, read-only (for a look ahead at frames not yet processed);
+    /// `None` if the descriptor points outside the UMEM.
+    #[inline]
+    pub fn frame(&self, desc: &XdpDesc) -> Option<&[u8]> {
+        let base = usize::try_from(desc.addr & self.frame_mask).ok()?;
+        let start = usize::try_from(desc.addr).ok()?;
+        let end = start.checked_add(desc.len as usize)?;
+        if end > self.area.len || end > base + self.frame_size {
+            return None;
+        }
+        // SAFETY: [start, end) lies in one chunk inside the mapping, holding a frame an RX ring
+        // handed to us, which the kernel no longer writes; `&self` rules out a mutable view.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.area.base.as_ptr().add(start), desc.len as usize)
+        })
+    }
+
     /// Hints the CPU to load the first cache line of a received frame (its headers). Does
-    /// nothing for a descriptor outside the UMEM or on targets without a prefetch hint.
+    /// nothing for a descriptor outside the UMEM.
     #[inline]
     pub fn prefetch(&self, desc: &XdpDesc) {
-        let Ok(offset) = usize::try_from(desc.addr) else {
-            return;
-        };
-        if offset >= self.area.len {
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch never faults and reads nothing observable; the address is inside
-        // the UMEM mapping.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(self.area.base.as_ptr().add(offset).cast::<i8>());
+        if let Some(first) = self.frame(desc).and_then(<[u8]>::first) {
+            crate::memory::prefetch(first);
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{checksum, read_u16, write_u16, Error};
+use super::{checksum, read_u16, read_u32, write_u16, Error};
 
 mod field {
     use crate::wire::Field;
@@ -161,15 +161,13 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Source address.
     #[inline]
     pub fn src_addr(&self) -> Ipv4Addr {
-        let data = self.buffer.as_ref();
-        Ipv4Addr::new(data[12], data[13], data[14], data[15])
+        Ipv4Addr::from(read_u32(self.buffer.as_ref(), field::SRC_ADDR))
     }
 
     /// Destination address.
     #[inline]
     pub fn dst_addr(&self) -> Ipv4Addr {
-        let data = self.buffer.as_ref();
-        Ipv4Addr::new(data[16], data[17], data[18], data[19])
+        Ipv4Addr::from(read_u32(self.buffer.as_ref(), field::DST_ADDR))
     }
 
     /// Whether the header checksum is correct.
