@@ -520,19 +520,19 @@ impl Pipeline {
             },
         };
 
-        let binding = Binding {
-            backend: backend.address,
-            backend_port,
-            backend_index: index,
-            counter_slot: backend.counter_slot,
-            generation: table.generation,
-            nat,
-        };
         // The entry this frame created or touched, and whether that changed it (state or backend).
         let entry = match existing {
             Some(id) => {
                 let connection = *self.connections.connection(id);
                 if scheduled || connection.generation != table.generation {
+                    let binding = Binding {
+                        backend: backend.address,
+                        backend_port,
+                        backend_index: index,
+                        counter_slot: backend.counter_slot,
+                        generation: table.generation,
+                        nat,
+                    };
                     self.connections.rebind(id, binding, gauges);
                 }
                 let state = match flow.key.protocol {
