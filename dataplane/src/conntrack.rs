@@ -106,7 +106,7 @@ use crate::service::{Protocol, Timeouts};
 use crate::wire::TcpFlags;
 
 /// A flow as the client sent it: source, VIP, ports, protocol.
-#[derive(Clone, Copy, Debug, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Eq)]
 pub struct FlowKey {
     /// Client address.
     pub src_addr: Ipv4Addr,
@@ -126,6 +126,13 @@ impl PartialEq for FlowKey {
     #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.packed() == other.packed()
+    }
+}
+
+/// Hashed as [`FlowKey::packed`], consistent with `PartialEq`.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.packed().hash(state);
     }
 }
 
