@@ -11,7 +11,9 @@ generator and the sink; `pkb<pid>d`: the device under test), removed on any exit
                g1 ======= d1                   NAT only: the server side
 
 `pktgen send` (pinned to CPU 0) sends TCP ACKs of established flows from g0 to the VIP through
-d0; the forwarder (pinned to CPU 1) sends them back out of d0 (DR, TUN) or d1 (NAT), where
+d0; the forwarder (its forwarding thread pinned to CPU 1: the director's worker by
+`worker_cpus = [1]`, with its control threads on CPU 0 as testpmd's main lcore is; the pktgen
+forwarders wholly) sends them back out of d0 (DR, TUN) or d1 (NAT), where
 `pktgen sink` counts them per destination MAC (the real servers' static MACs) and drops them.
 Every forwarder is measured the same way, one after the other, in two phases:
 
@@ -21,8 +23,10 @@ Every forwarder is measured the same way, one after the other, in two phases:
    (what the generator produced), forwarded Mpps (what the sink counted over the generator's
    sending time), loss, the forwarder's CPU (utime + stime from /proc/PID/stat over the phase,
    in % of one core) and each CPU's busy and softirq share (/proc/stat);
-2. latency (in the last round): paced at --latency-rate with stamped frames for --latency-duration seconds: one-way
-   latency percentiles (generator stamp to sink, one clock).
+2. latency (a round after the throughput rounds): every forwarder paced at the same
+   --latency-rate (by default half the director's median forwarded rate) with stamped frames
+   for --latency-duration seconds: one-way latency percentiles (generator stamp to sink, one
+   clock).
 
 Forwarders: the director (DR, NAT or TUN per --mode, one worker) and the baselines:
 - testpmd: DPDK's testpmd, af_xdp PMD, macswap, on d0 (the command from ../shared/PLATFORM.md;
@@ -297,17 +301,17 @@ class Bench:
             "load_average": open("/proc/loadavg").read().split()[0],
         }
 
-    def latency(self, session):
-        """The latency phase: paced, stamped frames."""
+    def latency(self, session, rate):
+        """The latency phase: paced, stamped frames at `rate` frames per second."""
         args = self.args
         sink = self.sink(session.egress, latency=True)
         paced = self.send(["--duration", f"{args.latency_duration}s", "--rate",
-                           str(args.latency_rate), "--latency"],
+                           str(rate), "--latency"],
                           timeout=args.latency_duration + 60)
         time.sleep(0.5)
         stamped = sink.finish_json()
         return stamped.get("latency"), {
-            "rate_pps": args.latency_rate,
+            "rate_pps": rate,
             "sent": paced["frames"],
             "received": stamped["packets"],
         }
@@ -329,7 +333,7 @@ class Bench:
         log_path = os.path.join(self.scratch, "director.log")
         logfile = open(log_path, "a")
         proc = subprocess.Popen(
-            self.lab.ns(self.lab.dut, "taskset", "-c", FORWARDER_CPU,
+            self.lab.ns(self.lab.dut, "taskset", "-c", f"{GENERATOR_CPU},{FORWARDER_CPU}",
                         os.path.join(self.bins, "director"), "run", "--config", config),
             stdout=logfile, stderr=subprocess.STDOUT)
         CHILDREN.append(proc)
@@ -404,14 +408,18 @@ class Bench:
 
     def run_all(self, forwarders):
         """Rounds of one throughput trial per forwarder, interleaved so that other work on the
-        machine weighs on all of them alike; the latency phase in the last round. Each trial
+        machine weighs on all of them alike; then a latency round, every forwarder at the same
+        paced rate (by default half the director's median rate: see latency_rate). Each trial
         starts the forwarder afresh and stops it after."""
         trials = {name: [] for name, _ in forwarders}
         skipped = {}
-        extra = {}
+        extra = {name: {} for name, _ in forwarders}
         for round_index in range(self.args.repeat):
             last = round_index == self.args.repeat - 1
-            for name, start in forwarders:
+            # Each round starts with another forwarder, so none always runs first or after the
+            # same one.
+            shift = round_index % len(forwarders)
+            for name, start in forwarders[shift:] + forwarders[:shift]:
                 if name in skipped:
                     continue
                 session = start()
@@ -424,27 +432,57 @@ class Bench:
                     trials[name].append(trial)
                     log(f"round {round_index + 1}: {name}: offered {trial['offered_mpps']:.3f} "
                         f"Mpps, forwarded {trial['forwarded_mpps']:.3f} Mpps")
-                    if last:
-                        extra[name] = dict(zip(("latency", "latency_phase"),
-                                               self.latency(session)))
                 finally:
                     stopped = session.stop()
                     self.lab.clear_xdp()
                 if last:
                     extra[name].update(stopped)
+        medians = {}
+        for name, _ in forwarders:
+            if trials[name]:
+                ordered = sorted(trials[name], key=lambda trial: trial["forwarded_mpps"])
+                medians[name] = ordered[len(ordered) // 2]
+        rate = self.latency_rate(medians)
+        for name, start in forwarders:
+            if name in skipped or not rate:
+                continue
+            session = start()
+            if isinstance(session, str):
+                continue
+            try:
+                self.warm_up()
+                extra[name].update(zip(("latency", "latency_phase"), self.latency(session, rate)))
+                log(f"latency: {name} at {rate} pps: p99 "
+                    f"{(extra[name]['latency'] or {}).get('p99_ns', 0) / 1000:.1f} us")
+            finally:
+                session.stop()
+                self.lab.clear_xdp()
         results = []
         for name, _ in forwarders:
             if name in skipped:
                 results.append({"forwarder": name, "skipped": skipped[name]})
                 continue
-            ordered = sorted(trials[name], key=lambda trial: trial["forwarded_mpps"])
             # The median trial stands for the forwarder; every trial's rate is kept.
-            result = dict(ordered[len(ordered) // 2])
+            result = dict(medians[name])
             result["forwarder"] = name
             result["trials_forwarded_mpps"] = [trial["forwarded_mpps"] for trial in trials[name]]
-            result.update(extra.get(name, {}))
+            result.update(extra[name])
             results.append(result)
         return results
+
+    def latency_rate(self, medians):
+        """The latency phase's rate: --latency-rate if a number; with "half" (the default),
+        half the director's median forwarded rate (the issue's "half of the maximum rate"), or
+        without a director half the slowest AF_XDP forwarder's; at least 1000 pps."""
+        if self.args.latency_rate != "half":
+            return int(self.args.latency_rate)
+        director = [m for name, m in medians.items() if name.startswith("director")]
+        others = [m for name, m in medians.items() if not name.startswith("hairpin")]
+        basis = director or others or list(medians.values())
+        if not basis:
+            return None
+        slowest = min(m["forwarded_mpps"] for m in basis)
+        return max(1000, int(slowest * 1e6 / 2))
 
 
 class Session:
@@ -464,6 +502,9 @@ def director_config(mode, socket_path):
         "[director]",
         f"interfaces = {interfaces}",
         "workers = 1",
+        # The worker on the forwarder's CPU, the control threads off it (on the generator's):
+        # as testpmd's forwarding lcore and main lcore below.
+        f"worker_cpus = [{FORWARDER_CPU}]",
         f'stats_socket = "{socket_path}"',
         "",
         "[[service]]",
@@ -518,7 +559,8 @@ def report(args, results, meta):
     print()
     print(f"pktgen benchmark, mode {args.mode}: {args.size}-byte TCP {args.kind.upper()} frames, "
           f"{args.flows} flows, median of {args.repeat} x {args.duration} s per forwarder; latency at "
-          f"{args.latency_rate} pps for {args.latency_duration} s")
+          f"{meta.get('latency_rate_pps', '-')} pps ({args.latency_rate}) for "
+          f"{args.latency_duration} s")
     print(f"{meta['date']} on {meta['machine']}; load average before {meta['load_before']}, "
           f"after {meta['load_after']}")
     header = (f"{'forwarder':<20}{'offered':>9}{'forwarded':>11}{'loss':>7}{'p50':>9}{'p99':>9}"
@@ -555,13 +597,24 @@ def report(args, results, meta):
         spread = director["received"]["by_dst_mac"]
         print("spread over real servers (sink, by destination MAC): " + ", ".join(
             f"{entry['mac']} {100 * entry['share']:.1f}%" for entry in spread))
+        # Paired by round: a round's trials run back to back, so their ratio cancels most of
+        # what the machine's other work does to both, which the ratio of medians does not.
         ratios = {}
         for base in ("testpmd macswap", "macswap (AF_XDP)", "hairpin (XDP_TX)"):
-            if base in by_name and by_name[base]["forwarded_mpps"] > 0:
-                ratios[base] = director["forwarded_mpps"] / by_name[base]["forwarded_mpps"]
+            if base not in by_name:
+                continue
+            pairs = [mine / theirs for mine, theirs in zip(director["trials_forwarded_mpps"],
+                                                           by_name[base]["trials_forwarded_mpps"])
+                     if theirs > 0]
+            if pairs:
+                ordered = sorted(pairs)
+                ratios[base] = ordered[len(ordered) // 2]
+                meta.setdefault("paired_ratios", {})[base] = pairs
         if ratios:
-            print("ratios (forwarded Mpps): " + ", ".join(
-                f"director/{base.split()[0]} {ratio:.2f}" for base, ratio in ratios.items()))
+            print("ratios (forwarded Mpps, median of per-round ratios; min-max): " + ", ".join(
+                f"director/{base.split()[0]} {ratio:.2f} "
+                f"({min(meta['paired_ratios'][base]):.2f}-{max(meta['paired_ratios'][base]):.2f})"
+                for base, ratio in ratios.items()))
         if args.mode == "dr":
             if "testpmd macswap" in ratios:
                 verdict = "met" if ratios["testpmd macswap"] >= 1.0 else "NOT met"
@@ -570,6 +623,12 @@ def report(args, results, meta):
                 verdict = "met" if ratios["macswap (AF_XDP)"] >= 0.95 else "NOT met"
                 print(f"target DR >= 95% of bare AF_XDP macswap: {verdict} "
                       f"({100 * ratios['macswap (AF_XDP)']:.0f}%)")
+        p99 = (director.get("latency") or {}).get("p99_ns")
+        if p99 is not None and args.latency_rate == "half":
+            verdict = "met" if p99 <= 50_000 else "NOT met"
+            print(f"target p99 latency <= 50 us at half the director's rate: {verdict} "
+                  f"({p99 / 1000:.1f} us at {meta.get('latency_rate_pps')} pps; one way, "
+                  f"generator and veth hops included)")
         meta["ratios"] = ratios
     print("columns: offered = generated by pktgen send on CPU 0; forwarded = counted by the sink "
           "over the sending time; loss = 1 - forwarded/offered; p50/p99/p99.9 = one-way latency "
@@ -577,14 +636,27 @@ def report(args, results, meta):
           "cpuN/siN = CPU N busy / in softirq over the throughput phase")
 
 
+def latency_rate_arg(text):
+    if text == "half":
+        return text
+    try:
+        rate = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a rate in frames per second or 'half': {text!r}")
+    if rate < 1:
+        raise argparse.ArgumentTypeError(f"the rate must be at least 1 frame per second: {rate}")
+    return rate
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=["dr", "nat", "tun", "baselines"], required=True)
     parser.add_argument("--duration", type=int, default=5, help="throughput phase, seconds")
     parser.add_argument("--latency-duration", type=int, default=3, help="latency phase, seconds")
-    parser.add_argument("--latency-rate", type=int, default=50_000,
-                        help="latency phase rate, frames per second")
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--latency-rate", default="half", type=latency_rate_arg,
+                        help="latency phase rate, frames per second, or half (the default): "
+                             "half the director's median forwarded rate, for every forwarder")
+    parser.add_argument("--repeat", type=int, default=5,
                         help="throughput trials per forwarder; the median is reported")
     parser.add_argument("--flows", type=int, default=4096)
     parser.add_argument("--size", type=int, default=64, help="frame size, bytes (no FCS)")
@@ -632,6 +704,8 @@ def main():
         if baseline in wanted:
             forwarders.append((names[baseline], getattr(bench, f"start_{baseline}")))
     results = bench.run_all(forwarders)
+    meta["latency_rate_pps"] = next(
+        (r["latency_phase"]["rate_pps"] for r in results if "latency_phase" in r), None)
     meta["load_after"] = open("/proc/loadavg").read().split()[0]
     report(args, results, meta)
     if args.json_out:

@@ -25,6 +25,8 @@ use crate::stats_server::DEFAULT_SOCKET_MODE;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 262_144;
 /// Largest `[director] max_connections`.
 pub const MAX_MAX_CONNECTIONS: usize = 1 << 28;
+/// Largest CPU number in `[director] worker_cpus` (the kernel's CPU_SETSIZE - 1).
+const MAX_CPU: usize = 1023;
 /// Largest `[director] workers`.
 pub const MAX_WORKERS: usize = 1024;
 /// Largest backend weight, as `ipvsadm` accepts.
@@ -74,6 +76,10 @@ pub struct DirectorConfig {
     pub max_connections: usize,
     /// How workers wait while no traffic arrives (`poll = "busy" | "adaptive"`).
     pub poll: PollMode,
+    /// CPUs the workers are pinned to, worker `i` to `worker_cpus[i % len]`; the rest of the
+    /// process keeps to the other CPUs it may use. Empty: workers take the allowed CPUs in
+    /// turn and share them with everything else.
+    pub worker_cpus: Vec<usize>,
     /// Connection idle timeouts.
     pub timeouts: Timeouts,
 }
@@ -516,6 +522,7 @@ struct RawDirector {
     metrics: Option<String>,
     max_connections: Option<i64>,
     poll: Option<String>,
+    worker_cpus: Option<Vec<i64>>,
     #[serde(default)]
     timeouts: RawTimeouts,
 }
@@ -747,6 +754,7 @@ impl RawDirector {
                 ))
             }
         };
+        let worker_cpus = worker_cpus(self.worker_cpus.unwrap_or_default())?;
         let timeouts = self.timeouts.validate()?;
         Ok(DirectorConfig {
             interfaces: self.interfaces,
@@ -758,9 +766,29 @@ impl RawDirector {
             metrics,
             max_connections,
             poll,
+            worker_cpus,
             timeouts,
         })
     }
+}
+
+/// `director.worker_cpus`: CPU numbers, each once. Whether this machine has them is checked
+/// at start-up, against the CPUs the process may run on.
+fn worker_cpus(values: Vec<i64>) -> Result<Vec<usize>, ConfigError> {
+    let mut cpus = Vec::with_capacity(values.len());
+    for (index, value) in values.into_iter().enumerate() {
+        let key = format!("director.worker_cpus[{index}]");
+        let cpu = in_range(value, 0, MAX_CPU, &key)?;
+        if let Some(first) = cpus.iter().position(|&other| other == cpu) {
+            return Err(ConfigError::invalid(
+                key,
+                cpu.to_string(),
+                format!("CPU listed twice, already director.worker_cpus[{first}]"),
+            ));
+        }
+        cpus.push(cpu);
+    }
+    Ok(cpus)
 }
 
 /// `director.stats_socket_mode`.
@@ -1844,6 +1872,7 @@ mac = "02:00:00:00:00:12"
         );
         assert_eq!(config.director.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(config.director.poll, PollMode::Busy);
+        assert!(config.director.worker_cpus.is_empty());
         assert_mentions(
             &error_with(
                 "interfaces = [\"eth0\"]",
@@ -1891,7 +1920,7 @@ mac = "02:00:00:00:00:12"
         let text = GOOD.replace(
             "interfaces = [\"eth0\"]\n",
             "interfaces = [\"eth0\", \"eth1\"]\nworkers = 3\nstats_socket = \"/tmp/d.sock\"\n\
-             max_connections = 1000\npoll = \"adaptive\"\n[director.timeouts]\ntcp_established = \"1h\"\ntcp_syn = \"30s\"\n\
+             max_connections = 1000\npoll = \"adaptive\"\nworker_cpus = [1, 0]\n[director.timeouts]\ntcp_established = \"1h\"\ntcp_syn = \"30s\"\n\
              tcp_fin_wait = \"1m\"\ntcp_close = \"500ms\"\nudp = \"2m\"\n",
         )
         .replace("scheduler = \"maglev\"", "scheduler = \"mh\"\nmaglev_table_size = 251")
@@ -1920,6 +1949,7 @@ mac = "02:00:00:00:00:12"
         assert_eq!(config.director.stats_socket, Path::new("/tmp/d.sock"));
         assert_eq!(config.director.max_connections, 1000);
         assert_eq!(config.director.poll, PollMode::Adaptive);
+        assert_eq!(config.director.worker_cpus, [1, 0]);
         assert_eq!(
             config.director.timeouts,
             Timeouts {
@@ -2182,6 +2212,21 @@ mac = "02:00:00:00:00:12"
         assert_mentions(
             &with("workers = -2"),
             &["director.workers = -2", "expected 1..=1024"],
+        );
+        assert_mentions(
+            &with("worker_cpus = [1, 1024]"),
+            &["director.worker_cpus[1] = 1024", "expected 0..=1023"],
+        );
+        assert_mentions(
+            &with("worker_cpus = [-1]"),
+            &["director.worker_cpus[0] = -1", "expected 0..=1023"],
+        );
+        assert_mentions(
+            &with("worker_cpus = [3, 2, 3]"),
+            &[
+                "director.worker_cpus[2] = 3",
+                "listed twice, already director.worker_cpus[0]",
+            ],
         );
         assert_mentions(
             &with("max_connections = 0"),

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use crossbeam_channel::{Receiver, Sender};
+use dataplane::affinity;
 use dataplane::sync::{SyncQueues, DEFAULT_REFRESH};
 use dataplane::xdp::{NatBackendKey, XdpClassifier};
 use dataplane::xsk::{Xsk, XskConfig, XskError};
@@ -30,7 +31,7 @@ use dataplane::{
 use director_proto::{Reply, Request};
 use tracing::{error, info, warn};
 
-use crate::config::{Config, HaConfig, MAX_WEIGHT};
+use crate::config::{Config, DirectorConfig, HaConfig, MAX_WEIGHT};
 use crate::health::{self, Health, HealthBoard, HealthChecker, Transition};
 use crate::metrics::MetricsServer;
 use crate::neighbours::{self, Neighbours, Sides};
@@ -249,12 +250,17 @@ struct Director {
 }
 
 impl Director {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "start-up, step by step in the order it must happen"
+    )]
     fn start(
         config: Config,
         config_path: &Path,
         signals: &Receiver<Signal>,
         commands: Sender<Command>,
     ) -> anyhow::Result<Self> {
+        let cpus = CpuPlan::apply(&config.director)?;
         let mut netlink = Netlink::open().context("opening a netlink socket")?;
         let interfaces = attach_classifiers(&config)?;
         let home_ifindex = interfaces[0].ifindex;
@@ -313,6 +319,7 @@ impl Director {
             .map(|_| SyncQueues::new(queues as usize, SYNC_QUEUE_RECORDS));
         let (workers, threads) = start_workers(
             &config,
+            &cpus,
             &interfaces,
             queues,
             &table,
@@ -1325,6 +1332,7 @@ fn unchangeable(running: &Config, new: &Config) -> anyhow::Result<()> {
         ),
         ("director.metrics", old.metrics != next.metrics),
         ("director.poll", old.poll != next.poll),
+        ("director.worker_cpus", old.worker_cpus != next.worker_cpus),
         (
             "director.max_connections",
             old.max_connections != next.max_connections,
@@ -1404,11 +1412,91 @@ fn open_sockets(interfaces: &[Interface], queue: u32) -> Result<Xsk, XskError> {
     }
 }
 
+/// Where the workers and the rest of the process run (`[director] worker_cpus`).
+struct CpuPlan {
+    /// Worker `i` runs on `workers[i % len]`; empty if the affinity mask could not be read
+    /// (the workers are then left where the scheduler puts them).
+    workers: Vec<usize>,
+}
+
+impl CpuPlan {
+    /// Checks `worker_cpus` against the CPUs this process may run on and, when some are left
+    /// over, confines the calling thread, and so every thread it spawns from now on (the whole
+    /// control side), to those: a busy-polling worker then has its CPU to itself, as DPDK keeps
+    /// its main lcore off the forwarding lcores. Without `worker_cpus` the workers take the
+    /// allowed CPUs in turn and nothing is confined. Called first in start-up, before any
+    /// thread is spawned.
+    fn apply(director: &DirectorConfig) -> anyhow::Result<Self> {
+        let Some(allowed) = affinity::allowed_cpus() else {
+            if director.worker_cpus.is_empty() {
+                warn!("cannot read the process's CPU affinity: workers are not pinned");
+                return Ok(CpuPlan {
+                    workers: Vec::new(),
+                });
+            }
+            bail!("director.worker_cpus: cannot read the CPUs this process may run on");
+        };
+        if director.worker_cpus.is_empty() {
+            return Ok(CpuPlan { workers: allowed });
+        }
+        for (index, cpu) in director.worker_cpus.iter().enumerate() {
+            if !allowed.contains(cpu) {
+                bail!(
+                    "director.worker_cpus[{index}] = {cpu}: this process may not run on CPU \
+                     {cpu} (it may run on {})",
+                    cpu_list(&allowed)
+                );
+            }
+        }
+        let control: Vec<usize> = allowed
+            .iter()
+            .copied()
+            .filter(|cpu| !director.worker_cpus.contains(cpu))
+            .collect();
+        if control.is_empty() {
+            info!(
+                cpus = %cpu_list(&allowed),
+                "every CPU this process may use runs a worker: control threads share them"
+            );
+        } else {
+            affinity::restrict_current_thread(&control).with_context(|| {
+                format!("confining control threads to CPUs {}", cpu_list(&control))
+            })?;
+            info!(
+                workers = %cpu_list(&director.worker_cpus),
+                control = %cpu_list(&control),
+                "CPUs"
+            );
+        }
+        Ok(CpuPlan {
+            workers: director.worker_cpus.clone(),
+        })
+    }
+
+    fn worker_cpu(&self, index: usize) -> Option<usize> {
+        if self.workers.is_empty() {
+            return None;
+        }
+        self.workers.get(index % self.workers.len()).copied()
+    }
+}
+
+/// CPU numbers as a comma-separated list.
+fn cpu_list(cpus: &[usize]) -> String {
+    let names: Vec<String> = cpus.iter().map(usize::to_string).collect();
+    names.join(",")
+}
+
 /// Opens each worker's sockets, registers them with the classifiers and starts its pinned
 /// thread. Worker `q` serves queue `q` of every interface, so a NAT flow's replies (arriving on
 /// the server side) reach the worker that holds its connection entry.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "everything a worker is started with, passed once at start-up"
+)]
 fn start_workers(
     config: &Config,
+    cpus: &CpuPlan,
     interfaces: &[Interface],
     queues: u32,
     table: &Arc<ServiceTable>,
@@ -1416,7 +1504,6 @@ fn start_workers(
     retire: &Sender<Arc<ServiceTable>>,
     sync: Option<&SyncQueues>,
 ) -> anyhow::Result<(Vec<WorkerHandle>, Vec<JoinHandle<Xsk>>)> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let names: Vec<&str> = interfaces
         .iter()
         .map(|interface| interface.name.as_str())
@@ -1454,17 +1541,19 @@ fn start_workers(
             stop: Arc::clone(stop),
             poll: config.director.poll,
         };
-        let core = index % cores;
+        let cpu = cpus.worker_cpu(index);
         let thread = std::thread::Builder::new()
             .name(format!("worker-{index}"))
             .spawn(move || {
-                if !worker::pin_to_core(core) {
-                    warn!(worker = index, core, "could not pin worker to its core");
+                if let Some(cpu) = cpu {
+                    if !affinity::pin_current_thread(cpu) {
+                        warn!(worker = index, cpu, "could not pin worker to its CPU");
+                    }
                 }
                 worker::run(xsk, context)
             })
             .context("spawning a worker thread")?;
-        info!(worker = index, interface = %name, queue, core, "worker started");
+        info!(worker = index, interface = %name, queue, cpu, "worker started");
         workers.push(WorkerHandle {
             index,
             interface: name.clone(),

@@ -12,6 +12,7 @@
 //! - [`xsk`]: AF_XDP sockets: UMEM, fill/completion/rx/tx rings.
 //! - [`memory`]: huge-page mappings for the UMEM and the connection table, and the prefetch hint.
 //! - [`worker`]: the per-queue busy-polling loop that drives the pipeline over the rings.
+//! - [`affinity`]: which CPUs the workers and the rest of the process run on.
 //!
 //! The data plane takes its instructions as an immutable [`service::ServiceTable`] snapshot that
 //! control builds and publishes; workers pick up a new one between batches, never waiting for it.
@@ -22,6 +23,11 @@
 
 #![deny(unsafe_code)]
 
+#[allow(
+    unsafe_code,
+    reason = "reads and sets thread CPU masks (sched_getaffinity/setaffinity)"
+)]
+pub mod affinity;
 pub mod conntrack;
 pub mod counters;
 #[allow(

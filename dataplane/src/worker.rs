@@ -364,10 +364,3 @@ fn publish_kernel_stats(xsk: &Xsk, counters: &WorkerCounters) {
             .store(stats.tx_ring_empty_descs, Ordering::Relaxed);
     }
 }
-
-/// Pins the calling thread to `core` if that core exists; returns whether it did.
-pub fn pin_to_core(core: usize) -> bool {
-    core_affinity::get_core_ids()
-        .and_then(|cores| cores.into_iter().find(|candidate| candidate.id == core))
-        .is_some_and(core_affinity::set_for_current)
-}

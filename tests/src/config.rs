@@ -15,6 +15,8 @@ pub struct DirectorConfig {
     pub workers: u32,
     /// `poll = "busy" | "adaptive"`; left out when `None`.
     pub poll: Option<String>,
+    /// `worker_cpus`; left out when empty.
+    pub worker_cpus: Vec<usize>,
     /// Stats socket path.
     pub stats_socket: PathBuf,
     /// Virtual services.
@@ -177,6 +179,7 @@ impl DirectorConfig {
             interfaces: vec!["eth0".into()],
             workers: 1,
             poll: None,
+            worker_cpus: Vec::new(),
             stats_socket,
             services: vec![ServiceConfig {
                 name: "web".into(),
@@ -227,6 +230,10 @@ impl DirectorConfig {
         let _ = writeln!(s, "workers = {}", self.workers);
         if let Some(poll) = &self.poll {
             let _ = writeln!(s, "poll = {}", quote(poll));
+        }
+        if !self.worker_cpus.is_empty() {
+            let cpus: Vec<String> = self.worker_cpus.iter().map(usize::to_string).collect();
+            let _ = writeln!(s, "worker_cpus = [{}]", cpus.join(", "));
         }
         let _ = writeln!(
             s,

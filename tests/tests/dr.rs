@@ -348,3 +348,81 @@ fn adaptive_polling_sleeps_when_idle_and_wakes_for_traffic() {
         )
         .unwrap_or_else(|e| panic!("{e:#}"));
 }
+
+/// The CPUs a thread may run on, from `/proc/PID/task/TID/status` (`Cpus_allowed_list`,
+/// e.g. `0-1` or `0,2-3`).
+fn allowed_cpus(status: &str) -> Vec<usize> {
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_else(|| panic!("no Cpus_allowed_list in {status}"))
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let (low, high) = part.split_once('-').unwrap_or((part, part));
+        cpus.extend(low.parse::<usize>().unwrap()..=high.parse::<usize>().unwrap());
+    }
+    cpus
+}
+
+/// Every thread of `pid`: (name, CPUs it may run on).
+fn threads(pid: u32) -> Vec<(String, Vec<usize>)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| {
+            let path = task.unwrap().path();
+            let name = std::fs::read_to_string(path.join("comm")).unwrap();
+            let status = std::fs::read_to_string(path.join("status")).unwrap();
+            (name.trim().to_string(), allowed_cpus(&status))
+        })
+        .collect()
+}
+
+#[test]
+fn worker_cpus_give_the_worker_its_cpu_and_keep_control_threads_off_it() {
+    require_root!();
+    let ours = allowed_cpus(&std::fs::read_to_string("/proc/self/status").unwrap());
+    assert!(
+        ours.len() >= 2,
+        "this test needs two CPUs to put the worker and the control threads apart: {ours:?}"
+    );
+    let worker_cpu = *ours.last().unwrap();
+    let lab = Lab::dr(LabOptions::default());
+    let mut config = lab.dr_config("rr");
+    config.worker_cpus = vec![worker_cpu];
+    let mut director = lab.start_director(&config);
+    // Serving, so the worker and every control thread are up.
+    let results = lab.http_get_many(10, &vip_url());
+    director_lab::assert_all_ok(&results, "requests with a pinned worker");
+    let threads = threads(director.pid());
+    let worker: Vec<_> = threads.iter().filter(|(name, _)| name == "worker-0").collect();
+    assert_eq!(worker.len(), 1, "{threads:?}");
+    assert_eq!(worker[0].1, vec![worker_cpu], "{threads:?}");
+    // Every other thread keeps off the worker's CPU, but for the signal waiter, which exists
+    // before the configuration is read and only ever sleeps.
+    let others: Vec<_> = threads
+        .iter()
+        .filter(|(name, _)| name != "worker-0" && name != "signals")
+        .collect();
+    assert!(others.len() >= 2, "{threads:?}");
+    for (name, cpus) in others {
+        assert!(
+            !cpus.contains(&worker_cpu) && !cpus.is_empty(),
+            "thread {name} may run on {cpus:?}, the worker's CPU is {worker_cpu}: {threads:?}"
+        );
+    }
+    director.stop();
+    // A CPU the process may not use is refused at start-up, naming the key.
+    let mut refused = lab.dr_config("rr");
+    refused.worker_cpus = vec![1000];
+    let path = lab.write_config(&refused);
+    let error = lab
+        .try_start_director_with(&path, &refused.stats_socket)
+        .err()
+        .unwrap_or_else(|| panic!("a director with worker_cpus = [1000] started"));
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("director.worker_cpus[0] = 1000"),
+        "the refusal does not name the key and value: {text}"
+    );
+}
