@@ -85,6 +85,11 @@ pub fn rs_decap_bin() -> PathBuf {
     find_bin("rs-decap", "RS_DECAP_BIN").unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// `$PKTGEN_BIN`, else `target/release/pktgen`, else `target/debug/pktgen`.
+pub fn pktgen_bin() -> PathBuf {
+    find_bin("pktgen", "PKTGEN_BIN").unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 fn find_bin(name: &str, env: &str) -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(env) {
         let path = PathBuf::from(path);

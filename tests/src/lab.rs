@@ -505,6 +505,12 @@ impl Lab {
             .unwrap_or_else(|e| panic!("on {host}: {e:#}"))
     }
 
+    /// Like [`Lab::spawn`], logging to `log` (a [`Lab::new_file`] path the caller reads).
+    pub fn spawn_logged(&self, host: Host, args: &[&str], log: &Path) -> ChildGuard {
+        self.try_spawn_logged(host, args, log)
+            .unwrap_or_else(|e| panic!("on {host}: {e:#}"))
+    }
+
     pub(crate) fn try_spawn_logged(
         &self,
         host: Host,

@@ -40,7 +40,8 @@ pub use client::{GetOptions, KeepAliveClient, LoadHandle, LoadOptions, REQUEST_T
 pub use cmd::{poll_check, poll_until, run_with_timeout, Check, ChildGuard};
 pub use config::{BackendConfig, DirectorConfig, HealthCheck, ServiceConfig};
 pub use director::{
-    director_bin, lbstat_bin, rs_decap_bin, workspace_dir, ControlOutput, DirectorProcess, Stopped,
+    director_bin, lbstat_bin, pktgen_bin, rs_decap_bin, workspace_dir, ControlOutput,
+    DirectorProcess, Stopped,
 };
 pub use http::{assert_all_ok, failures, tally, HttpResponse};
 pub use keepalived::{Keepalived, KeepalivedOptions, KeepalivedState};

@@ -395,7 +395,10 @@ fn worker_cpus_give_the_worker_its_cpu_and_keep_control_threads_off_it() {
     let results = lab.http_get_many(10, &vip_url());
     director_lab::assert_all_ok(&results, "requests with a pinned worker");
     let threads = threads(director.pid());
-    let worker: Vec<_> = threads.iter().filter(|(name, _)| name == "worker-0").collect();
+    let worker: Vec<_> = threads
+        .iter()
+        .filter(|(name, _)| name == "worker-0")
+        .collect();
     assert_eq!(worker.len(), 1, "{threads:?}");
     assert_eq!(worker[0].1, vec![worker_cpu], "{threads:?}");
     // Every other thread keeps off the worker's CPU, but for the signal waiter, which exists

@@ -1,0 +1,221 @@
+//! End-to-end: the director under more traffic than it can forward.
+//!
+//! `pktgen send` (an XDP program run with BPF_PROG_RUN in live-frames mode) outruns any AF_XDP
+//! forwarder in copy mode several times over. Fed that way over a veth pair of its own, the
+//! director must shed the excess where it costs it nothing, at the RX ring (the kernel counts
+//! those drops in `xsk_rx_*`), and never take a frame only to drop it at a full TX ring: every
+//! frame a worker received leaves, and arrives.
+
+use std::time::Duration;
+
+use director_lab::{
+    pktgen_bin, poll_until, require_root, ChildGuard, DirectorConfig, Host, Lab, LabOptions, VIP,
+};
+use serde_json::Value;
+
+/// The flood's own link: `fl0` in the client's namespace (generator and sink), `fl1` in the
+/// director's.
+const GENERATOR_SIDE: &str = "fl0";
+const DIRECTOR_SIDE: &str = "fl1";
+/// Frames the generator sends, flat out (a second or two here).
+const FRAMES: u64 = 400_000;
+/// Static MACs of the real servers: nothing answers for them, the sink counts by them.
+const REAL_SERVER_MACS: [&str; 2] = ["02:00:00:00:01:01", "02:00:00:00:01:02"];
+
+fn mac_of(lab: &Lab, host: Host, interface: &str) -> String {
+    lab.exec_ok(
+        host,
+        &["cat", &format!("/sys/class/net/{interface}/address")],
+    )
+    .trim()
+    .to_owned()
+}
+
+/// Waits (bounded) until `log` holds a line containing `marker`.
+fn wait_for_line(log: &std::path::Path, marker: &str) {
+    poll_until(
+        &format!("{marker:?} in {}", log.display()),
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.contains(marker) {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// The JSON document a pktgen command printed after its progress lines.
+fn json_in(log: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(log).unwrap();
+    let start = text
+        .find("\n{")
+        .unwrap_or_else(|| panic!("no JSON in {}: {text}", log.display()));
+    serde_json::from_str(&text[start + 1..]).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn an_overloaded_director_drops_at_the_rx_ring_and_forwards_every_frame_it_takes() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::servers(1));
+    let director_ns = lab.namespace(Host::Director);
+    lab.exec_ok(
+        Host::Client,
+        &[
+            "ip",
+            "link",
+            "add",
+            GENERATOR_SIDE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            DIRECTOR_SIDE,
+            "netns",
+            &director_ns,
+        ],
+    );
+    for (host, interface) in [
+        (Host::Client, GENERATOR_SIDE),
+        (Host::Director, DIRECTOR_SIDE),
+    ] {
+        // Nothing but the flood on this link: no IPv6 chatter for the sink to count.
+        lab.exec_ok(
+            host,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{interface}.disable_ipv6=1"),
+            ],
+        );
+        lab.exec_ok(host, &["ip", "link", "set", interface, "up"]);
+    }
+
+    let mut config = DirectorConfig::dr(lab.stats_socket(), "maglev", &[]);
+    config.interfaces = vec![DIRECTOR_SIDE.into()];
+    let mut text = config.to_toml();
+    for (n, mac) in REAL_SERVER_MACS.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[service.backend]]\naddress = \"192.0.2.{}\"\nmac = \"{mac}\"\n",
+            11 + n
+        ));
+    }
+    let path = lab.new_file("overload.toml");
+    std::fs::write(&path, &text).unwrap();
+    let director = lab.start_director_on(Host::Director, &path, &config.stats_socket, false);
+
+    let pktgen = pktgen_bin();
+    let pktgen = pktgen.to_string_lossy();
+    let sink_log = lab.new_file("sink.log");
+    let sink = lab.spawn_logged(
+        Host::Client,
+        &[
+            &pktgen,
+            "sink",
+            GENERATOR_SIDE,
+            "--duration",
+            "60s",
+            "--json",
+        ],
+        &sink_log,
+    );
+    wait_for_line(&sink_log, "ready on");
+
+    let director_mac = mac_of(&lab, Host::Director, DIRECTOR_SIDE);
+    let sent = lab.exec_ok(
+        Host::Client,
+        &[
+            &pktgen,
+            "send",
+            GENERATOR_SIDE,
+            "--dst-mac",
+            &director_mac,
+            "--dst-ip",
+            VIP,
+            "--dst-port",
+            "80",
+            "--kind",
+            "ack",
+            "--flows",
+            "1000",
+            "--count",
+            &FRAMES.to_string(),
+            "--duration",
+            "20s",
+            "--json",
+        ],
+    );
+    let sent: Value = serde_json::from_str(&sent).unwrap_or_else(|e| panic!("{e}: {sent}"));
+    let sent_frames = sent["frames"].as_u64().unwrap();
+    assert_eq!(sent_frames, FRAMES, "{sent}");
+
+    // The worker's counters stop moving once the rings have drained, and its kernel socket
+    // statistics (published with housekeeping, once a second) show the frames the kernel shed.
+    let kernel_dropped = |worker: &Value| {
+        worker["counters"]["xsk_rx_dropped"].as_u64().unwrap_or(0)
+            + worker["counters"]["xsk_rx_ring_full"].as_u64().unwrap_or(0)
+    };
+    let mut previous = None;
+    let settled = poll_until(
+        "the worker to drain its rings and publish the kernel's drops",
+        Duration::from_secs(10),
+        Duration::from_millis(300),
+        || {
+            let worker = director.stats()["workers"][0].clone();
+            let key = (worker["rx_packets"].as_u64(), worker["tx_packets"].as_u64());
+            let still = previous == Some(key);
+            previous = Some(key);
+            if still && kernel_dropped(&worker) > 0 {
+                Ok(worker)
+            } else {
+                Err(format!("{worker:#}"))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    stop_sink(sink);
+    let counted = json_in(&sink_log);
+    let arrived: u64 = counted["by_dst_mac"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| REAL_SERVER_MACS.contains(&entry["mac"].as_str().unwrap()))
+        .map(|entry| entry["packets"].as_u64().unwrap())
+        .sum();
+
+    let received = settled["rx_packets"].as_u64().unwrap();
+    let transmitted = settled["tx_packets"].as_u64().unwrap();
+    let report = format!("sent {sent_frames}, worker {settled:#}, sink {counted:#}");
+    // It was overloaded: the kernel shed frames at the RX ring...
+    assert!(received < sent_frames, "{report}");
+    assert!(kernel_dropped(&settled) > 0, "{report}");
+    // ...and what the worker took, it forwarded: nothing dropped after processing.
+    assert_eq!(settled["drops"]["tx_ring_full"], 0, "{report}");
+    assert_eq!(transmitted, received, "{report}");
+    // Every frame it transmitted arrived, spread over both real servers.
+    assert_eq!(arrived, transmitted, "{report}");
+    for mac in REAL_SERVER_MACS {
+        let share = counted["by_dst_mac"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["mac"] == mac)
+            .and_then(|entry| entry["packets"].as_u64())
+            .unwrap_or(0);
+        assert!(share > transmitted / 4, "{mac} got {share}: {report}");
+    }
+}
+
+/// Stops the sink (SIGINT: it prints its totals) and waits for it.
+fn stop_sink(mut sink: ChildGuard) {
+    assert!(sink.signal(libc::SIGINT), "signalling {}", sink.describe());
+    let status = sink
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap_or_else(|| panic!("{} ignored SIGINT", sink.describe()));
+    assert!(status.success(), "{}: {status}", sink.describe());
+}
