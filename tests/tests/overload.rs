@@ -6,10 +6,12 @@
 //! those drops in `xsk_rx_*`), and never take a frame only to drop it at a full TX ring: every
 //! frame a worker received leaves, and arrives.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use director_lab::{
-    pktgen_bin, poll_until, require_root, ChildGuard, DirectorConfig, Host, Lab, LabOptions, VIP,
+    pktgen_bin, poll_until, require_root, ChildGuard, DirectorConfig, DirectorProcess, Host, Lab,
+    LabOptions, VIP,
 };
 use serde_json::Value;
 
@@ -58,10 +60,8 @@ fn json_in(log: &std::path::Path) -> Value {
     serde_json::from_str(&text[start + 1..]).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
-#[test]
-fn an_overloaded_director_drops_at_the_rx_ring_and_forwards_every_frame_it_takes() {
-    require_root!();
-    let lab = Lab::dr(LabOptions::servers(1));
+/// The flood's veth pair, up, with IPv6 off.
+fn add_flood_link(lab: &Lab) {
     let director_ns = lab.namespace(Host::Director);
     lab.exec_ok(
         Host::Client,
@@ -94,19 +94,31 @@ fn an_overloaded_director_drops_at_the_rx_ring_and_forwards_every_frame_it_takes
         );
         lab.exec_ok(host, &["ip", "link", "set", interface, "up"]);
     }
+}
 
+/// The director on the flood's link, one DR service over the static-MAC real servers.
+fn start_flood_director(lab: &Lab) -> DirectorProcess {
     let mut config = DirectorConfig::dr(lab.stats_socket(), "maglev", &[]);
     config.interfaces = vec![DIRECTOR_SIDE.into()];
     let mut text = config.to_toml();
     for (n, mac) in REAL_SERVER_MACS.iter().enumerate() {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\n[[service.backend]]\naddress = \"192.0.2.{}\"\nmac = \"{mac}\"\n",
             11 + n
-        ));
+        );
     }
     let path = lab.new_file("overload.toml");
     std::fs::write(&path, &text).unwrap();
-    let director = lab.start_director_on(Host::Director, &path, &config.stats_socket, false);
+    lab.start_director_on(Host::Director, &path, &config.stats_socket, false)
+}
+
+#[test]
+fn an_overloaded_director_drops_at_the_rx_ring_and_forwards_every_frame_it_takes() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::servers(1));
+    add_flood_link(&lab);
+    let director = start_flood_director(&lab);
 
     let pktgen = pktgen_bin();
     let pktgen = pktgen.to_string_lossy();
@@ -153,30 +165,7 @@ fn an_overloaded_director_drops_at_the_rx_ring_and_forwards_every_frame_it_takes
     let sent_frames = sent["frames"].as_u64().unwrap();
     assert_eq!(sent_frames, FRAMES, "{sent}");
 
-    // The worker's counters stop moving once the rings have drained, and its kernel socket
-    // statistics (published with housekeeping, once a second) show the frames the kernel shed.
-    let kernel_dropped = |worker: &Value| {
-        worker["counters"]["xsk_rx_dropped"].as_u64().unwrap_or(0)
-            + worker["counters"]["xsk_rx_ring_full"].as_u64().unwrap_or(0)
-    };
-    let mut previous = None;
-    let settled = poll_until(
-        "the worker to drain its rings and publish the kernel's drops",
-        Duration::from_secs(10),
-        Duration::from_millis(300),
-        || {
-            let worker = director.stats()["workers"][0].clone();
-            let key = (worker["rx_packets"].as_u64(), worker["tx_packets"].as_u64());
-            let still = previous == Some(key);
-            previous = Some(key);
-            if still && kernel_dropped(&worker) > 0 {
-                Ok(worker)
-            } else {
-                Err(format!("{worker:#}"))
-            }
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let settled = settled_worker(&director);
     stop_sink(sink);
     let counted = json_in(&sink_log);
     let arrived: u64 = counted["by_dst_mac"]
@@ -208,6 +197,36 @@ fn an_overloaded_director_drops_at_the_rx_ring_and_forwards_every_frame_it_takes
             .unwrap_or(0);
         assert!(share > transmitted / 4, "{mac} got {share}: {report}");
     }
+}
+
+/// The worker's stats once its counters have stopped moving (the rings drained) and its
+/// kernel socket statistics, published with housekeeping once a second, show frames the kernel
+/// shed.
+fn settled_worker(director: &DirectorProcess) -> Value {
+    let mut previous = None;
+    poll_until(
+        "the worker to drain its rings and publish the kernel's drops",
+        Duration::from_secs(10),
+        Duration::from_millis(300),
+        || {
+            let worker = director.stats()["workers"][0].clone();
+            let key = (worker["rx_packets"].as_u64(), worker["tx_packets"].as_u64());
+            let still = previous == Some(key);
+            previous = Some(key);
+            if still && kernel_dropped(&worker) > 0 {
+                Ok(worker)
+            } else {
+                Err(format!("{worker:#}"))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Frames the kernel dropped at the worker's RX ring (ring full, or no fill buffer).
+fn kernel_dropped(worker: &Value) -> u64 {
+    worker["counters"]["xsk_rx_dropped"].as_u64().unwrap_or(0)
+        + worker["counters"]["xsk_rx_ring_full"].as_u64().unwrap_or(0)
 }
 
 /// Stops the sink (SIGINT: it prints its totals) and waits for it.
