@@ -328,14 +328,27 @@ fn alive(pid: u32) -> bool {
 fn exec_check_is_killed_at_its_timeout_with_what_it_started_and_reaped() {
     let scratch = Scratch::new("kill");
     let pids = scratch.0.join("pids");
-    // The check's shell starts a helper in the background, records both pids, and hangs.
-    let kind = shell(
-        "sleep 30 & echo $$ $! > \"$1\"; wait",
-        &[pids.to_str().unwrap()],
-    );
-    let failure = first_result(kind, local(1), 300).unwrap_err();
-    assert_eq!(failure, "timeout (300ms): killed");
-    let recorded = std::fs::read_to_string(&pids).unwrap();
+    // The check's shell starts a helper in the background, records both pids (renamed into
+    // place, so the file is whole or absent), and hangs. On a loaded machine the timeout can
+    // fire before the shell got that far; then the check is tried again with a longer one.
+    let script = "sleep 30 & echo $$ $! > \"$1.part\"; mv \"$1.part\" \"$1\"; wait";
+    let mut recorded = None;
+    for timeout_ms in [300, 1_000, 3_000, 10_000] {
+        let kind = shell(script, &[pids.to_str().unwrap()]);
+        let failure = first_result(kind, local(1), timeout_ms).unwrap_err();
+        assert_eq!(
+            failure,
+            format!(
+                "timeout ({}): killed",
+                format_duration(Duration::from_millis(timeout_ms))
+            )
+        );
+        if let Ok(text) = std::fs::read_to_string(&pids) {
+            recorded = Some(text);
+            break;
+        }
+    }
+    let recorded = recorded.expect("the check never recorded its pids, even with a 10 s timeout");
     let recorded: Vec<u32> = recorded
         .split_whitespace()
         .map(|pid| pid.parse().unwrap())
