@@ -1421,11 +1421,11 @@ struct CpuPlan {
 
 impl CpuPlan {
     /// Checks `worker_cpus` against the CPUs this process may run on and, when some are left
-    /// over, confines the calling thread, and so every thread it spawns from now on (the whole
-    /// control side), to those: a busy-polling worker then has its CPU to itself, as DPDK keeps
-    /// its main lcore off the forwarding lcores. Without `worker_cpus` the workers take the
-    /// allowed CPUs in turn and nothing is confined. Called first in start-up, before any
-    /// thread is spawned.
+    /// over, confines every thread of the process (the signal waiter, already running) and
+    /// every thread spawned from now on (the whole control side) to those: a busy-polling
+    /// worker then has its CPU to itself, as DPDK keeps its main lcore off the forwarding
+    /// lcores. Without `worker_cpus` the workers take the allowed CPUs in turn and nothing is
+    /// confined. Called first in start-up, before the workers are spawned.
     fn apply(director: &DirectorConfig) -> anyhow::Result<Self> {
         let Some(allowed) = affinity::allowed_cpus() else {
             if director.worker_cpus.is_empty() {
@@ -1459,7 +1459,7 @@ impl CpuPlan {
                 "every CPU this process may use runs a worker: control threads share them"
             );
         } else {
-            affinity::restrict_current_thread(&control).with_context(|| {
+            affinity::restrict_every_thread(&control).with_context(|| {
                 format!("confining control threads to CPUs {}", cpu_list(&control))
             })?;
             info!(

@@ -5,7 +5,8 @@
 //! long as it runs, and every frame arriving meanwhile waits. So, as DPDK keeps its main lcore
 //! apart from the forwarding lcores, the director can pin each worker to a CPU of
 //! `[director] worker_cpus` and keep every other thread of the process on the CPUs left over
-//! ([`restrict_current_thread`] before they are spawned: threads inherit the mask).
+//! ([`restrict_every_thread`] early in start-up: the threads already running are moved, and
+//! those spawned later inherit the mask).
 //!
 //! What it must not do: choose CPUs (control does, from the configuration) or run per packet.
 
@@ -26,6 +27,36 @@ pub fn allowed_cpus() -> Option<Vec<usize>> {
 /// Fails for an empty list, a CPU past `CPU_SETSIZE`, or one the kernel refuses (offline, or
 /// outside the process's cpuset).
 pub fn restrict_current_thread(cpus: &[usize]) -> io::Result<()> {
+    // Thread id 0 is the calling thread.
+    restrict_thread(0, &cpu_set(cpus)?)
+}
+
+/// Lets every thread of the process that is running now, and every thread spawned from them
+/// later, run on `cpus` only: what [`restrict_current_thread`] does for one thread, for each
+/// one listed in `/proc/self/task` (a thread that exits meanwhile is skipped). Fails as
+/// [`restrict_current_thread`] does, or if the thread list cannot be read.
+pub fn restrict_every_thread(cpus: &[usize]) -> io::Result<()> {
+    let set = cpu_set(cpus)?;
+    // The calling thread first, so whatever it spawns while the others are moved inherits the
+    // new mask.
+    restrict_thread(0, &set)?;
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let Some(thread) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        match restrict_thread(thread, &set) {
+            Err(error) if error.raw_os_error() == Some(libc::ESRCH) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+fn cpu_set(cpus: &[usize]) -> io::Result<libc::cpu_set_t> {
     let max = usize::try_from(libc::CPU_SETSIZE).unwrap_or(1024);
     if cpus.is_empty() || cpus.iter().any(|&cpu| cpu >= max) {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
@@ -36,11 +67,14 @@ pub fn restrict_current_thread(cpus: &[usize]) -> io::Result<()> {
         // SAFETY: `cpu` < CPU_SETSIZE (checked above), so the bit lies inside `set`.
         unsafe { libc::CPU_SET(cpu, &mut set) };
     }
-    // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes of `set`; pid 0 is the
-    // calling thread.
-    let result = unsafe {
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set)
-    };
+    Ok(set)
+}
+
+fn restrict_thread(thread: libc::pid_t, set: &libc::cpu_set_t) -> io::Result<()> {
+    // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes of `set`, which is a
+    // whole cpu_set_t.
+    let result =
+        unsafe { libc::sched_setaffinity(thread, std::mem::size_of::<libc::cpu_set_t>(), set) };
     if result != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -79,5 +113,7 @@ mod tests {
     fn refuses_empty_and_impossible_masks() {
         assert!(restrict_current_thread(&[]).is_err());
         assert!(restrict_current_thread(&[1 << 20]).is_err());
+        assert!(restrict_every_thread(&[]).is_err());
+        assert!(restrict_every_thread(&[1 << 20]).is_err());
     }
 }
