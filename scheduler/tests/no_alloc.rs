@@ -1,64 +1,14 @@
 //! `Scheduler::pick` must not allocate: every algorithm runs many picks under a counting global
 //! allocator and the count must not move.
 //!
-//! Only allocations made by the test's own thread while counting is on are counted: the
-//! harness's main thread may still be doing its own bookkeeping when the test starts, and on a
-//! loaded machine that landed inside a measured loop (CI saw "wlc allocated 4 times").
+//! `alloc_count` counts only the test thread's allocations, so the harness's own bookkeeping
+//! cannot land inside a measured loop.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
+use alloc_count::{allocations_during, CountingAllocator};
 use scheduler::{flow_hash, Algorithm, Candidate, Flow, Loads, Scheduler};
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note_allocation() {
-    // `try_with`: the allocator also runs while thread-locals are being torn down.
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting touches only
-// const-initialised thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Runs `f` and returns how many allocations this thread made meanwhile.
-fn allocations_during(f: impl FnOnce()) -> u64 {
-    ALLOCATIONS.with(|count| count.set(0));
-    COUNTING.with(|counting| counting.set(true));
-    f();
-    COUNTING.with(|counting| counting.set(false));
-    ALLOCATIONS.with(Cell::get)
-}
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 struct Varied;
 
@@ -73,6 +23,12 @@ impl Loads for Varied {
 
 #[test]
 fn pick_does_not_allocate() {
+    // The counter works: one allocation is seen as one.
+    assert_eq!(
+        allocations_during(|| drop(std::hint::black_box(vec![1u8; 16]))),
+        1
+    );
+
     let servers: Vec<Candidate> = (0..40)
         .map(|i| Candidate {
             key: i * 0x9e37_79b9,
