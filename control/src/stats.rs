@@ -72,6 +72,7 @@ pub fn collect(shared: &Shared) -> Stats {
                 ("connections_created", load(&counters.connections_created)),
                 ("connections_expired", load(&counters.connections_expired)),
                 ("connections_evicted", load(&counters.connections_evicted)),
+                ("connections_reopened", load(&counters.connections_reopened)),
                 ("connections_active", load(&counters.connections_active)),
                 ("conn_table_full", load(&counters.conn_table_full)),
                 ("persistence_hits", load(&counters.persistence_hits)),

@@ -11,8 +11,17 @@
 //! way IPVS does for DR (its "input only" state table, reduced to the states that set a timeout):
 //! SYN -> [`ConnState::TcpSyn`] (`tcp_syn` timeout), ACK -> [`ConnState::TcpEstablished`],
 //! FIN -> [`ConnState::TcpFinWait`], RST -> [`ConnState::TcpClose`]; UDP flows are
-//! [`ConnState::Udp`]. A spoofed SYN does not shorten an established entry, and a SYN on a closing
-//! entry (port reuse) starts over in `TcpSyn` on the same backend.
+//! [`ConnState::Udp`]. A spoofed SYN does not shorten an established entry.
+//!
+//! A SYN on a closing entry (FIN or RST seen) is a client reusing its source port for a new
+//! connection ([`ConnState::reopened_by`]): the pipeline schedules it afresh and rebinds the
+//! entry, which starts over in `TcpSyn`, instead of sending it to the old connection's server.
+//! This is IPVS's `conn_reuse_mode` with both bits set (rescheduling on TIME_WAIT/CLOSE, and on
+//! FIN_WAIT as seen with direct routing): without it, clients that cycle through source ports
+//! keep landing on the servers their earlier connections had, and a server added by a reload
+//! gets fewer new connections than the scheduler gives it. The client cannot send that SYN while
+//! its old socket lives, so nothing alive is moved; persistence still applies, since a
+//! rescheduled SYN asks its client's template first.
 //!
 //! A TCP segment without SYN that finds no entry (mid-flow pickup after a restart or failover,
 //! or a flow ECMP moved here) is still scheduled, as Katran does; with Maglev it lands on the
@@ -299,6 +308,14 @@ impl ConnState {
 }
 
 impl ConnState {
+    /// Whether a client segment with `flags` opens a new connection on an entry in this state:
+    /// a SYN (the state would start over in `TcpSyn`) on a closing entry. See the module docs.
+    #[inline(always)]
+    pub const fn reopened_by(self, flags: TcpFlags) -> bool {
+        matches!(self, ConnState::TcpFinWait | ConnState::TcpClose)
+            && matches!(self.on_tcp(flags), ConnState::TcpSyn)
+    }
+
     /// The state after the real server sends a reply with `flags` (NAT, where the director sees
     /// both directions): a RST closes, a FIN starts closing, anything else keeps the state (the
     /// client's ACK, not the server's SYN-ACK, establishes the flow, so a server cannot hold an
@@ -1221,6 +1238,18 @@ mod tests {
         assert_eq!(TcpEstablished.on_tcp(fin), TcpFinWait);
         assert_eq!(TcpFinWait.on_tcp(ack), TcpFinWait);
         assert_eq!(TcpFinWait.on_tcp(syn), TcpSyn, "port reuse");
+        assert!(TcpFinWait.reopened_by(syn) && TcpClose.reopened_by(syn));
+        assert!(
+            !TcpSyn.reopened_by(syn),
+            "a retransmitted SYN keeps its server"
+        );
+        assert!(!TcpEstablished.reopened_by(syn));
+        assert!(
+            !TcpFinWait.reopened_by(syn | TcpFlags::ACK),
+            "a SYN-ACK opens nothing"
+        );
+        assert!(!TcpFinWait.reopened_by(ack) && !TcpClose.reopened_by(fin));
+        assert!(!Udp.reopened_by(syn));
         assert_eq!(TcpEstablished.on_tcp(rst), TcpClose);
         assert_eq!(TcpClose.on_tcp(fin), TcpClose);
         assert_eq!(TcpClose.on_tcp(ack), TcpClose);

@@ -130,6 +130,9 @@ pub struct WorkerCounters {
     pub connections_evicted: AtomicU64,
     /// Frames forwarded without an entry because the table was full and nothing could be evicted.
     pub conn_table_full: AtomicU64,
+    /// SYNs that found a closing entry for their flow (the client reused a source port) and
+    /// were scheduled as new connections, the entry rebound to the scheduler's pick.
+    pub connections_reopened: AtomicU64,
     /// Live entries in this worker's connection table (a gauge, set by housekeeping).
     pub connections_active: AtomicU64,
     /// New flows of persistent services sent where a live template said.

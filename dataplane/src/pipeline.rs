@@ -53,7 +53,8 @@
 //! 4. Service by (destination address, port, protocol); none -> the NAT reply index; neither ->
 //!    `NoService`.
 //! 5. Backend: the flow's connection entry if it has one, found in the current table by address
-//!    when the entry is from an older generation (a backend that is gone means reschedule);
+//!    when the entry is from an older generation (a backend that is gone means reschedule, and
+//!    so does a SYN on a closing entry: a new connection on a reused source port);
 //!    otherwise the service's scheduler over the flow hash -> `NoBackend` when it has none; a
 //!    backend whose MAC is unresolved -> `NeighbourUnresolved`. A flow keeps a drained
 //!    (weight 0) backend it already has, as IPVS does.
@@ -471,7 +472,16 @@ impl Pipeline {
         let existing = self
             .connections
             .lookup(&flow.key, now, &table.timeouts, counters, gauges);
+        // A SYN on a closing entry is a new connection on a reused source port: it is scheduled
+        // like one and the entry rebound below (see `ConnState::reopened_by`).
+        let reopened = existing.is_some_and(|id| {
+            self.connections
+                .connection(id)
+                .state
+                .reopened_by(flow.flags)
+        });
         let (index, choice) = match existing
+            .filter(|_| !reopened)
             .and_then(|id| resolve(self.connections.connection(id), service, table.generation))
         {
             Some(index) => (index, Choice::Tracked),
@@ -540,6 +550,9 @@ impl Pipeline {
                     Protocol::Udp => ConnState::Udp,
                 };
                 self.connections.touch(id, state, now, gauges);
+                if reopened {
+                    bump(&counters.connections_reopened, 1);
+                }
                 Some((Some(id), scheduled || state != connection.state))
             }
             None => match initial_state(flow) {

@@ -772,6 +772,94 @@ fn rescheduled_nat_flow_takes_its_replies_along() {
     testing::assert_gauges_match(pipeline.connections(), &second, WORKER);
 }
 
+/// A client reusing a closed NAT connection's source port gets a new server, and the reply
+/// index moves with it: the new server's replies reach the client, the old one's do not.
+#[test]
+fn reopened_nat_flow_takes_its_replies_along() {
+    let blocks = testing::counter_blocks(1, 4);
+    let servers = [1, 2].map(|n: u8| {
+        testing::with_port(
+            backend(
+                &format!("10.0.1.{n}"),
+                Some(backend_mac(n)),
+                1,
+                usize::from(n),
+            ),
+            8080,
+        )
+    });
+    let table = testing::table(
+        1,
+        vec![testing::with_forwarding(
+            service(
+                NAT_VIP,
+                Protocol::Tcp,
+                Algorithm::RoundRobin,
+                servers.to_vec(),
+            ),
+            Forwarding::Nat,
+        )],
+        blocks,
+    )
+    .with_interfaces(testing::interfaces(1500));
+    let counters = WorkerCounters::default();
+    let mut pipeline = Pipeline::new(WORKER, DIRECTOR_MAC, 16);
+    let now = Instant::now();
+    let client = || from_client(FrameBuilder::tcp().src(CLIENT).dst(NAT_VIP));
+    let reply_from = |n: u8| {
+        from_server(
+            FrameBuilder::tcp()
+                .src(&format!("10.0.1.{n}:8080"))
+                .dst(CLIENT),
+            n,
+        )
+    };
+    let (_, sent) = send(&mut pipeline, &client().syn(), &table, now, &counters);
+    assert_eq!(sent[5], 1);
+    send(
+        &mut pipeline,
+        &reply_from(1).syn().ack(),
+        &table,
+        now,
+        &counters,
+    );
+    send(&mut pipeline, &client().ack(), &table, now, &counters);
+    send(
+        &mut pipeline,
+        &reply_from(1).fin().ack(),
+        &table,
+        now,
+        &counters,
+    );
+    send(&mut pipeline, &client().fin().ack(), &table, now, &counters);
+
+    let (_, sent) = send(&mut pipeline, &client().syn(), &table, now, &counters);
+    assert_eq!(sent[5], 2, "the reused port is scheduled afresh");
+    assert_eq!(load(&counters.connections_reopened), 1);
+    let (verdict, _) = testing::run(
+        &mut pipeline,
+        &reply_from(1).ack().build(),
+        &table,
+        now,
+        &counters,
+    );
+    assert_eq!(
+        verdict,
+        Verdict::Drop(DropReason::NoService),
+        "the old server's replies"
+    );
+    let (_, out) = send(
+        &mut pipeline,
+        &reply_from(2).syn().ack(),
+        &table,
+        now,
+        &counters,
+    );
+    assert_eq!(&out[26..30], &[192, 0, 2, 60], "sent as the VIP");
+    assert_eq!(pipeline.connections().reply_len(), 1);
+    testing::assert_gauges_match(pipeline.connections(), &table, WORKER);
+}
+
 /// A persistent TUN service group on 192.0.2.70:{80,443} (10.0.0.1-4, slots 0-3, group 1) and
 /// a persistent NAT one on 192.0.2.62:{80,443} (10.0.1.5-6, slots 4-5, group 2), both /24.
 fn persistent_nat_and_tun() -> ServiceTable {

@@ -479,6 +479,74 @@ fn flow_on_a_removed_backend_is_rescheduled() {
     );
 }
 
+/// A client that reuses a closed connection's source port opens a new connection: scheduled
+/// afresh (here onto a server the reload added), not sent to the old connection's server.
+#[test]
+fn syn_on_a_closing_entry_is_a_new_connection() {
+    let blocks = testing::counter_blocks(1, 8);
+    let counters = WorkerCounters::default();
+    let mut pipeline = Pipeline::new(WORKER, DIRECTOR_MAC, 16);
+    let now = Instant::now();
+    let first = web_table(1, Algorithm::RoundRobin, &[1, 2], &blocks);
+    // Port 1 closes with a FIN, port 2 with a RST, port 3 stays open.
+    for (port, close) in [
+        (1, Some(web(1).fin().ack())),
+        (2, Some(web(2).rst())),
+        (3, None),
+    ] {
+        send(&mut pipeline, &web(port).syn(), &first, now, &counters);
+        send(&mut pipeline, &web(port).ack(), &first, now, &counters);
+        if let Some(close) = close {
+            send(&mut pipeline, &close, &first, now, &counters);
+        }
+    }
+    let backend_of =
+        |pipeline: &Pipeline, port| pipeline.connections().get(&web_key(port)).unwrap().backend;
+    assert_eq!(backend_of(&pipeline, 1), Ipv4Addr::new(10, 0, 0, 1));
+    assert_eq!(backend_of(&pipeline, 2), Ipv4Addr::new(10, 0, 0, 2));
+
+    // The reload adds 10.0.0.3; round robin's cursor starts over in the new table.
+    let second = web_table(2, Algorithm::RoundRobin, &[3, 1, 2], &blocks);
+    let new_flows = |slot: usize| backend_stats(&second, slot).0;
+    assert_eq!(
+        send(&mut pipeline, &web(1).syn(), &second, now, &counters),
+        backend_mac(3),
+        "reused port after a FIN"
+    );
+    assert_eq!(
+        send(&mut pipeline, &web(2).syn(), &second, now, &counters),
+        backend_mac(1),
+        "reused port after a RST"
+    );
+    assert_eq!(load(&counters.connections_reopened), 2);
+    assert_eq!(
+        (new_flows(2), new_flows(0)),
+        (1, 3),
+        "ports 1 and 3, then 2"
+    );
+    for port in [1, 2] {
+        let entry = pipeline.connections().get(&web_key(port)).unwrap();
+        assert_eq!((entry.state, entry.generation), (ConnState::TcpSyn, 2));
+    }
+    // Their retransmitted SYNs, and a SYN inside the open flow, keep the server they have.
+    assert_eq!(
+        send(&mut pipeline, &web(1).syn(), &second, now, &counters),
+        backend_mac(3)
+    );
+    assert_eq!(
+        send(&mut pipeline, &web(3).syn(), &second, now, &counters),
+        backend_mac(1)
+    );
+    assert_eq!(
+        pipeline.connections().get(&web_key(3)).unwrap().state,
+        ConnState::TcpEstablished
+    );
+    assert_eq!(load(&counters.connections_reopened), 2);
+    assert_eq!(load(&counters.connections_created), 3, "rebound, not added");
+    testing::assert_gauges_match(pipeline.connections(), &second, WORKER);
+    assert_eq!(drops(&counters), vec![]);
+}
+
 #[test]
 fn drained_backend_keeps_its_flows() {
     let blocks = testing::counter_blocks(1, 8);
@@ -1112,6 +1180,36 @@ fn persistent_client_is_pinned_across_source_ports_group_ports_and_workers() {
         })
         .collect();
     assert!(spread.len() > 1);
+}
+
+/// A reused source port is a new connection, and a new connection of a persistent client asks
+/// its template first: round robin would move it, the template keeps it.
+#[test]
+fn reopened_flow_of_a_persistent_client_follows_its_template() {
+    let blocks = testing::counter_blocks(1, 8);
+    let templates = Arc::new(PersistenceTable::new(64));
+    let table = persistent_table(
+        1,
+        Algorithm::RoundRobin,
+        &[1, 2, 3],
+        300,
+        "255.255.255.255",
+        &blocks,
+        &templates,
+    );
+    let counters = WorkerCounters::default();
+    let mut pipeline = Pipeline::new(WORKER, DIRECTOR_MAC, 16);
+    let now = Instant::now();
+    let flow = || client("198.51.100.7", 30000, 80);
+    let first = send(&mut pipeline, &flow().syn(), &table, now, &counters);
+    send(&mut pipeline, &flow().fin().ack(), &table, now, &counters);
+    assert_eq!(
+        send(&mut pipeline, &flow().syn(), &table, now, &counters),
+        first
+    );
+    assert_eq!(load(&counters.connections_reopened), 1);
+    assert_eq!(load(&counters.persistence_hits), 1);
+    testing::assert_gauges_match(pipeline.connections(), &table, WORKER);
 }
 
 #[test]
