@@ -13,27 +13,64 @@ With --until-eof it is a load generator: it keeps going until its stdin reaches 
 caller closes it to stop it), still bounded by --count and --deadline, and reports nothing for
 requests it never started.
 
+With --source-port every request connects from that one port, as a client reusing its source
+port does; a request waits (within its timeout) for the previous connection from the port to
+finish closing.
+
 Usage: lab-http-get.py URL [URL ...] [--count N] [--timeout S] [--deadline S] [--source ADDR]
-                       [--until-eof]
+                       [--source-port PORT] [--until-eof]
 """
 
 import argparse
+import errno
 import http.client
 import json
+import socket
 import sys
 import threading
 import time
 import urllib.parse
 
 
-def get(url, timeout, source):
+class FixedPortConnection(http.client.HTTPConnection):
+    """An HTTP connection from one fixed local port, reused request after request."""
+
+    def __init__(self, host, port, timeout, source, source_port):
+        super().__init__(host, port, timeout=timeout)
+        self.local = (source or "", source_port)
+
+    def connect(self):
+        deadline = time.monotonic() + self.timeout
+        while True:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.settimeout(self.timeout)
+            try:
+                sock.bind(self.local)
+                sock.connect((self.host, self.port))
+                self.sock = sock
+                return
+            except OSError as e:
+                sock.close()
+                # The previous connection from this port is still closing (LAST_ACK): its
+                # 4-tuple is taken until the server's last ACK arrives.
+                busy = e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+
+
+def get(url, timeout, source, source_port):
     parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(
-        parts.hostname,
-        parts.port or 80,
-        timeout=timeout,
-        source_address=(source, 0) if source else None,
-    )
+    if source_port:
+        conn = FixedPortConnection(parts.hostname, parts.port or 80, timeout, source, source_port)
+    else:
+        conn = http.client.HTTPConnection(
+            parts.hostname,
+            parts.port or 80,
+            timeout=timeout,
+            source_address=(source, 0) if source else None,
+        )
     try:
         path = parts.path or "/"
         if parts.query:
@@ -66,6 +103,7 @@ def main():
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--deadline", type=float, help="seconds; default count * timeout + 5")
     parser.add_argument("--source", help="local address to connect from")
+    parser.add_argument("--source-port", type=int, help="local port every request connects from")
     parser.add_argument("--until-eof", action="store_true", help="stop when stdin closes")
     args = parser.parse_args()
 
@@ -91,7 +129,7 @@ def main():
             line["error"] = "run deadline passed before this request"
         else:
             try:
-                line.update(get(url, args.timeout, args.source))
+                line.update(get(url, args.timeout, args.source, args.source_port))
             except Exception as e:  # noqa: BLE001 (every failure becomes one output line)
                 line["error"] = "%s: %s" % (type(e).__name__, e)
         print(json.dumps(line), flush=True)

@@ -33,6 +33,9 @@ pub struct GetOptions {
     /// Local address to connect from (one of the client's addresses); the kernel's choice if
     /// `None`.
     pub source: Option<String>,
+    /// Local port every request connects from (a client reusing its source port); the
+    /// kernel's choice if `None`.
+    pub source_port: Option<u16>,
     /// Per-request timeout.
     pub timeout: Duration,
 }
@@ -45,6 +48,7 @@ impl GetOptions {
             urls: vec![url.to_owned()],
             count,
             source: None,
+            source_port: None,
             timeout: REQUEST_TIMEOUT,
         }
     }
@@ -63,6 +67,13 @@ impl GetOptions {
         self.source = Some(source.to_owned());
         self
     }
+
+    /// The same, every request from local port `port`.
+    #[must_use]
+    pub fn from_port(mut self, port: u16) -> Self {
+        self.source_port = Some(port);
+        self
+    }
 }
 
 /// Bounds and shape of a background load ([`crate::Lab::start_load`]).
@@ -70,6 +81,9 @@ impl GetOptions {
 pub struct LoadOptions {
     /// Local address to connect from; the kernel's choice if `None`.
     pub source: Option<String>,
+    /// Local port every request connects from (a client reusing its source port); the
+    /// kernel's choice if `None`.
+    pub source_port: Option<u16>,
     /// Per-request timeout.
     pub timeout: Duration,
     /// The load stops by itself after this many requests...
@@ -82,6 +96,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             source: None,
+            source_port: None,
             timeout: REQUEST_TIMEOUT,
             max_requests: 100_000,
             max_duration: Duration::from_secs(60),

@@ -761,6 +761,9 @@ impl Lab {
         if let Some(source) = &options.source {
             args.extend(["--source".into(), source.clone()]);
         }
+        if let Some(port) = options.source_port {
+            args.extend(["--source-port".into(), port.to_string()]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let host = options.host;
         let out = run_with_timeout(

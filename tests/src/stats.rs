@@ -113,6 +113,18 @@ pub fn workers_tx_packets(stats: &Value) -> u64 {
         .sum()
 }
 
+/// One of the workers' `counters` (`connections_created`, ...) summed; panics if absent.
+pub fn worker_counter(stats: &Value, name: &str) -> u64 {
+    array(stats, "workers")
+        .iter()
+        .map(|worker| {
+            worker["counters"][name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("worker without counter {name}: {worker}"))
+        })
+        .sum()
+}
+
 /// The workers' drop counters summed by reason (every reason listed, zero or not).
 pub fn worker_drops(stats: &Value) -> BTreeMap<String, u64> {
     let mut drops = BTreeMap::new();

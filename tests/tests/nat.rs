@@ -6,13 +6,15 @@
 use std::time::Duration;
 
 use director_lab::{
-    assert_all_ok, poll_until, require_root, rs_name, tally, vip_url, Host, Lab, LabOptions,
-    CLIENT_IP, DIRECTOR_IP, VIP,
+    assert_all_ok, poll_until, require_root, rs_name, tally, vip_url, GetOptions, Host, Lab,
+    LabOptions, CLIENT_IP, DIRECTOR_IP, VIP,
 };
 
 const REQUESTS: usize = 60;
 /// The port the real servers listen on; the service is VIP:80.
 const BACKEND_PORT: u16 = 8080;
+/// A source port the client connects from again and again (nothing else in the test binds it).
+const REUSED_PORT: u16 = 40123;
 
 fn kernel_forwarding(lab: &Lab) -> String {
     lab.exec_ok(Host::Director, &["sysctl", "-n", "net.ipv4.ip_forward"])
@@ -242,7 +244,18 @@ fn nat_reload_adds_and_removes_real_servers_replies_included() {
     let results = lab.http_get_many(30, &vip_url());
     assert_all_ok(&results, "HTTP through NAT after adding rs3");
     let served = tally(&results);
-    assert_eq!(served.get(&rs_name(3)).copied(), Some(10), "{served:?}");
+    // A third exactly, even when the client reuses a source port of the first 20 requests: a
+    // SYN on a closing entry is a new connection for the scheduler, not the old one's server's.
+    let sequence: Vec<String> = results
+        .iter()
+        .flatten()
+        .map(|response| format!("{} {}", response.client, response.server))
+        .collect();
+    assert_eq!(
+        served.get(&rs_name(3)).copied(),
+        Some(10),
+        "{served:?}: {sequence:?}"
+    );
 
     // Removed again: no request reaches it, and none fails.
     config.services[0].backends.truncate(2);
@@ -251,4 +264,43 @@ fn nat_reload_adds_and_removes_real_servers_replies_included() {
     let results = lab.http_get_many(20, &vip_url());
     assert_all_ok(&results, "HTTP through NAT after removing rs3");
     assert_eq!(tally(&results).get(&rs_name(3)), None);
+}
+
+#[test]
+fn nat_client_reusing_its_source_port_is_scheduled_afresh() {
+    require_root!();
+    let lab = Lab::nat(LabOptions {
+        ports: vec![BACKEND_PORT],
+        ..LabOptions::default()
+    });
+    let mut config = lab.nat_config("rr", Some(BACKEND_PORT));
+    config.services[0].backends.truncate(2);
+    let director = lab.start_director(&config);
+
+    // Four connections in turn from one source port, each closed before the next opens: each
+    // is a new connection for round robin, not the previous one's, and its replies come back.
+    let results = lab.http_get(&GetOptions::new(4, &vip_url()).from_port(REUSED_PORT));
+    assert_all_ok(&results, "HTTP through NAT from one reused source port");
+    let seen: Vec<(String, String)> = results
+        .iter()
+        .flatten()
+        .map(|response| (response.client.clone(), response.server.clone()))
+        .collect();
+    let client = format!("{CLIENT_IP}:{REUSED_PORT}");
+    assert!(seen.iter().all(|(from, _)| *from == client), "{seen:?}");
+    let servers: Vec<&str> = seen.iter().map(|(_, server)| server.as_str()).collect();
+    assert!(
+        servers.windows(2).all(|pair| pair[0] != pair[1]),
+        "round robin over two servers alternates: {servers:?}"
+    );
+    let stats = director.stats();
+    assert_eq!(
+        director_lab::stats::worker_counter(&stats, "connections_reopened"),
+        3,
+        "{stats}"
+    );
+    assert_eq!(
+        director_lab::stats::worker_counter(&stats, "connections_created"),
+        1
+    );
 }
