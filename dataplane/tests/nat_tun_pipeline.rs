@@ -704,33 +704,43 @@ fn server_replies_move_nat_state_and_gauges() {
     testing::assert_gauges_match(pipeline.connections(), &table, WORKER);
 }
 
+/// A NAT service on NAT_VIP over 10.0.1.n:8080 (slot n) with `algorithm`.
+fn nat_servers(
+    generation: u64,
+    algorithm: Algorithm,
+    numbers: &[u8],
+    blocks: &[Arc<[dataplane::counters::BackendCounters]>],
+) -> ServiceTable {
+    let servers = numbers
+        .iter()
+        .map(|&n| {
+            testing::with_port(
+                backend(
+                    &format!("10.0.1.{n}"),
+                    Some(backend_mac(n)),
+                    1,
+                    usize::from(n),
+                ),
+                8080,
+            )
+        })
+        .collect();
+    testing::table(
+        generation,
+        vec![testing::with_forwarding(
+            service(NAT_VIP, Protocol::Tcp, algorithm, servers),
+            Forwarding::Nat,
+        )],
+        blocks.to_vec(),
+    )
+    .with_interfaces(testing::interfaces(1500))
+}
+
 #[test]
 fn rescheduled_nat_flow_takes_its_replies_along() {
     let blocks = testing::counter_blocks(1, 4);
-    let servers = |numbers: &[u8]| {
-        numbers
-            .iter()
-            .map(|&n| {
-                testing::with_port(
-                    backend(
-                        &format!("10.0.1.{n}"),
-                        Some(backend_mac(n)),
-                        1,
-                        usize::from(n),
-                    ),
-                    8080,
-                )
-            })
-            .collect::<Vec<_>>()
-    };
-    let table = |generation: u64, numbers: &[u8]| {
-        testing::table(
-            generation,
-            vec![nat(NAT_VIP, Protocol::Tcp, servers(numbers))],
-            blocks.clone(),
-        )
-        .with_interfaces(testing::interfaces(1500))
-    };
+    let table =
+        |generation, numbers: &[u8]| nat_servers(generation, Algorithm::Maglev, numbers, &blocks);
     let (first, second) = (table(1, &[1, 2]), table(2, &[3]));
     let counters = WorkerCounters::default();
     let mut pipeline = Pipeline::new(WORKER, DIRECTOR_MAC, 16);
@@ -777,31 +787,7 @@ fn rescheduled_nat_flow_takes_its_replies_along() {
 #[test]
 fn reopened_nat_flow_takes_its_replies_along() {
     let blocks = testing::counter_blocks(1, 4);
-    let servers = [1, 2].map(|n: u8| {
-        testing::with_port(
-            backend(
-                &format!("10.0.1.{n}"),
-                Some(backend_mac(n)),
-                1,
-                usize::from(n),
-            ),
-            8080,
-        )
-    });
-    let table = testing::table(
-        1,
-        vec![testing::with_forwarding(
-            service(
-                NAT_VIP,
-                Protocol::Tcp,
-                Algorithm::RoundRobin,
-                servers.to_vec(),
-            ),
-            Forwarding::Nat,
-        )],
-        blocks,
-    )
-    .with_interfaces(testing::interfaces(1500));
+    let table = nat_servers(1, Algorithm::RoundRobin, &[1, 2], &blocks);
     let counters = WorkerCounters::default();
     let mut pipeline = Pipeline::new(WORKER, DIRECTOR_MAC, 16);
     let now = Instant::now();
