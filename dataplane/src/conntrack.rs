@@ -20,8 +20,9 @@
 //! FIN_WAIT as seen with direct routing): without it, clients that cycle through source ports
 //! keep landing on the servers their earlier connections had, and a server added by a reload
 //! gets fewer new connections than the scheduler gives it. The client cannot send that SYN while
-//! its old socket lives, so nothing alive is moved; persistence still applies, since a
-//! rescheduled SYN asks its client's template first.
+//! its old socket lives, so a real client moves nothing alive; a spoofed SYN can cut short a
+//! half-closed flow (client FIN sent, server still sending), the trade IPVS makes with the same
+//! setting. Persistence still applies: a rescheduled SYN asks its client's template first.
 //!
 //! A TCP segment without SYN that finds no entry (mid-flow pickup after a restart or failover,
 //! or a flow ECMP moved here) is still scheduled, as Katran does; with Maglev it lands on the
