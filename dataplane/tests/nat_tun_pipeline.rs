@@ -736,6 +736,44 @@ fn nat_servers(
     .with_interfaces(testing::interfaces(1500))
 }
 
+/// A segment from NAT real server 10.0.1.n:8080 to [`CLIENT`].
+fn nat_reply_from(n: u8) -> FrameBuilder {
+    from_server(
+        FrameBuilder::tcp()
+            .src(&format!("10.0.1.{n}:8080"))
+            .dst(CLIENT),
+        n,
+    )
+}
+
+/// After [`CLIENT`]'s flow moved from real server `old` to `new`: only `new`'s replies are
+/// translated for the client (the reply index moved with the entry), and the gauges add up.
+#[track_caller]
+fn assert_replies_moved(
+    pipeline: &mut Pipeline,
+    table: &ServiceTable,
+    (old, new): (u8, u8),
+    now: Instant,
+    counters: &WorkerCounters,
+) {
+    let (verdict, _) = testing::run(
+        pipeline,
+        &nat_reply_from(old).ack().build(),
+        table,
+        now,
+        counters,
+    );
+    assert_eq!(
+        verdict,
+        Verdict::Drop(DropReason::NoService),
+        "the old server's replies"
+    );
+    let (_, out) = send(pipeline, &nat_reply_from(new).ack(), table, now, counters);
+    assert_eq!(&out[26..30], &[192, 0, 2, 60], "sent as the VIP");
+    assert_eq!(pipeline.connections().reply_len(), 1);
+    testing::assert_gauges_match(pipeline.connections(), table, WORKER);
+}
+
 #[test]
 fn rescheduled_nat_flow_takes_its_replies_along() {
     let blocks = testing::counter_blocks(1, 4);
@@ -749,37 +787,19 @@ fn rescheduled_nat_flow_takes_its_replies_along() {
     let (_, sent) = send(&mut pipeline, &syn, &first, now, &counters);
     let n = sent[5];
     assert!(n == 1 || n == 2);
-    let reply_from = |n: u8| {
-        from_server(
-            FrameBuilder::tcp()
-                .src(&format!("10.0.1.{n}:8080"))
-                .dst(CLIENT)
-                .ack(),
-            n,
-        )
-    };
-    send(&mut pipeline, &reply_from(n), &first, now, &counters);
+    send(
+        &mut pipeline,
+        &nat_reply_from(n).ack(),
+        &first,
+        now,
+        &counters,
+    );
 
     // Its server left: the next client frame reschedules it onto 10.0.1.3, replies follow.
     let ack = from_client(FrameBuilder::tcp().src(CLIENT).dst(NAT_VIP).ack());
     let (_, sent) = send(&mut pipeline, &ack, &second, now, &counters);
     assert_eq!(sent[5], 3);
-    let (verdict, _) = testing::run(
-        &mut pipeline,
-        &reply_from(n).build(),
-        &second,
-        now,
-        &counters,
-    );
-    assert_eq!(
-        verdict,
-        Verdict::Drop(DropReason::NoService),
-        "the old server's replies"
-    );
-    let (_, out) = send(&mut pipeline, &reply_from(3), &second, now, &counters);
-    assert_eq!(&out[26..30], &[192, 0, 2, 60], "sent as the VIP");
-    assert_eq!(pipeline.connections().reply_len(), 1);
-    testing::assert_gauges_match(pipeline.connections(), &second, WORKER);
+    assert_replies_moved(&mut pipeline, &second, (n, 3), now, &counters);
 }
 
 /// A client reusing a closed NAT connection's source port gets a new server, and the reply
@@ -792,19 +812,11 @@ fn reopened_nat_flow_takes_its_replies_along() {
     let mut pipeline = Pipeline::new(WORKER, DIRECTOR_MAC, 16);
     let now = Instant::now();
     let client = || from_client(FrameBuilder::tcp().src(CLIENT).dst(NAT_VIP));
-    let reply_from = |n: u8| {
-        from_server(
-            FrameBuilder::tcp()
-                .src(&format!("10.0.1.{n}:8080"))
-                .dst(CLIENT),
-            n,
-        )
-    };
     let (_, sent) = send(&mut pipeline, &client().syn(), &table, now, &counters);
     assert_eq!(sent[5], 1);
     send(
         &mut pipeline,
-        &reply_from(1).syn().ack(),
+        &nat_reply_from(1).syn().ack(),
         &table,
         now,
         &counters,
@@ -812,7 +824,7 @@ fn reopened_nat_flow_takes_its_replies_along() {
     send(&mut pipeline, &client().ack(), &table, now, &counters);
     send(
         &mut pipeline,
-        &reply_from(1).fin().ack(),
+        &nat_reply_from(1).fin().ack(),
         &table,
         now,
         &counters,
@@ -822,28 +834,7 @@ fn reopened_nat_flow_takes_its_replies_along() {
     let (_, sent) = send(&mut pipeline, &client().syn(), &table, now, &counters);
     assert_eq!(sent[5], 2, "the reused port is scheduled afresh");
     assert_eq!(load(&counters.connections_reopened), 1);
-    let (verdict, _) = testing::run(
-        &mut pipeline,
-        &reply_from(1).ack().build(),
-        &table,
-        now,
-        &counters,
-    );
-    assert_eq!(
-        verdict,
-        Verdict::Drop(DropReason::NoService),
-        "the old server's replies"
-    );
-    let (_, out) = send(
-        &mut pipeline,
-        &reply_from(2).syn().ack(),
-        &table,
-        now,
-        &counters,
-    );
-    assert_eq!(&out[26..30], &[192, 0, 2, 60], "sent as the VIP");
-    assert_eq!(pipeline.connections().reply_len(), 1);
-    testing::assert_gauges_match(pipeline.connections(), &table, WORKER);
+    assert_replies_moved(&mut pipeline, &table, (1, 2), now, &counters);
 }
 
 /// A persistent TUN service group on 192.0.2.70:{80,443} (10.0.0.1-4, slots 0-3, group 1) and

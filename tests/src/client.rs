@@ -81,9 +81,6 @@ impl GetOptions {
 pub struct LoadOptions {
     /// Local address to connect from; the kernel's choice if `None`.
     pub source: Option<String>,
-    /// Local port every request connects from (a client reusing its source port); the
-    /// kernel's choice if `None`.
-    pub source_port: Option<u16>,
     /// Per-request timeout.
     pub timeout: Duration,
     /// The load stops by itself after this many requests...
@@ -96,7 +93,6 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             source: None,
-            source_port: None,
             timeout: REQUEST_TIMEOUT,
             max_requests: 100_000,
             max_duration: Duration::from_secs(60),

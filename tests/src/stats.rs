@@ -117,11 +117,7 @@ pub fn workers_tx_packets(stats: &Value) -> u64 {
 pub fn worker_counter(stats: &Value, name: &str) -> u64 {
     array(stats, "workers")
         .iter()
-        .map(|worker| {
-            worker["counters"][name]
-                .as_u64()
-                .unwrap_or_else(|| panic!("worker without counter {name}: {worker}"))
-        })
+        .map(|worker| number(&worker["counters"], name))
         .sum()
 }
 
