@@ -9,11 +9,14 @@
 //!   neighbour (ARP) lookups and solicitation for real servers' MACs, VIP addresses.
 //! - [`stats_server`]: the Unix socket that answers `lbstat` and scripts, one JSON request per
 //!   line (types in `director-proto`).
-//! - [`run`]: start-up and shutdown: attaching the XDP classifier, starting workers, building
-//!   [`dataplane::ServiceTable`] snapshots from the configuration and the neighbour table and
-//!   publishing them, adding and removing VIPs.
+//! - [`director`]: `director run`: start-up and shutdown, and the main loop between them that
+//!   follows VRRP first, then reloads, control requests, health verdicts and neighbour updates;
+//!   one file per concern (attaching the XDP classifiers and starting workers, the classifiers'
+//!   maps, VIPs, building and publishing [`dataplane::ServiceTable`] snapshots, reload). Its
+//!   `state` is what [`stats`] reads.
 //! - [`signals`]: SIGINT/SIGTERM/SIGHUP delivered as channel messages.
-//! - [`stats`]: answers stats requests from the workers' counters.
+//! - [`stats`]: answers stats requests from the workers' counters and the rest of
+//!   [`director::state`].
 //! - [`rates`]: the once-a-second counter samples behind the replies' 1 s and 5 s rates.
 //! - [`access`]: who may change the director through the socket (`SO_PEERCRED`, groups).
 //! - [`metrics`]: the optional Prometheus `/metrics` HTTP listener.
@@ -37,6 +40,7 @@
 )]
 pub mod access;
 pub mod config;
+pub mod director;
 pub mod duration;
 pub mod health;
 pub mod metrics;
@@ -47,7 +51,6 @@ pub mod neighbours;
 )]
 pub mod netlink;
 pub mod rates;
-pub mod run;
 #[expect(
     unsafe_code,
     reason = "signal masks and sigwait; every block has a SAFETY comment"

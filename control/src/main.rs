@@ -175,7 +175,7 @@ fn run(path: &Path) -> Result<()> {
     let signals = control::signals::install().context("installing signal handling")?;
     let config = load(path)?;
     tracing::info!(config = %path.display(), services = config.services.len(), "configuration loaded");
-    control::run::run(config, path, &signals)
+    control::director::run(config, path, &signals)
 }
 
 /// Sends one mutating request and prints the director's answer.

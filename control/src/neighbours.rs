@@ -11,13 +11,11 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use dataplane::Forwarding;
 use tracing::warn;
 
 use crate::config::Config;
 use crate::netlink::Netlink;
-use crate::signals::Signal;
 
 /// The interfaces neighbours live on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,14 +112,15 @@ pub fn solicit(netlink: &mut Netlink, missing: &[(u32, Ipv4Addr)]) {
     }
 }
 
-/// Solicits what is missing and waits up to `wait` for it, unless a stop signal arrives first
-/// (then the second value is true).
+/// Solicits what is missing and waits up to `wait` for it. `interrupted(pause)` does the
+/// waiting between two lookups: it waits up to `pause` and returns true to end the wait early
+/// (a stop signal at start-up, an HA event during a reload); then the second value is true.
 pub fn resolve_waiting(
     netlink: &mut Netlink,
     sides: Sides,
     config: &Config,
     wait: Duration,
-    signals: Option<&Receiver<Signal>>,
+    mut interrupted: impl FnMut(Duration) -> bool,
 ) -> (Neighbours, bool) {
     let deadline = Instant::now() + wait;
     let mut solicited = false;
@@ -142,11 +141,8 @@ pub fn resolve_waiting(
             );
             return (found, false);
         }
-        let pause = Duration::from_millis(20);
-        match signals.map(|signals| signals.recv_timeout(pause)) {
-            Some(Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected)) => return (found, true),
-            Some(Ok(Signal::Reload) | Err(RecvTimeoutError::Timeout)) => {}
-            None => std::thread::sleep(pause),
+        if interrupted(Duration::from_millis(20)) {
+            return (found, true);
         }
     }
 }

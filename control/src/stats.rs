@@ -11,8 +11,8 @@ use director_proto::{
 };
 
 use crate::config::format_mac;
+use crate::director::state::{HaView, Shared};
 use crate::health::BackendHealth;
-use crate::run::{HaView, Shared};
 use crate::table::{BackendId, PoolView};
 
 /// Serves one request.

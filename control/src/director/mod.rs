@@ -1,0 +1,175 @@
+//! `director run`: bring the data plane up, serve, and take everything down again.
+//!
+//! Start-up order matters: sockets exist before the classifier sends them frames, services are
+//! put in the classifier's map only once workers are polling, and the VIPs go up last-but-one so
+//! clients are never drawn to a director that cannot forward. Shutdown runs it backwards: the
+//! services leave the map (frames fall back to the kernel), workers stop and drain, the bpf_link
+//! goes (the program detaches), and the VIPs this process added are removed.
+//!
+//! Health checks run on their own thread ([`crate::health`]), started before the workers; the
+//! main loop receives their verdicts and rebuilds the table, as it does for run-time changes
+//! and neighbour updates.
+//!
+//! This module holds the [`Director`] and its event loop, which only dispatches; each concern
+//! has its own file, in the order a newcomer follows the data path:
+//!
+//! - `cpus`: which CPUs the workers and the control threads run on.
+//! - `startup`: attaching the classifiers, interface facts, the first table, going live.
+//! - `workers`: how many workers, their AF_XDP sockets and threads.
+//! - `steering`: what the classifiers send to the workers (services, NAT real servers, own
+//!   addresses).
+//! - `addresses`: the VIPs and the NAT gateway address the director holds.
+//! - `failover`: following VRRP, ahead of everything else.
+//! - `publish`: rebuilding tables from health, neighbours and overrides and handing them to
+//!   the workers.
+//! - `reload` and `commands`: what SIGHUP and the control socket change.
+//! - `shutdown`: everything undone in reverse.
+//! - [`state`]: what the stats socket reads ([`Shared`]); a leaf that imports none of these.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use dataplane::xdp::NatBackendKey;
+use dataplane::xsk::Xsk;
+use dataplane::{ServiceKey, ServiceTable};
+use tracing::{error, info};
+
+use crate::config::Config;
+use crate::health::HealthChecker;
+use crate::metrics::MetricsServer;
+use crate::neighbours::{Neighbours, Sides};
+use crate::netlink::Netlink;
+use crate::signals::Signal;
+use crate::stats;
+use crate::stats_server::StatsServer;
+use crate::table::{BackendId, Override, TableBuilder};
+use crate::vrrp::HaEvent;
+
+mod addresses;
+mod commands;
+mod cpus;
+mod failover;
+mod publish;
+mod reload;
+mod shutdown;
+mod startup;
+pub mod state;
+mod steering;
+mod workers;
+
+use failover::Ha;
+use state::{Command, Shared};
+
+/// How often control re-reads the neighbour table for real-server MACs.
+const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
+
+/// Runs the director until SIGINT/SIGTERM. `signals` comes from [`crate::signals::install`].
+pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> anyhow::Result<()> {
+    let (command_sender, commands) = crossbeam_channel::bounded(16);
+    let mut director = Director::start(config, config_path, signals, command_sender)?;
+    if director.stop_requested {
+        director.stop();
+        return Ok(());
+    }
+    info!(
+        config = %config_path.display(),
+        services = director.config.services.len(),
+        workers = director.shared.workers.len(),
+        "director running"
+    );
+    // A first sample now, so traffic in the first second shows in the rates; without it the
+    // first tick's sample would be the baseline and absorb that traffic.
+    stats::sample_rates(&director.shared);
+    let ticker = crossbeam_channel::tick(NEIGHBOUR_REFRESH);
+    let mut transitions = director.health.transitions().clone();
+    loop {
+        // HA transitions first: select! picks at random among ready channels, so an event
+        // waiting alongside a command or a tick could otherwise wait behind it.
+        director.follow_pending_ha_events();
+        let ha_events = director.ha_events.clone();
+        crossbeam_channel::select! {
+            recv(signals) -> signal => match signal {
+                Ok(Signal::Reload) => match director.reload() {
+                    Ok(message) => info!("SIGHUP: {message}"),
+                    Err(error) => error!("SIGHUP: reload rejected, the running configuration stays: {error:#}"),
+                },
+                Ok(Signal::Stop) | Err(_) => break,
+            },
+            recv(commands) -> command => {
+                if let Ok(Command { request, reply }) = command {
+                    let _ = reply.send(director.execute(request));
+                }
+            },
+            recv(ticker) -> _ => {
+                stats::sample_rates(&director.shared);
+                director.refresh_neighbours();
+                director.sync_local_addresses();
+                // Retries whatever address change failed before.
+                director.sync_vips();
+            },
+            recv(transitions) -> transition => {
+                if let Ok(transition) = transition {
+                    director.health_changed(transition, &transitions);
+                } else {
+                    error!("the health checker stopped: health states stay as they are");
+                    transitions = crossbeam_channel::never();
+                }
+            },
+            recv(ha_events) -> event => director.follow_ha_event(event),
+        }
+    }
+    director.stop();
+    Ok(())
+}
+
+/// A running director: what start-up built, kept for serving, reconfiguring and undoing it all.
+struct Director {
+    shared: Arc<Shared>,
+    /// The configuration in force (the file as last loaded; run-time changes are in `overrides`).
+    config: Config,
+    config_path: PathBuf,
+    overrides: HashMap<BackendId, Override>,
+    /// Servers their health checks hold down.
+    down: HashSet<BackendId>,
+    /// The health-checker thread.
+    health: HealthChecker,
+    builder: TableBuilder,
+    netlink: Netlink,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Xsk>>,
+    stats_server: Option<StatsServer>,
+    /// The Prometheus `/metrics` listener, if `[director] metrics` is set.
+    metrics_server: Option<MetricsServer>,
+    commands: Sender<Command>,
+    /// Where the VIPs and DR/TUN real servers live (the first configured interface).
+    home_ifindex: u32,
+    /// The client side and, with NAT, the server side.
+    sides: Sides,
+    /// VIPs this process added (and so removes); ones already present are left alone.
+    added_vips: BTreeSet<Ipv4Addr>,
+    /// The NAT gateway address (`ha.server_address`) while this process holds it.
+    added_server_address: Option<(Ipv4Addr, u8)>,
+    /// What the client side's classifier currently sends to the workers.
+    classifier_keys: HashSet<ServiceKey>,
+    /// The NAT real servers (address, port, protocol) whose replies the server side's
+    /// classifier currently sends to the workers.
+    nat_keys: HashSet<NatBackendKey>,
+    /// The director's own server-side addresses the server side's classifier knows: frames
+    /// from NAT real servers to them (answers to health checks) go to the kernel.
+    local_addresses: HashSet<Ipv4Addr>,
+    neighbours: Neighbours,
+    /// Tables the workers replaced, to be freed by control.
+    retired_tables: Receiver<Arc<ServiceTable>>,
+    /// A stop signal arrived during start-up.
+    stop_requested: bool,
+    /// VRRP and state sync, with `[ha]`.
+    ha: Option<Ha>,
+    /// VRRP's events: never anything until VRRP runs, and again after its thread stopped.
+    ha_events: Receiver<HaEvent>,
+}

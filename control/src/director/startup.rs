@@ -1,0 +1,310 @@
+//! Start-up, in the order it must happen: CPUs planned, classifiers attached, interface facts
+//! read, real-server MACs resolved, the first table built, the health checker and the workers
+//! started, then [`Director::go_live`]: the stats socket, the classifiers pointed at the
+//! workers, VRRP, and the VIPs last.
+//!
+//! Run once. It must not hold state of its own: everything it builds goes into [`Director`],
+//! and a failure after the workers run is undone by [`Director::stop`].
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use dataplane::sync::SyncQueues;
+use dataplane::xdp::XdpClassifier;
+use dataplane::{Forwarding, Interfaces};
+use tracing::{info, warn};
+
+use super::commands::answer;
+use super::cpus::CpuPlan;
+use super::publish::set_gateway;
+use super::state::{Command, Interface, Shared};
+use super::workers::{start_workers, worker_queues, SYNC_QUEUE_RECORDS};
+use super::Director;
+use crate::config::Config;
+use crate::health::{self, HealthChecker};
+use crate::metrics::MetricsServer;
+use crate::neighbours::{self, Sides};
+use crate::netlink::{self, Netlink};
+use crate::rates::RateTracker;
+use crate::signals::Signal;
+use crate::stats;
+use crate::stats_server::{SocketAccess, StatsServer};
+use crate::table::{BuiltTable, ReuseGate, TableBuilder};
+
+/// How long start-up waits for real-server MACs before serving anyway (unresolved servers get
+/// frames only once they resolve; the drops are counted as neighbour_unresolved).
+const INITIAL_RESOLUTION_WAIT: Duration = Duration::from_secs(3);
+
+impl Director {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "start-up, step by step in the order it must happen"
+    )]
+    pub(super) fn start(
+        config: Config,
+        config_path: &Path,
+        signals: &Receiver<Signal>,
+        commands: Sender<Command>,
+    ) -> anyhow::Result<Self> {
+        let cpus = CpuPlan::apply(&config.director)?;
+        let mut netlink = Netlink::open().context("opening a netlink socket")?;
+        let interfaces = attach_classifiers(&config)?;
+        let home_ifindex = interfaces[0].ifindex;
+        let sides = Sides {
+            client: home_ifindex,
+            server: interfaces.get(1).map(|server| server.ifindex),
+        };
+        let queues = worker_queues(&config, &interfaces)?;
+        let mut builder = TableBuilder::new(queues as usize);
+        builder.interfaces = required_interface_facts(&mut netlink, &interfaces, &config)?;
+        if config.uses(Forwarding::Nat) {
+            warn_if_kernel_forwards();
+        }
+
+        // Resolve real-server MACs before serving, so the first connections are not dropped.
+        let (resolved, stop_requested) = neighbours::resolve_waiting(
+            &mut netlink,
+            sides,
+            &config,
+            INITIAL_RESOLUTION_WAIT,
+            |pause| {
+                matches!(
+                    signals.recv_timeout(pause),
+                    Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected)
+                )
+            },
+        );
+        if config.uses(Forwarding::Nat) && resolved.gateway.is_none() {
+            warn!(
+                interface = %interfaces[0].name,
+                "no default route out of the client side: NAT replies are dropped \
+                 (neighbour_unresolved) until there is one"
+            );
+        }
+        set_gateway(&mut builder, &resolved);
+        let first = ReuseGate {
+            adopted_generation: 0,
+            hold: Duration::ZERO,
+            now: Instant::now(),
+        };
+        let BuiltTable { table, pool } = builder.build(
+            &config,
+            &HashMap::new(),
+            &HashSet::new(),
+            &resolved.backends,
+            first,
+        )?;
+        let table = Arc::new(table);
+
+        // Every server starts up; checks only take servers out. Started before the workers
+        // so that a failure here leaves nothing running (dropping it stops it).
+        let health = HealthChecker::start(health::targets(&config))
+            .context("starting the health checker")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (retire, retired_tables) = crossbeam_channel::bounded(64);
+        // With state sync every worker exports and imports connection entries.
+        let sync_queues = config
+            .ha
+            .as_ref()
+            .filter(|ha| ha.sync)
+            .map(|_| SyncQueues::new(queues as usize, SYNC_QUEUE_RECORDS));
+        let (workers, threads) = start_workers(
+            &config,
+            &cpus,
+            &interfaces,
+            queues,
+            &table,
+            &stop,
+            &retire,
+            sync_queues.as_ref(),
+        )?;
+        let shared = Arc::new(Shared {
+            started: Instant::now(),
+            table: Mutex::new(table),
+            pool: Mutex::new(pool),
+            health: health.board(),
+            interfaces,
+            workers,
+            rates: RateTracker::new(),
+            ha: OnceLock::new(),
+        });
+        let mut director = Director {
+            shared,
+            config,
+            config_path: config_path.to_owned(),
+            overrides: HashMap::new(),
+            down: HashSet::new(),
+            health,
+            builder,
+            netlink,
+            stop,
+            threads,
+            stats_server: None,
+            metrics_server: None,
+            commands,
+            home_ifindex,
+            sides,
+            added_vips: BTreeSet::new(),
+            added_server_address: None,
+            classifier_keys: HashSet::new(),
+            nat_keys: HashSet::new(),
+            local_addresses: HashSet::new(),
+            neighbours: resolved,
+            retired_tables,
+            stop_requested,
+            ha: None,
+            ha_events: crossbeam_channel::never(),
+        };
+        // From here on a failure must undo what is running: stop() copes with a half start.
+        if let Err(error) = director.go_live(sync_queues.as_ref()) {
+            director.stop();
+            return Err(error);
+        }
+        Ok(director)
+    }
+
+    /// Opens the stats socket, then points the classifiers at the workers, then brings the VIPs
+    /// up. The socket comes first so that a second director started by mistake with the same
+    /// socket fails before it touches traffic or addresses.
+    fn go_live(&mut self, sync_queues: Option<&SyncQueues>) -> anyhow::Result<()> {
+        let socket = self.config.director.stats_socket.clone();
+        let shared = Arc::clone(&self.shared);
+        let commands = self.commands.clone();
+        let access = SocketAccess {
+            mode: self.config.director.stats_socket_mode,
+            owner: self.config.director.stats_socket_owner.clone(),
+            group: self.config.director.stats_socket_group.clone(),
+        };
+        let server = StatsServer::start_with(
+            &socket,
+            &access,
+            Arc::new(move |request, _peer| answer(&shared, &commands, request)),
+        )
+        .with_context(|| format!("stats socket {}", socket.display()))?;
+        self.stats_server = Some(server);
+        if let Some(address) = self.config.director.metrics {
+            let shared = Arc::clone(&self.shared);
+            let metrics = MetricsServer::start(address, Arc::new(move || stats::snapshot(&shared)))
+                .with_context(|| format!("[director] metrics = \"{address}\": cannot listen"))?;
+            self.metrics_server = Some(metrics);
+        }
+        // Before NAT real servers are steered, so their answers to health checks never are.
+        self.sync_local_addresses();
+        let problems = self.announce_services();
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        if let Some(config) = self.config.ha.clone() {
+            self.start_ha(&config, sync_queues)?;
+        }
+        self.sync_vips();
+        Ok(())
+    }
+}
+
+fn attach_classifiers(config: &Config) -> anyhow::Result<Vec<Interface>> {
+    let mut interfaces = Vec::new();
+    for name in &config.director.interfaces {
+        let ifindex =
+            netlink::interface_index(name).with_context(|| format!("interface {name}"))?;
+        let mac = netlink::interface_mac(name)
+            .with_context(|| format!("MAC address of interface {name}"))?;
+        let classifier =
+            XdpClassifier::attach(ifindex).with_context(|| format!("interface {name}"))?;
+        info!(interface = %name, ifindex, "XDP classifier attached");
+        interfaces.push(Interface {
+            name: name.clone(),
+            ifindex,
+            mac,
+            classifier,
+        });
+    }
+    Ok(interfaces)
+}
+
+/// The data plane does all of NAT's forwarding; the kernel forwarding too would route what
+/// the classifier passes (a real server's own traffic, say) behind the director's back.
+fn warn_if_kernel_forwards() {
+    const SYSCTL: &str = "/proc/sys/net/ipv4/conf/all/forwarding";
+    match std::fs::read_to_string(SYSCTL) {
+        Ok(value) if value.trim() == "0" => {}
+        Ok(value) => warn!(
+            sysctl = SYSCTL,
+            value = value.trim(),
+            "the kernel forwards IPv4 too; NAT needs no kernel forwarding, and with it on the \
+             real servers' traffic the director does not translate is routed unchanged"
+        ),
+        Err(error) => warn!(sysctl = SYSCTL, %error, "could not read"),
+    }
+}
+
+/// [`interface_facts`], which TUN and NAT cannot do without.
+fn required_interface_facts(
+    netlink: &mut Netlink,
+    interfaces: &[Interface],
+    config: &Config,
+) -> anyhow::Result<Option<Interfaces>> {
+    let facts = interface_facts(netlink, interfaces, config);
+    if facts.is_none() {
+        if let Some(method) = config.needs_own_addresses() {
+            bail!(
+                "interface {}: no IPv4 address (forwarding = {:?} needs the director's own \
+                 address on each interface it uses); give it an address on its subnet",
+                interfaces
+                    .last()
+                    .map_or("?", |interface| interface.name.as_str()),
+                method.name()
+            );
+        }
+    }
+    Ok(facts)
+}
+
+/// What the rewrites need to know about the director's interfaces: MAC, MTU and own address
+/// (the tunnel's outer source: the first address with a real prefix, not a /32 VIP) of the
+/// client side, and of the server side if there is one (else the client side's again). The
+/// client side's NAT next hop is filled in from the neighbour table later ([`set_gateway`]).
+fn interface_facts(
+    netlink: &mut Netlink,
+    interfaces: &[Interface],
+    config: &Config,
+) -> Option<Interfaces> {
+    let vips: HashSet<Ipv4Addr> = config.services.iter().map(|service| service.vip).collect();
+    let mut facts = |interface: &Interface| -> Option<dataplane::Interface> {
+        let addresses = netlink
+            .addresses(interface.ifindex)
+            .map_err(|error| warn!(%error, interface = %interface.name, "could not list addresses"))
+            .ok()?;
+        let address = addresses
+            .iter()
+            .find(|(address, prefix)| *prefix < 32 && !vips.contains(address))
+            .or_else(|| {
+                addresses
+                    .iter()
+                    .find(|(address, _)| !vips.contains(address))
+            })
+            .map(|(address, _)| *address)?;
+        let mtu = netlink::interface_mtu(&interface.name)
+            .map_err(|error| warn!(%error, interface = %interface.name, "could not read the MTU"))
+            .ok()?;
+        info!(interface = %interface.name, %address, mtu, "interface facts");
+        Some(dataplane::Interface {
+            mac: interface.mac,
+            address,
+            mtu,
+            next_hop_mac: None,
+        })
+    };
+    let client = facts(interfaces.first()?)?;
+    let server = match interfaces.get(1) {
+        Some(server) => facts(server)?,
+        None => client,
+    };
+    Some(Interfaces { client, server })
+}

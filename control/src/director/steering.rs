@@ -1,0 +1,150 @@
+//! What the XDP classifiers send to the workers rather than the kernel: the services on the
+//! client side (added, removed, and switched on or off as VRRP says), the NAT real servers'
+//! replies on the server side, and the director's own server-side addresses, whose frames stay
+//! with the kernel. Reconciles the classifiers' maps with the configuration in force.
+//!
+//! Maps only: it must not build or publish tables (the workers must know a service before its
+//! frames arrive, which the callers order) or touch addresses.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use tracing::{info, warn};
+
+use super::Director;
+use crate::table::{classifier_keys, nat_backend_keys};
+
+impl Director {
+    /// Turns the classifier's steering of every announced service on or off (the entries
+    /// stay, so a backup keeps its map ready for a takeover).
+    pub(super) fn steer_services(&self, on: bool) {
+        let client = &self.shared.interfaces[0].classifier;
+        for key in &self.classifier_keys {
+            if let Err(error) = client.set_service(key, on) {
+                warn!(%error, vip = %key.vip, port = key.port, "could not change a service's steering");
+            }
+        }
+    }
+
+    /// Removes from the classifiers' maps what the configuration no longer has (services on
+    /// the client side, NAT real servers on the server side), so their frames go back to the
+    /// kernel. Returns what failed (those keys stay).
+    pub(super) fn withdraw_services(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let wanted = classifier_keys(&self.config);
+        let client = &self.shared.interfaces[0].classifier;
+        self.classifier_keys.retain(|key| {
+            if wanted.contains(key) {
+                return true;
+            }
+            match client.remove_service(key) {
+                Ok(()) => false,
+                Err(error) => {
+                    problems.push(format!(
+                        "removing {}:{} from the classifier: {error}",
+                        key.vip, key.port
+                    ));
+                    true
+                }
+            }
+        });
+        if let Some(server) = self.shared.interfaces.get(1) {
+            let wanted = nat_backend_keys(&self.config);
+            self.nat_keys.retain(|key| {
+                if wanted.contains(key) {
+                    return true;
+                }
+                match server.classifier.remove_nat_backend(key) {
+                    Ok(()) => false,
+                    Err(error) => {
+                        problems.push(format!(
+                            "removing NAT real server {}:{} from the classifier: {error}",
+                            key.address, key.port
+                        ));
+                        true
+                    }
+                }
+            });
+        }
+        problems
+    }
+
+    /// Adds to the classifiers' maps what the configuration has (services on the client side,
+    /// NAT real servers on the server side), so their frames go to the workers. Returns what
+    /// failed (those keys stay with the kernel).
+    pub(super) fn announce_services(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let client = &self.shared.interfaces[0].classifier;
+        for key in classifier_keys(&self.config) {
+            if self.classifier_keys.contains(&key) {
+                continue;
+            }
+            match client.set_service(&key, self.serving()) {
+                Ok(()) => {
+                    self.classifier_keys.insert(key);
+                }
+                Err(error) => problems.push(format!(
+                    "adding {}:{} to the classifier: {error}",
+                    key.vip, key.port
+                )),
+            }
+        }
+        if let Some(server) = self.shared.interfaces.get(1) {
+            for key in nat_backend_keys(&self.config) {
+                if self.nat_keys.contains(&key) {
+                    continue;
+                }
+                match server.classifier.set_nat_backend(&key, true) {
+                    Ok(()) => {
+                        self.nat_keys.insert(key);
+                    }
+                    Err(error) => problems.push(format!(
+                        "adding NAT real server {}:{} to the classifier: {error}",
+                        key.address, key.port
+                    )),
+                }
+            }
+        }
+        problems
+    }
+
+    /// Tells the server side's classifier the director's addresses there as they are now (an
+    /// address added later is picked up within a second). Without a server side (no NAT) no
+    /// frame from a real server is steered, so there is nothing to tell.
+    pub(super) fn sync_local_addresses(&mut self) {
+        let Some(server) = self.shared.interfaces.get(1) else {
+            return;
+        };
+        let wanted: HashSet<Ipv4Addr> = match self.netlink.addresses(server.ifindex) {
+            Ok(addresses) => addresses.into_iter().map(|(address, _)| address).collect(),
+            Err(error) => {
+                warn!(%error, interface = %server.name, "could not list the server side's addresses");
+                return;
+            }
+        };
+        // What the map holds afterwards: failures are retried on the next call.
+        let mut known = HashSet::new();
+        for &address in &wanted {
+            if self.local_addresses.contains(&address) {
+                known.insert(address);
+                continue;
+            }
+            match server.classifier.set_local_address(address) {
+                Ok(()) => {
+                    info!(%address, interface = %server.name, "own address: frames to it stay with the kernel");
+                    known.insert(address);
+                }
+                Err(error) => {
+                    warn!(%address, %error, "could not add an own address to the classifier");
+                }
+            }
+        }
+        for &address in self.local_addresses.difference(&wanted) {
+            if let Err(error) = server.classifier.remove_local_address(address) {
+                warn!(%address, %error, "could not remove an own address from the classifier");
+                known.insert(address);
+            }
+        }
+        self.local_addresses = known;
+    }
+}
