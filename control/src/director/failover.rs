@@ -4,9 +4,11 @@
 //!
 //! HA transitions have their own path: the loop handles every waiting event
 //! ([`Director::follow_pending_ha_events`]) before it takes anything else, and the one long
-//! wait of a reload (real-server MACs) ends as soon as an event arrives. So a takeover never
-//! queues behind a reload, a control command or a table rebuild for longer than the bounded
-//! publish of the one step in progress. It must not decide who is master: the VRRP thread does.
+//! wait of a reload (up to a second for real-server MACs) ends as soon as an event arrives.
+//! So a takeover or a give-up waits at most for the one step already in progress, whose waits
+//! are bounded (a table publish, normally milliseconds, at most a second per worker), never
+//! for queued commands, reloads or rebuilds. It must not decide who is master: the VRRP
+//! thread does, on its own timers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -2,8 +2,8 @@
 //! AF_XDP sockets registered with the classifiers, their pipelines (with state sync if
 //! configured) and their pinned threads ([`start_workers`]).
 //!
-//! Start-up only: it must not talk to running workers (tables reach them through
-//! [`super::publish`], the stop flag through [`Director::stop`](super::Director)).
+//! Start-up only: it must not talk to running workers (new tables reach them through
+//! `publish`, the stop flag is set by `shutdown`).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
