@@ -4,7 +4,7 @@
 //! weighted, and moving only the flows of a removed next hop; lookups that allocate nothing.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use alloc_count::{allocations_during, CountingAllocator};
 use dataplane::fib::lpm::{FibAddress, Lpm, LpmBuilder};
@@ -133,8 +133,10 @@ proptest! {
     }
 }
 
+/// Next hop `n`: gateway 10.0.0.n on interface 10 + n, in neighbour slot n.
 fn via(neighbour: u32, weight: u32) -> NextHop {
     NextHop {
+        address: IpAddr::V4(Ipv4Addr::from_bits(0x0a00_0000 + neighbour)),
         neighbour: NeighbourId::new(neighbour, 0),
         ifindex: 10 + neighbour,
         weight,
@@ -194,6 +196,23 @@ fn ecmp_choice_is_stable_per_flow_and_across_rebuilds() {
             (share - 1.0 / 3.0).abs() < 0.05,
             "neighbour {neighbour}: {share}"
         );
+    }
+}
+
+/// Control may list a group's next hops in any order, and a next hop may hold another neighbour
+/// slot after its neighbour entry was flushed and re-added: no flow moves for either.
+#[test]
+fn ecmp_choice_ignores_member_order_and_neighbour_slots() {
+    let group = [via(1, 1), via(2, 2), via(3, 1)];
+    let mut shuffled = [group[2], group[0], group[1]];
+    for next_hop in &mut shuffled {
+        next_hop.neighbour = NeighbourId::new(next_hop.neighbour.index() as u32 + 100, 5);
+    }
+    let before = choices(&default_via(&group), flow_hashes(FLOWS));
+    let after = choices(&default_via(&shuffled), flow_hashes(FLOWS));
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!(old.ifindex, new.ifindex);
+        assert_eq!(old.neighbour.index() + 100, new.neighbour.index());
     }
 }
 

@@ -13,22 +13,25 @@
 //! Multipath (ECMP) routes choose by flow hash through a per-group table of [`ECMP_BUCKETS`]
 //! buckets, each filled by weighted rendezvous hashing (Thaler and Ravishankar, "Using
 //! name-based mappings to increase hit rates", 1998; the weighted score `-weight / ln(u)` of
-//! Schindelhauer and Schomaker, 2005) over the group's next hops, keyed by neighbour and
+//! Schindelhauer and Schomaker, 2005) over the group's next hops, named by address and
 //! interface. Why this one:
-//! - stable: a flow's bucket depends only on its hash, a bucket's next hop only on the group;
+//! - stable: a flow's bucket depends only on its hash, a bucket's next hop only on the group's
+//!   next hops (addresses, interfaces, weights), not on their order or neighbour slots;
 //! - removing a next hop moves exactly the flows that were on it (each bucket keeps the best of
 //!   the survivors, which is its old winner unless that was the one removed), and adding one
 //!   moves flows only onto it. RFC 2992's hash-threshold moves flows of other next hops as well,
 //!   and Maglev (the scheduler's) moves a few. Linux's resilient nexthop groups get the same
 //!   property by remembering the previous bucket table; rendezvous needs no history, so control
 //!   can build every snapshot from scratch;
-//! - weights are honoured in expectation; the share a next hop gets deviates from
-//!   `weight / total` by the binomial spread of 1024 buckets (at most about 1.6 points).
+//! - weights are honoured in expectation; the share of buckets a next hop gets deviates from
+//!   `weight / total` by the binomial spread of 1024 buckets (a standard deviation of at most
+//!   1.6 points, at a share of one half).
 //!
 //! The table costs one byte per bucket (1 KiB per multipath group: control should give routes
 //! through the same next hops one shared [`RouteId`]) and one read per lookup. Scores use `f64`
-//! logarithms at build time only, so two machines' tables could differ in a bucket whose top two
-//! scores round differently; a flow moved between directors is rescheduled anyway.
+//! logarithms at build time only; two machines' tables could differ in a bucket whose top two
+//! scores are within a rounding error, which only matters for a flow that moves between
+//! directors (neighbour ids are local, so the taking-over director looks its next hop up again).
 //!
 //! IPv6 (issue 15) slots in beside IPv4: a `v6: Lpm<u128, RouteId>` field next to `v4`, an
 //! `add_v6` on the builder and a `lookup_v6` that, like `lookup_v4`, ends in the
@@ -41,7 +44,7 @@
 pub mod lpm;
 pub mod neighbour;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use self::lpm::{Lpm, LpmBuilder, PrefixTooLong};
 pub use self::neighbour::{Neighbour, NeighbourId, NeighbourSlots, Neighbours};
@@ -60,7 +63,11 @@ pub struct RouteId(pub u32);
 /// One next hop of a route, as control gives it to the builder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NextHop {
-    /// The gateway's slot, or for an on-link destination with a host route, the destination's.
+    /// The gateway's address, or for a host route to an on-link destination, the destination's.
+    /// With `ifindex` it names the next hop in a multipath group's bucket table, so the choice
+    /// does not depend on which neighbour slot the next hop holds on this director today.
+    pub address: IpAddr,
+    /// The slot of the neighbour at `address` on `ifindex`.
     pub neighbour: NeighbourId,
     /// Egress interface index.
     pub ifindex: u32,
@@ -273,18 +280,28 @@ const fn mix64(mut x: u64) -> u64 {
     x
 }
 
-/// Weighted rendezvous score of `next_hop` for `bucket`: `weight / -ln(u)` with `u` uniform in
-/// (0, 1) from a hash of both; the bucket goes to the highest.
-fn rendezvous_score(bucket: usize, next_hop: &NextHop) -> f64 {
-    let key = (u64::from(next_hop.neighbour.to_bits()) << 32) | u64::from(next_hop.ifindex);
-    let hash = mix64(mix64(key ^ ECMP_SEED).wrapping_add(bucket as u64));
+/// A next hop's name in the rendezvous scores: a hash of its address and interface.
+fn next_hop_key(next_hop: &NextHop) -> u64 {
+    let (bits, family) = match next_hop.address {
+        IpAddr::V4(address) => (u128::from(address.to_bits()), 4),
+        IpAddr::V6(address) => (address.to_bits(), 6),
+    };
+    let interface = (u64::from(next_hop.ifindex) << 8) | family;
+    mix64(mix64(mix64(bits as u64 ^ ECMP_SEED) ^ (bits >> 64) as u64) ^ interface)
+}
+
+/// Weighted rendezvous score of the next hop named `key` (weight `weight`) for `bucket`:
+/// `weight / -ln(u)` with `u` uniform in (0, 1) from a hash of both; the bucket goes to the
+/// highest.
+fn rendezvous_score(bucket: usize, key: u64, weight: u32) -> f64 {
+    let hash = mix64(key ^ mix64(bucket as u64));
     // 53 bits, shifted by half a step so u is never 0 or 1.
     #[expect(
         clippy::cast_precision_loss,
         reason = "53 bits fit an f64 mantissa exactly"
     )]
     let unit = ((hash >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    f64::from(next_hop.weight) / -unit.ln()
+    f64::from(weight) / -unit.ln()
 }
 
 /// Collects routes and IPv4 prefixes, then [`build`](Self::build)s the immutable [`Fib`].
@@ -339,10 +356,11 @@ impl FibBuilder {
                 let first = to_u32(self.next_hops.len());
                 let buckets = to_u32(self.buckets.len());
                 self.next_hops.extend(next_hops.iter().map(as_ref));
+                let keys: Vec<u64> = next_hops.iter().map(next_hop_key).collect();
                 for bucket in 0..ECMP_BUCKETS {
                     let mut best = (0, f64::NEG_INFINITY);
-                    for (member, next_hop) in next_hops.iter().enumerate() {
-                        let score = rendezvous_score(bucket, next_hop);
+                    for (member, (next_hop, &key)) in next_hops.iter().zip(&keys).enumerate() {
+                        let score = rendezvous_score(bucket, key, next_hop.weight);
                         // Ties keep the earlier member.
                         if score > best.1 {
                             best = (member, score);
@@ -386,6 +404,7 @@ mod tests {
 
     fn via(neighbour: u32, ifindex: u32, weight: u32) -> NextHop {
         NextHop {
+            address: IpAddr::V4(Ipv4Addr::from_bits(0x0a00_0000 + neighbour)),
             neighbour: NeighbourId::new(neighbour, 0),
             ifindex,
             weight,

@@ -71,7 +71,8 @@ impl NeighbourId {
         self.0 >> INDEX_BITS
     }
 
-    /// The packed form, for a connection entry or a sync record.
+    /// The packed form, for a connection entry. Ids are local to a director: a synced connection
+    /// looks its next hop up again.
     pub const fn to_bits(self) -> u32 {
         self.0
     }
