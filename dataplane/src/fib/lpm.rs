@@ -118,17 +118,12 @@ const _: () = assert!(NODE_BYTES == 72);
 #[inline(always)]
 fn rank(map: &[u64; WORDS], slot: u8) -> usize {
     let word = usize::from(slot >> 6);
-    let through_bit = u64::MAX >> (63 - (slot & 63));
-    let mut count = 0;
-    for (index, bits) in map.iter().enumerate() {
-        if index < word {
-            count += bits.count_ones() as usize;
-        } else {
-            count += (bits & through_bit).count_ones() as usize;
-            break;
-        }
+    let through_slot = u64::MAX >> (63 - (slot & 63));
+    let mut count = (map[word] & through_slot).count_ones();
+    for bits in &map[..word] {
+        count += bits.count_ones();
     }
-    count
+    count as usize
 }
 
 #[inline(always)]
