@@ -4,6 +4,8 @@
 //! - [`wire`]: zero-copy views over Ethernet, IPv4, TCP and UDP headers, and checksums.
 //! - [`conntrack`]: the per-worker connection table that keeps a flow on its real server.
 //! - [`persistence`]: client affinity templates shared by all workers, lock-free.
+//! - [`fib`]: the routing snapshot (longest-prefix match, multipath next-hop groups) and the
+//!   lock-free neighbour array that next hops' MACs are read from.
 //! - [`rewrite`]: frame rewrites per forwarding method (DR, NAT with ICMP translation, TUN).
 //! - [`pipeline`]: classify -> look up or schedule -> rewrite, returning a typed [`Verdict`].
 //! - [`sync`]: connection and persistence records exchanged with other directors (as the IPVS
@@ -30,6 +32,7 @@
 pub mod affinity;
 pub mod conntrack;
 pub mod counters;
+pub mod fib;
 #[allow(
     unsafe_code,
     reason = "maps the large tables' memory (mmap, madvise), hands it out as an allocator, and \
