@@ -34,6 +34,7 @@ pub(super) fn error_with(from: &str, to: &str) -> String {
     }
 }
 
+/// Asserts that `message` contains every one of `parts`.
 pub(super) fn assert_mentions(message: &str, parts: &[&str]) {
     for part in parts {
         assert!(

@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 
+/// The whole file.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
@@ -14,6 +15,7 @@ pub(super) struct RawConfig {
     pub(super) ha: Option<RawHa>,
 }
 
+/// `[director]` as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDirector {
@@ -31,6 +33,7 @@ pub(super) struct RawDirector {
     pub(super) timeouts: RawTimeouts,
 }
 
+/// `[ha]` as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHa {
@@ -46,6 +49,7 @@ pub(super) struct RawHa {
     pub(super) server_address: Option<String>,
 }
 
+/// `[director.timeouts]` as written.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTimeouts {
@@ -56,6 +60,7 @@ pub(super) struct RawTimeouts {
     pub(super) udp: Option<String>,
 }
 
+/// One `[[service]]` as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawService {
@@ -75,6 +80,8 @@ pub(super) struct RawService {
     pub(super) fallback: Option<String>,
 }
 
+/// `[service.health_check]` as written: the keys of every kind, refused later where they do
+/// not belong.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHealthCheck {
@@ -93,6 +100,7 @@ pub(super) struct RawHealthCheck {
     pub(super) command: Option<Vec<String>>,
 }
 
+/// One `[[service.backend]]` as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackend {
