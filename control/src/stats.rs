@@ -67,46 +67,10 @@ pub fn collect(shared: &Shared) -> Stats {
                 .iter()
                 .map(|reason| (reason.name().to_owned(), counters.drops(*reason)))
                 .collect();
-            let kernel = &counters.kernel;
-            let others = [
-                ("connections_created", load(&counters.connections_created)),
-                ("connections_expired", load(&counters.connections_expired)),
-                ("connections_evicted", load(&counters.connections_evicted)),
-                ("connections_reopened", load(&counters.connections_reopened)),
-                ("connections_active", load(&counters.connections_active)),
-                ("conn_table_full", load(&counters.conn_table_full)),
-                ("persistence_hits", load(&counters.persistence_hits)),
-                ("persistence_inserts", load(&counters.persistence_inserts)),
-                (
-                    "persistence_table_full",
-                    load(&counters.persistence_table_full),
-                ),
-                (
-                    "icmp_frag_needed_sent",
-                    load(&counters.icmp_frag_needed_sent),
-                ),
-                (
-                    "sync_records_exported",
-                    load(&counters.sync_records_exported),
-                ),
-                ("sync_records_dropped", load(&counters.sync_records_dropped)),
-                (
-                    "sync_records_imported",
-                    load(&counters.sync_records_imported),
-                ),
-                ("sync_records_unknown", load(&counters.sync_records_unknown)),
-                ("fill_ring_starved", load(&counters.fill_ring_starved)),
-                ("tx_wakeups", load(&counters.tx_wakeups)),
-                ("rx_deferred", load(&counters.rx_deferred)),
-                ("idle_sleeps", load(&counters.idle_sleeps)),
-                ("bad_descriptors", load(&counters.bad_descriptors)),
-                ("xsk_rx_dropped", load(&kernel.rx_dropped)),
-                ("xsk_rx_invalid_descs", load(&kernel.rx_invalid_descs)),
-                ("xsk_tx_invalid_descs", load(&kernel.tx_invalid_descs)),
-                ("xsk_rx_ring_full", load(&kernel.rx_ring_full)),
-                ("xsk_rx_fill_ring_empty", load(&kernel.rx_fill_ring_empty)),
-                ("xsk_tx_ring_empty", load(&kernel.tx_ring_empty)),
-            ];
+            let mut others = std::collections::BTreeMap::new();
+            counters.for_each_named(|name, counter| {
+                others.insert(name.to_owned(), load(counter));
+            });
             WorkerStats {
                 worker: worker.index,
                 interface: worker.interface.clone(),
@@ -116,10 +80,7 @@ pub fn collect(shared: &Shared) -> Stats {
                 tx_packets: load(&counters.tx_packets),
                 tx_bytes: load(&counters.tx_bytes),
                 drops,
-                counters: others
-                    .iter()
-                    .map(|(name, value)| ((*name).to_owned(), *value))
-                    .collect(),
+                counters: others,
                 ..WorkerStats::default()
             }
         })

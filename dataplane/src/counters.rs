@@ -15,183 +15,202 @@ pub fn bump(counter: &AtomicU64, amount: u64) {
     );
 }
 
-/// Why the data plane dropped a frame. Each reason has its own counter in [`WorkerCounters`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(usize)]
-pub enum DropReason {
+/// Declares [`DropReason`] and everything listed per reason (`COUNT`, `ALL`, `name()`) from
+/// one list, so a new reason is one line (with its doc) and no list can miss it.
+macro_rules! drop_reasons {
+    ($( $(#[doc = $doc:literal])+ $variant:ident => $name:literal, )+) => {
+        /// Why the data plane dropped a frame. Each reason has its own counter in
+        /// [`WorkerCounters`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(usize)]
+        pub enum DropReason {
+            $( $(#[doc = $doc])+ $variant, )+
+        }
+
+        impl DropReason {
+            /// Number of reasons.
+            pub const COUNT: usize = [$($name),+].len();
+            /// All reasons, in counter order.
+            pub const ALL: [DropReason; Self::COUNT] = [$(DropReason::$variant),+];
+
+            /// Stable snake_case name, as the stats socket and lbstat show it.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
     /// Shorter than the headers it claims (Ethernet, IPv4 total length, TCP/UDP header).
-    Truncated,
+    Truncated => "truncated",
     /// Not IPv4 (the XDP classifier passes these to the kernel; seen here only if it did not).
-    NotIpv4,
+    NotIpv4 => "not_ipv4",
     /// Carries an 802.1Q/802.1ad tag.
-    VlanTagged,
+    VlanTagged => "vlan_tagged",
     /// IPv4 header length below 5 words.
-    BadIhl,
+    BadIhl => "bad_ihl",
     /// IPv4 options present (header longer than 20 bytes).
-    Ipv4Options,
+    Ipv4Options => "ipv4_options",
     /// A fragment: no ports to classify by.
-    Fragment,
+    Fragment => "fragment",
     /// Neither TCP nor UDP.
-    UnsupportedProtocol,
+    UnsupportedProtocol => "unsupported_protocol",
     /// No service for its (VIP, port, protocol), e.g. one removed while frames were in flight;
     /// nor is it a real server's reply of a known NAT connection (one that expired, or a stray
     /// frame from the server side).
-    NoService,
+    NoService => "no_service",
     /// The service has no real server with weight > 0.
-    NoBackend,
+    NoBackend => "no_backend",
     /// The chosen real server's MAC address is not yet known.
-    NeighbourUnresolved,
+    NeighbourUnresolved => "neighbour_unresolved",
     /// The TX ring had no room.
-    TxRingFull,
+    TxRingFull => "tx_ring_full",
     /// A NAT-forwarded packet arrived with TTL <= 1: a router must not forward it (RFC 1812
     /// 5.3.1). Counted and dropped; no ICMP time exceeded is sent.
-    TtlExpired,
+    TtlExpired => "ttl_expired",
     /// Encapsulated for LVS-TUN it would exceed the egress MTU, and the inner packet allows
     /// fragmentation (DF clear). IPVS would fragment the outer packet; this data plane works one
     /// frame in, one frame out, so it counts and drops it. (With DF set the client gets an ICMP
     /// fragmentation-needed instead and nothing is dropped.)
-    TooBig,
+    TooBig => "too_big",
     /// The frame had less headroom in front of it than LVS-TUN encapsulation needs
     /// ([`crate::rewrite::tun::HEADROOM`]): a worker set-up bug, never the sender's doing.
-    NoHeadroom,
+    NoHeadroom => "no_headroom",
     /// The service forwards by NAT or TUN but the service table has no
     /// [`crate::service::Interfaces`] to do it with (control did not set them).
-    UnsupportedForwarding,
+    UnsupportedForwarding => "unsupported_forwarding",
     /// An ICMP error (destination unreachable, time exceeded) quoting a flow the connection
     /// table does not know, in either direction: nothing to translate or forward it for.
-    IcmpNoConnection,
+    IcmpNoConnection => "icmp_no_connection",
 }
 
-impl DropReason {
-    /// Number of reasons.
-    pub const COUNT: usize = 16;
-    /// All reasons, in counter order.
-    pub const ALL: [DropReason; Self::COUNT] = [
-        DropReason::Truncated,
-        DropReason::NotIpv4,
-        DropReason::VlanTagged,
-        DropReason::BadIhl,
-        DropReason::Ipv4Options,
-        DropReason::Fragment,
-        DropReason::UnsupportedProtocol,
-        DropReason::NoService,
-        DropReason::NoBackend,
-        DropReason::NeighbourUnresolved,
-        DropReason::TxRingFull,
-        DropReason::TtlExpired,
-        DropReason::TooBig,
-        DropReason::NoHeadroom,
-        DropReason::UnsupportedForwarding,
-        DropReason::IcmpNoConnection,
-    ];
-
-    /// Stable snake_case name, as the stats socket and lbstat show it.
-    pub const fn name(self) -> &'static str {
-        match self {
-            DropReason::Truncated => "truncated",
-            DropReason::NotIpv4 => "not_ipv4",
-            DropReason::VlanTagged => "vlan_tagged",
-            DropReason::BadIhl => "bad_ihl",
-            DropReason::Ipv4Options => "ipv4_options",
-            DropReason::Fragment => "fragment",
-            DropReason::UnsupportedProtocol => "unsupported_protocol",
-            DropReason::NoService => "no_service",
-            DropReason::NoBackend => "no_backend",
-            DropReason::NeighbourUnresolved => "neighbour_unresolved",
-            DropReason::TxRingFull => "tx_ring_full",
-            DropReason::TtlExpired => "ttl_expired",
-            DropReason::TooBig => "too_big",
-            DropReason::NoHeadroom => "no_headroom",
-            DropReason::UnsupportedForwarding => "unsupported_forwarding",
-            DropReason::IcmpNoConnection => "icmp_no_connection",
+/// Declares [`WorkerCounters`] with its named event counters (those lbstat lists under a
+/// worker, by field name) from one list, and the visitor that reads them all out, so a new
+/// counter is one field here and shows up on the stats socket, in lbstat and in Prometheus
+/// without another list to keep.
+macro_rules! worker_counters {
+    ($( $(#[doc = $doc:literal])+ $field:ident, )+) => {
+        /// One worker's counters.
+        #[derive(Debug, Default)]
+        #[repr(align(64))]
+        pub struct WorkerCounters {
+            /// Frames taken from the RX ring.
+            pub rx_packets: AtomicU64,
+            /// Bytes taken from the RX ring.
+            pub rx_bytes: AtomicU64,
+            /// Frames put on the TX ring.
+            pub tx_packets: AtomicU64,
+            /// Bytes put on the TX ring.
+            pub tx_bytes: AtomicU64,
+            /// Drops, indexed by `DropReason as usize`.
+            pub drops: [AtomicU64; DropReason::COUNT],
+            $( $(#[doc = $doc])+ pub $field: AtomicU64, )+
+            /// Generation of the service table this worker is using: control waits for every
+            /// worker to reach a published generation before it changes what the classifier
+            /// sends them.
+            pub table_generation: AtomicU64,
+            /// The kernel's XDP_STATISTICS for this worker's socket, copied once a second.
+            pub kernel: KernelXskCounters,
         }
-    }
+
+        impl WorkerCounters {
+            /// Calls `visit` with each named counter (every one but packets, bytes, drops and
+            /// the table generation) and its name as the stats socket and lbstat show it: the
+            /// field's name, then the kernel's socket counters ([`KernelXskCounters`]).
+            pub fn for_each_named(&self, mut visit: impl FnMut(&'static str, &AtomicU64)) {
+                $( visit(stringify!($field), &self.$field); )+
+                self.kernel.for_each_named(visit);
+            }
+        }
+    };
 }
 
-/// One worker's counters.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-pub struct WorkerCounters {
-    /// Frames taken from the RX ring.
-    pub rx_packets: AtomicU64,
-    /// Bytes taken from the RX ring.
-    pub rx_bytes: AtomicU64,
-    /// Frames put on the TX ring.
-    pub tx_packets: AtomicU64,
-    /// Bytes put on the TX ring.
-    pub tx_bytes: AtomicU64,
-    /// Drops, indexed by `DropReason as usize`.
-    pub drops: [AtomicU64; DropReason::COUNT],
+worker_counters! {
     /// Connection entries created.
-    pub connections_created: AtomicU64,
+    connections_created,
     /// Connection entries removed after their idle timeout.
-    pub connections_expired: AtomicU64,
+    connections_expired,
     /// Live entries evicted to make room in a full table.
-    pub connections_evicted: AtomicU64,
+    connections_evicted,
     /// Frames forwarded without an entry because the table was full and nothing could be evicted.
-    pub conn_table_full: AtomicU64,
+    conn_table_full,
     /// SYNs that found a closing entry for their flow (the client reused a source port) and
     /// were scheduled as new connections, the entry rebound to the scheduler's pick.
-    pub connections_reopened: AtomicU64,
+    connections_reopened,
     /// Live entries in this worker's connection table (a gauge, set by housekeeping).
-    pub connections_active: AtomicU64,
+    connections_active,
     /// New flows of persistent services sent where a live template said.
-    pub persistence_hits: AtomicU64,
+    persistence_hits,
     /// Persistence templates stored: new clients, expired ones renewed, stale ones replaced.
-    pub persistence_inserts: AtomicU64,
+    persistence_inserts,
     /// Times a template could not be stored because its neighbourhood in the shared table was
     /// full of live templates (or the table has capacity 0); the frame was forwarded regardless,
     /// its client unpinned. Counted per attempt: a new flow, or a frame of a tracked flow whose
     /// template expired and could not be re-created.
-    pub persistence_table_full: AtomicU64,
+    persistence_table_full,
     /// Connection and template records pushed to this worker's sync export queue (state sync
     /// enabled, see [`crate::sync`]).
-    pub sync_records_exported: AtomicU64,
+    sync_records_exported,
     /// Records that found the export queue full and were not exported (the sender fell behind).
-    pub sync_records_dropped: AtomicU64,
+    sync_records_dropped,
     /// Records from other directors applied to this worker's connection table or to the shared
     /// persistence templates.
-    pub sync_records_imported: AtomicU64,
+    sync_records_imported,
     /// Records from other directors skipped because this director has no such service, real
     /// server (address and port) or forwarding method for them.
-    pub sync_records_unknown: AtomicU64,
+    sync_records_unknown,
     /// Loop iterations that found the fill ring with no room to give frames back.
-    pub fill_ring_starved: AtomicU64,
+    fill_ring_starved,
     /// TX wake-up syscalls made.
-    pub tx_wakeups: AtomicU64,
+    tx_wakeups,
     /// Bursts a port's RX ring was left alone because a TX ring the frames could leave by had
     /// no room (back-pressure: the frames wait on the RX ring, or the kernel drops them there and
     /// counts them in `xsk_rx_ring_full`, instead of being processed and then dropped here).
-    pub rx_deferred: AtomicU64,
+    rx_deferred,
     /// Times an adaptive worker slept in poll(2) for lack of traffic.
-    pub idle_sleeps: AtomicU64,
+    idle_sleeps,
     /// ICMP fragmentation-needed errors sent back to clients whose packet was too big to tunnel
     /// (LVS-TUN, DF set); each one is a client frame answered instead of forwarded.
-    pub icmp_frag_needed_sent: AtomicU64,
+    icmp_frag_needed_sent,
     /// Frames the worker could not read because a descriptor pointed outside the UMEM.
-    pub bad_descriptors: AtomicU64,
-    /// Generation of the service table this worker is using: control waits for every worker to
-    /// reach a published generation before it changes what the classifier sends them.
-    pub table_generation: AtomicU64,
-    /// The kernel's XDP_STATISTICS for this worker's socket, copied once a second.
-    pub kernel: KernelXskCounters,
+    bad_descriptors,
 }
 
-/// The kernel's `XDP_STATISTICS` for one socket, as last read by its worker.
-#[derive(Debug, Default)]
-pub struct KernelXskCounters {
+/// Declares [`KernelXskCounters`] and its visitor from one list of fields.
+macro_rules! kernel_xsk_counters {
+    ($( $(#[doc = $doc:literal])+ $field:ident, )+) => {
+        /// The kernel's `XDP_STATISTICS` for one socket, as last read by its worker.
+        #[derive(Debug, Default)]
+        pub struct KernelXskCounters {
+            $( $(#[doc = $doc])+ pub $field: AtomicU64, )+
+        }
+
+        impl KernelXskCounters {
+            /// Calls `visit` with each counter and its name as the stats socket shows it: `xsk_`
+            /// and the field's name.
+            pub fn for_each_named(&self, mut visit: impl FnMut(&'static str, &AtomicU64)) {
+                $( visit(concat!("xsk_", stringify!($field)), &self.$field); )+
+            }
+        }
+    };
+}
+
+kernel_xsk_counters! {
     /// Frames the kernel dropped (e.g. no fill-ring frame).
-    pub rx_dropped: AtomicU64,
+    rx_dropped,
     /// Invalid RX descriptors.
-    pub rx_invalid_descs: AtomicU64,
+    rx_invalid_descs,
     /// Invalid TX descriptors.
-    pub tx_invalid_descs: AtomicU64,
+    tx_invalid_descs,
     /// Frames dropped because the RX ring was full.
-    pub rx_ring_full: AtomicU64,
+    rx_ring_full,
     /// Times the fill ring was empty when the kernel needed a frame.
-    pub rx_fill_ring_empty: AtomicU64,
+    rx_fill_ring_empty,
     /// Times the TX ring was empty when the kernel looked.
-    pub tx_ring_empty: AtomicU64,
+    tx_ring_empty,
 }
 
 impl WorkerCounters {
@@ -236,4 +255,40 @@ pub fn backend_counter_block(backends: usize) -> std::sync::Arc<[BackendCounters
 }
 
 const _: () = assert!(std::mem::size_of::<BackendCounters>() == 64);
-const _: () = assert!(DropReason::ALL.len() == DropReason::COUNT);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_unique_and_snake_case() {
+        let counters = WorkerCounters::default();
+        let mut names: Vec<&str> = DropReason::ALL.iter().map(|reason| reason.name()).collect();
+        counters.for_each_named(|name, _| names.push(name));
+        for name in &names {
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{name}"
+            );
+        }
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "a name twice");
+    }
+
+    #[test]
+    fn the_visitor_reads_each_field() {
+        let counters = WorkerCounters::default();
+        bump(&counters.tx_wakeups, 3);
+        bump(&counters.kernel.rx_fill_ring_empty, 5);
+        let mut seen = Vec::new();
+        counters.for_each_named(|name, counter| {
+            seen.push((name, counter.load(Ordering::Relaxed)));
+        });
+        assert!(seen.contains(&("tx_wakeups", 3)), "{seen:?}");
+        assert!(seen.contains(&("xsk_rx_fill_ring_empty", 5)), "{seen:?}");
+        assert_eq!(seen.len(), 19 + 6);
+    }
+}

@@ -45,6 +45,7 @@ pub mod rewrite;
 pub mod service;
 mod slot_index;
 pub mod sync;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
 pub mod wire;

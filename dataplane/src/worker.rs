@@ -28,12 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use xdpilone::xdp::XdpDesc;
 
 use crate::counters::{bump, DropReason, WorkerCounters};
 use crate::pipeline::{Egress, Pipeline, Verdict};
 use crate::service::ServiceTable;
-use crate::xsk::{KernelXskStats, Xsk, MAX_PORTS};
+use crate::xsk::{Frames, KernelXskStats, RxFrame, Xsk, MAX_PORTS};
 
 /// Frames taken from one port's RX ring per burst.
 pub const BATCH: usize = 64;
@@ -198,17 +197,15 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
 /// One iteration's frames: the RX burst being processed and, per port, the frames to send out
 /// of it (fixed arrays, as DPDK l2fwd's per-port TX buffers).
 struct Bursts {
-    rx: [XdpDesc; BATCH],
-    tx: [[XdpDesc; TX_LIST]; MAX_PORTS],
-    queued: [usize; MAX_PORTS],
+    rx: Frames<BATCH>,
+    tx: [Frames<TX_LIST>; MAX_PORTS],
 }
 
 impl Bursts {
     fn new() -> Self {
         Bursts {
-            rx: [XdpDesc::default(); BATCH],
-            tx: [[XdpDesc::default(); TX_LIST]; MAX_PORTS],
-            queued: [0; MAX_PORTS],
+            rx: Frames::new(),
+            tx: [const { Frames::new() }; MAX_PORTS],
         }
     }
 
@@ -230,46 +227,55 @@ impl Bursts {
         let peer = xsk.peer(port);
         let mut room = BATCH;
         for out in std::iter::once(port).chain(peer) {
-            let free = (xsk.tx_room(out) as usize).saturating_sub(self.queued[out]);
+            let free = (xsk.tx_room(out) as usize).saturating_sub(self.tx[out].len());
             room = room.min(free);
         }
         if room == 0 {
             bump(&counters.rx_deferred, 1);
             return;
         }
-        let received = xsk.receive(port, &mut self.rx[..room]);
+        let received = xsk.receive(port, &mut self.rx, room);
         if received == 0 {
             return;
         }
         let batch_time = *now.get_or_insert_with(Instant::now);
-        let frames = &self.rx[..received];
+        let mut frames = self.rx.drain();
         // Prefetch in stages, as DPDK's l3fwd does. The kernel wrote the frames from another
         // CPU: a few frames ahead of the one being processed, its headers are asked for; when
         // they have arrived the frame is parsed and the index bucket its connection lookup will
         // read is asked for; when that has arrived, the entry it points at. The frames at the
         // start of the burst get what they can at once.
-        for desc in frames.iter().take(PREFETCH_HEADERS_AHEAD) {
-            xsk.prefetch(desc);
+        for frame in frames.remaining().iter().take(PREFETCH_HEADERS_AHEAD) {
+            xsk.prefetch(frame);
         }
         let mut hints = [None; BATCH];
-        for (hint, desc) in hints.iter_mut().zip(frames).take(PREFETCH_BUCKETS_AHEAD) {
-            *hint = xsk.frame(desc).and_then(|frame| pipeline.prefetch(frame));
+        for (hint, frame) in hints
+            .iter_mut()
+            .zip(frames.remaining())
+            .take(PREFETCH_BUCKETS_AHEAD)
+        {
+            *hint = xsk.frame(frame).and_then(|bytes| pipeline.prefetch(bytes));
         }
-        for (index, desc) in frames.iter().enumerate() {
-            if let Some(ahead) = frames.get(index + PREFETCH_HEADERS_AHEAD) {
+        let mut index = 0;
+        while let Some(mut frame) = frames.next() {
+            if let Some(ahead) = frames.ahead(PREFETCH_HEADERS_AHEAD) {
                 xsk.prefetch(ahead);
             }
             let ahead = index + PREFETCH_BUCKETS_AHEAD;
-            if let Some(frame) = frames.get(ahead).and_then(|desc| xsk.frame(desc)) {
-                hints[ahead] = pipeline.prefetch(frame);
+            if let Some(bytes) = frames
+                .ahead(PREFETCH_BUCKETS_AHEAD)
+                .and_then(|ahead| xsk.frame(ahead))
+            {
+                hints[ahead] = pipeline.prefetch(bytes);
             }
             if let Some(&Some(hint)) = hints.get(index + PREFETCH_ENTRY_AHEAD) {
                 pipeline.prefetch_entry(hint);
             }
+            index += 1;
             bump(&counters.rx_packets, 1);
-            bump(&counters.rx_bytes, u64::from(desc.len));
-            let verdict = if let Some((chunk, start)) = xsk.chunk_mut(desc) {
-                let len = desc.len as usize;
+            bump(&counters.rx_bytes, frame.len() as u64);
+            let verdict = if let Some((chunk, start)) = xsk.chunk_mut(&frame) {
+                let len = frame.len();
                 pipeline.process(chunk, start, len, table, batch_time, counters)
             } else {
                 bump(&counters.bad_descriptors, 1);
@@ -278,7 +284,7 @@ impl Bursts {
             let (start, len, egress) = match verdict {
                 Verdict::Tx { start, len, egress } => (start, len, egress),
                 Verdict::Drop(_) => {
-                    xsk.recycle(desc);
+                    xsk.recycle(frame);
                     continue;
                 }
             };
@@ -289,38 +295,37 @@ impl Bursts {
                 // One interface: no socket on the other side to send from.
                 (Egress::Peer, None) => {
                     counters.count_drop(DropReason::UnsupportedForwarding);
-                    xsk.recycle(desc);
+                    xsk.recycle(frame);
                     continue;
                 }
             };
+            xsk.reframe(&mut frame, start, len);
             // A burst adds at most BATCH frames to a list, which has room for one burst from
-            // every port.
-            self.tx[out][self.queued[out]] = XdpDesc {
-                addr: xsk.chunk_address(desc, start),
-                len: len as u32,
-                options: 0,
-            };
-            self.queued[out] += 1;
+            // every port: the list is never full here.
+            if let Err(frame) = self.tx[out].push(frame) {
+                counters.count_drop(DropReason::TxRingFull);
+                xsk.recycle(frame);
+            }
         }
     }
 
     /// Queues every port's TX list on its TX ring in one go; what a ring does not take is
     /// counted and recycled. Empties the lists.
     fn transmit(&mut self, xsk: &mut Xsk, counters: &WorkerCounters) {
-        for (port, (list, queued)) in self.tx.iter().zip(&mut self.queued).enumerate() {
-            let list = &list[..std::mem::take(queued)];
+        for (port, list) in self.tx.iter_mut().enumerate() {
             if list.is_empty() {
                 continue;
             }
+            let queued_bytes: usize = list.iter().map(RxFrame::len).sum();
             let sent = xsk.transmit(port, list);
-            for desc in &list[..sent] {
-                bump(&counters.tx_packets, 1);
-                bump(&counters.tx_bytes, u64::from(desc.len));
-            }
-            for desc in &list[sent..] {
+            let mut unsent_bytes = 0;
+            for frame in list.drain() {
+                unsent_bytes += frame.len();
                 counters.count_drop(DropReason::TxRingFull);
-                xsk.recycle(desc);
+                xsk.recycle(frame);
             }
+            bump(&counters.tx_packets, sent as u64);
+            bump(&counters.tx_bytes, (queued_bytes - unsent_bytes) as u64);
         }
     }
 }

@@ -20,12 +20,11 @@ use dataplane::testing::{self, FrameBuilder};
 use dataplane::wire::{EthernetFrame, Ipv4Packet, TcpFlags, TcpSegment};
 use dataplane::worker::{self, WorkerContext};
 use dataplane::xdp::{NatBackendKey, XdpClassifier};
-use dataplane::xsk::{FrameAccounting, Xsk, XskConfig, XskError, CLIENT, SERVER};
+use dataplane::xsk::{FrameAccounting, Frames, Xsk, XskConfig, XskError, CLIENT, SERVER};
 use dataplane::{
     Backend, DropReason, Forwarding, Interface, Interfaces, Pipeline, Protocol, Service,
     ServiceKey, ServiceTable, Timeouts, WorkerCounters,
 };
-use xdpilone::xdp::XdpDesc;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -790,19 +789,19 @@ fn pair_shares_one_umem_across_two_interfaces() {
     let frame = udp_frame(NAT_CLIENT_SIDE.director_mac, 10_000, VIP, 7000);
     client_wire.send(&frame);
 
-    let mut descs = [XdpDesc::default(); 4];
+    let mut frames = Frames::<4>::new();
     let mut received = 0;
     wait_until("the frame on the client port", PATIENCE, || {
-        received = xsk.receive(CLIENT, &mut descs);
+        received = xsk.receive(CLIENT, &mut frames, 4);
         received > 0
     });
     assert_eq!(received, 1);
-    assert_eq!(xsk.receive(SERVER, &mut descs[1..]), 0);
-    let desc = descs[0];
-    let (chunk, start) = xsk.chunk_mut(&desc).unwrap();
+    assert_eq!(xsk.receive(SERVER, &mut frames, 3), 0);
+    let (chunk, start) = xsk.chunk_mut(frames.iter().next().unwrap()).unwrap();
     assert_eq!(&chunk[start..start + frame.len()], &frame[..]);
     chunk[start..start + 6].copy_from_slice(&NAT_SERVER_SIDE.wire_mac);
-    assert_eq!(xsk.transmit(SERVER, &[desc]), 1);
+    assert_eq!(xsk.transmit(SERVER, &mut frames), 1);
+    assert!(frames.is_empty(), "the TX ring has the frame now");
     assert_eq!((xsk.in_tx(CLIENT), xsk.in_tx(SERVER)), (0, 1));
     assert!(xsk.accounting().is_balanced(), "{:?}", xsk.accounting());
 

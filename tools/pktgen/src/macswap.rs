@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::service::ServiceKey;
 use dataplane::xdp::XdpClassifier;
-use dataplane::xsk::{Xsk, XskConfig, CLIENT};
-use xdpilone::xdp::XdpDesc;
+use dataplane::xsk::{Frames, Xsk, XskConfig, CLIENT};
 
 use crate::{sys, Error, StopReason};
 
@@ -96,8 +95,8 @@ impl Macswap {
         mut each_second: impl FnMut(u64, u64, u64),
     ) -> MacswapReport {
         let xsk = &mut self.xsk;
-        let mut rx = [XdpDesc::default(); BATCH];
-        let mut tx = [XdpDesc::default(); BATCH];
+        let mut rx = Frames::<BATCH>::new();
+        let mut tx = Frames::<BATCH>::new();
         let (mut received, mut transmitted, mut tx_ring_full, mut tx_kicks) = (0u64, 0, 0, 0);
         let start = Instant::now();
         let deadline = start + duration;
@@ -111,35 +110,33 @@ impl Macswap {
 
             // Back-pressure, as the worker: no more than the TX ring has room for.
             let room = (xsk.tx_room(CLIENT) as usize).min(BATCH);
-            let count = xsk.receive(CLIENT, &mut rx[..room]);
-            let mut queued = 0;
-            for desc in &rx[..count] {
-                let Some((chunk, start)) = xsk.chunk_mut(desc) else {
-                    xsk.recycle(desc);
+            let count = xsk.receive(CLIENT, &mut rx, room);
+            for mut frame in rx.drain() {
+                let Some((chunk, start)) = xsk.chunk_mut(&frame) else {
+                    xsk.recycle(frame);
                     continue;
                 };
-                let len = desc.len as usize;
-                let frame = &mut chunk[start..start + len];
-                if frame.len() < 12 {
-                    xsk.recycle(desc);
+                let len = frame.len();
+                let bytes = &mut chunk[start..start + len];
+                if bytes.len() < 12 {
+                    xsk.recycle(frame);
                     continue;
                 }
-                let (dst, src) = frame.split_at_mut(6);
+                let (dst, src) = bytes.split_at_mut(6);
                 dst.swap_with_slice(&mut src[..6]);
-                tx[queued] = XdpDesc {
-                    addr: xsk.chunk_address(desc, start),
-                    len: desc.len,
-                    options: 0,
-                };
-                queued += 1;
+                xsk.reframe(&mut frame, start, len);
+                // At most BATCH frames a burst, and the TX list is emptied after each.
+                if let Err(frame) = tx.push(frame) {
+                    xsk.recycle(frame);
+                }
             }
             received += count as u64;
-            if queued > 0 {
-                let sent = xsk.transmit(CLIENT, &tx[..queued]);
+            if !tx.is_empty() {
+                let sent = xsk.transmit(CLIENT, &mut tx);
                 transmitted += sent as u64;
-                for desc in &tx[sent..queued] {
+                for frame in tx.drain() {
                     tx_ring_full += 1;
-                    xsk.recycle(desc);
+                    xsk.recycle(frame);
                 }
             }
             tx_kicks += u64::from(xsk.kick_tx());

@@ -12,18 +12,24 @@
 //! A UMEM frame is always in exactly one place: our free list, a port's fill ring (lent to the
 //! kernel for receiving on that port), our hands (between `receive` and `transmit`/`recycle`,
 //! whichever port it came from), or a port's TX ring (lent to the kernel until it shows up on
-//! the completion ring of the port it was sent on). [`FrameAccounting`] exposes the counts so
-//! tests can prove nothing leaks.
+//! the completion ring of the port it was sent on). A frame in our hands is an [`RxFrame`]
+//! (`frame`), a handle that `transmit` or `recycle` consumes, so the compiler rules out giving a
+//! chunk back twice. [`FrameAccounting`] exposes the counts so tests can prove nothing leaks.
 //!
 //! This is the only module, with `xdp`, that touches kernel-shared memory; it must not know
 //! about packets, services or policy.
 
+mod frame;
+
 use std::num::NonZeroU32;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use xdpilone::xdp::XdpDesc;
 use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig, User};
+
+pub use frame::{Drain, Frames, RxFrame};
 
 /// The port on the clients' side, and the only port of an [`Xsk::open`] socket (where one
 /// interface serves both sides: DR, TUN, one-armed NAT).
@@ -284,7 +290,13 @@ pub struct Xsk {
     in_hand: u32,
     /// The port [`Xsk::refill`] serves first next time (it takes turns).
     next_refill: usize,
+    /// Tags this socket's [`RxFrame`]s, so a frame of another socket is never taken for one of
+    /// its own (never 0, the tag of no socket).
+    id: u32,
 }
+
+/// The next [`Xsk`]'s `id`.
+static NEXT_XSK_ID: AtomicU32 = AtomicU32::new(1);
 
 // SAFETY: the rings and UMEM are plain memory plus file descriptors; an `Xsk` is moved into its
 // worker thread once and used only there.
@@ -399,6 +411,7 @@ impl Xsk {
             ring_size: config.ring_size,
             in_hand: 0,
             next_refill: 0,
+            id: NEXT_XSK_ID.fetch_add(1, Ordering::Relaxed),
         };
         xsk.refill();
         Ok(xsk)
@@ -457,15 +470,22 @@ impl Xsk {
         added
     }
 
-    /// Takes up to `descs.len()` frames received on `port`; they are ours until transmitted (on
-    /// either port) or recycled.
-    pub fn receive(&mut self, port: usize, descs: &mut [XdpDesc]) -> usize {
+    /// Takes up to `max` frames received on `port` (no more than `frames` has room for) and
+    /// adds them to `frames`; they are ours until transmitted (on either port) or recycled.
+    /// Returns how many were added.
+    pub fn receive<const N: usize>(
+        &mut self,
+        port: usize,
+        frames: &mut Frames<N>,
+        max: usize,
+    ) -> usize {
         let socket = &mut self.ports[port];
-        let mut reader = socket.rx.receive(descs.len() as u32);
+        let want = max.min(frames.room());
+        let mut reader = socket.rx.receive(want as u32);
         let mut count = 0;
-        while count < descs.len() {
+        while count < want {
             let Some(desc) = reader.read() else { break };
-            descs[count] = desc;
+            frames.push_received(desc, self.id);
             count += 1;
         }
         reader.release();
@@ -482,17 +502,24 @@ impl Xsk {
 
     /// The whole UMEM chunk a received frame lies in, and where the frame starts in it. The
     /// bytes before the frame are headroom (at least `XDP_PACKET_HEADROOM`, 256) that a rewrite
-    /// may grow into; `None` if the descriptor points outside the UMEM.
-    pub fn chunk_mut(&mut self, desc: &XdpDesc) -> Option<(&mut [u8], usize)> {
+    /// may grow into; `None` if the descriptor points outside the UMEM or the frame is another
+    /// socket's.
+    pub fn chunk_mut(&mut self, frame: &RxFrame) -> Option<(&mut [u8], usize)> {
+        let desc = &frame.desc;
+        if frame.owner != self.id {
+            return None;
+        }
         let base = usize::try_from(desc.addr & self.frame_mask).ok()?;
         let start = usize::try_from(desc.addr).ok()? - base;
         let end = base.checked_add(self.frame_size)?;
         if end > self.area.len || start + desc.len as usize > self.frame_size {
             return None;
         }
-        // SAFETY: [base, end) is one chunk inside the mapping; the frame in it was handed to us
-        // by an RX ring (of either port: they share the UMEM), so the kernel no longer writes the
-        // chunk, and `&mut self` rules out a second live view.
+        // SAFETY: [base, end) is one chunk inside the mapping. `frame` is an `RxFrame` of this
+        // socket (checked above), made only by `receive` from a descriptor an RX ring (of either
+        // port: they share the UMEM) handed over, and not yet consumed by `transmit` or
+        // `recycle` (they take it by value): so the kernel no longer writes the chunk, and no
+        // other handle names it. `&mut self` rules out a second live view of any chunk.
         let chunk = unsafe {
             std::slice::from_raw_parts_mut(self.area.base.as_ptr().add(base), self.frame_size)
         };
@@ -500,17 +527,23 @@ impl Xsk {
     }
 
     /// The bytes of a received frame, read-only (for a look ahead at frames not yet processed);
-    /// `None` if the descriptor points outside the UMEM.
+    /// `None` if the descriptor points outside the UMEM or the frame is another socket's.
     #[inline]
-    pub fn frame(&self, desc: &XdpDesc) -> Option<&[u8]> {
+    pub fn frame(&self, frame: &RxFrame) -> Option<&[u8]> {
+        let desc = &frame.desc;
+        if frame.owner != self.id {
+            return None;
+        }
         let base = usize::try_from(desc.addr & self.frame_mask).ok()?;
         let start = usize::try_from(desc.addr).ok()?;
         let end = start.checked_add(desc.len as usize)?;
         if end > self.area.len || end > base + self.frame_size {
             return None;
         }
-        // SAFETY: [start, end) lies in one chunk inside the mapping, holding a frame an RX ring
-        // handed to us, which the kernel no longer writes; `&self` rules out a mutable view.
+        // SAFETY: [start, end) lies in one chunk inside the mapping, holding a frame of this
+        // socket (checked above) that an RX ring handed to us and that no `transmit` or
+        // `recycle` has consumed yet (`RxFrame` is their only way in), so the kernel no longer
+        // writes it; `&self` rules out a mutable view.
         Some(unsafe {
             std::slice::from_raw_parts(self.area.base.as_ptr().add(start), desc.len as usize)
         })
@@ -519,44 +552,68 @@ impl Xsk {
     /// Hints the CPU to load the first cache line of a received frame (its headers). Does
     /// nothing for a descriptor outside the UMEM.
     #[inline]
-    pub fn prefetch(&self, desc: &XdpDesc) {
-        if let Some(first) = self.frame(desc).and_then(<[u8]>::first) {
+    pub fn prefetch(&self, frame: &RxFrame) {
+        if let Some(first) = self.frame(frame).and_then(<[u8]>::first) {
             crate::memory::prefetch(first);
         }
     }
 
-    /// The UMEM address of byte `start` of the chunk `desc` lies in, for a TX descriptor on
-    /// any port.
-    pub fn chunk_address(&self, desc: &XdpDesc, start: usize) -> u64 {
-        (desc.addr & self.frame_mask) + start as u64
+    /// Records that a received frame now lies at bytes `start..start + len` of its chunk (where
+    /// a rewrite left it), for transmission on any port.
+    #[inline]
+    pub fn reframe(&self, frame: &mut RxFrame, start: usize, len: usize) {
+        frame.desc = XdpDesc {
+            addr: (frame.desc.addr & self.frame_mask) + start as u64,
+            len: len as u32,
+            options: 0,
+        };
     }
 
-    /// Queues frames for transmission on `port` (received on any port). Returns how many the TX
-    /// ring took, a prefix of `descs`; the caller recycles the rest.
-    pub fn transmit(&mut self, port: usize, descs: &[XdpDesc]) -> usize {
-        if descs.is_empty() {
+    /// Queues frames for transmission on `port` (received on any port of this socket). The TX
+    /// ring takes a prefix of `frames`, which leaves the batch; what it did not take stays in
+    /// `frames` for the caller to recycle. Returns how many were taken.
+    ///
+    /// Panics if a frame is another socket's (a bug in the caller, like a port out of range).
+    pub fn transmit<const N: usize>(&mut self, port: usize, frames: &mut Frames<N>) -> usize {
+        if frames.is_empty() {
             return 0;
         }
+        assert!(
+            frames.iter().all(|frame| frame.owner == self.id),
+            "transmitting a frame received by another AF_XDP socket"
+        );
         let socket = &mut self.ports[port];
+        let queued = frames.len();
         // A reservation is served from a cached view of the kernel's consumer head and may come
         // back short while the ring has room; the second attempt refreshes that view.
         let mut sent = 0;
         for _ in 0..2 {
-            let mut writer = socket.tx.transmit((descs.len() - sent) as u32);
-            sent += writer.insert(descs[sent..].iter().copied()) as usize;
+            let mut writer = socket.tx.transmit((queued - sent) as u32);
+            sent += writer.insert(frames.descs().skip(sent)) as usize;
             writer.commit();
-            if sent == descs.len() {
+            if sent == queued {
                 break;
             }
         }
+        frames.remove_front(sent);
         self.in_hand -= sent as u32;
         socket.in_tx += sent as u32;
         sent
     }
 
     /// Returns a received frame to the free list (a dropped frame).
-    pub fn recycle(&mut self, desc: &XdpDesc) {
-        self.free.push(desc.addr & self.frame_mask);
+    ///
+    /// Panics if the frame is another socket's (a bug in the caller, like a port out of range).
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "taking the handle by value is the point: the frame cannot be used again"
+    )]
+    pub fn recycle(&mut self, frame: RxFrame) {
+        assert_eq!(
+            frame.owner, self.id,
+            "recycling a frame received by another AF_XDP socket"
+        );
+        self.free.push(frame.desc.addr & self.frame_mask);
         self.in_hand -= 1;
     }
 

@@ -1,0 +1,351 @@
+//! One golden table for both halves of the data path: each row is a frame with what the XDP
+//! classifier must do with it (steer it to the AF_XDP socket, or pass it to the kernel, and the
+//! counter that says why) and what `Pipeline::process` must do with it (the verdict, and the
+//! exact bytes sent). The same rows drive the pipeline (always) and the classifier through
+//! BPF_PROG_TEST_RUN (as root; skipped with a message otherwise), so the two cannot drift apart:
+//! a frame the classifier steers is one the pipeline handles, and one it passes is one the
+//! pipeline would drop for the same reason. A mismatch names the header fields that differ, or
+//! the action and counters.
+//!
+//! The rows run in order through one pipeline: the NAT reply and the ICMP errors find the
+//! connections the rows before them opened. The classifier keeps no flow state.
+//! `classifier.rs`, `pipeline_fixtures.rs` and `nat_tun_pipeline.rs` keep their own, larger
+//! tables for each half.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use dataplane::testing::{
+    self, backend, backend_mac, icmp_error, service, FrameBuilder, CLIENT_SIDE_ADDR, DIRECTOR_MAC,
+    ROUTER_MAC, SERVER_SIDE_MAC, UMEM_HEADROOM,
+};
+use dataplane::wire::icmp::{message, unreachable};
+use dataplane::wire::EtherType;
+use dataplane::xdp::{NatBackendKey, XdpClassifier};
+use dataplane::xsk::{Xsk, XskConfig, CLIENT as CLIENT_PORT};
+use dataplane::{
+    DropReason, Egress, Forwarding, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters,
+};
+use scheduler::Algorithm;
+
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+
+const CLIENT: &str = "198.51.100.7:40000";
+const ROUTER: &str = "203.0.113.1:0";
+const DR_VIP: &str = "192.0.2.10:80";
+const NAT_VIP: &str = "192.0.2.60:80";
+const NAT_RS: &str = "10.0.1.1:8080";
+const TUN_VIP: &str = "192.0.2.70:80";
+const TUN_RS: &str = "10.0.0.3:80";
+
+/// The services (with [`testing::interfaces`] at MTU 1500):
+/// - DR  tcp 192.0.2.10:80 -> 10.0.0.5 (real server 5)
+/// - NAT tcp 192.0.2.60:80 -> 10.0.1.1:8080 (real server 1)
+/// - TUN tcp 192.0.2.70:80 -> 10.0.0.3 (real server 3)
+fn golden_table() -> ServiceTable {
+    testing::table(
+        1,
+        vec![
+            service(
+                DR_VIP,
+                Protocol::Tcp,
+                Algorithm::Maglev,
+                vec![backend("10.0.0.5", Some(backend_mac(5)), 1, 0)],
+            ),
+            testing::with_forwarding(
+                service(
+                    NAT_VIP,
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    vec![testing::with_port(
+                        backend("10.0.1.1", Some(backend_mac(1)), 1, 1),
+                        8080,
+                    )],
+                ),
+                Forwarding::Nat,
+            ),
+            testing::with_forwarding(
+                service(
+                    TUN_VIP,
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    vec![backend("10.0.0.3", Some(backend_mac(3)), 1, 2)],
+                ),
+                Forwarding::Tunnel,
+            ),
+        ],
+        testing::counter_blocks(1, 3),
+    )
+    .with_interfaces(testing::interfaces(1500))
+}
+
+/// What the XDP classifier does with a row's frame, and the one counter it bumps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Xdp {
+    /// Redirected to the AF_XDP socket on the receiving queue.
+    Redirect(&'static str),
+    /// Passed to the kernel.
+    Pass(&'static str),
+}
+
+impl Xdp {
+    fn action(self) -> u32 {
+        match self {
+            Xdp::Redirect(_) => XDP_REDIRECT,
+            Xdp::Pass(_) => XDP_PASS,
+        }
+    }
+
+    fn counter(self) -> &'static str {
+        match self {
+            Xdp::Redirect(counter) | Xdp::Pass(counter) => counter,
+        }
+    }
+}
+
+struct Row {
+    description: &'static str,
+    input: Vec<u8>,
+    xdp: Xdp,
+    /// The pipeline's verdict.
+    verdict: Verdict,
+    /// For `Tx`, the frame sent; for drops, the input (a drop must not touch the frame).
+    output: Vec<u8>,
+}
+
+/// A frame the classifier steers and the pipeline sends as `output`, from `start` in its chunk.
+fn sent(
+    description: &'static str,
+    input: &FrameBuilder,
+    xdp_counter: &'static str,
+    output: Vec<u8>,
+    start: usize,
+    egress: Egress,
+) -> Row {
+    Row {
+        description,
+        input: input.build(),
+        xdp: Xdp::Redirect(xdp_counter),
+        verdict: Verdict::Tx {
+            start,
+            len: output.len(),
+            egress,
+        },
+        output,
+    }
+}
+
+/// A frame the pipeline drops untouched, whatever the classifier does with it.
+fn dropped(description: &'static str, input: &FrameBuilder, xdp: Xdp, reason: DropReason) -> Row {
+    let input = input.build();
+    Row {
+        description,
+        output: input.clone(),
+        input,
+        xdp,
+        verdict: Verdict::Drop(reason),
+    }
+}
+
+/// Arriving on the client side.
+fn from_client(frame: FrameBuilder) -> FrameBuilder {
+    frame.eth_src(ROUTER_MAC).eth_dst(DIRECTOR_MAC)
+}
+
+/// Arriving on the server side from real server `n`.
+fn from_server(frame: FrameBuilder, n: u8) -> FrameBuilder {
+    frame.eth_src(backend_mac(n)).eth_dst(SERVER_SIDE_MAC)
+}
+
+/// The IP-in-IP frame the director sends for `inner` to real server `n` at `rs`.
+fn tunnelled(inner: &FrameBuilder, rs: &str, n: u8, ident: u16) -> Vec<u8> {
+    FrameBuilder::ipip()
+        .src(&format!("{CLIENT_SIDE_ADDR}:0"))
+        .dst(rs)
+        .eth_src(DIRECTOR_MAC)
+        .eth_dst(backend_mac(n))
+        .ident(ident)
+        .ttl(64)
+        .payload(&inner.build_ipv4())
+        .build()
+}
+
+// One row per line (or two) reads as a table.
+#[rustfmt::skip]
+fn rows() -> Vec<Row> {
+    use DropReason::*;
+    let (peer, ingress) = (Egress::Peer, Egress::Ingress);
+    let tcp = |src: &str, dst: &str, ttl: u8| FrameBuilder::tcp().src(src).dst(dst).ttl(ttl);
+    let dr_syn = tcp(CLIENT, DR_VIP, 64).syn();
+    let tun_syn = tcp(CLIENT, TUN_VIP, 64).syn();
+    // Fragmentation needed from a router on the client's path, about a reply from the DR VIP.
+    let q_dr = tcp(DR_VIP, CLIENT, 64).ack().payload(&[1; 1400]).build_ipv4();
+    let icmp_dr = icmp_error(ROUTER, DR_VIP, message::DEST_UNREACHABLE, unreachable::FRAG_NEEDED, 1400, &q_dr[..28]);
+    vec![
+        sent("DR: SYN re-addressed to its real server",
+            &from_client(dr_syn.clone()), "redirected", dr_syn.eth_src(DIRECTOR_MAC).eth_dst(backend_mac(5)).build(), UMEM_HEADROOM, ingress),
+        sent("NAT in: SYN to VIP:80 goes to RS:8080 out of the server side",
+            &from_client(tcp(CLIENT, NAT_VIP, 64).syn()), "redirected",
+            tcp(CLIENT, NAT_RS, 63).syn().eth_src(SERVER_SIDE_MAC).eth_dst(backend_mac(1)).build(), UMEM_HEADROOM, peer),
+        sent("NAT reply: the SYN-ACK from RS:8080 leaves as VIP:80",
+            &from_server(tcp(NAT_RS, CLIENT, 64).syn().ack(), 1), "nat_reply",
+            tcp(NAT_VIP, CLIENT, 63).syn().ack().eth_src(DIRECTOR_MAC).eth_dst(ROUTER_MAC).build(), UMEM_HEADROOM, peer),
+        sent("TUN: SYN encapsulated to the RS from the client side's address",
+            &from_client(tun_syn.clone()), "redirected", tunnelled(&tun_syn, TUN_RS, 3, 0), UMEM_HEADROOM - 20, ingress),
+        sent("ICMP error: fragmentation needed about a DR reply is re-addressed to its RS",
+            &from_client(icmp_dr.clone()), "icmp_redirected", icmp_dr.eth_src(DIRECTOR_MAC).eth_dst(backend_mac(5)).build(), UMEM_HEADROOM, ingress),
+        dropped("NAT reply of no known connection: steered by source, dropped by the pipeline",
+            &from_server(tcp(NAT_RS, "198.51.100.7:40001", 64).ack(), 1), Xdp::Redirect("nat_reply"), NoService),
+        dropped("ARP request", &FrameBuilder::arp(), Xdp::Pass("not_ipv4"), NotIpv4),
+        dropped("IPv6 EtherType", &from_client(dr_syn_like()).ethertype(EtherType::IPV6), Xdp::Pass("not_ipv4"), NotIpv4),
+        dropped("802.1Q tagged", &from_client(dr_syn_like()).vlan(100), Xdp::Pass("vlan"), VlanTagged),
+        dropped("IPv4 options", &from_client(dr_syn_like()).ihl(6), Xdp::Pass("ip_options"), Ipv4Options),
+        dropped("first fragment (MF set)", &from_client(dr_syn_like()).more_fragments(), Xdp::Pass("fragment"), Fragment),
+        dropped("later fragment (offset 1480)", &from_client(dr_syn_like()).fragment_offset(1480), Xdp::Pass("fragment"), Fragment),
+        dropped("no service: the VIP, another port", &from_client(tcp(CLIENT, "192.0.2.10:81", 64).syn()), Xdp::Pass("no_service"), NoService),
+        dropped("no service: another address", &from_client(tcp(CLIENT, "192.0.2.99:80", 64).syn()), Xdp::Pass("no_service"), NoService),
+        dropped("ICMP echo request to the VIP", &from_client(FrameBuilder::icmp().src(CLIENT).dst("192.0.2.10:0")), Xdp::Pass("icmp_not_error"), UnsupportedProtocol),
+        dropped("IPv4 header cut at 19 bytes", &from_client(dr_syn_like()).truncate(14 + 19), Xdp::Pass("truncated"), Truncated),
+    ]
+}
+
+/// A DR SYN, for the rows that break it one way.
+fn dr_syn_like() -> FrameBuilder {
+    FrameBuilder::tcp().src(CLIENT).dst(DR_VIP).syn()
+}
+
+/// The pipeline half: every row in order through one pipeline.
+#[test]
+fn golden_rows_through_the_pipeline() {
+    let table = golden_table();
+    let counters = WorkerCounters::default();
+    let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 64);
+    let now = Instant::now();
+    let mut failures = Vec::new();
+    for row in rows() {
+        let (verdict, frame) = testing::run(&mut pipeline, &row.input, &table, now, &counters);
+        let mut problems = Vec::new();
+        if verdict != row.verdict {
+            problems.push(format!(
+                "verdict: expected {:?}, got {verdict:?}",
+                row.verdict
+            ));
+        }
+        if let Some(diff) = testing::diff(&row.output, &frame) {
+            problems.push(format!("output frame:\n{diff}"));
+        }
+        if !problems.is_empty() {
+            failures.push(format!("--- {}\n{}", row.description, problems.join("\n")));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} row(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The classifier half: the same rows through BPF_PROG_TEST_RUN, with an AF_XDP socket on queue
+/// 0 so steered frames are redirected, in a private network namespace.
+#[test]
+fn golden_rows_through_the_xdp_classifier() {
+    if !is_root() {
+        eprintln!("skipped: AF_XDP and BPF_PROG_TEST_RUN need root");
+        return;
+    }
+    // A private network namespace for this thread alone, so binding to its loopback disturbs
+    // nobody; it goes away with the thread and the socket.
+    std::thread::spawn(|| {
+        // SAFETY: unshare affects only the calling thread, which is ours.
+        let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(result, 0, "unshare: {}", std::io::Error::last_os_error());
+        // A fresh namespace has only its loopback, always index 1.
+        let config = XskConfig {
+            frame_size: 4096,
+            frame_count: 64,
+            ring_size: 32,
+        };
+        let xsk = Xsk::open(1, 0, config).unwrap();
+        let classifier = classifier_for(&golden_table());
+        classifier.register_socket(0, xsk.fd(CLIENT_PORT)).unwrap();
+
+        let mut failures = Vec::new();
+        for row in rows() {
+            let before = xdp_counters(&classifier);
+            let action = classifier.test_run(&row.input).unwrap();
+            let after = xdp_counters(&classifier);
+            let moved: Vec<(&str, u64)> = after
+                .iter()
+                .filter(|(name, value)| before[*name] != **value)
+                .map(|(name, value)| (*name, value - before[name]))
+                .collect();
+            let mut problems = Vec::new();
+            if action != row.xdp.action() {
+                problems.push(format!(
+                    "action: expected {} ({:?}), got {action}",
+                    row.xdp.action(),
+                    row.xdp
+                ));
+            }
+            if moved != [(row.xdp.counter(), 1)] {
+                problems.push(format!(
+                    "counters: expected [{:?}] +1, moved {moved:?}",
+                    row.xdp.counter()
+                ));
+            }
+            if !problems.is_empty() {
+                failures.push(format!("--- {}\n{}", row.description, problems.join("\n")));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} row(s) failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+        drop(classifier);
+        drop(xsk);
+    })
+    .join()
+    .unwrap();
+}
+
+/// A loaded (not attached) classifier that steers what `table` serves, as control sets it up:
+/// every service key, and for NAT services every real server's (address, port) by source.
+fn classifier_for(table: &ServiceTable) -> XdpClassifier {
+    let classifier = XdpClassifier::load().unwrap();
+    for service in &table.services {
+        for key in service.keys() {
+            classifier.set_service(&key, true).unwrap();
+        }
+        if service.forwarding == Forwarding::Nat {
+            for backend in &service.backends {
+                let port = if backend.port == 0 {
+                    service.key.port
+                } else {
+                    backend.port
+                };
+                let key = NatBackendKey {
+                    address: backend.address,
+                    port,
+                    protocol: service.key.protocol,
+                };
+                classifier.set_nat_backend(&key, true).unwrap();
+            }
+        }
+    }
+    classifier
+}
+
+fn xdp_counters(classifier: &XdpClassifier) -> BTreeMap<&'static str, u64> {
+    classifier.counters().unwrap().into_iter().collect()
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0\n"))
+}
