@@ -4,6 +4,8 @@
 //! - [`wire`]: zero-copy views over Ethernet, IPv4, TCP and UDP headers, and checksums.
 //! - [`conntrack`]: the per-worker connection table that keeps a flow on its real server.
 //! - [`persistence`]: client affinity templates shared by all workers, lock-free.
+//! - [`parse`]: a frame's headers validated once, into the [`parse::Parsed`] view every later
+//!   stage reads instead of parsing again.
 //! - [`rewrite`]: frame rewrites per forwarding method (DR, NAT with ICMP translation, TUN).
 //! - [`pipeline`]: classify -> look up or schedule -> rewrite, returning a typed [`Verdict`].
 //! - [`sync`]: connection and persistence records exchanged with other directors (as the IPVS
@@ -36,6 +38,7 @@ pub mod counters;
               wraps the prefetch instruction"
 )]
 pub mod memory;
+pub mod parse;
 pub mod persistence;
 pub mod pipeline;
 pub mod rewrite;

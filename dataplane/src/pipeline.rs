@@ -103,6 +103,7 @@ use std::time::Instant;
 
 use crate::conntrack::{Binding, ConnId, ConnState, ConnTable, Connection, FlowHint, FlowKey};
 use crate::counters::{bump, BackendCounters, DropReason, WorkerCounters};
+use crate::parse::{self, Flow, Parsed, QuotedFlow, Transport};
 use crate::persistence::{Template, Upsert};
 use crate::rewrite::tun::{self, Encapsulated, TunnelEgress};
 use crate::rewrite::{dr, icmp, nat, Link};
@@ -110,10 +111,7 @@ use crate::service::{
     Backend, Forwarding, Interfaces, Protocol, Service, ServiceKey, ServiceTable,
 };
 use crate::sync::{ConnectionRecord, SyncRecord, TemplateRecord, WorkerSync, IMPORT_BUDGET};
-use crate::wire::{
-    self, ethernet, EtherType, EthernetFrame, Ipv4Packet, MacAddr, TcpFlags, TcpSegment,
-    UdpDatagram,
-};
+use crate::wire::{EthernetFrame, MacAddr};
 
 /// Which interface a frame to transmit leaves by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -170,23 +168,6 @@ enum Choice {
     /// The scheduler picked it. `stale_template`: a template named a backend that can no longer
     /// be used, so storing this choice replaces it.
     Scheduled { stale_template: bool },
-}
-
-/// What classification extracts from a frame.
-#[derive(Clone, Copy, Debug)]
-enum Classified {
-    /// TCP or UDP.
-    Transport(Flow),
-    /// ICMP: an error to translate or forward, if it is one.
-    Icmp,
-}
-
-/// A TCP/UDP frame's flow.
-#[derive(Clone, Copy, Debug)]
-struct Flow {
-    key: FlowKey,
-    /// TCP control bits; empty for UDP.
-    flags: TcpFlags,
 }
 
 /// The frame being processed: where it is in the buffer.
@@ -279,8 +260,8 @@ impl Pipeline {
     /// [`Pipeline::prefetch_entry`], a few frames later.
     #[inline]
     pub fn prefetch(&self, frame: &[u8]) -> Option<FlowHint> {
-        match classify(frame) {
-            Ok(Classified::Transport(flow)) => Some(self.connections.prefetch(&flow.key)),
+        match parse::classify(frame).as_ref().map(Parsed::transport) {
+            Ok(Transport::Flow(flow)) => Some(self.connections.prefetch(&flow.key)),
             _ => None,
         }
     }
@@ -433,9 +414,12 @@ impl Pipeline {
         now: Instant,
         counters: &WorkerCounters,
     ) -> Result<Verdict, DropReason> {
-        let flow = match classify(&buffer[at.start..at.end()])? {
-            Classified::Transport(flow) => flow,
-            Classified::Icmp => return self.icmp(buffer, at, table, now, counters),
+        let parsed = parse::classify(&buffer[at.start..at.end()])?;
+        let flow = match parsed.transport() {
+            Transport::Flow(flow) => flow,
+            Transport::IcmpError(quoted) => {
+                return self.icmp(buffer, at, &parsed, *quoted, table, now, counters)
+            }
         };
         let key = ServiceKey {
             vip: flow.key.dst_addr,
@@ -443,8 +427,10 @@ impl Pipeline {
             protocol: flow.key.protocol,
         };
         match table.lookup(&key) {
-            Some((_, service)) => self.inbound(buffer, at, &flow, service, table, now, counters),
-            None => self.reply(buffer, at, &flow, table, now, counters),
+            Some((_, service)) => {
+                self.inbound(buffer, at, &parsed, flow, service, table, now, counters)
+            }
+            None => self.reply(buffer, at, &parsed, flow, table, now, counters),
         }
     }
 
@@ -462,6 +448,7 @@ impl Pipeline {
         &mut self,
         buffer: &mut [u8],
         at: At,
+        parsed: &Parsed,
         flow: &Flow,
         service: &Service,
         table: &ServiceTable,
@@ -502,8 +489,9 @@ impl Pipeline {
             }
             Forwarding::Nat => {
                 let sides = interfaces(table)?;
-                nat::rewrite_inbound(
+                nat::rewrite_inbound_parsed(
                     &mut buffer[at.start..at.end()],
+                    parsed,
                     SocketAddrV4::new(backend.address, backend_port),
                     Link {
                         src_mac: sides.server.mac,
@@ -512,22 +500,24 @@ impl Pipeline {
                 )?;
                 at.tx(Egress::Peer)
             }
-            Forwarding::Tunnel => match self.tunnel(buffer, at, backend, backend_mac, table)? {
-                Encapsulated::Tunnelled { start, len } => Verdict::Tx {
-                    start,
-                    len,
-                    egress: Egress::Ingress,
-                },
-                // Answered, not forwarded: nothing to record or count for the backend.
-                Encapsulated::FragNeeded { start, len } => {
-                    bump(&counters.icmp_frag_needed_sent, 1);
-                    return Ok(Verdict::Tx {
+            Forwarding::Tunnel => {
+                match self.tunnel(buffer, at, parsed, backend, backend_mac, table)? {
+                    Encapsulated::Tunnelled { start, len } => Verdict::Tx {
                         start,
                         len,
                         egress: Egress::Ingress,
-                    });
+                    },
+                    // Answered, not forwarded: nothing to record or count for the backend.
+                    Encapsulated::FragNeeded { start, len } => {
+                        bump(&counters.icmp_frag_needed_sent, 1);
+                        return Ok(Verdict::Tx {
+                            start,
+                            len,
+                            egress: Egress::Ingress,
+                        });
+                    }
                 }
-            },
+            }
         };
 
         // The entry this frame created or touched, and whether that changed it (state or backend).
@@ -640,10 +630,15 @@ impl Pipeline {
 
     /// A frame for no service: a NAT real server's reply, or nothing we know.
     #[inline]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one frame's whole context, kept flat"
+    )]
     fn reply(
         &mut self,
         buffer: &mut [u8],
         at: At,
+        parsed: &Parsed,
         flow: &Flow,
         table: &ServiceTable,
         now: Instant,
@@ -655,7 +650,7 @@ impl Pipeline {
             .lookup_reply(&flow.key, now, &table.timeouts, counters, gauges)
             .ok_or(DropReason::NoService)?;
         let connection = *self.connections.connection(id);
-        self.to_client(buffer, at, id, table, nat::rewrite_outbound)?;
+        self.to_client(buffer, at, parsed, id, table, nat::rewrite_outbound_parsed)?;
         let state = match flow.key.protocol {
             Protocol::Tcp => connection.state.on_tcp_reply(flow.flags),
             Protocol::Udp => ConnState::Udp,
@@ -669,15 +664,20 @@ impl Pipeline {
     /// An ICMP frame: an error about a tracked flow is forwarded or translated (see the module
     /// docs); anything else is dropped.
     #[inline]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one frame's whole context, kept flat"
+    )]
     fn icmp(
         &mut self,
         buffer: &mut [u8],
         at: At,
+        parsed: &Parsed,
+        quoted: QuotedFlow,
         table: &ServiceTable,
         now: Instant,
         counters: &WorkerCounters,
     ) -> Result<Verdict, DropReason> {
-        let quoted = icmp::quoted_flow(&buffer[at.start..at.end()])?;
         // The way the error travels: client -> VIP:port for an error about a reply, the reply
         // tuple RS:rsport -> client for one about a client's packet to a NAT real server.
         let key = quoted.reversed();
@@ -686,14 +686,21 @@ impl Pipeline {
             .connections
             .lookup(&key, now, &table.timeouts, counters, gauges)
         {
-            return self.icmp_to_server(buffer, at, id, table);
+            return self.icmp_to_server(buffer, at, parsed, id, table);
         }
         let id = self
             .connections
             .lookup_reply(&key, now, &table.timeouts, counters, gauges)
             .ok_or(DropReason::IcmpNoConnection)?;
         let connection = *self.connections.connection(id);
-        self.to_client(buffer, at, id, table, icmp::translate_outbound)?;
+        self.to_client(
+            buffer,
+            at,
+            parsed,
+            id,
+            table,
+            icmp::translate_outbound_parsed,
+        )?;
         count_out(gauges, &connection, at);
         Ok(at.tx(Egress::Peer))
     }
@@ -705,6 +712,7 @@ impl Pipeline {
         &mut self,
         buffer: &mut [u8],
         at: At,
+        parsed: &Parsed,
         id: ConnId,
         table: &ServiceTable,
     ) -> Result<Verdict, DropReason> {
@@ -729,8 +737,9 @@ impl Pipeline {
             }
             Forwarding::Nat => {
                 let sides = interfaces(table)?;
-                icmp::translate_inbound(
+                icmp::translate_inbound_parsed(
                     &mut buffer[at.start..at.end()],
+                    parsed,
                     SocketAddrV4::new(connection.backend, connection.backend_port),
                     Link {
                         src_mac: sides.server.mac,
@@ -741,15 +750,10 @@ impl Pipeline {
             }
             Forwarding::Tunnel => {
                 // Never answer an ICMP error with one (RFC 1122 3.2.2): too big is a drop.
-                let total_len =
-                    Ipv4Packet::new_unchecked(&buffer[at.start + ethernet::HEADER_LEN..at.end()])
-                        .total_len();
-                if tun::HEADROOM + usize::from(total_len)
-                    > usize::from(interfaces(table)?.client.mtu)
-                {
+                if tun::HEADROOM + parsed.l3_len() > usize::from(interfaces(table)?.client.mtu) {
                     return Err(DropReason::TooBig);
                 }
-                match self.tunnel(buffer, at, backend, backend_mac, table)? {
+                match self.tunnel(buffer, at, parsed, backend, backend_mac, table)? {
                     Encapsulated::Tunnelled { start, len } => Verdict::Tx {
                         start,
                         len,
@@ -773,9 +777,10 @@ impl Pipeline {
         &self,
         buffer: &mut [u8],
         at: At,
+        parsed: &Parsed,
         id: ConnId,
         table: &ServiceTable,
-        rewrite: fn(&mut [u8], SocketAddrV4, Link) -> Result<(), DropReason>,
+        rewrite: fn(&mut [u8], &Parsed, SocketAddrV4, Link) -> Result<(), DropReason>,
     ) -> Result<(), DropReason> {
         let sides = interfaces(table)?;
         let router = sides
@@ -785,6 +790,7 @@ impl Pipeline {
         let key = self.connections.key(id);
         rewrite(
             &mut buffer[at.start..at.end()],
+            parsed,
             SocketAddrV4::new(key.dst_addr, key.dst_port),
             Link {
                 src_mac: sides.client.mac,
@@ -808,6 +814,7 @@ impl Pipeline {
         &mut self,
         buffer: &mut [u8],
         at: At,
+        parsed: &Parsed,
         backend: &Backend,
         backend_mac: MacAddr,
         table: &ServiceTable,
@@ -821,10 +828,11 @@ impl Pipeline {
             src_addr: side.address,
             mtu: side.mtu,
         };
-        let result = tun::encapsulate(
+        let result = tun::encapsulate_parsed(
             buffer,
             at.start,
             at.len,
+            parsed,
             backend.address,
             &egress,
             self.tunnel_ident,
@@ -943,56 +951,6 @@ fn count_out(gauges: &[BackendCounters], connection: &Connection, at: At) {
         bump(&stats.packets_out, 1);
         bump(&stats.bytes_out, at.len as u64);
     }
-}
-
-/// Parses the headers the pipeline needs, or names why the frame cannot be served.
-#[inline]
-fn classify(frame: &[u8]) -> Result<Classified, DropReason> {
-    let ethernet = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Truncated)?;
-    let ethertype = ethernet.ethertype();
-    if ethertype.is_vlan_tag() {
-        return Err(DropReason::VlanTagged);
-    }
-    if ethertype != EtherType::IPV4 {
-        return Err(DropReason::NotIpv4);
-    }
-
-    let ip = Ipv4Packet::new_checked(ethernet.payload()).map_err(|error| match error {
-        wire::Error::Truncated => DropReason::Truncated,
-        wire::Error::Malformed => DropReason::BadIhl,
-    })?;
-    if usize::from(ip.header_len()) > wire::ipv4::HEADER_LEN {
-        return Err(DropReason::Ipv4Options);
-    }
-    if ip.is_fragment() {
-        return Err(DropReason::Fragment);
-    }
-    if ip.protocol() == wire::ipv4::protocol::ICMP {
-        return Ok(Classified::Icmp);
-    }
-    let protocol = Protocol::from_number(ip.protocol()).ok_or(DropReason::UnsupportedProtocol)?;
-
-    // A TCP data offset below 5 claims a header shorter than TCP's: truncated as well.
-    let (src_port, dst_port, flags) = match protocol {
-        Protocol::Tcp => {
-            let tcp = TcpSegment::new_checked(ip.payload()).map_err(|_| DropReason::Truncated)?;
-            (tcp.src_port(), tcp.dst_port(), tcp.flags())
-        }
-        Protocol::Udp => {
-            let udp = UdpDatagram::new_checked(ip.payload()).map_err(|_| DropReason::Truncated)?;
-            (udp.src_port(), udp.dst_port(), TcpFlags::default())
-        }
-    };
-    Ok(Classified::Transport(Flow {
-        key: FlowKey {
-            src_addr: ip.src_addr(),
-            dst_addr: ip.dst_addr(),
-            src_port,
-            dst_port,
-            protocol,
-        },
-        flags,
-    }))
 }
 
 /// The current index of a connection's backend, or `None` if it left the service.

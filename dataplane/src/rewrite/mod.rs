@@ -13,9 +13,11 @@
 //! scratch (the tunnel's outer header, a generated ICMP message).
 //!
 //! A rewrite either succeeds or names a [`crate::DropReason`] having left the frame untouched:
-//! every check (lengths, TTL, MTU) comes before the first write. The NAT/TUN functions take raw
-//! frames and re-check the headers they touch (a few compares, cheaper than trusting a caller),
-//! so random bytes never make them panic (`tests/nat_tun_fixtures.rs`).
+//! every check (lengths, TTL, MTU) comes before the first write. The public NAT/ICMP/TUN
+//! functions take raw frames and check the headers they touch, so random bytes never make them
+//! panic (`tests/nat_tun_fixtures.rs`); the pipeline calls their `_parsed` forms with the
+//! [`crate::parse::Parsed`] view classification made, which check only what classification did
+//! not (TTL, MTU, headroom): a frame is parsed once.
 //!
 //! What this layer must not do: choose a backend, look up connections, allocate, or count: the
 //! caller counts the returned reason.
@@ -25,8 +27,8 @@ pub mod icmp;
 pub mod nat;
 pub mod tun;
 
-use crate::counters::DropReason;
-use crate::wire::{self, ethernet, EtherType, EthernetFrame, Ipv4Packet, MacAddr};
+use crate::parse::ipv4_of;
+use crate::wire::{self, MacAddr};
 
 /// The Ethernet addresses a rewritten frame leaves with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,24 +47,6 @@ impl Link {
         frame[0..6].copy_from_slice(&self.dst_mac);
         frame[6..12].copy_from_slice(&self.src_mac);
     }
-}
-
-/// Checks that `frame` is untagged Ethernet carrying a whole IPv4 packet (options allowed) and
-/// returns that packet's view. Maps errors as the pipeline does.
-#[inline]
-fn ipv4_of(frame: &[u8]) -> Result<Ipv4Packet<&[u8]>, DropReason> {
-    let ethernet = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Truncated)?;
-    let ethertype = ethernet.ethertype();
-    if ethertype.is_vlan_tag() {
-        return Err(DropReason::VlanTagged);
-    }
-    if ethertype != EtherType::IPV4 {
-        return Err(DropReason::NotIpv4);
-    }
-    Ipv4Packet::new_checked(&frame[ethernet::HEADER_LEN..]).map_err(|error| match error {
-        wire::Error::Truncated => DropReason::Truncated,
-        wire::Error::Malformed => DropReason::BadIhl,
-    })
 }
 
 /// The checksum after the TTL of an IPv4 header changes: TTL and protocol share a 16-bit word.
