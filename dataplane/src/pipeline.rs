@@ -415,10 +415,10 @@ impl Pipeline {
         counters: &WorkerCounters,
     ) -> Result<Verdict, DropReason> {
         let parsed = parse::classify(&buffer[at.start..at.end()])?;
-        let flow = match parsed.transport() {
+        let flow = match *parsed.transport() {
             Transport::Flow(flow) => flow,
             Transport::IcmpError(quoted) => {
-                return self.icmp(buffer, at, &parsed, *quoted, table, now, counters)
+                return self.icmp(buffer, at, &parsed, quoted, table, now, counters)
             }
         };
         let key = ServiceKey {
@@ -428,9 +428,9 @@ impl Pipeline {
         };
         match table.lookup(&key) {
             Some((_, service)) => {
-                self.inbound(buffer, at, &parsed, flow, service, table, now, counters)
+                self.inbound(buffer, at, &parsed, &flow, service, table, now, counters)
             }
-            None => self.reply(buffer, at, &parsed, flow, table, now, counters),
+            None => self.reply(buffer, at, &parsed, &flow, table, now, counters),
         }
     }
 
@@ -846,8 +846,9 @@ impl Pipeline {
     /// Exports the entry `id` if export is on and the entry `changed` (new, another state or
     /// real server) or is due for a refresh; returns whether it did. The entry counts as
     /// exported even if the queue was full (counted as dropped): retrying on every packet would
-    /// only press on a sender that is already behind.
-    #[inline]
+    /// only press on a sender that is already behind. Always inlined: with export off (the
+    /// common case) it is one test, which as a call costs more than it does.
+    #[inline(always)]
     fn export_connection(
         &mut self,
         id: ConnId,
