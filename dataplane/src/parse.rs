@@ -248,17 +248,8 @@ pub(crate) fn ipv4_of(frame: &[u8]) -> Result<Ipv4Packet<&[u8]>, DropReason> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddrV4;
-
     use super::*;
-    use crate::rewrite::{icmp, nat, tun, Link};
-    use crate::testing::{icmp_error, in_chunk, FrameBuilder, DIRECTOR_MAC, UMEM_HEADROOM};
-    use crate::wire::icmp::{message, unreachable};
-
-    const LINK: Link = Link {
-        src_mac: DIRECTOR_MAC,
-        dst_mac: [2, 0, 0, 0, 1, 1],
-    };
+    use crate::testing::FrameBuilder;
 
     #[test]
     fn a_flow_is_parsed_with_its_offsets() {
@@ -287,124 +278,5 @@ mod tests {
                 flags: TcpFlags::SYN,
             })
         );
-    }
-
-    #[test]
-    fn an_icmp_error_is_parsed_with_its_quote() {
-        let quote = FrameBuilder::udp()
-            .src("192.0.2.10:53")
-            .dst("203.0.113.7:40000")
-            .build_ipv4();
-        let frame = icmp_error(
-            "198.51.100.1:0",
-            "192.0.2.10:0",
-            message::DEST_UNREACHABLE,
-            unreachable::PORT,
-            0,
-            &quote,
-        )
-        .build();
-        let parsed = classify(&frame).unwrap();
-        assert_eq!(
-            *parsed.transport(),
-            Transport::IcmpError(icmp::quoted_flow(&frame).unwrap())
-        );
-    }
-
-    /// The rewrites the pipeline calls with a `Parsed` give what the raw-frame ones give, bytes
-    /// and reasons, on frames classification accepts.
-    #[test]
-    fn parsed_rewrites_equal_raw_ones() {
-        type Raw = fn(&mut [u8], SocketAddrV4, Link) -> Result<(), DropReason>;
-        type WithParsed = fn(&mut [u8], &Parsed, SocketAddrV4, Link) -> Result<(), DropReason>;
-        let to = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 8080);
-        let quote = FrameBuilder::udp()
-            .src("203.0.113.7:40000")
-            .dst("10.0.0.1:8080")
-            .build_ipv4();
-        let port_unreachable = |ttl| {
-            icmp_error(
-                "10.0.0.1:0",
-                "203.0.113.7:0",
-                message::DEST_UNREACHABLE,
-                unreachable::PORT,
-                0,
-                &quote,
-            )
-            .ttl(ttl)
-            .build()
-        };
-        let cases: [(Vec<u8>, Raw, WithParsed); 8] = [
-            (
-                FrameBuilder::tcp().syn().build(),
-                nat::rewrite_inbound,
-                nat::rewrite_inbound_parsed,
-            ),
-            (
-                FrameBuilder::udp().udp_checksum(0).build(),
-                nat::rewrite_inbound,
-                nat::rewrite_inbound_parsed,
-            ),
-            (
-                FrameBuilder::tcp().ack().ttl(1).build(),
-                nat::rewrite_outbound,
-                nat::rewrite_outbound_parsed,
-            ),
-            (
-                FrameBuilder::udp().build(),
-                nat::rewrite_outbound,
-                nat::rewrite_outbound_parsed,
-            ),
-            (
-                port_unreachable(64),
-                icmp::translate_outbound,
-                icmp::translate_outbound_parsed,
-            ),
-            (
-                port_unreachable(1),
-                icmp::translate_inbound,
-                icmp::translate_inbound_parsed,
-            ),
-            (
-                port_unreachable(64),
-                nat::rewrite_inbound,
-                nat::rewrite_inbound_parsed,
-            ),
-            (
-                FrameBuilder::tcp().build(),
-                icmp::translate_inbound,
-                icmp::translate_inbound_parsed,
-            ),
-        ];
-        for (n, (frame, raw, with_parsed)) in cases.into_iter().enumerate() {
-            let parsed = classify(&frame).unwrap();
-            let (mut by_raw, mut by_parsed) = (frame.clone(), frame.clone());
-            assert_eq!(
-                raw(&mut by_raw, to, LINK),
-                with_parsed(&mut by_parsed, &parsed, to, LINK),
-                "case {n}"
-            );
-            assert_eq!(by_raw, by_parsed, "case {n}");
-        }
-
-        let egress = tun::TunnelEgress {
-            link: LINK,
-            src_addr: Ipv4Addr::new(192, 0, 2, 1),
-            mtu: 1500,
-        };
-        for frame in [
-            FrameBuilder::tcp().syn().build(),
-            FrameBuilder::udp().dont_fragment(false).build(),
-        ] {
-            let parsed = classify(&frame).unwrap();
-            let (mut by_raw, mut by_parsed) = (in_chunk(&frame), in_chunk(&frame));
-            let (start, len) = (UMEM_HEADROOM, frame.len());
-            let backend = *to.ip();
-            assert_eq!(
-                tun::encapsulate(&mut by_raw, start, len, backend, &egress, 7),
-                tun::encapsulate_parsed(&mut by_parsed, start, len, &parsed, backend, &egress, 7)
-            );
-            assert_eq!(by_raw, by_parsed);
-        }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! What this module must not do: choose a backend or touch the connection table.
 
-use super::{interfaces, At, Pipeline};
+use super::shared::{interfaces, At, Pipeline};
 use crate::counters::DropReason;
 use crate::parse::Parsed;
 use crate::rewrite::tun::{self, Encapsulated, TunnelEgress};

@@ -9,7 +9,7 @@ use std::net::SocketAddrV4;
 use std::time::Instant;
 
 use super::inbound::resolve;
-use super::{count_out, interfaces, At, Egress, Pipeline, Verdict};
+use super::shared::{count_out, interfaces, At, Egress, Pipeline, Verdict};
 use crate::conntrack::ConnId;
 use crate::counters::{bump, DropReason, WorkerCounters};
 use crate::parse::{Parsed, QuotedFlow};

@@ -9,7 +9,7 @@
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
-use super::{interfaces, At, Egress, Pipeline, Verdict};
+use super::shared::{interfaces, At, Egress, Pipeline, Verdict};
 use crate::conntrack::{Binding, ConnState, Connection, FlowKey};
 use crate::counters::{bump, BackendCounters, DropReason, WorkerCounters};
 use crate::parse::{Flow, Parsed};

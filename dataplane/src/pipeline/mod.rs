@@ -99,8 +99,9 @@
 //!
 //! # Where the code is
 //!
-//! - `mod.rs` (here): [`Pipeline`], [`Verdict`], [`Egress`]; processing a frame up to the
-//!   service lookup (steps 1-4), prefetch hints and housekeeping.
+//! - `shared.rs`: [`Pipeline`]'s state, [`Verdict`], [`Egress`], what every stage uses.
+//! - `mod.rs` (here): processing a frame up to the service lookup (steps 1-4), prefetch hints
+//!   and housekeeping.
 //! - `inbound.rs`: a client's frame for a service: backend choice (entry, template, scheduler),
 //!   rewrite, recording the flow (steps 5 and 6, persistence).
 //! - `reply.rs`: a NAT real server's reply, back to the client.
@@ -115,84 +116,24 @@ mod forwarding;
 mod icmp;
 mod inbound;
 mod reply;
+mod shared;
 mod sync;
+
+pub use shared::{Egress, Pipeline, Verdict};
 
 use std::time::Instant;
 
-use crate::conntrack::{ConnTable, Connection, FlowHint};
-use crate::counters::{bump, BackendCounters, DropReason, WorkerCounters};
+use crate::conntrack::{ConnTable, FlowHint};
+use crate::counters::{BackendCounters, DropReason, WorkerCounters};
 use crate::parse::{self, Parsed, Transport};
-use crate::service::{Interfaces, ServiceKey, ServiceTable};
+use crate::service::{ServiceKey, ServiceTable};
 use crate::sync::WorkerSync;
-use crate::wire::MacAddr;
-
-/// Which interface a frame to transmit leaves by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Egress {
-    /// The interface it arrived on (DR, TUN, ICMP answers to the client).
-    Ingress,
-    /// The director's other interface (NAT, both ways): its socket shares the UMEM, so the
-    /// frame is sent from where it is, without a copy.
-    Peer,
-}
-
-/// What to do with a frame after the pipeline ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Transmit `buffer[start..start + len]`, rewritten, out of `egress`. DR and NAT keep the
-    /// received start and length; TUN encapsulation starts earlier and is longer.
-    Tx {
-        /// Offset of the frame's first byte in the buffer passed to [`Pipeline::process`].
-        start: usize,
-        /// Its length.
-        len: usize,
-        /// The interface to send it out of.
-        egress: Egress,
-    },
-    /// Drop it; the reason has been counted and the frame is untouched.
-    Drop(DropReason),
-}
+use shared::At;
 
 /// Most entries one [`Pipeline::housekeeping`] call expires, so a mass expiry (every client of a
 /// failed link timing out together) is spread over several calls instead of stalling the loop.
 /// Expired entries left over are still reclaimed on lookup and when the table is full.
 pub const EXPIRE_BUDGET: usize = 1 << 16;
-
-/// One worker's pipeline state: its connection table and identity.
-pub struct Pipeline {
-    worker: usize,
-    interface_mac: MacAddr,
-    connections: ConnTable,
-    /// Outer IPv4 identification of the next tunnelled packet.
-    tunnel_ident: u16,
-    /// State sync with other directors: the export and import queues, if enabled.
-    sync: WorkerSync,
-    /// The refresh period of `sync`, in whole seconds (at least one).
-    sync_refresh: u32,
-}
-
-/// The frame being processed: where it is in the buffer.
-#[derive(Clone, Copy, Debug)]
-struct At {
-    start: usize,
-    len: usize,
-}
-
-impl At {
-    #[inline]
-    const fn end(self) -> usize {
-        self.start + self.len
-    }
-
-    #[inline]
-    const fn tx(self, egress: Egress) -> Verdict {
-        Verdict::Tx {
-            start: self.start,
-            len: self.len,
-            egress,
-        }
-    }
-}
 
 impl Pipeline {
     /// A pipeline for worker `worker` on an interface whose MAC is `interface_mac` (the client
@@ -318,23 +259,5 @@ impl Pipeline {
             .backend_counters
             .get(self.worker)
             .map_or(&[], |block| &block[..])
-    }
-}
-
-/// The table's interfaces, which NAT and TUN need.
-#[inline]
-fn interfaces(table: &ServiceTable) -> Result<&Interfaces, DropReason> {
-    table
-        .interfaces
-        .as_ref()
-        .ok_or(DropReason::UnsupportedForwarding)
-}
-
-/// Counts a frame from the real server of `connection` sent back toward the client.
-#[inline]
-fn count_out(gauges: &[BackendCounters], connection: &Connection, at: At) {
-    if let Some(stats) = gauges.get(connection.counter_slot as usize) {
-        bump(&stats.packets_out, 1);
-        bump(&stats.bytes_out, at.len as u64);
     }
 }

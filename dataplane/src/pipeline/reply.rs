@@ -7,7 +7,7 @@
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
-use super::{count_out, interfaces, At, Egress, Pipeline, Verdict};
+use super::shared::{count_out, interfaces, At, Egress, Pipeline, Verdict};
 use crate::conntrack::{ConnId, ConnState};
 use crate::counters::{DropReason, WorkerCounters};
 use crate::parse::{Flow, Parsed};

@@ -8,7 +8,7 @@
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
-use super::Pipeline;
+use super::shared::Pipeline;
 use crate::conntrack::{Binding, ConnId, ConnState, Connection};
 use crate::counters::{bump, WorkerCounters};
 use crate::persistence::Upsert;
