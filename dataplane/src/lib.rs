@@ -2,6 +2,8 @@
 //!
 //! Layers, from the wire up (each depends only on those before it):
 //! - [`wire`]: zero-copy views over Ethernet, IPv4, TCP and UDP headers, and checksums.
+//! - [`parse`]: a frame's headers validated once, into the [`parse::Parsed`] view every later
+//!   stage reads instead of parsing again.
 //! - [`conntrack`]: the per-worker connection table that keeps a flow on its real server.
 //! - [`persistence`]: client affinity templates shared by all workers, lock-free.
 //! - [`fib`]: the routing snapshot (longest-prefix match, multipath next-hop groups) and the
@@ -39,6 +41,7 @@ pub mod fib;
               wraps the prefetch instruction"
 )]
 pub mod memory;
+pub mod parse;
 pub mod persistence;
 pub mod pipeline;
 pub mod rewrite;

@@ -27,57 +27,46 @@
 //! [`DropReason::UnsupportedProtocol`], a quote too short for a header and 8 bytes
 //! [`DropReason::Truncated`] (or [`DropReason::BadIhl`]).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 
 use super::{ipv4_of, ttl_update, Link};
-use crate::conntrack::FlowKey;
 use crate::counters::DropReason;
+pub use crate::parse::QuotedFlow;
+use crate::parse::{icmp_error, Parsed, Transport};
 use crate::service::Protocol;
 use crate::wire::checksum::{udp_update16, udp_update32, update16, update32};
 use crate::wire::{self, ethernet, ipv4, IcmpQuote, Icmpv4Packet, Ipv4Packet};
 
-/// The 5-tuple of the datagram an ICMP error quotes, as that datagram travelled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct QuotedFlow {
-    /// Quoted source address.
-    pub src_addr: Ipv4Addr,
-    /// Quoted destination address.
-    pub dst_addr: Ipv4Addr,
-    /// Quoted source port.
-    pub src_port: u16,
-    /// Quoted destination port.
-    pub dst_port: u16,
-    /// Quoted protocol.
-    pub protocol: Protocol,
-}
-
-impl QuotedFlow {
-    /// The flow the other way round: the direction the ICMP error itself travels. For an
-    /// inbound error (quote VIP:port -> client) this is the client -> VIP key the connection
-    /// table is indexed by; for an outbound one (quote client -> RS:rsport) it is the real
-    /// server's reply tuple RS:rsport -> client.
-    pub const fn reversed(self) -> FlowKey {
-        FlowKey {
-            src_addr: self.dst_addr,
-            dst_addr: self.src_addr,
-            src_port: self.dst_port,
-            dst_port: self.src_port,
-            protocol: self.protocol,
-        }
-    }
-}
-
 /// Where the parts of a checked ICMP error frame are.
+#[derive(Clone, Copy)]
 struct Located {
+    /// Offset of the outer IPv4 header in the frame.
+    l3_at: usize,
     /// IPv4 header length of the outer packet.
     outer_header_len: usize,
     /// Outer total length.
     outer_total_len: usize,
-    /// Quoted protocol.
-    protocol: Protocol,
+    /// The quoted flow.
+    quoted: QuotedFlow,
 }
 
-/// Checks a frame is an ICMP error we translate (see the module docs), without writing.
+impl Located {
+    /// What classification learned; only an ICMP error is this module's to translate.
+    #[inline]
+    fn of(parsed: &Parsed) -> Result<Self, DropReason> {
+        match parsed.transport() {
+            Transport::IcmpError(quoted) => Ok(Located {
+                l3_at: parsed.l3_at(),
+                outer_header_len: parsed.l3_header_len(),
+                outer_total_len: parsed.l3_len(),
+                quoted: *quoted,
+            }),
+            Transport::Flow(_) => Err(DropReason::UnsupportedProtocol),
+        }
+    }
+}
+
+/// Checks a raw frame is an ICMP error we translate (see the module docs), without writing.
 fn locate(frame: &[u8]) -> Result<Located, DropReason> {
     let ip = ipv4_of(frame)?;
     if ip.is_fragment() {
@@ -86,37 +75,19 @@ fn locate(frame: &[u8]) -> Result<Located, DropReason> {
     if ip.protocol() != ipv4::protocol::ICMP {
         return Err(DropReason::UnsupportedProtocol);
     }
-    let icmp = Icmpv4Packet::new_checked(ip.payload()).map_err(|_| DropReason::Truncated)?;
-    if !icmp.is_error() {
-        return Err(DropReason::UnsupportedProtocol);
-    }
-    let quote = IcmpQuote::new_checked(icmp.data()).map_err(|error| match error {
-        wire::Error::Truncated => DropReason::Truncated,
-        wire::Error::Malformed => DropReason::BadIhl,
-    })?;
-    let protocol =
-        Protocol::from_number(quote.protocol()).ok_or(DropReason::UnsupportedProtocol)?;
+    let quoted = icmp_error(&ip)?;
     Ok(Located {
+        l3_at: ethernet::HEADER_LEN,
         outer_header_len: usize::from(ip.header_len()),
         outer_total_len: usize::from(ip.total_len()),
-        protocol,
+        quoted,
     })
 }
 
 /// The quoted 5-tuple of an ICMP error frame (untagged Ethernet, IPv4, ICMP destination
 /// unreachable or time exceeded quoting TCP or UDP), to look its connection up by.
 pub fn quoted_flow(frame: &[u8]) -> Result<QuotedFlow, DropReason> {
-    let located = locate(frame)?;
-    let start = ethernet::HEADER_LEN + located.outer_header_len + wire::icmp::HEADER_LEN;
-    let end = ethernet::HEADER_LEN + located.outer_total_len;
-    let quote = IcmpQuote::new_unchecked(&frame[start..end]);
-    Ok(QuotedFlow {
-        src_addr: quote.src_addr(),
-        dst_addr: quote.dst_addr(),
-        src_port: quote.src_port(),
-        dst_port: quote.dst_port(),
-        protocol: located.protocol,
-    })
+    Ok(locate(frame)?.quoted)
 }
 
 /// Which end of the outer packet, and the opposite end of the quote, a translation changes.
@@ -137,7 +108,8 @@ pub fn translate_outbound(
     vip: SocketAddrV4,
     link: Link,
 ) -> Result<(), DropReason> {
-    translate(frame, Direction::Outbound, vip, link)
+    let located = locate(frame)?;
+    translate(frame, located, Direction::Outbound, vip, link)
 }
 
 /// Client side -> real server: outer destination becomes `backend`'s address, the quoted source
@@ -148,17 +120,50 @@ pub fn translate_inbound(
     backend: SocketAddrV4,
     link: Link,
 ) -> Result<(), DropReason> {
-    translate(frame, Direction::Inbound, backend, link)
+    let located = locate(frame)?;
+    translate(frame, located, Direction::Inbound, backend, link)
 }
 
+/// [`translate_outbound`] of a frame classification parsed as an ICMP error into `parsed`: only
+/// the TTL is left to check.
+#[inline]
+pub(crate) fn translate_outbound_parsed(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    vip: SocketAddrV4,
+    link: Link,
+) -> Result<(), DropReason> {
+    translate(frame, Located::of(parsed)?, Direction::Outbound, vip, link)
+}
+
+/// [`translate_inbound`] of a frame classification parsed as an ICMP error into `parsed`.
+#[inline]
+pub(crate) fn translate_inbound_parsed(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    backend: SocketAddrV4,
+    link: Link,
+) -> Result<(), DropReason> {
+    translate(
+        frame,
+        Located::of(parsed)?,
+        Direction::Inbound,
+        backend,
+        link,
+    )
+}
+
+/// Checks the outer TTL (> 1), then translates the located frame.
 fn translate(
     frame: &mut [u8],
+    located: Located,
     direction: Direction,
     to: SocketAddrV4,
     link: Link,
 ) -> Result<(), DropReason> {
-    let located = locate(frame)?;
-    let packet = &mut frame[ethernet::HEADER_LEN..ethernet::HEADER_LEN + located.outer_total_len];
+    let packet = frame
+        .get_mut(located.l3_at..located.l3_at + located.outer_total_len)
+        .ok_or(DropReason::Truncated)?;
     if Ipv4Packet::new_unchecked(&*packet).ttl() <= 1 {
         return Err(DropReason::TtlExpired);
     }
@@ -209,7 +214,7 @@ fn translate(
     icmp_sum = update16(icmp_sum, old_header_sum, new_header_sum);
 
     if let Some(old_l4_sum) = quote.l4_checksum() {
-        let new_l4_sum = match located.protocol {
+        let new_l4_sum = match located.quoted.protocol {
             Protocol::Tcp => update16(update32(old_l4_sum, old, new), old_port, to.port()),
             Protocol::Udp => udp_update16(udp_update32(old_l4_sum, old, new), old_port, to.port()),
         };

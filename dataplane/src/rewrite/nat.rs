@@ -23,6 +23,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::{ipv4_of, ttl_update, Link};
 use crate::counters::DropReason;
+use crate::parse::{Parsed, Transport};
 use crate::service::Protocol;
 use crate::wire::checksum::{udp_update16, udp_update32, update16, update32};
 use crate::wire::{ethernet, Ipv4Packet, TcpSegment, UdpDatagram};
@@ -44,23 +45,69 @@ pub fn rewrite_inbound(
     backend: SocketAddrV4,
     link: Link,
 ) -> Result<(), DropReason> {
-    translate(frame, End::Destination, backend, link)
+    let checked = check(frame)?;
+    translate(frame, checked, End::Destination, backend, link)
 }
 
 /// RS:rsport -> client becomes `vip` (the service's VIP and port) -> client, sent over `link`
 /// (the client-side interface's MAC, the router's MAC). Same checks as [`rewrite_inbound`].
 pub fn rewrite_outbound(frame: &mut [u8], vip: SocketAddrV4, link: Link) -> Result<(), DropReason> {
-    translate(frame, End::Source, vip, link)
+    let checked = check(frame)?;
+    translate(frame, checked, End::Source, vip, link)
 }
 
-/// What [`check`] learned about a frame.
+/// [`rewrite_inbound`] of a frame classification parsed as TCP/UDP into `parsed`: only the TTL
+/// is left to check.
+#[inline]
+pub(crate) fn rewrite_inbound_parsed(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    backend: SocketAddrV4,
+    link: Link,
+) -> Result<(), DropReason> {
+    translate(frame, Checked::of(parsed)?, End::Destination, backend, link)
+}
+
+/// [`rewrite_outbound`] of a frame classification parsed as TCP/UDP into `parsed`.
+#[inline]
+pub(crate) fn rewrite_outbound_parsed(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    vip: SocketAddrV4,
+    link: Link,
+) -> Result<(), DropReason> {
+    translate(frame, Checked::of(parsed)?, End::Source, vip, link)
+}
+
+/// Where the headers of a frame checked for a NAT rewrite are.
+#[derive(Clone, Copy)]
 struct Checked {
     protocol: Protocol,
+    /// Offset of the IPv4 header in the frame.
+    l3_at: usize,
+    /// Its length: at least 20, at most `total_len`.
     header_len: usize,
+    /// The IPv4 total length, the transport header (whole) included.
     total_len: usize,
 }
 
-/// Validates a frame for a NAT rewrite, without writing.
+impl Checked {
+    /// What classification learned; an ICMP error is not NAT's to rewrite.
+    #[inline]
+    fn of(parsed: &Parsed) -> Result<Self, DropReason> {
+        match parsed.transport() {
+            Transport::Flow(flow) => Ok(Checked {
+                protocol: flow.key.protocol,
+                l3_at: parsed.l3_at(),
+                header_len: parsed.l3_header_len(),
+                total_len: parsed.l3_len(),
+            }),
+            Transport::IcmpError(_) => Err(DropReason::UnsupportedProtocol),
+        }
+    }
+}
+
+/// Validates a raw frame for a NAT rewrite, without writing (the TTL is [`translate`]'s).
 #[inline]
 fn check(frame: &[u8]) -> Result<Checked, DropReason> {
     let ip = ipv4_of(frame)?;
@@ -76,29 +123,38 @@ fn check(frame: &[u8]) -> Result<Checked, DropReason> {
             .map(|_| ())
             .map_err(|_| DropReason::Truncated)?,
     }
-    if ip.ttl() <= 1 {
-        return Err(DropReason::TtlExpired);
-    }
     Ok(Checked {
         protocol,
+        l3_at: ethernet::HEADER_LEN,
         header_len: usize::from(ip.header_len()),
         total_len: usize::from(ip.total_len()),
     })
 }
 
+/// Checks the TTL (> 1), then rewrites the checked frame.
 #[inline]
-fn translate(frame: &mut [u8], end: End, to: SocketAddrV4, link: Link) -> Result<(), DropReason> {
-    let checked = check(frame)?;
-    let packet = &mut frame[ethernet::HEADER_LEN..ethernet::HEADER_LEN + checked.total_len];
+fn translate(
+    frame: &mut [u8],
+    checked: Checked,
+    end: End,
+    to: SocketAddrV4,
+    link: Link,
+) -> Result<(), DropReason> {
+    let packet = frame
+        .get_mut(checked.l3_at..checked.l3_at + checked.total_len)
+        .ok_or(DropReason::Truncated)?;
     let (header, transport) = packet.split_at_mut(checked.header_len);
 
     let mut ip = Ipv4Packet::new_unchecked(header);
+    let ttl = ip.ttl();
+    if ttl <= 1 {
+        return Err(DropReason::TtlExpired);
+    }
     let old_addr = match end {
         End::Source => ip.src_addr(),
         End::Destination => ip.dst_addr(),
     };
     let new_addr = *to.ip();
-    let ttl = ip.ttl();
     let mut sum = ttl_update(ip.checksum(), ip.protocol(), ttl, ttl - 1);
     sum = update32(sum, u32::from(old_addr), u32::from(new_addr));
     ip.set_ttl(ttl - 1);

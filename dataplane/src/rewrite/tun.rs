@@ -49,6 +49,7 @@ use std::net::Ipv4Addr;
 
 use super::{ipv4_of, Link};
 use crate::counters::DropReason;
+use crate::parse::Parsed;
 use crate::wire::icmp::{self, message, unreachable};
 use crate::wire::{ethernet, ipv4, EtherType, Icmpv4Packet, Ipv4Packet};
 
@@ -118,9 +119,63 @@ pub fn encapsulate(
     let end = start.checked_add(len).ok_or(DropReason::Truncated)?;
     let frame = buffer.get(start..end).ok_or(DropReason::Truncated)?;
     let inner = ipv4_of(frame)?;
-    let inner_len = usize::from(inner.total_len());
-    let (tos, dont_frag) = (inner.tos(), inner.dont_frag());
+    let inner = Inner {
+        len: usize::from(inner.total_len()),
+        tos: inner.tos(),
+        dont_frag: inner.dont_frag(),
+    };
+    encapsulate_inner(buffer, start, inner, backend, egress, ident)
+}
 
+/// [`encapsulate`] of a frame classification parsed into `parsed`: the inner header is not
+/// checked again, only the MTU and the headroom.
+#[inline]
+pub(crate) fn encapsulate_parsed(
+    buffer: &mut [u8],
+    start: usize,
+    len: usize,
+    parsed: &Parsed,
+    backend: Ipv4Addr,
+    egress: &TunnelEgress,
+    ident: u16,
+) -> Result<Encapsulated, DropReason> {
+    let end = start.checked_add(len).ok_or(DropReason::Truncated)?;
+    let frame = buffer.get(start..end).ok_or(DropReason::Truncated)?;
+    let ip = parsed.ipv4(frame).ok_or(DropReason::Truncated)?;
+    let inner = Inner {
+        len: parsed.l3_len(),
+        tos: ip.tos(),
+        dont_frag: ip.dont_frag(),
+    };
+    encapsulate_inner(buffer, start, inner, backend, egress, ident)
+}
+
+/// What encapsulation needs of the inner packet's header.
+#[derive(Clone, Copy)]
+struct Inner {
+    /// Total length.
+    len: usize,
+    /// Type of service, copied to the outer header.
+    tos: u8,
+    /// Don't fragment, copied to the outer header.
+    dont_frag: bool,
+}
+
+/// Encapsulates the checked frame at `buffer[start..]` whose inner packet is `inner`.
+#[inline]
+fn encapsulate_inner(
+    buffer: &mut [u8],
+    start: usize,
+    inner: Inner,
+    backend: Ipv4Addr,
+    egress: &TunnelEgress,
+    ident: u16,
+) -> Result<Encapsulated, DropReason> {
+    let Inner {
+        len: inner_len,
+        tos,
+        dont_frag,
+    } = inner;
     if HEADROOM + inner_len > usize::from(egress.mtu) {
         if !dont_frag {
             return Err(DropReason::TooBig);

@@ -1,0 +1,79 @@
+//! A frame for no service: looked up as a NAT real server's reply and rewritten to come from
+//! VIP:port toward the client side's next hop; and that last rewrite, shared with the ICMP errors
+//! about a client's packet (`icmp.rs`).
+//!
+//! What this module must not do: schedule or create connections: a reply only follows an entry.
+
+use std::net::SocketAddrV4;
+use std::time::Instant;
+
+use super::shared::{count_out, interfaces, At, Egress, Pipeline, Verdict};
+use crate::conntrack::{ConnId, ConnState};
+use crate::counters::{DropReason, WorkerCounters};
+use crate::parse::{Flow, Parsed};
+use crate::rewrite::{nat, Link};
+use crate::service::{Forwarding, Protocol, ServiceTable};
+
+impl Pipeline {
+    /// A frame for no service: a NAT real server's reply, or nothing we know.
+    #[inline]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one frame's whole context, kept flat"
+    )]
+    pub(super) fn reply(
+        &mut self,
+        buffer: &mut [u8],
+        at: At,
+        parsed: &Parsed,
+        flow: &Flow,
+        table: &ServiceTable,
+        now: Instant,
+        counters: &WorkerCounters,
+    ) -> Result<Verdict, DropReason> {
+        let gauges = self.gauges(table);
+        let id = self
+            .connections
+            .lookup_reply(&flow.key, now, &table.timeouts, counters, gauges)
+            .ok_or(DropReason::NoService)?;
+        let connection = *self.connections.connection(id);
+        self.to_client(buffer, at, parsed, id, table, nat::rewrite_outbound_parsed)?;
+        let state = match flow.key.protocol {
+            Protocol::Tcp => connection.state.on_tcp_reply(flow.flags),
+            Protocol::Udp => ConnState::Udp,
+        };
+        self.connections.touch(id, state, now, gauges);
+        self.export_connection(id, state != connection.state, Forwarding::Nat, counters);
+        count_out(gauges, &connection, at);
+        Ok(at.tx(Egress::Peer))
+    }
+
+    /// Rewrites a frame from the real server of the NAT flow `id` (a reply, or an ICMP error
+    /// about a client packet) to come from VIP:port, toward the client side's next hop.
+    #[inline]
+    pub(super) fn to_client(
+        &self,
+        buffer: &mut [u8],
+        at: At,
+        parsed: &Parsed,
+        id: ConnId,
+        table: &ServiceTable,
+        rewrite: fn(&mut [u8], &Parsed, SocketAddrV4, Link) -> Result<(), DropReason>,
+    ) -> Result<(), DropReason> {
+        let sides = interfaces(table)?;
+        let router = sides
+            .client
+            .next_hop_mac
+            .ok_or(DropReason::NeighbourUnresolved)?;
+        let key = self.connections.key(id);
+        rewrite(
+            &mut buffer[at.start..at.end()],
+            parsed,
+            SocketAddrV4::new(key.dst_addr, key.dst_port),
+            Link {
+                src_mac: sides.client.mac,
+                dst_mac: router,
+            },
+        )
+    }
+}
