@@ -3,9 +3,9 @@
 //! One thread, `health-checker`, checks every real server of every service that has a
 //! `[service.health_check]`, each every `interval`: a TCP connect (`tcp.rs`), an HTTP GET
 //! (`http.rs`), a send/expect exchange (`send_expect.rs`), or a program run (`exec.rs`); the
-//! lifecycle they share (start, verdict, outcome) is in `check.rs`, and no probe imports another. Sockets are non-blocking and
-//! multiplexed with one poll(2), each check a small state machine with a deadline, so hundreds
-//! of servers cost one thread. At most [`MAX_RUNNING_EXEC`] programs run at once and
+//! lifecycle they share (start, verdict, outcome) is in `check.rs`, and no probe imports
+//! another. Sockets are non-blocking and multiplexed with one poll(2), each check a small state
+//! machine with a deadline, so hundreds of servers cost one thread. At most [`MAX_RUNNING_EXEC`] programs run at once and
 //! [`MAX_OPEN_PROBES`] sockets are open at once; checks beyond that wait their turn. First checks
 //! are spread over the interval so that hundreds do not fire at once.
 //!
