@@ -32,6 +32,8 @@ use director_proto::{Reply, Request};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, DirectorConfig, HaConfig, MAX_WEIGHT};
+use crate::ha::sync::{Role, Routing, SyncConfig, SyncCounters, SyncDaemon};
+use crate::ha::vrrp::{HaEvent, Vrrp, VrrpStatusSource};
 use crate::health::{self, Health, HealthBoard, HealthChecker, Transition};
 use crate::metrics::MetricsServer;
 use crate::neighbours::{self, Neighbours, Sides};
@@ -40,12 +42,10 @@ use crate::rates::RateTracker;
 use crate::signals::Signal;
 use crate::stats;
 use crate::stats_server::{SocketAccess, StatsServer};
-use crate::sync::{Role, Routing, SyncConfig, SyncCounters, SyncDaemon};
 use crate::table::{
     classifier_keys, nat_backend_keys, BackendId, BuiltTable, Override, PoolView, ReuseGate,
     TableBuilder,
 };
-use crate::vrrp::{HaEvent, Vrrp, VrrpStatusSource};
 
 /// How often control re-reads the neighbour table for real-server MACs.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
@@ -774,7 +774,9 @@ impl Director {
                 Ok(_) => {
                     info!(%address, interface = %server.name, "NAT gateway address added");
                     self.added_server_address = Some((address, prefix));
-                    if let Err(error) = crate::vrrp::announce_addresses(&server.name, &[address]) {
+                    if let Err(error) =
+                        crate::ha::vrrp::announce_addresses(&server.name, &[address])
+                    {
                         warn!(%error, "could not announce the NAT gateway address");
                     }
                 }
