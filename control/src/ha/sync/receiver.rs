@@ -15,7 +15,8 @@ use dataplane::sync::{SyncQueue, SyncRecord};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tracing::warn;
 
-use super::{add, socket_error, Role, Routing, SyncConfig, SyncCounters, SyncError, GROUP};
+use super::config::{socket_error, Role, Routing, SyncConfig, SyncError, GROUP};
+use super::counters::{add, SyncCounters};
 use crate::netlink;
 
 /// How long the receiver thread waits for a datagram before it checks for a stop.

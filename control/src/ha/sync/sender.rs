@@ -7,15 +7,19 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dataplane::sync::wire::{encode_datagram, records_per_datagram, HEADER_LEN, RECORD_LEN};
 use dataplane::sync::{SyncQueue, SyncRecord};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::warn;
 
-use super::{add, socket_error, Role, SyncConfig, SyncCounters, SyncError, FLUSH_INTERVAL, GROUP};
+use super::config::{socket_error, Role, SyncConfig, SyncError, GROUP};
+use super::counters::{add, SyncCounters};
 use crate::netlink;
+
+/// Longest a record waits in a partly filled datagram before it is sent.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The master's side: drains the workers' export queues and sends datagrams.
 pub struct SyncSender {

@@ -2,14 +2,16 @@
 //! (batching, filtering, routing, full queues, role switches). The datagram format's own tests
 //! are beside it in `dataplane::sync::wire`.
 
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::conntrack::{ConnState, FlowKey};
+use dataplane::sync::{ConnectionRecord, SyncQueues, SyncRecord, TemplateRecord};
+use dataplane::{Forwarding, ServiceKey};
 
 use super::*;
 use crate::netlink;
-use dataplane::conntrack::ConnState;
-use dataplane::sync::SyncRecord;
-use dataplane::sync::{ConnectionRecord, TemplateRecord};
-use dataplane::{Forwarding, ServiceKey};
 
 fn record(n: u16) -> SyncRecord {
     SyncRecord::Connection(ConnectionRecord {
