@@ -5,9 +5,10 @@
 //! (`http.rs`), a send/expect exchange (`send_expect.rs`), or a program run (`exec.rs`); the
 //! lifecycle they share (start, verdict, outcome) is in `check.rs`, and no probe imports
 //! another. Sockets are non-blocking and multiplexed with one poll(2), each check a small state
-//! machine with a deadline, so hundreds of servers cost one thread. At most [`MAX_RUNNING_EXEC`] programs run at once and
-//! [`MAX_OPEN_PROBES`] sockets are open at once; checks beyond that wait their turn. First checks
-//! are spread over the interval so that hundreds do not fire at once.
+//! machine with a deadline, so hundreds of servers cost one thread. At most
+//! [`MAX_RUNNING_EXEC`] programs run at once and [`MAX_OPEN_PROBES`] sockets are open at once;
+//! checks beyond that wait their turn. First checks are spread over the interval so that
+//! hundreds do not fire at once.
 //!
 //! Single results become health through rise and fall ([`hysteresis`]): servers start up, go
 //! down after `fall` failures in a row and come back after `rise` successes. Each change is sent

@@ -22,7 +22,6 @@
 //! (`datagrams_lost`). Each record is [`RECORD_LEN`] bytes, laid out below. The sync
 //! traffic is not authenticated (nor is IPVS's): keep it on a link only the directors share.
 //!
-//!
 //! # Record format (24 bytes, big-endian)
 //!
 //! ```text
@@ -33,11 +32,11 @@
 //! ```
 //!
 //! `kind` is 1 for a connection, 2 for a persistence template (masked client, no client port,
-//! forwarding and state 0); the byte ranges are the private `field` module's. Codes are validated on receipt; the reserved bytes are sent as 0
-//! and ignored.
+//! forwarding and state 0); the byte ranges are the private `field` module's. Codes are
+//! validated on receipt; the reserved bytes are sent as 0 and ignored.
 //!
-//! What this module must not do: panic on any bytes [`Datagram::parse`] or [`SyncRecord::decode`]
-//! is given, or read a record before the datagram's lengths are checked.
+//! What this module must not do: panic on any bytes [`Datagram::parse`] or
+//! [`SyncRecord::decode`] is given, or read a record before the datagram's lengths are checked.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
