@@ -20,7 +20,9 @@
 //! - [`rates`]: the once-a-second counter samples behind the replies' 1 s and 5 s rates.
 //! - [`access`]: who may change the director through the socket (`SO_PEERCRED`, groups).
 //! - [`metrics`]: the optional Prometheus `/metrics` HTTP listener.
-//! - [`vrrp`]: VRRPv3 (RFC 5798) with other directors or keepalived: who holds the VIPs.
+//! - [`ha`]: high availability between directors: [`ha::vrrp`], VRRPv3 (RFC 5798) with other
+//!   directors or keepalived, decides who holds the VIPs; [`ha::sync`] sends connection state
+//!   to the backups so flows survive a failover.
 //!
 //! What control must not do: touch frames. The per-packet path (parsing, scheduling a flow,
 //! rewriting, transmitting) belongs to `dataplane`; control only builds the immutable snapshots
@@ -29,7 +31,7 @@
 //! wait for it.
 //!
 //! Unsafe code is confined to [`netlink`] (raw sockets and ioctls), [`signals`] (signal
-//! masks), [`access`] (`SO_PEERCRED`, `geteuid`), `vrrp::socket` (raw IP and `AF_PACKET`
+//! masks), [`access`] (`SO_PEERCRED`, `geteuid`), `ha::vrrp::socket` (raw IP and `AF_PACKET`
 //! sockets) and `health::sys` (non-blocking connect, poll(2), pidfds, killing a check's process
 //! group); the rest of the crate denies it.
 #![deny(unsafe_code)]
@@ -42,6 +44,7 @@ pub mod access;
 pub mod config;
 pub mod director;
 pub mod duration;
+pub mod ha;
 pub mod health;
 pub mod metrics;
 pub mod neighbours;
@@ -58,8 +61,6 @@ pub mod rates;
 pub mod signals;
 pub mod stats;
 pub mod stats_server;
-pub mod sync;
 pub mod table;
-pub mod vrrp;
 
 pub use config::{BackendConfig, Config, ConfigError, DirectorConfig, HaConfig, ServiceConfig};

@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use control::sync::{
+use control::ha::sync::{
     encode_datagram, Role, Routing, SyncConfig, SyncCounters, SyncDaemon, SyncReceiver, SyncSender,
     DEFAULT_PORT,
 };

@@ -13,8 +13,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use control::ha::vrrp::{HaEvent, Vrrp, VrrpState, VrrpStatus};
 use control::netlink::{self, Netlink};
-use control::vrrp::{HaEvent, Vrrp, VrrpState, VrrpStatus};
 use control::HaConfig;
 use crossbeam_channel::{Receiver, Select};
 use director_lab::{
@@ -434,7 +434,7 @@ fn backup_takes_over_when_the_master_link_goes_down_and_the_primary_preempts_bac
     lab.set_link(Host::Director, true);
     group.run_until_elected("director (150) preempts back", 0);
     let back = group.routers[0].master_after(up);
-    let bound = control::vrrp::LINK_CHECK_INTERVAL + master_down_interval(150, INTERVAL);
+    let bound = control::ha::vrrp::LINK_CHECK_INTERVAL + master_down_interval(150, INTERVAL);
     println!("link up: director master again after {back:?} (link check + master-down interval {bound:?})");
     assert!(back < bound + SLACK, "took {back:?}");
     assert_vip_on(&lab, Host::Director, Host::ExtraDirector(2));

@@ -126,7 +126,9 @@ impl Director {
                 Ok(_) => {
                     info!(%address, interface = %server.name, "NAT gateway address added");
                     self.added_server_address = Some((address, prefix));
-                    if let Err(error) = crate::vrrp::announce_addresses(&server.name, &[address]) {
+                    if let Err(error) =
+                        crate::ha::vrrp::announce_addresses(&server.name, &[address])
+                    {
                         warn!(%error, "could not announce the NAT gateway address");
                     }
                 }

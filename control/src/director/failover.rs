@@ -22,8 +22,8 @@ use tracing::{error, info, warn};
 use super::state::HaView;
 use super::Director;
 use crate::config::HaConfig;
-use crate::sync::{Role, Routing, SyncConfig, SyncDaemon};
-use crate::vrrp::{HaEvent, Vrrp};
+use crate::ha::sync::{Role, Routing, SyncConfig, SyncDaemon};
+use crate::ha::vrrp::{HaEvent, Vrrp};
 
 /// VRRP and state sync of a director with `[ha]`.
 pub(super) struct Ha {

@@ -41,6 +41,7 @@ use dataplane::{ServiceKey, ServiceTable};
 use tracing::{error, info};
 
 use crate::config::Config;
+use crate::ha::vrrp::HaEvent;
 use crate::health::HealthChecker;
 use crate::metrics::MetricsServer;
 use crate::neighbours::{Neighbours, Sides};
@@ -49,7 +50,6 @@ use crate::signals::Signal;
 use crate::stats;
 use crate::stats_server::StatsServer;
 use crate::table::{BackendId, Override, TableBuilder};
-use crate::vrrp::HaEvent;
 
 mod addresses;
 mod commands;

@@ -14,11 +14,11 @@ use dataplane::xdp::XdpClassifier;
 use dataplane::{ServiceTable, WorkerCounters};
 use director_proto::{Reply, Request};
 
+use crate::ha::sync::SyncCounters;
+use crate::ha::vrrp::VrrpStatusSource;
 use crate::health::HealthBoard;
 use crate::rates::RateTracker;
-use crate::sync::SyncCounters;
 use crate::table::PoolView;
-use crate::vrrp::VrrpStatusSource;
 
 /// One interface the director serves.
 pub struct Interface {

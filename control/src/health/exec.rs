@@ -12,8 +12,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::process::{Child, Command, Stdio};
 
+use super::check::{Outcome, Start};
 use super::sys;
-use super::tcp::{Outcome, Start};
 
 /// One exec check running (or killed and not yet reaped).
 #[derive(Debug)]

@@ -5,7 +5,22 @@
 
 use std::net::SocketAddrV4;
 
-use super::tcp::Verdict;
+use super::check::{excerpt, find, Judge, Verdict};
+
+/// Healthy once the status line carries `status` and, if `body` is set, the body contains it.
+#[derive(Clone, Debug)]
+pub struct HttpExpectation {
+    /// The status code the answer must carry.
+    pub status: u16,
+    /// Text the body must contain, if any.
+    pub body: Option<String>,
+}
+
+impl Judge for HttpExpectation {
+    fn judge(&self, answer: &[u8], closed: bool) -> Verdict {
+        judge(answer, closed, self.status, self.body.as_deref())
+    }
+}
 
 /// The request sent to `address` for `path`.
 pub fn request(path: &str, address: SocketAddrV4) -> Vec<u8> {
@@ -67,27 +82,6 @@ fn status_code(line: &[u8]) -> Option<u16> {
         return None;
     }
     code.parse().ok()
-}
-
-/// Where `needle` first occurs in `haystack`.
-pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(0);
-    }
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
-}
-
-/// The start of what a server sent, printable, for a failure reason.
-pub fn excerpt(bytes: &[u8]) -> String {
-    const SHOWN: usize = 40;
-    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(SHOWN)]).into_owned();
-    if bytes.len() > SHOWN {
-        format!("{shown:?}...")
-    } else {
-        format!("{shown:?}")
-    }
 }
 
 #[cfg(test)]
@@ -155,11 +149,5 @@ mod tests {
             judge(b"HTTP/1.0 500 Oops\r\n\r\nok", true, 200, Some("ok")),
             Verdict::Fail("status 500 (expected 200)".to_owned())
         );
-    }
-
-    #[test]
-    fn excerpts_are_short_and_printable() {
-        assert_eq!(excerpt(b"a\x00b"), "\"a\\0b\"");
-        assert_eq!(excerpt(&[b'x'; 50]), format!("{:?}...", "x".repeat(40)));
     }
 }

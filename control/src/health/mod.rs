@@ -2,11 +2,13 @@
 //!
 //! One thread, `health-checker`, checks every real server of every service that has a
 //! `[service.health_check]`, each every `interval`: a TCP connect (`tcp.rs`), an HTTP GET
-//! (`http.rs`), a send/expect exchange, or a program run (`exec.rs`). Sockets are non-blocking and
-//! multiplexed with one poll(2), each check a small state machine with a deadline, so hundreds
-//! of servers cost one thread. At most [`MAX_RUNNING_EXEC`] programs run at once and
-//! [`MAX_OPEN_PROBES`] sockets are open at once; checks beyond that wait their turn. First checks
-//! are spread over the interval so that hundreds do not fire at once.
+//! (`http.rs`), a send/expect exchange (`send_expect.rs`), or a program run (`exec.rs`); the
+//! lifecycle they share (start, verdict, outcome) is in `check.rs`, and no probe imports
+//! another. Sockets are non-blocking and multiplexed with one poll(2), each check a small state
+//! machine with a deadline, so hundreds of servers cost one thread. At most
+//! [`MAX_RUNNING_EXEC`] programs run at once and [`MAX_OPEN_PROBES`] sockets are open at once;
+//! checks beyond that wait their turn. First checks are spread over the interval so that
+//! hundreds do not fire at once.
 //!
 //! Single results become health through rise and fall ([`hysteresis`]): servers start up, go
 //! down after `fall` failures in a row and come back after `rise` successes. Each change is sent
@@ -16,9 +18,11 @@
 //! What it must not do: run in or wait for a worker, block on any one server, or leave a child
 //! process unreaped. It never touches the service table itself: it only reports.
 
+mod check;
 mod exec;
 mod http;
 pub mod hysteresis;
+mod send_expect;
 #[expect(
     unsafe_code,
     reason = "non-blocking connect, poll(2), pidfd_open and kill; every block has a SAFETY comment"
@@ -44,9 +48,12 @@ use tracing::{debug, warn};
 use crate::config::{CheckKind, Config, HealthCheckConfig};
 use crate::duration::format_duration;
 use crate::table::BackendId;
+use check::{Outcome, Start};
 use exec::ExecCheck;
+use http::HttpExpectation;
 use hysteresis::Hysteresis;
-use tcp::{Outcome, Probe, Start};
+use send_expect::Contains;
+use tcp::{Exchange, Probe};
 
 /// Most exec checks running at once; more wait until one ends.
 pub const MAX_RUNNING_EXEC: usize = 8;
@@ -85,6 +92,31 @@ pub fn targets(config: &Config) -> Vec<Target> {
         }
     }
     targets
+}
+
+/// What a check of `kind` (not exec) sends to `address` and how it judges the answer; `None`
+/// for `tcp`, which passes once connected.
+fn exchange(kind: &CheckKind, address: SocketAddrV4) -> Option<Exchange> {
+    match kind {
+        CheckKind::Http {
+            path,
+            expect_status,
+            expect_body,
+        } => Some(Exchange {
+            request: http::request(path, address),
+            judge: Box::new(HttpExpectation {
+                status: *expect_status,
+                body: expect_body.clone(),
+            }),
+        }),
+        CheckKind::SendExpect { send, expect } => Some(Exchange {
+            request: send.as_bytes().to_vec(),
+            judge: Box::new(Contains {
+                expected: expect.clone(),
+            }),
+        }),
+        CheckKind::Tcp | CheckKind::Exec { .. } => None,
+    }
 }
 
 /// A real server's health changed.
@@ -455,15 +487,18 @@ impl CheckLoop {
             let entry = &mut self.entries[index];
             entry.next_due = now + entry.target.check.interval;
             let deadline = now + entry.target.check.timeout;
-            let started =
-                match &entry.target.check.kind {
-                    CheckKind::Exec { command } => ExecCheck::start(command, entry.target.address)
-                        .map(|check| RunningCheck::Exec {
+            let started = match &entry.target.check.kind {
+                CheckKind::Exec { command } => {
+                    ExecCheck::start(command, entry.target.address).map(|check| {
+                        RunningCheck::Exec {
                             check,
                             timed_out: None,
-                        }),
-                    kind => Probe::start(entry.target.address, kind).map(RunningCheck::Probe),
-                };
+                        }
+                    })
+                }
+                kind => Probe::start(entry.target.address, exchange(kind, entry.target.address))
+                    .map(RunningCheck::Probe),
+            };
             match started {
                 Start::Running(check) => {
                     if is_exec {

@@ -3,30 +3,19 @@
 //! is non-blocking; the loop polls [`Probe::fd`] for [`Probe::events`] and calls
 //! [`Probe::advance`] when it is ready, and gives up at the check's deadline.
 //!
-//! `tcp` passes once the connection is accepted; `send_expect` once the answer contains the
-//! expected bytes; `http` as [`super::http`] judges.
+//! `tcp` passes once the connection is accepted; `http` and `send_expect` once their
+//! [`Judge`] passes the answer. This module speaks TCP only: what to send and how to judge the
+//! answer come in an [`Exchange`] built by the checker, so it never imports a sibling probe.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd as _, RawFd};
 
-use super::http;
+use super::check::{Judge, Outcome, Start, Verdict};
 use super::sys::{self, ConnectError};
-use crate::config::CheckKind;
 
 /// Most bytes of an answer read before giving up on finding what was expected.
 pub const MAX_ANSWER: usize = 64 * 1024;
-
-/// What an answer read so far amounts to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Healthy.
-    Pass,
-    /// Not healthy, and why.
-    Fail(String),
-    /// Undecided: read more.
-    NeedMore,
-}
 
 /// What a probe waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,12 +25,13 @@ enum Phase {
     Reading,
 }
 
-/// What counts as healthy.
-#[derive(Clone, Debug)]
-enum Expectation {
-    Connected,
-    Http { status: u16, body: Option<String> },
-    Contains(String),
+/// What a request-and-answer check sends once connected, and how its answer is judged.
+#[derive(Debug)]
+pub struct Exchange {
+    /// The bytes written once connected.
+    pub request: Vec<u8>,
+    /// Judges the answer.
+    pub judge: Box<dyn Judge>,
 }
 
 /// One check in flight.
@@ -49,60 +39,17 @@ enum Expectation {
 pub struct Probe {
     stream: TcpStream,
     phase: Phase,
-    request: Vec<u8>,
+    /// `None` for a plain `tcp` check, which passes once connected.
+    exchange: Option<Exchange>,
     written: usize,
     answer: Vec<u8>,
-    expectation: Expectation,
-}
-
-/// The outcome of a finished check: `Err` holds why it failed.
-pub type Outcome = Result<(), String>;
-
-/// How starting a check went.
-#[derive(Debug)]
-pub enum Start<T> {
-    /// In flight.
-    Running(T),
-    /// Decided at once.
-    Done(Outcome),
-    /// The director could not even try (no socket, no process): says nothing about the
-    /// server, so it counts as no check at all.
-    Unavailable(String),
-}
-
-impl<T> Start<T> {
-    /// The running check converted by `convert`.
-    pub fn map<U>(self, convert: impl FnOnce(T) -> U) -> Start<U> {
-        match self {
-            Start::Running(check) => Start::Running(convert(check)),
-            Start::Done(outcome) => Start::Done(outcome),
-            Start::Unavailable(why) => Start::Unavailable(why),
-        }
-    }
 }
 
 impl Probe {
-    /// Starts a check of `kind` (not exec) against `address`; it may be decided at once (the
-    /// connection refused on the spot, say).
-    pub fn start(address: SocketAddrV4, kind: &CheckKind) -> Start<Probe> {
-        let (request, expectation) = match kind {
-            CheckKind::Http {
-                path,
-                expect_status,
-                expect_body,
-            } => (
-                http::request(path, address),
-                Expectation::Http {
-                    status: *expect_status,
-                    body: expect_body.clone(),
-                },
-            ),
-            CheckKind::SendExpect { send, expect } => (
-                send.as_bytes().to_vec(),
-                Expectation::Contains(expect.clone()),
-            ),
-            CheckKind::Tcp | CheckKind::Exec { .. } => (Vec::new(), Expectation::Connected),
-        };
+    /// Starts a check against `address` that sends and judges `exchange`, or passes once
+    /// connected if there is none; it may be decided at once (the connection refused on the
+    /// spot, say).
+    pub fn start(address: SocketAddrV4, exchange: Option<Exchange>) -> Start<Probe> {
         let (stream, connected) = match sys::connect_nonblocking(address) {
             Ok(connected) => connected,
             // The director's own shortage (no local port, no buffers) says nothing of the
@@ -123,10 +70,9 @@ impl Probe {
         let mut probe = Probe {
             stream,
             phase: Phase::Connecting,
-            request,
+            exchange,
             written: 0,
             answer: Vec::new(),
-            expectation,
         };
         if connected {
             if let Some(outcome) = probe.on_connected() {
@@ -171,7 +117,7 @@ impl Probe {
     }
 
     fn on_connected(&mut self) -> Option<Outcome> {
-        if matches!(self.expectation, Expectation::Connected) {
+        if self.exchange.is_none() {
             return Some(Ok(()));
         }
         self.phase = Phase::Sending;
@@ -179,8 +125,12 @@ impl Probe {
     }
 
     fn send(&mut self) -> Option<Outcome> {
-        while self.written < self.request.len() {
-            match self.stream.write(&self.request[self.written..]) {
+        let request = self
+            .exchange
+            .as_ref()
+            .map_or(&[][..], |exchange| &exchange.request);
+        while self.written < request.len() {
+            match self.stream.write(&request[self.written..]) {
                 Ok(0) => return Some(Err("connection closed while sending".to_owned())),
                 Ok(count) => self.written += count,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return None,
@@ -223,24 +173,9 @@ impl Probe {
     }
 
     fn judge(&self, closed: bool) -> Verdict {
-        match &self.expectation {
-            Expectation::Connected => Verdict::Pass,
-            Expectation::Http { status, body } => {
-                http::judge(&self.answer, closed, *status, body.as_deref())
-            }
-            Expectation::Contains(expected) => {
-                if http::find(&self.answer, expected.as_bytes()).is_some() {
-                    Verdict::Pass
-                } else if closed {
-                    Verdict::Fail(if self.answer.is_empty() {
-                        format!("closed without answering (expected {expected:?})")
-                    } else {
-                        format!("answer lacks {expected:?}: {}", http::excerpt(&self.answer))
-                    })
-                } else {
-                    Verdict::NeedMore
-                }
-            }
+        match &self.exchange {
+            None => Verdict::Pass,
+            Some(exchange) => exchange.judge.judge(&self.answer, closed),
         }
     }
 }

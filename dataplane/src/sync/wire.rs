@@ -1,118 +1,62 @@
-//! Connection state sync between directors: the record a master's workers export and a backup's
-//! workers import, its fixed 24-byte wire form, and the bounded queues between the workers and
-//! control's sync daemon (`control::sync`), in the manner of the IPVS sync daemon
-//! (`net/netfilter/ipvs/ip_vs_sync.c`).
+//! State sync's bytes on the wire, all of them: the datagram directors exchange and the
+//! 24-byte records it carries.
 //!
-//! # What is exported, and when
+//! The workers push and pop [`SyncRecord`]s, plain in-memory structs, through the lock-free
+//! queues ([`super`]); they never see bytes. Control's sync daemon (`control::ha::sync`) turns
+//! records into datagrams and back with this module, and nothing else in the workspace encodes
+//! or decodes them. The format lives here, in the data plane, rather than in control because
+//! control depends on the data plane and not the other way round: the data plane's own tests
+//! feed imports from record bytes (`tests/never_panic.rs`), and both crates can reach this
+//! module, so one copy serves both.
 //!
-//! With export enabled ([`WorkerSync::export`]), the pipeline pushes a [`SyncRecord`] when
-//! - it creates a connection entry (any state: a synced SYN entry lets the client's handshake
-//!   ACK reach the same real server after a failover, which a non-consistent scheduler would
-//!   not otherwise give it);
-//! - an entry changes state (established, FIN, RST; a server's FIN or RST for NAT), or gets a
-//!   new real server (its old one left the service);
-//! - an entry that saw a packet was last exported [`WorkerSync::refresh`] or more ago, so a
-//!   long-lived flow stays alive on the backups, whose entries only age (IPVS's
-//!   `sync_refresh_period`). It must stay below the shortest timeout that matters (UDP's, and
-//!   a persistent service's, whose templates the backups only see refreshed with their
-//!   connections): control uses at most half of each at start.
+//! # Datagram format (version 1, big-endian)
 //!
-//! IPVS syncs TCP only from ESTABLISHED on (`ip_vs_sync_conn_needed`) and a connection once per
-//! `sync_threshold`/`sync_period` packets; this data plane exports embryonic entries too (see
-//! above) and a connection per state change or refresh period, never per packet. Like IPVS,
-//! whenever a connection of a persistent service is exported, its client's template follows
-//! it as a [`SyncRecord::Template`] (IPVS walks `cp->control` and syncs the template too), so
-//! templates are created and refreshed on the backups as long as their clients are active.
-//! Expiry is not exported: each director ages its own entries.
+//! ```text
+//!  0      4        5        6          8         10         12          16
+//!  | magic | version | sync id | records | length | reserved | sequence |
+//!  | "DSYN"|    1    |  0-255  |  count  | total  |    0     |  u32     |  records x 24 bytes
+//! ```
 //!
-//! A push never waits, allocates or logs: a full queue counts the record in
-//! `sync_records_dropped` and forwarding goes on (a lost record costs, at worst, that flow on a
-//! failover, as a lost datagram does).
+//! `length` is the whole datagram's and must equal 16 + 24 x `records`; `sequence` counts a
+//! sender's datagrams, so a receiver can count the ones lost between two it got
+//! (`datagrams_lost`). Each record is [`RECORD_LEN`] bytes, laid out below. The sync
+//! traffic is not authenticated (nor is IPVS's): keep it on a link only the directors share.
 //!
-//! # Import
+//! # Record format (24 bytes, big-endian)
 //!
-//! A backup's worker drains its import queue between bursts, at most [`IMPORT_BUDGET`] records an
-//! iteration ([`crate::Pipeline::drain_imports`]). A connection record creates or refreshes the
-//! entry for its flow with the master's real server and state (the master is authoritative: an
-//! entry on another real server is rebound, as `ip_vs_proc_conn` expires and recreates a
-//! connection whose destination differs), resolved by address and port in the worker's current
-//! [`crate::ServiceTable`]; a service or real server this director does not know, or a
-//! forwarding method that differs, counts `sync_records_unknown` and is skipped. Entries move the
-//! gauges and the NAT reply index like any other. A template record is stored in the shared
-//! [`crate::PersistenceTable`] under this director's own persistence group and counter slot for
-//! the named service and real server (groups and slots are local numbering; the service key and
-//! addresses are not). Importing an entry exports nothing, so two directors that both export and
-//! import cannot echo records at each other; an imported entry is exported again only when the
-//! director forwards for it (after a failover, as the new master). Records carry no timeouts: a backup uses
-//! its own configuration's, which must match the master's (as keepalived configurations do).
+//! ```text
+//!  0      1          2            3       4        8     12        16
+//!  | kind | protocol | forwarding | state | client | VIP | backend |
+//!  16            18         20             22         24
+//!  | client port | VIP port | backend port | reserved |
+//! ```
 //!
-//! # Memory and time
+//! `kind` is 1 for a connection, 2 for a persistence template (masked client, no client port,
+//! forwarding and state 0); the byte ranges are the private `field` module's. Codes are
+//! validated on receipt; the reserved bytes are sent as 0 and ignored.
 //!
-//! The queues are [`crossbeam_queue::ArrayQueue`]s allocated once in [`SyncQueues::new`]: a push
-//! or pop is a few atomic operations on preallocated slots (at most 32 bytes a record). The only
-//! per-entry cost is 4 bytes in the connection table (the second the entry was last exported),
-//! which fit in its existing padding.
-//!
-//! What this module must not do: allocate, lock or log per record on the data-plane side, or
-//! panic on any bytes [`SyncRecord::decode`] is given.
+//! What this module must not do: panic on any bytes [`Datagram::parse`] or
+//! [`SyncRecord::decode`] is given, or read a record before the datagram's lengths are checked.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
-use std::time::Duration;
 
-use crossbeam_queue::ArrayQueue;
-
+use super::{ConnectionRecord, SyncRecord, TemplateRecord};
 use crate::conntrack::{ConnState, FlowKey};
 use crate::service::{Forwarding, Protocol, ServiceKey};
 
 /// Length of one record on the wire.
 pub const RECORD_LEN: usize = 24;
 
-/// Most records a worker imports per loop iteration, so a burst of sync traffic delays its
-/// frames by microseconds, not milliseconds.
-pub const IMPORT_BUDGET: usize = 128;
-
-/// Default [`WorkerSync::refresh`]: well under the shortest long timeout (UDP, 5 minutes), so an
-/// active flow never ages out on a backup.
-pub const DEFAULT_REFRESH: Duration = Duration::from_secs(60);
-
-/// A bounded, preallocated, lock-free queue of records between a worker and control.
-pub type SyncQueue = ArrayQueue<SyncRecord>;
-
-/// One unit of sync: a connection entry, or a persistence template.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncRecord {
-    /// A connection entry: its flow, real server, forwarding method and state.
-    Connection(ConnectionRecord),
-    /// A persistence template: a masked client of a persistent service, pinned to a real server.
-    Template(TemplateRecord),
-}
-
-/// A connection entry as directors exchange it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnectionRecord {
-    /// The flow as the client sent it (client -> VIP:port).
-    pub key: FlowKey,
-    /// The real server and its port (the NAT port mapping's, or the service port).
-    pub backend: SocketAddrV4,
-    /// The service's forwarding method on the master.
-    pub forwarding: Forwarding,
-    /// The entry's state on the master.
-    pub state: ConnState,
-}
-
-/// A persistence template as directors exchange it. The service is named by one of its keys
-/// (any port of a service group finds the group), not by the master's group number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TemplateRecord {
-    /// A key of the persistent service (VIP, the port of the connection that refreshed it,
-    /// protocol).
-    pub service: ServiceKey,
-    /// The client address, masked with the service's persistence netmask.
-    pub client: Ipv4Addr,
-    /// The real server and its port.
-    pub backend: SocketAddrV4,
-}
+/// First bytes of every datagram.
+pub const MAGIC: [u8; 4] = *b"DSYN";
+/// The format version this module writes and reads.
+pub const VERSION: u8 = 1;
+/// Length of the datagram header.
+pub const HEADER_LEN: usize = 16;
+/// Most records in one datagram (a UDP payload is at most 65 507 bytes).
+pub const MAX_RECORDS: usize = (65_507 - HEADER_LEN) / RECORD_LEN;
+/// IPv4 and UDP headers, taken from the MTU to size datagrams.
+const IP_UDP_HEADERS: usize = 20 + 8;
 
 /// Why 24 bytes are not a record. Small and `Copy`, as the `wire` errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -157,9 +101,6 @@ mod field {
     /// Reserved: sent as 0, ignored on receipt (room for flags without a new version).
     pub const RESERVED: Range<usize> = 22..24;
 }
-
-// Records stay small in the queues: with the queue's stamp, 32 bytes a slot.
-const _: () = assert!(std::mem::size_of::<SyncRecord>() <= 24);
 
 const KIND_CONNECTION: u8 = 1;
 const KIND_TEMPLATE: u8 = 2;
@@ -273,64 +214,118 @@ const fn forwarding_from_code(code: u8) -> Option<Forwarding> {
     }
 }
 
-/// One worker's ends of the sync queues, given to its pipeline with
-/// [`crate::Pipeline::with_sync`]. The default has neither: no sync, no cost.
-#[derive(Clone, Debug, Default)]
-pub struct WorkerSync {
-    /// Where the worker pushes what it exports; `None`: it exports nothing.
-    pub export: Option<Arc<SyncQueue>>,
-    /// Where control pushes what the worker imports; `None`: it imports nothing.
-    pub import: Option<Arc<SyncQueue>>,
-    /// How long after its last export an entry that still sees packets is exported again
-    /// (rounded up to whole seconds, at least one).
-    pub refresh: Duration,
+/// Why bytes are not a datagram of ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DatagramError {
+    /// Shorter than the header.
+    #[error("shorter than the {HEADER_LEN}-byte header")]
+    Truncated,
+    /// Not our magic.
+    #[error("bad magic")]
+    Magic,
+    /// A version this director does not read.
+    #[error("unsupported version {0}")]
+    Version(u8),
+    /// The length field, the record count and the bytes received disagree.
+    #[error("length {claimed} for {records} records, {received} bytes received")]
+    Length {
+        /// The header's length field.
+        claimed: u16,
+        /// The header's record count.
+        records: u16,
+        /// Bytes actually received.
+        received: usize,
+    },
+    /// Another cluster's datagram.
+    #[error("sync id {0} is another cluster's")]
+    ForeignSyncId(u8),
 }
 
-/// Every worker's export and import queue, allocated once when control starts the workers.
-#[derive(Debug)]
-pub struct SyncQueues {
-    exports: Vec<Arc<SyncQueue>>,
-    imports: Vec<Arc<SyncQueue>>,
+/// A validated datagram: its header fields and its records, still encoded.
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    /// The sender's sync id.
+    pub sync_id: u8,
+    /// The sender's datagram number.
+    pub sequence: u32,
+    records: &'a [u8],
 }
 
-impl SyncQueues {
-    /// Queues of `capacity` records each (at least one), an export and an import queue per
-    /// worker. Size the export queues for the records a worker makes between two drains by the
-    /// sender (about 10 ms: at 1 M new flows a second per worker, two or three per flow, 30 000);
-    /// import queues likewise for a receiver's burst.
-    pub fn new(workers: usize, capacity: usize) -> Self {
-        let queue = || Arc::new(ArrayQueue::new(capacity.max(1)));
-        SyncQueues {
-            exports: (0..workers).map(|_| queue()).collect(),
-            imports: (0..workers).map(|_| queue()).collect(),
+impl<'a> Datagram<'a> {
+    /// Validates `bytes` as a datagram of cluster `sync_id`. Every length is checked before any
+    /// record is read, so no input can make a later read go out of bounds.
+    pub fn parse(bytes: &'a [u8], sync_id: u8) -> Result<Self, DatagramError> {
+        let header: &[u8; HEADER_LEN] = bytes
+            .get(..HEADER_LEN)
+            .and_then(|header| header.try_into().ok())
+            .ok_or(DatagramError::Truncated)?;
+        if header[0..4] != MAGIC {
+            return Err(DatagramError::Magic);
         }
-    }
-
-    /// Worker `index`'s ends, exporting and importing as asked, with `refresh` as the refresh
-    /// period. Panics if `index` is not a worker of these queues (a start-up bug).
-    pub fn worker(
-        &self,
-        index: usize,
-        export: bool,
-        import: bool,
-        refresh: Duration,
-    ) -> WorkerSync {
-        WorkerSync {
-            export: export.then(|| Arc::clone(&self.exports[index])),
-            import: import.then(|| Arc::clone(&self.imports[index])),
-            refresh,
+        if header[4] != VERSION {
+            return Err(DatagramError::Version(header[4]));
         }
+        let records = u16::from_be_bytes([header[6], header[7]]);
+        let claimed = u16::from_be_bytes([header[8], header[9]]);
+        let expected = HEADER_LEN + usize::from(records) * RECORD_LEN;
+        if usize::from(claimed) != expected || bytes.len() != expected {
+            return Err(DatagramError::Length {
+                claimed,
+                records,
+                received: bytes.len(),
+            });
+        }
+        if header[5] != sync_id {
+            return Err(DatagramError::ForeignSyncId(header[5]));
+        }
+        Ok(Datagram {
+            sync_id: header[5],
+            sequence: u32::from_be_bytes([header[12], header[13], header[14], header[15]]),
+            records: &bytes[HEADER_LEN..],
+        })
     }
 
-    /// Every worker's export queue, indexed by worker: the sender drains them.
-    pub fn exports(&self) -> &[Arc<SyncQueue>] {
-        &self.exports
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len() / RECORD_LEN
     }
 
-    /// Every worker's import queue, indexed by worker: the receiver fills them.
-    pub fn imports(&self) -> &[Arc<SyncQueue>] {
-        &self.imports
+    /// Whether it carries no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
     }
+
+    /// Its records, each decoded on its own: a bad one does not spoil the others.
+    pub fn records(&self) -> impl Iterator<Item = Result<SyncRecord, RecordError>> + 'a {
+        self.records
+            .chunks_exact(RECORD_LEN)
+            .map(SyncRecord::decode)
+    }
+}
+
+/// Writes a datagram of `records` (at most [`MAX_RECORDS`]) into `out`, replacing its contents.
+pub fn encode_datagram(sync_id: u8, sequence: u32, records: &[SyncRecord], out: &mut Vec<u8>) {
+    let records = &records[..records.len().min(MAX_RECORDS)];
+    let length = HEADER_LEN + records.len() * RECORD_LEN;
+    out.clear();
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(sync_id);
+    // Both fit: MAX_RECORDS keeps the length under 65 507.
+    out.extend_from_slice(&(records.len() as u16).to_be_bytes());
+    out.extend_from_slice(&(length as u16).to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&sequence.to_be_bytes());
+    let mut bytes = [0; RECORD_LEN];
+    for record in records {
+        record.encode(&mut bytes);
+        out.extend_from_slice(&bytes);
+    }
+}
+
+/// Records that fit a datagram on a link of `mtu` bytes (at least one, at most [`MAX_RECORDS`]).
+pub fn records_per_datagram(mtu: usize) -> usize {
+    (mtu.saturating_sub(IP_UDP_HEADERS + HEADER_LEN) / RECORD_LEN).clamp(1, MAX_RECORDS)
 }
 
 #[cfg(test)]
@@ -350,6 +345,33 @@ mod tests {
             backend: "10.0.1.1:8080".parse().unwrap(),
             forwarding: Forwarding::Nat,
             state: ConnState::TcpEstablished,
+        })
+    }
+
+    fn record(n: u16) -> SyncRecord {
+        SyncRecord::Connection(ConnectionRecord {
+            key: FlowKey {
+                src_addr: Ipv4Addr::new(198, 51, 100, 7),
+                dst_addr: Ipv4Addr::new(192, 0, 2, 10),
+                src_port: 40000 + n,
+                dst_port: 80,
+                protocol: Protocol::Tcp,
+            },
+            backend: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 11), 80),
+            forwarding: Forwarding::DirectRouting,
+            state: ConnState::TcpEstablished,
+        })
+    }
+
+    fn template() -> SyncRecord {
+        SyncRecord::Template(TemplateRecord {
+            service: ServiceKey {
+                vip: Ipv4Addr::new(192, 0, 2, 10),
+                port: 443,
+                protocol: Protocol::Tcp,
+            },
+            client: Ipv4Addr::new(198, 51, 100, 0),
+            backend: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 12), 443),
         })
     }
 
@@ -498,16 +520,111 @@ mod tests {
         }
     }
 
-    #[test]
-    fn queues_are_bounded_and_per_worker() {
-        let queues = SyncQueues::new(2, 2);
-        let worker = queues.worker(1, true, false, DEFAULT_REFRESH);
-        assert!(worker.import.is_none());
-        let export = worker.export.unwrap();
-        assert!(export.push(connection()).is_ok());
-        assert!(export.push(connection()).is_ok());
-        assert!(export.push(connection()).is_err(), "a full queue refuses");
-        assert_eq!(queues.exports()[1].len(), 2);
-        assert!(queues.exports()[0].is_empty());
+    /// The datagram around the records.
+    mod datagram {
+        use super::*;
+
+        #[test]
+        fn datagram_golden_bytes() {
+            let mut out = Vec::new();
+            encode_datagram(7, 0x0102_0304, &[record(0)], &mut out);
+            #[rustfmt::skip]
+            let expected: Vec<u8> = [
+                &b"DSYN"[..],
+                &[1, 7],                // version, sync id
+                &[0, 1],                // one record
+                &[0, 40],               // 16 + 24 bytes
+                &[0, 0],                // reserved
+                &[1, 2, 3, 4],          // sequence
+                &[1, 6, 0, 1],          // connection, TCP, DR, established
+                &[198, 51, 100, 7, 192, 0, 2, 10, 192, 0, 2, 11],
+                &[0x9c, 0x40, 0, 80, 0, 80, 0, 0],
+            ]
+            .concat();
+            assert_eq!(out, expected);
+            let datagram = Datagram::parse(&out, 7).unwrap();
+            assert_eq!((datagram.sync_id, datagram.sequence), (7, 0x0102_0304));
+            assert_eq!(datagram.records().collect::<Vec<_>>(), vec![Ok(record(0))]);
+        }
+
+        #[test]
+        fn malformed_datagrams_are_named() {
+            let mut good = Vec::new();
+            encode_datagram(3, 0, &[record(0), template()], &mut good);
+            assert_eq!(Datagram::parse(&good, 3).unwrap().len(), 2);
+            let with = |at: usize, value: u8| {
+                let mut bytes = good.clone();
+                bytes[at] = value;
+                Datagram::parse(&bytes, 3).map(|datagram| datagram.len())
+            };
+            assert_eq!(with(0, b'X').unwrap_err(), DatagramError::Magic);
+            assert_eq!(with(4, 2).unwrap_err(), DatagramError::Version(2));
+            assert!(matches!(
+                with(7, 3).unwrap_err(),
+                DatagramError::Length { records: 3, .. }
+            ));
+            assert!(matches!(
+                with(9, 0).unwrap_err(),
+                DatagramError::Length { claimed: 0, .. }
+            ));
+            assert_eq!(with(5, 4).unwrap_err(), DatagramError::ForeignSyncId(4));
+            assert_eq!(
+                Datagram::parse(&good[..good.len() - 1], 3).unwrap_err(),
+                DatagramError::Length {
+                    claimed: 64,
+                    records: 2,
+                    received: 63
+                }
+            );
+            assert_eq!(
+                Datagram::parse(&good[..10], 3).unwrap_err(),
+                DatagramError::Truncated
+            );
+            // One bad record does not spoil the other.
+            let mut bytes = good.clone();
+            bytes[HEADER_LEN] = 9;
+            let datagram = Datagram::parse(&bytes, 3).unwrap();
+            let records: Vec<_> = datagram.records().collect();
+            assert_eq!(records[0], Err(RecordError::Kind(9)));
+            assert_eq!(records[1], Ok(template()));
+        }
+
+        proptest! {
+            #[test]
+            fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400),
+                                        sync_id in any::<u8>()) {
+                if let Ok(datagram) = Datagram::parse(&bytes, sync_id) {
+                    prop_assert_eq!(datagram.records().count(), datagram.len());
+                }
+            }
+
+            #[test]
+            fn random_records_after_a_valid_header_never_panic(
+                body in proptest::collection::vec(any::<u8>(), 0..10).prop_flat_map(|counts| {
+                    proptest::collection::vec(any::<u8>(), counts.len() * RECORD_LEN)
+                }),
+            ) {
+                let count = body.len() / RECORD_LEN;
+                let mut bytes = Vec::new();
+                encode_datagram(1, 9, &[], &mut bytes);
+                bytes[6..8].copy_from_slice(&(count as u16).to_be_bytes());
+                bytes[8..10].copy_from_slice(&((HEADER_LEN + body.len()) as u16).to_be_bytes());
+                bytes.extend_from_slice(&body);
+                let datagram = Datagram::parse(&bytes, 1).unwrap();
+                prop_assert_eq!(datagram.records().count(), count);
+            }
+        }
+
+        #[test]
+        fn datagrams_fit_the_mtu() {
+            assert_eq!(records_per_datagram(1500), (1500 - 44) / 24);
+            assert_eq!(records_per_datagram(0), 1);
+            assert_eq!(records_per_datagram(usize::from(u16::MAX)), MAX_RECORDS);
+            let mut out = Vec::new();
+            let many: Vec<_> = (0..MAX_RECORDS as u16 + 5).map(record).collect();
+            encode_datagram(0, 0, &many, &mut out);
+            assert!(out.len() <= 65_507);
+            assert_eq!(Datagram::parse(&out, 0).unwrap().len(), MAX_RECORDS);
+        }
     }
 }

@@ -1,0 +1,79 @@
+//! The sync daemon's counters, both directions ([`SyncCounters`]), written by the sync threads
+//! with relaxed atomics and read as a [`SyncStats`] snapshot by the stats socket.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of both directions, for the stats socket. Written by the sync threads only.
+#[derive(Debug, Default)]
+pub struct SyncCounters {
+    /// Datagrams sent (to each destination counted once per destination).
+    pub datagrams_sent: AtomicU64,
+    /// Records sent (once per record, whatever the number of destinations).
+    pub records_sent: AtomicU64,
+    /// Datagrams the kernel refused to send.
+    pub send_errors: AtomicU64,
+    /// Exported records drained and thrown away because this director was a backup.
+    pub records_discarded: AtomicU64,
+    /// Valid datagrams of this cluster received (applied or ignored).
+    pub datagrams_received: AtomicU64,
+    /// Valid records received and queued for the workers.
+    pub records_received: AtomicU64,
+    /// Datagrams dropped as malformed (bad magic, version, length or record count).
+    pub datagrams_malformed: AtomicU64,
+    /// Records dropped as malformed (unknown kind, protocol, forwarding method or state).
+    pub records_malformed: AtomicU64,
+    /// Datagrams of another cluster (sync id) or, with unicast peers, from a stranger.
+    pub datagrams_foreign: AtomicU64,
+    /// Valid datagrams ignored because this director was the master.
+    pub datagrams_ignored: AtomicU64,
+    /// Datagrams a sender numbered but this receiver never got (gaps in the sequence).
+    pub datagrams_lost: AtomicU64,
+    /// Records a full worker import queue could not take (one per worker that refused it).
+    pub records_dropped: AtomicU64,
+}
+
+/// A copy of [`SyncCounters`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[expect(
+    missing_docs,
+    reason = "the fields mirror SyncCounters, documented there"
+)]
+pub struct SyncStats {
+    pub datagrams_sent: u64,
+    pub records_sent: u64,
+    pub send_errors: u64,
+    pub records_discarded: u64,
+    pub datagrams_received: u64,
+    pub records_received: u64,
+    pub datagrams_malformed: u64,
+    pub records_malformed: u64,
+    pub datagrams_foreign: u64,
+    pub datagrams_ignored: u64,
+    pub datagrams_lost: u64,
+    pub records_dropped: u64,
+}
+
+impl SyncCounters {
+    /// The counters now.
+    pub fn snapshot(&self) -> SyncStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        SyncStats {
+            datagrams_sent: load(&self.datagrams_sent),
+            records_sent: load(&self.records_sent),
+            send_errors: load(&self.send_errors),
+            records_discarded: load(&self.records_discarded),
+            datagrams_received: load(&self.datagrams_received),
+            records_received: load(&self.records_received),
+            datagrams_malformed: load(&self.datagrams_malformed),
+            records_malformed: load(&self.records_malformed),
+            datagrams_foreign: load(&self.datagrams_foreign),
+            datagrams_ignored: load(&self.datagrams_ignored),
+            datagrams_lost: load(&self.datagrams_lost),
+            records_dropped: load(&self.records_dropped),
+        }
+    }
+}
+
+pub(super) fn add(counter: &AtomicU64, amount: u64) {
+    counter.fetch_add(amount, Ordering::Relaxed);
+}
