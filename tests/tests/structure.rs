@@ -68,17 +68,14 @@ fn code_lines(source: &str) -> usize {
         .count()
 }
 
-#[test]
-fn files_named_in_the_architecture_doc_exist() {
-    let root = workspace();
-    let doc = fs::read_to_string(root.join("docs/architecture.md")).unwrap();
-    let files = repository_files(&root);
-    let mut checked = 0;
+/// The paths that `text` names in `code spans` (a file with an extension, or a folder ending in
+/// `/`) and the tree lacks, with how many paths it names. A span may name a path relative to its
+/// crate's `src/` (`pipeline/inbound.rs`), so it must be the tail of some file's path, starting
+/// at a path component.
+fn missing_paths(text: &str, files: &[String]) -> (usize, Vec<String>) {
+    let mut named = 0;
     let mut missing = Vec::new();
-    // Every `code span` that looks like a path: a file with an extension, or a folder ending in
-    // `/`. A span may name a path relative to its crate's `src/` (`pipeline/inbound.rs`), so it
-    // must be the tail of some file's path, starting at a path component.
-    for span in doc.split('`').skip(1).step_by(2) {
+    for span in text.split('`').skip(1).step_by(2) {
         let is_file = [".rs", ".c", ".h", ".md", ".toml"]
             .iter()
             .any(|ext| span.ends_with(ext));
@@ -86,30 +83,59 @@ fn files_named_in_the_architecture_doc_exist() {
         if span.contains(' ') || !(is_file || is_folder) {
             continue;
         }
-        checked += 1;
+        named += 1;
         let found = files.iter().any(|file| {
-            let at = |tail: &str| {
-                file.ends_with(tail)
-                    && (file.len() == tail.len() || file[..file.len() - tail.len()].ends_with('/'))
-            };
             if is_folder {
-                file.contains(span)
-                    && (file.starts_with(span) || file.contains(&format!("/{span}")))
+                file.starts_with(span) || file.contains(&format!("/{span}"))
             } else {
-                at(span)
+                file == span || file.ends_with(&format!("/{span}"))
             }
         });
         if !found {
             missing.push(span.to_owned());
         }
     }
+    (named, missing)
+}
+
+#[test]
+fn files_named_in_the_architecture_doc_exist() {
+    let root = workspace();
+    let files = repository_files(&root);
+    let doc = fs::read_to_string(root.join("docs/architecture.md")).unwrap();
+    let (named, missing) = missing_paths(&doc, &files);
     assert!(
-        checked >= 40,
-        "expected the doc to name many files, found {checked}"
+        named >= 40,
+        "expected the doc to name many files, found {named}"
     );
     assert!(
         missing.is_empty(),
         "docs/architecture.md names paths that are not in the tree: {missing:?}"
+    );
+    // The README's architecture section too (up to the next section).
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Architecture\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README.md has an Architecture section");
+    let (named, missing) = missing_paths(section, &files);
+    assert!(
+        named >= 20,
+        "expected the README's table to name many files, found {named}"
+    );
+    assert!(
+        missing.is_empty(),
+        "README.md's Architecture section names paths that are not in the tree: {missing:?}"
+    );
+    let (_, missing) = missing_paths(
+        "`dataplane/src/nowhere.rs` `pipeline/` `wire/ipv4.rs`",
+        &files,
+    );
+    assert_eq!(
+        missing,
+        ["dataplane/src/nowhere.rs"],
+        "the check must be able to fail"
     );
 }
 
