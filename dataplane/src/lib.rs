@@ -2,12 +2,12 @@
 //!
 //! Layers, from the wire up (each depends only on those before it):
 //! - [`wire`]: zero-copy views over Ethernet, IPv4, TCP and UDP headers, and checksums.
-//! - [`parse`]: a frame's headers validated once, into the [`parse::Parsed`] view every later
-//!   stage reads instead of parsing again.
 //! - [`conntrack`]: the per-worker connection table that keeps a flow on its real server.
 //! - [`persistence`]: client affinity templates shared by all workers, lock-free.
 //! - [`fib`]: the routing snapshot (longest-prefix match, multipath next-hop groups) and the
 //!   lock-free neighbour array that next hops' MACs are read from.
+//! - [`parse`]: a frame's headers validated once, into the [`parse::Parsed`] view every later
+//!   stage reads instead of parsing again.
 //! - [`rewrite`]: frame rewrites per forwarding method (DR, NAT with ICMP translation, TUN).
 //! - [`pipeline`]: classify -> look up or schedule -> rewrite, returning a typed [`Verdict`].
 //! - [`sync`]: connection and persistence records exchanged with other directors (as the IPVS

@@ -133,13 +133,6 @@ impl Parsed {
         &self.transport
     }
 
-    /// The network packet of `frame` (the frame this was parsed from), mutable; `None` if the
-    /// frame is too short for it, which only another frame can be.
-    #[inline]
-    pub fn packet_mut<'a>(&self, frame: &'a mut [u8]) -> Option<&'a mut [u8]> {
-        frame.get_mut(self.l3_at..self.l3_at + self.l3_len)
-    }
-
     /// The IPv4 header view of `frame` (the frame this was parsed from), without checking it
     /// again: its fixed fields are in bounds; `None` if the frame is too short, which only
     /// another frame can be.
@@ -174,6 +167,19 @@ pub fn classify(frame: &[u8]) -> Result<Parsed, DropReason> {
         l3_len: usize::from(ip.total_len()),
         transport,
     })
+}
+
+/// The flow key of a TCP/UDP frame, for the worker's look-ahead ([`crate::Pipeline::prefetch`]):
+/// only as much parsing as finding the key takes (no ICMP quote, no option or fragment
+/// verdicts). A hint, never a verdict: [`classify`] still decides, once, when the frame is
+/// processed.
+#[inline]
+pub fn flow_key_hint(frame: &[u8]) -> Option<FlowKey> {
+    let ip = ipv4_of(frame).ok()?;
+    if ip.is_fragment() || ip.protocol() == ipv4::protocol::ICMP {
+        return None;
+    }
+    flow(&ip).ok().map(|flow| flow.key)
 }
 
 /// The TCP/UDP flow of a checked IPv4 packet.

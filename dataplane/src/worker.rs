@@ -299,7 +299,13 @@ impl Bursts {
                     continue;
                 }
             };
-            xsk.reframe(&mut frame, start, len);
+            if !xsk.reframe(&mut frame, start, len) {
+                // The pipeline never returns a range outside the chunk; should it, the frame is
+                // dropped rather than sent from the wrong place.
+                bump(&counters.bad_descriptors, 1);
+                xsk.recycle(frame);
+                continue;
+            }
             // A burst adds at most BATCH frames to a list, which has room for one burst from
             // every port: the list is never full here.
             if let Err(frame) = self.tx[out].push(frame) {

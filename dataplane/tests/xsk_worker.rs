@@ -800,6 +800,17 @@ fn pair_shares_one_umem_across_two_interfaces() {
     let (chunk, start) = xsk.chunk_mut(frames.iter().next().unwrap()).unwrap();
     assert_eq!(&chunk[start..start + frame.len()], &frame[..]);
     chunk[start..start + 6].copy_from_slice(&NAT_SERVER_SIDE.wire_mac);
+    // A handle cannot be pointed outside its chunk (it would name another frame's chunk when
+    // recycled): refused, and the frame stays where it was.
+    let mut held = frames.drain().next().unwrap();
+    let chunk_size = config.frame_size as usize;
+    assert!(!xsk.reframe(&mut held, chunk_size, 60));
+    assert!(!xsk.reframe(&mut held, start, chunk_size));
+    assert!(!xsk.reframe(&mut held, usize::MAX, 2));
+    assert_eq!(held.len(), frame.len());
+    assert_eq!(xsk.frame(&held).unwrap()[6..], frame[6..]);
+    assert!(xsk.reframe(&mut held, start, frame.len()));
+    assert!(frames.push(held).is_ok());
     assert_eq!(xsk.transmit(SERVER, &mut frames), 1);
     assert!(frames.is_empty(), "the TX ring has the frame now");
     assert_eq!((xsk.in_tx(CLIENT), xsk.in_tx(SERVER)), (0, 1));

@@ -190,12 +190,20 @@ fn module_references(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         let module = module_of(file);
         let source = fs::read_to_string(src.join(file)).unwrap();
         let code = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
+        let code: String = code
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        // `use crate::{a::X, b::{c::Y}}` names `crate::a` and `crate::b::c`: scan the flattened
+        // paths of every use tree beside the code itself.
+        let flattened: Vec<String> = use_trees(&code)
+            .iter()
+            .flat_map(|tree| flatten_use(tree))
+            .collect();
         let mut targets = BTreeSet::new();
-        for line in code.lines() {
+        for line in code.lines().chain(flattened.iter().map(String::as_str)) {
             let line = line.trim_start();
-            if line.starts_with("//") {
-                continue;
-            }
             for (anchor, base) in [("crate::", Vec::new()), ("super::", parent(&module))] {
                 for (at, _) in line.match_indices(anchor) {
                     let rest = &line[at + anchor.len()..];
@@ -223,6 +231,53 @@ fn module_references(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         references.insert(module, targets);
     }
     references
+}
+
+/// The trees of the `use` declarations in `code` (`crate::{a, b::c}` of `use crate::{a, b::c};`).
+fn use_trees(code: &str) -> Vec<String> {
+    let mut trees = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("use ") {
+        let before = rest[..at].chars().next_back();
+        rest = &rest[at + 4..];
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let end = rest.find(';').unwrap_or(rest.len());
+        trees.push(rest[..end].split_whitespace().collect::<String>());
+        rest = &rest[end..];
+    }
+    trees
+}
+
+/// The paths a use tree names: `a::{b, c::{d, e}}` -> `a::b`, `a::c::d`, `a::c::e`.
+fn flatten_use(tree: &str) -> Vec<String> {
+    let Some(open) = tree.find('{') else {
+        return vec![tree.split(" as ").next().unwrap_or(tree).to_owned()];
+    };
+    let close = tree.rfind('}').unwrap_or(tree.len());
+    let prefix = &tree[..open];
+    let inner = &tree[open + 1..close.max(open + 1)];
+    let mut items = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (at, c) in inner.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&inner[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&inner[start..]);
+    items
+        .into_iter()
+        .filter(|item| !item.is_empty())
+        .flat_map(flatten_use)
+        .map(|path| format!("{prefix}{path}"))
+        .collect()
 }
 
 fn parent(module: &str) -> Vec<String> {
@@ -279,7 +334,11 @@ fn the_cycle_check_sees_a_cycle() {
     // and whose `a::inner` names its parent.
     let scratch = std::env::temp_dir().join(format!("director-structure-{}", std::process::id()));
     fs::create_dir_all(scratch.join("a")).unwrap();
-    fs::write(scratch.join("lib.rs"), "pub mod a;\npub mod b;\n").unwrap();
+    fs::write(
+        scratch.join("lib.rs"),
+        "pub mod a;\npub mod b;\npub mod c;\n",
+    )
+    .unwrap();
     fs::write(
         scratch.join("a/mod.rs"),
         "use crate::b::Thing;\npub mod inner;\n",
@@ -291,6 +350,11 @@ fn the_cycle_check_sees_a_cycle() {
     )
     .unwrap();
     fs::write(
+        scratch.join("c.rs"),
+        "use crate::{\n    b::Thing,\n    a::{inner::X, Y},\n};\n",
+    )
+    .unwrap();
+    fs::write(
         scratch.join("b.rs"),
         "// crate::c is a comment\nfn f() { crate::a::inner::g(); crate::a::Thing::new(); }\n",
     )
@@ -299,6 +363,8 @@ fn the_cycle_check_sees_a_cycle() {
     fs::remove_dir_all(&scratch).unwrap();
     assert!(references["a::inner"].contains("a"), "{references:?}");
     assert!(references["b"].contains("a::inner"), "{references:?}");
+    let from_c: Vec<&str> = references["c"].iter().map(String::as_str).collect();
+    assert_eq!(from_c, ["a", "a::inner", "b"], "brace groups are followed");
     assert_eq!(
         mutual_imports(&references),
         [

@@ -2,12 +2,13 @@
 //! the VIPs as master (add them, steer their frames to the workers, announce them) or giving
 //! them up as backup, with state sync switching role alongside.
 //!
-//! HA transitions have their own path: the loop handles every waiting event
+//! HA transitions have their own path: the loop handles the waiting events
 //! ([`Director::follow_pending_ha_events`]) before it takes anything else, and the one long
-//! wait of a reload (up to a second for real-server MACs) ends as soon as an event arrives.
-//! So a takeover or a give-up waits at most for the one step already in progress, whose waits
-//! are bounded (a table publish, normally milliseconds, at most a second per worker), never
-//! for queued commands, reloads or rebuilds. It must not decide who is master: the VRRP
+//! wait of a reload (up to a second for real-server MACs) is interrupted to follow an event.
+//! So a takeover or a give-up waits for the step already in progress, never for queued
+//! commands, reloads or rebuilds. Those steps' waits are bounded: a table publish is normally
+//! milliseconds, at most a second per worker that does not take the table plus a second for
+//! all of them to adopt it. It must not decide who is master: the VRRP
 //! thread does, on its own timers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,10 +93,12 @@ impl Director {
         }
     }
 
-    /// Handles every HA event already waiting. The loop calls it before anything else, and a
-    /// reload after its wait for MACs, so that a transition is never held up behind other work.
+    /// Handles the HA events already waiting (as many as were queued on entry, and one more
+    /// try that also notices the VRRP thread's end: a flapping peer cannot keep the loop here).
+    /// The loop calls it before anything else, and a reload when an event interrupts its wait
+    /// for MACs.
     pub(super) fn follow_pending_ha_events(&mut self) {
-        loop {
+        for _ in 0..=self.ha_events.len() {
             match self.ha_events.try_recv() {
                 Ok(event) => self.follow_ha_event(Ok(event)),
                 Err(TryRecvError::Empty) => return,

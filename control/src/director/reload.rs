@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
@@ -42,17 +42,23 @@ impl Director {
         }
         // New real servers need their MACs before they get flows, or the first ones would be
         // dropped; wait a moment for them (a reload is not latency-critical). An HA transition
-        // is: it cuts the wait short (servers still unresolved get flows once the next tick
-        // resolves them) and is followed at once, before anything of the reload changes.
+        // is: it interrupts the wait, is followed at once, and the wait goes on for what is
+        // left of it.
         let ha_events = self.ha_events.clone();
-        let (resolved, _) = neighbours::resolve_waiting(
-            &mut self.netlink,
-            self.sides,
-            &config,
-            RELOAD_RESOLUTION_WAIT,
-            |pause| ha_event_waiting(&ha_events, pause),
-        );
-        self.follow_pending_ha_events();
+        let deadline = Instant::now() + RELOAD_RESOLUTION_WAIT;
+        let resolved = loop {
+            let (resolved, interrupted) = neighbours::resolve_waiting(
+                &mut self.netlink,
+                self.sides,
+                &config,
+                deadline.saturating_duration_since(Instant::now()),
+                |pause| ha_event_waiting(&ha_events, pause),
+            );
+            self.follow_pending_ha_events();
+            if !interrupted {
+                break resolved;
+            }
+        };
         let gate = self.reuse_gate(&config);
         // A server that stays checked stays down until its checks pass: a reload must not put
         // a failing server back in the pool.

@@ -125,7 +125,7 @@ use std::time::Instant;
 
 use crate::conntrack::{ConnTable, FlowHint};
 use crate::counters::{BackendCounters, DropReason, WorkerCounters};
-use crate::parse::{self, Parsed, Transport};
+use crate::parse::{self, Transport};
 use crate::service::{ServiceKey, ServiceTable};
 use crate::sync::WorkerSync;
 use shared::At;
@@ -198,14 +198,11 @@ impl Pipeline {
 
     /// Starts loading what processing `frame` will look up first (its connection's index
     /// buckets), so the worker can overlap those cache misses with the frames before it. Reads
-    /// the headers only; a frame that does not parse gets no hint. The hint is for
-    /// [`Pipeline::prefetch_entry`], a few frames later.
+    /// only the flow key ([`parse::flow_key_hint`]); a frame without one gets no hint. The hint
+    /// is for [`Pipeline::prefetch_entry`], a few frames later.
     #[inline]
     pub fn prefetch(&self, frame: &[u8]) -> Option<FlowHint> {
-        match parse::classify(frame).as_ref().map(Parsed::transport) {
-            Ok(Transport::Flow(flow)) => Some(self.connections.prefetch(&flow.key)),
-            _ => None,
-        }
+        parse::flow_key_hint(frame).map(|key| self.connections.prefetch(&key))
     }
 
     /// Starts loading the connection entry the buckets [`Pipeline::prefetch`] asked for point

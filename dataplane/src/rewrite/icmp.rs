@@ -22,7 +22,8 @@
 //! even offset of the ICMP message, and the result equals a full recomputation (tested).
 //! The next-hop MTU of a fragmentation-needed is passed on unchanged, as IPVS does.
 //!
-//! The caller finds the connection first with [`quoted_flow`]. Translated: destination
+//! The caller finds the connection first by the quoted flow (the pipeline has it from
+//! [`crate::parse::classify`]; [`quoted_flow`] reads it from a raw frame). Translated: destination
 //! unreachable and time exceeded quoting unfragmented-header TCP or UDP; other ICMP is
 //! [`DropReason::UnsupportedProtocol`], a quote too short for a header and 8 bytes
 //! [`DropReason::Truncated`] (or [`DropReason::BadIhl`]).

@@ -559,14 +559,25 @@ impl Xsk {
     }
 
     /// Records that a received frame now lies at bytes `start..start + len` of its chunk (where
-    /// a rewrite left it), for transmission on any port.
+    /// a rewrite left it), for transmission on any port. Refuses (returns false, leaving the
+    /// frame as it was) a range outside the chunk or another socket's frame: the handle must
+    /// keep naming its own chunk, or `recycle` would hand the kernel a chunk that another
+    /// `RxFrame` still holds.
     #[inline]
-    pub fn reframe(&self, frame: &mut RxFrame, start: usize, len: usize) {
+    #[must_use]
+    pub fn reframe(&self, frame: &mut RxFrame, start: usize, len: usize) -> bool {
+        let fits = start
+            .checked_add(len)
+            .is_some_and(|end| end <= self.frame_size);
+        if frame.owner != self.id || !fits {
+            return false;
+        }
         frame.desc = XdpDesc {
             addr: (frame.desc.addr & self.frame_mask) + start as u64,
             len: len as u32,
             options: 0,
         };
+        true
     }
 
     /// Queues frames for transmission on `port` (received on any port of this socket). The TX

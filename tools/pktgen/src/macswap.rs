@@ -124,7 +124,10 @@ impl Macswap {
                 }
                 let (dst, src) = bytes.split_at_mut(6);
                 dst.swap_with_slice(&mut src[..6]);
-                xsk.reframe(&mut frame, start, len);
+                if !xsk.reframe(&mut frame, start, len) {
+                    xsk.recycle(frame);
+                    continue;
+                }
                 // At most BATCH frames a burst, and the TX list is emptied after each.
                 if let Err(frame) = tx.push(frame) {
                     xsk.recycle(frame);
