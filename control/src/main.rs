@@ -163,11 +163,13 @@ fn load(path: &Path) -> Result<Config> {
 
 fn check(path: &Path) -> Result<()> {
     let config = load(path)?;
-    // DR real servers must be on-link; where the interfaces are not (another machine), that
-    // part is left to start-up and everything else is checked as usual.
+    // DR real servers must be on-link of the client side (the first interface); where it does
+    // not exist (another machine), that part is left to start-up and the rest is checked as
+    // usual.
+    let client_side: Vec<String> = config.director.interfaces.iter().take(1).cloned().collect();
     let skipped = match Netlink::open()
         .map_err(anyhow::Error::from)
-        .and_then(|mut netlink| read_prefixes(&mut netlink, &config.director.interfaces))
+        .and_then(|mut netlink| read_prefixes(&mut netlink, &client_side))
     {
         Ok(connected) => {
             check_dr_on_link(&config, &connected)
