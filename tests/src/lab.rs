@@ -1,6 +1,8 @@
 //! The DR topology: namespaces, the bridge, addresses, ARP settings and the real servers' HTTP
 //! servers, all torn down on drop. Optionally two or three directors on the one segment (for
-//! VRRP failover), code run inside a host's namespace, and keepalived as a VRRP peer.
+//! VRRP failover), code run inside a host's namespace, and keepalived as a VRRP peer. The
+//! routed topologies (routers, a far segment, the director's specific routes) are built by
+//! `lab/routed.rs`.
 
 use std::fmt;
 use std::fs;
