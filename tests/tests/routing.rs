@@ -4,7 +4,8 @@
 //! within a second; a removed route drops (counted) and a re-added one serves again.
 //!
 //! The director tests need the FIB wired into the director and are ignored until it is; the
-//! lab tests (no director) show the topologies themselves work.
+//! lab tests (no director) show the topologies themselves work. DR real servers off the
+//! director's segment are refused by `director check`, start-up and reload alike.
 
 use std::time::{Duration, Instant};
 
@@ -325,5 +326,42 @@ fn director_check_refuses_an_off_link_dr_server() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Start-up and a reload refuse an off-link DR real server too, naming it; a refused reload
+/// leaves the running configuration serving.
+#[test]
+fn start_up_and_reload_refuse_an_off_link_dr_server() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::default());
+    let mut off_link = lab.dr_config("rr");
+    off_link.services[0].backends[1].address = "203.0.113.5".into();
+
+    let path = lab.write_config(&off_link);
+    let refused = lab
+        .try_start_director_with(&path, &lab.stats_socket())
+        .err()
+        .unwrap_or_else(|| panic!("the director started with an off-link DR server"));
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("backend[1].address = \"203.0.113.5\"")
+            && message.contains("directly connected network of eth0"),
+        "{message}"
+    );
+
+    let director = lab.start_director(&lab.dr_config("rr"));
+    director.replace_config(&off_link);
+    let reload = director.reload();
+    assert_eq!(reload.code(), Some(1), "{reload}");
+    assert!(
+        reload
+            .text()
+            .contains("backend[1].address = \"203.0.113.5\""),
+        "the error should name the server: {reload}"
+    );
+    assert_all_ok(
+        &lab.http_get_many(REQUESTS, &vip_url()),
+        "the running configuration after a refused reload",
     );
 }
