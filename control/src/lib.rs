@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: reads the TOML configuration and validates it into typed structs, with errors
 //!   that name the key, the value and what was expected (`director check`).
+//! - [`connected`]: the served interfaces' prefixes from the kernel, against which DR real
+//!   servers must be on-link.
 //! - [`duration`]: the `"15m"` / `"100ms"` duration syntax of the configuration.
 //! - [`health`]: health checks of the real servers (tcp, http, send/expect, exec) on one
 //!   thread with poll(2); health changes go to the main loop, which rebuilds the table.
@@ -42,6 +44,7 @@
 )]
 pub mod access;
 pub mod config;
+pub mod connected;
 pub mod director;
 pub mod duration;
 pub mod ha;

@@ -16,7 +16,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use control::config::{Config, ConfigError};
+use control::config::{check_dr_on_link, Config, ConfigError};
+use control::connected::read_prefixes;
+use control::netlink::Netlink;
+use dataplane::Forwarding;
 use director_proto::{Reply, Request};
 use tracing_subscriber::EnvFilter;
 
@@ -160,12 +163,34 @@ fn load(path: &Path) -> Result<Config> {
 
 fn check(path: &Path) -> Result<()> {
     let config = load(path)?;
+    // DR real servers must be on-link of the client side (the first interface); where it does
+    // not exist (another machine), that part is left to start-up and the rest is checked as
+    // usual.
+    let client_side: Vec<String> = config.director.interfaces.iter().take(1).cloned().collect();
+    let skipped = match Netlink::open()
+        .map_err(anyhow::Error::from)
+        .and_then(|mut netlink| read_prefixes(&mut netlink, &client_side))
+    {
+        Ok(connected) => {
+            check_dr_on_link(&config, &connected)
+                .with_context(|| format!("configuration {}", path.display()))?;
+            None
+        }
+        Err(error) => Some(error),
+    };
     println!("configuration {} is ok", path.display());
     for service in &config.services {
         println!("  {}", service.summary());
     }
     if let Some(ha) = &config.ha {
         println!("  {}", ha.summary());
+    }
+    if let Some(error) = skipped {
+        if config.uses(Forwarding::DirectRouting) {
+            println!(
+                "  note: DR real servers not checked to be on-link ({error:#}); start-up checks it"
+            );
+        }
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The DR topology: namespaces, the bridge, addresses, ARP settings and the real servers' HTTP
 //! servers, all torn down on drop. Optionally two or three directors on the one segment (for
-//! VRRP failover), code run inside a host's namespace, and keepalived as a VRRP peer.
+//! VRRP failover), code run inside a host's namespace, and keepalived as a VRRP peer. The
+//! routed topologies (routers, a far segment, the director's specific routes) are built by
+//! `lab/routed.rs`.
 
 use std::fmt;
 use std::fs;
@@ -23,6 +25,9 @@ use crate::{
     director_ip, nat_rs_ip, rs_ip, rs_name, sys, CLIENT_IP, DIRECTOR_IP, MAX_DIRECTORS, PREFIX_LEN,
     SERVER_SIDE_IP, VIP, VIP_PORT,
 };
+
+mod routed;
+pub use routed::{far_rs_ip, router_far_ip, router_ip, FAR_CLIENT_IP, FAR_SUBNET};
 
 /// The real servers' HTTP server, written into each lab's directory.
 const HTTP_SERVER_PY: &str = include_str!("../../scripts/lab-http-server.py");
@@ -79,6 +84,18 @@ pub enum Topology {
     /// default route via the director. The director's default route goes via the client (its
     /// client side's "router"); its kernel forwarding stays off.
     Nat,
+    /// [`Topology::Nat`] without the director's default route, plus a router
+    /// ([`Host::Router`]`(1)`) from the client segment to a far segment (203.0.113.0/24) holding
+    /// a second client ([`Host::FarClient`]); the director reaches it by a specific route via
+    /// the router. See `lab/routed.rs`.
+    RoutedNat,
+    /// TUN to real servers on the far segment (203.0.113.11..), behind [`Host::Router`]`(1)`,
+    /// reached by the director through a specific route; the real servers hold the VIP on `lo`
+    /// and decapsulate with `rs-decap`.
+    RoutedTun,
+    /// [`Topology::RoutedTun`] with two routers, the director's route to the far segment an
+    /// ECMP route over both.
+    RoutedTunEcmp,
 }
 
 impl LabOptions {
@@ -125,6 +142,11 @@ pub enum Host {
     ExtraDirector(usize),
     /// Real server `n` (1-based), 192.0.2.(10 + n), VIP on `lo`.
     Rs(usize),
+    /// Router `n` (1 or 2) of a routed lab: 192.0.2.(240 + n) on the client segment,
+    /// 203.0.113.n on the far one, forwarding.
+    Router(usize),
+    /// The client on the far segment of [`Topology::RoutedNat`], 203.0.113.100.
+    FarClient,
 }
 
 impl Host {
@@ -137,6 +159,8 @@ impl Host {
             Host::Director => "director".into(),
             Host::ExtraDirector(n) => format!("director{n}"),
             Host::Rs(i) => rs_name(i),
+            Host::Router(n) => format!("router{n}"),
+            Host::FarClient => "farclient".into(),
         }
     }
 
@@ -148,6 +172,8 @@ impl Host {
             Host::Director => Some(DIRECTOR_IP.into()),
             Host::ExtraDirector(n) => Some(director_ip(n)),
             Host::Rs(i) => Some(rs_ip(i)),
+            Host::Router(n) => Some(routed::router_ip(n)),
+            Host::FarClient => Some(routed::FAR_CLIENT_IP.into()),
         }
     }
 }
@@ -271,7 +297,8 @@ impl Lab {
         ])?;
         ip(&["-n", &switch, "link", "set", "br0", "up"])?;
 
-        let nat = self.topology == Topology::Nat;
+        let nat = matches!(self.topology, Topology::Nat | Topology::RoutedNat);
+        let routed_tun = matches!(self.topology, Topology::RoutedTun | Topology::RoutedTunEcmp);
         if nat {
             for args in [
                 &["link", "add", "br1", "type", "bridge", "stp_state", "0"][..],
@@ -286,7 +313,9 @@ impl Lab {
 
         let mut hosts = vec![Host::Client, Host::Director];
         hosts.extend((2..=self.directors).map(Host::ExtraDirector));
-        hosts.extend((1..=self.real_servers).map(Host::Rs));
+        if !routed_tun {
+            hosts.extend((1..=self.real_servers).map(Host::Rs));
+        }
         for host in hosts {
             let ns = self.add_namespace(host)?;
             let (bridge, address) = match host {
@@ -322,13 +351,19 @@ impl Lab {
                     let address = self.server_side_ip_of(host);
                     Self::plug(&switch, &ns, &port, "eth1", "br1", &address)?;
                     self.try_exec_ok(host, &["ethtool", "-K", "eth1", "tx", "off"])?;
-                    // The client stands in for the router in front of a NAT director.
-                    ip(&["-n", &ns, "route", "add", "default", "via", CLIENT_IP])?;
+                    // The client stands in for the router in front of a NAT director (the
+                    // routed lab has a real router, and no default route).
+                    if self.topology == Topology::Nat {
+                        ip(&["-n", &ns, "route", "add", "default", "via", CLIENT_IP])?;
+                    }
                     // New namespaces start with forwarding off; say so, since NAT relies on it.
                     self.try_exec_ok(host, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])?;
                 }
                 _ => {}
             }
+        }
+        if !matches!(self.topology, Topology::DirectRouting | Topology::Nat) {
+            self.build_routed(&switch)?;
         }
         Ok(())
     }
@@ -407,11 +442,12 @@ impl Lab {
     }
 
     /// Real server `i`'s own address: 192.0.2.(10 + i) in the DR lab, 198.51.100.(10 + i) in
-    /// the NAT lab.
+    /// the NAT labs, 203.0.113.(10 + i) in the routed TUN labs.
     pub fn rs_address(&self, i: usize) -> String {
         match self.topology {
             Topology::DirectRouting => rs_ip(i),
-            Topology::Nat => nat_rs_ip(i),
+            Topology::Nat | Topology::RoutedNat => nat_rs_ip(i),
+            Topology::RoutedTun | Topology::RoutedTunEcmp => routed::far_rs_ip(i),
         }
     }
 

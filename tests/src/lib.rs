@@ -11,12 +11,17 @@
 //! (198.51.100.0/24, TEST-NET-2), the director on both (`eth0` client side, `eth1` server side)
 //! and the real servers on the second only, routing through the director.
 //!
+//! The routed labs ([`Topology::RoutedNat`], [`Topology::RoutedTun`],
+//! [`Topology::RoutedTunEcmp`]) put one or two routers ([`Host::Router`]) between the client
+//! segment and a far segment (203.0.113.0/24, TEST-NET-3) holding a far client or the TUN real
+//! servers; the director reaches it by a specific route, never a default one.
+//!
 //! For high availability a DR lab can hold two or three directors on its segment
 //! ([`LabOptions::directors`]); [`Lab::in_namespace`] runs code (a VRRP router of the `control`
 //! crate) inside one of them, and [`Keepalived`] runs keepalived there as a VRRP peer.
 //!
 //! What it must not do: touch anything outside the namespaces it creates, use addresses outside
-//! TEST-NET-1 and TEST-NET-2 (192.0.2.0/24, 198.51.100.0/24) besides VRRP's multicast group
+//! TEST-NET-1, -2 and -3 (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) besides VRRP's multicast group
 //! 224.0.0.18 on its own segment, leave a namespace or a process behind (even when a test
 //! panics), wait without a deadline, or sleep in place of checking a condition.
 
@@ -45,7 +50,10 @@ pub use director::{
 };
 pub use http::{assert_all_ok, failures, tally, HttpResponse};
 pub use keepalived::{Keepalived, KeepalivedOptions, KeepalivedState};
-pub use lab::{lab_namespaces, Host, Lab, LabOptions, Topology, EXTRA_CLIENT_IPS};
+pub use lab::{
+    far_rs_ip, lab_namespaces, router_far_ip, router_ip, Host, Lab, LabOptions, Topology,
+    EXTRA_CLIENT_IPS, FAR_CLIENT_IP, FAR_SUBNET,
+};
 pub use sys::is_root;
 
 /// Network prefix length of the lab's one L2 segment.

@@ -12,7 +12,7 @@ use dataplane::Timeouts;
 use super::raw::{RawDirector, RawTimeouts};
 use super::values::in_range;
 use super::{
-    ConfigError, DirectorConfig, DEFAULT_MAX_CONNECTIONS, MAX_CPU, MAX_INTERFACE_NAME,
+    ConfigError, DirectorConfig, NatReply, DEFAULT_MAX_CONNECTIONS, MAX_CPU, MAX_INTERFACE_NAME,
     MAX_MAX_CONNECTIONS, MAX_SOCKET_PATH, MAX_WORKERS,
 };
 use crate::duration::{format_duration, parse_duration};
@@ -94,6 +94,7 @@ impl RawDirector {
             }
         };
         let worker_cpus = worker_cpus(self.worker_cpus.unwrap_or_default())?;
+        let nat_reply = nat_reply(self.nat_reply.as_deref())?;
         let timeouts = self.timeouts.validate()?;
         Ok(DirectorConfig {
             interfaces: self.interfaces,
@@ -107,7 +108,26 @@ impl RawDirector {
             poll,
             worker_cpus,
             timeouts,
+            nat_reply,
         })
+    }
+}
+
+/// `director.nat_reply`.
+fn nat_reply(value: Option<&str>) -> Result<NatReply, ConfigError> {
+    match value {
+        None => Ok(NatReply::default()),
+        Some(text) => [NatReply::LastHop, NatReply::Route]
+            .into_iter()
+            .find(|choice| choice.name() == text)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "director.nat_reply",
+                    format!("{text:?}"),
+                    "expected \"last-hop\" (to the MAC the client's request came from) or \
+                     \"route\" (to the next hop of a route lookup of the client's address)",
+                )
+            }),
     }
 }
 
@@ -256,7 +276,7 @@ fn valid_interface_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use crate::config::fixtures::{assert_mentions, error_with, GOOD};
-    use crate::config::Config;
+    use crate::config::{Config, NatReply};
 
     #[test]
     fn interfaces_are_checked() {
@@ -383,6 +403,33 @@ mod tests {
         );
         let long = format!("stats_socket = \"/{}\"", "a".repeat(120));
         assert_mentions(&with(&long), &["director.stats_socket", "1 to 107 bytes"]);
+    }
+
+    #[test]
+    fn nat_reply_is_checked() {
+        assert_eq!(
+            Config::parse(GOOD).unwrap().director.nat_reply,
+            NatReply::LastHop
+        );
+        for (value, expected) in [("last-hop", NatReply::LastHop), ("route", NatReply::Route)] {
+            let text = GOOD.replacen(
+                "interfaces = [\"eth0\"]",
+                &format!("interfaces = [\"eth0\"]\nnat_reply = \"{value}\""),
+                1,
+            );
+            assert_eq!(Config::parse(&text).unwrap().director.nat_reply, expected);
+        }
+        assert_mentions(
+            &error_with(
+                "interfaces = [\"eth0\"]",
+                "interfaces = [\"eth0\"]\nnat_reply = \"gateway\"",
+            ),
+            &[
+                "director.nat_reply = \"gateway\"",
+                "expected \"last-hop\"",
+                "\"route\"",
+            ],
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - `error`: [`ConfigError`], and the key path and position of a TOML shape error.
 //! - `summary`: the one-line summaries `director check` prints.
 //! - `mac`: MAC addresses as the file and the summaries write them.
+//! - `onlink`: DR real servers on a connected network of the client side, checked against
+//!   interface prefixes the caller reads from the kernel.
 //!
 //! What it must not do: look at the running system. Beyond reading the file, validation is text
 //! in, model out; whether interfaces, CPUs, users and groups exist is checked at start-up by the
@@ -27,6 +29,7 @@ mod fixtures;
 mod ha;
 mod health;
 mod mac;
+mod onlink;
 mod raw;
 mod service;
 mod summary;
@@ -43,6 +46,7 @@ use scheduler::Algorithm;
 pub use self::error::ConfigError;
 use self::error::{key_path_at, line_column};
 pub use self::mac::{format_mac, parse_mac};
+pub use self::onlink::{check_dr_on_link, InterfacePrefixes};
 use self::raw::RawConfig;
 use self::service::validate_services;
 
@@ -107,6 +111,30 @@ pub struct DirectorConfig {
     pub worker_cpus: Vec<usize>,
     /// Connection idle timeouts.
     pub timeouts: Timeouts,
+    /// Where the reply to a NAT client goes (`nat_reply = "last-hop" | "route"`).
+    pub nat_reply: NatReply,
+}
+
+/// `[director] nat_reply`: which next hop a NAT reply to a client is sent to. Chosen per new
+/// connection, so a reload may change it; established connections keep theirs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NatReply {
+    /// The MAC the client's request came from, kept in the connection entry (F5's "auto last
+    /// hop"): right for on-link clients, clients behind any router and asymmetric set-ups.
+    #[default]
+    LastHop,
+    /// The next hop a route lookup of the client's address gives.
+    Route,
+}
+
+impl NatReply {
+    /// The value as the file writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            NatReply::LastHop => "last-hop",
+            NatReply::Route => "route",
+        }
+    }
 }
 
 /// The `[ha]` table: the director takes part in a VRRPv3 (RFC 5798) virtual router, with other

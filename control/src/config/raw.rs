@@ -29,6 +29,7 @@ pub(super) struct RawDirector {
     pub(super) max_connections: Option<i64>,
     pub(super) poll: Option<String>,
     pub(super) worker_cpus: Option<Vec<i64>>,
+    pub(super) nat_reply: Option<String>,
     #[serde(default)]
     pub(super) timeouts: RawTimeouts,
 }

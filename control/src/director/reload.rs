@@ -16,6 +16,7 @@ use super::failover::ha_event_waiting;
 use super::publish::{checked, set_gateway};
 use super::Director;
 use crate::config::{Config, HaConfig};
+use crate::connected;
 use crate::health;
 use crate::neighbours;
 use crate::table::BackendId;
@@ -31,6 +32,8 @@ impl Director {
         let config =
             Config::load(&self.config_path).with_context(|| format!("configuration {path}"))?;
         unchangeable(&self.config, &config).with_context(|| format!("configuration {path}"))?;
+        connected::check_on_link(&mut self.netlink, &config)
+            .with_context(|| format!("configuration {path}"))?;
         if self.builder.interfaces.is_none() {
             if let Some(method) = config.needs_own_addresses() {
                 bail!(
@@ -122,6 +125,7 @@ impl Director {
 /// Refuses a reload that changes what only a restart can change.
 fn unchangeable(running: &Config, new: &Config) -> anyhow::Result<()> {
     let (old, next) = (&running.director, &new.director);
+    // Not here, so free to change: director.timeouts and director.nat_reply (per new connection).
     let fixed = [
         ("director.interfaces", old.interfaces != next.interfaces),
         ("director.workers", old.workers != next.workers),

@@ -27,6 +27,7 @@ use super::state::{Command, Interface, Shared};
 use super::workers::{start_workers, worker_queues, SYNC_QUEUE_RECORDS};
 use super::Director;
 use crate::config::Config;
+use crate::connected;
 use crate::health::{self, HealthChecker};
 use crate::metrics::MetricsServer;
 use crate::neighbours::{self, Sides};
@@ -54,6 +55,9 @@ impl Director {
     ) -> anyhow::Result<Self> {
         let cpus = CpuPlan::apply(&config.director)?;
         let mut netlink = Netlink::open().context("opening a netlink socket")?;
+        // Before anything is attached: an off-link DR server is a configuration error.
+        connected::check_on_link(&mut netlink, &config)
+            .with_context(|| format!("configuration {}", config_path.display()))?;
         let interfaces = attach_classifiers(&config)?;
         let home_ifindex = interfaces[0].ifindex;
         let sides = Sides {

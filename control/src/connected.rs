@@ -1,0 +1,40 @@
+//! The served interfaces' connected prefixes, read from the kernel, and the on-link check of
+//! DR real servers against them ([`crate::config::check_dr_on_link`]) for `director check`,
+//! start-up and reload.
+//!
+//! It only reads addresses (over [`crate::netlink`]); it must not change anything, and the
+//! rule itself stays in the pure config check.
+
+use anyhow::Context as _;
+
+use crate::config::{check_dr_on_link, Config, InterfacePrefixes};
+use crate::netlink::{self, Netlink};
+
+/// The IPv4 prefixes of each interface in `names`, in order.
+pub fn read_prefixes(
+    netlink: &mut Netlink,
+    names: &[String],
+) -> anyhow::Result<Vec<InterfacePrefixes>> {
+    names
+        .iter()
+        .map(|name| {
+            let ifindex =
+                netlink::interface_index(name).with_context(|| format!("interface {name}"))?;
+            let prefixes = netlink
+                .addresses(ifindex)
+                .with_context(|| format!("addresses of interface {name}"))?;
+            Ok(InterfacePrefixes {
+                interface: name.clone(),
+                prefixes,
+            })
+        })
+        .collect()
+}
+
+/// Reads the served interfaces' prefixes and refuses a DR real server none of the client
+/// side's covers.
+pub fn check_on_link(netlink: &mut Netlink, config: &Config) -> anyhow::Result<()> {
+    let connected = read_prefixes(netlink, &config.director.interfaces)?;
+    check_dr_on_link(config, &connected)?;
+    Ok(())
+}
