@@ -12,6 +12,26 @@ fn director(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `director` run in a network namespace of its own (as root), so that what `check` reads
+/// from the kernel (the client side's connected prefixes, for DR real servers) is the same on
+/// every machine: no `eth0` there, so that one check is skipped with a note.
+fn director_without_host_interfaces(args: &[&str]) -> Output {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.starts_with(b"0\n"));
+    if !root {
+        return director(args);
+    }
+    Command::new("unshare")
+        .arg("--net")
+        .arg(env!("CARGO_BIN_EXE_director"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
 fn configs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
 }
@@ -42,7 +62,8 @@ impl Drop for TempFile {
 fn check_accepts_shipped_configs() {
     for name in ["demo.toml", "reference.toml"] {
         let path = configs().join(name);
-        let output = director(&["check", "--config", path.to_str().unwrap()]);
+        let output =
+            director_without_host_interfaces(&["check", "--config", path.to_str().unwrap()]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),
@@ -55,7 +76,7 @@ fn check_accepts_shipped_configs() {
         );
     }
     let demo = configs().join("demo.toml");
-    let output = director(&["check", "--config", demo.to_str().unwrap()]);
+    let output = director_without_host_interfaces(&["check", "--config", demo.to_str().unwrap()]);
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
         stdout.contains(
