@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::counters::BackendCounters;
+use crate::fib::{Fib, Neighbours};
 use crate::persistence::PersistenceTable;
 use crate::wire::MacAddr;
 
@@ -229,6 +230,33 @@ pub struct Interfaces {
     pub server: Interface,
 }
 
+/// Where NAT replies go (`[director] nat_reply`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum NatReply {
+    /// To the MAC the connection's client frames arrive from (F5's "auto last hop"): the client
+    /// itself on-link, or whichever router forwarded them. No route to the client is needed.
+    #[default]
+    LastHop,
+    /// To the next hop a route lookup of the client's address gives, once per connection.
+    Route,
+}
+
+/// The routing view control publishes with a snapshot: the FIB and the neighbour array its
+/// next hops index. With it, TUN sends to the route's next hop toward the real server and NAT
+/// replies follow [`NatReply`]; see [`crate::pipeline`]'s docs.
+#[derive(Clone, Debug)]
+pub struct Routing {
+    /// The routes, immutable.
+    pub fib: Arc<Fib>,
+    /// The next hops' MACs, updated in place by control.
+    pub neighbours: Arc<Neighbours>,
+    /// Interface index of the client side: TUN packets and NAT replies leave by it, so a route
+    /// out of any other interface is refused as not served.
+    pub client_ifindex: u32,
+    /// Where NAT replies go.
+    pub nat_reply: NatReply,
+}
+
 /// Idle timeouts for connection-table entries (IPVS's defaults).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
@@ -278,6 +306,10 @@ pub struct ServiceTable {
     /// (what [`ServiceTable::new`] leaves): DR works, NAT and TUN services drop their frames as
     /// [`crate::DropReason::UnsupportedForwarding`].
     pub interfaces: Option<Interfaces>,
+    /// Routes and neighbours ([`ServiceTable::with_routing`]). `None` (what
+    /// [`ServiceTable::new`] leaves): NAT replies go to the client side's
+    /// [`Interface::next_hop_mac`] and TUN to each [`Backend::mac`].
+    pub routing: Option<Routing>,
 }
 
 impl ServiceTable {
@@ -303,7 +335,15 @@ impl ServiceTable {
             backend_counters,
             persistence: Arc::new(PersistenceTable::new(0)),
             interfaces: None,
+            routing: None,
         }
+    }
+
+    /// This snapshot with next hops from `routing`.
+    #[must_use]
+    pub fn with_routing(mut self, routing: Routing) -> Self {
+        self.routing = Some(routing);
+        self
     }
 
     /// This snapshot with the facts NAT and TUN need about the director's interfaces.
