@@ -79,13 +79,14 @@ impl Pipeline {
         let backend = service.backends.get(index).ok_or(DropReason::NoBackend)?;
         let backend_port = backend.port_for(flow.key.dst_port);
         let nat = service.forwarding == Forwarding::Nat;
-        // The next hop the entry remembers, unless this is a new decision for the flow; what
-        // the entry will remember once the frame is forwarded (see `ConnNextHop`).
-        let remembered = match existing {
+        // The next hop the entry remembers, unless this is a new decision for the flow (read
+        // only with routing, so DR and routeless tables pay nothing).
+        let remembered = || match existing {
             Some(id) if !scheduled => self.connections.connection(id).next_hop,
             _ => ConnNextHop::Unknown,
         };
-        let mut next_hop = remembered;
+        // What the entry will remember once the frame is forwarded, if routing found one.
+        let mut next_hop = None;
 
         // The frame goes out from here on, unless the rewrite refuses it untouched.
         let verdict = match service.forwarding {
@@ -101,7 +102,7 @@ impl Pipeline {
                     let last_hop = buffer
                         .get(at.start + 6..at.start + 12)
                         .and_then(|bytes| MacAddr::try_from(bytes).ok());
-                    next_hop = client_next_hop(routing, remembered, last_hop, &flow.key);
+                    next_hop = Some(client_next_hop(routing, remembered(), last_hop, &flow.key));
                 }
                 nat::rewrite_inbound_parsed(
                     &mut buffer[at.start..at.end()],
@@ -118,10 +119,10 @@ impl Pipeline {
                 let backend_mac = match &table.routing {
                     Some(routing) => {
                         let (hop, mac) =
-                            next_hop::resolve(routing, remembered, backend.address, || {
+                            next_hop::resolve(routing, remembered(), backend.address, || {
                                 flow.key.flow_hash()
                             })?;
-                        next_hop = hop;
+                        next_hop = Some(hop);
                         mac
                     }
                     None => backend.mac.ok_or(DropReason::NeighbourUnresolved)?,
@@ -160,8 +161,10 @@ impl Pipeline {
                     };
                     self.connections.rebind(id, binding, gauges);
                 }
-                if self.connections.connection(id).next_hop != next_hop {
-                    self.connections.set_next_hop(id, next_hop);
+                if let Some(hop) = next_hop {
+                    if self.connections.connection(id).next_hop != hop {
+                        self.connections.set_next_hop(id, hop);
+                    }
                 }
                 let state = match flow.key.protocol {
                     Protocol::Tcp => connection.state.on_tcp(flow.flags),
@@ -183,7 +186,7 @@ impl Pipeline {
                         generation: table.generation,
                         counter_slot: backend.counter_slot as u32,
                         state,
-                        next_hop,
+                        next_hop: next_hop.unwrap_or_default(),
                     };
                     // None only for a capacity-0 table, counted there; forward regardless.
                     let id = self.connections.insert(
