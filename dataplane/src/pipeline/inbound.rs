@@ -326,7 +326,7 @@ fn reachable(service: &Service, index: usize, table: &ServiceTable) -> bool {
 /// replies move with the client's path (another router after a failover) at the cost of a
 /// 6-byte compare per frame. Route mode looks the client up once per connection; a failed
 /// lookup is left to the reply, which looks up again and counts why it found nothing.
-#[inline]
+#[inline(never)]
 fn client_next_hop(
     routing: &Routing,
     remembered: ConnNextHop,
