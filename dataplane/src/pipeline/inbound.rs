@@ -325,7 +325,8 @@ fn reachable(service: &Service, index: usize, table: &ServiceTable) -> bool {
 /// source MAC) leaves it. Auto last hop follows the newest client frame's source MAC, so
 /// replies move with the client's path (another router after a failover) at the cost of a
 /// 6-byte compare per frame. Route mode looks the client up once per connection; a failed
-/// lookup is left to the reply, which looks up again and counts why it found nothing.
+/// lookup is left to the reply, which looks up again and counts why it found nothing. Out of
+/// line for the reason [`next_hop::resolve`] is.
 #[inline(never)]
 fn client_next_hop(
     routing: &Routing,
