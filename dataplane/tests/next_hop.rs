@@ -6,10 +6,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use dataplane::conntrack::{ConnNextHop, FlowKey};
+use dataplane::conntrack::{ConnNextHop, ConnState, FlowKey};
 use dataplane::fib::{FibBuilder, Neighbour, NeighbourId, Neighbours, NextHop, Route};
+use dataplane::sync::{ConnectionRecord, SyncQueues, SyncRecord};
 use dataplane::testing::{
     self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC, ROUTER_MAC, SERVER_SIDE_MAC,
 };
@@ -456,4 +457,58 @@ fn tun_outer_destination_is_the_routes_next_hop() {
         rig.dropped(&frame, &self::table(2, None)),
         DropReason::NeighbourUnresolved
     );
+}
+
+#[test]
+fn imported_entries_find_their_next_hop_on_their_first_frame() {
+    // Another director's NAT and TUN flows, imported by state sync: no next hop comes with them.
+    let neighbours = neighbours();
+    let table = table(1, Some(routing(&neighbours, GATEWAY, NatReply::Route)));
+    let queues = SyncQueues::new(1, 16);
+    let mut rig = Rig::new();
+    rig.pipeline = Pipeline::new(0, DIRECTOR_MAC, 256).with_sync(queues.worker(
+        0,
+        false,
+        true,
+        Duration::from_secs(1),
+    ));
+    let nat_client = "198.51.100.7:40000";
+    let tun_client = "198.51.100.8:40000";
+    let mut tun_key = nat_key(tun_client);
+    tun_key.dst_addr = Ipv4Addr::new(192, 0, 2, 70);
+    for (key, backend, forwarding) in [
+        (nat_key(nat_client), NAT_RS, Forwarding::Nat),
+        (tun_key, "10.0.0.3:80", Forwarding::Tunnel),
+    ] {
+        let record = SyncRecord::Connection(ConnectionRecord {
+            key,
+            backend: backend.parse().unwrap(),
+            forwarding,
+            state: ConnState::TcpEstablished,
+        });
+        assert!(queues.imports()[0].push(record).is_ok());
+    }
+    rig.pipeline.drain_imports(&table, rig.now, &rig.counters);
+    for key in [nat_key(nat_client), tun_key] {
+        let entry = rig.pipeline.connections().get(&key).unwrap();
+        assert_eq!(entry.next_hop, ConnNextHop::Unknown, "{key:?}");
+    }
+
+    let gateway = mac(GATEWAY.index() as u8 + 1);
+    assert_eq!(
+        rig.sent_to(&reply(nat_client), &table, Egress::Peer),
+        gateway
+    );
+    let frame = FrameBuilder::tcp()
+        .src(tun_client)
+        .dst(TUN_VIP)
+        .ack()
+        .eth_src(ROUTER_MAC)
+        .eth_dst(DIRECTOR_MAC)
+        .build();
+    assert_eq!(rig.sent_to(&frame, &table, Egress::Ingress), gateway);
+    for key in [nat_key(nat_client), tun_key] {
+        let entry = rig.pipeline.connections().get(&key).unwrap();
+        assert_eq!(entry.next_hop, ConnNextHop::Neighbour(GATEWAY), "{key:?}");
+    }
 }
