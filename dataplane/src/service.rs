@@ -104,7 +104,8 @@ pub struct Backend {
     /// Its IPv4 address.
     pub address: Ipv4Addr,
     /// Its MAC address, from the neighbour table or the configuration; `None` while unresolved
-    /// (frames scheduled to it are dropped and counted until it resolves).
+    /// (frames scheduled to it are dropped and counted until it resolves). Not read for TUN
+    /// when the table has a [`Routing`]: the route to `address` gives the next hop.
     pub mac: Option<[u8; 6]>,
     /// Configured weight; the scheduler never gives new flows to weight 0.
     pub weight: u32,
@@ -213,7 +214,8 @@ pub struct Interface {
     /// The MAC of the next hop toward the clients (the default gateway on that link), for NAT
     /// replies and translated ICMP errors; `None` while unresolved (those frames are dropped as
     /// [`crate::DropReason::NeighbourUnresolved`]). Only the client side's is read: frames to
-    /// real servers use each [`Backend::mac`].
+    /// real servers use each [`Backend::mac`]. Not read when the table has a [`Routing`]: NAT
+    /// replies then follow [`NatReply`].
     pub next_hop_mac: Option<MacAddr>,
 }
 
