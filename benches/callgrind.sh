@@ -17,7 +17,8 @@ K1=${K1:-10000}
 K2=${K2:-30000}
 CASES=("$@")
 if ((${#CASES[@]} == 0)); then
-    CASES=(copy dr-established dr-new-flow nat-established nat-reply tun-established drop-fragment)
+    CASES=(copy dr-established dr-new-flow nat-established nat-reply tun-established drop-fragment
+        nat-established-fib nat-reply-fib nat-reply-route tun-established-fib)
 fi
 
 if ! command -v valgrind >/dev/null; then

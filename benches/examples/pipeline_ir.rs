@@ -12,20 +12,29 @@
 //!   nat-reply        the real server's reply: reply index, rewrite back to VIP:80
 //!   tun-established  a frame of a tracked TUN flow: encapsulated into the headroom
 //!   drop-fragment    a fragment, classified and dropped with its counter
+//!   nat-established-fib, nat-reply-fib, tun-established-fib
+//!                    the same three with next hops from a FIB: NAT replies to the client's
+//!                    last hop, TUN to the route's gateway (one atomic load per frame)
+//!   nat-reply-route  the reply with `nat_reply = "route"`: the neighbour the route gave
 //! ```
 
 use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
+use dataplane::fib::{FibBuilder, Neighbour, NeighbourId, Neighbours, NextHop, Route};
 use dataplane::testing::{
     backend, backend_mac, counter_blocks, in_chunk, interfaces, service, table, with_forwarding,
     with_port, FrameBuilder, DIRECTOR_MAC, UMEM_HEADROOM,
 };
-use dataplane::{Forwarding, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters};
+use dataplane::{
+    Forwarding, NatReply, Pipeline, Protocol, Routing, ServiceTable, Verdict, WorkerCounters,
+};
 use scheduler::Algorithm;
 
-const CASES: [&str; 7] = [
+const CASES: [&str; 11] = [
     "copy",
     "dr-established",
     "dr-new-flow",
@@ -33,6 +42,10 @@ const CASES: [&str; 7] = [
     "nat-reply",
     "tun-established",
     "drop-fragment",
+    "nat-established-fib",
+    "nat-reply-fib",
+    "nat-reply-route",
+    "tun-established-fib",
 ];
 const CLIENT: &str = "203.0.113.7:40000";
 
@@ -65,6 +78,36 @@ fn table_for(forwarding: Forwarding) -> ServiceTable {
     .with_interfaces(interfaces(1500))
 }
 
+/// Next hops from a FIB: the real servers' 198.51.100.0/24 and the client's 203.0.113.0/24
+/// each via a gateway on interface 1, both resolved; NAT replies by `nat_reply`.
+fn routing(nat_reply: NatReply) -> Routing {
+    let neighbours = Neighbours::with_capacity(4);
+    let mut fib = FibBuilder::new();
+    for (slot, prefix) in [(0u32, [198, 51, 100, 0]), (1, [203, 0, 113, 0])] {
+        let neighbour = NeighbourId::new(slot, 0);
+        neighbours.publish(
+            neighbour,
+            Neighbour::Resolved([2, 0xaa, 0, 0, 0, slot as u8]),
+        );
+        let route = fib
+            .add_route(&Route::Forward(vec![NextHop {
+                address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 250 + slot as u8)),
+                neighbour,
+                ifindex: 1,
+                weight: 1,
+            }]))
+            .expect("a valid route");
+        fib.add_v4(Ipv4Addr::from(prefix), 24, route)
+            .expect("a valid prefix");
+    }
+    Routing {
+        fib: Arc::new(fib.build()),
+        neighbours: Arc::new(neighbours),
+        client_ifindex: 1,
+        nat_reply,
+    }
+}
+
 /// The client's TCP ACK with 64 bytes of payload, as the criterion bench sends.
 fn client_ack() -> Vec<u8> {
     FrameBuilder::tcp()
@@ -88,12 +131,22 @@ struct Case {
 impl Case {
     fn new(name: &str) -> Option<Case> {
         let counters = WorkerCounters::default();
+        let (name, routed) = match name {
+            "nat-reply-route" => ("nat-reply", Some(NatReply::Route)),
+            _ => match name.strip_suffix("-fib") {
+                Some(base) => (base, Some(NatReply::LastHop)),
+                None => (name, None),
+            },
+        };
         let forwarding = match name {
             "nat-established" | "nat-reply" => Forwarding::Nat,
             "tun-established" => Forwarding::Tunnel,
             _ => Forwarding::DirectRouting,
         };
-        let table = table_for(forwarding);
+        let table = match routed {
+            Some(nat_reply) => table_for(forwarding).with_routing(routing(nat_reply)),
+            None => table_for(forwarding),
+        };
         let capacity = if name == "dr-new-flow" { 4096 } else { 1 << 16 };
         let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, capacity);
         let frames = match name {

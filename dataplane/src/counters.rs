@@ -85,6 +85,20 @@ drop_reasons! {
     /// An ICMP error (destination unreachable, time exceeded) quoting a flow the connection
     /// table does not know, in either direction: nothing to translate or forward it for.
     IcmpNoConnection => "icmp_no_connection",
+    /// No route covers the next hop's destination (the client of a NAT reply in route mode, or
+    /// a TUN real server): [`crate::fib::NoRouteKind::NoMatch`].
+    NoRoute => "no_route",
+    /// The route to the destination is a blackhole.
+    RouteBlackhole => "route_blackhole",
+    /// The route to the destination is unreachable.
+    RouteUnreachable => "route_unreachable",
+    /// The route to the destination is prohibit.
+    RouteProhibit => "route_prohibit",
+    /// The route to the destination leaves by an interface other than the one the frame would
+    /// leave by (the client side).
+    RouteNotServed => "route_not_served",
+    /// The destination is on a connected prefix but control has no neighbour slot for it yet.
+    RouteOnlinkUnresolved => "route_onlink_unresolved",
 }
 
 /// Declares [`WorkerCounters`] with its named event counters (those lbstat lists under a

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::counters::BackendCounters;
+use crate::fib::{Fib, Neighbours};
 use crate::persistence::PersistenceTable;
 use crate::wire::MacAddr;
 
@@ -103,7 +104,8 @@ pub struct Backend {
     /// Its IPv4 address.
     pub address: Ipv4Addr,
     /// Its MAC address, from the neighbour table or the configuration; `None` while unresolved
-    /// (frames scheduled to it are dropped and counted until it resolves).
+    /// (frames scheduled to it are dropped and counted until it resolves). Not read for TUN
+    /// when the table has a [`Routing`]: the route to `address` gives the next hop.
     pub mac: Option<[u8; 6]>,
     /// Configured weight; the scheduler never gives new flows to weight 0.
     pub weight: u32,
@@ -212,7 +214,8 @@ pub struct Interface {
     /// The MAC of the next hop toward the clients (the default gateway on that link), for NAT
     /// replies and translated ICMP errors; `None` while unresolved (those frames are dropped as
     /// [`crate::DropReason::NeighbourUnresolved`]). Only the client side's is read: frames to
-    /// real servers use each [`Backend::mac`].
+    /// real servers use each [`Backend::mac`]. Not read when the table has a [`Routing`]: NAT
+    /// replies then follow [`NatReply`].
     pub next_hop_mac: Option<MacAddr>,
 }
 
@@ -227,6 +230,33 @@ pub struct Interfaces {
     pub client: Interface,
     /// Where the NAT real servers are ([`crate::pipeline::Egress::Peer`] for NAT inbound).
     pub server: Interface,
+}
+
+/// Where NAT replies go (`[director] nat_reply`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum NatReply {
+    /// To the MAC the connection's client frames arrive from (F5's "auto last hop"): the client
+    /// itself on-link, or whichever router forwarded them. No route to the client is needed.
+    #[default]
+    LastHop,
+    /// To the next hop a route lookup of the client's address gives, once per connection.
+    Route,
+}
+
+/// The routing view control publishes with a snapshot: the FIB and the neighbour array its
+/// next hops index. With it, TUN sends to the route's next hop toward the real server and NAT
+/// replies follow [`NatReply`]; see [`crate::pipeline`]'s docs.
+#[derive(Clone, Debug)]
+pub struct Routing {
+    /// The routes, immutable.
+    pub fib: Arc<Fib>,
+    /// The next hops' MACs, updated in place by control.
+    pub neighbours: Arc<Neighbours>,
+    /// Interface index of the client side: TUN packets and NAT replies leave by it, so a route
+    /// out of any other interface is refused as not served.
+    pub client_ifindex: u32,
+    /// Where NAT replies go.
+    pub nat_reply: NatReply,
 }
 
 /// Idle timeouts for connection-table entries (IPVS's defaults).
@@ -278,6 +308,10 @@ pub struct ServiceTable {
     /// (what [`ServiceTable::new`] leaves): DR works, NAT and TUN services drop their frames as
     /// [`crate::DropReason::UnsupportedForwarding`].
     pub interfaces: Option<Interfaces>,
+    /// Routes and neighbours ([`ServiceTable::with_routing`]). `None` (what
+    /// [`ServiceTable::new`] leaves): NAT replies go to the client side's
+    /// [`Interface::next_hop_mac`] and TUN to each [`Backend::mac`].
+    pub routing: Option<Routing>,
 }
 
 impl ServiceTable {
@@ -303,7 +337,15 @@ impl ServiceTable {
             backend_counters,
             persistence: Arc::new(PersistenceTable::new(0)),
             interfaces: None,
+            routing: None,
         }
+    }
+
+    /// This snapshot with next hops from `routing`.
+    #[must_use]
+    pub fn with_routing(mut self, routing: Routing) -> Self {
+        self.routing = Some(routing);
+        self
     }
 
     /// This snapshot with the facts NAT and TUN need about the director's interfaces.

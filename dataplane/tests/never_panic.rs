@@ -4,18 +4,22 @@
 //! The checks: it returns; a transmitted frame lies within the chunk and kept its length unless
 //! tunnelled (20 bytes longer) or answered (an ICMP error no longer than the input); a dropped
 //! frame left the chunk untouched. With state sync on, the same holds, and random records and
-//! mutated real ones imported between the frames keep the gauges exact.
+//! mutated real ones imported between the frames keep the gauges exact; and with next hops from
+//! a FIB.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dataplane::fib::{FibBuilder, Neighbour, NeighbourId, Neighbours, NextHop, Route};
 use dataplane::sync::{SyncQueues, SyncRecord, RECORD_LEN};
 use dataplane::testing::{
     self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC, SERVER_SIDE_MAC,
 };
 use dataplane::wire::icmp::{message, unreachable};
 use dataplane::{
-    Egress, Forwarding, PersistenceTable, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters,
+    Egress, Forwarding, NatReply, PersistenceTable, Pipeline, Protocol, Routing, ServiceTable,
+    Verdict, WorkerCounters,
 };
 use proptest::prelude::*;
 use scheduler::Algorithm;
@@ -109,6 +113,42 @@ fn table() -> ServiceTable {
     .with_persistence(Arc::new(PersistenceTable::new(8)))
     // A small MTU, so mutated lengths reach the too-big paths.
     .with_interfaces(testing::interfaces(576))
+}
+
+/// [`table`] with next hops from a FIB: a default route through two gateways (one unresolved),
+/// a blackhole, a route out of another interface; NAT replies by route in `route` mode, else by
+/// auto last hop.
+fn routed_table(route: bool) -> ServiceTable {
+    let neighbours = Neighbours::with_capacity(2);
+    neighbours.publish(
+        NeighbourId::new(0, 0),
+        Neighbour::Resolved([2, 0xaa, 0, 0, 0, 1]),
+    );
+    neighbours.publish(NeighbourId::new(1, 0), Neighbour::Unresolved);
+    let via = |slot: u32, ifindex| NextHop {
+        address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 250 + slot as u8)),
+        neighbour: NeighbourId::new(slot, 0),
+        ifindex,
+        weight: 1,
+    };
+    let mut fib = FibBuilder::new();
+    let mut add = |prefix: [u8; 4], len, route: &Route| {
+        let id = fib.add_route(route).unwrap();
+        fib.add_v4(Ipv4Addr::from(prefix), len, id).unwrap();
+    };
+    add([0, 0, 0, 0], 0, &Route::Forward(vec![via(0, 1), via(1, 1)]));
+    add([10, 0, 0, 0], 24, &Route::Blackhole);
+    add([198, 51, 100, 0], 25, &Route::Forward(vec![via(0, 7)]));
+    table().with_routing(Routing {
+        fib: Arc::new(fib.build()),
+        neighbours: Arc::new(neighbours),
+        client_ifindex: 1,
+        nat_reply: if route {
+            NatReply::Route
+        } else {
+            NatReply::LastHop
+        },
+    })
 }
 
 fn seeds() -> Vec<Vec<u8>> {
@@ -313,6 +353,20 @@ proptest! {
     ) {
         // Several frames through one small pipeline, so entries are hit, rebound and evicted.
         let (table, counters) = (table(), WorkerCounters::default());
+        let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 4);
+        for (frame, headroom) in frames {
+            run(&mut pipeline, &table, &counters, &frame, headroom)?;
+        }
+        pipeline.housekeeping(&table, Instant::now(), &counters);
+        testing::assert_gauges_match(pipeline.connections(), &table, 0);
+    }
+
+    #[test]
+    fn mutated_valid_frames_with_routing(
+        route in any::<bool>(),
+        frames in proptest::collection::vec((mutated(), 0usize..300), 1..16),
+    ) {
+        let (table, counters) = (routed_table(route), WorkerCounters::default());
         let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 4);
         for (frame, headroom) in frames {
             run(&mut pipeline, &table, &counters, &frame, headroom)?;

@@ -4,15 +4,18 @@
 //! ways through the reply index, ICMP errors translated both ways, TUN encapsulation and
 //! fragmentation-needed answers) go through `Pipeline::process` and `housekeeping` after
 //! warm-up, with state sync on (every record exported is moved to a second pipeline, a backup,
-//! which imports it), and asserts zero allocations.
+//! which imports it), and asserts zero allocations; then again with next hops from a FIB
+//! (NAT replies by auto last hop and by route, TUN through an ECMP route).
 //!
 //! Only allocations made by the test's own thread while counting is on are counted, so the
 //! harness's threads cannot disturb the result.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alloc_count::{allocations_during, CountingAllocator};
+use dataplane::fib::{FibBuilder, Neighbour, NeighbourId, Neighbours, NextHop, Route};
 use dataplane::sync::SyncQueues;
 use dataplane::testing::{
     self, backend, backend_mac, service, FrameBuilder, CHUNK_SIZE, DIRECTOR_MAC, SERVER_SIDE_MAC,
@@ -20,7 +23,8 @@ use dataplane::testing::{
 };
 use dataplane::wire::icmp::{message, unreachable};
 use dataplane::{
-    Forwarding, PersistenceTable, Pipeline, Protocol, ServiceTable, Verdict, WorkerCounters,
+    Forwarding, NatReply, PersistenceTable, Pipeline, Protocol, Routing, ServiceTable, Verdict,
+    WorkerCounters,
 };
 use scheduler::Algorithm;
 
@@ -258,6 +262,44 @@ fn fixtures() -> Vec<Vec<u8>> {
 
 #[test]
 fn pipeline_does_not_allocate_per_frame() {
+    assert_no_allocations_per_frame(None);
+}
+
+/// The same with next hops from a FIB (issue 14): the first table's NAT replies by auto last
+/// hop, the second's by route; clients via a gateway, TUN real servers via an ECMP route.
+#[test]
+fn pipeline_does_not_allocate_per_frame_with_routing() {
+    let neighbours = Arc::new(Neighbours::with_capacity(4));
+    for slot in 0..3 {
+        let id = NeighbourId::new(slot, 0);
+        neighbours.publish(id, Neighbour::Resolved([2, 0xaa, 0, 0, 0, slot as u8]));
+    }
+    let mut fib = FibBuilder::new();
+    let via = |slot: u32| NextHop {
+        address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 250 + slot as u8)),
+        neighbour: NeighbourId::new(slot, 0),
+        ifindex: 1,
+        weight: 1,
+    };
+    let clients = fib.add_route(&Route::Forward(vec![via(0)])).unwrap();
+    let servers = fib
+        .add_route(&Route::Forward(vec![via(1), via(2)]))
+        .unwrap();
+    fib.add_v4(Ipv4Addr::new(198, 51, 100, 0), 24, clients)
+        .unwrap();
+    fib.add_v4(Ipv4Addr::new(10, 0, 0, 0), 24, servers).unwrap();
+    let routing = |nat_reply| Routing {
+        fib: Arc::new(fib.clone().build()),
+        neighbours: Arc::clone(&neighbours),
+        client_ifindex: 1,
+        nat_reply,
+    };
+    assert_no_allocations_per_frame(Some([routing(NatReply::LastHop), routing(NatReply::Route)]));
+}
+
+/// Runs the fixtures through a master and a backup pipeline (with `routing` in the first and
+/// second tables, if given) and panics unless they took their paths without allocating.
+fn assert_no_allocations_per_frame(routing: Option<[Routing; 2]>) {
     // The counter works: one allocation is seen as one.
     assert_eq!(
         allocations_during(|| drop(std::hint::black_box(vec![1u8; 16]))),
@@ -268,8 +310,12 @@ fn pipeline_does_not_allocate_per_frame() {
     let blocks = testing::counter_blocks(2, 40);
     // Fewer slots than client networks, so it fills up and expired templates are reused.
     let templates = Arc::new(PersistenceTable::new(16));
-    let first = table(1, &[1, 2, 3, 4], &blocks, &templates);
-    let second = table(2, &[5, 4, 3, 2, 1, 6], &blocks, &templates);
+    let mut first = table(1, &[1, 2, 3, 4], &blocks, &templates);
+    let mut second = table(2, &[5, 4, 3, 2, 1, 6], &blocks, &templates);
+    if let Some([one, two]) = routing {
+        first = first.with_routing(one);
+        second = second.with_routing(two);
+    }
     let frames = fixtures();
     let counters = WorkerCounters::default();
     // Far fewer entries than flows, so the table is full and churning most of the time.

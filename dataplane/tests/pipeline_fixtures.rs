@@ -290,7 +290,8 @@ fn golden_cases_cover_every_pipeline_drop_reason() {
         })
         .collect();
     // TX ring full is the worker's to count, never the pipeline's. The NAT/TUN reasons have
-    // their pipeline cases in `nat_tun_pipeline.rs` (`nat_tun_cases_cover_their_drop_reasons`).
+    // their pipeline cases in `nat_tun_pipeline.rs` (`nat_tun_cases_cover_their_drop_reasons`),
+    // the route ones in `next_hop.rs` (`next_hop_cases_cover_the_route_drop_reasons`).
     let not_pipeline = [
         DropReason::TxRingFull,
         DropReason::TtlExpired,
@@ -298,6 +299,12 @@ fn golden_cases_cover_every_pipeline_drop_reason() {
         DropReason::NoHeadroom,
         DropReason::UnsupportedForwarding,
         DropReason::IcmpNoConnection,
+        DropReason::NoRoute,
+        DropReason::RouteBlackhole,
+        DropReason::RouteUnreachable,
+        DropReason::RouteProhibit,
+        DropReason::RouteNotServed,
+        DropReason::RouteOnlinkUnresolved,
     ];
     for reason in DropReason::ALL {
         if !not_pipeline.contains(&reason) {

@@ -113,4 +113,4 @@ mod table;
 
 pub use key::FlowKey;
 pub use state::ConnState;
-pub use table::{Binding, ConnId, ConnTable, Connection, FlowHint};
+pub use table::{Binding, ConnId, ConnNextHop, ConnTable, Connection, FlowHint};

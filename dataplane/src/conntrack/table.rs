@@ -14,9 +14,11 @@ use allocator_api2::vec::Vec as TableVec;
 use super::key::{FlowHasher, FlowKey};
 use super::state::{is_expired, timeout_secs, ConnState};
 use crate::counters::{bump, BackendCounters, WorkerCounters};
+use crate::fib::NeighbourId;
 use crate::memory::HugePages;
 use crate::service::{Protocol, Timeouts};
 use crate::slot_index::SlotIndex;
+use crate::wire::MacAddr;
 
 /// What an entry remembers about its flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +38,26 @@ pub struct Connection {
     pub counter_slot: u32,
     /// Where the flow is in its life.
     pub state: ConnState,
+    /// Where frames of the flow toward its far side go next (NAT: replies to the client; TUN:
+    /// the tunnel to the real server), found once and kept; see [`ConnNextHop`].
+    pub next_hop: ConnNextHop,
+}
+
+/// The next hop an entry remembers (issue 14), read only when the service table has a
+/// [`crate::service::Routing`]: without one, NAT replies go to the client side's
+/// [`crate::service::Interface::next_hop_mac`] and TUN to the backend's MAC, as before.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConnNextHop {
+    /// Not known yet: DR, an entry made without routing, or one imported by state sync (whose
+    /// neighbour ids are another director's): the next frame that needs it looks the route up.
+    #[default]
+    Unknown,
+    /// NAT, auto last hop: the MAC the client's frames arrive from (the client on-link, or the
+    /// router that forwarded them).
+    LastHop(MacAddr),
+    /// A route lookup's neighbour: each frame reads its MAC from the neighbour array, so a MAC
+    /// change reaches the flow without touching the entry.
+    Neighbour(NeighbourId),
 }
 
 impl Connection {
@@ -111,6 +133,7 @@ impl Entry {
             generation: 0,
             counter_slot: 0,
             state: ConnState::TcpSyn,
+            next_hop: ConnNextHop::Unknown,
         },
         last_seen: 0,
         synced: 0,
@@ -119,7 +142,9 @@ impl Entry {
     };
 }
 
-const _: () = assert!(std::mem::size_of::<Entry>() == 56);
+// One cache line since the next hop joined the connection (56 bytes before).
+const _: () = assert!(std::mem::size_of::<ConnNextHop>() == 8);
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
 
 /// One worker's connection table, bounded at construction. See the module docs.
 pub struct ConnTable {
@@ -324,6 +349,10 @@ impl ConnTable {
             ..
         } = self.entries[slot as usize];
         let connection = &mut self.entries[slot as usize].connection;
+        // A tunnel's next hop is the route to its real server: another server needs another.
+        if !to.nat && to.backend != old.backend {
+            connection.next_hop = ConnNextHop::Unknown;
+        }
         connection.backend = to.backend;
         connection.backend_port = to.backend_port;
         connection.nat = to.nat;
@@ -346,6 +375,12 @@ impl ConnTable {
             gauge_remove(gauges, old, state);
             gauge_add(gauges, counter_slot, state);
         }
+    }
+
+    /// Remembers the flow's next hop (see [`ConnNextHop`]).
+    #[inline]
+    pub fn set_next_hop(&mut self, id: ConnId, next_hop: ConnNextHop) {
+        self.entries[id.0 as usize].connection.next_hop = next_hop;
     }
 
     /// Records a packet of the flow at `now`, moving it to `state` (and its count between the
@@ -695,6 +730,7 @@ mod tests {
             generation: 1,
             counter_slot: 0,
             state,
+            next_hop: ConnNextHop::Unknown,
         }
     }
 

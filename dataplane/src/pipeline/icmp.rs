@@ -9,6 +9,7 @@ use std::net::SocketAddrV4;
 use std::time::Instant;
 
 use super::inbound::resolve;
+use super::next_hop;
 use super::shared::{count_out, interfaces, At, Egress, Pipeline, Verdict};
 use crate::conntrack::ConnId;
 use crate::counters::{bump, DropReason, WorkerCounters};
@@ -50,7 +51,7 @@ impl Pipeline {
             .lookup_reply(&key, now, &table.timeouts, counters, gauges)
             .ok_or(DropReason::IcmpNoConnection)?;
         let connection = *self.connections.connection(id);
-        self.to_client(
+        self.rewrite_to_client(
             buffer,
             at,
             parsed,
@@ -86,7 +87,17 @@ impl Pipeline {
         let backend = resolve(&connection, service, table.generation)
             .and_then(|index| service.backends.get(index))
             .ok_or(DropReason::IcmpNoConnection)?;
-        let backend_mac = backend.mac.ok_or(DropReason::NeighbourUnresolved)?;
+        // TUN with routing: the flow's next hop toward its real server, not stored back (an
+        // ICMP error does not touch the entry).
+        let backend_mac = match (&table.routing, service.forwarding) {
+            (Some(routing), Forwarding::Tunnel) => {
+                next_hop::resolve(routing, connection.next_hop, backend.address, || {
+                    key.flow_hash()
+                })?
+                .1
+            }
+            _ => backend.mac.ok_or(DropReason::NeighbourUnresolved)?,
+        };
         let verdict = match service.forwarding {
             Forwarding::DirectRouting => {
                 self.direct(buffer, at, backend_mac)?;

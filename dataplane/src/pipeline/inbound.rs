@@ -9,15 +9,17 @@
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
+use super::next_hop;
 use super::shared::{interfaces, At, Egress, Pipeline, Verdict};
-use crate::conntrack::{Binding, ConnState, Connection, FlowKey};
+use crate::conntrack::{Binding, ConnNextHop, ConnState, Connection, FlowKey};
 use crate::counters::{bump, BackendCounters, DropReason, WorkerCounters};
 use crate::parse::{Flow, Parsed};
 use crate::persistence::{Template, Upsert};
 use crate::rewrite::tun::Encapsulated;
 use crate::rewrite::{nat, Link};
-use crate::service::{Forwarding, Protocol, Service, ServiceKey, ServiceTable};
+use crate::service::{Forwarding, NatReply, Protocol, Routing, Service, ServiceKey, ServiceTable};
 use crate::sync::{SyncRecord, TemplateRecord};
+use crate::wire::MacAddr;
 
 /// How a flow's backend was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,18 +77,33 @@ impl Pipeline {
         // A new decision for this flow: a template's or the scheduler's.
         let scheduled = choice != Choice::Tracked;
         let backend = service.backends.get(index).ok_or(DropReason::NoBackend)?;
-        let backend_mac = backend.mac.ok_or(DropReason::NeighbourUnresolved)?;
         let backend_port = backend.port_for(flow.key.dst_port);
         let nat = service.forwarding == Forwarding::Nat;
+        // The next hop the entry remembers, unless this is a new decision for the flow (read
+        // only with routing, so DR and routeless tables pay nothing).
+        let remembered = || match existing {
+            Some(id) if !scheduled => self.connections.connection(id).next_hop,
+            _ => ConnNextHop::Unknown,
+        };
+        // What the entry will remember once the frame is forwarded, if routing found one.
+        let mut next_hop = None;
 
         // The frame goes out from here on, unless the rewrite refuses it untouched.
         let verdict = match service.forwarding {
             Forwarding::DirectRouting => {
+                let backend_mac = backend.mac.ok_or(DropReason::NeighbourUnresolved)?;
                 self.direct(buffer, at, backend_mac)?;
                 at.tx(Egress::Ingress)
             }
             Forwarding::Nat => {
+                let backend_mac = backend.mac.ok_or(DropReason::NeighbourUnresolved)?;
                 let sides = interfaces(table)?;
+                if let Some(routing) = &table.routing {
+                    let last_hop = buffer
+                        .get(at.start + 6..at.start + 12)
+                        .and_then(|bytes| MacAddr::try_from(bytes).ok());
+                    next_hop = Some(client_next_hop(routing, remembered(), last_hop, &flow.key));
+                }
                 nat::rewrite_inbound_parsed(
                     &mut buffer[at.start..at.end()],
                     parsed,
@@ -99,6 +116,17 @@ impl Pipeline {
                 at.tx(Egress::Peer)
             }
             Forwarding::Tunnel => {
+                let backend_mac = match &table.routing {
+                    Some(routing) => {
+                        let (hop, mac) =
+                            next_hop::resolve(routing, remembered(), backend.address, || {
+                                flow.key.flow_hash()
+                            })?;
+                        next_hop = Some(hop);
+                        mac
+                    }
+                    None => backend.mac.ok_or(DropReason::NeighbourUnresolved)?,
+                };
                 match self.tunnel(buffer, at, parsed, backend, backend_mac, table)? {
                     Encapsulated::Tunnelled { start, len } => Verdict::Tx {
                         start,
@@ -133,6 +161,11 @@ impl Pipeline {
                     };
                     self.connections.rebind(id, binding, gauges);
                 }
+                if let Some(hop) = next_hop {
+                    if self.connections.connection(id).next_hop != hop {
+                        self.connections.set_next_hop(id, hop);
+                    }
+                }
                 let state = match flow.key.protocol {
                     Protocol::Tcp => connection.state.on_tcp(flow.flags),
                     Protocol::Udp => ConnState::Udp,
@@ -153,6 +186,7 @@ impl Pipeline {
                         generation: table.generation,
                         counter_slot: backend.counter_slot as u32,
                         state,
+                        next_hop: next_hop.unwrap_or_default(),
                     };
                     // None only for a capacity-0 table, counted there; forward regardless.
                     let id = self.connections.insert(
@@ -266,7 +300,7 @@ fn choose(
                 // that left the service or has no MAC is not.
                 match service
                     .backend_by_slot(counter_slot)
-                    .filter(|&index| service.backends[index].mac.is_some())
+                    .filter(|&index| reachable(service, index, table))
                 {
                     Some(index) => return Ok((index, Choice::Template)),
                     None => stale_template = true,
@@ -277,6 +311,35 @@ fn choose(
     }
     let index = schedule(service, key, table)?;
     Ok((index, Choice::Scheduled { stale_template }))
+}
+
+/// Whether frames can be sent to backend `index` as far as the snapshot knows: it has a MAC,
+/// or (TUN with routing) its next hop comes from the route to it, checked per flow.
+#[inline]
+fn reachable(service: &Service, index: usize, table: &ServiceTable) -> bool {
+    service.backends[index].mac.is_some()
+        || (service.forwarding == Forwarding::Tunnel && table.routing.is_some())
+}
+
+/// The next hop a NAT flow's replies will go to, as a client frame from `last_hop` (its
+/// source MAC) leaves it. Auto last hop follows the newest client frame's source MAC, so
+/// replies move with the client's path (another router after a failover) at the cost of a
+/// 6-byte compare per frame. Route mode looks the client up once per connection; a failed
+/// lookup is left to the reply, which looks up again and counts why it found nothing. Out of
+/// line for the reason [`next_hop::resolve`] is.
+#[inline(never)]
+fn client_next_hop(
+    routing: &Routing,
+    remembered: ConnNextHop,
+    last_hop: Option<MacAddr>,
+    key: &FlowKey,
+) -> ConnNextHop {
+    match (routing.nat_reply, remembered) {
+        (NatReply::LastHop, _) => last_hop.map_or(remembered, ConnNextHop::LastHop),
+        (NatReply::Route, ConnNextHop::Neighbour(_)) => remembered,
+        (NatReply::Route, _) => next_hop::route(routing, key.src_addr, key.flow_hash())
+            .map_or(ConnNextHop::Unknown, ConnNextHop::Neighbour),
+    }
 }
 
 /// The scheduler's backend for a flow.

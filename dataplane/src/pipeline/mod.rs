@@ -25,7 +25,28 @@
 //!   server side) to the real server's MAC.
 //! - NAT outbound (RS:rsport -> client, not for a VIP): found through the connection table's
 //!   reply index, rewritten to VIP:port, out of [`Egress::Peer`] (the client side) to the client
-//!   side's next hop ([`crate::service::Interface::next_hop_mac`]).
+//!   side's next hop (below).
+//!
+//! # Next hops
+//!
+//! Without [`crate::service::Routing`] in the table, NAT replies (and translated ICMP errors)
+//! go to the client side's [`crate::service::Interface::next_hop_mac`] and TUN packets to the
+//! real server's [`crate::service::Backend::mac`]. With it, the connection entry remembers a
+//! next hop ([`crate::conntrack::ConnNextHop`]), found once per new connection:
+//! - NAT, [`crate::service::NatReply::LastHop`] (the default): the source MAC of the client's
+//!   frames, updated when a later client frame of the flow comes from another MAC;
+//! - NAT, [`crate::service::NatReply::Route`]: the neighbour the route to the client gives;
+//! - TUN: the neighbour the route to the real server gives.
+//!
+//! Lookups pick among ECMP next hops by the flow hash (the client's 5-tuple, both ways), so a
+//! flow keeps its next hop. Per frame, a remembered neighbour costs one atomic load from the
+//! neighbour array: a MAC change reaches established flows without touching their entries. An
+//! unresolved or failed neighbour drops the frame as `NeighbourUnresolved`; a neighbour slot
+//! released since ([`crate::fib::Neighbour::Gone`]), or an entry without a next hop (imported
+//! by state sync: neighbour ids are local), looks the route up again; no route, or a route out
+//! of another interface than the client side, drops the frame under the route's own reason
+//! (`no_route`, `route_blackhole`, `route_unreachable`, `route_prohibit`, `route_not_served`,
+//! `route_onlink_unresolved`). DR is unchanged: its real servers are on-link.
 //! - ICMP errors: found by the flow they quote. Quoting a reply (VIP:port -> client), from the
 //!   client side: forwarded to the flow's real server by its method (DR: MACs; TUN:
 //!   encapsulated; NAT: translated to RS:rsport, [`crate::rewrite::icmp`], out of
@@ -105,6 +126,7 @@
 //! - `inbound.rs`: a client's frame for a service: backend choice (entry, template, scheduler),
 //!   rewrite, recording the flow (steps 5 and 6, persistence).
 //! - `reply.rs`: a NAT real server's reply, back to the client.
+//! - `next_hop.rs`: next hops from the routing view, for NAT replies and TUN.
 //! - `icmp.rs`: ICMP errors about tracked flows, both ways.
 //! - `forwarding.rs`: the DR and TUN rewrites as this worker does them.
 //! - `sync.rs`: exporting entries and templates, importing other directors' records.
@@ -115,6 +137,7 @@
 mod forwarding;
 mod icmp;
 mod inbound;
+mod next_hop;
 mod reply;
 mod shared;
 mod sync;

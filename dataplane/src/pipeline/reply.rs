@@ -7,6 +7,7 @@
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
+use super::next_hop;
 use super::shared::{count_out, interfaces, At, Egress, Pipeline, Verdict};
 use crate::conntrack::{ConnId, ConnState};
 use crate::counters::{DropReason, WorkerCounters};
@@ -37,7 +38,7 @@ impl Pipeline {
             .lookup_reply(&flow.key, now, &table.timeouts, counters, gauges)
             .ok_or(DropReason::NoService)?;
         let connection = *self.connections.connection(id);
-        self.to_client(buffer, at, parsed, id, table, nat::rewrite_outbound_parsed)?;
+        self.rewrite_to_client(buffer, at, parsed, id, table, nat::rewrite_outbound_parsed)?;
         let state = match flow.key.protocol {
             Protocol::Tcp => connection.state.on_tcp_reply(flow.flags),
             Protocol::Udp => ConnState::Udp,
@@ -51,8 +52,8 @@ impl Pipeline {
     /// Rewrites a frame from the real server of the NAT flow `id` (a reply, or an ICMP error
     /// about a client packet) to come from VIP:port, toward the client side's next hop.
     #[inline]
-    pub(super) fn to_client(
-        &self,
+    pub(super) fn rewrite_to_client(
+        &mut self,
         buffer: &mut [u8],
         at: At,
         parsed: &Parsed,
@@ -61,11 +62,23 @@ impl Pipeline {
         rewrite: fn(&mut [u8], &Parsed, SocketAddrV4, Link) -> Result<(), DropReason>,
     ) -> Result<(), DropReason> {
         let sides = interfaces(table)?;
-        let router = sides
-            .client
-            .next_hop_mac
-            .ok_or(DropReason::NeighbourUnresolved)?;
-        let key = self.connections.key(id);
+        let key = *self.connections.key(id);
+        let router = match &table.routing {
+            // The client side's gateway, as before routing.
+            None => sides
+                .client
+                .next_hop_mac
+                .ok_or(DropReason::NeighbourUnresolved)?,
+            Some(routing) => {
+                let remembered = self.connections.connection(id).next_hop;
+                let (next_hop, mac) =
+                    next_hop::resolve(routing, remembered, key.src_addr, || key.flow_hash())?;
+                if next_hop != remembered {
+                    self.connections.set_next_hop(id, next_hop);
+                }
+                mac
+            }
+        };
         rewrite(
             &mut buffer[at.start..at.end()],
             parsed,

@@ -9,7 +9,7 @@ use std::net::SocketAddrV4;
 use std::time::Instant;
 
 use super::shared::Pipeline;
-use crate::conntrack::{Binding, ConnId, ConnState, Connection};
+use crate::conntrack::{Binding, ConnId, ConnNextHop, ConnState, Connection};
 use crate::counters::{bump, WorkerCounters};
 use crate::persistence::Upsert;
 use crate::service::{Forwarding, Service, ServiceKey, ServiceTable};
@@ -113,6 +113,8 @@ impl Pipeline {
                 generation: table.generation,
                 counter_slot: backend.counter_slot as u32,
                 state: record.state,
+                // Neighbour ids are local: the first frame that needs a next hop looks it up.
+                next_hop: ConnNextHop::Unknown,
             };
             // None only for a capacity-0 table, counted there.
             return self
