@@ -65,6 +65,21 @@ impl NetlinkMonitor {
         }
         // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
         let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Bound (port id 0: the kernel picks one) so that the socket is on the groups' lists.
+        // SAFETY: sockaddr_nl is plain integers, for which all-zero is a valid value.
+        let mut local: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        local.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: the address is a live sockaddr_nl and its exact size is passed.
+        let bound = unsafe {
+            libc::bind(
+                socket.as_raw_fd(),
+                std::ptr::from_ref(&local).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if bound < 0 {
+            return Err(io_error("bind netlink notification socket"));
+        }
         // SO_RCVBUFFORCE (root) ignores rmem_max; fall back to SO_RCVBUF if refused.
         if set_int_option(
             &socket,
