@@ -191,6 +191,14 @@ fn ecmp_routes_and_nexthop_groups_spread_over_both_routers() {
         2,
         "both routes share two slots"
     );
+
+    // Deleting the group deletes its routes, which the kernel does not notify one by one.
+    lab.a.ip(&["nexthop", "del", "id", "10"]);
+    assert!(until(&mut mirror, |_, fib| kind(
+        fib,
+        Ipv4Addr::new(203, 0, 113, 9)
+    ) == Some(NoRouteKind::NoMatch)));
+    assert_eq!(mirror.counters().routes_missing_nexthop_object, 0);
 }
 
 #[test]
@@ -290,4 +298,31 @@ fn a_hundred_changes_in_a_second_build_few_snapshots() {
         kind(&mirror.fib(), Ipv4Addr::new(192, 0, 2, 1)),
         Some(NoRouteKind::NoMatch)
     );
+}
+
+#[test]
+fn failed_neighbour_is_counted_and_solicited_again() {
+    let lab = lab();
+    // Give up on an unanswered neighbour after 3 x 100 ms instead of 3 s.
+    common::ip(&[
+        "netns",
+        "exec",
+        &lab.a.name,
+        "sysctl",
+        "-qw",
+        "net.ipv4.neigh.va.retrans_time_ms=100",
+    ]);
+    let (mut mirror, va) = mirror(&lab.a);
+    let nobody = Ipv4Addr::new(198, 51, 100, 99);
+    let id = mirror.neighbour_for(va, nobody).unwrap();
+    let neighbours = mirror.neighbours();
+    assert_eq!(neighbours.get(id), Neighbour::Unresolved);
+    assert!(until(&mut mirror, |mirror, _| {
+        neighbours.get(id) == Neighbour::Failed && mirror.counters().neighbours_failed == 1
+    }));
+    let solicited = mirror.counters().neighbour_solicitations;
+    assert!(until(&mut mirror, |mirror, _| mirror
+        .counters()
+        .neighbour_solicitations
+        > solicited));
 }

@@ -59,9 +59,17 @@ impl Model {
             }
             Event::Nexthop(change, id, object) => {
                 match change {
-                    Change::New => self.nexthops.insert(id, object),
-                    Change::Delete => self.nexthops.remove(&id),
-                };
+                    Change::New => {
+                        self.nexthops.insert(id, object);
+                    }
+                    Change::Delete => {
+                        // The kernel removes the routes through a deleted object without a
+                        // notification for each.
+                        self.nexthops.remove(&id);
+                        self.routes
+                            .retain(|_, action| *action != RouteAction::Object(id));
+                    }
+                }
                 Touched::Routes
             }
             Event::Neighbour(change, entry) => {

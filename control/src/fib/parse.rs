@@ -269,12 +269,15 @@ fn parse_nexthop(payload: &[u8]) -> Option<(u32, NexthopObject)> {
     for (attribute, data) in Attributes::new(&payload[8..]) {
         match attribute {
             NHA_ID => id = read_u32(data, 0),
-            // `struct nexthop_grp`: id u32, weight u8 (the weight minus one), weight_high u8,
-            // reserved u16.
+            // `struct nexthop_grp`: id u32, weight u8 (the weight minus one), weight_high u8
+            // (its high bits since Linux 6.12, zero before), reserved u16.
             NHA_GROUP => {
                 group = Some(
                     data.chunks_exact(8)
-                        .filter_map(|member| Some((read_u32(member, 0)?, u32::from(member[4]) + 1)))
+                        .filter_map(|member| {
+                            let weight = u32::from(u16::from_le_bytes([member[4], member[5]]));
+                            Some((read_u32(member, 0)?, weight + 1))
+                        })
                         .collect::<Vec<_>>(),
                 );
             }
