@@ -11,7 +11,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use control::fib::FibMirror;
+use control::fib::{FibMirror, FibTask};
 use control::netlink::interface_index;
 use dataplane::fib::{Fib, Neighbour, NoRoute, NoRouteKind};
 
@@ -325,4 +325,35 @@ fn failed_neighbour_is_counted_and_solicited_again() {
         .counters()
         .neighbour_solicitations
         > solicited));
+}
+
+#[test]
+fn task_thread_sends_a_change_within_100_ms_and_answers_requests() {
+    let lab = lab();
+    let (task, va) = lab.a.enter(|| {
+        let va = interface_index("va").unwrap();
+        (FibTask::spawn(vec![va], 1024).unwrap(), va)
+    });
+    let first = task.snapshots().recv_timeout(LIMIT).unwrap();
+    let destination = Ipv4Addr::new(192, 0, 2, 5);
+    assert_eq!(kind(&first, destination), Some(NoRouteKind::NoMatch));
+
+    lab.a
+        .ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.2"]);
+    // `ip` returns once the kernel has the route; the snapshot must follow within 100 ms.
+    let changed = Instant::now();
+    let snapshot = task.snapshots().recv_timeout(LIMIT).unwrap();
+    let latency = changed.elapsed();
+    assert!(snapshot.lookup_v4(destination, 0).is_ok());
+    assert!(latency < Duration::from_millis(100), "{latency:?}");
+
+    let id = task.neighbour_for(va, ROUTER_A).unwrap();
+    assert_eq!(snapshot.lookup_v4(destination, 0).unwrap().neighbour, id);
+    let summary = task.summary().unwrap();
+    assert!(summary.counters.rebuilds >= 2);
+    assert_eq!(
+        task.next_hop(destination).unwrap().via.as_deref(),
+        Some("198.51.100.2")
+    );
+    drop(task);
 }

@@ -9,6 +9,8 @@
 //! - `mirror`: [`FibMirror`], which owns the sockets, coalesces bursts of changes into at most
 //!   one rebuild per [`MIN_REBUILD_INTERVAL`], writes neighbour changes to their slots at once
 //!   and keeps the neighbours in use fresh.
+//! - `task`: [`FibTask`], the mirror on its own thread, sending snapshots over a crossbeam
+//!   channel (what the director's `select!` loop takes).
 //! - `counters`: [`FibCounters`] and the serialisable [`FibSummary`] / [`NextHopSummary`].
 //! - `log`: one log line per kind of bad input per ten seconds.
 //!
@@ -32,8 +34,10 @@ mod log;
 mod mirror;
 mod model;
 mod parse;
+mod task;
 #[cfg(test)]
 mod tests;
 
 pub use counters::{FibCounters, FibSummary, NextHopSummary};
 pub use mirror::{FibMirror, MIN_REBUILD_INTERVAL, NEIGHBOUR_REFRESH_INTERVAL};
+pub use task::{FibTask, FibTaskError, REQUEST_TIMEOUT};
