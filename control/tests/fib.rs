@@ -90,6 +90,10 @@ fn routes_added_and_removed_reach_the_next_snapshot() {
     assert!(until(&mut mirror, |_, fib| fib
         .lookup_v4(destination, 0)
         .is_ok_and(|next_hop| next_hop.ifindex == va)));
+    assert!(
+        mirror.fib().lookup_v4(ROUTER_A, 0).is_ok(),
+        "a gateway gets a host route"
+    );
     let summary = mirror.next_hop(destination);
     assert_eq!(summary.via.as_deref(), Some("198.51.100.2"));
     assert_eq!(mirror.counters().next_hops, 1);

@@ -2,8 +2,10 @@
 //! restricted to the interfaces the director serves; next hops given neighbour slots through
 //! [`NeighbourSlots`]; routes through the same next hops shared; and, as `dataplane::fib`'s
 //! `Route::OnLink` asks, a host route for each on-link destination control was asked to pin
-//! (DR real servers, on-link TUN servers, NAT clients in route mode), so that its lookup gives
-//! its own neighbour slot instead of `OnLinkUnresolved`.
+//! (DR real servers, on-link TUN servers, NAT clients in route mode) and for each gateway the
+//! routes use, so that its lookup gives its own neighbour slot instead of `OnLinkUnresolved`.
+//! Other neighbours the kernel knows get no slot: every slot is kept fresh once a second, and
+//! that would keep every ARP entry on the segment alive.
 //!
 //! What it must not do: talk to the kernel or write the neighbour array (the mirror publishes
 //! the slots it acquires here, and releases the ones no build references any more).
@@ -140,7 +142,10 @@ pub fn build(
         let _ = builder.add_v4(destination, u32::from(prefix_len), route);
     }
 
-    for &(ifindex, address) in pinned {
+    // Gateways are neighbours this snapshot resolves anyway: give them host routes as well.
+    let mut on_link: BTreeSet<(u32, Ipv4Addr)> = referenced.iter().copied().collect();
+    on_link.extend(pinned.iter().copied());
+    for (ifindex, address) in on_link {
         // A pinned destination keeps its slot even while no route reaches it.
         let Ok(neighbour) = slots.acquire(ifindex, IpAddr::V4(address)) else {
             counts.slots_full += 1;
