@@ -361,3 +361,23 @@ fn task_thread_sends_a_change_within_100_ms_and_answers_requests() {
     );
     drop(task);
 }
+
+#[test]
+fn notification_overrun_is_counted_and_redumped() {
+    let lab = lab();
+    let (mut mirror, _) = mirror(&lab.a);
+    // 20000 routes (one prefix, 20000 metrics) while the mirror reads nothing: more
+    // notifications than its 4 MiB socket buffer holds.
+    let batch = std::env::temp_dir().join(format!("dirtest-fib-{}.batch", std::process::id()));
+    let lines: String = (1..=20_000)
+        .map(|metric| format!("route add 192.0.2.0/24 via 198.51.100.2 metric {metric}\n"))
+        .collect();
+    std::fs::write(&batch, lines).unwrap();
+    let result = std::panic::catch_unwind(|| lab.a.ip(&["-batch", batch.to_str().unwrap()]));
+    std::fs::remove_file(&batch).unwrap();
+    result.unwrap();
+    assert!(until(&mut mirror, |mirror, fib| {
+        mirror.counters().overruns >= 1 && fib.lookup_v4(Ipv4Addr::new(192, 0, 2, 1), 0).is_ok()
+    }));
+    assert!(mirror.counters().dumps >= 2);
+}
