@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -369,9 +370,14 @@ fn notification_overrun_is_counted_and_redumped() {
     // 20000 routes (one prefix, 20000 metrics) while the mirror reads nothing: more
     // notifications than its 4 MiB socket buffer holds.
     let batch = std::env::temp_dir().join(format!("dirtest-fib-{}.batch", std::process::id()));
-    let lines: String = (1..=20_000)
-        .map(|metric| format!("route add 192.0.2.0/24 via 198.51.100.2 metric {metric}\n"))
-        .collect();
+    let mut lines = String::new();
+    for metric in 1..=20_000 {
+        writeln!(
+            lines,
+            "route add 192.0.2.0/24 via 198.51.100.2 metric {metric}"
+        )
+        .unwrap();
+    }
     std::fs::write(&batch, lines).unwrap();
     let result = std::panic::catch_unwind(|| lab.a.ip(&["-batch", batch.to_str().unwrap()]));
     std::fs::remove_file(&batch).unwrap();
