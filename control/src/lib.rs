@@ -7,6 +7,8 @@
 //! - [`duration`]: the `"15m"` / `"100ms"` duration syntax of the configuration.
 //! - [`health`]: health checks of the real servers (tcp, http, send/expect, exec) on one
 //!   thread with poll(2); health changes go to the main loop, which rebuilds the table.
+//! - [`fib`]: the FIB mirror: the kernel's IPv4 routes, links and neighbours kept current from
+//!   netlink notifications, built into `dataplane::fib` snapshots and the neighbour array.
 //! - [`netlink`]: a small synchronous rtnetlink client: interface index, MAC and RX queue count,
 //!   neighbour (ARP) lookups and solicitation for real servers' MACs, VIP addresses.
 //! - [`stats_server`]: the Unix socket that answers `lbstat` and scripts, one JSON request per
@@ -47,6 +49,7 @@ pub mod config;
 pub mod connected;
 pub mod director;
 pub mod duration;
+pub mod fib;
 pub mod ha;
 pub mod health;
 pub mod metrics;

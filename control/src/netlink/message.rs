@@ -105,12 +105,12 @@ impl<'a> Iterator for Messages<'a> {
 }
 
 /// `(type, data)` of each route attribute; stops at the first malformed one.
-pub(super) struct Attributes<'a> {
+pub(crate) struct Attributes<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Attributes<'a> {
-    pub(super) fn new(bytes: &'a [u8]) -> Self {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Attributes { rest: bytes }
     }
 }
@@ -135,13 +135,13 @@ const fn align4(length: usize) -> usize {
     (length + 3) & !3
 }
 
-pub(super) fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
+pub(crate) fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(
         bytes.get(offset..offset + 2)?.try_into().ok()?,
     ))
 }
 
-pub(super) fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
+pub(crate) fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(
         bytes.get(offset..offset + 4)?.try_into().ok()?,
     ))

@@ -10,13 +10,16 @@
 //! - `message`: the netlink message format, pure bytes.
 //! - `link`: interface facts (index, MTU, MAC, RX queues) by `if_nametoindex`, ioctls and sysfs.
 //! - `address`, `neighbour`, `route`: the requests on each rtnetlink table.
+//! - `monitor`: the notification socket and the raw table dumps the FIB mirror (`crate::fib`)
+//!   reads; `message`'s attribute walker is shared with the mirror's parser.
 //!
 //! Its unsafe code (the socket, ioctl and `if_nametoindex` calls) is in `socket` and `link`.
 //! Each block says why it is sound.
 
 mod address;
 mod link;
-mod message;
+pub(crate) mod message;
+mod monitor;
 mod neighbour;
 mod route;
 mod socket;
@@ -25,4 +28,5 @@ mod tests;
 
 pub use address::AddressChange;
 pub use link::{interface_index, interface_mac, interface_mtu, interface_rx_queues};
+pub use monitor::{Drained, NetlinkMonitor};
 pub use socket::{Netlink, NetlinkError};

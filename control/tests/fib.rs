@@ -1,0 +1,389 @@
+//! The FIB mirror against a real kernel, inside throwaway network namespaces (needs root).
+//!
+//! Layout: namespace `dirtest-fib-<pid>-<n>` holds `va` (198.51.100.1/24, the served
+//! interface); its veth peer `vb` lives in `dirtest-fib-<pid>-<n>-peer` with 198.51.100.2/24
+//! and 198.51.100.3/24 (two routers). Both namespaces are deleted by a Drop guard, also when a
+//! test fails. The mirror's sockets are opened inside the namespace and keep it; the test then
+//! drives the mirror from its own thread, and changes the tables with `ip -n`.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use control::fib::{FibMirror, FibTask};
+use control::netlink::interface_index;
+use dataplane::fib::{Fib, Neighbour, NoRoute, NoRouteKind};
+
+use common::{End, Namespace, VethPair};
+
+const ROUTER_A: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const LIMIT: Duration = Duration::from_secs(3);
+
+fn lab() -> VethPair {
+    VethPair::new(
+        "dirtest-fib",
+        &End {
+            suffix: "",
+            link: "va",
+            addresses: &["198.51.100.1/24"],
+        },
+        &End {
+            suffix: "-peer",
+            link: "vb",
+            addresses: &["198.51.100.2/24", "198.51.100.3/24"],
+        },
+    )
+}
+
+/// A mirror serving `va`, opened in the lab's namespace, and `va`'s index.
+fn mirror(namespace: &Namespace) -> (FibMirror, u32) {
+    namespace.enter(|| {
+        let va = interface_index("va").unwrap();
+        (FibMirror::open([va], 1024).unwrap(), va)
+    })
+}
+
+/// Runs the mirror until `probe` holds for its current snapshot, for at most `LIMIT`.
+fn until(mirror: &mut FibMirror, mut probe: impl FnMut(&FibMirror, &Fib) -> bool) -> bool {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if probe(mirror, &mirror.fib()) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        mirror.run_once(Duration::from_millis(20)).unwrap();
+    }
+}
+
+fn kind(fib: &Fib, address: Ipv4Addr) -> Option<NoRouteKind> {
+    fib.lookup_v4(address, 0).err().map(|NoRoute { kind }| kind)
+}
+
+/// The distinct neighbours 64 flow hashes reach for `address`.
+fn spread(fib: &Fib, address: Ipv4Addr) -> usize {
+    let neighbours: std::collections::HashSet<_> = (0..64u64)
+        .filter_map(|hash| {
+            fib.lookup_v4(address, hash.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                .ok()
+                .map(|next_hop| next_hop.neighbour)
+        })
+        .collect();
+    neighbours.len()
+}
+
+#[test]
+fn routes_added_and_removed_reach_the_next_snapshot() {
+    let lab = lab();
+    let (mut mirror, va) = mirror(&lab.a);
+    let destination = Ipv4Addr::new(192, 0, 2, 5);
+    assert_eq!(kind(&mirror.fib(), destination), Some(NoRouteKind::NoMatch));
+    assert_eq!(
+        kind(&mirror.fib(), ROUTER_A),
+        Some(NoRouteKind::OnLinkUnresolved)
+    );
+
+    lab.a
+        .ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.2"]);
+    assert!(until(&mut mirror, |_, fib| fib
+        .lookup_v4(destination, 0)
+        .is_ok_and(|next_hop| next_hop.ifindex == va)));
+    assert!(
+        mirror.fib().lookup_v4(ROUTER_A, 0).is_ok(),
+        "a gateway gets a host route"
+    );
+    let summary = mirror.next_hop(destination);
+    assert_eq!(summary.via.as_deref(), Some("198.51.100.2"));
+    assert_eq!(mirror.counters().next_hops, 1);
+
+    lab.a.ip(&["route", "del", "192.0.2.0/24"]);
+    assert!(until(&mut mirror, |_, fib| kind(fib, destination)
+        == Some(NoRouteKind::NoMatch)));
+    assert!(until(&mut mirror, |mirror, _| mirror.counters().next_hops == 0));
+}
+
+#[test]
+fn blackhole_and_unserved_routes_are_counted() {
+    let lab = lab();
+    // An interface the director does not serve (no dummy module here: a veth within the
+    // namespace).
+    lab.a
+        .ip(&["link", "add", "vc", "type", "veth", "peer", "name", "vd"]);
+    lab.a.ip(&["addr", "add", "203.0.113.1/25", "dev", "vc"]);
+    lab.a.ip(&["link", "set", "vd", "up"]);
+    lab.a.ip(&["link", "set", "vc", "up"]);
+    let (mut mirror, _) = mirror(&lab.a);
+    lab.a.ip(&["route", "add", "blackhole", "203.0.113.128/25"]);
+    lab.a.ip(&[
+        "route",
+        "add",
+        "192.0.2.0/24",
+        "via",
+        "203.0.113.2",
+        "dev",
+        "vc",
+    ]);
+    assert!(until(&mut mirror, |mirror, _| {
+        let counters = mirror.counters();
+        counters.routes_blackhole == 1 && counters.routes_not_served >= 2
+    }));
+    let fib = mirror.fib();
+    assert_eq!(
+        kind(&fib, Ipv4Addr::new(203, 0, 113, 200)),
+        Some(NoRouteKind::Blackhole)
+    );
+    assert_eq!(
+        kind(&fib, Ipv4Addr::new(192, 0, 2, 1)),
+        Some(NoRouteKind::NotServed)
+    );
+    assert_eq!(
+        kind(&fib, Ipv4Addr::new(203, 0, 113, 7)),
+        Some(NoRouteKind::NotServed)
+    );
+}
+
+#[test]
+fn ecmp_routes_and_nexthop_groups_spread_over_both_routers() {
+    let lab = lab();
+    let (mut mirror, _) = mirror(&lab.a);
+    lab.a.ip(&[
+        "route",
+        "add",
+        "192.0.2.0/24",
+        "nexthop",
+        "via",
+        "198.51.100.2",
+        "nexthop",
+        "via",
+        "198.51.100.3",
+    ]);
+    assert!(until(&mut mirror, |_, fib| spread(
+        fib,
+        Ipv4Addr::new(192, 0, 2, 9)
+    ) == 2));
+
+    lab.a.ip(&[
+        "nexthop",
+        "add",
+        "id",
+        "1",
+        "via",
+        "198.51.100.2",
+        "dev",
+        "va",
+    ]);
+    lab.a.ip(&[
+        "nexthop",
+        "add",
+        "id",
+        "2",
+        "via",
+        "198.51.100.3",
+        "dev",
+        "va",
+    ]);
+    lab.a.ip(&["nexthop", "add", "id", "10", "group", "1/2"]);
+    lab.a.ip(&["route", "add", "203.0.113.0/24", "nhid", "10"]);
+    assert!(until(&mut mirror, |_, fib| spread(
+        fib,
+        Ipv4Addr::new(203, 0, 113, 9)
+    ) == 2));
+    assert_eq!(
+        mirror.counters().next_hops,
+        2,
+        "both routes share two slots"
+    );
+
+    // Deleting the group deletes its routes, which the kernel does not notify one by one.
+    lab.a.ip(&["nexthop", "del", "id", "10"]);
+    assert!(until(&mut mirror, |_, fib| kind(
+        fib,
+        Ipv4Addr::new(203, 0, 113, 9)
+    ) == Some(NoRouteKind::NoMatch)));
+    assert_eq!(mirror.counters().routes_missing_nexthop_object, 0);
+}
+
+#[test]
+fn neighbour_mac_lands_in_its_slot_and_a_change_is_followed() {
+    let lab = lab();
+    let (mut mirror, va) = mirror(&lab.a);
+    let server = Ipv4Addr::new(198, 51, 100, 50);
+    let id = mirror.neighbour_for(va, server).unwrap();
+    let neighbours = mirror.neighbours();
+    assert!(until(&mut mirror, |_, fib| fib
+        .lookup_v4(server, 0)
+        .is_ok_and(|next_hop| next_hop.neighbour == id)));
+    for mac in ["02:00:00:00:00:01", "02:00:00:00:00:02"] {
+        lab.a.ip(&[
+            "neigh",
+            "replace",
+            "198.51.100.50",
+            "lladdr",
+            mac,
+            "dev",
+            "va",
+            "nud",
+            "reachable",
+        ]);
+        let last = mac.as_bytes()[mac.len() - 1] - b'0';
+        assert!(
+            until(&mut mirror, |_, _| neighbours.get(id)
+                == Neighbour::Resolved([2, 0, 0, 0, 0, last])),
+            "slot follows {mac}"
+        );
+    }
+}
+
+#[test]
+fn stale_neighbour_in_use_is_confirmed() {
+    let lab = lab();
+    lab.a.ip(&[
+        "neigh",
+        "replace",
+        "198.51.100.2",
+        "lladdr",
+        "02:00:00:00:00:0a",
+        "dev",
+        "va",
+        "nud",
+        "stale",
+    ]);
+    let (mut mirror, va) = mirror(&lab.a);
+    mirror.neighbour_for(va, ROUTER_A).unwrap();
+    assert!(mirror.counters().neighbour_confirmations >= 1);
+    // The kernel moves a STALE entry that is used to DELAY, then probes it.
+    let moved = until(&mut mirror, |_, _| {
+        !lab.a
+            .ip(&["neigh", "show", "198.51.100.2", "dev", "va"])
+            .contains("STALE")
+    });
+    assert!(moved, "the kernel entry left STALE");
+    assert_eq!(mirror.counters().neighbour_request_errors, 0);
+}
+
+#[test]
+fn a_hundred_changes_in_a_second_build_few_snapshots() {
+    let lab = lab();
+    let (mut mirror, _) = mirror(&lab.a);
+    let before = mirror.counters();
+    let name = lab.a.name.clone();
+    let start = Instant::now();
+    let flapper = std::thread::spawn(move || {
+        let namespace = Namespace { name };
+        for change in 0..100 {
+            if change % 2 == 0 {
+                namespace.ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.2"]);
+            } else {
+                namespace.ip(&["route", "del", "192.0.2.0/24"]);
+            }
+        }
+    });
+    while !flapper.is_finished() {
+        mirror.run_once(Duration::from_millis(20)).unwrap();
+    }
+    flapper.join().unwrap();
+    let elapsed = start.elapsed();
+    let settle = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < settle {
+        mirror.run_once(Duration::from_millis(20)).unwrap();
+    }
+    let after = mirror.counters();
+    let rebuilds = after.rebuilds - before.rebuilds;
+    assert!(after.notifications - before.notifications >= 100);
+    eprintln!("{rebuilds} rebuilds for 100 changes in {elapsed:?}");
+    let bound = elapsed.as_millis() / 25 + 3;
+    assert!(
+        u128::from(rebuilds) <= bound && rebuilds < 60,
+        "{rebuilds} rebuilds for 100 changes in {elapsed:?}"
+    );
+    assert_eq!(
+        kind(&mirror.fib(), Ipv4Addr::new(192, 0, 2, 1)),
+        Some(NoRouteKind::NoMatch)
+    );
+}
+
+#[test]
+fn failed_neighbour_is_counted_and_solicited_again() {
+    let lab = lab();
+    // Give up on an unanswered neighbour after 3 x 100 ms instead of 3 s.
+    common::ip(&[
+        "netns",
+        "exec",
+        &lab.a.name,
+        "sysctl",
+        "-qw",
+        "net.ipv4.neigh.va.retrans_time_ms=100",
+    ]);
+    let (mut mirror, va) = mirror(&lab.a);
+    let nobody = Ipv4Addr::new(198, 51, 100, 99);
+    let id = mirror.neighbour_for(va, nobody).unwrap();
+    let neighbours = mirror.neighbours();
+    assert_eq!(neighbours.get(id), Neighbour::Unresolved);
+    assert!(until(&mut mirror, |mirror, _| {
+        neighbours.get(id) == Neighbour::Failed && mirror.counters().neighbours_failed == 1
+    }));
+    let solicited = mirror.counters().neighbour_solicitations;
+    assert!(until(&mut mirror, |mirror, _| mirror
+        .counters()
+        .neighbour_solicitations
+        > solicited));
+}
+
+#[test]
+fn task_thread_sends_a_change_within_100_ms_and_answers_requests() {
+    let lab = lab();
+    let (task, va) = lab.a.enter(|| {
+        let va = interface_index("va").unwrap();
+        (FibTask::spawn(vec![va], 1024).unwrap(), va)
+    });
+    let first = task.snapshots().recv_timeout(LIMIT).unwrap();
+    let destination = Ipv4Addr::new(192, 0, 2, 5);
+    assert_eq!(kind(&first, destination), Some(NoRouteKind::NoMatch));
+
+    lab.a
+        .ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.2"]);
+    // `ip` returns once the kernel has the route; the snapshot must follow within 100 ms.
+    let changed = Instant::now();
+    let snapshot = task.snapshots().recv_timeout(LIMIT).unwrap();
+    let latency = changed.elapsed();
+    assert!(snapshot.lookup_v4(destination, 0).is_ok());
+    assert!(latency < Duration::from_millis(100), "{latency:?}");
+
+    let id = task.neighbour_for(va, ROUTER_A).unwrap();
+    assert_eq!(snapshot.lookup_v4(destination, 0).unwrap().neighbour, id);
+    let summary = task.summary().unwrap();
+    assert!(summary.counters.rebuilds >= 2);
+    assert_eq!(
+        task.next_hop(destination).unwrap().via.as_deref(),
+        Some("198.51.100.2")
+    );
+    drop(task);
+}
+
+#[test]
+fn notification_overrun_is_counted_and_redumped() {
+    let lab = lab();
+    let (mut mirror, _) = mirror(&lab.a);
+    // 20000 routes (one prefix, 20000 metrics) while the mirror reads nothing: more
+    // notifications than its 4 MiB socket buffer holds.
+    let batch = std::env::temp_dir().join(format!("dirtest-fib-{}.batch", std::process::id()));
+    let mut lines = String::new();
+    for metric in 1..=20_000 {
+        writeln!(
+            lines,
+            "route add 192.0.2.0/24 via 198.51.100.2 metric {metric}"
+        )
+        .unwrap();
+    }
+    std::fs::write(&batch, lines).unwrap();
+    let result = std::panic::catch_unwind(|| lab.a.ip(&["-batch", batch.to_str().unwrap()]));
+    std::fs::remove_file(&batch).unwrap();
+    result.unwrap();
+    assert!(until(&mut mirror, |mirror, fib| {
+        mirror.counters().overruns >= 1 && fib.lookup_v4(Ipv4Addr::new(192, 0, 2, 1), 0).is_ok()
+    }));
+    assert!(mirror.counters().dumps >= 2);
+}
