@@ -345,9 +345,9 @@ fn task_thread_sends_a_change_and_answers_requests() {
 
     lab.a
         .ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.2"]);
-    // `ip` returns once the kernel has the route; the snapshot follows from the notification
-    // (no polling: the task's only timer is the once-a-second neighbour refresh). The latency
-    // is printed, not asserted: tests assert behaviour, the machine's load decides the time.
+    // `ip` returns once the kernel has the route; the snapshot follows from its notification.
+    // The latency is printed, not asserted: tests assert behaviour, the machine's load decides
+    // the time.
     let changed = Instant::now();
     let snapshot = task.snapshots().recv_timeout(LIMIT).unwrap();
     let latency = changed.elapsed();
