@@ -410,7 +410,6 @@ fn next_hop_cases_cover_the_route_drop_reasons() {
         ("100.65.0.1:40000", DropReason::RouteUnreachable),
         ("100.66.0.1:40000", DropReason::RouteProhibit),
         ("10.9.0.1:40000", DropReason::RouteNotServed),
-        ("192.0.2.77:40000", DropReason::RouteOnlinkUnresolved),
         ("100.68.0.1:40000", DropReason::NeighbourUnresolved),
     ];
     for (client, reason) in cases {
@@ -432,6 +431,50 @@ fn next_hop_cases_cover_the_route_drop_reasons() {
     });
     let frame = request("198.51.100.7:40000", TUN_VIP, ROUTER_MAC);
     assert_eq!(rig.dropped(&frame, &refused), DropReason::RouteBlackhole);
+    // TUN toward a real server on a connected prefix that has no host route (control pins
+    // the on-link real servers it serves; this one it did not).
+    let mut fib = FibBuilder::new();
+    let on_link = fib.add_route(&Route::OnLink).unwrap();
+    fib.add_v4(Ipv4Addr::new(10, 0, 0, 0), 8, on_link).unwrap();
+    let unpinned = self::table(3, None).with_routing(Routing {
+        fib: Arc::new(fib.build()),
+        neighbours: neighbours(),
+        client_ifindex: CLIENT_IF,
+        nat_reply: NatReply::Route,
+    });
+    let frame = request("198.51.100.8:40000", TUN_VIP, ROUTER_MAC);
+    assert_eq!(
+        rig.dropped(&frame, &unpinned),
+        DropReason::RouteOnlinkUnresolved
+    );
+}
+
+#[test]
+fn nat_route_mode_an_on_link_client_without_a_host_route_is_its_own_next_hop() {
+    // 192.0.2.77 is on the connected 192.0.2.0/24 with no host route (no neighbour slot): its
+    // frames come from its own MAC, and the replies go back to it rather than being dropped.
+    let table = table(1, Some(routing(&neighbours(), GATEWAY, NatReply::Route)));
+    let mut rig = Rig::new();
+    let own_mac = mac(0x77);
+    rig.sent_to(
+        &request("192.0.2.77:40000", NAT_VIP, own_mac),
+        &table,
+        Egress::Peer,
+    );
+    assert_eq!(
+        rig.sent_to(&reply("192.0.2.77:40000"), &table, Egress::Peer),
+        own_mac
+    );
+    // A client behind a gateway still goes by the route, whatever MAC its frames came from.
+    rig.sent_to(
+        &request("198.51.100.9:40000", NAT_VIP, own_mac),
+        &table,
+        Egress::Peer,
+    );
+    assert_eq!(
+        rig.sent_to(&reply("198.51.100.9:40000"), &table, Egress::Peer),
+        mac(GATEWAY.index() as u8 + 1)
+    );
 }
 
 #[test]

@@ -324,9 +324,11 @@ fn reachable(service: &Service, index: usize, table: &ServiceTable) -> bool {
 /// The next hop a NAT flow's replies will go to, as a client frame from `last_hop` (its
 /// source MAC) leaves it. Auto last hop follows the newest client frame's source MAC, so
 /// replies move with the client's path (another router after a failover) at the cost of a
-/// 6-byte compare per frame. Route mode looks the client up once per connection; a failed
-/// lookup is left to the reply, which looks up again and counts why it found nothing. Out of
-/// line for the reason [`next_hop::resolve`] is.
+/// 6-byte compare per frame. Route mode looks the client up once per connection; a client on
+/// a connected prefix without a host route of its own (`route_onlink_unresolved`) is its own
+/// next hop, and its frames come from its own MAC: that one is kept. Another failed lookup is
+/// left to the reply, which looks up again and counts why it found nothing. Out of line for the
+/// reason [`next_hop::resolve`] is.
 #[inline(never)]
 fn client_next_hop(
     routing: &Routing,
@@ -336,9 +338,16 @@ fn client_next_hop(
 ) -> ConnNextHop {
     match (routing.nat_reply, remembered) {
         (NatReply::LastHop, _) => last_hop.map_or(remembered, ConnNextHop::LastHop),
-        (NatReply::Route, ConnNextHop::Neighbour(_)) => remembered,
-        (NatReply::Route, _) => next_hop::route(routing, key.src_addr, key.flow_hash())
-            .map_or(ConnNextHop::Unknown, ConnNextHop::Neighbour),
+        (NatReply::Route, ConnNextHop::Neighbour(_) | ConnNextHop::LastHop(_)) => remembered,
+        (NatReply::Route, ConnNextHop::Unknown) => {
+            match next_hop::route(routing, key.src_addr, key.flow_hash()) {
+                Ok(neighbour) => ConnNextHop::Neighbour(neighbour),
+                Err(DropReason::RouteOnlinkUnresolved) => {
+                    last_hop.map_or(ConnNextHop::Unknown, ConnNextHop::LastHop)
+                }
+                Err(_) => ConnNextHop::Unknown,
+            }
+        }
     }
 }
 
