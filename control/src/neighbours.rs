@@ -24,6 +24,9 @@ pub struct Sides {
     pub client: u32,
     /// The server side (NAT real servers), if the director has one.
     pub server: Option<u32>,
+    /// TUN real servers' next hops come from the routing table mirror (`director/routing.rs`),
+    /// which finds and keeps their MACs, routed or on-link: not resolved here.
+    pub tun_by_route: bool,
 }
 
 impl Sides {
@@ -70,6 +73,9 @@ pub fn lookup(
     let mut found = Neighbours::default();
     let mut missing = Vec::new();
     for service in &config.services {
+        if sides.tun_by_route && service.forwarding == Forwarding::Tunnel {
+            continue;
+        }
         let ifindex = sides.of(service.forwarding);
         let known = match &server_table {
             Some(table) if Some(ifindex) == sides.server => table,

@@ -25,7 +25,7 @@ use dataplane::counters::{backend_counter_block, BackendCounters};
 use dataplane::persistence::PersistenceTable;
 use dataplane::service::{Interfaces, Persistence};
 use dataplane::xdp::NatBackendKey;
-use dataplane::{Backend, Forwarding, Service, ServiceKey, ServiceTable};
+use dataplane::{Backend, Forwarding, Routing, Service, ServiceKey, ServiceTable};
 
 use crate::config::{BackendConfig, Config, OnFailure, ServiceConfig};
 
@@ -225,6 +225,10 @@ pub struct TableBuilder {
     /// The director's interface facts for the rewrites that need them (TUN's outer source and
     /// MTU); `None` leaves tunnelled services unable to forward (counted).
     pub interfaces: Option<Interfaces>,
+    /// The routing view (FIB snapshot, neighbour array, NAT reply mode) every table carries
+    /// from the FIB mirror; `None` until it runs (then NAT replies go to the client side's
+    /// default gateway and TUN to the real servers' own MACs, as without it).
+    pub routing: Option<Routing>,
     persistence: Arc<PersistenceTable>,
     slots: SlotAllocator,
     generation: u64,
@@ -239,6 +243,7 @@ impl TableBuilder {
                 .collect(),
             persistence: Arc::new(PersistenceTable::new(PERSISTENCE_ENTRIES)),
             interfaces: None,
+            routing: None,
             slots: SlotAllocator::new(),
             generation: 0,
         }
@@ -289,6 +294,13 @@ impl TableBuilder {
         .with_persistence(Arc::clone(&self.persistence));
         let table = match self.interfaces {
             Some(interfaces) => table.with_interfaces(interfaces),
+            None => table,
+        };
+        let table = match &self.routing {
+            Some(routing) => table.with_routing(Routing {
+                nat_reply: config.director.nat_reply,
+                ..routing.clone()
+            }),
             None => table,
         };
         Ok(BuiltTable { table, pool })

@@ -243,6 +243,16 @@ pub enum NatReply {
     Route,
 }
 
+impl NatReply {
+    /// The value as the configuration writes it (`[director] nat_reply`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NatReply::LastHop => "last-hop",
+            NatReply::Route => "route",
+        }
+    }
+}
+
 /// The routing view control publishes with a snapshot: the FIB and the neighbour array its
 /// next hops index. With it, TUN sends to the route's next hop toward the real server and NAT
 /// replies follow [`NatReply`]; see [`crate::pipeline`]'s docs.

@@ -3,8 +3,7 @@
 //! servers behind one router and behind two by an ECMP route; a router's MAC change is followed
 //! within a second; a removed route drops (counted) and a re-added one serves again.
 //!
-//! The director tests need the FIB wired into the director and are ignored until it is; the
-//! lab tests (no director) show the topologies themselves work. DR real servers off the
+//! The lab tests (no director) show the topologies themselves work. DR real servers off the
 //! director's segment are refused by `director check`, start-up and reload alike.
 
 use std::time::{Duration, Instant};
@@ -118,7 +117,6 @@ fn routed_tun_ecmp_lab_has_two_next_hops() {
 // ---- the director ----
 
 #[test]
-#[ignore = "issue 14: needs the FIB wired into the director"]
 fn nat_serves_an_on_link_and_a_routed_client_without_a_default_route() {
     require_root!();
     let lab = routed(Topology::RoutedNat);
@@ -153,7 +151,6 @@ fn nat_serves_an_on_link_and_a_routed_client_without_a_default_route() {
 }
 
 #[test]
-#[ignore = "issue 14: needs the FIB wired into the director"]
 fn tun_reaches_real_servers_behind_a_router() {
     require_root!();
     let lab = routed(Topology::RoutedTun);
@@ -175,7 +172,6 @@ fn tun_reaches_real_servers_behind_a_router() {
 }
 
 #[test]
-#[ignore = "issue 14: needs the FIB wired into the director"]
 fn tun_ecmp_spreads_flows_over_both_routers_and_keeps_each_on_one() {
     require_root!();
     let lab = routed(Topology::RoutedTunEcmp);
@@ -210,7 +206,6 @@ fn tun_ecmp_spreads_flows_over_both_routers_and_keeps_each_on_one() {
 }
 
 #[test]
-#[ignore = "issue 14: needs the FIB wired into the director"]
 fn a_routers_mac_change_is_followed_within_a_second() {
     require_root!();
     let lab = routed(Topology::RoutedTun);
@@ -239,7 +234,6 @@ fn a_routers_mac_change_is_followed_within_a_second() {
 }
 
 #[test]
-#[ignore = "issue 14: needs the FIB wired into the director"]
 fn a_removed_route_drops_counted_and_a_readded_one_serves() {
     require_root!();
     let lab = routed(Topology::RoutedTun);

@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dataplane::worker::PollMode;
+pub use dataplane::NatReply;
 use dataplane::{Forwarding, Protocol, Timeouts};
 use scheduler::Algorithm;
 
@@ -113,28 +114,6 @@ pub struct DirectorConfig {
     pub timeouts: Timeouts,
     /// Where the reply to a NAT client goes (`nat_reply = "last-hop" | "route"`).
     pub nat_reply: NatReply,
-}
-
-/// `[director] nat_reply`: which next hop a NAT reply to a client is sent to. Chosen per new
-/// connection, so a reload may change it; established connections keep theirs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum NatReply {
-    /// The MAC the client's request came from, kept in the connection entry (F5's "auto last
-    /// hop"): right for on-link clients, clients behind any router and asymmetric set-ups.
-    #[default]
-    LastHop,
-    /// The next hop a route lookup of the client's address gives.
-    Route,
-}
-
-impl NatReply {
-    /// The value as the file writes it.
-    pub fn name(self) -> &'static str {
-        match self {
-            NatReply::LastHop => "last-hop",
-            NatReply::Route => "route",
-        }
-    }
 }
 
 /// The `[ha]` table: the director takes part in a VRRPv3 (RFC 5798) virtual router, with other

@@ -20,6 +20,8 @@
 //!   addresses).
 //! - `addresses`: the VIPs and the NAT gateway address the director holds.
 //! - `failover`: following VRRP, ahead of everything else.
+//! - `routing`: the routing table mirror whose snapshots every table carries (NAT replies, TUN
+//!   next hops).
 //! - `publish`: rebuilding tables from health, neighbours and overrides and handing them to
 //!   the workers.
 //! - `reload` and `commands`: what SIGHUP and the control socket change.
@@ -57,6 +59,7 @@ mod cpus;
 mod failover;
 mod publish;
 mod reload;
+mod routing;
 mod shutdown;
 mod startup;
 pub mod state;
@@ -88,6 +91,11 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
     stats::sample_rates(&director.shared);
     let ticker = crossbeam_channel::tick(NEIGHBOUR_REFRESH);
     let mut transitions = director.health.transitions().clone();
+    let mut routes = director
+        .shared
+        .fib
+        .as_ref()
+        .map_or_else(crossbeam_channel::never, |fib| fib.snapshots().clone());
     loop {
         // HA transitions first: select! picks at random among ready channels, so an event
         // waiting alongside a command or a tick could otherwise wait behind it.
@@ -122,6 +130,14 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
                 }
             },
             recv(ha_events) -> event => director.follow_ha_event(event),
+            recv(routes) -> fib => {
+                if let Ok(fib) = fib {
+                    director.routes_changed(fib);
+                } else {
+                    error!("the routing table mirror stopped: next hops stay as they are");
+                    routes = crossbeam_channel::never();
+                }
+            },
         }
     }
     director.stop();
@@ -172,4 +188,6 @@ struct Director {
     ha: Option<Ha>,
     /// VRRP's events: never anything until VRRP runs, and again after its thread stopped.
     ha_events: Receiver<HaEvent>,
+    /// The on-link TUN real servers pinned in the routing mirror.
+    pinned: BTreeSet<Ipv4Addr>,
 }

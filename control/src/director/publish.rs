@@ -78,7 +78,7 @@ impl Director {
     }
 
     /// Builds a table from the state in force and publishes it.
-    fn rebuild(&mut self) {
+    pub(super) fn rebuild(&mut self) {
         let gate = self.reuse_gate(&self.config);
         match self.builder.build(
             &self.config,

@@ -87,6 +87,8 @@ impl Director {
             };
         let generation = built.table.generation;
         self.config = config;
+        // TUN real servers added on-link get host routes in the mirror; removed ones let go.
+        self.pin_tun_servers();
         self.neighbours = resolved;
         self.overrides.clear();
         self.down = down;

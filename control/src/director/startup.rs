@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use super::commands::answer;
 use super::cpus::CpuPlan;
 use super::publish::set_gateway;
+use super::routing;
 use super::state::{Command, Interface, Shared};
 use super::workers::{start_workers, worker_queues, SYNC_QUEUE_RECORDS};
 use super::Director;
@@ -60,13 +61,18 @@ impl Director {
             .with_context(|| format!("configuration {}", config_path.display()))?;
         let interfaces = attach_classifiers(&config)?;
         let home_ifindex = interfaces[0].ifindex;
-        let sides = Sides {
+        let mut sides = Sides {
             client: home_ifindex,
             server: interfaces.get(1).map(|server| server.ifindex),
+            tun_by_route: false,
         };
         let queues = worker_queues(&config, &interfaces)?;
         let mut builder = TableBuilder::new(queues as usize);
         builder.interfaces = required_interface_facts(&mut netlink, &interfaces, &config)?;
+        // Next hops for NAT replies and TUN from the kernel's routing table, kept current.
+        let (fib, routing) = routing::start(&config, home_ifindex)?.unzip();
+        builder.routing = routing;
+        sides.tun_by_route = fib.is_some();
         if config.uses(Forwarding::Nat) {
             warn_if_kernel_forwards();
         }
@@ -84,7 +90,7 @@ impl Director {
                 )
             },
         );
-        if config.uses(Forwarding::Nat) && resolved.gateway.is_none() {
+        if config.uses(Forwarding::Nat) && resolved.gateway.is_none() && fib.is_none() {
             warn!(
                 interface = %interfaces[0].name,
                 "no default route out of the client side: NAT replies are dropped \
@@ -137,6 +143,7 @@ impl Director {
             workers,
             rates: RateTracker::new(),
             ha: OnceLock::new(),
+            fib,
         });
         let mut director = Director {
             shared,
@@ -164,7 +171,9 @@ impl Director {
             stop_requested,
             ha: None,
             ha_events: crossbeam_channel::never(),
+            pinned: BTreeSet::new(),
         };
+        director.pin_tun_servers();
         // From here on a failure must undo what is running: stop() copes with a half start.
         if let Err(error) = director.go_live(sync_queues.as_ref()) {
             director.stop();

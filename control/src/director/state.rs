@@ -14,6 +14,7 @@ use dataplane::xdp::XdpClassifier;
 use dataplane::{ServiceTable, WorkerCounters};
 use director_proto::{Reply, Request};
 
+use crate::fib::FibTask;
 use crate::ha::sync::SyncCounters;
 use crate::ha::vrrp::VrrpStatusSource;
 use crate::health::HealthBoard;
@@ -65,6 +66,8 @@ pub struct Shared {
     pub rates: RateTracker,
     /// VRRP and sync state, with `[ha]` (set once VRRP runs).
     pub ha: OnceLock<HaView>,
+    /// The routing table mirror, for a director that forwards NAT or TUN.
+    pub fib: Option<FibTask>,
 }
 
 /// What the stats socket reads of VRRP and state sync.

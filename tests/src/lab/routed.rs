@@ -200,6 +200,13 @@ impl Lab {
     /// Gives router `n`'s client-side interface a new MAC (`ip link set dev eth0 address`),
     /// as a replaced router would have; the director must follow it.
     pub fn set_router_mac(&self, n: usize, mac: &str) {
+        // As a router taking over an address announces itself (VRRP, a replaced box): with
+        // arp_notify the kernel sends a gratuitous ARP when the MAC changes, and the
+        // director's kernel updates its neighbour entry from it.
+        self.exec_ok(
+            Host::Router(n),
+            &["sysctl", "-qw", "net.ipv4.conf.eth0.arp_notify=1"],
+        );
         self.exec_ok(
             Host::Router(n),
             &["ip", "link", "set", "dev", "eth0", "address", mac],
