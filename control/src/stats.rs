@@ -5,9 +5,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dataplane::{DropReason, Service, ServiceTable};
+use std::net::Ipv4Addr;
+
+use dataplane::{DropReason, Forwarding, NatReply, Service, ServiceTable};
 use director_proto::{
-    BackendStats, HaStats, Health, Reply, Request, ServiceStats, Stats, SyncStats, WorkerStats,
+    BackendStats, HaStats, Health, NextHopStats, Reply, Request, RoutingStats, ServiceStats, Stats,
+    SyncStats, WorkerStats,
 };
 
 use crate::config::format_mac;
@@ -26,11 +29,73 @@ pub fn answer(shared: &Shared, request: &Request) -> Reply {
     }
 }
 
-/// Everything a stats reply carries, rates included.
+/// Everything a stats reply carries, rates and routing included. (Not the once-a-second
+/// sample for the rates: routing asks the mirror's thread, which the main loop must not wait
+/// on.)
 pub fn snapshot(shared: &Shared) -> Stats {
     let mut stats = collect(shared);
     shared.rates.fill(&mut stats);
+    stats.routing = routing_stats(shared).map(Box::new);
     stats
+}
+
+/// The routing mirror's summary and the next hops of the TUN real servers and of the NAT
+/// client side's default route, asked of the mirror's thread (each request bounded).
+fn routing_stats(shared: &Shared) -> Option<RoutingStats> {
+    let fib = shared.fib.as_ref()?;
+    let table = match shared.table.lock() {
+        Ok(table) => std::sync::Arc::clone(&table),
+        Err(poisoned) => std::sync::Arc::clone(&poisoned.into_inner()),
+    };
+    let summary = fib.summary().ok()?;
+    let counters = match serde_json::to_value(summary.counters) {
+        Ok(serde_json::Value::Object(fields)) => fields
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value.as_u64()?)))
+            .collect(),
+        _ => std::collections::BTreeMap::new(),
+    };
+    let mut wanted: Vec<(String, Ipv4Addr)> = Vec::new();
+    if table
+        .services
+        .iter()
+        .any(|service| service.forwarding == Forwarding::Nat)
+    {
+        wanted.push(("nat client side".to_owned(), Ipv4Addr::UNSPECIFIED));
+    }
+    for service in &table.services {
+        if service.forwarding == Forwarding::Tunnel {
+            for backend in &service.backends {
+                let role = format!("tun {} {}", service.name, backend.address);
+                wanted.push((role, backend.address));
+            }
+        }
+    }
+    let next_hops = wanted
+        .into_iter()
+        .filter_map(|(role, destination)| {
+            let found = fib.next_hop(destination).ok()?;
+            Some(NextHopStats {
+                role,
+                destination: found.destination,
+                via: found.via,
+                mac: found.mac,
+                state: found.state,
+            })
+        })
+        .collect();
+    Some(RoutingStats {
+        nat_reply: table
+            .routing
+            .as_ref()
+            .map_or(NatReply::default(), |routing| routing.nat_reply)
+            .name()
+            .to_owned(),
+        last_update_age_ms: summary.last_update_age_ms,
+        memory_bytes: summary.memory_bytes,
+        counters,
+        next_hops,
+    })
 }
 
 /// Records a counter sample for the rates; the main loop calls it once a second.
@@ -101,6 +166,7 @@ pub fn collect(shared: &Shared) -> Stats {
         workers,
         xdp,
         ha: shared.ha.get().map(|view| Box::new(ha_stats(view))),
+        routing: None,
     }
 }
 

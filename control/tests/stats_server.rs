@@ -75,6 +75,7 @@ fn sample_stats() -> Stats {
         workers: vec![worker],
         xdp: [("redirected".to_owned(), 300)].into_iter().collect(),
         ha: None,
+        routing: None,
     }
 }
 

@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use director_lab::{
-    assert_all_ok, failures, far_rs_ip, poll_until, require_root, stats, tally, vip_url, Host, Lab,
-    LabOptions, Topology, CLIENT_IP, DIRECTOR_IP, FAR_CLIENT_IP, FAR_SUBNET,
+    assert_all_ok, failures, far_rs_ip, poll_until, require_root, router_ip, stats, tally, vip_url,
+    Host, Lab, LabOptions, Topology, CLIENT_IP, DIRECTOR_IP, FAR_CLIENT_IP, FAR_SUBNET,
 };
 
 const REQUESTS: usize = 30;
@@ -154,7 +154,7 @@ fn nat_serves_an_on_link_and_a_routed_client_without_a_default_route() {
 fn tun_reaches_real_servers_behind_a_router() {
     require_root!();
     let lab = routed(Topology::RoutedTun);
-    let _director = lab.start_director(&tun_config(&lab));
+    let director = lab.start_director(&tun_config(&lab));
     let before = lab.router_forwarded(1);
     let results = lab.http_get_many(REQUESTS, &vip_url());
     assert_all_ok(&results, "TUN through a router");
@@ -169,6 +169,38 @@ fn tun_reaches_real_servers_behind_a_router() {
         forwarded >= REQUESTS as u64,
         "router1 forwarded {forwarded} frames"
     );
+    // The stats show each real server's next hop: the router, resolved; and the mirror's size.
+    let stats = director.stats();
+    let routing = &stats["routing"];
+    for i in 1..=lab.real_servers() {
+        let hop = next_hop(&stats, &far_rs_ip(i)).unwrap_or_else(|| panic!("{routing:#}"));
+        assert_eq!(hop["via"], router_ip(1).as_str(), "{hop:#}");
+        assert_eq!(hop["state"], "resolved", "{hop:#}");
+    }
+    assert!(
+        routing["counters"]["prefixes"].as_u64().unwrap() > 0,
+        "{routing:#}"
+    );
+    assert_eq!(routing["nat_reply"], "last-hop");
+    let table = director.lbstat_table().unwrap();
+    assert!(
+        table.contains(&format!("via {}", router_ip(1))),
+        "lbstat shows the next hops: {table}"
+    );
+}
+
+/// The stats' next hop toward `destination` (a TUN real server).
+fn next_hop<'a>(stats: &'a serde_json::Value, destination: &str) -> Option<&'a serde_json::Value> {
+    stats["routing"]["next_hops"]
+        .as_array()?
+        .iter()
+        .find(|hop| hop["destination"] == destination)
+}
+
+fn next_hop_state(stats: &serde_json::Value, destination: &str) -> Option<String> {
+    next_hop(stats, destination)?["state"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 #[test]
@@ -241,8 +273,17 @@ fn a_removed_route_drops_counted_and_a_readded_one_serves() {
     assert_all_ok(&lab.http_get_many(REQUESTS, &vip_url()), "with the route");
 
     lab.remove_far_route();
-    // The route's removal reaches the workers within 100 ms; allow a little more.
-    std::thread::sleep(Duration::from_millis(300));
+    // The mirror sees the removal (a notification) and the table the workers use carries it.
+    poll_until(
+        "the director's next hop toward the far real servers to go",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || match next_hop_state(&director.stats(), &far_rs_ip(1)) {
+            Some(state) if state == "no_route" => Ok(()),
+            other => Err(format!("next hop state {other:?}")),
+        },
+    )
+    .unwrap();
     let without = lab.http_get_many_from(Host::Client, 10, &vip_url(), Duration::from_millis(500));
     assert_eq!(
         failures(&without).len(),

@@ -103,6 +103,42 @@ pub struct Stats {
     /// VRRP and state sync, when `[ha]` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<Box<HaStats>>,
+    /// The routing table mirror, for a director that forwards NAT or TUN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Box<RoutingStats>>,
+}
+
+/// Next hops from the kernel's routing table: the mirror's size and freshness, and the next
+/// hop of each TUN real server and of the NAT client side's default route.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoutingStats {
+    /// `[director] nat_reply`: "last-hop" or "route".
+    pub nat_reply: String,
+    /// Milliseconds since the snapshot in use was built.
+    pub last_update_age_ms: u64,
+    /// Bytes the snapshot's tables hold.
+    pub memory_bytes: u64,
+    /// The mirror's counters by name (prefixes, next_hops, rebuilds, notifications,
+    /// neighbour_confirmations, routes_blackhole, ...).
+    pub counters: BTreeMap<String, u64>,
+    /// Next hops of interest: `role` says whose ("tun web 203.0.113.11", "nat client side").
+    pub next_hops: Vec<NextHopStats>,
+}
+
+/// The next hop a route lookup gives for one destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextHopStats {
+    /// Whose next hop this is: "tun SERVICE ADDRESS" or "nat client side".
+    pub role: String,
+    /// The destination looked up.
+    pub destination: String,
+    /// The next hop's address (a gateway, or the destination itself on-link).
+    pub via: Option<String>,
+    /// Its MAC when resolved.
+    pub mac: Option<String>,
+    /// "resolved", "unresolved", "failed", or why there is no next hop ("no_route",
+    /// "route_blackhole", ...).
+    pub state: String,
 }
 
 /// The director's part in its VRRP group, and its connection sync.

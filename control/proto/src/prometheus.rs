@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{BackendStats, Health, ServiceStats, Stats, WorkerStats};
+use crate::{BackendStats, Health, RoutingStats, ServiceStats, Stats, WorkerStats};
 
 /// The `Content-Type` of [`prometheus`]'s output.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -50,8 +50,79 @@ pub fn prometheus(stats: &Stats) -> String {
             [(String::new(), Value::Int(ha.transitions))],
         );
     }
+    if let Some(routing) = &stats.routing {
+        routing_families(&mut out, routing);
+    }
     out
 }
+
+/// The routing mirror: its counters (`director_fib_<name>`), its age, and one sample per next
+/// hop of interest, 1 while resolved.
+fn routing_families(out: &mut String, routing: &RoutingStats) {
+    family(
+        out,
+        "director_fib_last_update_age_seconds",
+        "gauge",
+        "Seconds since the routing snapshot in use was built.",
+        [(
+            String::new(),
+            Value::Float(routing.last_update_age_ms as f64 / 1000.0),
+        )],
+    );
+    family(
+        out,
+        "director_fib_memory_bytes",
+        "gauge",
+        "Bytes the routing snapshot's tables hold.",
+        [(String::new(), Value::Int(routing.memory_bytes))],
+    );
+    for (name, value) in &routing.counters {
+        // Sizes are gauges; everything the mirror counts up is a counter.
+        let (metric, kind) = if FIB_GAUGES.contains(&name.as_str()) {
+            (format!("director_fib_{}", metric_name(name)), "gauge")
+        } else {
+            (
+                format!("director_fib_{}_total", metric_name(name)),
+                "counter",
+            )
+        };
+        family(
+            out,
+            &metric,
+            kind,
+            &format!("The routing table mirror's {name}."),
+            [(String::new(), Value::Int(*value))],
+        );
+    }
+    family(
+        out,
+        "director_next_hop_resolved",
+        "gauge",
+        "1 while the next hop toward a TUN real server or the NAT client side's default route is resolved, else 0.",
+        routing.next_hops.iter().map(|hop| {
+            let via = hop.via.as_deref().unwrap_or("");
+            (
+                labels(&[
+                    ("role", &hop.role),
+                    ("destination", &hop.destination),
+                    ("via", via),
+                    ("state", &hop.state),
+                ]),
+                Value::Int(u64::from(hop.state == "resolved")),
+            )
+        }),
+    );
+}
+
+/// The mirror's counters that are sizes of the snapshot in use rather than running totals.
+const FIB_GAUGES: [&str; 6] = [
+    "prefixes",
+    "routes",
+    "next_hops",
+    "neighbours_resolved",
+    "neighbours_unresolved",
+    "neighbours_failed",
+];
 
 /// One metric read from each `T`: name, type, help, value.
 struct Metric<T> {
@@ -431,6 +502,7 @@ mod tests {
             workers: vec![worker],
             xdp: [("redirected".to_owned(), 10)].into_iter().collect(),
             ha: None,
+            routing: None,
         }
     }
 
@@ -528,6 +600,40 @@ director_xdp_packets_total{{result=\"redirected\"}} 10
         );
         let rendered = prometheus(&fixture());
         assert_eq!(rendered, expected, "\n{rendered}");
+    }
+
+    #[test]
+    fn routing_renders_its_counters_age_and_next_hops() {
+        let stats = Stats {
+            routing: Some(Box::new(RoutingStats {
+                nat_reply: "last-hop".to_owned(),
+                last_update_age_ms: 1500,
+                memory_bytes: 4096,
+                counters: [("prefixes".to_owned(), 7), ("rebuilds".to_owned(), 3)]
+                    .into_iter()
+                    .collect(),
+                next_hops: vec![crate::NextHopStats {
+                    role: "tun web 203.0.113.11".to_owned(),
+                    destination: "203.0.113.11".to_owned(),
+                    via: Some("192.0.2.241".to_owned()),
+                    mac: Some("02:00:00:00:02:01".to_owned()),
+                    state: "resolved".to_owned(),
+                }],
+            })),
+            ..Stats::default()
+        };
+        let text = prometheus(&stats);
+        for line in [
+            "# TYPE director_fib_prefixes gauge",
+            "director_fib_prefixes 7",
+            "# TYPE director_fib_rebuilds_total counter",
+            "director_fib_rebuilds_total 3",
+            "director_fib_last_update_age_seconds 1.5",
+            "director_fib_memory_bytes 4096",
+            "director_next_hop_resolved{role=\"tun web 203.0.113.11\",destination=\"203.0.113.11\",via=\"192.0.2.241\",state=\"resolved\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
+        }
     }
 
     #[test]

@@ -211,6 +211,27 @@ fn render(stats: &Stats) -> String {
         }
         let _ = writeln!(out);
     }
+    if let Some(routing) = &stats.routing {
+        let count = |name: &str| routing.counters.get(name).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "routes {} prefixes, {} next hops ({} unresolved), updated {:.1}s ago; nat replies to {}",
+            count("prefixes"),
+            count("next_hops"),
+            count("neighbours_unresolved") + count("neighbours_failed"),
+            routing.last_update_age_ms as f64 / 1000.0,
+            routing.nat_reply
+        );
+        for hop in &routing.next_hops {
+            let via = hop.via.as_deref().unwrap_or("-");
+            let mac = hop.mac.as_deref().unwrap_or("-");
+            let _ = writeln!(
+                out,
+                "  next hop {}: {} via {via} {mac} {}",
+                hop.role, hop.destination, hop.state
+            );
+        }
+    }
     for first in [
         "Prot VIP:Port            Scheduler Fwd  Name",
         "  -> RemoteAddress:Port  Weight  Health MAC",
@@ -427,6 +448,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             ha: None,
+            routing: None,
         }
     }
 
