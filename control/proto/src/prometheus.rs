@@ -66,7 +66,9 @@ fn routing_families(out: &mut String, routing: &RoutingStats) {
         "Seconds since the routing snapshot in use was built.",
         [(
             String::new(),
-            Value::Float(routing.last_update_age_ms as f64 / 1000.0),
+            Value::Float(
+                std::time::Duration::from_millis(routing.last_update_age_ms).as_secs_f64(),
+            ),
         )],
     );
     family(

@@ -219,7 +219,7 @@ fn render(stats: &Stats) -> String {
             count("prefixes"),
             count("next_hops"),
             count("neighbours_unresolved") + count("neighbours_failed"),
-            routing.last_update_age_ms as f64 / 1000.0,
+            std::time::Duration::from_millis(routing.last_update_age_ms).as_secs_f64(),
             routing.nat_reply
         );
         for hop in &routing.next_hops {
