@@ -318,9 +318,19 @@ impl TableBuilder {
             .health_check
             .as_ref()
             .is_some_and(|check| check.on_failure == OnFailure::Inhibit);
+        // With the routing mirror, a TUN real server's MAC is only ever a configured one (an
+        // override of the route's next hop); the route finds the rest.
+        let routed = service.forwarding == Forwarding::Tunnel && self.routing.is_some();
+        let mac_of = |backend: &BackendConfig| {
+            backend.mac.or_else(|| {
+                (!routed)
+                    .then(|| macs.get(&backend.address).copied())
+                    .flatten()
+            })
+        };
         let entry = |backend: &BackendConfig, weight: u32, counter_slot: usize| Backend {
             address: backend.address,
-            mac: backend.mac.or_else(|| macs.get(&backend.address).copied()),
+            mac: mac_of(backend),
             weight,
             counter_slot,
             // 0: the port the client connected to (the config refuses a port unless NAT).
@@ -338,7 +348,7 @@ impl TableBuilder {
                 pool.out.push(OutOfPool {
                     id,
                     counter_slot,
-                    mac: backend.mac.or_else(|| macs.get(&backend.address).copied()),
+                    mac: mac_of(backend),
                     disabled: change.disabled,
                 });
                 continue;

@@ -555,3 +555,25 @@ fn imported_entries_find_their_next_hop_on_their_first_frame() {
         assert_eq!(entry.next_hop, ConnNextHop::Neighbour(GATEWAY), "{key:?}");
     }
 }
+
+#[test]
+fn a_configured_tun_server_mac_overrides_the_route() {
+    // Control puts a TUN real server's MAC in the table only when the configuration names one
+    // (`mac = ...`): the outer frame goes there, whatever the route says.
+    let configured = backend_mac(9);
+    let service = testing::with_forwarding(
+        service(
+            TUN_VIP,
+            Protocol::Tcp,
+            Algorithm::Maglev,
+            vec![backend("10.0.0.3", Some(configured), 1, 0)],
+        ),
+        Forwarding::Tunnel,
+    );
+    let table = testing::table(1, vec![service], testing::counter_blocks(1, 1))
+        .with_interfaces(testing::interfaces(1500))
+        .with_routing(routing(&neighbours(), GATEWAY, NatReply::LastHop));
+    let mut rig = Rig::new();
+    let frame = request("198.51.100.7:40000", TUN_VIP, ROUTER_MAC);
+    assert_eq!(rig.sent_to(&frame, &table, Egress::Ingress), configured);
+}

@@ -94,6 +94,20 @@ fn add_flood_link(lab: &Lab) {
         );
         lab.exec_ok(host, &["ip", "link", "set", interface, "up"]);
     }
+    // DR real servers must be on a connected prefix of the director's interface: the real
+    // servers' /24 (no prefix route: the lab's own 192.0.2.0/24 route stays on eth0).
+    lab.exec_ok(
+        Host::Director,
+        &[
+            "ip",
+            "addr",
+            "add",
+            "192.0.2.250/24",
+            "dev",
+            DIRECTOR_SIDE,
+            "noprefixroute",
+        ],
+    );
 }
 
 /// The director on the flood's link, one DR service over the static-MAC real servers.

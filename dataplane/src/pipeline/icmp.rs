@@ -90,7 +90,7 @@ impl Pipeline {
         // TUN with routing: the flow's next hop toward its real server, not stored back (an
         // ICMP error does not touch the entry).
         let backend_mac = match (&table.routing, service.forwarding) {
-            (Some(routing), Forwarding::Tunnel) => {
+            (Some(routing), Forwarding::Tunnel) if backend.mac.is_none() => {
                 next_hop::resolve(routing, connection.next_hop, backend.address, || {
                     key.flow_hash()
                 })?

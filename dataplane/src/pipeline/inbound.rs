@@ -116,8 +116,11 @@ impl Pipeline {
                 at.tx(Egress::Peer)
             }
             Forwarding::Tunnel => {
-                let backend_mac = match &table.routing {
-                    Some(routing) => {
+                // A MAC in the table is a configured one (control leaves TUN servers' MACs to
+                // the routes when it publishes routing): it overrides the route.
+                let backend_mac = match (backend.mac, &table.routing) {
+                    (Some(mac), _) => mac,
+                    (None, Some(routing)) => {
                         let (hop, mac) =
                             next_hop::resolve(routing, remembered(), backend.address, || {
                                 flow.key.flow_hash()
@@ -125,7 +128,7 @@ impl Pipeline {
                         next_hop = Some(hop);
                         mac
                     }
-                    None => backend.mac.ok_or(DropReason::NeighbourUnresolved)?,
+                    (None, None) => return Err(DropReason::NeighbourUnresolved),
                 };
                 match self.tunnel(buffer, at, parsed, backend, backend_mac, table)? {
                     Encapsulated::Tunnelled { start, len } => Verdict::Tx {
