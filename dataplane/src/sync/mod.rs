@@ -185,7 +185,8 @@ mod tests {
     use super::*;
     use crate::service::Protocol;
 
-    fn connection() -> SyncRecord {
+    /// A NAT connection record, shared with `wire`'s tests.
+    pub(super) fn connection() -> SyncRecord {
         SyncRecord::Connection(ConnectionRecord {
             key: FlowKey {
                 src_addr: Ipv4Addr::new(198, 51, 100, 7),

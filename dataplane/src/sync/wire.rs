@@ -331,22 +331,8 @@ pub fn records_per_datagram(mtu: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::tests::connection;
     use proptest::prelude::*;
-
-    fn connection() -> SyncRecord {
-        SyncRecord::Connection(ConnectionRecord {
-            key: FlowKey {
-                src_addr: Ipv4Addr::new(198, 51, 100, 7),
-                dst_addr: Ipv4Addr::new(192, 0, 2, 60),
-                src_port: 40000,
-                dst_port: 80,
-                protocol: Protocol::Tcp,
-            },
-            backend: "10.0.1.1:8080".parse().unwrap(),
-            forwarding: Forwarding::Nat,
-            state: ConnState::TcpEstablished,
-        })
-    }
 
     fn record(n: u16) -> SyncRecord {
         SyncRecord::Connection(ConnectionRecord {
