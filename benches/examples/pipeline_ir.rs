@@ -50,13 +50,14 @@ const CASES: [&str; 11] = [
 const CLIENT: &str = "203.0.113.7:40000";
 
 /// One service of three real servers on VIP 192.0.2.10:80 forwarded by `forwarding` (NAT maps
-/// port 80 to 8080), with the fixture interfaces.
-fn table_for(forwarding: Forwarding) -> ServiceTable {
+/// port 80 to 8080), with the fixture interfaces. `routed`: as control publishes it with a FIB,
+/// TUN servers without a MAC of their own (a configured one would override the route).
+fn table_for(forwarding: Forwarding, routed: bool) -> ServiceTable {
     let backends = (1..=3)
         .map(|n| {
             let server = backend(
                 &format!("198.51.100.{}", 10 + n),
-                Some(backend_mac(n)),
+                (!(routed && forwarding == Forwarding::Tunnel)).then(|| backend_mac(n)),
                 1,
                 usize::from(n - 1),
             );
@@ -144,8 +145,8 @@ impl Case {
             _ => Forwarding::DirectRouting,
         };
         let table = match routed {
-            Some(nat_reply) => table_for(forwarding).with_routing(routing(nat_reply)),
-            None => table_for(forwarding),
+            Some(nat_reply) => table_for(forwarding, true).with_routing(routing(nat_reply)),
+            None => table_for(forwarding, false),
         };
         let capacity = if name == "dr-new-flow" { 4096 } else { 1 << 16 };
         let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, capacity);
