@@ -55,11 +55,18 @@ fn routing_stats(shared: &Shared) -> Option<RoutingStats> {
             .collect(),
         _ => std::collections::BTreeMap::new(),
     };
+    let nat_reply = table
+        .routing
+        .as_ref()
+        .map_or(NatReply::default(), |routing| routing.nat_reply);
     let mut wanted: Vec<(String, Ipv4Addr)> = Vec::new();
-    if table
-        .services
-        .iter()
-        .any(|service| service.forwarding == Forwarding::Nat)
+    // Under last-hop, replies follow each client's frames: no route of the client side's to
+    // show (and its absence is no fault).
+    if nat_reply == NatReply::Route
+        && table
+            .services
+            .iter()
+            .any(|service| service.forwarding == Forwarding::Nat)
     {
         wanted.push(("nat client side".to_owned(), Ipv4Addr::UNSPECIFIED));
     }
@@ -85,12 +92,7 @@ fn routing_stats(shared: &Shared) -> Option<RoutingStats> {
         })
         .collect();
     Some(RoutingStats {
-        nat_reply: table
-            .routing
-            .as_ref()
-            .map_or(NatReply::default(), |routing| routing.nat_reply)
-            .name()
-            .to_owned(),
+        nat_reply: nat_reply.name().to_owned(),
         last_update_age_ms: summary.last_update_age_ms,
         memory_bytes: summary.memory_bytes,
         counters,

@@ -100,30 +100,32 @@ fn routing_families(out: &mut String, routing: &RoutingStats) {
         out,
         "director_next_hop_resolved",
         "gauge",
-        "1 while the next hop toward a TUN real server or the NAT client side's default route is resolved, else 0.",
+        "1 while the next hop toward a TUN real server or the NAT client side's default route is resolved, else 0 (lbstat and the JSON say why).",
         routing.next_hops.iter().map(|hop| {
-            let via = hop.via.as_deref().unwrap_or("");
             (
-                labels(&[
-                    ("role", &hop.role),
-                    ("destination", &hop.destination),
-                    ("via", via),
-                    ("state", &hop.state),
-                ]),
+                labels(&[("role", &hop.role), ("destination", &hop.destination)]),
                 Value::Int(u64::from(hop.state == "resolved")),
             )
         }),
     );
 }
 
-/// The mirror's counters that are sizes of the snapshot in use rather than running totals.
-const FIB_GAUGES: [&str; 6] = [
+/// The mirror's counters that describe the snapshot in use (they go down as well as up)
+/// rather than running totals (control's `FibCounters` says which).
+const FIB_GAUGES: [&str; 13] = [
     "prefixes",
     "routes",
     "next_hops",
     "neighbours_resolved",
     "neighbours_unresolved",
     "neighbours_failed",
+    "routes_not_served",
+    "legs_not_served",
+    "routes_blackhole",
+    "routes_unreachable",
+    "routes_prohibit",
+    "routes_missing_nexthop_object",
+    "neighbour_slots_full",
 ];
 
 /// One metric read from each `T`: name, type, help, value.
@@ -632,7 +634,7 @@ director_xdp_packets_total{{result=\"redirected\"}} 10
             "director_fib_rebuilds_total 3",
             "director_fib_last_update_age_seconds 1.5",
             "director_fib_memory_bytes 4096",
-            "director_next_hop_resolved{role=\"tun web 203.0.113.11\",destination=\"203.0.113.11\",via=\"192.0.2.241\",state=\"resolved\"} 1",
+            "director_next_hop_resolved{role=\"tun web 203.0.113.11\",destination=\"203.0.113.11\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
         }

@@ -34,7 +34,9 @@ impl InterfacePrefixes {
 /// Refuses a DR real server or DR fallback that no connected prefix of the client-side
 /// interface (`director.interfaces[0]`) covers, naming it. `connected` holds what the kernel
 /// says of the served interfaces; if the client side is not among them nothing is checked
-/// (the caller says why it could not read it).
+/// (the caller says why it could not read it). A server with a configured `mac` is not
+/// checked: the operator vouches for its link, as before this check existed (a real server
+/// reached by a device route, or a lab without addresses).
 pub fn check_dr_on_link(
     config: &Config,
     connected: &[InterfacePrefixes],
@@ -62,7 +64,7 @@ pub fn check_dr_on_link(
             .iter()
             .map(|fallback| (format!("{at}: fallback"), fallback));
         for (key, server) in backends.chain(fallback) {
-            if !client_side.covers(server.address) {
+            if server.mac.is_none() && !client_side.covers(server.address) {
                 return Err(ConfigError::invalid(
                     key,
                     format!("\"{}\"", server.address),
@@ -137,7 +139,7 @@ mod tests {
 
     #[test]
     fn off_link_dr_server_is_named() {
-        let text = GOOD.replacen("192.0.2.12", "203.0.113.5", 1);
+        let text = GOOD.replacen("192.0.2.11", "203.0.113.5", 1);
         let config = Config::parse(&text).unwrap();
         let error = check_dr_on_link(&config, &eth0(&[("192.0.2.10", 32), ("192.0.2.1", 24)]))
             .unwrap_err()
@@ -145,7 +147,7 @@ mod tests {
         assert_mentions(
             &error,
             &[
-                "service[0] \"web\": backend[1].address = \"203.0.113.5\"",
+                "service[0] \"web\": backend[0].address = \"203.0.113.5\"",
                 "forwarding = \"dr\" needs the real server on a directly connected network of eth0",
                 "(its prefixes: 192.0.2.10/32, 192.0.2.1/24)",
                 "use \"tun\" for routed real servers",
@@ -157,10 +159,15 @@ mod tests {
         assert_mentions(
             &error,
             &[
-                "backend[0].address = \"192.0.2.11\"",
+                "backend[0].address = \"203.0.113.5\"",
                 "(its prefixes: none)",
             ],
         );
+        // backend[1] has a configured MAC: not checked, even off-link.
+        let text = GOOD.replacen("192.0.2.12", "203.0.113.6", 1);
+        let config = Config::parse(&text).unwrap();
+        check_dr_on_link(&config, &eth0(&[("192.0.2.1", 24)])).unwrap();
+        check_dr_on_link(&config, &eth0(&[])).unwrap_err();
     }
 
     #[test]

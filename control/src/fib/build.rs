@@ -2,7 +2,7 @@
 //! restricted to the interfaces the director serves; next hops given neighbour slots through
 //! [`NeighbourSlots`]; routes through the same next hops shared; and, as `dataplane::fib`'s
 //! `Route::OnLink` asks, a host route for each on-link destination control was asked to pin
-//! (DR real servers, on-link TUN servers, NAT clients in route mode) and for each gateway the
+//! (the director pins its on-link TUN real servers) and for each gateway the
 //! routes use, so that its lookup gives its own neighbour slot instead of `OnLinkUnresolved`.
 //! Other neighbours the kernel knows get no slot: every slot is kept fresh once a second, and
 //! that would keep every ARP entry on the segment alive.
@@ -82,10 +82,12 @@ pub fn build(
         if previous == Some((destination, prefix_len)) {
             continue;
         }
-        previous = Some((destination, prefix_len));
+        // A route that resolves to nothing (every path down) leaves the prefix to the next
+        // metric's route, as the kernel's lookup would.
         let Some(resolved) = resolve(model, served, action, &mut counts) else {
             continue;
         };
+        previous = Some((destination, prefix_len));
         let route = match resolved {
             Resolved::Refused(route) => {
                 let (name, counter) = match route {

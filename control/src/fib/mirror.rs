@@ -177,8 +177,9 @@ impl FibMirror {
         }
     }
 
-    /// The neighbour slot of on-link destination `address` on `ifindex` (a DR real server, an
-    /// on-link TUN server, a NAT client in route mode), kept until [`unpin`](Self::unpin);
+    /// The neighbour slot of on-link destination `address` on `ifindex` (the director pins its
+    /// on-link TUN real servers; NAT clients on-link reach their own MAC by their frames), kept
+    /// until [`unpin`](Self::unpin);
     /// solicited now if unresolved. The next snapshot gives it a host route when a connected
     /// prefix of that served interface covers it.
     pub fn neighbour_for(

@@ -350,7 +350,9 @@ impl ConnTable {
         } = self.entries[slot as usize];
         let connection = &mut self.entries[slot as usize].connection;
         // A tunnel's next hop is the route to its real server: another server needs another.
-        if !to.nat && to.backend != old.backend {
+        // A service switched between NAT and TUN by a reload: the other kind of next hop (the
+        // client side's for NAT, the server's route for TUN).
+        if (!to.nat && to.backend != old.backend) || to.nat != old.nat {
             connection.next_hop = ConnNextHop::Unknown;
         }
         connection.backend = to.backend;
