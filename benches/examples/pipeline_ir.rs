@@ -106,6 +106,7 @@ fn routing(nat_reply: NatReply) -> Routing {
         neighbours: Arc::new(neighbours),
         client_ifindex: 1,
         nat_reply,
+        epoch: 0,
     }
 }
 

@@ -267,6 +267,10 @@ pub struct Routing {
     pub client_ifindex: u32,
     /// Where NAT replies go.
     pub nat_reply: NatReply,
+    /// Which FIB snapshot this is (control counts them, wrapping): a connection whose next hop
+    /// was found in another one looks its route up again on its next frame, so a route change
+    /// moves established flows too, not only new ones.
+    pub epoch: u16,
 }
 
 /// Idle timeouts for connection-table entries (IPVS's defaults).

@@ -148,6 +148,7 @@ fn routed_table(route: bool) -> ServiceTable {
         } else {
             NatReply::LastHop
         },
+        epoch: 0,
     })
 }
 

@@ -84,6 +84,7 @@ fn routing(neighbours: &Arc<Neighbours>, gateway: NeighbourId, nat_reply: NatRep
         neighbours: Arc::clone(neighbours),
         client_ifindex: CLIENT_IF,
         nat_reply,
+        epoch: 0,
     }
 }
 
@@ -306,6 +307,7 @@ fn ecmp_next_hops_are_stable_per_flow_and_spread_over_flows() {
         neighbours: Arc::clone(&neighbours),
         client_ifindex: CLIENT_IF,
         nat_reply: NatReply::LastHop,
+        epoch: 0,
     });
     let mut used = [0usize; 2];
     for port in 0..64u16 {
@@ -330,7 +332,13 @@ fn a_neighbours_new_mac_reaches_established_flows_without_touching_them() {
     rig.sent_to(&request(client, NAT_VIP, mac(0x41)), &table, Egress::Peer);
     rig.sent_to(&reply(client), &table, Egress::Peer);
     let entry = *rig.pipeline.connections().get(&nat_key(client)).unwrap();
-    assert_eq!(entry.next_hop, ConnNextHop::Neighbour(GATEWAY));
+    assert_eq!(
+        entry.next_hop,
+        ConnNextHop::Neighbour {
+            id: GATEWAY,
+            epoch: 0
+        }
+    );
 
     neighbours.publish(GATEWAY, Neighbour::Resolved(mac(0x77)));
     assert_eq!(rig.sent_to(&reply(client), &table, Egress::Peer), mac(0x77));
@@ -365,7 +373,10 @@ fn a_neighbours_new_mac_reaches_established_flows_without_touching_them() {
             .get(&nat_key(client))
             .unwrap()
             .next_hop,
-        ConnNextHop::Neighbour(GATEWAY_2)
+        ConnNextHop::Neighbour {
+            id: GATEWAY_2,
+            epoch: 0
+        }
     );
     assert_eq!(rig.counters.drops(DropReason::NeighbourUnresolved), 2);
 }
@@ -428,6 +439,7 @@ fn next_hop_cases_cover_the_route_drop_reasons() {
         neighbours: neighbours(),
         client_ifindex: CLIENT_IF,
         nat_reply: NatReply::LastHop,
+        epoch: 0,
     });
     let frame = request("198.51.100.7:40000", TUN_VIP, ROUTER_MAC);
     assert_eq!(rig.dropped(&frame, &refused), DropReason::RouteBlackhole);
@@ -441,6 +453,7 @@ fn next_hop_cases_cover_the_route_drop_reasons() {
         neighbours: neighbours(),
         client_ifindex: CLIENT_IF,
         nat_reply: NatReply::Route,
+        epoch: 0,
     });
     let frame = request("198.51.100.8:40000", TUN_VIP, ROUTER_MAC);
     assert_eq!(
@@ -552,7 +565,14 @@ fn imported_entries_find_their_next_hop_on_their_first_frame() {
     assert_eq!(rig.sent_to(&frame, &table, Egress::Ingress), gateway);
     for key in [nat_key(nat_client), tun_key] {
         let entry = rig.pipeline.connections().get(&key).unwrap();
-        assert_eq!(entry.next_hop, ConnNextHop::Neighbour(GATEWAY), "{key:?}");
+        assert_eq!(
+            entry.next_hop,
+            ConnNextHop::Neighbour {
+                id: GATEWAY,
+                epoch: 0
+            },
+            "{key:?}"
+        );
     }
 }
 
@@ -576,4 +596,51 @@ fn a_configured_tun_server_mac_overrides_the_route() {
     let mut rig = Rig::new();
     let frame = request("198.51.100.7:40000", TUN_VIP, ROUTER_MAC);
     assert_eq!(rig.sent_to(&frame, &table, Egress::Ingress), configured);
+}
+
+#[test]
+fn a_route_change_moves_established_flows_in_the_next_snapshot() {
+    // 10.0.0.0/24 (the TUN real server 10.0.0.3) moves from GATEWAY to GATEWAY_2 while GATEWAY
+    // stays resolved (it still serves other routes): the flow follows once the snapshot's epoch
+    // says its remembered next hop is from an older one.
+    let neighbours = neighbours();
+    let before = routing(&neighbours, GATEWAY, NatReply::LastHop);
+    let moved = |epoch| {
+        let mut fib = FibBuilder::new();
+        let second = fib
+            .add_route(&Route::Forward(vec![via(
+                [192, 0, 2, 253],
+                GATEWAY_2,
+                CLIENT_IF,
+            )]))
+            .unwrap();
+        fib.add_v4(Ipv4Addr::new(10, 0, 0, 0), 24, second).unwrap();
+        Routing {
+            fib: Arc::new(fib.build()),
+            neighbours: Arc::clone(&neighbours),
+            client_ifindex: CLIENT_IF,
+            nat_reply: NatReply::LastHop,
+            epoch,
+        }
+    };
+    let mut rig = Rig::new();
+    let frame = request("198.51.100.7:40000", TUN_VIP, ROUTER_MAC);
+    let first = table(1, Some(before));
+    assert_eq!(
+        rig.sent_to(&frame, &first, Egress::Ingress),
+        mac(GATEWAY.index() as u8 + 1)
+    );
+    // The same snapshot epoch: the entry's next hop stands (a MAC change would still apply).
+    assert_eq!(
+        rig.sent_to(&frame, &table(1, Some(moved(0))), Egress::Ingress),
+        mac(GATEWAY.index() as u8 + 1)
+    );
+    // A newer snapshot: looked up again, and kept.
+    let newer = table(1, Some(moved(1)));
+    for _ in 0..2 {
+        assert_eq!(
+            rig.sent_to(&frame, &newer, Egress::Ingress),
+            mac(GATEWAY_2.index() as u8 + 1)
+        );
+    }
 }

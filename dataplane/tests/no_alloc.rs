@@ -293,6 +293,7 @@ fn pipeline_does_not_allocate_per_frame_with_routing() {
         neighbours: Arc::clone(&neighbours),
         client_ifindex: 1,
         nat_reply,
+        epoch: 0,
     };
     assert_no_allocations_per_frame(Some([routing(NatReply::LastHop), routing(NatReply::Route)]));
 }

@@ -51,6 +51,7 @@ pub(super) fn start(
         neighbours: task.neighbours(),
         client_ifindex,
         nat_reply: NatReply::default(),
+        epoch: 0,
     };
     Ok(Some((task, routing)))
 }
@@ -109,6 +110,8 @@ impl Director {
         }
         if let Some(routing) = &mut self.builder.routing {
             routing.fib = newest;
+            // Established flows look their routes up again in the new snapshot.
+            routing.epoch = routing.epoch.wrapping_add(1);
             self.rebuild();
         }
     }

@@ -55,9 +55,16 @@ pub enum ConnNextHop {
     /// NAT, auto last hop: the MAC the client's frames arrive from (the client on-link, or the
     /// router that forwarded them).
     LastHop(MacAddr),
-    /// A route lookup's neighbour: each frame reads its MAC from the neighbour array, so a MAC
-    /// change reaches the flow without touching the entry.
-    Neighbour(NeighbourId),
+    /// A route lookup's neighbour, in the FIB snapshot `epoch` ([`crate::service::Routing`]):
+    /// each frame reads its MAC from the neighbour array, so a MAC change reaches the flow
+    /// without touching the entry; a newer snapshot makes the next frame look the route up
+    /// again.
+    Neighbour {
+        /// The neighbour's slot.
+        id: NeighbourId,
+        /// The snapshot the lookup was made in.
+        epoch: u16,
+    },
 }
 
 impl Connection {

@@ -341,10 +341,16 @@ fn client_next_hop(
 ) -> ConnNextHop {
     match (routing.nat_reply, remembered) {
         (NatReply::LastHop, _) => last_hop.map_or(remembered, ConnNextHop::LastHop),
-        (NatReply::Route, ConnNextHop::Neighbour(_) | ConnNextHop::LastHop(_)) => remembered,
-        (NatReply::Route, ConnNextHop::Unknown) => {
+        (NatReply::Route, ConnNextHop::LastHop(_)) => remembered,
+        (NatReply::Route, ConnNextHop::Neighbour { epoch, .. }) if epoch == routing.epoch => {
+            remembered
+        }
+        (NatReply::Route, ConnNextHop::Neighbour { .. } | ConnNextHop::Unknown) => {
             match next_hop::route(routing, key.src_addr, key.flow_hash()) {
-                Ok(neighbour) => ConnNextHop::Neighbour(neighbour),
+                Ok(id) => ConnNextHop::Neighbour {
+                    id,
+                    epoch: routing.epoch,
+                },
                 Err(DropReason::RouteOnlinkUnresolved) => {
                     last_hop.map_or(ConnNextHop::Unknown, ConnNextHop::LastHop)
                 }

@@ -46,8 +46,9 @@ pub(super) fn route(
 }
 
 /// The MAC to send to, and the next hop to remember: `remembered` if it still names a
-/// neighbour, else the route to `address` looked up again (an unknown next hop, or a neighbour
-/// slot released since: [`Neighbour::Gone`]). An unresolved or failed neighbour is
+/// neighbour and was found in this FIB snapshot, else the route to `address` looked up again
+/// (an unknown next hop, one from an older snapshot, or a neighbour slot released since:
+/// [`Neighbour::Gone`]). An unresolved or failed neighbour is
 /// `NeighbourUnresolved`.
 ///
 /// Out of line: inlined into the per-frame path it cost established DR 11 instructions a frame
@@ -62,17 +63,26 @@ pub(super) fn resolve(
 ) -> Result<(ConnNextHop, MacAddr), DropReason> {
     let id = match remembered {
         ConnNextHop::LastHop(mac) => return Ok((remembered, mac)),
-        ConnNextHop::Neighbour(id) => match routing.neighbours.get(id) {
-            Neighbour::Resolved(mac) => return Ok((remembered, mac)),
-            Neighbour::Unresolved | Neighbour::Failed => {
-                return Err(DropReason::NeighbourUnresolved)
+        ConnNextHop::Neighbour { id, epoch } if epoch == routing.epoch => {
+            match routing.neighbours.get(id) {
+                Neighbour::Resolved(mac) => return Ok((remembered, mac)),
+                Neighbour::Unresolved | Neighbour::Failed => {
+                    return Err(DropReason::NeighbourUnresolved)
+                }
+                Neighbour::Gone => route(routing, address, flow_hash())?,
             }
-            Neighbour::Gone => route(routing, address, flow_hash())?,
-        },
-        ConnNextHop::Unknown => route(routing, address, flow_hash())?,
+        }
+        // Unknown, or found in an older snapshot: the routes may have moved since.
+        ConnNextHop::Neighbour { .. } | ConnNextHop::Unknown => {
+            route(routing, address, flow_hash())?
+        }
+    };
+    let found = ConnNextHop::Neighbour {
+        id,
+        epoch: routing.epoch,
     };
     match routing.neighbours.get(id) {
-        Neighbour::Resolved(mac) => Ok((ConnNextHop::Neighbour(id), mac)),
+        Neighbour::Resolved(mac) => Ok((found, mac)),
         // Gone right after a lookup: a snapshot older than the slot's release, not yet replaced.
         Neighbour::Unresolved | Neighbour::Failed | Neighbour::Gone => {
             Err(DropReason::NeighbourUnresolved)
