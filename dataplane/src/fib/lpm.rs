@@ -57,39 +57,30 @@ pub trait FibAddress: Copy + Ord + Debug {
     fn masked(self, len: u32) -> Self;
 }
 
-impl FibAddress for u32 {
-    const BITS: u32 = u32::BITS;
+/// The two widths differ only in their type: one body serves both.
+macro_rules! fib_address {
+    ($width:ty) => {
+        impl FibAddress for $width {
+            const BITS: u32 = <$width>::BITS;
 
-    #[inline(always)]
-    fn byte_at(self, level: u32) -> u8 {
-        let shift = Self::BITS.wrapping_sub(STRIDE * (level + 1));
-        self.wrapping_shr(shift) as u8
-    }
+            #[inline(always)]
+            fn byte_at(self, level: u32) -> u8 {
+                let shift = Self::BITS.wrapping_sub(STRIDE * (level + 1));
+                self.wrapping_shr(shift) as u8
+            }
 
-    #[inline]
-    fn masked(self, len: u32) -> Self {
-        self & u32::MAX
-            .checked_shl(Self::BITS.saturating_sub(len))
-            .unwrap_or(0)
-    }
+            #[inline]
+            fn masked(self, len: u32) -> Self {
+                self & <$width>::MAX
+                    .checked_shl(Self::BITS.saturating_sub(len))
+                    .unwrap_or(0)
+            }
+        }
+    };
 }
 
-impl FibAddress for u128 {
-    const BITS: u32 = u128::BITS;
-
-    #[inline(always)]
-    fn byte_at(self, level: u32) -> u8 {
-        let shift = Self::BITS.wrapping_sub(STRIDE * (level + 1));
-        self.wrapping_shr(shift) as u8
-    }
-
-    #[inline]
-    fn masked(self, len: u32) -> Self {
-        self & u128::MAX
-            .checked_shl(Self::BITS.saturating_sub(len))
-            .unwrap_or(0)
-    }
-}
+fib_address!(u32);
+fib_address!(u128);
 
 /// A prefix longer than the address it is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
