@@ -332,34 +332,8 @@ pub fn records_per_datagram(mtu: usize) -> usize {
 mod tests {
     use super::*;
     use crate::sync::tests::connection;
+    use crate::testing::{sync_connection as record, sync_template as template};
     use proptest::prelude::*;
-
-    fn record(n: u16) -> SyncRecord {
-        SyncRecord::Connection(ConnectionRecord {
-            key: FlowKey {
-                src_addr: Ipv4Addr::new(198, 51, 100, 7),
-                dst_addr: Ipv4Addr::new(192, 0, 2, 10),
-                src_port: 40000 + n,
-                dst_port: 80,
-                protocol: Protocol::Tcp,
-            },
-            backend: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 11), 80),
-            forwarding: Forwarding::DirectRouting,
-            state: ConnState::TcpEstablished,
-        })
-    }
-
-    fn template() -> SyncRecord {
-        SyncRecord::Template(TemplateRecord {
-            service: ServiceKey {
-                vip: Ipv4Addr::new(192, 0, 2, 10),
-                port: 443,
-                protocol: Protocol::Tcp,
-            },
-            client: Ipv4Addr::new(198, 51, 100, 0),
-            backend: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 12), 443),
-        })
-    }
 
     #[test]
     fn connection_golden_bytes() {

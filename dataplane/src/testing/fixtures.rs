@@ -8,11 +8,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::conntrack::ConnTable;
+use crate::conntrack::{ConnState, ConnTable, FlowKey};
 use crate::counters::{backend_counter_block, BackendCounters};
 use crate::service::{
     Backend, Forwarding, Persistence, Protocol, Service, ServiceKey, ServiceTable, Timeouts,
 };
+use crate::sync::{ConnectionRecord, SyncRecord, TemplateRecord};
 use crate::wire::MacAddr;
 
 /// A real server for fixtures: `"10.0.0.n"`, its MAC (`None`: unresolved), weight and slot.
@@ -159,4 +160,35 @@ pub fn table(
     counters: Vec<Arc<[BackendCounters]>>,
 ) -> ServiceTable {
     ServiceTable::new(generation, services, Timeouts::default(), counters)
+}
+
+/// A state-sync record of an established DR connection from client port `40000 + n` to
+/// 192.0.2.10:80, on 192.0.2.11: the sync format's and the sync daemon's tests both use it.
+pub fn sync_connection(n: u16) -> SyncRecord {
+    SyncRecord::Connection(ConnectionRecord {
+        key: FlowKey {
+            src_addr: Ipv4Addr::new(198, 51, 100, 7),
+            dst_addr: Ipv4Addr::new(192, 0, 2, 10),
+            src_port: 40000 + n,
+            dst_port: 80,
+            protocol: Protocol::Tcp,
+        },
+        backend: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 11), 80),
+        forwarding: Forwarding::DirectRouting,
+        state: ConnState::TcpEstablished,
+    })
+}
+
+/// A state-sync persistence template: client network 198.51.100.0 of 192.0.2.10:443 on
+/// 192.0.2.12.
+pub fn sync_template() -> SyncRecord {
+    SyncRecord::Template(TemplateRecord {
+        service: ServiceKey {
+            vip: Ipv4Addr::new(192, 0, 2, 10),
+            port: 443,
+            protocol: Protocol::Tcp,
+        },
+        client: Ipv4Addr::new(198, 51, 100, 0),
+        backend: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 12), 443),
+    })
 }

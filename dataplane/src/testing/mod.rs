@@ -28,8 +28,8 @@ use crate::WorkerCounters;
 pub use builder::FrameBuilder;
 pub use diff::{assert_frame_eq, diff};
 pub use fixtures::{
-    assert_gauges_match, backend, counter_blocks, service, service_with_ports, table,
-    with_forwarding, with_persistence, with_port,
+    assert_gauges_match, backend, counter_blocks, service, service_with_ports, sync_connection,
+    sync_template, table, with_forwarding, with_persistence, with_port,
 };
 
 /// The director's interface MAC in fixtures.

@@ -2,43 +2,16 @@
 //! (batching, filtering, routing, full queues, role switches). The datagram format's own tests
 //! are beside it in `dataplane::sync::wire`.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::conntrack::{ConnState, FlowKey};
-use dataplane::sync::{ConnectionRecord, SyncQueues, SyncRecord, TemplateRecord};
-use dataplane::{Forwarding, ServiceKey};
+use dataplane::conntrack::FlowKey;
+use dataplane::sync::{SyncQueues, SyncRecord};
+use dataplane::testing::{sync_connection as record, sync_template as template};
 
 use super::*;
 use crate::netlink;
-
-fn record(n: u16) -> SyncRecord {
-    SyncRecord::Connection(ConnectionRecord {
-        key: FlowKey {
-            src_addr: Ipv4Addr::new(198, 51, 100, 7),
-            dst_addr: Ipv4Addr::new(192, 0, 2, 10),
-            src_port: 40000 + n,
-            dst_port: 80,
-            protocol: dataplane::Protocol::Tcp,
-        },
-        backend: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 11), 80),
-        forwarding: Forwarding::DirectRouting,
-        state: ConnState::TcpEstablished,
-    })
-}
-
-fn template() -> SyncRecord {
-    SyncRecord::Template(TemplateRecord {
-        service: ServiceKey {
-            vip: Ipv4Addr::new(192, 0, 2, 10),
-            port: 443,
-            protocol: dataplane::Protocol::Tcp,
-        },
-        client: Ipv4Addr::new(198, 51, 100, 0),
-        backend: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 12), 443),
-    })
-}
 
 /// A sender and a receiver on the loopback interface, unicast, in this process: no root.
 fn loopback(
