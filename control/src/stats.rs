@@ -74,7 +74,7 @@ fn routing_stats(shared: &Shared) -> Option<RoutingStats> {
         if service.forwarding == Forwarding::Tunnel {
             for backend in &service.backends {
                 let role = format!("tun {} {}", service.name, backend.address);
-                wanted.push((role, backend.address));
+                wanted.push((role, legacy_v4(backend.address)));
             }
         }
     }
@@ -214,8 +214,8 @@ fn service_stats(
     pool: &PoolView,
     health: &HashMap<BackendId, BackendHealth>,
 ) -> ServiceStats {
-    let backend_stats = |address: std::net::Ipv4Addr, counter_slot: usize| {
-        let id = (service.name.clone(), address);
+    let backend_stats = |address: std::net::IpAddr, counter_slot: usize| {
+        let id = (service.name.clone(), legacy_v4(address));
         let mut stats = BackendStats {
             address: address.to_string(),
             port: service.key.port,
@@ -260,7 +260,7 @@ fn service_stats(
             // Out of the pool means no new flows, whatever the checks say.
             health: Health::Down,
             mac: out.mac.map(format_mac),
-            ..backend_stats(out.id.1, out.counter_slot)
+            ..backend_stats(out.id.1.into(), out.counter_slot)
         });
     ServiceStats {
         name: service.name.clone(),
@@ -275,5 +275,14 @@ fn service_stats(
         forwarding: service.forwarding.name().to_owned(),
         backends: in_pool.chain(out_of_pool).collect(),
         ..ServiceStats::default()
+    }
+}
+
+/// integrator: ctl6 makes control's backend ids `IpAddr`; until then an IPv6 address maps to
+/// 0.0.0.0 here.
+fn legacy_v4(address: std::net::IpAddr) -> Ipv4Addr {
+    match address {
+        std::net::IpAddr::V4(v4) => v4,
+        std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
     }
 }

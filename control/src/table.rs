@@ -329,7 +329,7 @@ impl TableBuilder {
             })
         };
         let entry = |backend: &BackendConfig, weight: u32, counter_slot: usize| Backend {
-            address: backend.address,
+            address: std::net::IpAddr::V4(backend.address), // integrator: ctl6
             mac: mac_of(backend),
             weight,
             counter_slot,
@@ -384,6 +384,7 @@ impl TableBuilder {
         let persistence = service.persistence.map(|timeout| Persistence {
             timeout,
             netmask: u32::from(service.persistence_netmask),
+            netmask6: u128::MAX, // integrator: ctl6 persistence_prefix6
             group: self.slots.group(&service.name),
         });
         Ok(Service {
@@ -401,7 +402,7 @@ impl TableBuilder {
 /// The (VIP, first port, protocol) of a service.
 pub fn service_key(service: &ServiceConfig) -> ServiceKey {
     ServiceKey {
-        vip: service.vip,
+        vip: std::net::IpAddr::V4(service.vip), // integrator: ctl6
         port: service.port,
         protocol: service.protocol,
     }
@@ -445,9 +446,10 @@ pub fn nat_backend_keys(config: &Config) -> HashSet<NatBackendKey> {
         .collect()
 }
 
-/// Stable identity of a real server for Maglev: the same server hashes the same everywhere.
-fn backend_key(address: Ipv4Addr, port: u16) -> u64 {
-    (u64::from(u32::from(address)) << 16) | u64::from(port)
+/// Stable identity of a real server for Maglev: the same server hashes the same everywhere
+/// (an IPv4 one as it did before IPv6).
+fn backend_key(address: std::net::IpAddr, port: u16) -> u64 {
+    dataplane::scheduler_key(address).rotate_left(16) ^ u64::from(port)
 }
 
 #[cfg(test)]
@@ -471,7 +473,10 @@ mod tests {
         table.services[0]
             .backends
             .iter()
-            .map(|backend| (backend.address, backend.counter_slot))
+            .map(|backend| match backend.address {
+                std::net::IpAddr::V4(v4) => (v4, backend.counter_slot),
+                std::net::IpAddr::V6(_) => unreachable!(),
+            })
             .collect()
     }
 

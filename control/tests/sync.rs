@@ -141,10 +141,10 @@ impl Workers {
     }
 
     /// The backend of the flow from client port `port`, on `worker`.
-    fn backend_of(&self, worker: usize, port: u16) -> Option<(Ipv4Addr, ConnState)> {
+    fn backend_of(&self, worker: usize, port: u16) -> Option<(std::net::IpAddr, ConnState)> {
         let key = FlowKey {
-            src_addr: Ipv4Addr::new(203, 0, 113, 7),
-            dst_addr: Ipv4Addr::new(192, 0, 2, 10),
+            src_addr: Ipv4Addr::new(203, 0, 113, 7).into(),
+            dst_addr: Ipv4Addr::new(192, 0, 2, 10).into(),
             src_port: port,
             dst_port: 80,
             protocol: Protocol::Tcp,

@@ -46,8 +46,9 @@ macro_rules! drop_reasons {
 drop_reasons! {
     /// Shorter than the headers it claims (Ethernet, IPv4 total length, TCP/UDP header).
     Truncated => "truncated",
-    /// Not IPv4 (the XDP classifier passes these to the kernel; seen here only if it did not).
-    NotIpv4 => "not_ipv4",
+    /// Neither IPv4 nor IPv6 (the XDP classifier passes these to the kernel; seen here only if
+    /// it did not).
+    NotIp => "not_ip",
     /// Carries an 802.1Q/802.1ad tag.
     VlanTagged => "vlan_tagged",
     /// IPv4 header length below 5 words.
@@ -99,6 +100,22 @@ drop_reasons! {
     RouteNotServed => "route_not_served",
     /// The destination is on a connected prefix but control has no neighbour slot for it yet.
     RouteOnlinkUnresolved => "route_onlink_unresolved",
+    /// The IP version disagrees with the EtherType: an IPv6 header under 0x0800, or anything
+    /// but version 6 under 0x86DD (or such a header quoted by an ICMPv6 error).
+    IpVersionMismatch => "ip_version_mismatch",
+    /// An IPv6 extension header runs past the packet.
+    Ipv6ExtensionTruncated => "ipv6_extension_truncated",
+    /// More IPv6 extension headers than the parser walks (`IPV6_MAX_EXTENSION_HEADERS`).
+    Ipv6ExtensionChain => "ipv6_extension_chain",
+    /// An IPv6 jumbogram (payload length 0 with hop-by-hop options, RFC 2675).
+    Ipv6Jumbogram => "ipv6_jumbogram",
+    /// The IPv6 payload length claims more than the frame holds.
+    Ipv6PayloadLength => "ipv6_payload_length",
+    /// An ICMPv6 error quotes less than a whole IPv6 header and 8 bytes.
+    IcmpQuoteTruncated => "icmp_quote_truncated",
+    /// A forwarding step this frame's address family does not have yet (placeholder while
+    /// IPv6 lands).
+    FamilyUnsupported => "family_unsupported",
 }
 
 /// Declares [`WorkerCounters`] with its named event counters (those lbstat lists under a

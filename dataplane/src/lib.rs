@@ -65,6 +65,6 @@ pub use counters::{DropReason, WorkerCounters};
 pub use persistence::PersistenceTable;
 pub use pipeline::{Egress, Pipeline, Verdict};
 pub use service::{
-    Backend, Forwarding, Interface, Interfaces, NatReply, Persistence, Protocol, Routing, Service,
-    ServiceKey, ServiceTable, Timeouts,
+    scheduler_key, Backend, Forwarding, Interface, Interfaces, NatReply, Persistence, Protocol,
+    Routing, Service, ServiceKey, ServiceTable, Timeouts,
 };

@@ -16,21 +16,49 @@
 //! What this module must not do: read header bytes other than through the [`crate::wire`] views,
 //! write to the frame, or decide anything but whether and how a frame parses.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::conntrack::FlowKey;
 use crate::counters::DropReason;
 use crate::service::Protocol;
 use crate::wire::{
-    self, ethernet, ipv4, EtherType, EthernetFrame, IcmpQuote, Icmpv4Packet, Ipv4Packet, TcpFlags,
-    TcpSegment, UdpDatagram,
+    self, ethernet, icmpv6, ipv4, ipv6, EtherType, EthernetFrame, IcmpQuote, Icmpv4Packet,
+    Icmpv6Packet, Ipv4Packet, Ipv6Packet, Ipv6Quote, TcpFlags, TcpSegment, UdpDatagram,
 };
 
-/// The network layer's address family. Only IPv4 is parsed today; IPv6 gets a variant here.
+/// The most IPv6 extension headers (hop-by-hop, routing, destination options) the walk reads
+/// before the transport header; a longer chain is [`DropReason::Ipv6ExtensionChain`]. The XDP
+/// classifier walks to the same bound (`IPV6_MAX_EXTENSION_HEADERS` in `director.h`). RFC 8200
+/// section 4.1 recommends an order in which each appears at most once (destination options
+/// twice), so a legitimate chain before TCP/UDP has at most four.
+pub const IPV6_MAX_EXTENSION_HEADERS: usize = 4;
+
+/// The network layer's address family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     /// IPv4 (EtherType 0x0800).
     Ipv4,
+    /// IPv6 (EtherType 0x86DD).
+    Ipv6,
+}
+
+impl Family {
+    /// The family of `address`.
+    #[inline]
+    pub const fn of(address: IpAddr) -> Self {
+        match address {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
+    /// Lower-case name, as counters and logs show it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
 }
 
 /// A TCP/UDP frame's flow.
@@ -46,9 +74,9 @@ pub struct Flow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct QuotedFlow {
     /// Quoted source address.
-    pub src_addr: Ipv4Addr,
+    pub src_addr: IpAddr,
     /// Quoted destination address.
-    pub dst_addr: Ipv4Addr,
+    pub dst_addr: IpAddr,
     /// Quoted source port.
     pub src_port: u16,
     /// Quoted destination port.
@@ -78,8 +106,8 @@ impl QuotedFlow {
 pub enum Transport {
     /// TCP or UDP with a whole header.
     Flow(Flow),
-    /// An ICMP error (destination unreachable, time exceeded) quoting a TCP or UDP datagram's
-    /// header and ports.
+    /// An ICMP error (ICMPv4 destination unreachable or time exceeded; ICMPv6 destination
+    /// unreachable, packet too big or time exceeded) quoting a TCP or UDP header and ports.
     IcmpError(QuotedFlow),
 }
 
@@ -89,9 +117,11 @@ pub struct Parsed {
     family: Family,
     /// Offset of the network header in the frame.
     l3_at: usize,
-    /// Network header length (at least 20, within `l3_len`).
+    /// Network header length: IPv4 at least 20; IPv6 40 and every extension header walked
+    /// over, so the transport header starts right after it. Within `l3_len`.
     l3_header_len: usize,
-    /// Network packet length (IPv4 total length), within the frame from `l3_at`.
+    /// Network packet length (IPv4 total length; IPv6 40 + payload length), within the frame
+    /// from `l3_at`.
     l3_len: usize,
     transport: Transport,
 }
@@ -103,13 +133,13 @@ impl Parsed {
         self.family
     }
 
-    /// Offset of the network (IPv4) header in the frame.
+    /// Offset of the network (IP) header in the frame.
     #[inline]
     pub const fn l3_at(&self) -> usize {
         self.l3_at
     }
 
-    /// Length of the network header.
+    /// Length of the network header (for IPv6 with its extension headers).
     #[inline]
     pub const fn l3_header_len(&self) -> usize {
         self.l3_header_len
@@ -135,19 +165,42 @@ impl Parsed {
 
     /// The IPv4 header view of `frame` (the frame this was parsed from), without checking it
     /// again: its fixed fields are in bounds; `None` if the frame is too short, which only
-    /// another frame can be.
+    /// another frame can be, or if this is not IPv4.
     #[inline]
     pub fn ipv4<'a>(&self, frame: &'a [u8]) -> Option<Ipv4Packet<&'a [u8]>> {
+        if self.family != Family::Ipv4 {
+            return None;
+        }
         frame
             .get(self.l3_at..self.l3_at + self.l3_len)
             .map(Ipv4Packet::new_unchecked)
+    }
+
+    /// The IPv6 header view of `frame`, as [`Parsed::ipv4`] for IPv4.
+    #[inline]
+    pub fn ipv6<'a>(&self, frame: &'a [u8]) -> Option<Ipv6Packet<&'a [u8]>> {
+        if self.family != Family::Ipv6 {
+            return None;
+        }
+        frame
+            .get(self.l3_at..self.l3_at + self.l3_len)
+            .map(Ipv6Packet::new_unchecked)
     }
 }
 
 /// Parses the headers the pipeline needs, or names why the frame cannot be served.
 #[inline]
 pub fn classify(frame: &[u8]) -> Result<Parsed, DropReason> {
-    let ip = ipv4_of(frame)?;
+    match ethertype_of(frame)? {
+        EtherType::IPV4 => classify_ipv4(frame),
+        EtherType::IPV6 => classify_ipv6(frame),
+        _ => Err(DropReason::NotIp),
+    }
+}
+
+#[inline]
+fn classify_ipv4(frame: &[u8]) -> Result<Parsed, DropReason> {
+    let ip = ipv4_packet(frame)?;
     let l3_header_len = usize::from(ip.header_len());
     if l3_header_len > ipv4::HEADER_LEN {
         return Err(DropReason::Ipv4Options);
@@ -158,7 +211,12 @@ pub fn classify(frame: &[u8]) -> Result<Parsed, DropReason> {
     let transport = if ip.protocol() == ipv4::protocol::ICMP {
         Transport::IcmpError(icmp_error(&ip)?)
     } else {
-        Transport::Flow(flow(&ip)?)
+        Transport::Flow(flow(
+            ip.protocol(),
+            IpAddr::V4(ip.src_addr()),
+            IpAddr::V4(ip.dst_addr()),
+            ip.payload(),
+        )?)
     };
     Ok(Parsed {
         family: Family::Ipv4,
@@ -169,38 +227,114 @@ pub fn classify(frame: &[u8]) -> Result<Parsed, DropReason> {
     })
 }
 
-/// The flow key of a TCP/UDP frame, for the worker's look-ahead ([`crate::Pipeline::prefetch`]):
-/// only as much parsing as finding the key takes (no ICMP quote, no option or fragment
-/// verdicts). A hint, never a verdict: [`classify`] still decides, once, when the frame is
-/// processed.
 #[inline]
-pub fn flow_key_hint(frame: &[u8]) -> Option<FlowKey> {
-    let ip = ipv4_of(frame).ok()?;
-    if ip.is_fragment() || ip.protocol() == ipv4::protocol::ICMP {
-        return None;
-    }
-    flow(&ip).ok().map(|flow| flow.key)
+fn classify_ipv6(frame: &[u8]) -> Result<Parsed, DropReason> {
+    let ip = ipv6_packet(frame)?;
+    let (protocol, l3_header_len) = walk_extension_headers(&ip)?;
+    let l3_len = ipv6::HEADER_LEN + usize::from(ip.payload_len());
+    // The walk stayed inside the payload, so this is in bounds.
+    let l4 = ip
+        .payload()
+        .get(l3_header_len - ipv6::HEADER_LEN..)
+        .unwrap_or_default();
+    let transport = if protocol == ipv6::next_header::ICMPV6 {
+        Transport::IcmpError(icmpv6_error(l4)?)
+    } else {
+        Transport::Flow(flow(
+            protocol,
+            IpAddr::V6(ip.src_addr()),
+            IpAddr::V6(ip.dst_addr()),
+            l4,
+        )?)
+    };
+    Ok(Parsed {
+        family: Family::Ipv6,
+        l3_at: ethernet::HEADER_LEN,
+        l3_header_len,
+        l3_len,
+        transport,
+    })
 }
 
-/// The TCP/UDP flow of a checked IPv4 packet.
+/// Walks a checked IPv6 packet's extension headers (at most [`IPV6_MAX_EXTENSION_HEADERS`])
+/// to the upper-layer protocol, returning it and the length of the fixed header plus the
+/// chain. A fragment header ends the walk as [`DropReason::Fragment`] (no ports in later
+/// fragments; Katran passes them too), a jumbogram (payload length 0 with hop-by-hop options,
+/// RFC 2675) as [`DropReason::Ipv6Jumbogram`].
 #[inline]
-fn flow(ip: &Ipv4Packet<&[u8]>) -> Result<Flow, DropReason> {
-    let protocol = Protocol::from_number(ip.protocol()).ok_or(DropReason::UnsupportedProtocol)?;
+pub(crate) fn walk_extension_headers(ip: &Ipv6Packet<&[u8]>) -> Result<(u8, usize), DropReason> {
+    let mut next = ip.next_header();
+    if next == ipv6::next_header::HOP_BY_HOP && ip.payload_len() == 0 {
+        return Err(DropReason::Ipv6Jumbogram);
+    }
+    let payload = ip.payload();
+    let mut at = 0;
+    for _ in 0..IPV6_MAX_EXTENSION_HEADERS {
+        if !ipv6::is_walkable_extension(next) {
+            break;
+        }
+        let rest = payload.get(at..).unwrap_or_default();
+        let (following, len) =
+            ipv6::extension_header(rest).map_err(|_| DropReason::Ipv6ExtensionTruncated)?;
+        next = following;
+        at += len;
+    }
+    if ipv6::is_walkable_extension(next) {
+        return Err(DropReason::Ipv6ExtensionChain);
+    }
+    if next == ipv6::next_header::FRAGMENT {
+        return Err(DropReason::Fragment);
+    }
+    Ok((next, ipv6::HEADER_LEN + at))
+}
+
+/// The flow key of a TCP/UDP frame, for the worker's look-ahead ([`crate::Pipeline::prefetch`]):
+/// only as much parsing as finding the key takes (no ICMP quote, no option or fragment
+/// verdicts, no IPv6 extension headers). A hint, never a verdict: [`classify`] still decides,
+/// once, when the frame is processed.
+#[inline]
+pub fn flow_key_hint(frame: &[u8]) -> Option<FlowKey> {
+    match ethertype_of(frame).ok()? {
+        EtherType::IPV4 => {
+            let ip = ipv4_packet(frame).ok()?;
+            if ip.is_fragment() || ip.protocol() == ipv4::protocol::ICMP {
+                return None;
+            }
+            let (src, dst) = (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()));
+            flow(ip.protocol(), src, dst, ip.payload())
+                .ok()
+                .map(|flow| flow.key)
+        }
+        EtherType::IPV6 => {
+            let ip = ipv6_packet(frame).ok()?;
+            let (src, dst) = (IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()));
+            flow(ip.next_header(), src, dst, ip.payload())
+                .ok()
+                .map(|flow| flow.key)
+        }
+        _ => None,
+    }
+}
+
+/// The TCP/UDP flow of a packet whose upper-layer `protocol` starts at `l4`.
+#[inline]
+fn flow(protocol: u8, src_addr: IpAddr, dst_addr: IpAddr, l4: &[u8]) -> Result<Flow, DropReason> {
+    let protocol = Protocol::from_number(protocol).ok_or(DropReason::UnsupportedProtocol)?;
     // A TCP data offset below 5 claims a header shorter than TCP's: truncated as well.
     let (src_port, dst_port, flags) = match protocol {
         Protocol::Tcp => {
-            let tcp = TcpSegment::new_checked(ip.payload()).map_err(|_| DropReason::Truncated)?;
+            let tcp = TcpSegment::new_checked(l4).map_err(|_| DropReason::Truncated)?;
             (tcp.src_port(), tcp.dst_port(), tcp.flags())
         }
         Protocol::Udp => {
-            let udp = UdpDatagram::new_checked(ip.payload()).map_err(|_| DropReason::Truncated)?;
+            let udp = UdpDatagram::new_checked(l4).map_err(|_| DropReason::Truncated)?;
             (udp.src_port(), udp.dst_port(), TcpFlags::default())
         }
     };
     Ok(Flow {
         key: FlowKey {
-            src_addr: ip.src_addr(),
-            dst_addr: ip.dst_addr(),
+            src_addr,
+            dst_addr,
             src_port,
             dst_port,
             protocol,
@@ -226,29 +360,90 @@ pub(crate) fn icmp_error(ip: &Ipv4Packet<&[u8]>) -> Result<QuotedFlow, DropReaso
     let protocol =
         Protocol::from_number(quote.protocol()).ok_or(DropReason::UnsupportedProtocol)?;
     Ok(QuotedFlow {
-        src_addr: quote.src_addr(),
-        dst_addr: quote.dst_addr(),
+        src_addr: IpAddr::V4(quote.src_addr()),
+        dst_addr: IpAddr::V4(quote.dst_addr()),
         src_port: quote.src_port(),
         dst_port: quote.dst_port(),
         protocol,
     })
 }
 
-/// Checks that `frame` is untagged Ethernet carrying a whole IPv4 packet (options allowed) and
-/// returns that packet's view, naming the first failure as the pipeline counts it.
+/// The flow an ICMPv6 message (starting at `icmp`) quotes, if it is an error we translate
+/// (destination unreachable, packet too big, time exceeded) quoting a TCP or UDP packet without
+/// extension headers. Informational messages (neighbour discovery, echo) and other errors are
+/// `UnsupportedProtocol`: the kernel's (the XDP classifier passes them); a short message or
+/// quote is `IcmpQuoteTruncated`, a quote that is not IPv6 `IpVersionMismatch`.
 #[inline]
-pub(crate) fn ipv4_of(frame: &[u8]) -> Result<Ipv4Packet<&[u8]>, DropReason> {
+pub(crate) fn icmpv6_error(icmp: &[u8]) -> Result<QuotedFlow, DropReason> {
+    let icmp = Icmpv6Packet::new_checked(icmp).map_err(|_| DropReason::Truncated)?;
+    if !icmp.is_translated_error() {
+        return Err(DropReason::UnsupportedProtocol);
+    }
+    let quote = Ipv6Quote::new_checked(icmp.data()).map_err(|error| match error {
+        wire::Error::Truncated => DropReason::IcmpQuoteTruncated,
+        wire::Error::Malformed => DropReason::IpVersionMismatch,
+    })?;
+    let protocol =
+        Protocol::from_number(quote.next_header()).ok_or(DropReason::UnsupportedProtocol)?;
+    debug_assert!(icmpv6::HEADER_LEN == 8);
+    Ok(QuotedFlow {
+        src_addr: IpAddr::V6(quote.src_addr()),
+        dst_addr: IpAddr::V6(quote.dst_addr()),
+        src_port: quote.src_port(),
+        dst_port: quote.dst_port(),
+        protocol,
+    })
+}
+
+/// The frame's EtherType, untagged Ethernet only.
+#[inline]
+fn ethertype_of(frame: &[u8]) -> Result<EtherType, DropReason> {
     let ethernet = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Truncated)?;
     let ethertype = ethernet.ethertype();
     if ethertype.is_vlan_tag() {
         return Err(DropReason::VlanTagged);
     }
-    if ethertype != EtherType::IPV4 {
-        return Err(DropReason::NotIpv4);
+    Ok(ethertype)
+}
+
+/// The IP version nibble of the packet after the Ethernet header, if there is a byte of it.
+#[inline]
+fn ip_version(frame: &[u8]) -> Option<u8> {
+    frame.get(ethernet::HEADER_LEN).map(|byte| byte >> 4)
+}
+
+/// Checks that `frame` is untagged Ethernet carrying a whole IPv4 packet (options allowed) and
+/// returns that packet's view, naming the first failure as the pipeline counts it.
+#[inline]
+pub(crate) fn ipv4_of(frame: &[u8]) -> Result<Ipv4Packet<&[u8]>, DropReason> {
+    match ethertype_of(frame)? {
+        EtherType::IPV4 => ipv4_packet(frame),
+        _ => Err(DropReason::NotIp),
+    }
+}
+
+/// The IPv4 packet of a frame whose EtherType says IPv4.
+#[inline]
+fn ipv4_packet(frame: &[u8]) -> Result<Ipv4Packet<&[u8]>, DropReason> {
+    if ip_version(frame) == Some(6) {
+        return Err(DropReason::IpVersionMismatch);
     }
     Ipv4Packet::new_checked(&frame[ethernet::HEADER_LEN..]).map_err(|error| match error {
         wire::Error::Truncated => DropReason::Truncated,
         wire::Error::Malformed => DropReason::BadIhl,
+    })
+}
+
+/// The IPv6 packet of a frame whose EtherType says IPv6: a version other than 6 is
+/// `IpVersionMismatch`, a payload length beyond the frame `Ipv6PayloadLength`.
+#[inline]
+fn ipv6_packet(frame: &[u8]) -> Result<Ipv6Packet<&[u8]>, DropReason> {
+    Ipv6Packet::new_checked(&frame[ethernet::HEADER_LEN..]).map_err(|error| match error {
+        wire::Error::Truncated if frame.len() >= ethernet::HEADER_LEN + ipv6::HEADER_LEN => {
+            DropReason::Ipv6PayloadLength
+        }
+        wire::Error::Truncated => DropReason::Truncated,
+        wire::Error::Malformed => DropReason::IpVersionMismatch,
     })
 }
 
@@ -275,8 +470,8 @@ mod tests {
             *parsed.transport(),
             Transport::Flow(Flow {
                 key: FlowKey {
-                    src_addr: Ipv4Addr::new(203, 0, 113, 7),
-                    dst_addr: Ipv4Addr::new(192, 0, 2, 10),
+                    src_addr: "203.0.113.7".parse().unwrap(),
+                    dst_addr: "192.0.2.10".parse().unwrap(),
                     src_port: 40000,
                     dst_port: 80,
                     protocol: Protocol::Tcp,

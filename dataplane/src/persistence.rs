@@ -12,9 +12,12 @@
 //!
 //! A fixed array of 16-byte slots, each two `AtomicU64`s, allocated once in
 //! [`PersistenceTable::new`] and never grown:
-//! - `key`: `!(group << 32 | masked client address)`, so that 0 means "never used". (The one key
-//!   this cannot store, group `u32::MAX` with client 255.255.255.255 under a /32 mask, is not a
-//!   real client and is scheduled without a template.)
+//! - `key`: for an IPv4 client `!(group << 32 | masked client address)`, so that 0 means "never
+//!   used". (The one key this cannot store, group `u32::MAX` with client 255.255.255.255 under a
+//!   /32 mask, is not a real client and is scheduled without a template.) An IPv6 client's
+//!   masked prefix does not fit beside its group in one atomic word, so its key is a seeded
+//!   64-bit hash of both: two clients share a template only if their hashes collide (2^-64 a
+//!   pair), and then the second goes to the first's server, still one of its service's.
 //! - `value`: `expiry << 32 | counter_slot`, where `expiry` is in whole seconds since a
 //!   process-wide epoch (plus one, so a published value is never 0); 0 means "being published".
 //!
@@ -58,6 +61,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -158,8 +162,8 @@ impl PersistenceTable {
 
     /// The live template of `client` (already masked) in persistence group `group`, if any.
     #[inline]
-    pub fn lookup(&self, group: u32, client: u32, now: Instant) -> Template {
-        let Some(key) = encode_key(group, client) else {
+    pub fn lookup(&self, group: u32, client: IpAddr, now: Instant) -> Template {
+        let Some(key) = self.encode_key(group, client) else {
             return Template::Absent;
         };
         let now = self.seconds(now);
@@ -184,14 +188,14 @@ impl PersistenceTable {
     pub fn upsert(
         &self,
         group: u32,
-        client: u32,
+        client: IpAddr,
         counter_slot: usize,
         now: Instant,
         timeout: Duration,
         replace: bool,
     ) -> Upsert {
         let (Some(key), Ok(counter_slot)) =
-            (encode_key(group, client), u32::try_from(counter_slot))
+            (self.encode_key(group, client), u32::try_from(counter_slot))
         else {
             return Upsert::Full;
         };
@@ -313,6 +317,27 @@ impl PersistenceTable {
         Found::Vacancies { first }
     }
 
+    /// A template's key (see the module docs), `None` for the one IPv4 key that cannot be
+    /// stored.
+    #[inline]
+    fn encode_key(&self, group: u32, client: IpAddr) -> Option<u64> {
+        let key = match client {
+            IpAddr::V4(v4) => !(u64::from(group) << 32 | u64::from(v4.to_bits())),
+            IpAddr::V6(v6) => {
+                let bits = v6.to_bits();
+                let mix = |x: u64| {
+                    // splitmix64's finaliser, as `home`.
+                    let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    x ^ (x >> 31)
+                };
+                let high = mix((bits >> 64) as u64 ^ self.seed.rotate_left(17));
+                mix(high ^ bits as u64 ^ u64::from(group).rotate_left(32))
+            }
+        };
+        (key != EMPTY).then_some(key)
+    }
+
     #[inline]
     fn probe_len(&self) -> usize {
         PROBE.min(self.slots.len())
@@ -355,12 +380,6 @@ enum Found<'a> {
 }
 
 #[inline]
-fn encode_key(group: u32, client: u32) -> Option<u64> {
-    let key = !(u64::from(group) << 32 | u64::from(client));
-    (key != EMPTY).then_some(key)
-}
-
-#[inline]
 fn expiry_of(value: u64) -> u32 {
     (value >> 32) as u32
 }
@@ -386,6 +405,11 @@ fn timeout_secs(timeout: Duration) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The IPv4 client with these bits.
+    fn v4(bits: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from_bits(bits))
+    }
     use std::sync::{Arc, Barrier};
 
     const MINUTE: Duration = Duration::from_secs(60);
@@ -399,24 +423,49 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_clients_have_templates_of_their_own() {
+        let table = PersistenceTable::new(64);
+        let now = Instant::now();
+        let one: IpAddr = "2001:db8:1::".parse().unwrap();
+        let two: IpAddr = "2001:db8:2::".parse().unwrap();
+        assert_eq!(
+            table.upsert(1, one, 3, now, MINUTE, false),
+            Upsert::Inserted
+        );
+        assert_eq!(table.lookup(1, one, now), live(3));
+        assert_eq!(table.lookup(1, two, now), Template::Absent);
+        assert_eq!(table.lookup(2, one, now), Template::Absent);
+        // Not the IPv4 client whose bits are the low word, nor the IPv4-mapped address.
+        assert_eq!(table.lookup(1, v4(0), now), Template::Absent);
+        let mapped: IpAddr = "::ffff:0.0.0.0".parse().unwrap();
+        assert_eq!(table.lookup(1, mapped, now), Template::Absent);
+    }
+
+    #[test]
     fn insert_lookup_refresh_replace() {
         let table = PersistenceTable::new(64);
         let now = Instant::now();
-        assert_eq!(table.lookup(1, 42, now), Template::Absent);
-        assert_eq!(table.upsert(1, 42, 3, now, MINUTE, false), Upsert::Inserted);
-        assert_eq!(table.lookup(1, 42, now), live(3));
-        // Another group or client is another key.
-        assert_eq!(table.lookup(2, 42, now), Template::Absent);
-        assert_eq!(table.lookup(1, 43, now), Template::Absent);
+        assert_eq!(table.lookup(1, v4(42), now), Template::Absent);
         assert_eq!(
-            table.upsert(1, 42, 3, now, MINUTE, false),
+            table.upsert(1, v4(42), 3, now, MINUTE, false),
+            Upsert::Inserted
+        );
+        assert_eq!(table.lookup(1, v4(42), now), live(3));
+        // Another group or client is another key.
+        assert_eq!(table.lookup(2, v4(42), now), Template::Absent);
+        assert_eq!(table.lookup(1, v4(43), now), Template::Absent);
+        assert_eq!(
+            table.upsert(1, v4(42), 3, now, MINUTE, false),
             Upsert::Refreshed
         );
         // A live template for another backend stands unless replaced.
-        assert_eq!(table.upsert(1, 42, 5, now, MINUTE, false), Upsert::Kept);
-        assert_eq!(table.lookup(1, 42, now), live(3));
-        assert_eq!(table.upsert(1, 42, 5, now, MINUTE, true), Upsert::Inserted);
-        assert_eq!(table.lookup(1, 42, now), live(5));
+        assert_eq!(table.upsert(1, v4(42), 5, now, MINUTE, false), Upsert::Kept);
+        assert_eq!(table.lookup(1, v4(42), now), live(3));
+        assert_eq!(
+            table.upsert(1, v4(42), 5, now, MINUTE, true),
+            Upsert::Inserted
+        );
+        assert_eq!(table.lookup(1, v4(42), now), live(5));
         assert_eq!(table.live(now), 1);
     }
 
@@ -425,27 +474,27 @@ mod tests {
         let table = PersistenceTable::new(64);
         let start = Instant::now();
         let timeout = Duration::from_secs(10);
-        table.upsert(0, 7, 1, start, timeout, false);
-        assert_eq!(table.lookup(0, 7, at(start, 10)), live(1), "not early");
-        assert_eq!(table.lookup(0, 7, at(start, 12)), Template::Absent);
+        table.upsert(0, v4(7), 1, start, timeout, false);
+        assert_eq!(table.lookup(0, v4(7), at(start, 10)), live(1), "not early");
+        assert_eq!(table.lookup(0, v4(7), at(start, 12)), Template::Absent);
         // An expired template for another backend is overwritten without `replace`.
         assert_eq!(
-            table.upsert(0, 7, 2, at(start, 12), timeout, false),
+            table.upsert(0, v4(7), 2, at(start, 12), timeout, false),
             Upsert::Inserted
         );
         // Refreshed at 20, it lives until 30.
         assert_eq!(
-            table.upsert(0, 7, 2, at(start, 20), timeout, false),
+            table.upsert(0, v4(7), 2, at(start, 20), timeout, false),
             Upsert::Refreshed
         );
-        assert_eq!(table.lookup(0, 7, at(start, 30)), live(2));
-        assert_eq!(table.lookup(0, 7, at(start, 32)), Template::Absent);
+        assert_eq!(table.lookup(0, v4(7), at(start, 30)), live(2));
+        assert_eq!(table.lookup(0, v4(7), at(start, 32)), Template::Absent);
         // A refresh revives an expired template of the same backend.
         assert_eq!(
-            table.upsert(0, 7, 2, at(start, 40), timeout, false),
+            table.upsert(0, v4(7), 2, at(start, 40), timeout, false),
             Upsert::Refreshed
         );
-        assert_eq!(table.lookup(0, 7, at(start, 45)), live(2));
+        assert_eq!(table.lookup(0, v4(7), at(start, 45)), live(2));
     }
 
     #[test]
@@ -453,20 +502,20 @@ mod tests {
         let table = PersistenceTable::new(1);
         let start = Instant::now();
         let raw = || table.slots[0].value.load(Ordering::Relaxed);
-        table.upsert(0, 7, 1, start, MINUTE, false);
+        table.upsert(0, v4(7), 1, start, MINUTE, false);
         let first = raw();
         for millis in 0..1000 {
             let now = start + Duration::from_millis(millis);
             if table.seconds(now) != table.seconds(start) {
                 break;
             }
-            table.upsert(0, 7, 1, now, MINUTE, false);
+            table.upsert(0, v4(7), 1, now, MINUTE, false);
             assert_eq!(raw(), first, "rewritten within the same second");
         }
-        table.upsert(0, 7, 1, at(start, 1), MINUTE, false);
+        table.upsert(0, v4(7), 1, at(start, 1), MINUTE, false);
         assert_eq!(expiry_of(raw()), expiry_of(first) + 1);
         // An older clock never moves the expiry back.
-        table.upsert(0, 7, 1, start, MINUTE, false);
+        table.upsert(0, v4(7), 1, start, MINUTE, false);
         assert_eq!(expiry_of(raw()), expiry_of(first) + 1);
     }
 
@@ -478,21 +527,24 @@ mod tests {
         let timeout = Duration::from_secs(10);
         for client in 0..PROBE as u32 {
             assert_eq!(
-                table.upsert(0, client, 1, start, timeout, false),
+                table.upsert(0, v4(client), 1, start, timeout, false),
                 Upsert::Inserted
             );
         }
-        assert_eq!(table.upsert(0, 100, 1, start, timeout, false), Upsert::Full);
-        assert_eq!(table.lookup(0, 100, start), Template::Absent);
+        assert_eq!(
+            table.upsert(0, v4(100), 1, start, timeout, false),
+            Upsert::Full
+        );
+        assert_eq!(table.lookup(0, v4(100), start), Template::Absent);
         // Every template expires; a new client reuses a slot, and the others stay gone.
         let later = at(start, 20);
         assert_eq!(
-            table.upsert(0, 100, 2, later, timeout, false),
+            table.upsert(0, v4(100), 2, later, timeout, false),
             Upsert::Inserted
         );
-        assert_eq!(table.lookup(0, 100, later), live(2));
+        assert_eq!(table.lookup(0, v4(100), later), live(2));
         for client in 0..PROBE as u32 {
-            assert_eq!(table.lookup(0, client, later), Template::Absent);
+            assert_eq!(table.lookup(0, v4(client), later), Template::Absent);
         }
         assert_eq!(table.live(later), 1);
     }
@@ -501,8 +553,8 @@ mod tests {
     fn capacity_zero_stores_nothing() {
         let table = PersistenceTable::new(0);
         let now = Instant::now();
-        assert_eq!(table.upsert(0, 1, 1, now, MINUTE, false), Upsert::Full);
-        assert_eq!(table.lookup(0, 1, now), Template::Absent);
+        assert_eq!(table.upsert(0, v4(1), 1, now, MINUTE, false), Upsert::Full);
+        assert_eq!(table.lookup(0, v4(1), now), Template::Absent);
     }
 
     #[test]
@@ -510,10 +562,10 @@ mod tests {
         let table = PersistenceTable::new(16);
         let now = Instant::now();
         assert_eq!(
-            table.upsert(u32::MAX, u32::MAX, 1, now, MINUTE, false),
+            table.upsert(u32::MAX, v4(u32::MAX), 1, now, MINUTE, false),
             Upsert::Full
         );
-        assert_eq!(table.lookup(u32::MAX, u32::MAX, now), Template::Absent);
+        assert_eq!(table.lookup(u32::MAX, v4(u32::MAX), now), Template::Absent);
     }
 
     #[test]
@@ -535,17 +587,17 @@ mod tests {
                     let mut seen = Vec::new();
                     let mut inserted = Vec::new();
                     for client in shared.chain(own) {
-                        let slot = match table.lookup(9, client, now) {
+                        let slot = match table.lookup(9, v4(client), now) {
                             Template::Live { counter_slot } => Some(counter_slot),
                             Template::Pending => None,
                             Template::Absent => {
-                                match table.upsert(9, client, thread, now, MINUTE, false) {
+                                match table.upsert(9, v4(client), thread, now, MINUTE, false) {
                                     Upsert::Inserted => {
                                         inserted.push(client);
                                         Some(thread)
                                     }
                                     Upsert::Kept | Upsert::Refreshed => {
-                                        match table.lookup(9, client, now) {
+                                        match table.lookup(9, v4(client), now) {
                                             Template::Live { counter_slot } => Some(counter_slot),
                                             _ => None,
                                         }
@@ -575,7 +627,7 @@ mod tests {
         for (seen, _) in &results {
             for &(client, slot) in seen {
                 assert_eq!(inserts.get(&client), Some(&1), "client {client}");
-                let Template::Live { counter_slot } = table.lookup(9, client, now) else {
+                let Template::Live { counter_slot } = table.lookup(9, v4(client), now) else {
                     panic!("client {client} has no template");
                 };
                 if let Some(slot) = slot {

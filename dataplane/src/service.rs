@@ -4,7 +4,7 @@
 //! to every worker; a worker swaps to a new snapshot between batches. Nothing here changes after
 //! construction, so workers read it without synchronisation.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,7 +80,7 @@ impl Forwarding {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceKey {
     /// Virtual IP address.
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// Destination port.
     pub port: u16,
     /// Transport protocol.
@@ -88,11 +88,11 @@ pub struct ServiceKey {
 }
 
 impl ServiceKey {
-    /// The key in one word: VIP, port and protocol number side by side. Never zero (the
-    /// protocol number is 6 or 17), which [`ServiceIndex`] uses to mark empty buckets.
+    /// The key in one word, for [`ServiceIndex`]'s hash: an IPv4 VIP, port and protocol number
+    /// side by side (exact), an IPv6 VIP folded to 32 bits first.
     #[inline]
     pub const fn packed(&self) -> u64 {
-        ((self.vip.to_bits() as u64) << 24)
+        ((crate::conntrack::fold32(self.vip) as u64) << 24)
             | ((self.port as u64) << 8)
             | self.protocol.number() as u64
     }
@@ -101,8 +101,9 @@ impl ServiceKey {
 /// A real server of one service.
 #[derive(Clone, Debug)]
 pub struct Backend {
-    /// Its IPv4 address.
-    pub address: Ipv4Addr,
+    /// Its address. Of the service's family, except that an IPv4 service forwarded by TUN may
+    /// have IPv6 real servers (IPv4-in-IPv6, as IPVS allows).
+    pub address: IpAddr,
     /// Its MAC address, from the neighbour table or the configuration; `None` while unresolved
     /// (frames scheduled to it are dropped and counted until it resolves). Not read for TUN
     /// when the table has a [`Routing`]: the route to `address` gives the next hop.
@@ -131,17 +132,22 @@ pub struct Backend {
 pub struct Persistence {
     /// How long affinity outlives the client's last packet.
     pub timeout: Duration,
-    /// Client addresses are masked with this before lookup (host order; `u32::MAX` = /32).
+    /// IPv4 client addresses are masked with this before lookup (host order; `u32::MAX` = /32).
     pub netmask: u32,
+    /// IPv6 client addresses are masked with this before lookup (`u128::MAX` = /128).
+    pub netmask6: u128,
     /// Stable identity of the service's persistence group, kept across reloads.
     pub group: u32,
 }
 
 impl Persistence {
-    /// `client` masked with `netmask`, as templates are keyed (host order).
+    /// `client` masked with its family's netmask, as templates are keyed.
     #[inline]
-    pub fn client(&self, client: Ipv4Addr) -> u32 {
-        u32::from(client) & self.netmask
+    pub fn client(&self, client: IpAddr) -> IpAddr {
+        match client {
+            IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & self.netmask)),
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & self.netmask6)),
+        }
     }
 }
 
@@ -174,7 +180,7 @@ impl Service {
     }
 
     /// Index of the backend with this address, for flows created under an older snapshot.
-    pub fn backend_index(&self, address: Ipv4Addr) -> Option<usize> {
+    pub fn backend_index(&self, address: IpAddr) -> Option<usize> {
         self.backends
             .iter()
             .position(|backend| backend.address == address)
@@ -186,6 +192,20 @@ impl Service {
         self.backends
             .iter()
             .position(|backend| backend.counter_slot == counter_slot)
+    }
+}
+
+/// A real server's key for the scheduler ([`scheduler::Candidate::key`]): an IPv4 address as
+/// its 32 bits (so Maglev tables of IPv4 pools are what they were before IPv6), an IPv6 one
+/// with its halves XORed.
+#[inline]
+pub const fn scheduler_key(address: IpAddr) -> u64 {
+    match address {
+        IpAddr::V4(v4) => v4.to_bits() as u64,
+        IpAddr::V6(v6) => {
+            let bits = v6.to_bits();
+            (bits as u64) ^ ((bits >> 64) as u64)
+        }
     }
 }
 
@@ -209,6 +229,10 @@ pub struct Interface {
     pub mac: MacAddr,
     /// The director's IPv4 address on it: the outer source of LVS-TUN packets sent out of it.
     pub address: Ipv4Addr,
+    /// The director's IPv6 address on it (global scope), the outer source of IPv6 LVS-TUN
+    /// packets; `None` if it has none (those frames are dropped as
+    /// [`crate::DropReason::UnsupportedForwarding`]).
+    pub address6: Option<Ipv6Addr>,
     /// Its MTU (IP bytes, Ethernet header excluded): the limit for LVS-TUN encapsulation.
     pub mtu: u16,
     /// The MAC of the next hop toward the clients (the default gateway on that link), for NAT
@@ -401,8 +425,9 @@ impl ServiceTable {
 /// seeded hasher over the key's fields. The keys are the operator's, not the clients', so a
 /// fixed multiplier is enough: a frame can only probe the runs the configuration made.
 struct ServiceIndex {
-    /// (packed key, position); key 0 is an empty bucket.
-    buckets: Box<[(u64, u32)]>,
+    /// (packed key, key, position); packed key 0 is an empty bucket. The packed key is exact
+    /// for IPv4 and a hash for IPv6, so a match compares the whole key too.
+    buckets: Box<[(u64, ServiceKey, u32)]>,
     /// 64 - log2(buckets.len()).
     shift: u32,
 }
@@ -410,20 +435,26 @@ struct ServiceIndex {
 impl ServiceIndex {
     /// Later entries with an existing key replace its position.
     fn new(entries: impl Iterator<Item = (ServiceKey, usize)>) -> Self {
-        let entries: Vec<(u64, u32)> = entries
-            .map(|(key, position)| (key.packed(), u32::try_from(position).unwrap_or(u32::MAX)))
+        let entries: Vec<(ServiceKey, u32)> = entries
+            .map(|(key, position)| (key, u32::try_from(position).unwrap_or(u32::MAX)))
             .collect();
         let len = (entries.len() * 2).max(2).next_power_of_two();
+        let vacant = ServiceKey {
+            vip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            protocol: Protocol::Tcp,
+        };
         let mut index = ServiceIndex {
-            buckets: vec![(0, 0); len].into_boxed_slice(),
+            buckets: vec![(0, vacant, 0); len].into_boxed_slice(),
             shift: 64 - len.trailing_zeros(),
         };
         for (key, position) in entries {
-            let mut at = index.home(key);
+            let packed = key.packed();
+            let mut at = index.home(packed);
             loop {
                 let bucket = &mut index.buckets[at];
-                if bucket.0 == 0 || bucket.0 == key {
-                    *bucket = (key, position);
+                if bucket.0 == 0 || bucket.1 == key {
+                    *bucket = (packed, key, position);
                     break;
                 }
                 at = (at + 1) & (len - 1);
@@ -444,8 +475,8 @@ impl ServiceIndex {
         let mut at = self.home(packed);
         // At most half full: an empty bucket ends every run.
         loop {
-            let (found, position) = *self.buckets.get(at)?;
-            if found == packed {
+            let (found, found_key, position) = *self.buckets.get(at)?;
+            if found == packed && found_key == key {
                 return Some(position as usize);
             }
             if found == 0 {
@@ -462,7 +493,7 @@ mod tests {
 
     fn key(vip: [u8; 4], port: u16, protocol: Protocol) -> ServiceKey {
         ServiceKey {
-            vip: Ipv4Addr::from(vip),
+            vip: IpAddr::from(vip),
             port,
             protocol,
         }
@@ -489,6 +520,27 @@ mod tests {
         assert_eq!(index.get(key([192, 0, 2, 0], 79, Protocol::Tcp)), None);
         assert_eq!(index.get(key([192, 0, 2, 50], 80, Protocol::Tcp)), None);
         assert_eq!(index.get(key([198, 51, 100, 0], 80, Protocol::Tcp)), None);
+    }
+
+    #[test]
+    fn index_tells_ipv6_vips_apart_whose_packed_words_collide() {
+        // Both fold to the same 32 bits (their differences cancel in the XOR of the words).
+        let one: IpAddr = "2001:db8::1:0:0:1".parse().unwrap();
+        let other: IpAddr = "2001:db8::1".parse().unwrap();
+        let six = |vip| ServiceKey {
+            vip,
+            port: 80,
+            protocol: Protocol::Tcp,
+        };
+        assert_eq!(six(one).packed(), six(other).packed());
+        let index = ServiceIndex::new([(six(one), 0), (six(other), 1)].into_iter());
+        assert_eq!(index.get(six(one)), Some(0));
+        assert_eq!(index.get(six(other)), Some(1));
+        assert_eq!(index.get(six("2001:db8::2".parse().unwrap())), None);
+        // An IPv4 VIP is not its IPv4-mapped IPv6 address.
+        let v4 = key([192, 0, 2, 10], 80, Protocol::Tcp);
+        let index = ServiceIndex::new([(v4, 0)].into_iter());
+        assert_eq!(index.get(six("::ffff:192.0.2.10".parse().unwrap())), None);
     }
 
     #[test]

@@ -67,7 +67,7 @@ fn expect(classifier: &XdpClassifier, description: &str, frame: &[u8], action: u
 fn key(addr: &str, protocol: Protocol) -> ServiceKey {
     let addr: std::net::SocketAddrV4 = addr.parse().unwrap();
     ServiceKey {
-        vip: *addr.ip(),
+        vip: std::net::IpAddr::V4(*addr.ip()),
         port: addr.port(),
         protocol,
     }

@@ -5,7 +5,7 @@
 //! Then property tests: incremental == full on random packets and rewrites, and random or
 //! mangled frames never make these functions panic.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
 use dataplane::rewrite::icmp::{self, QuotedFlow};
 use dataplane::rewrite::tun::{self, Decapsulated, Encapsulated, TunnelEgress, HEADROOM};
@@ -301,8 +301,8 @@ fn quoted_flow_finds_the_connection() {
     assert_eq!(
         flow,
         QuotedFlow {
-            src_addr: Ipv4Addr::new(198, 51, 100, 7),
-            dst_addr: Ipv4Addr::new(10, 0, 0, 1),
+            src_addr: Ipv4Addr::new(198, 51, 100, 7).into(),
+            dst_addr: Ipv4Addr::new(10, 0, 0, 1).into(),
             src_port: 40000,
             dst_port: 8080,
             protocol: Protocol::Udp,
@@ -312,11 +312,11 @@ fn quoted_flow_finds_the_connection() {
     let reply = flow.reversed();
     assert_eq!(
         (reply.src_addr, reply.src_port),
-        (Ipv4Addr::new(10, 0, 0, 1), 8080)
+        (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8080)
     );
     assert_eq!(
         (reply.dst_addr, reply.dst_port),
-        (Ipv4Addr::new(198, 51, 100, 7), 40000)
+        (IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), 40000)
     );
 
     // Inbound: the quote is VIP:80 -> client; reversed, the client -> VIP connection key.
@@ -333,11 +333,11 @@ fn quoted_flow_finds_the_connection() {
     let key = icmp::quoted_flow(&frame).unwrap().reversed();
     assert_eq!(
         (key.src_addr, key.src_port),
-        (Ipv4Addr::new(198, 51, 100, 7), 40000)
+        (IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), 40000)
     );
     assert_eq!(
         (key.dst_addr, key.dst_port, key.protocol),
-        (Ipv4Addr::new(192, 0, 2, 10), 80, Protocol::Tcp)
+        (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 80, Protocol::Tcp)
     );
 
     let truncated = from_server(icmp_error(RS, CLIENT, 3, 3, 0, &quote[..27])).build();

@@ -5,7 +5,7 @@
 //! real server's replies found through the reply index and sent out, ICMP errors both ways.
 //! Then behaviour across packets: persistence and gauges, rescheduling, state from replies.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -382,8 +382,8 @@ fn nat_tun_conversation() {
 
     // The NAT flow is established by the client's ACK and findable both ways.
     let key = FlowKey {
-        src_addr: Ipv4Addr::new(198, 51, 100, 7),
-        dst_addr: Ipv4Addr::new(192, 0, 2, 60),
+        src_addr: Ipv4Addr::new(198, 51, 100, 7).into(),
+        dst_addr: Ipv4Addr::new(192, 0, 2, 60).into(),
         src_port: 40000,
         dst_port: 80,
         protocol: Protocol::Tcp,
@@ -392,7 +392,7 @@ fn nat_tun_conversation() {
     assert_eq!(entry.state, ConnState::TcpEstablished);
     assert_eq!(
         (entry.backend, entry.backend_port, entry.nat),
-        (Ipv4Addr::new(10, 0, 1, 1), 8080, true)
+        (IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)), 8080, true)
     );
     let reply = entry.reply_key(&key);
     assert_eq!(pipeline.connections().get_reply(&reply).unwrap().0, &key);
@@ -579,8 +579,8 @@ fn nat_tun_cases_cover_their_drop_reasons() {
 
 fn nat_key(src_port: u16) -> FlowKey {
     FlowKey {
-        src_addr: Ipv4Addr::new(198, 51, 100, 7),
-        dst_addr: Ipv4Addr::new(192, 0, 2, 60),
+        src_addr: Ipv4Addr::new(198, 51, 100, 7).into(),
+        dst_addr: Ipv4Addr::new(192, 0, 2, 60).into(),
         src_port,
         dst_port: 80,
         protocol: Protocol::Tcp,
@@ -970,13 +970,17 @@ fn persistence_holds_for_nat_and_tun() {
         );
         let client_net = u32::from(Ipv4Addr::new(198, 51, client, 0));
         assert_eq!(
-            table.persistence.lookup(1, client_net, now),
+            table
+                .persistence
+                .lookup(1, IpAddr::V4(Ipv4Addr::from(client_net)), now),
             Template::Live {
                 counter_slot: usize::from(tun_servers[0]) - 1
             }
         );
         assert_eq!(
-            table.persistence.lookup(2, client_net, now),
+            table
+                .persistence
+                .lookup(2, IpAddr::V4(Ipv4Addr::from(client_net)), now),
             Template::Live {
                 counter_slot: usize::from(nat_servers[0]) - 1
             }

@@ -4,7 +4,7 @@
 //! prints which header fields differ. Then behaviour across packets: stickiness across table
 //! generations, rescheduling, connection states and timeouts, a full table.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,8 +164,8 @@ fn golden_cases() -> Vec<Case> {
         dropped("TCP data offset below 5", &web().syn().tcp_header_len(16), Truncated),
         dropped("TCP data offset beyond the segment", &web().syn().tcp_header_len(60), Truncated),
         dropped("UDP header cut, IPv4 consistent", &dns().l4_len(7).unpadded(), Truncated),
-        dropped("ARP request", &FrameBuilder::arp(), NotIpv4),
-        dropped("IPv6 EtherType", &web().syn().ethertype(EtherType::IPV6), NotIpv4),
+        dropped("ARP request", &FrameBuilder::arp(), NotIp),
+        dropped("IPv6 EtherType", &web().syn().ethertype(EtherType::IPV6), NotIp),
         dropped("802.1Q tagged", &web().syn().vlan(100), VlanTagged),
         dropped("802.1ad tagged", &web().syn().qinq(7), VlanTagged),
         dropped("IHL 4", &web().syn().ihl(4), BadIhl),
@@ -259,7 +259,10 @@ fn golden_packets() {
             } else {
                 Template::Absent
             };
-            let got = table.persistence.lookup(1, client, Instant::now());
+            let got =
+                table
+                    .persistence
+                    .lookup(1, IpAddr::V4(Ipv4Addr::from(client)), Instant::now());
             if got != expected {
                 problems.push(format!("template: expected {expected:?}, got {got:?}"));
             }
@@ -346,8 +349,8 @@ fn dr_output_is_exact() {
 
 fn web_key(src_port: u16) -> FlowKey {
     FlowKey {
-        src_addr: Ipv4Addr::new(192, 0, 2, 2),
-        dst_addr: Ipv4Addr::new(192, 0, 2, 10),
+        src_addr: Ipv4Addr::new(192, 0, 2, 2).into(),
+        dst_addr: Ipv4Addr::new(192, 0, 2, 10).into(),
         src_port,
         dst_port: 80,
         protocol: Protocol::Tcp,
@@ -645,8 +648,8 @@ fn udp_flows_are_tracked_and_stick() {
         assert_eq!(send(&mut pipeline, &query(), &table, now, &counters), mac);
     }
     let key = FlowKey {
-        src_addr: Ipv4Addr::new(198, 51, 100, 7),
-        dst_addr: Ipv4Addr::new(192, 0, 2, 53),
+        src_addr: Ipv4Addr::new(198, 51, 100, 7).into(),
+        dst_addr: Ipv4Addr::new(192, 0, 2, 53).into(),
         src_port: 5353,
         dst_port: 53,
         protocol: Protocol::Udp,
@@ -776,7 +779,7 @@ fn timeout_per_state() {
         10,
     );
     let udp_key = FlowKey {
-        dst_addr: Ipv4Addr::new(192, 0, 2, 53),
+        dst_addr: Ipv4Addr::new(192, 0, 2, 53).into(),
         dst_port: 53,
         protocol: Protocol::Udp,
         ..web_key(1)
@@ -1361,7 +1364,7 @@ fn persistence_expires_after_timeout_and_traffic_keeps_it() {
     assert_eq!(
         templates.lookup(
             GROUP,
-            u32::from(Ipv4Addr::new(198, 51, 100, 7)),
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
             clock.at(100)
         ),
         Template::Live {
@@ -1463,7 +1466,7 @@ fn removed_backend_reschedules_the_client_and_replaces_its_template() {
     let remaining = 3 - removed;
     let key = u32::from(Ipv4Addr::new(198, 51, 100, 7));
     assert_eq!(
-        templates.lookup(GROUP, key, now),
+        templates.lookup(GROUP, IpAddr::V4(Ipv4Addr::from(key)), now),
         Template::Live {
             counter_slot: usize::from(removed) - 1
         }
@@ -1500,7 +1503,7 @@ fn removed_backend_reschedules_the_client_and_replaces_its_template() {
         backend_mac(remaining)
     );
     assert_eq!(
-        templates.lookup(GROUP, key, now),
+        templates.lookup(GROUP, IpAddr::V4(Ipv4Addr::from(key)), now),
         Template::Live {
             counter_slot: usize::from(remaining) - 1
         }

@@ -6,7 +6,7 @@
 //! imports that cannot be resolved, and, for DR and TUN with Maglev, flows that survive without
 //! any sync because both directors compute the same table.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -207,11 +207,11 @@ fn expect_sent(got: &(Verdict, Vec<u8>), expected: &FrameBuilder, egress: Egress
 }
 
 fn key(client: &str, vip: &str, protocol: Protocol) -> FlowKey {
-    let (client, vip): (SocketAddrV4, SocketAddrV4) =
+    let (client, vip): (std::net::SocketAddr, std::net::SocketAddr) =
         (client.parse().unwrap(), vip.parse().unwrap());
     FlowKey {
-        src_addr: *client.ip(),
-        dst_addr: *vip.ip(),
+        src_addr: client.ip(),
+        dst_addr: vip.ip(),
         src_port: client.port(),
         dst_port: vip.port(),
         protocol,
@@ -290,7 +290,7 @@ fn nat_flow_survives_failover_to_a_director_that_never_saw_its_syn() {
             entry.nat
         ),
         (
-            Ipv4Addr::new(10, 0, 1, 1),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)),
             8080,
             ConnState::TcpEstablished,
             2,
@@ -356,7 +356,7 @@ fn persistence_template_survives_failover() {
                     port: 80,
                     protocol: Protocol::Tcp,
                 },
-                client: Ipv4Addr::new(198, 51, 100, 0),
+                client: Ipv4Addr::new(198, 51, 100, 0).into(),
                 backend: "192.0.2.21:80".parse().unwrap(),
             }),
         ]
@@ -366,7 +366,7 @@ fn persistence_template_survives_failover() {
     assert_eq!(
         b.table
             .persistence
-            .lookup(7, u32::from(Ipv4Addr::new(198, 51, 100, 0)), now),
+            .lookup(7, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 0)), now),
         Template::Live { counter_slot: 4 }
     );
 
@@ -553,11 +553,11 @@ fn imports_resolve_by_address_and_port_and_move_gauges() {
         ),
         SyncRecord::Template(TemplateRecord {
             service: ServiceKey {
-                vip: Ipv4Addr::new(192, 0, 2, 60),
+                vip: Ipv4Addr::new(192, 0, 2, 60).into(),
                 port: 80,
                 protocol: Protocol::Tcp,
             },
-            client: Ipv4Addr::new(198, 51, 100, 0),
+            client: Ipv4Addr::new(198, 51, 100, 0).into(),
             backend: NAT_RS.parse().unwrap(),
         }),
     ];
@@ -584,11 +584,11 @@ fn imports_resolve_by_address_and_port_and_move_gauges() {
     let entry = b.pipeline.connections().get(&flow).unwrap();
     assert_eq!(
         (entry.backend, entry.counter_slot),
-        (Ipv4Addr::new(10, 0, 1, 2), 1)
+        (IpAddr::V4(Ipv4Addr::new(10, 0, 1, 2)), 1)
     );
     testing::assert_gauges_match(b.pipeline.connections(), &b.table, 0);
     let reply = FlowKey {
-        src_addr: Ipv4Addr::new(10, 0, 1, 2),
+        src_addr: Ipv4Addr::new(10, 0, 1, 2).into(),
         dst_addr: flow.src_addr,
         src_port: 8080,
         dst_port: flow.src_port,
@@ -652,8 +652,8 @@ fn maglev_directors_agree_without_sync_for_dr_and_tun() {
             .unwrap();
         let flow = scheduler::Flow {
             hash: key.flow_hash(),
-            src_addr: u32::from(key.src_addr),
-            dst_addr: u32::from(key.dst_addr),
+            src_addr: dataplane::conntrack::fold32(key.src_addr),
+            dst_addr: dataplane::conntrack::fold32(key.dst_addr),
         };
         let index = service.scheduler.pick(&flow, &scheduler::NoLoads).unwrap();
         service.backends[index].address

@@ -8,7 +8,7 @@
 //! a frame received on one interface leaves by the other from the same UMEM chunk.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -286,7 +286,7 @@ fn udp_frame(dst_mac: [u8; 6], src_port: u16, dst: Ipv4Addr, dst_port: u16) -> V
 /// The UDP service VIP:`port`.
 fn udp_key(port: u16) -> ServiceKey {
     ServiceKey {
-        vip: VIP,
+        vip: IpAddr::V4(VIP),
         port,
         protocol: Protocol::Udp,
     }
@@ -307,7 +307,7 @@ fn service(port: u16, mac: Option<[u8; 6]>, slot: usize) -> Service {
         forwarding: Forwarding::DirectRouting,
         scheduler,
         backends: vec![Backend {
-            address: Ipv4Addr::new(192, 0, 2, 11),
+            address: Ipv4Addr::new(192, 0, 2, 11).into(),
             mac,
             weight: 1,
             counter_slot: slot,
@@ -558,12 +558,14 @@ fn nat_table() -> ServiceTable {
         client: Interface {
             mac: NAT_CLIENT_SIDE.director_mac,
             address: Ipv4Addr::new(192, 0, 2, 1),
+            address6: None,
             mtu: 1500,
             next_hop_mac: Some(NAT_CLIENT_SIDE.wire_mac),
         },
         server: Interface {
             mac: NAT_SERVER_SIDE.director_mac,
             address: Ipv4Addr::new(198, 51, 100, 1),
+            address6: None,
             mtu: 1500,
             next_hop_mac: None,
         },
@@ -572,7 +574,7 @@ fn nat_table() -> ServiceTable {
 
 /// The NAT service, VIP:80/tcp, as the client side's classifier knows it.
 const NAT_SERVICE: ServiceKey = ServiceKey {
-    vip: *NAT_VIP.ip(),
+    vip: IpAddr::V4(*NAT_VIP.ip()),
     port: NAT_VIP.port(),
     protocol: Protocol::Tcp,
 };

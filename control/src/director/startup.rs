@@ -310,6 +310,8 @@ fn interface_facts(
         Some(dataplane::Interface {
             mac: interface.mac,
             address,
+            // integrator: ctl6 fills the interface's global IPv6 address
+            address6: None,
             mtu,
             next_hop_mac: None,
         })

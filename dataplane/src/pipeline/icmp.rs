@@ -5,7 +5,7 @@
 //! What this module must not do: create or refresh connection entries, or answer an ICMP error
 //! with another (RFC 1122 3.2.2).
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::inbound::resolve;
@@ -108,7 +108,7 @@ impl Pipeline {
                 icmp::translate_inbound_parsed(
                     &mut buffer[at.start..at.end()],
                     parsed,
-                    SocketAddrV4::new(connection.backend, connection.backend_port),
+                    SocketAddr::new(connection.backend, connection.backend_port),
                     Link {
                         src_mac: sides.server.mac,
                         dst_mac: backend_mac,

@@ -6,12 +6,12 @@
 //! What this module must not do: parse headers (the frame arrives classified) or touch frames
 //! that are not a service's.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::next_hop;
 use super::shared::{interfaces, At, Egress, Pipeline, Verdict};
-use crate::conntrack::{Binding, ConnNextHop, ConnState, Connection, FlowKey};
+use crate::conntrack::{fold32, Binding, ConnNextHop, ConnState, Connection, FlowKey};
 use crate::counters::{bump, BackendCounters, DropReason, WorkerCounters};
 use crate::parse::{Flow, Parsed};
 use crate::persistence::{Template, Upsert};
@@ -107,7 +107,7 @@ impl Pipeline {
                 nat::rewrite_inbound_parsed(
                     &mut buffer[at.start..at.end()],
                     parsed,
-                    SocketAddrV4::new(backend.address, backend_port),
+                    SocketAddr::new(backend.address, backend_port),
                     Link {
                         src_mac: sides.server.mac,
                         dst_mac: backend_mac,
@@ -245,8 +245,8 @@ impl Pipeline {
                             port: flow.key.dst_port,
                             protocol: flow.key.protocol,
                         },
-                        client: std::net::Ipv4Addr::from(persistence.client(flow.key.src_addr)),
-                        backend: SocketAddrV4::new(backend.address, backend_port),
+                        client: persistence.client(flow.key.src_addr),
+                        backend: SocketAddr::new(backend.address, backend_port),
                     }),
                     counters,
                 );
@@ -365,8 +365,8 @@ fn client_next_hop(
 fn schedule(service: &Service, key: &FlowKey, table: &ServiceTable) -> Result<usize, DropReason> {
     let flow = scheduler::Flow {
         hash: key.flow_hash(),
-        src_addr: u32::from(key.src_addr),
-        dst_addr: u32::from(key.dst_addr),
+        src_addr: fold32(key.src_addr),
+        dst_addr: fold32(key.dst_addr),
     };
     let loads = ServiceLoads { service, table };
     service

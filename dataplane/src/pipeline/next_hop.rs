@@ -6,7 +6,7 @@
 //! returns), or run without a [`Routing`] (the table's absence keeps the old behaviour, decided
 //! by the callers).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::conntrack::ConnNextHop;
 use crate::counters::DropReason;
@@ -32,13 +32,15 @@ pub(super) const fn no_route_drop(kind: NoRouteKind) -> DropReason {
 #[inline]
 pub(super) fn route(
     routing: &Routing,
-    address: Ipv4Addr,
+    address: IpAddr,
     flow_hash: u64,
 ) -> Result<NeighbourId, DropReason> {
-    let next_hop = routing
-        .fib
-        .lookup_v4(address, flow_hash)
-        .map_err(|no_route| no_route_drop(no_route.kind))?;
+    let next_hop = match address {
+        IpAddr::V4(v4) => routing.fib.lookup_v4(v4, flow_hash),
+        // integrator: lookup_v6 (fib6)
+        IpAddr::V6(_) => return Err(DropReason::NoRoute),
+    }
+    .map_err(|no_route| no_route_drop(no_route.kind))?;
     if next_hop.ifindex != routing.client_ifindex {
         return Err(DropReason::RouteNotServed);
     }
@@ -58,7 +60,7 @@ pub(super) fn route(
 pub(super) fn resolve(
     routing: &Routing,
     remembered: ConnNextHop,
-    address: Ipv4Addr,
+    address: IpAddr,
     flow_hash: impl FnOnce() -> u64,
 ) -> Result<(ConnNextHop, MacAddr), DropReason> {
     let id = match remembered {

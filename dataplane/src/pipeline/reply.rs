@@ -4,7 +4,7 @@
 //!
 //! What this module must not do: schedule or create connections: a reply only follows an entry.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::next_hop;
@@ -59,7 +59,7 @@ impl Pipeline {
         parsed: &Parsed,
         id: ConnId,
         table: &ServiceTable,
-        rewrite: fn(&mut [u8], &Parsed, SocketAddrV4, Link) -> Result<(), DropReason>,
+        rewrite: fn(&mut [u8], &Parsed, SocketAddr, Link) -> Result<(), DropReason>,
     ) -> Result<(), DropReason> {
         let sides = interfaces(table)?;
         let key = *self.connections.key(id);
@@ -82,7 +82,7 @@ impl Pipeline {
         rewrite(
             &mut buffer[at.start..at.end()],
             parsed,
-            SocketAddrV4::new(key.dst_addr, key.dst_port),
+            SocketAddr::new(key.dst_addr, key.dst_port),
             Link {
                 src_mac: sides.client.mac,
                 dst_mac: router,

@@ -5,7 +5,7 @@
 //! What this module must not do: export a dropped frame's flow or an imported record, or block:
 //! a full export queue counts the record as dropped.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::shared::Pipeline;
@@ -163,7 +163,7 @@ impl Pipeline {
         let connection = self.connections.connection(id);
         let record = SyncRecord::Connection(ConnectionRecord {
             key: *self.connections.key(id),
-            backend: SocketAddrV4::new(connection.backend, connection.backend_port),
+            backend: SocketAddr::new(connection.backend, connection.backend_port),
             forwarding,
             state: connection.state,
         });
@@ -220,8 +220,8 @@ fn import_template(
 
 /// Index of the backend at `address` that serves service port `service_port` on the real
 /// server's port `address.port()`.
-fn backend_at(service: &Service, address: SocketAddrV4, service_port: u16) -> Option<usize> {
+fn backend_at(service: &Service, address: SocketAddr, service_port: u16) -> Option<usize> {
     service.backends.iter().position(|backend| {
-        backend.address == *address.ip() && backend.port_for(service_port) == address.port()
+        backend.address == address.ip() && backend.port_for(service_port) == address.port()
     })
 }

@@ -28,7 +28,7 @@
 //! [`DropReason::UnsupportedProtocol`], a quote too short for a header and 8 bytes
 //! [`DropReason::Truncated`] (or [`DropReason::BadIhl`]).
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 
 use super::{ipv4_of, ttl_update, Link};
 use crate::counters::DropReason;
@@ -55,6 +55,9 @@ impl Located {
     /// What classification learned; only an ICMP error is this module's to translate.
     #[inline]
     fn of(parsed: &Parsed) -> Result<Self, DropReason> {
+        if parsed.family() != crate::parse::Family::Ipv4 {
+            return Err(DropReason::FamilyUnsupported);
+        }
         match parsed.transport() {
             Transport::IcmpError(quoted) => Ok(Located {
                 l3_at: parsed.l3_at(),
@@ -131,9 +134,13 @@ pub fn translate_inbound(
 pub(crate) fn translate_outbound_parsed(
     frame: &mut [u8],
     parsed: &Parsed,
-    vip: SocketAddrV4,
+    vip: SocketAddr,
     link: Link,
 ) -> Result<(), DropReason> {
+    // integrator: dp6
+    let SocketAddr::V4(vip) = vip else {
+        return Err(DropReason::FamilyUnsupported);
+    };
     translate(frame, Located::of(parsed)?, Direction::Outbound, vip, link)
 }
 
@@ -142,9 +149,13 @@ pub(crate) fn translate_outbound_parsed(
 pub(crate) fn translate_inbound_parsed(
     frame: &mut [u8],
     parsed: &Parsed,
-    backend: SocketAddrV4,
+    backend: SocketAddr,
     link: Link,
 ) -> Result<(), DropReason> {
+    // integrator: dp6
+    let SocketAddr::V4(backend) = backend else {
+        return Err(DropReason::FamilyUnsupported);
+    };
     translate(
         frame,
         Located::of(parsed)?,

@@ -103,7 +103,8 @@ mod tests {
     #[test]
     fn parsed_rewrites_equal_raw_ones() {
         type Raw = fn(&mut [u8], SocketAddrV4, Link) -> Result<(), DropReason>;
-        type WithParsed = fn(&mut [u8], &Parsed, SocketAddrV4, Link) -> Result<(), DropReason>;
+        type WithParsed =
+            fn(&mut [u8], &Parsed, std::net::SocketAddr, Link) -> Result<(), DropReason>;
         let to = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 8080);
         let quote = FrameBuilder::udp()
             .src("203.0.113.7:40000")
@@ -168,7 +169,7 @@ mod tests {
             let (mut by_raw, mut by_parsed) = (frame.clone(), frame.clone());
             assert_eq!(
                 raw(&mut by_raw, to, LINK),
-                with_parsed(&mut by_parsed, &parsed, to, LINK),
+                with_parsed(&mut by_parsed, &parsed, to.into(), LINK),
                 "case {n}"
             );
             assert_eq!(by_raw, by_parsed, "case {n}");
@@ -189,7 +190,15 @@ mod tests {
             let backend = *to.ip();
             assert_eq!(
                 tun::encapsulate(&mut by_raw, start, len, backend, &egress, 7),
-                tun::encapsulate_parsed(&mut by_parsed, start, len, &parsed, backend, &egress, 7)
+                tun::encapsulate_parsed(
+                    &mut by_parsed,
+                    start,
+                    len,
+                    &parsed,
+                    backend.into(),
+                    &egress,
+                    7
+                )
             );
             assert_eq!(by_raw, by_parsed);
         }

@@ -19,7 +19,7 @@
 //! [`DropReason::Fragment`], [`DropReason::UnsupportedProtocol`] otherwise. ICMP errors about a
 //! NATed flow go through [`super::icmp`] instead.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use super::{ipv4_of, ttl_update, Link};
 use crate::counters::DropReason;
@@ -62,10 +62,16 @@ pub fn rewrite_outbound(frame: &mut [u8], vip: SocketAddrV4, link: Link) -> Resu
 pub(crate) fn rewrite_inbound_parsed(
     frame: &mut [u8],
     parsed: &Parsed,
-    backend: SocketAddrV4,
+    backend: SocketAddr,
     link: Link,
 ) -> Result<(), DropReason> {
-    translate(frame, Checked::of(parsed)?, End::Destination, backend, link)
+    match backend {
+        SocketAddr::V4(backend) => {
+            translate(frame, Checked::of(parsed)?, End::Destination, backend, link)
+        }
+        // integrator: dp6
+        SocketAddr::V6(_) => Err(DropReason::FamilyUnsupported),
+    }
 }
 
 /// [`rewrite_outbound`] of a frame classification parsed as TCP/UDP into `parsed`.
@@ -73,10 +79,14 @@ pub(crate) fn rewrite_inbound_parsed(
 pub(crate) fn rewrite_outbound_parsed(
     frame: &mut [u8],
     parsed: &Parsed,
-    vip: SocketAddrV4,
+    vip: SocketAddr,
     link: Link,
 ) -> Result<(), DropReason> {
-    translate(frame, Checked::of(parsed)?, End::Source, vip, link)
+    match vip {
+        SocketAddr::V4(vip) => translate(frame, Checked::of(parsed)?, End::Source, vip, link),
+        // integrator: dp6
+        SocketAddr::V6(_) => Err(DropReason::FamilyUnsupported),
+    }
 }
 
 /// Where the headers of a frame checked for a NAT rewrite are.
@@ -95,6 +105,9 @@ impl Checked {
     /// What classification learned; an ICMP error is not NAT's to rewrite.
     #[inline]
     fn of(parsed: &Parsed) -> Result<Self, DropReason> {
+        if parsed.family() != crate::parse::Family::Ipv4 {
+            return Err(DropReason::FamilyUnsupported);
+        }
         match parsed.transport() {
             Transport::Flow(flow) => Ok(Checked {
                 protocol: flow.key.protocol,
@@ -251,7 +264,7 @@ mod tests {
                 DropReason::Truncated,
             ),
             (FrameBuilder::tcp().vlan(3).build(), DropReason::VlanTagged),
-            (FrameBuilder::arp().build(), DropReason::NotIpv4),
+            (FrameBuilder::arp().build(), DropReason::NotIp),
         ] {
             let mut copy = frame.clone();
             assert_eq!(rewrite_inbound(&mut copy, backend, LINK), Err(reason));

@@ -45,7 +45,7 @@
 //! IPv4 protocol-4 header addressed to the local address, leaving the Ethernet header in front
 //! of the inner packet (the XDP program does the same with `bpf_xdp_adjust_head`).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::{ipv4_of, Link};
 use crate::counters::DropReason;
@@ -135,10 +135,17 @@ pub(crate) fn encapsulate_parsed(
     start: usize,
     len: usize,
     parsed: &Parsed,
-    backend: Ipv4Addr,
+    backend: IpAddr,
     egress: &TunnelEgress,
     ident: u16,
 ) -> Result<Encapsulated, DropReason> {
+    // integrator: tun6
+    let IpAddr::V4(backend) = backend else {
+        return Err(DropReason::FamilyUnsupported);
+    };
+    if parsed.family() != crate::parse::Family::Ipv4 {
+        return Err(DropReason::FamilyUnsupported);
+    }
     let end = start.checked_add(len).ok_or(DropReason::Truncated)?;
     let frame = buffer.get(start..end).ok_or(DropReason::Truncated)?;
     let ip = parsed.ipv4(frame).ok_or(DropReason::Truncated)?;

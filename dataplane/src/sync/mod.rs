@@ -61,7 +61,7 @@
 
 pub mod wire;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ pub struct ConnectionRecord {
     /// The flow as the client sent it (client -> VIP:port).
     pub key: FlowKey,
     /// The real server and its port (the NAT port mapping's, or the service port).
-    pub backend: SocketAddrV4,
+    pub backend: SocketAddr,
     /// The service's forwarding method on the master.
     pub forwarding: Forwarding,
     /// The entry's state on the master.
@@ -112,13 +112,13 @@ pub struct TemplateRecord {
     /// protocol).
     pub service: ServiceKey,
     /// The client address, masked with the service's persistence netmask.
-    pub client: Ipv4Addr,
+    pub client: IpAddr,
     /// The real server and its port.
-    pub backend: SocketAddrV4,
+    pub backend: SocketAddr,
 }
 
-// Records stay small in the queues: with the queue's stamp, 32 bytes a slot.
-const _: () = assert!(std::mem::size_of::<SyncRecord>() <= 24);
+// Records stay small in the queues (IPv6 addresses made them grow from 24 bytes).
+const _: () = assert!(std::mem::size_of::<SyncRecord>() <= 96);
 
 /// One worker's ends of the sync queues, given to its pipeline with
 /// [`crate::Pipeline::with_sync`]. The default has neither: no sync, no cost.
@@ -189,8 +189,8 @@ mod tests {
     pub(super) fn connection() -> SyncRecord {
         SyncRecord::Connection(ConnectionRecord {
             key: FlowKey {
-                src_addr: Ipv4Addr::new(198, 51, 100, 7),
-                dst_addr: Ipv4Addr::new(192, 0, 2, 60),
+                src_addr: IpAddr::from([198, 51, 100, 7]),
+                dst_addr: IpAddr::from([192, 0, 2, 60]),
                 src_port: 40000,
                 dst_port: 80,
                 protocol: Protocol::Tcp,

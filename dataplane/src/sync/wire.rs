@@ -38,7 +38,7 @@
 //! What this module must not do: panic on any bytes [`Datagram::parse`] or
 //! [`SyncRecord::decode`] is given, or read a record before the datagram's lengths are checked.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::{ConnectionRecord, SyncRecord, TemplateRecord};
 use crate::conntrack::{ConnState, FlowKey};
@@ -114,8 +114,8 @@ impl SyncRecord {
                 record.key.protocol,
                 forwarding_code(record.forwarding),
                 record.state as u8,
-                SocketAddrV4::new(record.key.src_addr, record.key.src_port),
-                SocketAddrV4::new(record.key.dst_addr, record.key.dst_port),
+                SocketAddr::new(record.key.src_addr, record.key.src_port),
+                SocketAddr::new(record.key.dst_addr, record.key.dst_port),
                 record.backend,
             ),
             SyncRecord::Template(record) => (
@@ -123,8 +123,8 @@ impl SyncRecord {
                 record.service.protocol,
                 0,
                 0,
-                SocketAddrV4::new(record.client, 0),
-                SocketAddrV4::new(record.service.vip, record.service.port),
+                SocketAddr::new(record.client, 0),
+                SocketAddr::new(record.service.vip, record.service.port),
                 record.backend,
             ),
         };
@@ -132,9 +132,9 @@ impl SyncRecord {
         out[field::PROTOCOL] = protocol.number();
         out[field::FORWARDING] = forwarding;
         out[field::STATE] = state;
-        out[field::CLIENT_ADDR].copy_from_slice(&client.ip().octets());
-        out[field::VIP].copy_from_slice(&vip.ip().octets());
-        out[field::BACKEND_ADDR].copy_from_slice(&backend.ip().octets());
+        out[field::CLIENT_ADDR].copy_from_slice(&v4_octets(client.ip()));
+        out[field::VIP].copy_from_slice(&v4_octets(vip.ip()));
+        out[field::BACKEND_ADDR].copy_from_slice(&v4_octets(backend.ip()));
         out[field::CLIENT_PORT].copy_from_slice(&client.port().to_be_bytes());
         out[field::VIP_PORT].copy_from_slice(&vip.port().to_be_bytes());
         out[field::BACKEND_PORT].copy_from_slice(&backend.port().to_be_bytes());
@@ -150,7 +150,7 @@ impl SyncRecord {
         let addr = |range: std::ops::Range<usize>| {
             let mut octets = [0; 4];
             octets.copy_from_slice(&bytes[range]);
-            Ipv4Addr::from(octets)
+            IpAddr::V4(Ipv4Addr::from(octets))
         };
         let port = |range: std::ops::Range<usize>| {
             let mut pair = [0; 2];
@@ -159,7 +159,7 @@ impl SyncRecord {
         };
         let protocol = Protocol::from_number(bytes[field::PROTOCOL])
             .ok_or(RecordError::Protocol(bytes[field::PROTOCOL]))?;
-        let backend = SocketAddrV4::new(addr(field::BACKEND_ADDR), port(field::BACKEND_PORT));
+        let backend = SocketAddr::new(addr(field::BACKEND_ADDR), port(field::BACKEND_PORT));
         match bytes[field::KIND] {
             KIND_CONNECTION => {
                 let code = bytes[field::FORWARDING];
@@ -194,6 +194,14 @@ impl SyncRecord {
             })),
             other => Err(RecordError::Kind(other)),
         }
+    }
+}
+
+/// integrator: sync6 — IPv6 records need their own format; until then they encode as 0.0.0.0.
+fn v4_octets(address: IpAddr) -> [u8; 4] {
+    match address {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(_) => [0; 4],
     }
 }
 
@@ -358,11 +366,11 @@ mod tests {
     fn template_golden_bytes() {
         let template = SyncRecord::Template(TemplateRecord {
             service: ServiceKey {
-                vip: Ipv4Addr::new(192, 0, 2, 62),
+                vip: Ipv4Addr::new(192, 0, 2, 62).into(),
                 port: 443,
                 protocol: Protocol::Tcp,
             },
-            client: Ipv4Addr::new(198, 51, 100, 0),
+            client: Ipv4Addr::new(198, 51, 100, 0).into(),
             backend: "10.0.1.6:443".parse().unwrap(),
         });
         let mut out = [0xff; RECORD_LEN];
@@ -413,7 +421,7 @@ mod tests {
     fn any_record() -> impl Strategy<Value = SyncRecord> {
         let addr = any::<u32>().prop_map(Ipv4Addr::from);
         let socket = (any::<u32>(), any::<u16>())
-            .prop_map(|(addr, port)| SocketAddrV4::new(Ipv4Addr::from(addr), port));
+            .prop_map(|(addr, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(addr)), port));
         let protocol = prop_oneof![Just(Protocol::Tcp), Just(Protocol::Udp)];
         let forwarding = prop_oneof![
             Just(Forwarding::DirectRouting),
@@ -431,8 +439,8 @@ mod tests {
             .prop_map(|(client, vip, backend, protocol, forwarding, state)| {
                 SyncRecord::Connection(ConnectionRecord {
                     key: FlowKey {
-                        src_addr: *client.ip(),
-                        dst_addr: *vip.ip(),
+                        src_addr: client.ip(),
+                        dst_addr: vip.ip(),
                         src_port: client.port(),
                         dst_port: vip.port(),
                         protocol,
@@ -449,11 +457,11 @@ mod tests {
             |(vip, client, backend, protocol)| {
                 SyncRecord::Template(TemplateRecord {
                     service: ServiceKey {
-                        vip: *vip.ip(),
+                        vip: vip.ip(),
                         port: vip.port(),
                         protocol,
                     },
-                    client,
+                    client: IpAddr::V4(client),
                     backend,
                 })
             },

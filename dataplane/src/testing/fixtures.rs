@@ -3,7 +3,7 @@
 //!
 //! Test support only: it allocates and panics on bad input.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ pub fn backend(address: &str, mac: Option<MacAddr>, weight: u32, counter_slot: u
     Backend {
         address: address
             .parse()
-            .unwrap_or_else(|_| panic!("not an IPv4 address: {address:?}")),
+            .unwrap_or_else(|_| panic!("not an IP address: {address:?}")),
         mac,
         weight,
         counter_slot,
@@ -36,13 +36,13 @@ pub fn service(
     algorithm: scheduler::Algorithm,
     backends: Vec<Backend>,
 ) -> Service {
-    let addr: SocketAddrV4 = vip_port
+    let addr: SocketAddr = vip_port
         .parse()
-        .unwrap_or_else(|_| panic!("not an IPv4 socket address: {vip_port:?}"));
+        .unwrap_or_else(|_| panic!("not a socket address: {vip_port:?}"));
     let candidates: Vec<scheduler::Candidate> = backends
         .iter()
         .map(|backend| scheduler::Candidate {
-            key: u64::from(u32::from(backend.address)),
+            key: crate::service::scheduler_key(backend.address),
             weight: backend.weight,
         })
         .collect();
@@ -52,7 +52,7 @@ pub fn service(
     Service {
         name: format!("{}-{vip_port}", protocol.name()),
         key: ServiceKey {
-            vip: *addr.ip(),
+            vip: addr.ip(),
             port: addr.port(),
             protocol,
         },
@@ -107,6 +107,7 @@ pub fn with_persistence(
     service.persistence = Some(Persistence {
         timeout: Duration::from_secs(timeout_secs),
         netmask: u32::from(netmask),
+        netmask6: u128::MAX,
         group,
     });
     service
@@ -167,13 +168,13 @@ pub fn table(
 pub fn sync_connection(n: u16) -> SyncRecord {
     SyncRecord::Connection(ConnectionRecord {
         key: FlowKey {
-            src_addr: Ipv4Addr::new(198, 51, 100, 7),
-            dst_addr: Ipv4Addr::new(192, 0, 2, 10),
+            src_addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
+            dst_addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
             src_port: 40000 + n,
             dst_port: 80,
             protocol: Protocol::Tcp,
         },
-        backend: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 11), 80),
+        backend: SocketAddr::from(([192, 0, 2, 11], 80)),
         forwarding: Forwarding::DirectRouting,
         state: ConnState::TcpEstablished,
     })
@@ -184,11 +185,11 @@ pub fn sync_connection(n: u16) -> SyncRecord {
 pub fn sync_template() -> SyncRecord {
     SyncRecord::Template(TemplateRecord {
         service: ServiceKey {
-            vip: Ipv4Addr::new(192, 0, 2, 10),
+            vip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
             port: 443,
             protocol: Protocol::Tcp,
         },
-        client: Ipv4Addr::new(198, 51, 100, 0),
-        backend: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 12), 443),
+        client: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 0)),
+        backend: SocketAddr::from(([192, 0, 2, 12], 443)),
     })
 }

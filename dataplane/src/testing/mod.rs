@@ -18,7 +18,7 @@ mod builder;
 mod diff;
 mod fixtures;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::pipeline::{Pipeline, Verdict};
 use crate::service::{Interface, Interfaces, ServiceTable};
@@ -44,6 +44,10 @@ pub const SERVER_SIDE_MAC: MacAddr = [0x02, 0, 0, 0, 0, 0x0b];
 pub const CLIENT_SIDE_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 /// The director's server-side address in fixtures (the NAT real servers' gateway).
 pub const SERVER_SIDE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 254);
+/// The director's client-side IPv6 address in fixtures (the outer source of IPv6 tunnels).
+pub const CLIENT_SIDE_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1);
+/// The director's server-side IPv6 address in fixtures.
+pub const SERVER_SIDE_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0xa, 0, 0, 0, 0xfe);
 /// Headroom in front of received frames in fixtures, as AF_XDP leaves it (at least 256).
 pub const UMEM_HEADROOM: usize = 256;
 /// Size of a fixture UMEM chunk.
@@ -56,12 +60,14 @@ pub fn interfaces(mtu: u16) -> Interfaces {
         client: Interface {
             mac: DIRECTOR_MAC,
             address: CLIENT_SIDE_ADDR,
+            address6: Some(CLIENT_SIDE_ADDR6),
             mtu,
             next_hop_mac: Some(ROUTER_MAC),
         },
         server: Interface {
             mac: SERVER_SIDE_MAC,
             address: SERVER_SIDE_ADDR,
+            address6: Some(SERVER_SIDE_ADDR6),
             mtu,
             next_hop_mac: None,
         },

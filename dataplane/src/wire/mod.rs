@@ -2,7 +2,7 @@
 //!
 //! Each view wraps a byte buffer: `EthernetFrame<T: AsRef<[u8]>>`, [`Ipv4Packet`],
 //! [`TcpSegment`], [`UdpDatagram`], [`Icmpv4Packet`] and the datagram an ICMP error quotes,
-//! [`IcmpQuote`]. Field offsets live in a private `mod field` per view; getters
+//! [`IcmpQuote`]; for IPv6 [`Ipv6Packet`], [`Icmpv6Packet`] and [`Ipv6Quote`]. Field offsets live in a private `mod field` per view; getters
 //! need `AsRef<[u8]>`, setters `AsMut<[u8]>`. `new_checked` validates lengths once, after which no
 //! getter, setter or payload accessor can panic (payload accessors clamp to the buffer even if a
 //! setter later wrote an inconsistent length). Multi-byte fields are read with `from_be_bytes`,
@@ -16,7 +16,9 @@
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ipv4;
+pub mod ipv6;
 pub mod tcp;
 pub mod udp;
 
@@ -25,7 +27,9 @@ use std::ops::Range;
 
 pub use ethernet::{EtherType, EthernetFrame, MacAddr};
 pub use icmp::{IcmpQuote, Icmpv4Packet};
+pub use icmpv6::{Icmpv6Packet, Ipv6Quote};
 pub use ipv4::Ipv4Packet;
+pub use ipv6::Ipv6Packet;
 pub use tcp::{TcpFlags, TcpSegment};
 pub use udp::UdpDatagram;
 

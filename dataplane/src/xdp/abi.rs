@@ -28,7 +28,11 @@ impl ServiceKeyAbi {
     /// The key for a service (`services`).
     pub fn new(key: &ServiceKey) -> Self {
         ServiceKeyAbi {
-            vip_be: key.vip.octets(),
+            vip_be: match key.vip {
+                std::net::IpAddr::V4(vip) => vip.octets(),
+                // integrator: bpf6
+                std::net::IpAddr::V6(_) => [0; 4],
+            },
             port_be: key.port.to_be_bytes(),
             protocol: key.protocol.number(),
             pad: 0,

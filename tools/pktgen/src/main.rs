@@ -250,7 +250,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let ifindex = pktgen::interface_index(&iface)?;
             let service = ServiceKey {
-                vip,
+                vip: std::net::IpAddr::V4(vip),
                 port,
                 protocol: match protocol {
                     ProtocolArg::Tcp => Protocol::Tcp,
