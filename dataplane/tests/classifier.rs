@@ -74,9 +74,9 @@ fn key(addr: &str, protocol: Protocol) -> ServiceKey {
 }
 
 fn nat_key(addr: &str, protocol: Protocol) -> NatBackendKey {
-    let addr: std::net::SocketAddrV4 = addr.parse().unwrap();
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
     NatBackendKey {
-        address: *addr.ip(),
+        address: addr.ip(),
         port: addr.port(),
         protocol,
     }
@@ -490,7 +490,7 @@ fn other_cases() -> Vec<Case> {
             FrameBuilder::ipip().payload(&syn().build_ipv4()).build(),
             "other_protocol",
         ),
-        ("ARP", FrameBuilder::arp().build(), "not_ipv4"),
+        ("ARP", FrameBuilder::arp().build(), "not_ip"),
         ("802.1Q tag", syn().vlan(7).build(), "vlan"),
         ("802.1ad tags", syn().qinq(7).build(), "vlan"),
         (
@@ -591,7 +591,7 @@ fn classifier_passes_everything_it_cannot_serve_and_counts_why() {
 
     // Without the director's address in the map, its health checks' answers would be steered
     // to the workers (which have no flow for them); twice removed is harmless.
-    let director = DIRECTOR.parse().unwrap();
+    let director: std::net::IpAddr = DIRECTOR.parse().unwrap();
     classifier.remove_local_address(director).unwrap();
     classifier.remove_local_address(director).unwrap();
     expect(
