@@ -437,7 +437,7 @@ pub fn nat_backend_keys(config: &Config) -> HashSet<NatBackendKey> {
                 .chain(&service.fallback)
                 .flat_map(move |backend| {
                     service.ports.iter().map(move |&port| NatBackendKey {
-                        address: backend.address,
+                        address: backend.address.into(),
                         port: backend.port.unwrap_or(port),
                         protocol: service.protocol,
                     })
@@ -854,12 +854,12 @@ mod tests {
         }
         let keys = nat_backend_keys(&config);
         assert!(keys.contains(&NatBackendKey {
-            address: address("192.0.2.50"),
+            address: address("192.0.2.50").into(),
             port: 8080,
             protocol: dataplane::Protocol::Tcp,
         }));
         assert!(keys.contains(&NatBackendKey {
-            address: address("192.0.2.11"),
+            address: address("192.0.2.11").into(),
             port: 80,
             protocol: dataplane::Protocol::Tcp,
         }));

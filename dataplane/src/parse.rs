@@ -28,10 +28,11 @@ use crate::wire::{
 
 /// The most IPv6 extension headers (hop-by-hop, routing, destination options) the walk reads
 /// before the transport header; a longer chain is [`DropReason::Ipv6ExtensionChain`]. The XDP
-/// classifier walks to the same bound (`IPV6_MAX_EXTENSION_HEADERS` in `director.h`). RFC 8200
-/// section 4.1 recommends an order in which each appears at most once (destination options
-/// twice), so a legitimate chain before TCP/UDP has at most four.
-pub const IPV6_MAX_EXTENSION_HEADERS: usize = 4;
+/// classifier walks to the same bound (`DIRECTOR_MAX_IPV6_EXT_HEADERS` in `director.h`, checked
+/// equal to this by `dataplane/tests/golden.rs`). RFC 8200 section 4.1 recommends an order in
+/// which each appears at most once (destination options twice), so a legitimate chain before
+/// TCP/UDP has at most four; six leaves room.
+pub const IPV6_MAX_EXTENSION_HEADERS: usize = 6;
 
 /// The network layer's address family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -7,11 +7,16 @@
 //! `no_socket`, which is how most cases here tell "steered" from "passed for a reason"; one test
 //! registers a real AF_XDP socket (in a private network namespace) to see `XDP_REDIRECT` and the
 //! counters that only move then.
+//!
+//! The IPv6 cases mirror the IPv4 ones on the same classifier (2001:db8::/32 addresses), plus
+//! the extension-header walk, NDP/echo/MLD staying with the kernel, and each malformed-IPv6
+//! counter.
 
 use std::collections::BTreeMap;
 
 use dataplane::testing::{icmp_error, FrameBuilder};
 use dataplane::wire::icmp::{message, unreachable};
+use dataplane::wire::EtherType;
 use dataplane::xdp::{NatBackendKey, XdpClassifier};
 use dataplane::{Protocol, ServiceKey};
 
@@ -74,18 +79,20 @@ fn key(addr: &str, protocol: Protocol) -> ServiceKey {
 }
 
 fn nat_key(addr: &str, protocol: Protocol) -> NatBackendKey {
-    let addr: std::net::SocketAddrV4 = addr.parse().unwrap();
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
     NatBackendKey {
-        address: *addr.ip(),
+        address: addr.ip(),
         port: addr.port(),
         protocol,
     }
 }
 
 /// A classifier serving `VIP` (TCP, enabled), VIP:53 (UDP, disabled), NAT real server `RS`
-/// (TCP, enabled) and RS:5353 (UDP, disabled), with `DIRECTOR` as one of its own addresses.
+/// (TCP, enabled) and RS:5353 (UDP, disabled), with `DIRECTOR` as one of its own addresses;
+/// and the same in IPv6 ([`ipv6::serve`]).
 fn classifier() -> XdpClassifier {
     let classifier = XdpClassifier::load().unwrap();
+    ipv6::serve(&classifier);
     classifier
         .set_service(&key(VIP, Protocol::Tcp), true)
         .unwrap();
@@ -187,6 +194,12 @@ fn cases() -> Vec<Case> {
         icmp_stranger_cases(),
         icmp_quote_cases(),
         other_cases(),
+        ipv6::transport_cases(),
+        ipv6::walk_cases(),
+        ipv6::icmp_cases(),
+        ipv6::icmp_informational_cases(),
+        ipv6::icmp_quote_cases(),
+        ipv6::malformed_cases(),
     ]
     .concat()
 }
@@ -490,7 +503,12 @@ fn other_cases() -> Vec<Case> {
             FrameBuilder::ipip().payload(&syn().build_ipv4()).build(),
             "other_protocol",
         ),
-        ("ARP", FrameBuilder::arp().build(), "not_ipv4"),
+        ("ARP", FrameBuilder::arp().build(), "not_ip"),
+        (
+            "other EtherType (LLDP)",
+            syn().ethertype(EtherType(0x88cc)).build(),
+            "not_ip",
+        ),
         ("802.1Q tag", syn().vlan(7).build(), "vlan"),
         ("802.1ad tags", syn().qinq(7).build(), "vlan"),
         (
@@ -591,7 +609,7 @@ fn classifier_passes_everything_it_cannot_serve_and_counts_why() {
 
     // Without the director's address in the map, its health checks' answers would be steered
     // to the workers (which have no flow for them); twice removed is harmless.
-    let director = DIRECTOR.parse().unwrap();
+    let director: std::net::IpAddr = DIRECTOR.parse().unwrap();
     classifier.remove_local_address(director).unwrap();
     classifier.remove_local_address(director).unwrap();
     expect(
@@ -608,6 +626,7 @@ fn classifier_passes_everything_it_cannot_serve_and_counts_why() {
         XDP_PASS,
         "no_socket",
     );
+    ipv6::removal_and_disabling(&classifier);
     assert!(!classifier.is_attached());
 }
 
@@ -685,6 +704,7 @@ fn classifier_redirects_to_the_socket_on_the_receiving_queue() {
             XDP_REDIRECT,
             "icmp_redirected",
         );
+        ipv6::expect_redirects(&classifier);
         // Disabled entries, other ICMP and strangers still go to the kernel.
         for (description, frame, counter) in cases()
             .into_iter()
@@ -796,5 +816,913 @@ mod xsk {
         pub fn fd(&self) -> RawFd {
             self.rx.as_raw_fd()
         }
+    }
+}
+
+/// The IPv6 half: the same services, real servers and director address in 2001:db8::/32, and
+/// what only IPv6 has (extension headers, NDP, its malformations).
+mod ipv6 {
+    use super::{expect, Case, XdpClassifier, XDP_PASS, XDP_REDIRECT};
+    use dataplane::testing::{FrameBuilder, Ipv6FrameBuilder};
+    use dataplane::wire::EtherType;
+    use dataplane::Protocol;
+
+    /// A client on the Internet.
+    const CLIENT: &str = "[2001:db8:ffff::7]:40000";
+    /// The web service (TCP, enabled) and, on port 53, the DNS one (UDP, disabled).
+    const VIP: &str = "[2001:db8::10]:80";
+    /// A NAT real server (TCP, enabled) and, on port 5353, of another (UDP, disabled).
+    const RS: &str = "[2001:db8:1::1]:8080";
+    /// A router on the client's path.
+    const ROUTER: &str = "[2001:db8:ff::1]:0";
+    /// A router behind the director, on the server side.
+    const SERVER_ROUTER: &str = "[2001:db8:1::fd]:0";
+    /// The director's own address on the server side.
+    const DIRECTOR: &str = "2001:db8:1::fe";
+
+    /// ICMPv6 message types (RFC 4443, RFC 4861, RFC 2710/3810).
+    mod icmp6 {
+        pub const DEST_UNREACHABLE: u8 = 1;
+        pub const PACKET_TOO_BIG: u8 = 2;
+        pub const TIME_EXCEEDED: u8 = 3;
+        pub const PARAMETER_PROBLEM: u8 = 4;
+        pub const ECHO_REQUEST: u8 = 128;
+        pub const ECHO_REPLY: u8 = 129;
+        pub const MLD_QUERY: u8 = 130;
+        pub const MLD_V2_REPORT: u8 = 143;
+        pub const ROUTER_SOLICITATION: u8 = 133;
+        pub const ROUTER_ADVERTISEMENT: u8 = 134;
+        pub const NEIGHBOR_SOLICITATION: u8 = 135;
+        pub const NEIGHBOR_ADVERTISEMENT: u8 = 136;
+        pub const REDIRECT: u8 = 137;
+        /// Destination unreachable code 4.
+        pub const PORT_UNREACHABLE: u8 = 4;
+    }
+
+    /// Bytes before an ICMPv6 quote without extension headers: Ethernet, IPv6, ICMPv6.
+    const QUOTE_AT: usize = 14 + 40 + 8;
+
+    fn at(addr: &str) -> (std::net::IpAddr, u16) {
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        (addr.ip(), addr.port())
+    }
+
+    fn nat_key(addr: &str, protocol: Protocol) -> dataplane::xdp::NatBackendKey {
+        super::nat_key(addr, protocol)
+    }
+
+    /// Adds the IPv6 twins of the IPv4 fixtures to `classifier`.
+    pub fn serve(classifier: &XdpClassifier) {
+        let (vip, port) = at(VIP);
+        classifier
+            .set_service_address(vip, port, Protocol::Tcp, true)
+            .unwrap();
+        classifier
+            .set_service_address(vip, 53, Protocol::Udp, false)
+            .unwrap();
+        classifier
+            .set_nat_backend(&nat_key(RS, Protocol::Tcp), true)
+            .unwrap();
+        classifier
+            .set_nat_backend(&nat_key("[2001:db8:1::1]:5353", Protocol::Udp), false)
+            .unwrap();
+        classifier
+            .set_local_address(DIRECTOR.parse().unwrap())
+            .unwrap();
+    }
+
+    fn syn() -> Ipv6FrameBuilder {
+        Ipv6FrameBuilder::tcp().src(CLIENT).dst(VIP).syn()
+    }
+
+    fn nat_reply() -> Ipv6FrameBuilder {
+        Ipv6FrameBuilder::tcp().src(RS).dst(CLIENT).syn().ack()
+    }
+
+    fn check_answer() -> Ipv6FrameBuilder {
+        Ipv6FrameBuilder::tcp()
+            .src(RS)
+            .dst(&format!("[{DIRECTOR}]:40000"))
+            .syn()
+            .ack()
+    }
+
+    /// A large reply from the VIP to the client, as an ICMPv6 error quotes it.
+    fn vip_reply() -> Vec<u8> {
+        Ipv6FrameBuilder::tcp()
+            .src(VIP)
+            .dst(CLIENT)
+            .ack()
+            .payload(&[0; 1400])
+            .build_ipv6()
+    }
+
+    /// A client packet the director sent on to the NAT real server.
+    fn to_rs() -> Vec<u8> {
+        Ipv6FrameBuilder::tcp()
+            .src(CLIENT)
+            .dst(RS)
+            .syn()
+            .hop_limit(1)
+            .build_ipv6()
+    }
+
+    fn icmp6_error(
+        src: &str,
+        dst: &str,
+        msg_type: u8,
+        code: u8,
+        rest: u32,
+        quote: &[u8],
+    ) -> Ipv6FrameBuilder {
+        Ipv6FrameBuilder::icmp6()
+            .src(src)
+            .dst(dst)
+            .icmp6_header(msg_type, code, rest)
+            .payload(quote)
+    }
+
+    /// Packet too big (MTU 1280) from a router on the client's path, about a reply from the VIP,
+    /// quoting as much as an ICMPv6 error may (RFC 4443 2.4(c): the error fits 1280 bytes).
+    fn too_big(quote: &[u8]) -> Ipv6FrameBuilder {
+        icmp6_error(
+            ROUTER,
+            "[2001:db8::10]:0",
+            icmp6::PACKET_TOO_BIG,
+            0,
+            1280,
+            &quote[..quote.len().min(1280 - 48)],
+        )
+    }
+
+    /// An ICMPv6 error from the server side to the client.
+    fn from_server_side(msg_type: u8, code: u8, quote: &[u8]) -> Ipv6FrameBuilder {
+        icmp6_error(
+            SERVER_ROUTER,
+            "[2001:db8:ffff::7]:0",
+            msg_type,
+            code,
+            0,
+            quote,
+        )
+    }
+
+    /// Address unreachable from a router behind the director about its own health check.
+    fn check_error() -> Ipv6FrameBuilder {
+        let check = Ipv6FrameBuilder::tcp()
+            .src(&format!("[{DIRECTOR}]:40000"))
+            .dst(RS)
+            .syn()
+            .build_ipv6();
+        icmp6_error(
+            SERVER_ROUTER,
+            &format!("[{DIRECTOR}]:0"),
+            icmp6::DEST_UNREACHABLE,
+            3,
+            0,
+            &check,
+        )
+    }
+
+    /// An NDP or other informational ICMPv6 message from the client's router.
+    fn informational(dst: &str, msg_type: u8, body: &[u8]) -> Ipv6FrameBuilder {
+        Ipv6FrameBuilder::icmp6()
+            .src(ROUTER)
+            .dst(dst)
+            .hop_limit(255)
+            .icmp6_header(msg_type, 0, 0)
+            .payload(body)
+    }
+
+    /// The VIP's address, as an NDP target.
+    fn vip_target() -> [u8; 16] {
+        "2001:db8::10"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets()
+    }
+
+    /// TCP/UDP: services by destination, NAT real servers by source.
+    pub fn transport_cases() -> Vec<Case> {
+        vec![
+            (
+                "v6: service, no socket on queue 0",
+                syn().build(),
+                "no_socket",
+            ),
+            (
+                "v6: disabled service",
+                Ipv6FrameBuilder::udp()
+                    .src(CLIENT)
+                    .dst("[2001:db8::10]:53")
+                    .build(),
+                "service_disabled",
+            ),
+            (
+                "v6: right VIP, other port",
+                syn().dst("[2001:db8::10]:81").build(),
+                "no_service",
+            ),
+            (
+                "v6: right port, other protocol",
+                Ipv6FrameBuilder::udp().src(CLIENT).dst(VIP).build(),
+                "no_service",
+            ),
+            (
+                "v6: other address",
+                syn().dst("[2001:db8::99]:80").build(),
+                "no_service",
+            ),
+            (
+                "v6: the IPv4 VIP's address, mapped into IPv6",
+                syn().dst("[::ffff:192.0.2.10]:80").build(),
+                "no_service",
+            ),
+            (
+                "v6: padded after a short payload length",
+                Ipv6FrameBuilder::udp()
+                    .src(CLIENT)
+                    .dst("[2001:db8::10]:53")
+                    .unpadded()
+                    .truncate(14 + 40 + 8)
+                    .build()
+                    .into_iter()
+                    .chain([0; 16])
+                    .collect(),
+                "service_disabled",
+            ),
+            ("v6: NAT reply", nat_reply().build(), "no_socket"),
+            (
+                "v6: NAT reply over UDP from a disabled real server",
+                Ipv6FrameBuilder::udp()
+                    .src("[2001:db8:1::1]:5353")
+                    .dst(CLIENT)
+                    .build(),
+                "service_disabled",
+            ),
+            (
+                "v6: NAT real server's address, other port",
+                nat_reply().src("[2001:db8:1::1]:22").build(),
+                "no_service",
+            ),
+            (
+                "v6: to a NAT real server's port (not from it)",
+                Ipv6FrameBuilder::tcp().src(CLIENT).dst(RS).syn().build(),
+                "no_service",
+            ),
+            (
+                "v6: NAT real server answering the director's health check",
+                check_answer().build(),
+                "to_director",
+            ),
+            (
+                "v6: to the director's address, not from a NAT real server",
+                Ipv6FrameBuilder::tcp()
+                    .src("[2001:db8:1::9]:22")
+                    .dst(&format!("[{DIRECTOR}]:40000"))
+                    .build(),
+                "no_service",
+            ),
+        ]
+    }
+
+    /// The extension-header walk: up to the bound to TCP/UDP/ICMPv6, fragments and other
+    /// protocols passed.
+    pub fn walk_cases() -> Vec<Case> {
+        vec![
+            (
+                "v6: hop-by-hop before TCP",
+                syn().hop_by_hop(0).build(),
+                "no_socket",
+            ),
+            (
+                "v6: hop-by-hop, routing, destination options (2 units) before TCP",
+                syn().hop_by_hop(0).routing().destination_options(2).build(),
+                "no_socket",
+            ),
+            (
+                "v6: a 2 KiB hop-by-hop header (the largest) before TCP",
+                syn().hop_by_hop(255).build(),
+                "no_socket",
+            ),
+            (
+                "v6: NAT reply behind a destination options header",
+                nat_reply().destination_options(0).build(),
+                "no_socket",
+            ),
+            (
+                "v6: the health check's answer behind a routing header",
+                check_answer().routing().build(),
+                "to_director",
+            ),
+            (
+                "v6: fragment header (first fragment)",
+                syn().fragment(0, true).build(),
+                "fragment",
+            ),
+            (
+                "v6: fragment header (later fragment)",
+                syn().fragment(1448, false).build(),
+                "fragment",
+            ),
+            (
+                "v6: atomic fragment after hop-by-hop",
+                syn().hop_by_hop(0).fragment(0, false).build(),
+                "fragment",
+            ),
+            (
+                "v6: no next header",
+                Ipv6FrameBuilder::no_next_header().dst(VIP).build(),
+                "other_protocol",
+            ),
+            (
+                "v6: no next header after destination options",
+                Ipv6FrameBuilder::no_next_header()
+                    .dst(VIP)
+                    .destination_options(0)
+                    .build(),
+                "other_protocol",
+            ),
+            (
+                "v6: ESP to the VIP",
+                Ipv6FrameBuilder::udp()
+                    .src(CLIENT)
+                    .dst(VIP)
+                    .next_header(50)
+                    .build(),
+                "other_protocol",
+            ),
+            (
+                "v6: AH after hop-by-hop",
+                syn().hop_by_hop(0).next_header(51).build(),
+                "other_protocol",
+            ),
+            (
+                "v6: IPv4 in IPv6 (next header 4)",
+                Ipv6FrameBuilder::udp()
+                    .dst(VIP)
+                    .next_header(4)
+                    .payload(&FrameBuilder::udp().build_ipv4())
+                    .build(),
+                "other_protocol",
+            ),
+        ]
+    }
+
+    /// ICMPv6 errors: about served flows steered, about others passed.
+    pub fn icmp_cases() -> Vec<Case> {
+        let udp_from_vip = Ipv6FrameBuilder::udp()
+            .src("[2001:db8::10]:53")
+            .dst(CLIENT)
+            .payload(&[1; 40])
+            .build_ipv6();
+        let udp_to_rs = Ipv6FrameBuilder::udp()
+            .src(CLIENT)
+            .dst("[2001:db8:1::1]:5353")
+            .build_ipv6();
+        vec![
+            (
+                "v6: packet too big quoting a reply from VIP:port",
+                too_big(&vip_reply()).build(),
+                "no_socket",
+            ),
+            (
+                "v6: packet too big quoting the header and 8 bytes",
+                too_big(&vip_reply()[..48]).build(),
+                "no_socket",
+            ),
+            (
+                "v6: packet too big behind a destination options header",
+                too_big(&vip_reply()).destination_options(0).build(),
+                "no_socket",
+            ),
+            (
+                "v6: port unreachable quoting a packet to a NAT real server",
+                from_server_side(icmp6::DEST_UNREACHABLE, icmp6::PORT_UNREACHABLE, &to_rs())
+                    .build(),
+                "no_socket",
+            ),
+            (
+                "v6: time exceeded quoting a packet to a NAT real server",
+                from_server_side(icmp6::TIME_EXCEEDED, 0, &to_rs()).build(),
+                "no_socket",
+            ),
+            (
+                "v6: packet too big quoting a reply from a disabled service",
+                too_big(&udp_from_vip).build(),
+                "service_disabled",
+            ),
+            (
+                "v6: port unreachable quoting a packet to a disabled NAT real server",
+                from_server_side(icmp6::DEST_UNREACHABLE, icmp6::PORT_UNREACHABLE, &udp_to_rs)
+                    .build(),
+                "service_disabled",
+            ),
+            (
+                "v6: address unreachable about the director's own health check",
+                check_error().build(),
+                "to_director",
+            ),
+            (
+                "v6: packet too big quoting an unknown flow",
+                too_big(
+                    &Ipv6FrameBuilder::tcp()
+                        .src("[2001:db8::99]:80")
+                        .dst(CLIENT)
+                        .build_ipv6(),
+                )
+                .build(),
+                "icmp_no_service",
+            ),
+            (
+                "v6: error quoting a packet *to* VIP:port (the wrong direction)",
+                too_big(&syn().build_ipv6()).build(),
+                "icmp_no_service",
+            ),
+            (
+                "v6: error quoting a packet *from* a NAT real server (the wrong direction)",
+                from_server_side(
+                    icmp6::DEST_UNREACHABLE,
+                    icmp6::PORT_UNREACHABLE,
+                    &nat_reply().build_ipv6(),
+                )
+                .build(),
+                "icmp_no_service",
+            ),
+            (
+                "v6: error quoting an ICMPv6 echo from the VIP",
+                too_big(
+                    &Ipv6FrameBuilder::icmp6()
+                        .src("[2001:db8::10]:0")
+                        .dst(CLIENT)
+                        .build_ipv6(),
+                )
+                .build(),
+                "icmp_no_service",
+            ),
+        ]
+    }
+
+    /// ICMPv6 that is no error about a flow -- NDP, echo, MLD, parameter problem -- is the
+    /// kernel's.
+    pub fn icmp_informational_cases() -> Vec<Case> {
+        let solicited_node = "[ff02::1:ff00:10]:0";
+        let mld_report = Ipv6FrameBuilder::icmp6()
+            .src("[fe80::1]:0")
+            .dst("[ff02::16]:0")
+            .hop_limit(1)
+            .hop_by_hop(0)
+            .icmp6_header(icmp6::MLD_V2_REPORT, 0, 0)
+            .build();
+        vec![
+            (
+                "v6: neighbour solicitation for the VIP (solicited-node multicast)",
+                informational(solicited_node, icmp6::NEIGHBOR_SOLICITATION, &vip_target()).build(),
+                "icmp_not_error",
+            ),
+            (
+                "v6: neighbour solicitation to the VIP (unicast, reachability)",
+                informational(
+                    "[2001:db8::10]:0",
+                    icmp6::NEIGHBOR_SOLICITATION,
+                    &vip_target(),
+                )
+                .build(),
+                "icmp_not_error",
+            ),
+            (
+                "v6: neighbour advertisement to the VIP",
+                informational(
+                    "[2001:db8::10]:0",
+                    icmp6::NEIGHBOR_ADVERTISEMENT,
+                    &vip_target(),
+                )
+                .build(),
+                "icmp_not_error",
+            ),
+            (
+                "v6: router solicitation",
+                informational("[ff02::2]:0", icmp6::ROUTER_SOLICITATION, &[]).build(),
+                "icmp_not_error",
+            ),
+            (
+                "v6: router advertisement",
+                informational("[ff02::1]:0", icmp6::ROUTER_ADVERTISEMENT, &[0; 8]).build(),
+                "icmp_not_error",
+            ),
+            (
+                "v6: redirect",
+                informational("[2001:db8::10]:0", icmp6::REDIRECT, &[0; 32]).build(),
+                "icmp_not_error",
+            ),
+            (
+                "v6: echo request to the VIP",
+                Ipv6FrameBuilder::icmp6().src(CLIENT).dst(VIP).build(),
+                "icmp_not_error",
+            ),
+            (
+                "v6: echo reply to the VIP",
+                Ipv6FrameBuilder::icmp6()
+                    .src(CLIENT)
+                    .dst(VIP)
+                    .icmp6_header(icmp6::ECHO_REPLY, 0, 0x1234_0001)
+                    .build(),
+                "icmp_not_error",
+            ),
+            (
+                "v6: echo request (explicit type)",
+                Ipv6FrameBuilder::icmp6()
+                    .dst(VIP)
+                    .icmp6_header(icmp6::ECHO_REQUEST, 0, 1)
+                    .build(),
+                "icmp_not_error",
+            ),
+            (
+                "v6: MLD query",
+                informational("[ff02::1]:0", icmp6::MLD_QUERY, &[0; 16])
+                    .hop_by_hop(0)
+                    .build(),
+                "icmp_not_error",
+            ),
+            (
+                "v6: MLDv2 report behind hop-by-hop (router alert)",
+                mld_report,
+                "icmp_not_error",
+            ),
+            (
+                "v6: parameter problem quoting a reply from VIP:port",
+                icmp6_error(
+                    ROUTER,
+                    "[2001:db8::10]:0",
+                    icmp6::PARAMETER_PROBLEM,
+                    0,
+                    40,
+                    &vip_reply()[..48],
+                )
+                .build(),
+                "icmp_not_error",
+            ),
+        ]
+    }
+
+    /// ICMPv6 errors whose quote cannot be classified.
+    pub fn icmp_quote_cases() -> Vec<Case> {
+        vec![
+            (
+                "v6 quote: the header and 4 bytes of TCP",
+                too_big(&vip_reply()[..44]).build(),
+                "icmp_truncated",
+            ),
+            (
+                "v6 quote: a partial header",
+                too_big(&vip_reply()[..39]).build(),
+                "icmp_truncated",
+            ),
+            ("v6 quote: nothing", too_big(&[]).build(), "icmp_truncated"),
+            (
+                "v6 quote cut by the payload length, Ethernet padding after it",
+                {
+                    let mut frame = too_big(&vip_reply()[..44]).unpadded().build();
+                    frame.extend_from_slice(&[0; 8]);
+                    frame
+                },
+                "icmp_truncated",
+            ),
+            (
+                "v6 ICMPv6 header cut by the payload length",
+                Ipv6FrameBuilder::icmp6().dst(VIP).payload_len(4).build(),
+                "truncated",
+            ),
+            (
+                "v6 quote: an IPv4 packet",
+                too_big(
+                    &FrameBuilder::tcp()
+                        .src("192.0.2.10:80")
+                        .payload(&[0; 100])
+                        .build_ipv4(),
+                )
+                .build(),
+                "icmp_bad_quote",
+            ),
+            (
+                "v6 quote: a hop-by-hop header before TCP",
+                too_big(
+                    &Ipv6FrameBuilder::tcp()
+                        .src(VIP)
+                        .dst(CLIENT)
+                        .hop_by_hop(0)
+                        .build_ipv6(),
+                )
+                .build(),
+                "icmp_bad_quote",
+            ),
+            (
+                "v6 quote: a fragment of a reply from VIP:port",
+                too_big(
+                    &Ipv6FrameBuilder::tcp()
+                        .src(VIP)
+                        .dst(CLIENT)
+                        .fragment(0, true)
+                        .payload(&[0; 100])
+                        .build_ipv6(),
+                )
+                .build(),
+                "icmp_bad_quote",
+            ),
+        ]
+    }
+
+    /// Malformed IPv6: a counter each, never a steer.
+    pub fn malformed_cases() -> Vec<Case> {
+        vec![
+            (
+                "v6: IPv6 header cut short",
+                syn().truncate(14 + 39).build(),
+                "truncated",
+            ),
+            (
+                "v6: TCP ports cut by the payload length",
+                syn().payload_len(2).build(),
+                "truncated",
+            ),
+            (
+                "v6: payload length 0 without hop-by-hop (not a jumbogram)",
+                syn().payload_len(0).build(),
+                "truncated",
+            ),
+            (
+                "v6: NAT reply's ports cut short",
+                nat_reply().payload_len(3).truncate(14 + 40 + 3).build(),
+                "truncated",
+            ),
+            (
+                "v6: jumbogram (payload length 0, hop-by-hop)",
+                syn().hop_by_hop(0).payload_len(0).build(),
+                "ipv6_jumbogram",
+            ),
+            (
+                "v6: payload length beyond the frame",
+                syn().payload_len(1000).build(),
+                "ipv6_bad_payload_len",
+            ),
+            (
+                "v6: frame cut inside TCP, payload length as built",
+                syn().truncate(14 + 40 + 10).build(),
+                "ipv6_bad_payload_len",
+            ),
+            (
+                "v6: routing header beyond the frame",
+                Ipv6FrameBuilder::no_next_header()
+                    .routing()
+                    .payload_len(0)
+                    .truncate(14 + 40)
+                    .build(),
+                "ipv6_ext_truncated",
+            ),
+            (
+                "v6: routing header in the Ethernet padding",
+                Ipv6FrameBuilder::no_next_header()
+                    .routing()
+                    .payload_len(0)
+                    .truncate(14 + 40)
+                    .unpadded()
+                    .build()
+                    .into_iter()
+                    .chain([0; 6])
+                    .collect(),
+                "ipv6_ext_truncated",
+            ),
+            (
+                "v6: hop-by-hop longer than the payload length",
+                syn().hop_by_hop(1).payload_len(8).build(),
+                "ipv6_ext_truncated",
+            ),
+            (
+                "v6: chain cut by the payload length after the first header",
+                syn().hop_by_hop(0).routing().payload_len(8).build(),
+                "ipv6_ext_truncated",
+            ),
+            (
+                "v6: a 2 KiB hop-by-hop header beyond the frame",
+                syn().hop_by_hop(255).payload_len(100).build(),
+                "ipv6_ext_truncated",
+            ),
+            (
+                "v6: IPv4 header under the IPv6 EtherType",
+                FrameBuilder::tcp()
+                    .dst("192.0.2.10:80")
+                    .ethertype(EtherType::IPV6)
+                    .build(),
+                "ipv6_bad_version",
+            ),
+            (
+                "v6: version 5 under the IPv6 EtherType",
+                syn().version(5).build(),
+                "ipv6_bad_version",
+            ),
+            (
+                "v6: IPv6 header under the IPv4 EtherType",
+                syn().ethertype(EtherType::IPV4).build(),
+                "bad_ihl",
+            ),
+        ]
+    }
+
+    /// A chain of `count` options headers of alternating kinds, then TCP.
+    fn chain(count: usize) -> Ipv6FrameBuilder {
+        (0..count).fold(syn(), |frame, index| match index % 3 {
+            0 => frame.destination_options(0),
+            1 => frame.routing(),
+            _ => frame.hop_by_hop(1),
+        })
+    }
+
+    /// Chains up to the walk's bound reach the service; one more header is counted and passed.
+    #[test]
+    fn extension_header_walk_stops_at_its_bound() {
+        if !super::is_root() {
+            eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+            return;
+        }
+        let classifier = super::classifier();
+        let bound = dataplane::xdp::abi::MAX_IPV6_EXT_HEADERS;
+        for count in 0..=bound {
+            let description = format!("{count} extension headers");
+            expect(
+                &classifier,
+                &description,
+                &chain(count).build(),
+                XDP_PASS,
+                "no_socket",
+            );
+        }
+        expect(
+            &classifier,
+            "one header over the bound",
+            &chain(bound + 1).build(),
+            XDP_PASS,
+            "ipv6_ext_too_long",
+        );
+        expect(
+            &classifier,
+            "a fragment header after the bound's worth",
+            &chain(bound).fragment(0, true).build(),
+            XDP_PASS,
+            "fragment",
+        );
+        expect(
+            &classifier,
+            "no next header after the bound's worth",
+            &chain(bound).next_header(59).build(),
+            XDP_PASS,
+            "other_protocol",
+        );
+    }
+
+    /// An ICMPv6 error cut at every length, its payload length cut to match, is passed and
+    /// counted where the cut falls.
+    #[test]
+    fn icmp6_error_cut_anywhere_is_passed_and_counted() {
+        if !super::is_root() {
+            eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+            return;
+        }
+        let classifier = super::classifier();
+        let frame = too_big(&vip_reply()[..48]).unpadded().build();
+        assert_eq!(frame.len(), QUOTE_AT + 48);
+        for len in 14..frame.len() {
+            let mut cut = frame[..len].to_vec();
+            if len >= 14 + 40 {
+                let payload_len = u16::try_from(len - 14 - 40).unwrap();
+                cut[18..20].copy_from_slice(&payload_len.to_be_bytes());
+            }
+            let counter = if len < QUOTE_AT {
+                "truncated"
+            } else {
+                "icmp_truncated"
+            };
+            expect(
+                &classifier,
+                &format!("cut to {len} bytes"),
+                &cut,
+                XDP_PASS,
+                counter,
+            );
+        }
+        expect(&classifier, "whole", &frame, XDP_PASS, "no_socket");
+    }
+
+    /// Removing, disabling and re-enabling IPv6 entries, as for IPv4.
+    pub fn removal_and_disabling(classifier: &XdpClassifier) {
+        let (vip, port) = at(VIP);
+        classifier
+            .remove_service_address(vip, port, Protocol::Tcp)
+            .unwrap();
+        classifier
+            .remove_service_address(vip, port, Protocol::Tcp)
+            .unwrap();
+        expect(
+            classifier,
+            "v6: removed service",
+            &syn().build(),
+            XDP_PASS,
+            "no_service",
+        );
+        expect(
+            classifier,
+            "v6: packet too big about a removed service",
+            &too_big(&vip_reply()).build(),
+            XDP_PASS,
+            "icmp_no_service",
+        );
+        let rs = nat_key(RS, Protocol::Tcp);
+        classifier.set_nat_backend(&rs, false).unwrap();
+        expect(
+            classifier,
+            "v6: disabled NAT real server",
+            &nat_reply().build(),
+            XDP_PASS,
+            "service_disabled",
+        );
+        classifier.set_nat_backend(&rs, true).unwrap();
+        expect(
+            classifier,
+            "v6: re-enabled NAT real server",
+            &nat_reply().build(),
+            XDP_PASS,
+            "no_socket",
+        );
+        let director: std::net::IpAddr = DIRECTOR.parse().unwrap();
+        classifier.remove_local_address(director).unwrap();
+        classifier.remove_local_address(director).unwrap();
+        expect(
+            classifier,
+            "v6: health check answer, address forgotten",
+            &check_answer().build(),
+            XDP_PASS,
+            "no_socket",
+        );
+        expect(
+            classifier,
+            "v6: error about a health check, address forgotten",
+            &check_error().build(),
+            XDP_PASS,
+            "no_socket",
+        );
+        classifier.remove_nat_backend(&rs).unwrap();
+        classifier.remove_nat_backend(&rs).unwrap();
+        expect(
+            classifier,
+            "v6: reply from a removed NAT real server",
+            &nat_reply().build(),
+            XDP_PASS,
+            "no_service",
+        );
+        expect(
+            classifier,
+            "v6: error about a packet to a removed NAT real server",
+            &from_server_side(icmp6::DEST_UNREACHABLE, icmp6::PORT_UNREACHABLE, &to_rs()).build(),
+            XDP_PASS,
+            "icmp_no_service",
+        );
+    }
+
+    /// With a socket on queue 0: what the IPv6 cases count `no_socket` is redirected, by kind.
+    pub fn expect_redirects(classifier: &XdpClassifier) {
+        expect(
+            classifier,
+            "v6: service",
+            &syn().build(),
+            XDP_REDIRECT,
+            "redirected",
+        );
+        expect(
+            classifier,
+            "v6: service behind extension headers",
+            &syn().hop_by_hop(0).routing().build(),
+            XDP_REDIRECT,
+            "redirected",
+        );
+        expect(
+            classifier,
+            "v6: NAT reply",
+            &nat_reply().build(),
+            XDP_REDIRECT,
+            "nat_reply",
+        );
+        expect(
+            classifier,
+            "v6: packet too big about a reply from the VIP",
+            &too_big(&vip_reply()).build(),
+            XDP_REDIRECT,
+            "icmp_redirected",
+        );
+        expect(
+            classifier,
+            "v6: port unreachable about a packet to a NAT real server",
+            &from_server_side(icmp6::DEST_UNREACHABLE, icmp6::PORT_UNREACHABLE, &to_rs()).build(),
+            XDP_REDIRECT,
+            "icmp_redirected",
+        );
     }
 }

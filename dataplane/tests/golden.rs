@@ -197,8 +197,8 @@ fn rows() -> Vec<Row> {
             &from_client(icmp_dr.clone()), "icmp_redirected", icmp_dr.eth_src(DIRECTOR_MAC).eth_dst(backend_mac(5)).build(), UMEM_HEADROOM, ingress),
         dropped("NAT reply of no known connection: steered by source, dropped by the pipeline",
             &from_server(tcp(NAT_RS, "198.51.100.7:40001", 64).ack(), 1), Xdp::Redirect("nat_reply"), NoService),
-        dropped("ARP request", &FrameBuilder::arp(), Xdp::Pass("not_ipv4"), NotIp),
-        dropped("IPv6 EtherType", &from_client(dr_syn_like()).ethertype(EtherType::IPV6), Xdp::Pass("not_ipv4"), NotIp),
+        dropped("ARP request", &FrameBuilder::arp(), Xdp::Pass("not_ip"), NotIp),
+        dropped("IPv4 header under the IPv6 EtherType", &from_client(dr_syn_like()).ethertype(EtherType::IPV6), Xdp::Pass("ipv6_bad_version"), IpVersionMismatch),
         dropped("802.1Q tagged", &from_client(dr_syn_like()).vlan(100), Xdp::Pass("vlan"), VlanTagged),
         dropped("IPv4 options", &from_client(dr_syn_like()).ihl(6), Xdp::Pass("ip_options"), Ipv4Options),
         dropped("first fragment (MF set)", &from_client(dr_syn_like()).more_fragments(), Xdp::Pass("fragment"), Fragment),
@@ -328,10 +328,7 @@ fn classifier_for(table: &ServiceTable) -> XdpClassifier {
                     backend.port
                 };
                 let key = NatBackendKey {
-                    address: match backend.address {
-                        std::net::IpAddr::V4(v4) => v4,
-                        std::net::IpAddr::V6(_) => unreachable!(),
-                    }, // integrator: bpf6
+                    address: backend.address,
                     port,
                     protocol: service.key.protocol,
                 };
@@ -351,4 +348,12 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|out| out.stdout.starts_with(b"0\n"))
+}
+
+#[test]
+fn the_classifier_and_the_parser_walk_ipv6_extension_headers_to_one_bound() {
+    assert_eq!(
+        dataplane::xdp::abi::MAX_IPV6_EXT_HEADERS,
+        dataplane::parse::IPV6_MAX_EXTENSION_HEADERS
+    );
 }

@@ -866,7 +866,7 @@ fn worker_forwards_nat_both_ways_between_two_interfaces() {
     server_classifier
         .set_nat_backend(
             &NatBackendKey {
-                address: *REAL_SERVER.ip(),
+                address: (*REAL_SERVER.ip()).into(),
                 port: REAL_SERVER.port(),
                 protocol: Protocol::Tcp,
             },

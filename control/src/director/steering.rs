@@ -129,7 +129,7 @@ impl Director {
                 known.insert(address);
                 continue;
             }
-            match server.classifier.set_local_address(address) {
+            match server.classifier.set_local_address(address.into()) {
                 Ok(()) => {
                     info!(%address, interface = %server.name, "own address: frames to it stay with the kernel");
                     known.insert(address);
@@ -140,7 +140,7 @@ impl Director {
             }
         }
         for &address in self.local_addresses.difference(&wanted) {
-            if let Err(error) = server.classifier.remove_local_address(address) {
+            if let Err(error) = server.classifier.remove_local_address(address.into()) {
                 warn!(%address, %error, "could not remove an own address from the classifier");
                 known.insert(address);
             }

@@ -1,7 +1,7 @@
 //! [`FrameBuilder`]: one Ethernet frame from a few readable calls, valid unless told otherwise.
 //!
 //! Test support only: it allocates and panics on bad input.
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 use super::{DIRECTOR_MAC, ROUTER_MAC};
 use crate::wire::{
@@ -439,5 +439,383 @@ impl FrameBuilder {
         let checksum = !crate::wire::checksum::data(&bytes[..checksummed]);
         Ipv4Packet::new_unchecked(&mut bytes[..]).set_checksum(checksum);
         bytes
+    }
+}
+
+/// IPv6 next-header numbers the [`Ipv6FrameBuilder`] writes (RFC 8200 4, RFC 4443).
+mod next_header {
+    pub const HOP_BY_HOP: u8 = 0;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    pub const ICMPV6: u8 = 58;
+    pub const NO_NEXT_HEADER: u8 = 59;
+    pub const DESTINATION_OPTIONS: u8 = 60;
+}
+
+/// What an [`Ipv6FrameBuilder`] frame carries after its extension headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Upper {
+    Tcp,
+    Udp,
+    Icmpv6,
+    /// Next header 59: nothing (RFC 8200 4.7).
+    Nothing,
+}
+
+/// [`FrameBuilder`] for IPv6 (RFC 8200): one Ethernet frame with a 40-byte IPv6 header, any
+/// extension headers, and TCP, UDP or ICMPv6 with correct checksums (over the IPv6 pseudo
+/// header), valid unless told otherwise.
+///
+/// Addresses are `"[2001:db8::1]:80"`. The knobs that make malformed frames:
+/// [`Ipv6FrameBuilder::version`], [`Ipv6FrameBuilder::ethertype`],
+/// [`Ipv6FrameBuilder::payload_len`], [`Ipv6FrameBuilder::truncate`], and extension headers in
+/// any number and order.
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `build`"]
+pub struct Ipv6FrameBuilder {
+    upper: Upper,
+    eth_src: MacAddr,
+    eth_dst: MacAddr,
+    ethertype: Option<EtherType>,
+    src: SocketAddrV6,
+    dst: SocketAddrV6,
+    version: u8,
+    hop_limit: u8,
+    /// Each extension header as (its next-header number, its bytes with the next-header byte
+    /// left 0: `build` chains them).
+    extensions: Vec<(u8, Vec<u8>)>,
+    payload_len: Option<u16>,
+    upper_number: Option<u8>,
+    tcp_flags: TcpFlags,
+    payload: Vec<u8>,
+    icmp_header: Option<[u8; 8]>,
+    truncate: Option<usize>,
+    pad: bool,
+}
+
+impl Ipv6FrameBuilder {
+    fn new(upper: Upper) -> Self {
+        Ipv6FrameBuilder {
+            upper,
+            eth_src: ROUTER_MAC,
+            eth_dst: DIRECTOR_MAC,
+            ethertype: None,
+            src: SocketAddrV6::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2), 40000, 0, 0),
+            dst: SocketAddrV6::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10), 80, 0, 0),
+            version: 6,
+            hop_limit: 64,
+            extensions: Vec::new(),
+            payload_len: None,
+            upper_number: None,
+            tcp_flags: TcpFlags::default(),
+            payload: Vec::new(),
+            icmp_header: None,
+            truncate: None,
+            pad: true,
+        }
+    }
+
+    /// A TCP segment (no flags until set), from [2001:db8::2]:40000 to [2001:db8::10]:80.
+    pub fn tcp() -> Self {
+        Self::new(Upper::Tcp)
+    }
+
+    /// A UDP datagram, from [2001:db8::2]:40000 to [2001:db8::10]:80.
+    pub fn udp() -> Self {
+        Self::new(Upper::Udp)
+    }
+
+    /// An ICMPv6 echo request to 2001:db8::10 ([`Ipv6FrameBuilder::icmp6_header`] for others).
+    pub fn icmp6() -> Self {
+        Self::new(Upper::Icmpv6)
+    }
+
+    /// Nothing after the extension headers (next header 59).
+    pub fn no_next_header() -> Self {
+        Self::new(Upper::Nothing)
+    }
+
+    /// Source address and port, as `"[2001:db8::1]:port"`.
+    pub fn src(mut self, addr: &str) -> Self {
+        self.src = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("not an IPv6 socket address: {addr:?}"));
+        self
+    }
+
+    /// Destination address and port, as `"[2001:db8::1]:port"`.
+    pub fn dst(mut self, addr: &str) -> Self {
+        self.dst = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("not an IPv6 socket address: {addr:?}"));
+        self
+    }
+
+    /// Destination MAC.
+    pub fn eth_dst(mut self, mac: MacAddr) -> Self {
+        self.eth_dst = mac;
+        self
+    }
+
+    /// Overrides the EtherType (0x86DD by default).
+    pub fn ethertype(mut self, ethertype: EtherType) -> Self {
+        self.ethertype = Some(ethertype);
+        self
+    }
+
+    /// Overrides the IP version nibble.
+    pub fn version(mut self, version: u8) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Hop limit.
+    pub fn hop_limit(mut self, hop_limit: u8) -> Self {
+        self.hop_limit = hop_limit;
+        self
+    }
+
+    /// Overrides the payload length field (the bytes stay as built).
+    pub fn payload_len(mut self, payload_len: u16) -> Self {
+        self.payload_len = Some(payload_len);
+        self
+    }
+
+    /// Overrides the next-header number naming the upper layer (e.g. 50, ESP, over a UDP
+    /// body); the bytes stay as built.
+    pub fn next_header(mut self, number: u8) -> Self {
+        self.upper_number = Some(number);
+        self
+    }
+
+    /// Appends an options header (`kind`: hop-by-hop or destination options) of `units` 8-octet
+    /// units beyond the first 8, filled with PadN options.
+    fn options_header(mut self, kind: u8, units: u8) -> Self {
+        let mut bytes = vec![0; (usize::from(units) + 1) * 8];
+        bytes[1] = units;
+        // PadN (RFC 8200 4.2) over the 6 bytes after the first two, then each further 8.
+        bytes[2] = 1;
+        bytes[3] = 4;
+        for group in bytes[8..].chunks_exact_mut(8) {
+            group[0] = 1;
+            group[1] = 6;
+        }
+        self.extensions.push((kind, bytes));
+        self
+    }
+
+    /// Appends a hop-by-hop options header of `units` 8-octet units beyond the first 8.
+    pub fn hop_by_hop(self, units: u8) -> Self {
+        self.options_header(next_header::HOP_BY_HOP, units)
+    }
+
+    /// Appends a destination options header of `units` 8-octet units beyond the first 8.
+    pub fn destination_options(self, units: u8) -> Self {
+        self.options_header(next_header::DESTINATION_OPTIONS, units)
+    }
+
+    /// Appends an 8-byte routing header (an experimental type, 253, with no segments left).
+    pub fn routing(mut self) -> Self {
+        self.extensions
+            .push((next_header::ROUTING, vec![0, 0, 253, 0, 0, 0, 0, 0]));
+        self
+    }
+
+    /// Appends a fragment header (RFC 8200 4.5): `offset` in bytes (a multiple of 8), `more`
+    /// fragments.
+    pub fn fragment(mut self, offset: u16, more: bool) -> Self {
+        let [a, b] = (offset | u16::from(more)).to_be_bytes();
+        self.extensions.push((
+            next_header::FRAGMENT,
+            vec![0, 0, a, b, 0x12, 0x34, 0x56, 0x78],
+        ));
+        self
+    }
+
+    /// For [`Ipv6FrameBuilder::icmp6`]: type, code and the 4 bytes after the checksum
+    /// (big-endian: the MTU of packet too big), instead of an echo request.
+    /// [`Ipv6FrameBuilder::payload`] then holds what follows, e.g. an error's quote.
+    pub fn icmp6_header(mut self, msg_type: u8, code: u8, rest: u32) -> Self {
+        let [a, b, c, d] = rest.to_be_bytes();
+        self.icmp_header = Some([msg_type, code, 0, 0, a, b, c, d]);
+        self
+    }
+
+    /// Adds TCP flags.
+    pub fn flags(mut self, flags: TcpFlags) -> Self {
+        self.tcp_flags = self.tcp_flags | flags;
+        self
+    }
+
+    /// Adds SYN.
+    pub fn syn(self) -> Self {
+        self.flags(TcpFlags::SYN)
+    }
+
+    /// Adds ACK.
+    pub fn ack(self) -> Self {
+        self.flags(TcpFlags::ACK)
+    }
+
+    /// Upper-layer payload.
+    pub fn payload(mut self, payload: &[u8]) -> Self {
+        self.payload = payload.to_vec();
+        self
+    }
+
+    /// Cuts the finished frame to `len` bytes, header fields unchanged (no padding).
+    pub fn truncate(mut self, len: usize) -> Self {
+        self.truncate = Some(len);
+        self.pad = false;
+        self
+    }
+
+    /// Does not pad the frame to the 60-byte Ethernet minimum.
+    pub fn unpadded(mut self) -> Self {
+        self.pad = false;
+        self
+    }
+
+    /// The frame's bytes.
+    pub fn build(&self) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(128);
+        frame.extend_from_slice(&self.eth_dst);
+        frame.extend_from_slice(&self.eth_src);
+        frame.extend_from_slice(&self.ethertype.unwrap_or(EtherType::IPV6).0.to_be_bytes());
+        frame.extend_from_slice(&self.build_ipv6());
+        if let Some(len) = self.truncate {
+            frame.truncate(len);
+        }
+        if self.pad && frame.len() < 60 {
+            frame.resize(60, 0);
+        }
+        frame
+    }
+
+    /// The IPv6 packet alone, without Ethernet header or padding (as an ICMPv6 error quotes it).
+    pub fn build_ipv6(&self) -> Vec<u8> {
+        let (upper_number, upper) = self.upper_layer();
+        let mut next = self.upper_number.unwrap_or(upper_number);
+        let mut extensions = Vec::new();
+        // Chain from the last header back: each names the one after it.
+        for (kind, bytes) in self.extensions.iter().rev() {
+            let mut bytes = bytes.clone();
+            bytes[0] = next;
+            next = *kind;
+            extensions.splice(0..0, bytes);
+        }
+        let payload_len = extensions.len() + upper.len();
+        let mut packet = Vec::with_capacity(40 + payload_len);
+        packet.extend_from_slice(&(u32::from(self.version) << 28).to_be_bytes());
+        packet.extend_from_slice(
+            &self
+                .payload_len
+                .unwrap_or(u16::try_from(payload_len).expect("no jumbograms"))
+                .to_be_bytes(),
+        );
+        packet.extend_from_slice(&[next, self.hop_limit]);
+        packet.extend_from_slice(&self.src.ip().octets());
+        packet.extend_from_slice(&self.dst.ip().octets());
+        packet.extend_from_slice(&extensions);
+        packet.extend_from_slice(&upper);
+        packet
+    }
+
+    /// The upper layer's next-header number and bytes, checksummed.
+    fn upper_layer(&self) -> (u8, Vec<u8>) {
+        let (number, mut bytes, checksum_at) = match self.upper {
+            Upper::Tcp => {
+                let mut bytes = vec![0; tcp::HEADER_LEN + self.payload.len()];
+                let mut segment = TcpSegment::new_unchecked(&mut bytes[..]);
+                segment.set_src_port(self.src.port());
+                segment.set_dst_port(self.dst.port());
+                segment.set_seq_number(1_000_000);
+                segment.set_header_len(20);
+                segment.set_flags(self.tcp_flags);
+                segment.set_window_len(64240);
+                bytes[tcp::HEADER_LEN..].copy_from_slice(&self.payload);
+                (next_header::TCP, bytes, 16)
+            }
+            Upper::Udp => {
+                let mut bytes = vec![0; udp::HEADER_LEN + self.payload.len()];
+                let len = u16::try_from(bytes.len()).expect("a UDP length");
+                bytes[0..2].copy_from_slice(&self.src.port().to_be_bytes());
+                bytes[2..4].copy_from_slice(&self.dst.port().to_be_bytes());
+                bytes[4..6].copy_from_slice(&len.to_be_bytes());
+                bytes[udp::HEADER_LEN..].copy_from_slice(&self.payload);
+                (next_header::UDP, bytes, 6)
+            }
+            Upper::Icmpv6 => {
+                let mut bytes = self
+                    .icmp_header
+                    .map_or_else(|| vec![128, 0, 0, 0, 0x12, 0x34, 0, 1], |h| h.to_vec());
+                bytes.extend_from_slice(&self.payload);
+                (next_header::ICMPV6, bytes, 2)
+            }
+            Upper::Nothing => return (next_header::NO_NEXT_HEADER, self.payload.clone()),
+        };
+        // The pseudo header (RFC 8200 8.1): addresses, upper-layer length, next header.
+        let mut pseudo = Vec::with_capacity(40);
+        pseudo.extend_from_slice(&self.src.ip().octets());
+        pseudo.extend_from_slice(&self.dst.ip().octets());
+        pseudo.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(0).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, number]);
+        let sum = crate::wire::checksum::combine(&[
+            crate::wire::checksum::data(&pseudo),
+            crate::wire::checksum::data(&bytes),
+        ]);
+        // A computed 0 goes out as 0xFFFF (UDP's "no checksum" is not allowed over IPv6).
+        let checksum = match !sum {
+            0 => 0xffff,
+            checksum => checksum,
+        };
+        bytes[checksum_at..checksum_at + 2].copy_from_slice(&checksum.to_be_bytes());
+        (number, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ipv6FrameBuilder;
+    use crate::wire::checksum;
+
+    /// The sum over the pseudo header and the upper layer of a built frame: 0xFFFF when the
+    /// checksum in it is right.
+    fn verify(packet: &[u8], upper_at: usize, number: u8) -> u16 {
+        let upper = &packet[upper_at..];
+        let mut pseudo = packet[8..40].to_vec();
+        pseudo.extend_from_slice(&u32::try_from(upper.len()).unwrap().to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, number]);
+        checksum::combine(&[checksum::data(&pseudo), checksum::data(upper)])
+    }
+
+    #[test]
+    fn ipv6_frames_chain_their_headers_and_checksum_right() {
+        let packet = Ipv6FrameBuilder::tcp()
+            .src("[2001:db8::7]:1234")
+            .dst("[2001:db8::10]:443")
+            .syn()
+            .hop_by_hop(0)
+            .routing()
+            .payload(b"hi")
+            .build_ipv6();
+        assert_eq!(packet[0] >> 4, 6);
+        assert_eq!(u16::from_be_bytes([packet[4], packet[5]]), 8 + 8 + 20 + 2);
+        // Fixed header -> hop-by-hop -> routing -> TCP.
+        assert_eq!((packet[6], packet[40], packet[48]), (0, 43, 6));
+        assert_eq!(&packet[56..60], &[0x04, 0xd2, 0x01, 0xbb]);
+        assert_eq!(verify(&packet, 56, 6), 0xffff);
+
+        let udp = Ipv6FrameBuilder::udp().payload(&[7; 9]).build_ipv6();
+        assert_eq!(verify(&udp, 40, 17), 0xffff);
+        let echo = Ipv6FrameBuilder::icmp6().build_ipv6();
+        assert_eq!((echo[6], echo[40]), (58, 128));
+        assert_eq!(verify(&echo, 40, 58), 0xffff);
+
+        let frame = Ipv6FrameBuilder::udp().fragment(1448, true).build();
+        assert_eq!(&frame[12..14], &[0x86, 0xdd]);
+        assert_eq!(&frame[14 + 40..14 + 44], &[17, 0, 0x05, 0xa9]);
     }
 }

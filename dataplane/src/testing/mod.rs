@@ -25,7 +25,7 @@ use crate::service::{Interface, Interfaces, ServiceTable};
 use crate::wire::MacAddr;
 use crate::WorkerCounters;
 
-pub use builder::FrameBuilder;
+pub use builder::{FrameBuilder, Ipv6FrameBuilder};
 pub use diff::{assert_frame_eq, diff};
 pub use fixtures::{
     assert_gauges_match, backend, counter_blocks, service, service_with_ports, sync_connection,

@@ -2,7 +2,8 @@
 //!
 //! The program (`bpf/director.bpf.c`) only decides where a frame goes: to the AF_XDP socket of
 //! the receiving queue, or untouched to the kernel. It never rewrites or drops. Steered (IPv4
-//! without options, not a fragment):
+//! without options, IPv6 after at most [`abi::MAX_IPV6_EXT_HEADERS`] hop-by-hop, routing and
+//! destination options headers; neither a fragment):
 //! - TCP/UDP to a (VIP, port, protocol) set with [`XdpClassifier::set_service`];
 //! - TCP/UDP from a NAT real server's (address, port, protocol) set with
 //!   [`XdpClassifier::set_nat_backend`]: its replies, which the pipeline translates back to
@@ -13,13 +14,23 @@
 //!   it). IPVS forwards these to the connection's real server or client (`ip_vs_in_icmp`,
 //!   `ip_vs_out_icmp`); path MTU discovery through the director depends on it. The quote must
 //!   hold a 20-byte IPv4 header (not a later fragment) and the 8 bytes after it, as the pipeline
-//!   requires.
+//!   requires;
+//! - ICMPv6 (RFC 4443) destination unreachable, packet too big and time exceeded about those
+//!   flows likewise, quoting a 40-byte IPv6 header followed by TCP or UDP directly and 8 bytes of
+//!   it.
+//!
+//! Every map has an IPv6 twin (`services6`, `nat_backends6`, `local_addresses6`); the setters
+//! take either family and pick the map, so the IPv4 maps and path are as they were. All other
+//! ICMPv6 -- neighbour discovery (RFC 4861) for the VIPs, echo, MLD -- stays with the kernel.
 //!
 //! A service match comes first; an entry set with `enabled` false hands its frames to the
 //! kernel. Frames from a NAT real server, and ICMP errors about packets to one, that are
 //! addressed to one of the director's own addresses on the interface
 //! ([`XdpClassifier::set_local_address`]) go to the kernel too (counted `to_director`): they
-//! answer the director's own connections, its health checks, not a client's. All other ICMP (echo, ...) and everything else goes to the kernel. Each frame bumps
+//! answer the director's own connections, its health checks, not a client's. All other ICMP
+//! (echo, ...) and everything else goes to the kernel. Malformed input (a truncated or overlong
+//! IPv6 extension-header chain, a jumbogram, a payload length beyond the frame, a version that
+//! disagrees with the EtherType) is passed and counted, never dropped. Each frame bumps
 //! exactly one counter, named in [`abi::XDP_COUNTER_NAMES`] ([`XdpClassifier::counters`]).
 //!
 //! With NAT the director has two interfaces and control loads one classifier per interface, each
@@ -34,7 +45,7 @@
 pub mod abi;
 
 use std::mem::MaybeUninit;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -42,8 +53,9 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 
 use crate::service::{Protocol, ServiceKey};
 use abi::{
-    LocalAddressAbi, ServiceKeyAbi, ServiceValueAbi, MAX_LOCAL_ADDRESSES, MAX_NAT_BACKENDS,
-    MAX_QUEUES, MAX_SERVICES, XDP_COUNTER_NAMES,
+    EndpointKeyBytes, LocalAddress6Abi, LocalAddressAbi, ServiceKey6Abi, ServiceKeyAbi,
+    ServiceValueAbi, MAX_LOCAL_ADDRESSES, MAX_NAT_BACKENDS, MAX_QUEUES, MAX_SERVICES,
+    XDP_COUNTER_NAMES,
 };
 
 #[allow(
@@ -106,8 +118,8 @@ pub enum XdpError {
 /// to translate back to VIP:port, and so are ICMP errors quoting a packet *to* it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NatBackendKey {
-    /// The real server's address.
-    pub address: Ipv4Addr,
+    /// The real server's address (either family: each has its own map).
+    pub address: IpAddr,
     /// The port it listens on (the source port of its replies): [`crate::Backend::port`], or,
     /// when that is 0 (the client's port), each port of the service.
     pub port: u16,
@@ -183,107 +195,135 @@ impl XdpClassifier {
 
     /// Adds or updates a service; `enabled` false hands its frames to the kernel.
     pub fn set_service(&self, key: &ServiceKey, enabled: bool) -> Result<(), XdpError> {
-        let value = ServiceValueAbi {
-            flags: if enabled { ServiceValueAbi::ENABLED } else { 0 },
-        };
-        self.skel
-            .maps
-            .services
-            .update(
-                &ServiceKeyAbi::new(key).to_bytes(),
-                &value.to_bytes(),
-                MapFlags::ANY,
-            )
-            .map_err(|source| XdpError::Map {
-                map: "services",
-                source,
-            })
+        self.set_service_address(key.vip, key.port, key.protocol, enabled)
     }
 
     /// Removes a service; a missing entry is not an error.
     pub fn remove_service(&self, key: &ServiceKey) -> Result<(), XdpError> {
-        match self
-            .skel
-            .maps
-            .services
-            .delete(&ServiceKeyAbi::new(key).to_bytes())
-        {
-            Err(error) if error.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            other => other.map_err(|source| XdpError::Map {
-                map: "services",
-                source,
-            }),
-        }
+        self.remove_service_address(key.vip, key.port, key.protocol)
+    }
+
+    /// [`XdpClassifier::set_service`] for `vip:port` over `protocol`, `vip` of either family
+    /// (each has its own map).
+    pub fn set_service_address(
+        &self,
+        vip: IpAddr,
+        port: u16,
+        protocol: Protocol,
+        enabled: bool,
+    ) -> Result<(), XdpError> {
+        self.set_endpoint(Endpoints::Services, vip, port, protocol, enabled)
+    }
+
+    /// [`XdpClassifier::remove_service`] for `vip:port` over `protocol`, `vip` of either family.
+    pub fn remove_service_address(
+        &self,
+        vip: IpAddr,
+        port: u16,
+        protocol: Protocol,
+    ) -> Result<(), XdpError> {
+        self.remove_endpoint(Endpoints::Services, vip, port, protocol)
     }
 
     /// Adds or updates a NAT real server, so its replies (and ICMP errors about packets sent to
     /// it) go to the workers; `enabled` false hands them to the kernel, as for a disabled service.
     pub fn set_nat_backend(&self, key: &NatBackendKey, enabled: bool) -> Result<(), XdpError> {
-        let value = ServiceValueAbi {
-            flags: if enabled { ServiceValueAbi::ENABLED } else { 0 },
-        };
-        self.skel
-            .maps
-            .nat_backends
-            .update(
-                &ServiceKeyAbi::from_nat_backend(key).to_bytes(),
-                &value.to_bytes(),
-                MapFlags::ANY,
-            )
-            .map_err(|source| XdpError::Map {
-                map: "nat_backends",
-                source,
-            })
+        self.set_endpoint(
+            Endpoints::NatBackends,
+            key.address,
+            key.port,
+            key.protocol,
+            enabled,
+        )
     }
 
     /// Removes a NAT real server; a missing entry is not an error.
     pub fn remove_nat_backend(&self, key: &NatBackendKey) -> Result<(), XdpError> {
-        match self
-            .skel
-            .maps
-            .nat_backends
-            .delete(&ServiceKeyAbi::from_nat_backend(key).to_bytes())
-        {
-            Err(error) if error.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            other => other.map_err(|source| XdpError::Map {
-                map: "nat_backends",
-                source,
-            }),
-        }
+        self.remove_endpoint(Endpoints::NatBackends, key.address, key.port, key.protocol)
     }
 
     /// Marks `address` as one of the director's own on this interface: frames from NAT real
     /// servers to it (answers to the director's health checks) and ICMP errors to it go to the
     /// kernel instead of the workers.
-    pub fn set_local_address(&self, address: Ipv4Addr) -> Result<(), XdpError> {
-        self.skel
-            .maps
-            .local_addresses
-            .update(
+    pub fn set_local_address(&self, address: IpAddr) -> Result<(), XdpError> {
+        match address {
+            IpAddr::V4(address) => update(
+                "local_addresses",
+                &self.skel.maps.local_addresses,
                 &LocalAddressAbi::new(address).to_bytes(),
                 &[1],
-                MapFlags::ANY,
-            )
-            .map_err(|source| XdpError::Map {
-                map: "local_addresses",
-                source,
-            })
+            ),
+            IpAddr::V6(address) => update(
+                "local_addresses6",
+                &self.skel.maps.local_addresses6,
+                &LocalAddress6Abi::new(address).to_bytes(),
+                &[1],
+            ),
+        }
     }
 
     /// Forgets one of the director's addresses; a missing entry is not an error.
-    pub fn remove_local_address(&self, address: Ipv4Addr) -> Result<(), XdpError> {
-        match self
-            .skel
-            .maps
-            .local_addresses
-            .delete(&LocalAddressAbi::new(address).to_bytes())
-        {
-            Err(error) if error.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            other => other.map_err(|source| XdpError::Map {
-                map: "local_addresses",
-                source,
-            }),
+    pub fn remove_local_address(&self, address: IpAddr) -> Result<(), XdpError> {
+        match address {
+            IpAddr::V4(address) => delete(
+                "local_addresses",
+                &self.skel.maps.local_addresses,
+                &LocalAddressAbi::new(address).to_bytes(),
+            ),
+            IpAddr::V6(address) => delete(
+                "local_addresses6",
+                &self.skel.maps.local_addresses6,
+                &LocalAddress6Abi::new(address).to_bytes(),
+            ),
         }
+    }
+
+    /// The map of `endpoints` for `address`'s family, with its name.
+    fn endpoint_map(&self, endpoints: Endpoints, address: IpAddr) -> (&'static str, &dyn MapCore) {
+        let maps = &self.skel.maps;
+        match (endpoints, address) {
+            (Endpoints::Services, IpAddr::V4(_)) => ("services", &maps.services),
+            (Endpoints::Services, IpAddr::V6(_)) => ("services6", &maps.services6),
+            (Endpoints::NatBackends, IpAddr::V4(_)) => ("nat_backends", &maps.nat_backends),
+            (Endpoints::NatBackends, IpAddr::V6(_)) => ("nat_backends6", &maps.nat_backends6),
+        }
+    }
+
+    /// Adds or updates `address:port` over `protocol` in the `endpoints` map of its family.
+    fn set_endpoint(
+        &self,
+        endpoints: Endpoints,
+        address: IpAddr,
+        port: u16,
+        protocol: Protocol,
+        enabled: bool,
+    ) -> Result<(), XdpError> {
+        let (name, map) = self.endpoint_map(endpoints, address);
+        let value = ServiceValueAbi {
+            flags: if enabled { ServiceValueAbi::ENABLED } else { 0 },
+        };
+        update(
+            name,
+            map,
+            EndpointKeyBytes::new(address, port, protocol).as_slice(),
+            &value.to_bytes(),
+        )
+    }
+
+    /// Removes `address:port` over `protocol` from the `endpoints` map of its family.
+    fn remove_endpoint(
+        &self,
+        endpoints: Endpoints,
+        address: IpAddr,
+        port: u16,
+        protocol: Protocol,
+    ) -> Result<(), XdpError> {
+        let (name, map) = self.endpoint_map(endpoints, address);
+        delete(
+            name,
+            map,
+            EndpointKeyBytes::new(address, port, protocol).as_slice(),
+        )
     }
 
     /// Sends frames arriving on `queue` to the AF_XDP socket `socket_fd`.
@@ -341,13 +381,38 @@ impl XdpClassifier {
     }
 }
 
+/// The two kinds of (address, port, protocol) maps, each with a map per family.
+#[derive(Clone, Copy, Debug)]
+enum Endpoints {
+    /// `services`, `services6`: by destination.
+    Services,
+    /// `nat_backends`, `nat_backends6`: by source.
+    NatBackends,
+}
+
+/// Adds or replaces `key` in `map` (named `name` in errors).
+fn update(name: &'static str, map: &dyn MapCore, key: &[u8], value: &[u8]) -> Result<(), XdpError> {
+    map.update(key, value, MapFlags::ANY)
+        .map_err(|source| XdpError::Map { map: name, source })
+}
+
+/// Deletes `key` from `map`; a missing entry is not an error.
+fn delete(name: &'static str, map: &dyn MapCore, key: &[u8]) -> Result<(), XdpError> {
+    match map.delete(key) {
+        Err(error) if error.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(|source| XdpError::Map { map: name, source }),
+    }
+}
+
 /// Checks the loaded maps against [`abi`], so a program and mirror out of step fail at load
 /// rather than misread keys or counters.
 fn check_abi(skel: &DirectorSkel<'_>) -> Result<(), XdpError> {
     let key = size_of::<ServiceKeyAbi>() as u32;
+    let key6 = size_of::<ServiceKey6Abi>() as u32;
     let value = size_of::<ServiceValueAbi>() as u32;
-    let maps: [(&'static str, &dyn MapCore, u32, u32, u32); 5] = [
+    let maps: [(&'static str, &dyn MapCore, u32, u32, u32); 8] = [
         ("services", &skel.maps.services, key, value, MAX_SERVICES),
+        ("services6", &skel.maps.services6, key6, value, MAX_SERVICES),
         (
             "nat_backends",
             &skel.maps.nat_backends,
@@ -356,9 +421,23 @@ fn check_abi(skel: &DirectorSkel<'_>) -> Result<(), XdpError> {
             MAX_NAT_BACKENDS,
         ),
         (
+            "nat_backends6",
+            &skel.maps.nat_backends6,
+            key6,
+            value,
+            MAX_NAT_BACKENDS,
+        ),
+        (
             "local_addresses",
             &skel.maps.local_addresses,
             size_of::<LocalAddressAbi>() as u32,
+            1,
+            MAX_LOCAL_ADDRESSES,
+        ),
+        (
+            "local_addresses6",
+            &skel.maps.local_addresses6,
+            size_of::<LocalAddress6Abi>() as u32,
             1,
             MAX_LOCAL_ADDRESSES,
         ),
