@@ -151,3 +151,26 @@ pub(crate) fn xdp_set(
         libbpf_sys::bpf_xdp_attach(ifindex.cast_signed(), new_fd, flags, &raw const opts)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_ipv6_link_local_are_not_outer_destinations() {
+        for excluded in ["127.0.0.1", "127.1.2.3", "::1", "fe80::1", "febf::1"] {
+            assert!(!is_host_addr(excluded.parse().unwrap()), "{excluded}");
+        }
+        // fec0::1 is just past fe80::/10; 169.254/16 has no such exclusion (the IPv4 path never had one).
+        for kept in ["192.0.2.11", "169.254.0.1", "2001:db8::11", "fec0::1"] {
+            assert!(is_host_addr(kept.parse().unwrap()), "{kept}");
+        }
+    }
+
+    #[test]
+    fn host_addrs_are_sorted_ipv4_first_without_loopback() {
+        let addrs = host_addrs().unwrap();
+        assert!(addrs.windows(2).all(|pair| pair[0] < pair[1]), "{addrs:?}");
+        assert!(addrs.iter().all(|addr| is_host_addr(*addr)), "{addrs:?}");
+    }
+}
