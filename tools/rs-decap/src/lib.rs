@@ -193,6 +193,17 @@ pub enum DecapError {
         #[source]
         source: std::io::Error,
     },
+    /// The program's maps do not have the sizes this crate was built for (`bpf/rs_decap.bpf.c`
+    /// and [`COUNTER_NAMES`] / [`MAX_LOCAL_ADDRS`] out of step).
+    #[error("XDP map {map} has {found} entries; rs-decap expects {expected}")]
+    MapSize {
+        /// Map name.
+        map: &'static str,
+        /// Its max_entries.
+        found: u32,
+        /// What the Rust side expects.
+        expected: usize,
+    },
     /// The attached program's maps could not be found.
     #[error("program id {0}: cannot read its information or maps")]
     NoProgramInfo(u32),
@@ -406,6 +417,29 @@ impl Decap {
             .open(storage)
             .map_err(DecapError::Load)?;
         let skel = open.load().map_err(DecapError::Load)?;
+        // A counter the C enum has but COUNTER_NAMES lacks would count unseen.
+        let maps = &skel.maps;
+        for (map, found, expected) in [
+            ("counters", maps.counters.max_entries(), COUNTER_NAMES.len()),
+            (
+                "local_addrs",
+                maps.local_addrs.max_entries(),
+                MAX_LOCAL_ADDRS,
+            ),
+            (
+                "local_addrs6",
+                maps.local_addrs6.max_entries(),
+                MAX_LOCAL_ADDRS,
+            ),
+        ] {
+            if found as usize != expected {
+                return Err(DecapError::MapSize {
+                    map,
+                    found,
+                    expected,
+                });
+            }
+        }
         Ok(Decap { skel })
     }
 
