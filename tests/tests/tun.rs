@@ -134,7 +134,7 @@ fn tun_forwards_http_through_ip_in_ip() {
         );
         let decapsulated: u64 = report
             .lines()
-            .find_map(|line| line.strip_prefix("decapsulated"))
+            .find_map(|line| line.strip_prefix("decapsulated_4in4"))
             .and_then(|value| value.trim().parse().ok())
             .unwrap_or_else(|| panic!("no decapsulated counter in: {report}"));
         assert!(decapsulated >= 3 * 20, "rs{i}: {report}");

@@ -1,11 +1,13 @@
-//! The real-server side of LVS-TUN (IP-in-IP, RFC 2003) as an XDP program, for kernels
-//! without the `ipip` module.
+//! The real-server side of LVS-TUN as an XDP program, for kernels without the `ipip` and
+//! `ip6_tunnel` modules: it decapsulates IPv4-in-IPv4 (RFC 2003), IPv6-in-IPv6 and
+//! IPv4-in-IPv6 (RFC 2473).
 //!
 //! # Why
 //!
-//! With TUN forwarding the director wraps each client packet in an outer IPv4 header
-//! (protocol 4) addressed to the real server; the real server strips it and answers the client
-//! directly from the VIP. The standard way to strip it is the kernel's ipip module:
+//! With TUN forwarding the director wraps each client packet in an outer header addressed to
+//! the real server: IPv4 protocol 4 for an IPv4 real server, IPv6 next header 41 (inner IPv6)
+//! or 4 (inner IPv4) for an IPv6 one. The real server strips it and answers the client directly
+//! from the VIP. The standard way to strip it is the kernel's ipip (or ip6_tunnel) module:
 //!
 //! ```text
 //! modprobe ipip
@@ -13,23 +15,30 @@
 //! ip link set tunl0 up
 //! ```
 //!
-//! Minimal kernels (this project's own lab and CI machines among them) have no ipip module.
+//! Minimal kernels (this project's own lab and CI machines among them) have neither module.
 //! `rs-decap` does the same job with a small XDP program on the interface the tunnelled
-//! traffic arrives on: an IPv4 frame carrying protocol 4, addressed to one of this host's
-//! addresses, has its outer header removed (`bpf_xdp_adjust_head`), keeps its Ethernet header,
+//! traffic arrives on: a frame carrying one of the three kinds, addressed to one of this host's
+//! addresses, has its outer header removed (`bpf_xdp_adjust_head`), keeps its Ethernet header
+//! (its type rewritten when the inner family differs: 0x86DD becomes 0x0800 for IPv4-in-IPv6),
 //! and goes up the stack (`XDP_PASS`) as if the client had sent the inner packet directly.
-//! Everything else is passed untouched. It checks exactly what the director's Rust reference
-//! (`dataplane::rewrite::tun::decapsulate`) checks; this crate's tests run one table through
-//! both.
+//! Everything else is passed untouched; nothing is dropped. The IPv4 path checks exactly what
+//! the director's Rust reference (`dataplane::rewrite::tun::decapsulate`) checks; this crate's
+//! tests run one table through both, and a table of their own through the IPv6 paths.
+//!
+//! An outer IPv6 header is decapsulated only when bare (40 bytes, no extension headers), as
+//! the director sends it; a tunnelled packet behind an extension header (such as the tunnel
+//! encapsulation limit option Linux's ip6_tunnel adds) or a fragment header is counted
+//! ([`COUNTER_NAMES`]) and passed.
 //!
 //! # Which destinations count as "this host"
 //!
-//! The program decapsulates only packets whose outer destination is in its `local_addrs` map,
-//! as the ipip module accepts only local destinations: a host must not turn a tunnel packet
-//! meant for someone else into a locally delivered one. `rs-decap attach` fills the map with
-//! every IPv4 address of the host (in its network namespace, loopback 127/8 excepted) at the
-//! time it runs, or with the `--local` addresses given. An address added later is not seen
-//! until `attach` runs again (which replaces the program atomically, counters restarting).
+//! The program decapsulates only packets whose outer destination is in its `local_addrs` map
+//! (IPv4) or `local_addrs6` map (IPv6), as the tunnel modules accept only local destinations: a
+//! host must not turn a tunnel packet meant for someone else into a locally delivered one.
+//! `rs-decap attach` fills them with every address of the host (in its network namespace,
+//! loopback and IPv6 link-local excepted) at the time it runs, or with the `--local` addresses
+//! given. An address added later is not seen until `attach` runs again (which replaces the
+//! program atomically, counters restarting).
 //!
 //! # What else the real server needs
 //!
@@ -45,6 +54,10 @@
 //! sysctl -w net.ipv4.conf.IFACE.rp_filter=0     # the effective value is max(all, IFACE)
 //! rs-decap attach IFACE
 //! ```
+//!
+//! An IPv6 VIP goes on `lo` as a /128 (`ip addr add VIP6/128 dev lo nodad`); it needs no
+//! arp_ignore counterpart, since Linux answers neighbour solicitations only for addresses of
+//! the interface they arrive on, and IPv6 has no rp_filter sysctl.
 //!
 //! Replies leave from the VIP straight to the client through the real server's normal route;
 //! they never pass through `rs-decap` or the director.
@@ -65,7 +78,7 @@ mod sys;
 use std::ffi::OsStr;
 use std::fmt::{self, Write as _};
 use std::mem::MaybeUninit;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 
 use libbpf_rs::query::{ProgInfoIter, ProgInfoQueryOptions};
@@ -85,16 +98,28 @@ mod skel {
 
 use skel::{RsDecapSkel, RsDecapSkelBuilder};
 
-pub use sys::host_ipv4_addrs;
+pub use sys::host_addrs;
 
 /// The XDP program's name as the kernel reports it (`ip link`, `bpftool`): how `detach` and
 /// `attach` recognise their own program.
 pub const PROGRAM_NAME: &str = "rs_decap";
 
-/// The program's counters, by index (`enum rs_decap_counter` in `bpf/rs_decap.bpf.c`).
-pub const COUNTER_NAMES: [&str; 4] = ["decapsulated", "not_for_us", "outer_fragment", "malformed"];
+/// The program's counters, by index (`enum rs_decap_counter` in `bpf/rs_decap.bpf.c`, which
+/// says what each counts): per kind decapsulated and malformed (4in4, 6in6, 4in6), and the
+/// frames passed untouched for another reason.
+pub const COUNTER_NAMES: [&str; 9] = [
+    "decapsulated_4in4",
+    "not_for_us",
+    "outer_fragment",
+    "malformed_4in4",
+    "decapsulated_6in6",
+    "decapsulated_4in6",
+    "malformed_6in6",
+    "malformed_4in6",
+    "outer_ext_headers",
+];
 
-/// How many local addresses the program's map holds.
+/// How many local addresses of each family the program's maps hold.
 pub const MAX_LOCAL_ADDRS: usize = 256;
 
 /// XDP action numbers (`enum xdp_action`).
@@ -129,9 +154,14 @@ pub enum DecapError {
         #[source]
         source: libbpf_rs::Error,
     },
-    /// More local addresses than the map holds.
-    #[error("{0} local addresses; the map holds at most {MAX_LOCAL_ADDRS}")]
-    TooManyAddrs(usize),
+    /// More local addresses of one family than its map holds.
+    #[error("{count} local {family} addresses; the map holds at most {MAX_LOCAL_ADDRS}")]
+    TooManyAddrs {
+        /// "IPv4" or "IPv6".
+        family: &'static str,
+        /// How many were given.
+        count: usize,
+    },
     /// Another XDP program is attached.
     #[error("interface {interface}: XDP program {name:?} (id {id}) is attached, not {PROGRAM_NAME}; refusing to touch it")]
     Foreign {
@@ -162,6 +192,17 @@ pub enum DecapError {
         /// The kernel's error.
         #[source]
         source: std::io::Error,
+    },
+    /// The program's maps do not have the sizes this crate was built for (`bpf/rs_decap.bpf.c`
+    /// and [`COUNTER_NAMES`] / [`MAX_LOCAL_ADDRS`] out of step).
+    #[error("XDP map {map} has {found} entries; rs-decap expects {expected}")]
+    MapSize {
+        /// Map name.
+        map: &'static str,
+        /// Its max_entries.
+        found: u32,
+        /// What the Rust side expects.
+        expected: usize,
     },
     /// The attached program's maps could not be found.
     #[error("program id {0}: cannot read its information or maps")]
@@ -279,8 +320,8 @@ fn foreign(interface: &Interface, current: &Attached) -> DecapError {
 pub struct Inspection {
     /// Its counters summed over CPUs, with their names ([`COUNTER_NAMES`]).
     pub counters: Vec<(&'static str, u64)>,
-    /// The outer destinations it decapsulates for, sorted.
-    pub local_addrs: Vec<Ipv4Addr>,
+    /// The outer destinations it decapsulates for, sorted (IPv4 first).
+    pub local_addrs: Vec<IpAddr>,
 }
 
 /// Reads the maps of an attached `rs_decap` program, by program id.
@@ -290,6 +331,8 @@ pub fn inspect(program_id: u32) -> Result<Inspection, DecapError> {
         .ok_or(DecapError::NoProgramInfo(program_id))?;
     let mut counters = None;
     let mut addrs = None;
+    // A program attached by an rs-decap from before IPv6 has no such map: no IPv6 addresses.
+    let mut addrs6 = Vec::new();
     for map_id in info.map_ids {
         let Ok(map) = MapHandle::from_map_id(map_id) else {
             continue;
@@ -297,14 +340,19 @@ pub fn inspect(program_id: u32) -> Result<Inspection, DecapError> {
         if map.name() == OsStr::new("counters") {
             counters = Some(read_counters(&map)?);
         } else if map.name() == OsStr::new("local_addrs") {
-            addrs = Some(read_addrs(&map));
+            addrs = Some(read_addrs::<4, Ipv4Addr>(&map));
+        } else if map.name() == OsStr::new("local_addrs6") {
+            addrs6 = read_addrs::<16, Ipv6Addr>(&map);
         }
     }
     match (counters, addrs) {
-        (Some(counters), Some(local_addrs)) => Ok(Inspection {
-            counters,
-            local_addrs,
-        }),
+        (Some(counters), Some(mut local_addrs)) => {
+            local_addrs.extend(addrs6);
+            Ok(Inspection {
+                counters,
+                local_addrs,
+            })
+        }
         _ => Err(DecapError::NoProgramInfo(program_id)),
     }
 }
@@ -329,11 +377,15 @@ fn read_counters(map: &impl MapCore) -> Result<Vec<(&'static str, u64)>, DecapEr
     Ok(totals)
 }
 
-fn read_addrs(map: &impl MapCore) -> Vec<Ipv4Addr> {
-    let mut addrs: Vec<Ipv4Addr> = map
+/// The keys of a local address map (`LEN` bytes each, network order), sorted.
+fn read_addrs<const LEN: usize, A>(map: &impl MapCore) -> Vec<IpAddr>
+where
+    A: From<[u8; LEN]> + Into<IpAddr>,
+{
+    let mut addrs: Vec<IpAddr> = map
         .keys()
-        .filter_map(|key| <[u8; 4]>::try_from(key.as_slice()).ok())
-        .map(Ipv4Addr::from)
+        .filter_map(|key| <[u8; LEN]>::try_from(key.as_slice()).ok())
+        .map(|octets| A::from(octets).into())
         .collect();
     addrs.sort_unstable();
     addrs
@@ -365,23 +417,56 @@ impl Decap {
             .open(storage)
             .map_err(DecapError::Load)?;
         let skel = open.load().map_err(DecapError::Load)?;
+        // A counter the C enum has but COUNTER_NAMES lacks would count unseen.
+        let maps = &skel.maps;
+        for (map, found, expected) in [
+            ("counters", maps.counters.max_entries(), COUNTER_NAMES.len()),
+            (
+                "local_addrs",
+                maps.local_addrs.max_entries(),
+                MAX_LOCAL_ADDRS,
+            ),
+            (
+                "local_addrs6",
+                maps.local_addrs6.max_entries(),
+                MAX_LOCAL_ADDRS,
+            ),
+        ] {
+            if found as usize != expected {
+                return Err(DecapError::MapSize {
+                    map,
+                    found,
+                    expected,
+                });
+            }
+        }
         Ok(Decap { skel })
     }
 
-    /// Adds addresses whose IP-in-IP packets are decapsulated.
-    pub fn add_local_addrs(&self, addrs: &[Ipv4Addr]) -> Result<(), DecapError> {
-        if addrs.len() > MAX_LOCAL_ADDRS {
-            return Err(DecapError::TooManyAddrs(addrs.len()));
+    /// Adds outer destinations whose tunnelled packets are decapsulated: IPv4 ones for 4in4,
+    /// IPv6 ones for 6in6 and 4in6. Checks both families' counts before writing anything.
+    pub fn add_local_addrs(&self, addrs: &[IpAddr]) -> Result<(), DecapError> {
+        for (family, count) in [
+            ("IPv4", addrs.iter().filter(|addr| addr.is_ipv4()).count()),
+            ("IPv6", addrs.iter().filter(|addr| addr.is_ipv6()).count()),
+        ] {
+            if count > MAX_LOCAL_ADDRS {
+                return Err(DecapError::TooManyAddrs { family, count });
+            }
         }
+        let maps = &self.skel.maps;
         for addr in addrs {
-            self.skel
-                .maps
-                .local_addrs
-                .update(&addr.octets(), &[1], MapFlags::ANY)
-                .map_err(|source| DecapError::Map {
-                    map: "local_addrs",
-                    source,
-                })?;
+            let (name, written) = match addr {
+                IpAddr::V4(v4) => (
+                    "local_addrs",
+                    maps.local_addrs.update(&v4.octets(), &[1], MapFlags::ANY),
+                ),
+                IpAddr::V6(v6) => (
+                    "local_addrs6",
+                    maps.local_addrs6.update(&v6.octets(), &[1], MapFlags::ANY),
+                ),
+            };
+            written.map_err(|source| DecapError::Map { map: name, source })?;
         }
         Ok(())
     }

@@ -1,9 +1,10 @@
-//! `rs-decap`: attaches, detaches and shows the IP-in-IP decapsulation XDP program on a real
+//! `rs-decap`: attaches, detaches and shows the tunnel decapsulation XDP program (4in4, 6in6,
+//! 4in6) on a real
 //! server's interface. See the library docs (`src/lib.rs`) for why and for the rest of the
 //! real-server set-up (VIP on `lo`, arp_ignore/arp_announce, rp_filter).
 //!
 //! ```text
-//! rs-decap attach eth0 [--mode native|generic] [--local 192.0.2.11 ...]
+//! rs-decap attach eth0 [--mode native|generic] [--local 192.0.2.11 --local 2001:db8::11 ...]
 //! rs-decap detach eth0
 //! rs-decap status eth0
 //! ```
@@ -11,15 +12,15 @@
 //! Exit status: 0 on success (`status`: `rs_decap` is attached), 1 otherwise, with the reason
 //! on stderr naming the interface.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use rs_decap::{Decap, Interface, Mode};
 
-/// Decapsulates IP-in-IP (LVS-TUN) addressed to this host with an XDP program, for kernels
-/// without the ipip module.
+/// Decapsulates IPv4-in-IPv4, IPv6-in-IPv6 and IPv4-in-IPv6 (LVS-TUN) addressed to this host
+/// with an XDP program, for kernels without the ipip and ip6_tunnel modules.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -37,10 +38,10 @@ enum Command {
         /// XDP mode; by default native, falling back to generic.
         #[arg(long, value_enum)]
         mode: Option<ModeArg>,
-        /// Outer destination to accept (repeatable); by default every IPv4 address of this
-        /// host except 127/8, as it is now.
+        /// Outer destination to accept, IPv4 or IPv6 (repeatable); by default every address of
+        /// this host except loopback and IPv6 link-local, as it is now.
         #[arg(long = "local", value_name = "ADDR")]
-        locals: Vec<Ipv4Addr>,
+        locals: Vec<IpAddr>,
     },
     /// Detaches the program from IFACE; refuses if another XDP program is attached there.
     Detach {
@@ -92,9 +93,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let interface = Interface::by_name(&iface)?;
             let locals = if locals.is_empty() {
-                let addrs = rs_decap::host_ipv4_addrs().context("listing this host's addresses")?;
+                let addrs = rs_decap::host_addrs().context("listing this host's addresses")?;
                 if addrs.is_empty() {
-                    bail!("interface {iface}: this host has no IPv4 address besides 127/8 to decapsulate for; pass --local ADDR");
+                    bail!("interface {iface}: this host has no address besides loopback and IPv6 link-local to decapsulate for; pass --local ADDR");
                 }
                 addrs
             } else {
@@ -105,7 +106,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let mode = decap.attach(&interface, mode.map(Mode::from))?;
             let list: Vec<String> = locals.iter().map(ToString::to_string).collect();
             println!(
-                "{iface}: {} attached in {mode} mode, decapsulating IP-in-IP to {}",
+                "{iface}: {} attached in {mode} mode, decapsulating tunnels (4in4, 6in6, 4in6) to {}",
                 rs_decap::PROGRAM_NAME,
                 list.join(", ")
             );
@@ -152,7 +153,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         .collect();
                     println!("local addresses: {}", list.join(", "));
                     for (name, value) in inspection.counters {
-                        println!("{name:<16}{value:>12}");
+                        println!("{name:<20}{value:>12}");
                     }
                 }
                 Err(error) => println!("counters not readable: {error}"),

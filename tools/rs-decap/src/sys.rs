@@ -7,7 +7,7 @@
 use std::ffi::CString;
 use std::io;
 use std::mem::size_of;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr;
 
@@ -26,9 +26,11 @@ pub(crate) fn if_index(name: &str) -> io::Result<u32> {
     Ok(index)
 }
 
-/// Every IPv4 address of the host in the current network namespace, loopback (127/8) excepted,
-/// sorted and without duplicates.
-pub fn host_ipv4_addrs() -> io::Result<Vec<Ipv4Addr>> {
+/// Every address of the host in the current network namespace, sorted (IPv4 first) and without
+/// duplicates, except loopback (127/8, ::1) and IPv6 link-local (fe80::/10) addresses: a
+/// link-local address names a host only together with an interface, which an outer destination
+/// (and the director's real-server address) cannot say.
+pub fn host_addrs() -> io::Result<Vec<IpAddr>> {
     let mut head: *mut libc::ifaddrs = ptr::null_mut();
     // SAFETY: getifaddrs writes a list head, freed below with freeifaddrs.
     if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
@@ -43,14 +45,25 @@ pub fn host_ipv4_addrs() -> io::Result<Vec<Ipv4Addr>> {
             // SAFETY: a non-null ifa_addr points to a sockaddr, whose family says its real
             // type; read unaligned to make no assumption about its alignment.
             let family = unsafe { (*entry.ifa_addr).sa_family };
-            if i32::from(family) == libc::AF_INET {
-                // SAFETY: AF_INET: the sockaddr is a sockaddr_in.
-                let sin =
-                    unsafe { ptr::read_unaligned(entry.ifa_addr.cast::<libc::sockaddr_in>()) };
-                let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                if !addr.is_loopback() {
-                    addrs.push(addr);
+            let addr = match i32::from(family) {
+                libc::AF_INET => {
+                    // SAFETY: AF_INET: the sockaddr is a sockaddr_in.
+                    let sin =
+                        unsafe { ptr::read_unaligned(entry.ifa_addr.cast::<libc::sockaddr_in>()) };
+                    Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        sin.sin_addr.s_addr,
+                    ))))
                 }
+                libc::AF_INET6 => {
+                    // SAFETY: AF_INET6: the sockaddr is a sockaddr_in6.
+                    let sin6 =
+                        unsafe { ptr::read_unaligned(entry.ifa_addr.cast::<libc::sockaddr_in6>()) };
+                    Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+                }
+                _ => None,
+            };
+            if let Some(addr) = addr.filter(|addr| is_host_addr(*addr)) {
+                addrs.push(addr);
             }
         }
         cursor = entry.ifa_next;
@@ -60,6 +73,14 @@ pub fn host_ipv4_addrs() -> io::Result<Vec<Ipv4Addr>> {
     addrs.sort_unstable();
     addrs.dedup();
     Ok(addrs)
+}
+
+/// Whether `addr` may be an outer destination (see [`host_addrs`]).
+fn is_host_addr(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(v4) => !v4.is_loopback(),
+        IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local(),
+    }
 }
 
 fn check(ret: i32) -> io::Result<()> {
@@ -129,4 +150,27 @@ pub(crate) fn xdp_set(
     check(unsafe {
         libbpf_sys::bpf_xdp_attach(ifindex.cast_signed(), new_fd, flags, &raw const opts)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_ipv6_link_local_are_not_outer_destinations() {
+        for excluded in ["127.0.0.1", "127.1.2.3", "::1", "fe80::1", "febf::1"] {
+            assert!(!is_host_addr(excluded.parse().unwrap()), "{excluded}");
+        }
+        // fec0::1 is just past fe80::/10; 169.254/16 has no such exclusion (the IPv4 path never had one).
+        for kept in ["192.0.2.11", "169.254.0.1", "2001:db8::11", "fec0::1"] {
+            assert!(is_host_addr(kept.parse().unwrap()), "{kept}");
+        }
+    }
+
+    #[test]
+    fn host_addrs_are_sorted_ipv4_first_without_loopback() {
+        let addrs = host_addrs().unwrap();
+        assert!(addrs.windows(2).all(|pair| pair[0] < pair[1]), "{addrs:?}");
+        assert!(addrs.iter().all(|addr| is_host_addr(*addr)), "{addrs:?}");
+    }
 }
