@@ -22,8 +22,8 @@ use crate::conntrack::FlowKey;
 use crate::counters::DropReason;
 use crate::service::Protocol;
 use crate::wire::{
-    self, ethernet, icmpv6, ipv4, ipv6, EtherType, EthernetFrame, IcmpQuote, Icmpv4Packet,
-    Icmpv6Packet, Ipv4Packet, Ipv6Packet, Ipv6Quote, TcpFlags, TcpSegment, UdpDatagram,
+    self, ethernet, ipv4, ipv6, EtherType, EthernetFrame, IcmpQuote, Icmpv4Packet, Icmpv6Packet,
+    Ipv4Packet, Ipv6Packet, Ipv6Quote, TcpFlags, TcpSegment, UdpDatagram,
 };
 
 /// The most IPv6 extension headers (hop-by-hop, routing, destination options) the walk reads
@@ -386,7 +386,6 @@ pub(crate) fn icmpv6_error(icmp: &[u8]) -> Result<QuotedFlow, DropReason> {
     })?;
     let protocol =
         Protocol::from_number(quote.next_header()).ok_or(DropReason::UnsupportedProtocol)?;
-    debug_assert!(icmpv6::HEADER_LEN == 8);
     Ok(QuotedFlow {
         src_addr: IpAddr::V6(quote.src_addr()),
         dst_addr: IpAddr::V6(quote.dst_addr()),

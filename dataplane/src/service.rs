@@ -525,7 +525,7 @@ mod tests {
     #[test]
     fn index_tells_ipv6_vips_apart_whose_packed_words_collide() {
         // Both fold to the same 32 bits (their differences cancel in the XOR of the words).
-        let one: IpAddr = "2001:db8::1:0:0:1".parse().unwrap();
+        let one: IpAddr = "2001:db8:0:1:0:1:0:1".parse().unwrap();
         let other: IpAddr = "2001:db8::1".parse().unwrap();
         let six = |vip| ServiceKey {
             vip,

@@ -303,7 +303,7 @@ mod tests {
             Error::Truncated
         );
         assert_eq!(
-            Ipv6Quote::new_checked(&quote(6, 39)[..]).unwrap_err(),
+            Ipv6Quote::new_checked(&quote(6, 48)[..39]).unwrap_err(),
             Error::Truncated
         );
         assert_eq!(
