@@ -10,7 +10,7 @@ use super::*;
 #[test]
 fn builds_aligned_messages() {
     let mut message = Message::new(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK);
-    message.push(&address_header(7, 32));
+    message.push(&address_header(2, 7, 32, 0));
     message.attribute(IFA_LOCAL, &[192, 0, 2, 10]);
     message.attribute(99, &[1]);
     let bytes = message.finish(42).to_vec();
