@@ -528,6 +528,15 @@ fn ipv6_routes_are_mirrored_and_looked_up() {
     assert!(until(&mut mirror, |_, fib| spread6(fib, "2001:db8:50::9") == 2));
     assert_eq!(mirror.counters().next_hops, 2, "shared with the ECMP route");
 
+    // Deleting one leg of an IPv6 multipath route notifies that leg alone: the other stays.
+    lab.a
+        .ip(&["-6", "route", "del", "2001:db8:20::/48", "via", ROUTER6_B]);
+    assert!(until(&mut mirror, |_, fib| spread6(fib, "2001:db8:20::9") == 1));
+    assert_eq!(
+        mirror.next_hop(v6("2001:db8:20::9")).via.as_deref(),
+        Some(ROUTER6_A)
+    );
+
     lab.a.ip(&["-6", "route", "del", "2001:db8:10::/48"]);
     lab.a.ip(&["-6", "route", "del", "2001:db8:20::/48"]);
     lab.a.ip(&["nexthop", "del", "id", "10"]);

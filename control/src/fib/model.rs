@@ -53,9 +53,11 @@ impl Model {
             Event::Route(change, route) => {
                 let key = (route.destination, route.prefix_len, route.metric);
                 match change {
-                    Change::New => self.routes.insert(key, route.action),
-                    Change::Delete => self.routes.remove(&key),
-                };
+                    Change::New => {
+                        self.routes.insert(key, route.action);
+                    }
+                    Change::Delete => self.delete_route(key, &route.action),
+                }
                 Touched::Routes
             }
             Event::Nexthop(change, id, object) => {
@@ -100,6 +102,23 @@ impl Model {
                 Touched::Routes
             }
         }
+    }
+
+    /// Removes a route, or for IPv6 one leg of it: Linux keeps an IPv6 multipath route as
+    /// sibling routes, and `ip -6 route del PREFIX via GW` deletes one sibling with a
+    /// notification naming only that leg (an IPv4 multipath route is one object, deleted whole).
+    fn delete_route(&mut self, key: RouteKey, action: &RouteAction) {
+        if let (IpAddr::V6(_), RouteAction::Paths(deleted)) = (key.0, action) {
+            if let ([leg], Some(RouteAction::Paths(legs))) =
+                (deleted.as_slice(), self.routes.get_mut(&key))
+            {
+                legs.retain(|path| (path.gateway, path.ifindex) != (leg.gateway, leg.ifindex));
+                if !legs.is_empty() {
+                    return;
+                }
+            }
+        }
+        self.routes.remove(&key);
     }
 
     /// Whether interface `ifindex` is known and up (an interface not yet seen counts as up, so

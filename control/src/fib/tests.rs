@@ -536,3 +536,38 @@ fn ipv6_neighbour_and_address_and_an_ipv4_route_via_ipv6_parse() {
         }])
     );
 }
+
+#[test]
+fn deleting_one_leg_of_an_ipv6_multipath_route_keeps_the_others() {
+    let mut model = model_of(&ipv6_lab());
+    let one_leg = route6(
+        48,
+        1,
+        &[
+            attribute(1, &octets6("2001:db8:3::")),
+            oif(SERVED),
+            attribute(5, &octets6("2001:db8:1::3")),
+        ],
+    );
+    model.apply(parse(RTM_DELROUTE, &one_leg).event().unwrap());
+    let key = (IpAddr::V6(v6("2001:db8:3::")), 48, 0);
+    assert_eq!(
+        model.routes.get(&key),
+        Some(&RouteAction::Paths(vec![Path {
+            gateway: Some(IpAddr::V6(v6("2001:db8:1::2"))),
+            ifindex: SERVED,
+            weight: 1
+        }]))
+    );
+    let last_leg = route6(
+        48,
+        1,
+        &[
+            attribute(1, &octets6("2001:db8:3::")),
+            oif(SERVED),
+            attribute(5, &octets6("2001:db8:1::2")),
+        ],
+    );
+    model.apply(parse(RTM_DELROUTE, &last_leg).event().unwrap());
+    assert_eq!(model.routes.get(&key), None);
+}
