@@ -626,3 +626,52 @@ fn neighbours_resolve_finds_ipv6_and_ipv4_peers_and_gives_up_on_nobody() {
     let table = lab.a.ip(&["-6", "neigh", "show", "dev", "va"]);
     assert!(table.contains("2001:db8:1::99"), "solicited: {table}");
 }
+
+#[test]
+fn stale_ipv6_neighbour_in_use_is_confirmed_and_a_silent_one_fails() {
+    let lab = lab6();
+    // Give up on an unanswered neighbour after 3 x 100 ms instead of 3 s.
+    common::ip(&[
+        "netns",
+        "exec",
+        &lab.a.name,
+        "sysctl",
+        "-qw",
+        "net.ipv6.neigh.va.retrans_time_ms=100",
+    ]);
+    lab.a.ip(&[
+        "-6",
+        "neigh",
+        "replace",
+        ROUTER6_A,
+        "lladdr",
+        "02:00:00:00:00:0a",
+        "dev",
+        "va",
+        "nud",
+        "stale",
+    ]);
+    let (mut mirror, va) = mirror(&lab.a);
+    let stale = mirror.neighbour_for(va, v6(ROUTER6_A)).unwrap();
+    let neighbours = mirror.neighbours();
+    assert_eq!(
+        neighbours.get(stale),
+        Neighbour::Resolved([2, 0, 0, 0, 0, 0x0a]),
+        "a STALE MAC is used while it is confirmed"
+    );
+    assert!(mirror.counters().neighbour_confirmations >= 1);
+    // The kernel moves a STALE entry that is used to DELAY, then probes it.
+    let moved = until(&mut mirror, |_, _| {
+        !lab.a
+            .ip(&["-6", "neigh", "show", ROUTER6_A, "dev", "va"])
+            .contains("STALE")
+    });
+    assert!(moved, "the kernel entry left STALE");
+
+    let nobody = mirror.neighbour_for(va, v6("2001:db8:1::99")).unwrap();
+    assert_eq!(neighbours.get(nobody), Neighbour::Unresolved);
+    assert!(until(&mut mirror, |mirror, _| {
+        neighbours.get(nobody) == Neighbour::Failed && mirror.counters().neighbours_failed == 1
+    }));
+    assert_eq!(mirror.counters().neighbour_request_errors, 0);
+}
