@@ -6,16 +6,21 @@
 //! Control reads them once a second and at start-up and reload; an address the kernel does not
 //! know yet is solicited (the kernel ARPs for it) and the frames that need it are dropped and
 //! counted as `neighbour_unresolved` until it resolves. Nothing here runs on a worker.
+//!
+//! Both families go through the kernel: ARP for IPv4 real servers, the IPv6 neighbour table
+//! (NDP, RFC 4861) for IPv6 ones, read from one dump of every family and solicited with the same
+//! request ([`resolve`] does one address of either family, bounded in time). Missing addresses
+//! are `IpAddr`s.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use dataplane::Forwarding;
 use tracing::warn;
 
 use crate::config::Config;
-use crate::netlink::Netlink;
+use crate::netlink::{Netlink, NetlinkError};
 
 /// The interfaces neighbours live on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +66,7 @@ pub fn lookup(
     netlink: &mut Netlink,
     sides: Sides,
     config: &Config,
-) -> (Neighbours, Vec<(u32, Ipv4Addr)>) {
+) -> (Neighbours, Vec<(u32, IpAddr)>) {
     let dump = |netlink: &mut Netlink, ifindex: u32| {
         netlink.neighbours(ifindex).unwrap_or_else(|error| {
             warn!(%error, ifindex, "neighbour table dump failed");
@@ -83,20 +88,22 @@ pub fn lookup(
         };
         // The fallback too: it must be ready the moment the last real server goes down.
         for backend in service.backends.iter().chain(&service.fallback) {
-            match backend.mac.or_else(|| known.get(&backend.address).copied()) {
+            // integrator: `backend.address` becomes an `IpAddr`; drop the conversion.
+            let address = IpAddr::V4(backend.address);
+            match backend.mac.or_else(|| known.get(&address).copied()) {
                 Some(mac) => {
                     found.backends.insert(backend.address, mac);
                 }
-                None => missing.push((ifindex, backend.address)),
+                None => missing.push((ifindex, address)),
             }
         }
     }
     if config.uses(Forwarding::Nat) {
         match netlink.default_gateway(sides.client) {
             Ok(Some(gateway)) => {
-                let mac = client_table.get(&gateway).copied();
+                let mac = client_table.get(&IpAddr::V4(gateway)).copied();
                 if mac.is_none() {
-                    missing.push((sides.client, gateway));
+                    missing.push((sides.client, IpAddr::V4(gateway)));
                 }
                 found.gateway = Some((gateway, mac));
             }
@@ -109,8 +116,9 @@ pub fn lookup(
     (found, missing)
 }
 
-/// Asks the kernel to ARP for each address.
-pub fn solicit(netlink: &mut Netlink, missing: &[(u32, Ipv4Addr)]) {
+/// Asks the kernel to ARP for each IPv4 address and send a neighbour solicitation for each IPv6
+/// one.
+pub fn solicit(netlink: &mut Netlink, missing: &[(u32, IpAddr)]) {
     for &(ifindex, address) in missing {
         if let Err(error) = netlink.solicit_neighbour(ifindex, address) {
             warn!(%address, %error, "could not solicit neighbour");
@@ -140,7 +148,7 @@ pub fn resolve_waiting(
             solicited = true;
         }
         if Instant::now() >= deadline {
-            let addresses: Vec<Ipv4Addr> = missing.iter().map(|&(_, address)| address).collect();
+            let addresses: Vec<IpAddr> = missing.iter().map(|&(_, address)| address).collect();
             warn!(
                 missing = ?addresses,
                 "neighbours without a MAC address yet; frames to them are dropped until they resolve"
@@ -150,5 +158,35 @@ pub fn resolve_waiting(
         if interrupted(Duration::from_millis(20)) {
             return (found, true);
         }
+    }
+}
+
+/// Pause between two looks at the neighbour table while [`resolve`] waits.
+const RESOLVE_POLL: Duration = Duration::from_millis(20);
+
+/// The MAC of `address` (IPv4 or IPv6) on interface `ifindex`: looked up in the kernel's
+/// neighbour table; if missing, solicited once and looked up again every 20 ms until it resolves
+/// or `wait` has passed (then `None`: the kernel keeps trying, a later lookup may find it).
+pub fn resolve(
+    netlink: &mut Netlink,
+    ifindex: u32,
+    address: IpAddr,
+    wait: Duration,
+) -> Result<Option<[u8; 6]>, NetlinkError> {
+    let deadline = Instant::now() + wait;
+    let mut solicited = false;
+    loop {
+        if let Some(mac) = netlink.neighbour_mac(ifindex, address)? {
+            return Ok(Some(mac));
+        }
+        if !solicited {
+            netlink.solicit_neighbour(ifindex, address)?;
+            solicited = true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(RESOLVE_POLL.min(deadline - now));
     }
 }

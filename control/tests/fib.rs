@@ -5,15 +5,19 @@
 //! and 198.51.100.3/24 (two routers). Both namespaces are deleted by a Drop guard, also when a
 //! test fails. The mirror's sockets are opened inside the namespace and keep it; the test then
 //! drives the mirror from its own thread, and changes the tables with `ip -n`.
+//!
+//! The IPv6 tests add 2001:db8:1::1/64 on `va` and 2001:db8:1::2/64 and 2001:db8:1::3/64 on
+//! `vb` (with `nodad`, so they answer neighbour solicitations at once).
 
 mod common;
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use control::fib::{FibMirror, FibTask};
-use control::netlink::interface_index;
+use control::neighbours;
+use control::netlink::{interface_index, Netlink};
 use dataplane::fib::{Fib, Neighbour, NoRoute, NoRouteKind};
 
 use common::{End, Namespace, VethPair};
@@ -388,4 +392,286 @@ fn notification_overrun_is_counted_and_redumped() {
         mirror.counters().overruns >= 1 && fib.lookup_v4(Ipv4Addr::new(192, 0, 2, 1), 0).is_ok()
     }));
     assert!(mirror.counters().dumps >= 2);
+}
+
+const ROUTER6_A: &str = "2001:db8:1::2";
+const ROUTER6_B: &str = "2001:db8:1::3";
+
+fn v6(text: &str) -> Ipv6Addr {
+    text.parse().unwrap()
+}
+
+/// The lab with IPv6 addresses on both ends.
+fn lab6() -> VethPair {
+    let lab = lab();
+    lab.a.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::1/64",
+        "dev",
+        "va",
+        "nodad",
+    ]);
+    for router in [ROUTER6_A, ROUTER6_B] {
+        let address = format!("{router}/64");
+        lab.b
+            .ip(&["-6", "addr", "add", &address, "dev", "vb", "nodad"]);
+    }
+    lab
+}
+
+/// `vb`'s MAC, as `ip link` shows it.
+fn peer_mac(lab: &VethPair) -> [u8; 6] {
+    let output = lab.b.ip(&["link", "show", "vb"]);
+    let text = output.split("link/ether ").nth(1).expect("link/ether");
+    let mut mac = [0u8; 6];
+    for (byte, hex) in mac
+        .iter_mut()
+        .zip(text.split_whitespace().next().unwrap().split(':'))
+    {
+        *byte = u8::from_str_radix(hex, 16).unwrap();
+    }
+    mac
+}
+
+fn kind6(fib: &Fib, address: &str) -> Option<NoRouteKind> {
+    fib.lookup_v6(v6(address), 0)
+        .err()
+        .map(|NoRoute { kind }| kind)
+}
+
+/// The distinct neighbours 64 flow hashes reach for IPv6 `address`.
+fn spread6(fib: &Fib, address: &str) -> usize {
+    let neighbours: std::collections::HashSet<_> = (0..64u64)
+        .filter_map(|hash| {
+            fib.lookup(
+                IpAddr::V6(v6(address)),
+                hash.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            )
+            .ok()
+            .map(|next_hop| next_hop.neighbour)
+        })
+        .collect();
+    neighbours.len()
+}
+
+#[test]
+fn ipv6_routes_are_mirrored_and_looked_up() {
+    let lab = lab6();
+    let (mut mirror, va) = mirror(&lab.a);
+    // The connected /64 from the dump; link-local noise is left out.
+    assert_eq!(
+        kind6(&mirror.fib(), "2001:db8:1::99"),
+        Some(NoRouteKind::OnLinkUnresolved)
+    );
+    assert_eq!(kind6(&mirror.fib(), "fe80::99"), Some(NoRouteKind::NoMatch));
+    assert_eq!(
+        kind(&mirror.fib(), Ipv4Addr::new(198, 51, 100, 99)),
+        Some(NoRouteKind::OnLinkUnresolved),
+        "IPv4 beside it"
+    );
+
+    lab.a
+        .ip(&["-6", "route", "add", "2001:db8:10::/48", "via", ROUTER6_A]);
+    lab.a.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:20::/48",
+        "nexthop",
+        "via",
+        ROUTER6_A,
+        "nexthop",
+        "via",
+        ROUTER6_B,
+    ]);
+    lab.a
+        .ip(&["-6", "route", "add", "blackhole", "2001:db8:30::/48"]);
+    lab.a
+        .ip(&["-6", "route", "add", "unreachable", "2001:db8:40::/48"]);
+    assert!(until(&mut mirror, |_, fib| {
+        spread6(fib, "2001:db8:20::9") == 2
+            && kind6(fib, "2001:db8:40::1") == Some(NoRouteKind::Unreachable)
+    }));
+    let fib = mirror.fib();
+    let via_a = fib.lookup_v6(v6("2001:db8:10::5"), 0).unwrap();
+    assert_eq!(via_a.ifindex, va);
+    assert_eq!(
+        fib.lookup_v6(v6(ROUTER6_A), 0).unwrap().neighbour,
+        via_a.neighbour,
+        "a gateway gets a /128 host route to its own slot"
+    );
+    assert_eq!(kind6(&fib, "2001:db8:30::1"), Some(NoRouteKind::Blackhole));
+    assert_eq!(kind6(&fib, "2001:db8:99::1"), Some(NoRouteKind::NoMatch));
+    assert_eq!(
+        mirror.next_hop(v6("2001:db8:10::5")).via.as_deref(),
+        Some(ROUTER6_A)
+    );
+    let counters = mirror.counters();
+    assert_eq!(counters.next_hops, 2, "two gateways, one slot each");
+    assert_eq!(
+        (counters.routes_blackhole, counters.routes_unreachable),
+        (1, 1)
+    );
+    assert!(counters.prefixes_v6 >= 6, "{counters:?}");
+    assert_eq!(counters.unreadable, 0);
+
+    // Nexthop objects with IPv6 gateways, as for IPv4.
+    for (id, router) in [("1", ROUTER6_A), ("2", ROUTER6_B)] {
+        lab.a
+            .ip(&["nexthop", "add", "id", id, "via", router, "dev", "va"]);
+    }
+    lab.a.ip(&["nexthop", "add", "id", "10", "group", "1/2"]);
+    lab.a
+        .ip(&["-6", "route", "add", "2001:db8:50::/48", "nhid", "10"]);
+    assert!(until(&mut mirror, |_, fib| spread6(fib, "2001:db8:50::9") == 2));
+    assert_eq!(mirror.counters().next_hops, 2, "shared with the ECMP route");
+
+    // Deleting one leg of an IPv6 multipath route notifies that leg alone: the other stays.
+    lab.a
+        .ip(&["-6", "route", "del", "2001:db8:20::/48", "via", ROUTER6_B]);
+    assert!(until(&mut mirror, |_, fib| spread6(fib, "2001:db8:20::9") == 1));
+    assert_eq!(
+        mirror.next_hop(v6("2001:db8:20::9")).via.as_deref(),
+        Some(ROUTER6_A)
+    );
+
+    lab.a.ip(&["-6", "route", "del", "2001:db8:10::/48"]);
+    lab.a.ip(&["-6", "route", "del", "2001:db8:20::/48"]);
+    lab.a.ip(&["nexthop", "del", "id", "10"]);
+    assert!(until(&mut mirror, |_, fib| {
+        kind6(fib, "2001:db8:10::5") == Some(NoRouteKind::NoMatch)
+            && kind6(fib, "2001:db8:50::9") == Some(NoRouteKind::NoMatch)
+    }));
+    assert!(until(&mut mirror, |mirror, _| mirror.counters().next_hops == 0));
+    assert_eq!(mirror.counters().unreadable, 0);
+}
+
+#[test]
+fn ipv6_neighbour_is_solicited_and_its_mac_lands_in_its_slot() {
+    let lab = lab6();
+    let mac = peer_mac(&lab);
+    let (mut mirror, va) = mirror(&lab.a);
+    // Not known to the kernel yet: pinning it makes the kernel send a neighbour solicitation.
+    let id = mirror.neighbour_for(va, v6(ROUTER6_B)).unwrap();
+    let neighbours = mirror.neighbours();
+    assert!(mirror.counters().neighbour_solicitations >= 1);
+    assert!(
+        until(&mut mirror, |_, fib| {
+            neighbours.get(id) == Neighbour::Resolved(mac)
+                && fib
+                    .lookup_v6(v6(ROUTER6_B), 0)
+                    .is_ok_and(|next_hop| next_hop.neighbour == id)
+        }),
+        "{:?}",
+        lab.a.ip(&["-6", "neigh", "show", "dev", "va"])
+    );
+    assert_eq!(mirror.next_hop(v6(ROUTER6_B)).state, "resolved");
+    assert_eq!(mirror.counters().neighbour_request_errors, 0);
+    assert_eq!(mirror.counters().unreadable, 0);
+
+    mirror.unpin(va, v6(ROUTER6_B));
+    assert!(until(&mut mirror, |mirror, _| mirror.counters().next_hops == 0));
+    assert_eq!(neighbours.get(id), Neighbour::Gone);
+}
+
+#[test]
+fn ipv6_pins_go_through_the_task_thread() {
+    let lab = lab6();
+    let mac = peer_mac(&lab);
+    let (task, va) = lab.a.enter(|| {
+        let va = interface_index("va").unwrap();
+        (FibTask::spawn(vec![va], 1024).unwrap(), va)
+    });
+    let id = task.neighbour_for(va, v6(ROUTER6_A)).unwrap();
+    let neighbours = task.neighbours();
+    let deadline = Instant::now() + LIMIT;
+    let resolved = loop {
+        let summary = task.next_hop(v6(ROUTER6_A)).unwrap();
+        if summary.state == "resolved" || Instant::now() >= deadline {
+            break summary;
+        }
+        // The pin's snapshot and the kernel's answer arrive on the task's own schedule.
+        let _ = task.snapshots().recv_timeout(Duration::from_millis(20));
+    };
+    assert_eq!(resolved.via.as_deref(), Some(ROUTER6_A), "{resolved:?}");
+    assert_eq!(neighbours.get(id), Neighbour::Resolved(mac));
+}
+
+#[test]
+fn neighbours_resolve_finds_ipv6_and_ipv4_peers_and_gives_up_on_nobody() {
+    let lab = lab6();
+    let mac = peer_mac(&lab);
+    let (ipv6, ipv4, nobody) = lab.a.enter(|| {
+        let va = interface_index("va").unwrap();
+        let mut netlink = Netlink::open().unwrap();
+        let address = IpAddr::V6(v6(ROUTER6_A));
+        assert_eq!(
+            netlink.neighbour_mac(va, address).unwrap(),
+            None,
+            "not yet known"
+        );
+        let ipv6 = neighbours::resolve(&mut netlink, va, address, LIMIT).unwrap();
+        let ipv4 = neighbours::resolve(&mut netlink, va, IpAddr::V4(ROUTER_A), LIMIT).unwrap();
+        let nobody = IpAddr::V6(v6("2001:db8:1::99"));
+        let started = Instant::now();
+        let none = neighbours::resolve(&mut netlink, va, nobody, Duration::from_millis(300));
+        assert!(started.elapsed() < LIMIT, "the wait is bounded");
+        (ipv6, ipv4, none.unwrap())
+    });
+    assert_eq!(ipv6, Some(mac));
+    assert_eq!(ipv4, Some(mac));
+    assert_eq!(nobody, None);
+    let table = lab.a.ip(&["-6", "neigh", "show", "dev", "va"]);
+    assert!(table.contains("2001:db8:1::99"), "solicited: {table}");
+}
+
+#[test]
+fn stale_ipv6_neighbour_in_use_is_confirmed_and_a_silent_one_fails() {
+    let lab = lab6();
+    // Give up on an unanswered neighbour after 3 x 100 ms instead of 3 s.
+    common::ip(&[
+        "netns",
+        "exec",
+        &lab.a.name,
+        "sysctl",
+        "-qw",
+        "net.ipv6.neigh.va.retrans_time_ms=100",
+    ]);
+    lab.a.ip(&[
+        "-6",
+        "neigh",
+        "replace",
+        ROUTER6_A,
+        "lladdr",
+        "02:00:00:00:00:0a",
+        "dev",
+        "va",
+        "nud",
+        "stale",
+    ]);
+    let (mut mirror, va) = mirror(&lab.a);
+    let stale = mirror.neighbour_for(va, v6(ROUTER6_A)).unwrap();
+    let neighbours = mirror.neighbours();
+    assert_eq!(
+        neighbours.get(stale),
+        Neighbour::Resolved([2, 0, 0, 0, 0, 0x0a]),
+        "a STALE MAC is used while it is confirmed"
+    );
+    assert!(mirror.counters().neighbour_confirmations >= 1);
+    // The kernel moves a STALE entry that is used to DELAY, then probes it.
+    let moved = until(&mut mirror, |_, _| {
+        !lab.a
+            .ip(&["-6", "neigh", "show", ROUTER6_A, "dev", "va"])
+            .contains("STALE")
+    });
+    assert!(moved, "the kernel entry left STALE");
+
+    let nobody = mirror.neighbour_for(va, v6("2001:db8:1::99")).unwrap();
+    assert_eq!(neighbours.get(nobody), Neighbour::Unresolved);
+    assert!(until(&mut mirror, |mirror, _| {
+        neighbours.get(nobody) == Neighbour::Failed && mirror.counters().neighbours_failed == 1
+    }));
+    assert_eq!(mirror.counters().neighbour_request_errors, 0);
 }

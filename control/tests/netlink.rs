@@ -176,3 +176,64 @@ fn solicit_neighbour_triggers_arp() {
     assert!(table.contains("198.51.100.3"), "{table}");
     assert!(table.contains("198.51.100.99"), "{table}");
 }
+
+#[test]
+fn ipv6_vip_is_added_without_dad_listed_and_removed_and_the_default_gateway_read() {
+    let lab = lab();
+    let vip: std::net::Ipv6Addr = "2001:db8::10".parse().unwrap();
+    let router: std::net::Ipv6Addr = "2001:db8:1::2".parse().unwrap();
+    lab.a.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::1/64",
+        "dev",
+        "va",
+        "nodad",
+    ]);
+    lab.a.ip(&[
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "2001:db8:1::2",
+        "dev",
+        "va",
+    ]);
+    let (added, again, listed, gateway, ipv4) = lab.a.enter(move || {
+        let (index, mut netlink) = open_va();
+        let added = netlink.add_address(index, vip, 128).unwrap();
+        let again = netlink.add_address(index, vip, 128).unwrap();
+        let listed = netlink.addresses_v6(index).unwrap();
+        let gateway = netlink.default_gateway_v6(index).unwrap();
+        let ipv4 = netlink.addresses(index).unwrap();
+        (added, again, listed, gateway, ipv4)
+    });
+    assert_eq!(
+        (added, again),
+        (AddressChange::Added, AddressChange::AlreadyPresent)
+    );
+    assert!(listed.contains(&(vip, 128)), "{listed:?}");
+    assert!(
+        listed.contains(&("2001:db8:1::1".parse().unwrap(), 64)),
+        "{listed:?}"
+    );
+    assert_eq!(ipv4, vec![(LOCAL, 24)], "IPv4 listing unchanged");
+    assert_eq!(gateway, Some(router));
+    let shown = lab.a.ip(&["-6", "addr", "show", "dev", "va"]);
+    let line = shown
+        .lines()
+        .find(|line| line.contains("2001:db8::10/128"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(!line.contains("tentative"), "no DAD: {line}");
+    lab.a.enter(move || {
+        let (index, mut netlink) = open_va();
+        netlink.remove_address(index, vip, 128).unwrap();
+        netlink.remove_address(index, vip, 128).unwrap();
+    });
+    assert!(!lab
+        .a
+        .ip(&["-6", "addr", "show", "dev", "va"])
+        .contains("2001:db8::10"));
+}

@@ -644,3 +644,51 @@ fn a_route_change_moves_established_flows_in_the_next_snapshot() {
         );
     }
 }
+
+/// A slot of the neighbour array is family-free: an IPv4 route may leave through an IPv6
+/// gateway (RFC 5549, `ip route add ... via inet6 fe80::1`), an IPv6 route may share that
+/// gateway's slot, and IPv6 prefixes in the same snapshot leave IPv4 forwarding alone.
+#[test]
+fn an_ipv4_route_through_an_ipv6_gateway_shares_its_slot_with_ipv6_routes() {
+    let neighbours = neighbours();
+    let link_local = |last: u16| NextHop {
+        address: IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, last)),
+        neighbour: if last == 1 { GATEWAY_2 } else { OTHER_GATEWAY },
+        ifindex: CLIENT_IF,
+        weight: 1,
+    };
+    let mut fib = FibBuilder::new();
+    let through_v6 = fib.add_route(&Route::Forward(vec![link_local(1)])).unwrap();
+    let other = fib.add_route(&Route::Forward(vec![link_local(2)])).unwrap();
+    // The TUN real server's IPv4 prefix and an IPv6 prefix, both through fe80::1.
+    fib.add_v4(Ipv4Addr::new(10, 0, 0, 0), 24, through_v6)
+        .unwrap();
+    fib.add_v6("2001:db8:10::".parse().unwrap(), 48, through_v6)
+        .unwrap();
+    // An IPv6 prefix whose bits would cover 10.0.0.3 were the families mixed up.
+    fib.add_v6("::".parse().unwrap(), 64, other).unwrap();
+    let fib = Arc::new(fib.build());
+    let v6_hop = fib.lookup_v6("2001:db8:10::3".parse().unwrap(), 7).unwrap();
+    assert_eq!(v6_hop.neighbour, GATEWAY_2);
+    assert_eq!(
+        fib.lookup(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3)), 7),
+        Ok(v6_hop)
+    );
+
+    let table = table(1, None).with_routing(Routing {
+        fib,
+        neighbours: Arc::clone(&neighbours),
+        client_ifindex: CLIENT_IF,
+        nat_reply: NatReply::LastHop,
+        epoch: 0,
+    });
+    let mut rig = Rig::new();
+    let frame = request("198.51.100.7:42000", TUN_VIP, ROUTER_MAC);
+    assert_eq!(
+        rig.sent_to(&frame, &table, Egress::Ingress),
+        mac(GATEWAY_2.index() as u8 + 1)
+    );
+    // The IPv6 router's new MAC reaches the IPv4 flow through the shared slot.
+    neighbours.publish(GATEWAY_2, Neighbour::Resolved(mac(0x66)));
+    assert_eq!(rig.sent_to(&frame, &table, Egress::Ingress), mac(0x66));
+}

@@ -1,4 +1,5 @@
-//! The model into an immutable [`Fib`]: for each main-table prefix its lowest-metric route,
+//! The model into an immutable [`Fib`]: for each main-table prefix, IPv4 or IPv6, its
+//! lowest-metric route,
 //! restricted to the interfaces the director serves; next hops given neighbour slots through
 //! [`NeighbourSlots`]; routes through the same next hops shared; and, as `dataplane::fib`'s
 //! `Route::OnLink` asks, a host route for each on-link destination control was asked to pin
@@ -7,11 +8,16 @@
 //! Other neighbours the kernel knows get no slot: every slot is kept fresh once a second, and
 //! that would keep every ARP entry on the segment alive.
 //!
+//! Both families go through the same steps into one builder (`FibBuilder::add` picks the
+//! prefix table); a host route is a /32 or a /128. An IPv6 gateway is usually link-local
+//! (`fe80::1`, learnt from router advertisements): it gets a slot keyed by its interface like
+//! any other, but no host route, since the parser leaves out the `fe80::/64` prefixes.
+//!
 //! What it must not do: talk to the kernel or write the neighbour array (the mirror publishes
 //! the slots it acquires here, and releases the ones no build references any more).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use dataplane::fib::{Fib, FibBuilder, NeighbourSlots, NextHop, Route, RouteId};
 
@@ -23,6 +29,8 @@ use super::parse::{NexthopObject, Path, RouteAction};
 pub struct BuildCounts {
     /// Prefixes in the snapshot.
     pub prefixes: u64,
+    /// IPv6 prefixes in the snapshot (of `prefixes`).
+    pub prefixes_v6: u64,
     /// Distinct routes (shared next-hop sets and refusal kinds).
     pub routes: u64,
     /// Prefixes whose every next hop leaves by an interface the director does not serve.
@@ -47,7 +55,7 @@ pub struct Built {
     /// The snapshot.
     pub fib: Fib,
     /// Every (interface, address) whose slot the snapshot's routes name.
-    pub referenced: HashSet<(u32, Ipv4Addr)>,
+    pub referenced: HashSet<(u32, IpAddr)>,
     /// What it found.
     pub counts: BuildCounts,
 }
@@ -64,18 +72,18 @@ enum Resolved {
 pub fn build(
     model: &Model,
     served: &HashSet<u32>,
-    pinned: &BTreeSet<(u32, Ipv4Addr)>,
+    pinned: &BTreeSet<(u32, IpAddr)>,
     slots: &mut NeighbourSlots,
 ) -> Built {
     let mut builder = FibBuilder::new();
     let mut counts = BuildCounts::default();
     let mut referenced = HashSet::new();
-    let mut shared: HashMap<Vec<(Ipv4Addr, u32, u32)>, RouteId> = HashMap::new();
+    let mut shared: HashMap<Vec<(IpAddr, u32, u32)>, RouteId> = HashMap::new();
     let mut refused: HashMap<&'static str, RouteId> = HashMap::new();
     // (network, prefix length, the on-link interface if it is a connected prefix), for the
     // pinned host routes' longest-match check.
-    let mut prefixes: Vec<(u32, u8, Option<u32>)> = Vec::new();
-    let mut previous: Option<(Ipv4Addr, u8)> = None;
+    let mut prefixes: Vec<(IpAddr, u8, Option<u32>)> = Vec::new();
+    let mut previous: Option<(IpAddr, u8)> = None;
 
     // Keys are ordered by (destination, length, metric): the first of a prefix wins.
     for (&(destination, prefix_len, _), action) in &model.routes {
@@ -115,12 +123,12 @@ pub fn build(
                     let Some(gateway) = path.gateway else {
                         continue;
                     };
-                    match slots.acquire(path.ifindex, IpAddr::V4(gateway)) {
+                    match slots.acquire(path.ifindex, gateway) {
                         Ok(neighbour) => {
                             referenced.insert((path.ifindex, gateway));
                             key.push((gateway, path.ifindex, path.weight));
                             next_hops.push(NextHop {
-                                address: IpAddr::V4(gateway),
+                                address: gateway,
                                 neighbour,
                                 ifindex: path.ifindex,
                                 weight: path.weight,
@@ -139,17 +147,16 @@ pub fn build(
                     .or_insert_with(|| add_route(&mut builder, &Route::Forward(next_hops)))
             }
         };
-        counts.prefixes += 1;
-        // Lengths are at most 32 (the parser refuses others), so this cannot fail.
-        let _ = builder.add_v4(destination, u32::from(prefix_len), route);
+        // Lengths are at most 32 or 128 (the parser refuses others), so this cannot fail.
+        let _ = builder.add(destination, u32::from(prefix_len), route);
     }
 
     // Gateways are neighbours this snapshot resolves anyway: give them host routes as well.
-    let mut on_link: BTreeSet<(u32, Ipv4Addr)> = referenced.iter().copied().collect();
+    let mut on_link: BTreeSet<(u32, IpAddr)> = referenced.iter().copied().collect();
     on_link.extend(pinned.iter().copied());
     for (ifindex, address) in on_link {
         // A pinned destination keeps its slot even while no route reaches it.
-        let Ok(neighbour) = slots.acquire(ifindex, IpAddr::V4(address)) else {
+        let Ok(neighbour) = slots.acquire(ifindex, address) else {
             counts.slots_full += 1;
             continue;
         };
@@ -160,17 +167,19 @@ pub fn build(
         let route = add_route(
             &mut builder,
             &Route::Forward(vec![NextHop {
-                address: IpAddr::V4(address),
+                address,
                 neighbour,
                 ifindex,
                 weight: 1,
             }]),
         );
-        counts.prefixes += 1;
-        let _ = builder.add_v4(address, 32, route);
+        let host = if address.is_ipv4() { 32 } else { 128 };
+        let _ = builder.add(address, host, route);
     }
     let fib = builder.build();
     counts.routes = fib.route_count() as u64;
+    counts.prefixes = (fib.prefix_count_v4() + fib.prefix_count_v6()) as u64;
+    counts.prefixes_v6 = fib.prefix_count_v6() as u64;
     Built {
         fib,
         referenced,
@@ -238,16 +247,27 @@ fn resolve(
     }
 }
 
-fn network(address: Ipv4Addr, prefix_len: u8) -> u32 {
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(prefix_len))
-        .unwrap_or(0);
-    address.to_bits() & mask
+/// `address` with the bits past `prefix_len` cleared.
+fn network(address: IpAddr, prefix_len: u8) -> IpAddr {
+    match address {
+        IpAddr::V4(address) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4((address.to_bits() & mask).into())
+        }
+        IpAddr::V6(address) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix_len.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((address.to_bits() & mask).into())
+        }
+    }
 }
 
 /// The interface of the connected prefix that is `address`'s longest match, if that match is
 /// a connected prefix. A linear scan: run only for pinned destinations, once per build.
-fn on_link_interface(prefixes: &[(u32, u8, Option<u32>)], address: Ipv4Addr) -> Option<u32> {
+fn on_link_interface(prefixes: &[(IpAddr, u8, Option<u32>)], address: IpAddr) -> Option<u32> {
     prefixes
         .iter()
         .filter(|&&(net, len, _)| network(address, len) == net)

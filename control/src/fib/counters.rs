@@ -9,8 +9,10 @@ use serde::Serialize;
 /// Totals since the mirror started, except where a field says "in the current snapshot".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FibCounters {
-    /// Prefixes in the current snapshot.
+    /// Prefixes in the current snapshot, both families.
     pub prefixes: u64,
+    /// IPv6 prefixes in the current snapshot (of `prefixes`).
+    pub prefixes_v6: u64,
     /// Routes in the current snapshot (shared next-hop sets and refusal kinds).
     pub routes: u64,
     /// Neighbour slots held (next hops and pinned on-link destinations).
@@ -27,6 +29,9 @@ pub struct FibCounters {
     pub notifications: u64,
     /// Notifications the mirror could not read (counted, skipped).
     pub unreadable: u64,
+    /// Well-formed notifications the FIB has no use for (other tables and families, local,
+    /// multicast and IPv6 link-local routes, bridge forwarding entries).
+    pub ignored: u64,
     /// Notification overruns (`ENOBUFS`), each followed by a full re-dump.
     pub overruns: u64,
     /// Full dumps (the first, and one per overrun).

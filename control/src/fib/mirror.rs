@@ -14,7 +14,7 @@
 //! anything the kernel says.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use super::build::{build, BuildCounts};
 use super::counters::{FibCounters, FibSummary, NextHopSummary};
 use super::log::RateLimitedLog;
 use super::model::{Model, Touched, NUD_FAILED, NUD_UNCONFIRMED, NUD_USABLE};
-use super::parse::{dump_requests, parse, RTM_GETNEXTHOP};
+use super::parse::{dump_requests, optional_dump, parse, Parsed};
 
 /// Shortest time between two rebuilds: a burst of changes is coalesced into one snapshot that
 /// still reaches the workers well within 100 ms of the first.
@@ -43,11 +43,11 @@ pub struct FibMirror {
     monitor: NetlinkMonitor,
     model: Model,
     served: HashSet<u32>,
-    pinned: BTreeSet<(u32, Ipv4Addr)>,
+    pinned: BTreeSet<(u32, IpAddr)>,
     slots: NeighbourSlots,
     neighbours: Arc<Neighbours>,
     /// Slots held, with the state last written to each.
-    held: HashMap<(u32, Ipv4Addr), (NeighbourId, Neighbour)>,
+    held: HashMap<(u32, IpAddr), (NeighbourId, Neighbour)>,
     fib: Arc<Fib>,
     unpublished: bool,
     dirty: bool,
@@ -140,10 +140,20 @@ impl FibMirror {
             .monitor
             .drain(|kind, payload| events.push(parse(kind, payload)))?;
         self.counters.notifications += drained.messages;
-        for event in events {
-            let Some(event) = event else {
-                self.counters.unreadable += 1;
-                continue;
+        for parsed in events {
+            let event = match parsed {
+                Parsed::Event(event) => event,
+                Parsed::Ignored => {
+                    self.counters.ignored += 1;
+                    continue;
+                }
+                Parsed::Unreadable => {
+                    self.counters.unreadable += 1;
+                    if self.log.allow("unreadable", now) {
+                        tracing::warn!("FIB: a netlink notification could not be read");
+                    }
+                    continue;
+                }
             };
             match self.model.apply(event) {
                 Touched::Routes => self.dirty = true,
@@ -170,7 +180,7 @@ impl FibMirror {
         }
         if now >= self.next_refresh {
             self.next_refresh = now + NEIGHBOUR_REFRESH_INTERVAL;
-            let keys: Vec<(u32, Ipv4Addr)> = self.held.keys().copied().collect();
+            let keys: Vec<(u32, IpAddr)> = self.held.keys().copied().collect();
             for (ifindex, address) in keys {
                 self.refresh_neighbour(ifindex, address, now);
             }
@@ -180,14 +190,16 @@ impl FibMirror {
     /// The neighbour slot of on-link destination `address` on `ifindex` (the director pins its
     /// on-link TUN real servers; NAT clients on-link reach their own MAC by their frames), kept
     /// until [`unpin`](Self::unpin);
-    /// solicited now if unresolved. The next snapshot gives it a host route when a connected
-    /// prefix of that served interface covers it.
+    /// solicited now if unresolved (ARP for IPv4, a neighbour solicitation for IPv6). The next
+    /// snapshot gives it a host route (/32 or /128) when a connected prefix of that served
+    /// interface covers it.
     pub fn neighbour_for(
         &mut self,
         ifindex: u32,
-        address: Ipv4Addr,
+        address: impl Into<IpAddr>,
     ) -> Result<NeighbourId, NeighbourSlotsFull> {
-        let id = self.slots.acquire(ifindex, IpAddr::V4(address))?;
+        let address = address.into();
+        let id = self.slots.acquire(ifindex, address)?;
         if self.pinned.insert((ifindex, address)) {
             self.dirty = true;
         }
@@ -204,8 +216,8 @@ impl FibMirror {
 
     /// Lets go of a destination pinned by [`neighbour_for`](Self::neighbour_for); its slot is
     /// released at the next rebuild unless a route still uses it.
-    pub fn unpin(&mut self, ifindex: u32, address: Ipv4Addr) {
-        if self.pinned.remove(&(ifindex, address)) {
+    pub fn unpin(&mut self, ifindex: u32, address: impl Into<IpAddr>) {
+        if self.pinned.remove(&(ifindex, address.into())) {
             self.dirty = true;
         }
     }
@@ -235,7 +247,8 @@ impl FibMirror {
 
     /// The next hop the current snapshot gives `destination` (for flow hash 0), for the stats
     /// reply (a NAT client side, a TUN real server).
-    pub fn next_hop(&self, destination: Ipv4Addr) -> NextHopSummary {
+    pub fn next_hop(&self, destination: impl Into<IpAddr>) -> NextHopSummary {
+        let destination = destination.into();
         let mut summary = NextHopSummary {
             destination: destination.to_string(),
             via: None,
@@ -243,7 +256,7 @@ impl FibMirror {
             mac: None,
             state: String::new(),
         };
-        match self.fib.lookup_v4(destination, 0) {
+        match self.fib.lookup(destination, 0) {
             Err(NoRoute { kind }) => kind.name().clone_into(&mut summary.state),
             Ok(next_hop) => {
                 summary.ifindex = Some(next_hop.ifindex);
@@ -273,7 +286,7 @@ impl FibMirror {
     }
 
     /// Replaces the model with a full dump. A table the kernel does not have (nexthop objects
-    /// before Linux 5.3) is skipped.
+    /// before Linux 5.3, IPv6 when booted without it) is skipped.
     fn dump(&mut self) -> Result<(), NetlinkError> {
         let mut model = Model::default();
         for (request, header, operation, reply) in dump_requests() {
@@ -281,12 +294,12 @@ impl FibMirror {
                 .requests
                 .dump_payloads(operation, request, &header, |payload| {
                     // Other families and tables parse to nothing and are skipped.
-                    if let Some(event) = parse(reply, payload) {
+                    if let Some(event) = parse(reply, payload).event() {
                         model.apply(event);
                     }
                 });
             match result {
-                Err(NetlinkError::Refused { .. }) if request == RTM_GETNEXTHOP => {}
+                Err(NetlinkError::Refused { .. }) if optional_dump(request, &header) => {}
                 other => other?,
             }
         }
@@ -294,7 +307,7 @@ impl FibMirror {
         self.counters.dumps += 1;
         self.dirty = true;
         let now = Instant::now();
-        let keys: Vec<(u32, Ipv4Addr)> = self.held.keys().copied().collect();
+        let keys: Vec<(u32, IpAddr)> = self.held.keys().copied().collect();
         for (ifindex, address) in keys {
             self.write_neighbour(ifindex, address, now);
         }
@@ -304,21 +317,21 @@ impl FibMirror {
     fn rebuild(&mut self, now: Instant) {
         let built = build(&self.model, &self.served, &self.pinned, &mut self.slots);
         // Release what no route or pin references any more; write new slots' state.
-        let gone: Vec<(u32, Ipv4Addr)> = self
+        let gone: Vec<(u32, IpAddr)> = self
             .held
             .keys()
             .filter(|key| !built.referenced.contains(key))
             .copied()
             .collect();
         for (ifindex, address) in gone {
-            if let Some(id) = self.slots.release(ifindex, IpAddr::V4(address)) {
+            if let Some(id) = self.slots.release(ifindex, address) {
                 self.neighbours.publish(id, Neighbour::Gone);
             }
             self.held.remove(&(ifindex, address));
         }
         let mut fresh = Vec::new();
         for &(ifindex, address) in &built.referenced {
-            if let Some(id) = self.slots.get(ifindex, IpAddr::V4(address)) {
+            if let Some(id) = self.slots.get(ifindex, address) {
                 self.held.entry((ifindex, address)).or_insert_with(|| {
                     fresh.push((ifindex, address));
                     (id, Neighbour::Gone)
@@ -341,6 +354,7 @@ impl FibMirror {
     fn count_build(&mut self, counts: BuildCounts, now: Instant) {
         let counters = &mut self.counters;
         counters.prefixes = counts.prefixes;
+        counters.prefixes_v6 = counts.prefixes_v6;
         counters.routes = counts.routes;
         counters.routes_not_served = counts.not_served;
         counters.legs_not_served = counts.legs_not_served;
@@ -385,7 +399,7 @@ impl FibMirror {
     }
 
     /// Writes the model's state of a held neighbour to its slot if it changed.
-    fn write_neighbour(&mut self, ifindex: u32, address: Ipv4Addr, now: Instant) {
+    fn write_neighbour(&mut self, ifindex: u32, address: IpAddr, now: Instant) {
         let Some(&(id, written)) = self.held.get(&(ifindex, address)) else {
             return;
         };
@@ -410,9 +424,10 @@ impl FibMirror {
 
     /// Asks the kernel to confirm a STALE/DELAY/PROBE neighbour, or to resolve a missing,
     /// INCOMPLETE or FAILED one. Both are the same request (`RTM_NEWNEIGH` with `NTF_USE`,
-    /// which runs the kernel's `neigh_event_send` as if a frame were sent to it); REACHABLE,
+    /// which runs the kernel's `neigh_event_send` as if a frame were sent to it: an ARP request
+    /// for IPv4, a neighbour solicitation or unicast probe for IPv6, RFC 4861 7.3); REACHABLE,
     /// PERMANENT and NOARP entries need nothing.
-    fn refresh_neighbour(&mut self, ifindex: u32, address: Ipv4Addr, now: Instant) {
+    fn refresh_neighbour(&mut self, ifindex: u32, address: IpAddr, now: Instant) {
         let state = self
             .model
             .neighbours

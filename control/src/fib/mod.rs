@@ -1,5 +1,5 @@
-//! The FIB mirror: control's copy of the kernel's IPv4 routing table, addresses, links and
-//! neighbours, kept current from rtnetlink notifications, published to the workers as immutable
+//! The FIB mirror: control's copy of the kernel's IPv4 and IPv6 routing tables, addresses, links
+//! and neighbours (ARP and NDP), kept current from rtnetlink notifications, published to the workers as immutable
 //! [`dataplane::fib::Fib`] snapshots and one shared [`dataplane::fib::Neighbours`] array.
 //!
 //! - `parse`: rtnetlink messages (dump replies and notifications) into events.
@@ -22,8 +22,12 @@
 //! types) for that, beside the one every other request uses. The parser is pure and tested on
 //! crafted bytes.
 //!
-//! IPv6 (issue 15) slots in beside it: an `AF_INET6` branch in the parser, `RTNLGRP_IPV6_*`
-//! groups, and `add_v6` in the builder; the neighbour slots and the mirror are family-neutral.
+//! IPv6 (issue 15) is the same path with `IpAddr` keys: the parser reads `AF_INET6` routes
+//! (leaving out link-local and multicast noise), addresses and neighbours; the monitor follows
+//! the `RTNLGRP_IPV6_IFADDR` and `RTNLGRP_IPV6_ROUTE` groups (neighbours of both families share
+//! `RTNLGRP_NEIGH`); the builder adds IPv6 prefixes to the snapshot's IPv6 table and /128 host
+//! routes; neighbour slots, confirmation and solicitation (`NTF_USE`, which makes the kernel send
+//! the RFC 4861 neighbour solicitation) are family-neutral.
 //!
 //! What it must not do: touch frames, or make a worker wait: the workers only ever load a
 //! published snapshot and the neighbour array's atomic words.

@@ -1,11 +1,12 @@
 //! The mirror's copy of the kernel's tables, as the last dump and the notifications since left
-//! them: links, IPv4 addresses, main-table IPv4 routes, nexthop objects and IPv4 neighbours.
+//! them: links, addresses, main-table routes, nexthop objects and neighbours, IPv4 and IPv6
+//! side by side (keys are `IpAddr`; `BTreeMap` orders every IPv4 route before the IPv6 ones).
 //!
 //! What it must not do: talk to the kernel or decide anything about forwarding (the builder
 //! does); it only applies [`Event`]s.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::parse::{Change, Event, NeighbourEntry, NexthopObject, RouteAction};
 
@@ -18,21 +19,21 @@ pub const NUD_UNCONFIRMED: u16 = 0x04 | 0x08 | 0x10;
 pub const NUD_FAILED: u16 = 0x20;
 
 /// A route's identity in the main table: destination, prefix length, metric.
-pub type RouteKey = (Ipv4Addr, u8, u32);
+pub type RouteKey = (IpAddr, u8, u32);
 
 /// See the module docs.
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     /// Interface index -> administratively up.
     pub links: HashMap<u32, bool>,
-    /// Interface index -> its IPv4 addresses and prefix lengths.
-    pub addresses: HashMap<u32, Vec<(Ipv4Addr, u8)>>,
-    /// Main-table IPv4 routes, ordered so that builds are deterministic.
+    /// Interface index -> its addresses and prefix lengths.
+    pub addresses: HashMap<u32, Vec<(IpAddr, u8)>>,
+    /// Main-table routes, ordered so that builds are deterministic.
     pub routes: BTreeMap<RouteKey, RouteAction>,
     /// Nexthop objects by id.
     pub nexthops: BTreeMap<u32, NexthopObject>,
-    /// IPv4 neighbours by (interface, address).
-    pub neighbours: HashMap<(u32, Ipv4Addr), NeighbourEntry>,
+    /// Neighbours by (interface, address).
+    pub neighbours: HashMap<(u32, IpAddr), NeighbourEntry>,
 }
 
 /// Which part of the model an event changed: routes (rebuild the FIB) or a neighbour (write
@@ -42,7 +43,7 @@ pub enum Touched {
     /// Links, addresses, routes or nexthop objects.
     Routes,
     /// The neighbour at (interface, address).
-    Neighbour(u32, Ipv4Addr),
+    Neighbour(u32, IpAddr),
 }
 
 impl Model {
@@ -52,9 +53,11 @@ impl Model {
             Event::Route(change, route) => {
                 let key = (route.destination, route.prefix_len, route.metric);
                 match change {
-                    Change::New => self.routes.insert(key, route.action),
-                    Change::Delete => self.routes.remove(&key),
-                };
+                    Change::New => {
+                        self.routes.insert(key, route.action);
+                    }
+                    Change::Delete => self.delete_route(key, &route.action),
+                }
                 Touched::Routes
             }
             Event::Nexthop(change, id, object) => {
@@ -99,6 +102,23 @@ impl Model {
                 Touched::Routes
             }
         }
+    }
+
+    /// Removes a route, or for IPv6 one leg of it: Linux keeps an IPv6 multipath route as
+    /// sibling routes, and `ip -6 route del PREFIX via GW` deletes one sibling with a
+    /// notification naming only that leg (an IPv4 multipath route is one object, deleted whole).
+    fn delete_route(&mut self, key: RouteKey, action: &RouteAction) {
+        if let (IpAddr::V6(_), RouteAction::Paths(deleted)) = (key.0, action) {
+            if let ([leg], Some(RouteAction::Paths(legs))) =
+                (deleted.as_slice(), self.routes.get_mut(&key))
+            {
+                legs.retain(|path| (path.gateway, path.ifindex) != (leg.gateway, leg.ifindex));
+                if !legs.is_empty() {
+                    return;
+                }
+            }
+        }
+        self.routes.remove(&key);
     }
 
     /// Whether interface `ifindex` is known and up (an interface not yet seen counts as up, so

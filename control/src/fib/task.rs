@@ -5,7 +5,7 @@
 //! What it must not do: stop on an error from the kernel (it logs it, rate-limited, and
 //! carries on), or make its caller wait longer than [`REQUEST_TIMEOUT`].
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,15 +38,11 @@ pub enum FibTaskError {
 }
 
 enum Request {
-    NeighbourFor(
-        u32,
-        Ipv4Addr,
-        Sender<Result<NeighbourId, NeighbourSlotsFull>>,
-    ),
-    Unpin(u32, Ipv4Addr),
+    NeighbourFor(u32, IpAddr, Sender<Result<NeighbourId, NeighbourSlotsFull>>),
+    Unpin(u32, IpAddr),
     SetServed(Vec<u32>),
     Summary(Sender<FibSummary>),
-    NextHop(Ipv4Addr, Sender<NextHopSummary>),
+    NextHop(IpAddr, Sender<NextHopSummary>),
 }
 
 /// See the module docs. Dropping it stops the thread.
@@ -95,18 +91,19 @@ impl FibTask {
         Arc::clone(&self.neighbours)
     }
 
-    /// See [`FibMirror::neighbour_for`].
+    /// See [`FibMirror::neighbour_for`]: an IPv4 or IPv6 on-link destination.
     pub fn neighbour_for(
         &self,
         ifindex: u32,
-        address: Ipv4Addr,
+        address: impl Into<IpAddr>,
     ) -> Result<NeighbourId, FibTaskError> {
+        let address = address.into();
         Ok(self.ask(|reply| Request::NeighbourFor(ifindex, address, reply))??)
     }
 
     /// See [`FibMirror::unpin`].
-    pub fn unpin(&self, ifindex: u32, address: Ipv4Addr) {
-        self.tell(Request::Unpin(ifindex, address));
+    pub fn unpin(&self, ifindex: u32, address: impl Into<IpAddr>) {
+        self.tell(Request::Unpin(ifindex, address.into()));
     }
 
     /// See [`FibMirror::set_served`].
@@ -120,7 +117,8 @@ impl FibTask {
     }
 
     /// See [`FibMirror::next_hop`].
-    pub fn next_hop(&self, destination: Ipv4Addr) -> Result<NextHopSummary, FibTaskError> {
+    pub fn next_hop(&self, destination: impl Into<IpAddr>) -> Result<NextHopSummary, FibTaskError> {
+        let destination = destination.into();
         self.ask(|reply| Request::NextHop(destination, reply))
     }
 

@@ -1,7 +1,11 @@
-//! Interface addresses: adding and removing the VIPs, listing an interface's IPv4 addresses
-//! (`RTM_NEWADDR`, `RTM_DELADDR`, `RTM_GETADDR`).
+//! Interface addresses: adding and removing the VIPs, listing an interface's IPv4 or IPv6
+//! addresses (`RTM_NEWADDR`, `RTM_DELADDR`, `RTM_GETADDR`).
+//!
+//! An IPv6 address is added with `IFA_F_NODAD`: a VIP (a /128) must answer at once, not after
+//! duplicate address detection's second or more (RFC 4862 5.4); making sure no other host holds
+//! it is the operator's, as for an IPv4 VIP (and VRRP's, under HA).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::message::{
     read_u32, Attributes, Message, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
@@ -15,6 +19,10 @@ const RTM_GETADDR: u16 = 22;
 pub(super) const IFA_LOCAL: u16 = 2;
 const IFA_ADDRESS: u16 = 1;
 const RT_SCOPE_UNIVERSE: u8 = 0;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+/// `ifa_flags`: no duplicate address detection.
+const IFA_F_NODAD: u8 = 0x02;
 
 /// Result of [`Netlink::add_address`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,22 +34,21 @@ pub enum AddressChange {
 }
 
 impl Netlink {
-    /// Adds `address/prefix_len` to interface `ifindex`. An address the interface already has is
-    /// not an error: it gives [`AddressChange::AlreadyPresent`].
+    /// Adds `address/prefix_len` (IPv4, or IPv6 without DAD) to interface `ifindex`. An address
+    /// the interface already has is not an error: it gives [`AddressChange::AlreadyPresent`].
     pub fn add_address(
         &mut self,
         ifindex: u32,
-        address: Ipv4Addr,
+        address: impl Into<IpAddr>,
         prefix_len: u8,
     ) -> Result<AddressChange, NetlinkError> {
+        let address = address.into();
         let operation = format!("add address {address}/{prefix_len} on ifindex {ifindex}");
         let mut request = Message::new(
             RTM_NEWADDR,
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         );
-        request.push(&address_header(ifindex, prefix_len));
-        request.attribute(IFA_LOCAL, &address.octets());
-        request.attribute(IFA_ADDRESS, &address.octets());
+        push_address(&mut request, ifindex, address, prefix_len);
         match self.acknowledged(&operation, request) {
             Ok(()) => Ok(AddressChange::Added),
             Err(Reply::Errno(libc::EEXIST)) => Ok(AddressChange::AlreadyPresent),
@@ -52,25 +59,64 @@ impl Netlink {
     /// The IPv4 addresses on interface `ifindex` with their prefix lengths, in the kernel's
     /// order (the primary address of each subnet first).
     pub fn addresses(&mut self, ifindex: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+        let found = self.addresses_of(AF_INET, ifindex)?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(address, len)| match address {
+                IpAddr::V4(address) => Some((address, len)),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// The IPv6 addresses on interface `ifindex` (link-local included) with their prefix
+    /// lengths.
+    pub fn addresses_v6(&mut self, ifindex: u32) -> Result<Vec<(Ipv6Addr, u8)>, NetlinkError> {
+        let found = self.addresses_of(AF_INET6, ifindex)?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(address, len)| match address {
+                IpAddr::V6(address) => Some((address, len)),
+                IpAddr::V4(_) => None,
+            })
+            .collect())
+    }
+
+    /// The addresses of `family` on `ifindex`: `IFA_LOCAL` where given (with a peer,
+    /// `IFA_ADDRESS` is the peer's), else `IFA_ADDRESS` (IPv6 sends only that without a peer).
+    fn addresses_of(
+        &mut self,
+        family: u8,
+        ifindex: u32,
+    ) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
         let operation = format!("dump addresses on ifindex {ifindex}");
         let mut request = Message::new(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP);
-        request.push(&address_header(0, 0));
+        request.push(&address_header(family, 0, 0, 0));
         let mut found = Vec::new();
         self.dump(&operation, request, |message| {
             let Some(header) = message.get(..8) else {
                 return Err("short ifaddrmsg");
             };
             let index = read_u32(header, 4).ok_or("short ifaddrmsg")?;
-            if u16::from(header[0]) != libc::AF_INET as u16 || index != ifindex {
+            if header[0] != family || index != ifindex {
                 return Ok(());
             }
             let prefix_len = header[1];
+            let (mut local, mut address) = (None, None);
             for (kind, data) in Attributes::new(&message[8..]) {
-                if kind == IFA_LOCAL {
-                    if let Ok(octets) = <[u8; 4]>::try_from(data) {
-                        found.push((Ipv4Addr::from(octets), prefix_len));
-                    }
+                let value = if let Ok(octets) = <[u8; 4]>::try_from(data) {
+                    Some(IpAddr::from(octets))
+                } else {
+                    <[u8; 16]>::try_from(data).ok().map(IpAddr::from)
+                };
+                match kind {
+                    IFA_LOCAL => local = value,
+                    IFA_ADDRESS => address = value,
+                    _ => {}
                 }
+            }
+            if let Some(address) = local.or(address) {
+                found.push((address, prefix_len));
             }
             Ok(())
         })?;
@@ -82,14 +128,13 @@ impl Netlink {
     pub fn remove_address(
         &mut self,
         ifindex: u32,
-        address: Ipv4Addr,
+        address: impl Into<IpAddr>,
         prefix_len: u8,
     ) -> Result<(), NetlinkError> {
+        let address = address.into();
         let operation = format!("remove address {address}/{prefix_len} from ifindex {ifindex}");
         let mut request = Message::new(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK);
-        request.push(&address_header(ifindex, prefix_len));
-        request.attribute(IFA_LOCAL, &address.octets());
-        request.attribute(IFA_ADDRESS, &address.octets());
+        push_address(&mut request, ifindex, address, prefix_len);
         match self.acknowledged(&operation, request) {
             Ok(()) | Err(Reply::Errno(libc::EADDRNOTAVAIL)) => Ok(()),
             Err(error) => Err(refused(&operation, error)),
@@ -97,11 +142,28 @@ impl Netlink {
     }
 }
 
+/// The header and address attributes of an add or remove request for `address/prefix_len`.
+fn push_address(request: &mut Message, ifindex: u32, address: IpAddr, prefix_len: u8) {
+    match address {
+        IpAddr::V4(address) => {
+            request.push(&address_header(AF_INET, ifindex, prefix_len, 0));
+            request.attribute(IFA_LOCAL, &address.octets());
+            request.attribute(IFA_ADDRESS, &address.octets());
+        }
+        IpAddr::V6(address) => {
+            request.push(&address_header(AF_INET6, ifindex, prefix_len, IFA_F_NODAD));
+            request.attribute(IFA_LOCAL, &address.octets());
+            request.attribute(IFA_ADDRESS, &address.octets());
+        }
+    }
+}
+
 /// `struct ifaddrmsg`: family, prefix length, flags, scope, ifindex.
-pub(super) fn address_header(ifindex: u32, prefix_len: u8) -> [u8; 8] {
+pub(super) fn address_header(family: u8, ifindex: u32, prefix_len: u8, flags: u8) -> [u8; 8] {
     let mut header = [0u8; 8];
-    header[0] = libc::AF_INET as u8;
+    header[0] = family;
     header[1] = prefix_len;
+    header[2] = flags;
     header[3] = RT_SCOPE_UNIVERSE;
     header[4..8].copy_from_slice(&ifindex.to_ne_bytes());
     header

@@ -1,6 +1,6 @@
 //! The notification side of rtnetlink: [`NetlinkMonitor`] is a second, non-blocking
 //! `NETLINK_ROUTE` socket joined to the multicast groups the FIB mirror follows (links, IPv4
-//! addresses and routes, neighbours, nexthop objects), and [`Netlink::dump_payloads`] the full
+//! and IPv6 addresses and routes, neighbours of both families, nexthop objects), and [`Netlink::dump_payloads`] the full
 //! dumps the mirror starts (and restarts after an overrun) from.
 //!
 //! What it must not do: interpret the messages (the FIB mirror does) or block: a read returns
@@ -22,6 +22,8 @@ const RTNLGRP_LINK: libc::c_int = 1;
 const RTNLGRP_NEIGH: libc::c_int = 3;
 const RTNLGRP_IPV4_IFADDR: libc::c_int = 5;
 const RTNLGRP_IPV4_ROUTE: libc::c_int = 7;
+const RTNLGRP_IPV6_IFADDR: libc::c_int = 9;
+const RTNLGRP_IPV6_ROUTE: libc::c_int = 11;
 const RTNLGRP_NEXTHOP: libc::c_int = 32;
 const SOL_NETLINK: libc::c_int = 270;
 const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
@@ -49,7 +51,7 @@ pub struct NetlinkMonitor {
 
 impl NetlinkMonitor {
     /// Opens a non-blocking socket in the calling thread's network namespace, joined to the
-    /// link, neighbour, IPv4 address, IPv4 route and nexthop groups. Joining the nexthop group
+    /// link, neighbour, IPv4 and IPv6 address and route, and nexthop groups. Joining the nexthop group
     /// fails on kernels before 5.3; that alone is not an error.
     pub fn open() -> Result<Self, NetlinkError> {
         // SAFETY: socket(2) takes no pointers; a non-negative result is a new descriptor we own.
@@ -102,6 +104,8 @@ impl NetlinkMonitor {
             RTNLGRP_NEIGH,
             RTNLGRP_IPV4_IFADDR,
             RTNLGRP_IPV4_ROUTE,
+            RTNLGRP_IPV6_IFADDR,
+            RTNLGRP_IPV6_ROUTE,
         ] {
             set_int_option(&socket, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
                 .map_err(|()| io_error(&format!("join rtnetlink group {group}")))?;

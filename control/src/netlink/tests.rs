@@ -4,13 +4,13 @@ use std::net::Ipv4Addr;
 
 use super::address::{address_header, IFA_LOCAL, RTM_NEWADDR};
 use super::message::{read_u16, read_u32, Attributes, Message, Messages, NLM_F_ACK, NLM_F_REQUEST};
-use super::neighbour::{neighbour_header, NDA_DST, NUD_REACHABLE, RTM_GETNEIGH};
+use super::neighbour::{neighbour_header, AF_INET, NDA_DST, NUD_REACHABLE, RTM_GETNEIGH};
 use super::*;
 
 #[test]
 fn builds_aligned_messages() {
     let mut message = Message::new(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK);
-    message.push(&address_header(7, 32));
+    message.push(&address_header(2, 7, 32, 0));
     message.attribute(IFA_LOCAL, &[192, 0, 2, 10]);
     message.attribute(99, &[1]);
     let bytes = message.finish(42).to_vec();
@@ -45,7 +45,7 @@ fn malformed_input_stops_parsing_without_panicking() {
     assert!(matches!(Messages::new(&message[..3]).next(), Some(Err(_))));
     // Every prefix of a good message parses or errors, never panics.
     let mut good = Message::new(RTM_GETNEIGH, NLM_F_REQUEST);
-    good.push(&neighbour_header(1, NUD_REACHABLE, 0));
+    good.push(&neighbour_header(AF_INET, 1, NUD_REACHABLE, 0));
     good.attribute(NDA_DST, &[198, 51, 100, 1]);
     let good = good.finish(1).to_vec();
     for end in 0..good.len() {

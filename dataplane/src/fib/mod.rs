@@ -5,7 +5,7 @@
 //! - [`lpm`]: the longest-prefix-match table, generic over the address width.
 //! - [`neighbour`]: the lock-free neighbour array and control's slot allocator for it.
 //!
-//! A lookup ([`Fib::lookup_v4`]) maps an address to a [`RouteId`] through the LPM table, then the
+//! A lookup ([`Fib::lookup_v4`], [`Fib::lookup_v6`], or [`Fib::lookup`] for either family) maps an address to a [`RouteId`] through the LPM table, then the
 //! route to a next hop ([`NextHopRef`]: a [`NeighbourId`] and an interface index) or to the
 //! reason there is none ([`NoRouteKind`], one per counter). A new connection looks up once and
 //! keeps the neighbour id, so later MAC changes reach it through the neighbour array.
@@ -33,10 +33,11 @@
 //! scores are within a rounding error, which only matters for a flow that moves between
 //! directors (neighbour ids are local, so the taking-over director looks its next hop up again).
 //!
-//! IPv6 (issue 15) slots in beside IPv4: a `v6: Lpm<u128, RouteId>` field next to `v4`, an
-//! `add_v6` on the builder and a `lookup_v6` that, like `lookup_v4`, ends in the
-//! family-independent [`Fib::resolve`]. Routes, next-hop groups and neighbour ids are shared by
-//! both families.
+//! IPv6 (issue 15) sits beside IPv4: a second LPM table over `u128`, filled by
+//! [`FibBuilder::add_v6`] and read by [`Fib::lookup_v6`], which like [`Fib::lookup_v4`] ends in
+//! the family-independent [`Fib::resolve`]. Routes, next-hop groups and neighbour ids are shared
+//! by both families (a 4in6 tunnel's IPv6 next hop and an IPv4 route's gateway are both just a
+//! route id and a neighbour slot); only the prefix tables are per family.
 //!
 //! What it must not do: talk to the kernel (control reads netlink and builds snapshots), change
 //! after it is built, or allocate, lock or panic in a lookup.
@@ -44,7 +45,7 @@
 pub mod lpm;
 pub mod neighbour;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use self::lpm::{Lpm, LpmBuilder, PrefixTooLong};
 pub use self::neighbour::{Neighbour, NeighbourId, NeighbourSlots, Neighbours};
@@ -198,7 +199,7 @@ enum Resolution {
 #[derive(Clone, Debug, Default)]
 pub struct Fib {
     v4: Lpm<u32, RouteId>,
-    // Issue 15: `v6: Lpm<u128, RouteId>` goes here (see the module docs).
+    v6: Lpm<u128, RouteId>,
     routes: Vec<Resolution>,
     next_hops: Vec<NextHopRef>,
     buckets: Vec<u8>,
@@ -214,6 +215,26 @@ impl Fib {
             None => Err(NoRoute {
                 kind: NoRouteKind::NoMatch,
             }),
+        }
+    }
+
+    /// The next hop for IPv6 `address`, chosen as [`lookup_v4`](Self::lookup_v4) chooses.
+    #[inline]
+    pub fn lookup_v6(&self, address: Ipv6Addr, flow_hash: u64) -> Result<NextHopRef, NoRoute> {
+        match self.v6.lookup(address.to_bits()) {
+            Some(route) => self.resolve(route, flow_hash),
+            None => Err(NoRoute {
+                kind: NoRouteKind::NoMatch,
+            }),
+        }
+    }
+
+    /// The next hop for `address` of either family.
+    #[inline]
+    pub fn lookup(&self, address: IpAddr, flow_hash: u64) -> Result<NextHopRef, NoRoute> {
+        match address {
+            IpAddr::V4(address) => self.lookup_v4(address, flow_hash),
+            IpAddr::V6(address) => self.lookup_v6(address, flow_hash),
         }
     }
 
@@ -249,9 +270,15 @@ impl Fib {
         self.v4.len()
     }
 
+    /// IPv6 prefixes in the snapshot.
+    pub fn prefix_count_v6(&self) -> usize {
+        self.v6.len()
+    }
+
     /// Bytes held by the snapshot's tables.
     pub fn memory_bytes(&self) -> usize {
         self.v4.memory_bytes()
+            + self.v6.memory_bytes()
             + self.routes.len() * size_of::<Resolution>()
             + self.next_hops.len() * size_of::<NextHopRef>()
             + self.buckets.len()
@@ -304,10 +331,11 @@ fn rendezvous_score(bucket: usize, key: u64, weight: u32) -> f64 {
     f64::from(weight) / -unit.ln()
 }
 
-/// Collects routes and IPv4 prefixes, then [`build`](Self::build)s the immutable [`Fib`].
+/// Collects routes and IPv4 and IPv6 prefixes, then [`build`](Self::build)s the immutable [`Fib`].
 #[derive(Clone, Debug, Default)]
 pub struct FibBuilder {
     v4: LpmBuilder<u32, RouteId>,
+    v6: LpmBuilder<u128, RouteId>,
     routes: Vec<Resolution>,
     next_hops: Vec<NextHopRef>,
     buckets: Vec<u8>,
@@ -383,10 +411,28 @@ impl FibBuilder {
         Ok(())
     }
 
+    /// Points IPv6 `prefix/len` at `route`, as [`add_v4`](Self::add_v4) does (`len` up to 128).
+    pub fn add_v6(&mut self, prefix: Ipv6Addr, len: u32, route: RouteId) -> Result<(), FibError> {
+        if route.0 as usize >= self.routes.len() {
+            return Err(FibError::UnknownRoute(route));
+        }
+        self.v6.insert(prefix.to_bits(), len, route)?;
+        Ok(())
+    }
+
+    /// [`add_v4`](Self::add_v4) or [`add_v6`](Self::add_v6), by `prefix`'s family.
+    pub fn add(&mut self, prefix: IpAddr, len: u32, route: RouteId) -> Result<(), FibError> {
+        match prefix {
+            IpAddr::V4(prefix) => self.add_v4(prefix, len, route),
+            IpAddr::V6(prefix) => self.add_v6(prefix, len, route),
+        }
+    }
+
     /// Builds the snapshot.
     pub fn build(self) -> Fib {
         Fib {
             v4: self.v4.build(),
+            v6: self.v6.build(),
             routes: self.routes,
             next_hops: self.next_hops,
             buckets: self.buckets,
@@ -485,5 +531,154 @@ mod tests {
             builder.add_v4(Ipv4Addr::UNSPECIFIED, 33, id),
             Err(FibError::PrefixTooLong(_))
         ));
+    }
+
+    fn via_v6(neighbour: u32, ifindex: u32, weight: u32) -> NextHop {
+        NextHop {
+            address: IpAddr::V6(Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0x100 + neighbour as u16,
+            )),
+            neighbour: NeighbourId::new(neighbour, 0),
+            ifindex,
+            weight,
+        }
+    }
+
+    fn v6(text: &str) -> Ipv6Addr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_longest_prefix_wins_and_families_do_not_mix() {
+        let mut builder = FibBuilder::new();
+        let wide = builder
+            .add_route(&Route::Forward(vec![via_v6(1, 2, 1)]))
+            .unwrap();
+        let narrow = builder
+            .add_route(&Route::Forward(vec![via_v6(2, 3, 1)]))
+            .unwrap();
+        let hole = builder.add_route(&Route::Blackhole).unwrap();
+        builder.add_v6(v6("2001:db8::"), 32, wide).unwrap();
+        builder.add_v6(v6("2001:db8:5::"), 48, narrow).unwrap();
+        builder
+            .add(IpAddr::V6(v6("2001:db8:5:6::")), 64, hole)
+            .unwrap();
+        // The same route from an IPv4 prefix: route ids are shared by both families.
+        builder
+            .add(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), 8, narrow)
+            .unwrap();
+        let fib = builder.build();
+        assert_eq!((fib.prefix_count_v4(), fib.prefix_count_v6()), (1, 3));
+        let neighbour = |address: &str| fib.lookup_v6(v6(address), 0).map(|hop| hop.neighbour);
+        assert_eq!(neighbour("2001:db8:1::1"), Ok(NeighbourId::new(1, 0)));
+        assert_eq!(neighbour("2001:db8:5::1"), Ok(NeighbourId::new(2, 0)));
+        assert_eq!(
+            neighbour("2001:db8:5:6::1"),
+            Err(NoRoute {
+                kind: NoRouteKind::Blackhole
+            })
+        );
+        assert_eq!(
+            neighbour("2001:db9::1"),
+            Err(NoRoute {
+                kind: NoRouteKind::NoMatch
+            })
+        );
+        // ::a00:1 has the bits of 10.0.0.1, but an IPv6 lookup never reads the IPv4 table.
+        assert_eq!(
+            neighbour("::a00:1"),
+            Err(NoRoute {
+                kind: NoRouteKind::NoMatch
+            })
+        );
+        assert_eq!(
+            fib.lookup(IpAddr::V4(Ipv4Addr::new(10, 1, 1, 1)), 0),
+            fib.lookup(IpAddr::V6(v6("2001:db8:5::9")), 0)
+        );
+        assert_eq!(
+            fib.lookup(IpAddr::V6(v6("2001:db8:1::1")), 0),
+            fib.lookup_v6(v6("2001:db8:1::1"), 0)
+        );
+    }
+
+    #[test]
+    fn ipv6_default_and_host_routes_and_bad_prefixes() {
+        let mut builder = FibBuilder::new();
+        let default = builder
+            .add_route(&Route::Forward(vec![via_v6(1, 2, 1)]))
+            .unwrap();
+        let host = builder
+            .add_route(&Route::Forward(vec![via_v6(7, 2, 1)]))
+            .unwrap();
+        builder.add_v6(Ipv6Addr::UNSPECIFIED, 0, default).unwrap();
+        builder.add_v6(v6("2001:db8::7"), 128, host).unwrap();
+        assert!(matches!(
+            builder.add_v6(Ipv6Addr::UNSPECIFIED, 129, host),
+            Err(FibError::PrefixTooLong(_))
+        ));
+        assert_eq!(
+            builder.add_v6(Ipv6Addr::UNSPECIFIED, 0, RouteId(9)),
+            Err(FibError::UnknownRoute(RouteId(9)))
+        );
+        let fib = builder.build();
+        assert_eq!(
+            fib.lookup_v6(v6("2001:db8::7"), 5).unwrap().neighbour,
+            NeighbourId::new(7, 0)
+        );
+        assert_eq!(
+            fib.lookup_v6(v6("2001:db8::8"), 5).unwrap().neighbour,
+            NeighbourId::new(1, 0)
+        );
+        assert_eq!(
+            fib.lookup_v6(v6("ffff::1"), 5).unwrap().neighbour,
+            NeighbourId::new(1, 0)
+        );
+        assert_eq!(
+            fib.lookup_v4(Ipv4Addr::new(192, 0, 2, 1), 5),
+            Err(NoRoute {
+                kind: NoRouteKind::NoMatch
+            }),
+            "an IPv6 default route is not an IPv4 one"
+        );
+    }
+
+    #[test]
+    fn ipv6_ecmp_spreads_by_weight_and_a_removed_next_hop_moves_only_its_flows() {
+        let fib_of = |next_hops: Vec<NextHop>| {
+            let mut builder = FibBuilder::new();
+            let id = builder.add_route(&Route::Forward(next_hops)).unwrap();
+            builder.add_v6(v6("2001:db8:100::"), 40, id).unwrap();
+            builder.build()
+        };
+        let destination = v6("2001:db8:100::1");
+        let three = fib_of(vec![via_v6(1, 2, 1), via_v6(2, 2, 1), via_v6(3, 2, 2)]);
+        let two = fib_of(vec![via_v6(1, 2, 1), via_v6(3, 2, 2)]);
+        let flows = 4000u64;
+        let mut shares = [0u32; 4];
+        for flow in 0..flows {
+            let hash = mix64(flow);
+            let before = three.lookup_v6(destination, hash).unwrap().neighbour;
+            let after = two.lookup_v6(destination, hash).unwrap().neighbour;
+            shares[before.index()] += 1;
+            // The same flow, looked up again, stays.
+            assert_eq!(
+                three.lookup_v6(destination, hash).unwrap().neighbour,
+                before
+            );
+            if before != NeighbourId::new(2, 0) {
+                assert_eq!(after, before, "flow {flow} moved off a surviving next hop");
+            }
+        }
+        // Weights 1:1:2 over 4000 flows: about 1000, 1000, 2000.
+        assert!((800..1200).contains(&shares[1]), "{shares:?}");
+        assert!((800..1200).contains(&shares[2]), "{shares:?}");
+        assert!((1750..2250).contains(&shares[3]), "{shares:?}");
     }
 }

@@ -21,6 +21,10 @@
 //! instead of another host's MAC. Freed slots are reused oldest first, so the 12-bit generation
 //! could only wrap for a connection that outlives 4096 reuses of its own slot.
 //!
+//! Slots are family-free: an IPv4 gateway (ARP) and an IPv6 one (NDP, RFC 4861) hold slots of
+//! the same array, keyed in [`NeighbourSlots`] by interface and [`IpAddr`]; only control knows
+//! which address a slot is for.
+//!
 //! What it must not do: resolve neighbours (control does, through the kernel), or block a reader.
 
 use std::collections::{HashMap, VecDeque};
