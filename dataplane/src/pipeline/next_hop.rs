@@ -35,12 +35,10 @@ pub(super) fn route(
     address: IpAddr,
     flow_hash: u64,
 ) -> Result<NeighbourId, DropReason> {
-    let next_hop = match address {
-        IpAddr::V4(v4) => routing.fib.lookup_v4(v4, flow_hash),
-        // integrator: lookup_v6 (fib6)
-        IpAddr::V6(_) => return Err(DropReason::NoRoute),
-    }
-    .map_err(|no_route| no_route_drop(no_route.kind))?;
+    let next_hop = routing
+        .fib
+        .lookup(address, flow_hash)
+        .map_err(|no_route| no_route_drop(no_route.kind))?;
     if next_hop.ifindex != routing.client_ifindex {
         return Err(DropReason::RouteNotServed);
     }
