@@ -7,7 +7,7 @@
 //! imply (RFC 5798 6.1: a backup of priority P takes over 3 intervals + (256 - P)/256 of one
 //! after the master's last advertisement, or (256 - P)/256 of one after a priority-0 one).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Deref;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -57,7 +57,7 @@ fn lab(directors: usize) -> SerialLab {
     }
 }
 
-fn vip() -> Ipv4Addr {
+fn vip() -> IpAddr {
     VIP.parse().unwrap()
 }
 
@@ -94,13 +94,15 @@ struct Router {
     /// Opened in the router's namespace, so usable from the test's thread.
     netlink: Netlink,
     ifindex: u32,
-    vips: Vec<Ipv4Addr>,
+    /// `host`'s namespace, for the IPv6 VIPs (netlink here adds IPv4 addresses only).
+    namespace: String,
+    vips: Vec<IpAddr>,
     /// Every event, with when the test saw it.
     seen: Vec<(Instant, HaEvent)>,
 }
 
 impl Router {
-    fn start(lab: &Lab, host: Host, config: &HaConfig, vips: &[Ipv4Addr]) -> Router {
+    fn start(lab: &Lab, host: Host, config: &HaConfig, vips: &[IpAddr]) -> Router {
         let (vrrp, netlink, ifindex) = lab.in_namespace(host, || {
             let vrrp = Vrrp::start(config, "eth0", vips)
                 .unwrap_or_else(|e| panic!("starting VRRP on {host}: {e}"));
@@ -108,17 +110,20 @@ impl Router {
             let ifindex = netlink::interface_index("eth0").unwrap();
             (vrrp, netlink, ifindex)
         });
-        assert_eq!(
-            vrrp.primary_address().to_string(),
-            host.address().unwrap(),
-            "advertisements come from {host}'s own address"
-        );
+        if vips.iter().any(IpAddr::is_ipv4) {
+            assert_eq!(
+                vrrp.primary_address().to_string(),
+                host.address().unwrap(),
+                "advertisements come from {host}'s own address"
+            );
+        }
         Router {
             host,
             events: Some(vrrp.events().clone()),
             vrrp: Some(vrrp),
             netlink,
             ifindex,
+            namespace: lab.namespace(host),
             vips: vips.to_vec(),
             seen: Vec::new(),
         }
@@ -155,8 +160,8 @@ impl Router {
         self.seen.push((Instant::now(), event));
         match event {
             HaEvent::BecameMaster => {
-                for &vip in &self.vips {
-                    self.netlink.add_address(self.ifindex, vip, 32).unwrap();
+                for index in 0..self.vips.len() {
+                    self.set_vip(self.vips[index], true);
                 }
                 self.vrrp().announce_vips().unwrap();
             }
@@ -166,8 +171,37 @@ impl Router {
     }
 
     fn release_vips(&mut self) {
-        for &vip in &self.vips {
-            self.netlink.remove_address(self.ifindex, vip, 32).unwrap();
+        for index in 0..self.vips.len() {
+            self.set_vip(self.vips[index], false);
+        }
+    }
+
+    /// Adds or removes one VIP on `eth0`: a /32 by netlink, a /128 (no DAD) by `ip`.
+    fn set_vip(&mut self, vip: IpAddr, add: bool) {
+        match (vip, add) {
+            (IpAddr::V4(vip), true) => {
+                self.netlink.add_address(self.ifindex, vip, 32).unwrap();
+            }
+            (IpAddr::V4(vip), false) => self.netlink.remove_address(self.ifindex, vip, 32).unwrap(),
+            (IpAddr::V6(vip), _) => {
+                let address = format!("{vip}/128");
+                let mut args = vec!["-n", &self.namespace, "-6", "addr"];
+                if add {
+                    args.extend(["add", &address, "dev", "eth0", "nodad"]);
+                } else {
+                    args.extend(["del", &address, "dev", "eth0"]);
+                }
+                // Removing an address not held (a backup's first event) fails harmlessly.
+                let status = std::process::Command::new("ip")
+                    .args(&args)
+                    .output()
+                    .unwrap();
+                assert!(
+                    status.status.success() || !add,
+                    "ip {args:?}: {}",
+                    String::from_utf8_lossy(&status.stderr)
+                );
+            }
         }
     }
 
@@ -507,7 +541,7 @@ fn updating_the_vips_does_not_change_the_master() {
     let lab = lab(2);
     let mut group = primary_and_backup(&lab, true);
     let before = group.transition_counts();
-    let more = [vip(), Ipv4Addr::new(192, 0, 2, 20)];
+    let more = [vip(), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 20))];
     // The master reloads first; the backup hears the longer list for a while, then catches up.
     group.routers[0].vrrp_mut().update_vips(&more).unwrap();
     group.assert_steady(master_down_interval(100, INTERVAL) * 2);
