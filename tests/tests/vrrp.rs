@@ -1061,6 +1061,12 @@ fn ipv6_vip_election_and_failover_announced_with_neighbour_advertisements() {
         master_down_interval(100, INTERVAL)
     );
     assert!(takeover < master_down_interval(100, INTERVAL) + SLACK);
+    group.run_until_state(
+        "director at fault",
+        Duration::from_secs(1),
+        0,
+        VrrpState::Fault,
+    );
     let backup_mac = mac_of(&lab, Host::ExtraDirector(2));
     let moved =
         director_lab::poll_until(
@@ -1233,4 +1239,68 @@ fn ipv6_keepalived_master_ours_backup_then_ours_takes_over() {
     assert!(handover < master_down_interval(100, INTERVAL) + SLACK);
     assert_eq!(group.routers[0].status().counters.priority_zero_received, 1);
     assert!(has_address6(&lab, Host::Director, VIP6));
+}
+
+#[test]
+fn ipv6_router_needs_a_link_local_address_and_multicast() {
+    require_root!();
+    let lab = lab(1);
+    // IPv6 is off in the lab's namespaces: no link-local address to advertise from.
+    let error = lab.in_namespace(Host::Director, || {
+        Vrrp::start(&ha(100, true), "eth0", &[vip6()]).unwrap_err()
+    });
+    assert!(
+        matches!(
+            error,
+            control::ha::vrrp::VrrpError::NoLinkLocalAddress { .. }
+        ),
+        "{error}"
+    );
+    enable_ipv6(&lab, Host::Director);
+    // unicast_peers are IPv4: the IPv6 router cannot use them.
+    let error = lab.in_namespace(Host::Director, || {
+        Vrrp::start(&unicast_to(2, 100), "eth0", &[vip(), vip6()]).unwrap_err()
+    });
+    assert!(
+        matches!(error, control::ha::vrrp::VrrpError::UnicastIpv6),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_reload_adding_and_removing_ipv6_vips_starts_and_stops_the_ipv6_router() {
+    require_root!();
+    let lab = lab6(2);
+    let mut group = primary_and_backup(&lab, true);
+    assert_eq!(group.routers[0].vrrp().statuses().len(), 1);
+    // Both reload with an IPv6 VIP (from the test's thread: the routers' sockets are in their
+    // namespaces already, but a new router opens its own where update is called).
+    let both = [vip(), vip6()];
+    for index in 0..2 {
+        let host = group.routers[index].host;
+        let router = &mut group.routers[index];
+        router.vips = both.to_vec();
+        let vrrp = router.vrrp.as_mut().unwrap();
+        lab.in_namespace(host, || vrrp.update_vips(&both).unwrap());
+    }
+    group.run_until("director (150) elected in both families", WITHIN, |g| {
+        let in_state = |index: usize, state| {
+            let statuses = g.routers[index].vrrp().statuses();
+            statuses.len() == 2 && statuses.iter().all(|status| status.state == state)
+        };
+        in_state(0, VrrpState::Master) && in_state(1, VrrpState::Backup) && elected(g, 0)
+    });
+    group.assert_steady(INTERVAL * 10);
+    let statuses = group.routers[1].vrrp().statuses();
+    assert_follows6(&statuses[1], link_local_of(&lab, Host::Director), 150);
+    assert!(has_address6(&lab, Host::Director, VIP6));
+    // Dropping the IPv6 VIPs stops the IPv6 routers; the IPv4 election stands.
+    let before = group.transition_counts();
+    for router in &mut group.routers {
+        router.vrrp_mut().update_vips(&[vip()]).unwrap();
+    }
+    group.assert_steady(master_down_interval(100, INTERVAL) * 2);
+    assert!(elected(&group, 0), "{}", group.describe());
+    assert_eq!(group.routers[0].vrrp().statuses().len(), 1);
+    assert_eq!(before, group.transition_counts());
 }

@@ -46,10 +46,11 @@ pub mod wire6;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use tracing::{info, warn};
@@ -62,6 +63,12 @@ use socket::{AdvertSocket, FrameSocket, Vrrp6Socket, VrrpSocket};
 pub use status::{Board, Family, HaEvent, VrrpCounters, VrrpStatus, VrrpStatusSource};
 use thread::{Command, RouterThread};
 pub use thread::{GRATUITOUS_ARP_ROUNDS, LINK_CHECK_INTERVAL};
+
+/// How long the IPv6 router's start waits for `ha.interface`'s link-local address to leave
+/// duplicate address detection (RFC 4862 5.4; Linux takes about a second by default).
+const LINK_LOCAL_WAIT: Duration = Duration::from_secs(3);
+/// How often it looks meanwhile.
+const LINK_LOCAL_POLL: Duration = Duration::from_millis(50);
 
 /// Announces each of `addresses` once out of `interface`, from its MAC: a gratuitous ARP for
 /// an IPv4 address, an unsolicited neighbour advertisement for an IPv6 one. For addresses that
@@ -515,11 +522,7 @@ fn open_advert_socket(
             if !config.unicast_peers.is_empty() {
                 return Err(VrrpError::UnicastIpv6);
             }
-            let link_local = socket::link_local_address(&config.interface)
-                .map_err(io_error("find the link-local address".into()))?
-                .ok_or_else(|| VrrpError::NoLinkLocalAddress {
-                    interface: config.interface.clone(),
-                })?;
+            let link_local = wait_for_link_local(&config.interface)?;
             let socket =
                 Vrrp6Socket::open(&config.interface, ifindex, link_local).map_err(io_error(
                     format!("open the IPv6 VRRP socket on {:?}", config.interface),
@@ -532,6 +535,27 @@ fn open_advert_socket(
             )
         }
     })
+}
+
+/// `interface`'s usable link-local address, waiting up to [`LINK_LOCAL_WAIT`] for one still in
+/// DAD (an interface just brought up: 1 s by default).
+fn wait_for_link_local(interface: &str) -> Result<Ipv6Addr, VrrpError> {
+    let deadline = Instant::now() + LINK_LOCAL_WAIT;
+    loop {
+        let found = socket::link_local_address(interface).map_err(|source| VrrpError::Io {
+            operation: format!("find the link-local address of {interface:?}"),
+            source,
+        })?;
+        if let Some(address) = found {
+            return Ok(address);
+        }
+        if Instant::now() >= deadline {
+            return Err(VrrpError::NoLinkLocalAddress {
+                interface: interface.to_owned(),
+            });
+        }
+        std::thread::sleep(LINK_LOCAL_POLL);
+    }
 }
 
 /// The VIPs by family (IPv4, IPv6), each sorted, without repeats, at most 255; at least one in

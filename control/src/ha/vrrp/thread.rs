@@ -39,7 +39,8 @@ pub const GRATUITOUS_ARP_ROUNDS: [Duration; 3] = [
 const MAX_DATAGRAMS_PER_WAKE: usize = 64;
 /// Most distinct peers remembered for [`HaEvent::PeerSeen`].
 const MAX_TRACKED_PEERS: usize = 64;
-/// Receive buffer: an IPv4 header with options and 255 addresses fit several times over.
+/// Receive buffer: an IPv4 header with options and 255 addresses fit several times over, an
+/// IPv6 message with 255 addresses (4088 bytes) once.
 const RECEIVE_BUFFER: usize = 4096;
 /// Pause after an unexpected `poll` failure, so that a persistent one cannot spin.
 const ERROR_BACKOFF: Duration = Duration::from_millis(100);
