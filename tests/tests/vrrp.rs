@@ -1117,6 +1117,10 @@ fn dual_stack_vips_fail_over_together() {
             Router::start(&lab, Host::ExtraDirector(2), &ha(100, true), &both),
         ],
     };
+    for router in &group.routers {
+        // Both routers' statuses are there to read at once, before their threads report.
+        assert_eq!(router.vrrp().statuses().len(), 2);
+    }
     group.run_until_elected("director (150) elected in both families", 0);
     group.assert_steady(INTERVAL * 10);
     for router in &group.routers {

@@ -292,6 +292,12 @@ impl Vrrp {
             vips: vips.clone(),
             counters: VrrpCounters::default(),
         };
+        // On the board before the thread runs, so that a status is there to read at once (in
+        // Initialize, which has no say in the combined state).
+        self.board
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set(family, &status);
         let (commands, command_receiver) = crossbeam_channel::unbounded();
         let router_thread = RouterThread {
             family,
@@ -319,7 +325,14 @@ impl Vrrp {
         let thread = std::thread::Builder::new()
             .name(format!("vrrp-{}{suffix}", config.vrid))
             .spawn(move || router_thread.run())
-            .map_err(io_error("start the VRRP thread".into()))?;
+            .map_err(|source| {
+                let mut board = self.board.lock().unwrap_or_else(PoisonError::into_inner);
+                board.remove(family);
+                VrrpError::Io {
+                    operation: "start the VRRP thread".into(),
+                    source,
+                }
+            })?;
         info!(
             vrid = config.vrid,
             ?family,

@@ -13,17 +13,18 @@ use std::time::Duration;
 use super::machine::State as VrrpState;
 use super::wire::Discard;
 
-/// What the VRRP thread tells control.
+/// What the VRRP threads tell control. The first three are the routers' combined state (see
+/// [`Board`]), sent when it changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HaEvent {
-    /// This director is the master: add the VIPs, steer them in the XDP classifier, then call
-    /// [`super::Vrrp::announce_vips`].
+    /// This director is the master (of every family with VIPs): add the VIPs, steer them in the
+    /// XDP classifier, then call [`super::Vrrp::announce_vips`].
     BecameMaster,
     /// This director is a backup (also the first event after start): stop steering the VIPs
     /// and remove them, if held.
     BecameBackup,
-    /// A link is down: the router is silent and must hold nothing, as for
-    /// [`HaEvent::BecameBackup`]; it starts again as backup when the link returns.
+    /// A link is down: the routers are silent and must hold nothing, as for
+    /// [`HaEvent::BecameBackup`]; they start again as backup when the link returns.
     Fault,
     /// An advertisement from a router not heard before, or with a new priority.
     PeerSeen {
