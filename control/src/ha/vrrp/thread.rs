@@ -169,31 +169,13 @@ impl RouterThread {
 
     fn receive_all(&mut self, buffer: &mut [u8]) {
         for _ in 0..MAX_DATAGRAMS_PER_WAKE {
-            let parsed = match &self.socket {
-                AdvertSocket::V4(socket) => match socket.receive(buffer) {
-                    Ok(Some(len)) => {
-                        wire::parse_datagram(&buffer[..len]).map(wire::Received::into_ip)
-                    }
-                    Ok(None) => return,
-                    Err(error) => {
-                        warn!(%error, "VRRP receive failed");
-                        return;
-                    }
-                },
-                AdvertSocket::V6(socket) => match socket.receive(buffer) {
-                    Ok(Some(got)) => wire6::parse_message(
-                        &buffer[..got.len],
-                        got.source,
-                        got.destination,
-                        got.hop_limit,
-                    )
-                    .map(wire::Received::into_ip),
-                    Ok(None) => return,
-                    Err(error) => {
-                        warn!(%error, "VRRP receive failed");
-                        return;
-                    }
-                },
+            let parsed = match receive_one(&self.socket, buffer) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => return,
+                Err(error) => {
+                    warn!(%error, "VRRP receive failed");
+                    return;
+                }
             };
             self.handle_datagram(parsed, Instant::now());
         }
@@ -413,6 +395,27 @@ impl RouterThread {
         let mut board = self.board.lock().unwrap_or_else(PoisonError::into_inner);
         board.set(self.family, &self.status);
     }
+}
+
+/// One datagram from `socket`, parsed in its family's format; `None` when nothing waits.
+fn receive_one(
+    socket: &AdvertSocket,
+    buffer: &mut [u8],
+) -> std::io::Result<Option<Result<wire::Received<IpAddr>, wire::Discard>>> {
+    Ok(match socket {
+        AdvertSocket::V4(socket) => socket
+            .receive(buffer)?
+            .map(|len| wire::parse_datagram(&buffer[..len]).map(wire::Received::into_ip)),
+        AdvertSocket::V6(socket) => socket.receive(buffer)?.map(|got| {
+            wire6::parse_message(
+                &buffer[..got.len],
+                got.source,
+                got.destination,
+                got.hop_limit,
+            )
+            .map(wire::Received::into_ip)
+        }),
+    })
 }
 
 /// Sends `advert` from `source` to `destination` through `socket`, in its family's format
