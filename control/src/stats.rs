@@ -177,7 +177,9 @@ fn ha_stats(view: &HaView) -> HaStats {
     let status = view.vrrp.get();
     let serving = view.serving.load(Ordering::Relaxed);
     HaStats {
-        state: status.state.name().to_owned(),
+        // With IPv4 and IPv6 VIPs, the state control follows (both routers'); the rest is the
+        // IPv4 router's.
+        state: view.vrrp.combined_state().name().to_owned(),
         serving,
         vrid: status.vrid,
         priority: status.priority,

@@ -38,7 +38,8 @@ pub struct KeepalivedOptions {
     pub advert_interval: Duration,
     /// `false` writes `nopreempt`.
     pub preempt: bool,
-    /// `virtual_ipaddress`, each as a /32 on `eth0`.
+    /// `virtual_ipaddress`, each as a /32 (IPv4) or /128 (IPv6) on `eth0`; one family per
+    /// instance, as keepalived requires.
     pub vips: Vec<String>,
     /// `unicast_peer`; empty advertises to 224.0.0.18.
     pub unicast_peers: Vec<String>,
@@ -81,7 +82,9 @@ impl KeepalivedOptions {
         }
         conf.push_str("    virtual_ipaddress {\n");
         for vip in &self.vips {
-            let _ = writeln!(conf, "        {vip}/32 dev eth0");
+            // An IPv6 VIP makes the instance an IPv6 one (to ff02::12 from the link-local).
+            let prefix = if vip.contains(':') { 128 } else { 32 };
+            let _ = writeln!(conf, "        {vip}/{prefix} dev eth0");
         }
         conf.push_str("    }\n}\n");
         conf
@@ -321,6 +324,11 @@ mod tests {
         ] {
             assert!(conf.contains(part), "{part:?} missing from:\n{conf}");
         }
+        let ipv6 = KeepalivedOptions {
+            vips: vec!["2001:db8::10".into()],
+            ..KeepalivedOptions::new(90)
+        };
+        assert!(ipv6.to_conf("lab").contains("2001:db8::10/128 dev eth0"));
         let conf = KeepalivedOptions::new(100).to_conf("lab");
         assert!(conf.contains("advert_int 0.10\n"), "{conf}");
         assert!(!conf.contains("nopreempt") && !conf.contains("unicast_peer"));

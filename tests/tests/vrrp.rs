@@ -7,7 +7,7 @@
 //! imply (RFC 5798 6.1: a backup of priority P takes over 3 intervals + (256 - P)/256 of one
 //! after the master's last advertisement, or (256 - P)/256 of one after a priority-0 one).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Deref;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -57,7 +57,7 @@ fn lab(directors: usize) -> SerialLab {
     }
 }
 
-fn vip() -> Ipv4Addr {
+fn vip() -> IpAddr {
     VIP.parse().unwrap()
 }
 
@@ -94,13 +94,15 @@ struct Router {
     /// Opened in the router's namespace, so usable from the test's thread.
     netlink: Netlink,
     ifindex: u32,
-    vips: Vec<Ipv4Addr>,
+    /// `host`'s namespace, for the IPv6 VIPs (netlink here adds IPv4 addresses only).
+    namespace: String,
+    vips: Vec<IpAddr>,
     /// Every event, with when the test saw it.
     seen: Vec<(Instant, HaEvent)>,
 }
 
 impl Router {
-    fn start(lab: &Lab, host: Host, config: &HaConfig, vips: &[Ipv4Addr]) -> Router {
+    fn start(lab: &Lab, host: Host, config: &HaConfig, vips: &[IpAddr]) -> Router {
         let (vrrp, netlink, ifindex) = lab.in_namespace(host, || {
             let vrrp = Vrrp::start(config, "eth0", vips)
                 .unwrap_or_else(|e| panic!("starting VRRP on {host}: {e}"));
@@ -108,17 +110,20 @@ impl Router {
             let ifindex = netlink::interface_index("eth0").unwrap();
             (vrrp, netlink, ifindex)
         });
-        assert_eq!(
-            vrrp.primary_address().to_string(),
-            host.address().unwrap(),
-            "advertisements come from {host}'s own address"
-        );
+        if vips.iter().any(IpAddr::is_ipv4) {
+            assert_eq!(
+                vrrp.primary_address().to_string(),
+                host.address().unwrap(),
+                "advertisements come from {host}'s own address"
+            );
+        }
         Router {
             host,
             events: Some(vrrp.events().clone()),
             vrrp: Some(vrrp),
             netlink,
             ifindex,
+            namespace: lab.namespace(host),
             vips: vips.to_vec(),
             seen: Vec::new(),
         }
@@ -155,8 +160,8 @@ impl Router {
         self.seen.push((Instant::now(), event));
         match event {
             HaEvent::BecameMaster => {
-                for &vip in &self.vips {
-                    self.netlink.add_address(self.ifindex, vip, 32).unwrap();
+                for index in 0..self.vips.len() {
+                    self.set_vip(self.vips[index], true);
                 }
                 self.vrrp().announce_vips().unwrap();
             }
@@ -166,8 +171,37 @@ impl Router {
     }
 
     fn release_vips(&mut self) {
-        for &vip in &self.vips {
-            self.netlink.remove_address(self.ifindex, vip, 32).unwrap();
+        for index in 0..self.vips.len() {
+            self.set_vip(self.vips[index], false);
+        }
+    }
+
+    /// Adds or removes one VIP on `eth0`: a /32 by netlink, a /128 (no DAD) by `ip`.
+    fn set_vip(&mut self, vip: IpAddr, add: bool) {
+        match (vip, add) {
+            (IpAddr::V4(vip), true) => {
+                self.netlink.add_address(self.ifindex, vip, 32).unwrap();
+            }
+            (IpAddr::V4(vip), false) => self.netlink.remove_address(self.ifindex, vip, 32).unwrap(),
+            (IpAddr::V6(vip), _) => {
+                let address = format!("{vip}/128");
+                let mut args = vec!["-n", &self.namespace, "-6", "addr"];
+                if add {
+                    args.extend(["add", &address, "dev", "eth0", "nodad"]);
+                } else {
+                    args.extend(["del", &address, "dev", "eth0"]);
+                }
+                // Removing an address not held (a backup's first event) fails harmlessly.
+                let status = std::process::Command::new("ip")
+                    .args(&args)
+                    .output()
+                    .unwrap();
+                assert!(
+                    status.status.success() || !add,
+                    "ip {args:?}: {}",
+                    String::from_utf8_lossy(&status.stderr)
+                );
+            }
         }
     }
 
@@ -507,7 +541,7 @@ fn updating_the_vips_does_not_change_the_master() {
     let lab = lab(2);
     let mut group = primary_and_backup(&lab, true);
     let before = group.transition_counts();
-    let more = [vip(), Ipv4Addr::new(192, 0, 2, 20)];
+    let more = [vip(), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 20))];
     // The master reloads first; the backup hears the longer list for a while, then catches up.
     group.routers[0].vrrp_mut().update_vips(&more).unwrap();
     group.assert_steady(master_down_interval(100, INTERVAL) * 2);
@@ -860,4 +894,417 @@ fn unicast_advertisements_interoperate_with_keepalived() {
     assert_eq!(status.state, VrrpState::Backup, "{status:?}");
     assert_eq!(master_address(&status), Some(director_ip(2)));
     assert_eq!(status.counters.invalid(), 0, "{status:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// IPv6: VRRPv3 over IPv6 (RFC 5798 5.1.2) for an IPv6 VIP, announced with unsolicited neighbour
+// advertisements (RFC 4861 7.2.6).
+
+/// The IPv6 VIP (documentation prefix).
+const VIP6: &str = "2001:db8::10";
+
+fn vip6() -> IpAddr {
+    VIP6.parse().unwrap()
+}
+
+/// `host`'s own IPv6 address on the lab segment: 2001:db8::2 for the client, ::3 for the
+/// director, ::251 and ::252 for directors 2 and 3 (as their IPv4 addresses end).
+fn ipv6_address(host: Host) -> String {
+    let ipv4: Ipv4Addr = host.address().unwrap().parse().unwrap();
+    format!("2001:db8::{}", ipv4.octets()[3])
+}
+
+/// Turns IPv6 on in `host` (every lab namespace starts with it off) without DAD, gives `eth0`
+/// its [`ipv6_address`]/64, and waits until `eth0`'s link-local address is usable (the VRRP
+/// source address).
+fn enable_ipv6(lab: &Lab, host: Host) {
+    lab.exec_ok(
+        host,
+        &[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+            "net.ipv6.conf.eth0.accept_dad=0",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+            "net.ipv6.conf.eth0.disable_ipv6=0",
+        ],
+    );
+    let address = format!("{}/64", ipv6_address(host));
+    lab.exec_ok(
+        host,
+        &["ip", "-6", "addr", "add", &address, "dev", "eth0", "nodad"],
+    );
+    director_lab::poll_until(
+        &format!("{host}'s link-local address"),
+        WITHIN,
+        STEP,
+        || {
+            let shown = lab.exec_ok(
+                host,
+                &[
+                    "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+                ],
+            );
+            if shown.contains("fe80::") && !shown.contains("tentative") {
+                Ok(())
+            } else {
+                Err(shown)
+            }
+        },
+    )
+    .unwrap();
+}
+
+/// An IPv6 DR lab: `directors` directors, a client, IPv6 on in all of them.
+fn lab6(directors: usize) -> SerialLab {
+    let lab = lab(directors);
+    for host in std::iter::once(Host::Client).chain(lab.director_hosts()) {
+        enable_ipv6(&lab, host);
+    }
+    lab
+}
+
+/// Whether `address` is configured on `host`'s `eth0` ([`Lab::has_address`] looks at IPv4).
+fn has_address6(lab: &Lab, host: Host, address: &str) -> bool {
+    let shown = lab.exec_ok(host, &["ip", "-o", "-6", "addr", "show", "dev", "eth0"]);
+    shown.contains(&format!(" {address}/"))
+}
+
+/// `host`'s `eth0` MAC.
+fn mac_of(lab: &Lab, host: Host) -> String {
+    let shown = lab.exec_ok(host, &["ip", "-o", "link", "show", "dev", "eth0"]);
+    let mut words = shown.split_whitespace();
+    words.find(|word| *word == "link/ether");
+    words.next().unwrap().to_owned()
+}
+
+/// `host`'s `eth0` link-local address.
+fn link_local_of(lab: &Lab, host: Host) -> IpAddr {
+    let shown = lab.exec_ok(
+        host,
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+        ],
+    );
+    let mut words = shown.split_whitespace();
+    words.find(|word| *word == "inet6");
+    let with_prefix = words.next().unwrap();
+    with_prefix.split('/').next().unwrap().parse().unwrap()
+}
+
+/// The MAC `host`'s neighbour cache holds for `address` on `eth0`, if any.
+fn neighbour_mac(lab: &Lab, host: Host, address: &str) -> Option<String> {
+    let shown = lab.exec_ok(host, &["ip", "-6", "neigh", "show", address, "dev", "eth0"]);
+    let mut words = shown.split_whitespace();
+    words.find(|word| *word == "lladdr");
+    words.next().map(str::to_owned)
+}
+
+/// Panics unless `status` is of an IPv6 router following `master` (a link-local address) of
+/// `priority`, with nothing discarded and the same address list.
+#[track_caller]
+fn assert_follows6(status: &VrrpStatus, master: IpAddr, priority: u8) {
+    assert_eq!(status.master_address, Some(master), "{status:?}");
+    assert_eq!(status.master_priority, Some(priority), "{status:?}");
+    assert!(status.counters.adverts_received >= 5, "{status:?}");
+    assert_eq!(status.counters.invalid(), 0, "{status:?}");
+    assert_eq!(status.counters.address_list_mismatch, 0, "{status:?}");
+}
+
+#[test]
+fn ipv6_vip_election_and_failover_announced_with_neighbour_advertisements() {
+    require_root!();
+    let lab = lab6(2);
+    let mut group = Group {
+        routers: vec![
+            Router::start(&lab, Host::Director, &ha(150, true), &[vip6()]),
+            Router::start(&lab, Host::ExtraDirector(2), &ha(100, true), &[vip6()]),
+        ],
+    };
+    let primary_link_local = link_local_of(&lab, Host::Director);
+    assert_eq!(
+        group.routers[0].vrrp().primary_address(),
+        primary_link_local
+    );
+    group.run_until_elected("director (150) elected over IPv6", 0);
+    group.assert_steady(INTERVAL * 10);
+    let backup = group.routers[1].status();
+    assert!(backup.primary_address.is_ipv6(), "{backup:?}");
+    assert_follows6(&backup, primary_link_local, 150);
+    assert_eq!(group.routers[0].status().counters.send_errors, 0);
+    assert!(
+        has_address6(&lab, Host::Director, VIP6),
+        "the VIP on the master"
+    );
+    assert!(!has_address6(&lab, Host::ExtraDirector(2), VIP6));
+
+    // The client learns the VIP at the master's MAC: a connection attempt (refused, nothing
+    // listens) resolves it.
+    let _ = lab.tcp_connects(Host::Client, VIP6, 80);
+    let primary_mac = mac_of(&lab, Host::Director);
+    assert_eq!(
+        neighbour_mac(&lab, Host::Client, VIP6),
+        Some(primary_mac.clone())
+    );
+
+    // The master's link fails: the backup takes over, and only its unsolicited neighbour
+    // advertisement can move the client's entry (the client sends nothing meanwhile).
+    let down = Instant::now();
+    lab.set_link(Host::Director, false);
+    group.run_until_state("director2 takes over", WITHIN, 1, VrrpState::Master);
+    let takeover = group.routers[1].master_after(down);
+    println!(
+        "IPv6: director2 master after {takeover:?} (master-down interval {:?})",
+        master_down_interval(100, INTERVAL)
+    );
+    assert!(takeover < master_down_interval(100, INTERVAL) + SLACK);
+    group.run_until_state(
+        "director at fault",
+        Duration::from_secs(1),
+        0,
+        VrrpState::Fault,
+    );
+    let backup_mac = mac_of(&lab, Host::ExtraDirector(2));
+    let moved =
+        director_lab::poll_until(
+            "the client's entry moves",
+            WITHIN,
+            STEP,
+            || match neighbour_mac(&lab, Host::Client, VIP6) {
+                Some(mac) if mac == backup_mac => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    moved.unwrap();
+    println!(
+        "IPv6: the client's neighbour entry moved {:?} after the link went down",
+        down.elapsed()
+    );
+    let announcer = group.routers[1].status();
+    assert!(
+        announcer.counters.neighbour_advertisements_sent >= 1,
+        "{announcer:?}"
+    );
+    assert_eq!(announcer.counters.gratuitous_arps_sent, 0, "{announcer:?}");
+    assert!(has_address6(&lab, Host::ExtraDirector(2), VIP6));
+
+    // The primary returns and preempts; its announcement moves the entry back.
+    lab.set_link(Host::Director, true);
+    group.run_until_elected("director (150) preempts over IPv6", 0);
+    director_lab::poll_until(
+        "the client's entry moves back",
+        WITHIN,
+        STEP,
+        || match neighbour_mac(&lab, Host::Client, VIP6) {
+            Some(mac) if mac == primary_mac => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn dual_stack_vips_fail_over_together() {
+    require_root!();
+    let lab = lab6(2);
+    let both = [vip(), vip6()];
+    let mut group = Group {
+        routers: vec![
+            Router::start(&lab, Host::Director, &ha(150, true), &both),
+            Router::start(&lab, Host::ExtraDirector(2), &ha(100, true), &both),
+        ],
+    };
+    for router in &group.routers {
+        // Both routers' statuses are there to read at once, before their threads report.
+        assert_eq!(router.vrrp().statuses().len(), 2);
+    }
+    group.run_until_elected("director (150) elected in both families", 0);
+    group.assert_steady(INTERVAL * 10);
+    for router in &group.routers {
+        let statuses = router.vrrp().statuses();
+        assert_eq!(statuses.len(), 2, "a router per family: {statuses:?}");
+        assert!(statuses[0].primary_address.is_ipv4() && statuses[1].primary_address.is_ipv6());
+    }
+    let backup = group.routers[1].vrrp().statuses();
+    assert_follows(&backup[0], 1, 150, 8);
+    assert_follows6(&backup[1], link_local_of(&lab, Host::Director), 150);
+    assert_vip_on(&lab, Host::Director, Host::ExtraDirector(2));
+    assert!(has_address6(&lab, Host::Director, VIP6));
+
+    let stop = Instant::now();
+    group.routers[0].shutdown();
+    group.run_until_state("director2 takes over both", WITHIN, 1, VrrpState::Master);
+    println!(
+        "dual stack: director2 master after {:?}",
+        group.routers[1].master_after(stop)
+    );
+    let statuses = group.routers[1].vrrp().statuses();
+    assert!(
+        statuses.iter().all(|s| s.state == VrrpState::Master),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.counters.priority_zero_received == 1),
+        "{statuses:?}"
+    );
+    assert!(
+        lab.has_address(Host::ExtraDirector(2), VIP)
+            && has_address6(&lab, Host::ExtraDirector(2), VIP6)
+    );
+    // One BecameMaster for both families.
+    let masters = group.routers[1]
+        .seen
+        .iter()
+        .filter(|(_, e)| *e == HaEvent::BecameMaster)
+        .count();
+    assert_eq!(masters, 1, "{:?}", group.routers[1].seen);
+}
+
+fn keepalived6(lab: &Lab, host: Host, priority: u8) -> Keepalived {
+    lab.start_keepalived(
+        host,
+        &KeepalivedOptions {
+            vips: vec![VIP6.to_owned()],
+            ..KeepalivedOptions::new(priority)
+        },
+    )
+}
+
+#[test]
+fn ipv6_ours_master_keepalived_backup_then_keepalived_takes_over() {
+    require_root!();
+    let lab = lab6(2);
+    let mut group = Group {
+        routers: vec![Router::start(
+            &lab,
+            Host::Director,
+            &ha(150, true),
+            &[vip6()],
+        )],
+    };
+    let mut peer = keepalived6(&lab, Host::ExtraDirector(2), 100);
+    group.run_until_elected("ours master over IPv6", 0);
+    // keepalived would drop our advertisements, and take over, if it disliked anything in
+    // them: hop limit, checksum, the address list.
+    group.assert_steady(master_down_interval(100, INTERVAL) * 5);
+    assert_keepalived_states(&peer, &[KeepalivedState::Backup]);
+    let ours = group.routers[0].status();
+    assert!(ours.counters.adverts_sent > 10, "{ours:?}");
+    assert_eq!(ours.counters.send_errors, 0, "{ours:?}");
+
+    let stop = Instant::now();
+    group.routers[0].shutdown();
+    keepalived_reaches(&mut peer, KeepalivedState::Master, WITHIN);
+    let elapsed = stop.elapsed();
+    println!("IPv6: ours resigned, keepalived master after {elapsed:?}");
+    assert!(
+        elapsed < master_down_interval(100, INTERVAL),
+        "took {elapsed:?}"
+    );
+}
+
+#[test]
+fn ipv6_keepalived_master_ours_backup_then_ours_takes_over() {
+    require_root!();
+    let lab = lab6(2);
+    let mut peer = keepalived6(&lab, Host::ExtraDirector(2), 150);
+    keepalived_reaches(&mut peer, KeepalivedState::Master, WITHIN);
+    let mut group = Group {
+        routers: vec![Router::start(
+            &lab,
+            Host::Director,
+            &ha(100, true),
+            &[vip6()],
+        )],
+    };
+    let changes = group.run_for(master_down_interval(100, INTERVAL) * 5);
+    assert_eq!(
+        changes,
+        1,
+        "only Initialize -> Backup: {}",
+        group.describe()
+    );
+    let ours = group.routers[0].status();
+    assert_eq!(ours.state, VrrpState::Backup);
+    assert_follows6(&ours, link_local_of(&lab, Host::ExtraDirector(2)), 150);
+    assert_eq!(ours.master_advert_interval, INTERVAL);
+
+    let stop = Instant::now();
+    peer.terminate();
+    group.run_until_state("ours takes over", WITHIN, 0, VrrpState::Master);
+    peer.wait_exit().unwrap();
+    let handover = group.routers[0].master_after(stop);
+    println!("IPv6: keepalived stopped, ours master after {handover:?}");
+    assert!(handover < master_down_interval(100, INTERVAL) + SLACK);
+    assert_eq!(group.routers[0].status().counters.priority_zero_received, 1);
+    assert!(has_address6(&lab, Host::Director, VIP6));
+}
+
+#[test]
+fn ipv6_router_needs_a_link_local_address_and_multicast() {
+    require_root!();
+    let lab = lab(1);
+    // IPv6 is off in the lab's namespaces: no link-local address to advertise from.
+    let error = lab.in_namespace(Host::Director, || {
+        Vrrp::start(&ha(100, true), "eth0", &[vip6()]).unwrap_err()
+    });
+    assert!(
+        matches!(
+            error,
+            control::ha::vrrp::VrrpError::NoLinkLocalAddress { .. }
+        ),
+        "{error}"
+    );
+    enable_ipv6(&lab, Host::Director);
+    // unicast_peers are IPv4: the IPv6 router cannot use them.
+    let error = lab.in_namespace(Host::Director, || {
+        Vrrp::start(&unicast_to(2, 100), "eth0", &[vip(), vip6()]).unwrap_err()
+    });
+    assert!(
+        matches!(error, control::ha::vrrp::VrrpError::UnicastIpv6),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_reload_adding_and_removing_ipv6_vips_starts_and_stops_the_ipv6_router() {
+    require_root!();
+    let lab = lab6(2);
+    let mut group = primary_and_backup(&lab, true);
+    assert_eq!(group.routers[0].vrrp().statuses().len(), 1);
+    // Both reload with an IPv6 VIP (from the test's thread: the routers' sockets are in their
+    // namespaces already, but a new router opens its own where update is called).
+    let both = [vip(), vip6()];
+    for index in 0..2 {
+        let host = group.routers[index].host;
+        let router = &mut group.routers[index];
+        router.vips = both.to_vec();
+        let vrrp = router.vrrp.as_mut().unwrap();
+        lab.in_namespace(host, || vrrp.update_vips(&both).unwrap());
+    }
+    group.run_until("director (150) elected in both families", WITHIN, |g| {
+        let in_state = |index: usize, state| {
+            let statuses = g.routers[index].vrrp().statuses();
+            statuses.len() == 2 && statuses.iter().all(|status| status.state == state)
+        };
+        in_state(0, VrrpState::Master) && in_state(1, VrrpState::Backup) && elected(g, 0)
+    });
+    group.assert_steady(INTERVAL * 10);
+    let statuses = group.routers[1].vrrp().statuses();
+    assert_follows6(&statuses[1], link_local_of(&lab, Host::Director), 150);
+    assert!(has_address6(&lab, Host::Director, VIP6));
+    // Dropping the IPv6 VIPs stops the IPv6 routers; the IPv4 election stands.
+    let before = group.transition_counts();
+    for router in &mut group.routers {
+        router.vrrp_mut().update_vips(&[vip()]).unwrap();
+    }
+    group.assert_steady(master_down_interval(100, INTERVAL) * 2);
+    assert!(elected(&group, 0), "{}", group.describe());
+    assert_eq!(group.routers[0].vrrp().statuses().len(), 1);
+    assert_eq!(before, group.transition_counts());
 }

@@ -127,7 +127,7 @@ impl Director {
                     info!(%address, interface = %server.name, "NAT gateway address added");
                     self.added_server_address = Some((address, prefix));
                     if let Err(error) =
-                        crate::ha::vrrp::announce_addresses(&server.name, &[address])
+                        crate::ha::vrrp::announce_addresses(&server.name, &[address.into()])
                     {
                         warn!(%error, "could not announce the NAT gateway address");
                     }

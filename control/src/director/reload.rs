@@ -100,7 +100,8 @@ impl Director {
         self.publish(built);
         problems.extend(self.announce_services());
         self.sync_vips();
-        let vips = self.vips();
+        // integrator: drop the conversion once `vips()` returns `IpAddr`s.
+        let vips: Vec<std::net::IpAddr> = self.vips().into_iter().map(Into::into).collect();
         if let (Some(ha), Some(config)) = (&mut self.ha, &self.config.ha) {
             // Same router (unchangeable() made sure): state and timers stay, no takeover.
             if let Err(error) = ha.vrrp.update(config, &vips) {

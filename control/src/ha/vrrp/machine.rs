@@ -17,7 +17,7 @@
 //! master whose link failed would still count itself master when the link returned and would
 //! take the VIPs back at once, even from a no-preempt group.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// A router's settings (RFC 5798 6.1's parameters).
@@ -31,8 +31,9 @@ pub struct Settings {
     pub advert_interval: Duration,
     /// Preempt_Mode: whether a backup takes over from a lower-priority master.
     pub preempt: bool,
-    /// Our primary IPv4 address, the advertisements' source and the priority tie-breaker.
-    pub primary_address: Ipv4Addr,
+    /// Our primary address (IPv4; the link-local address for IPv6), the advertisements'
+    /// source and the priority tie-breaker. One router speaks one family.
+    pub primary_address: IpAddr,
 }
 
 /// Where a router is.
@@ -81,7 +82,7 @@ pub enum Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Heard {
     /// The sender's primary address (the IPv4 source).
-    pub source: Ipv4Addr,
+    pub source: IpAddr,
     /// The sender's priority.
     pub priority: u8,
     /// The sender's Max Adver Int.
@@ -100,7 +101,7 @@ pub struct Router {
     /// When Adver_Timer fires (Master only).
     advert_at: Option<Instant>,
     /// The master as last heard: its address and priority (ourselves while master).
-    master: Option<(Ipv4Addr, u8)>,
+    master: Option<(IpAddr, u8)>,
 }
 
 impl Router {
@@ -127,7 +128,7 @@ impl Router {
     }
 
     /// The master as far as this router knows: its address and priority.
-    pub fn master(&self) -> Option<(Ipv4Addr, u8)> {
+    pub fn master(&self) -> Option<(IpAddr, u8)> {
         self.master
     }
 
@@ -318,11 +319,13 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
-    const ME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
-    const LOWER_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-    const HIGHER_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 251);
+    const ME: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3));
+    const LOWER_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+    const HIGHER_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 251));
     const INTERVAL: Duration = Duration::from_millis(100);
 
     fn settings(priority: u8, preempt: bool) -> Settings {
@@ -339,7 +342,7 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn heard(source: Ipv4Addr, priority: u8) -> Heard {
+    fn heard(source: IpAddr, priority: u8) -> Heard {
         Heard {
             source,
             priority,

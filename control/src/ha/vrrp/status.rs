@@ -1,33 +1,35 @@
-//! What the VRRP thread reports: the events control acts on ([`HaEvent`]), the router's
-//! counters and status snapshot for stats ([`VrrpStatus`]), and the handle that reads the
-//! snapshot from another thread ([`VrrpStatusSource`]).
+//! What the VRRP threads report: the events control acts on ([`HaEvent`]), each router's
+//! counters and status snapshot for stats ([`VrrpStatus`]), the board where the IPv4 and IPv6
+//! routers' states combine into the one state control follows ([`Board`]), and the handle that
+//! reads the snapshots from another thread ([`VrrpStatusSource`]).
 //!
-//! A leaf shared by the thread that writes these and the handle that reads them, so neither
+//! A leaf shared by the threads that write these and the handle that reads them, so neither
 //! imports the other. It does no I/O.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::machine::State as VrrpState;
 use super::wire::Discard;
 
-/// What the VRRP thread tells control.
+/// What the VRRP threads tell control. The first three are the routers' combined state (see
+/// [`Board`]), sent when it changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HaEvent {
-    /// This director is the master: add the VIPs, steer them in the XDP classifier, then call
-    /// [`super::Vrrp::announce_vips`].
+    /// This director is the master (of every family with VIPs): add the VIPs, steer them in the
+    /// XDP classifier, then call [`super::Vrrp::announce_vips`].
     BecameMaster,
     /// This director is a backup (also the first event after start): stop steering the VIPs
     /// and remove them, if held.
     BecameBackup,
-    /// A link is down: the router is silent and must hold nothing, as for
-    /// [`HaEvent::BecameBackup`]; it starts again as backup when the link returns.
+    /// A link is down: the routers are silent and must hold nothing, as for
+    /// [`HaEvent::BecameBackup`]; they start again as backup when the link returns.
     Fault,
     /// An advertisement from a router not heard before, or with a new priority.
     PeerSeen {
-        /// Its primary address.
-        address: Ipv4Addr,
+        /// Its primary address (IPv6: its link-local address).
+        address: IpAddr,
         /// The priority it advertised.
         priority: u8,
     },
@@ -55,11 +57,13 @@ pub struct VrrpCounters {
     /// Advertisements for our VRID whose address list differs from ours: accepted (two
     /// directors reload at different times), but keepalived would drop them.
     pub address_list_mismatch: u64,
-    /// Gratuitous ARP frames sent.
+    /// Gratuitous ARP frames sent (the IPv4 router).
     pub gratuitous_arps_sent: u64,
+    /// Unsolicited neighbour advertisements sent (the IPv6 router).
+    pub neighbour_advertisements_sent: u64,
     /// Discarded: shorter than the header or the addresses it announces.
     pub invalid_truncated: u64,
-    /// Discarded: TTL other than 255.
+    /// Discarded: TTL (IPv6: hop limit) other than 255.
     pub invalid_ttl: u64,
     /// Discarded: VRRP version other than 3.
     pub invalid_version: u64,
@@ -111,39 +115,222 @@ pub struct VrrpStatus {
     pub vrid: u8,
     /// Our priority.
     pub priority: u8,
-    /// Our primary address (the advertisements' source).
-    pub primary_address: Ipv4Addr,
+    /// Our primary address (the advertisements' source): IPv4, or the interface's link-local
+    /// address for the IPv6 router.
+    pub primary_address: IpAddr,
     /// The master as last heard (ourselves while master); `None` when unknown.
-    pub master_address: Option<Ipv4Addr>,
+    pub master_address: Option<IpAddr>,
     /// The master's priority.
     pub master_priority: Option<u8>,
     /// Master_Adver_Interval: the master's advertisement interval as last heard.
     pub master_advert_interval: Duration,
     /// Master_Down_Interval: how long a backup waits for the master before taking over.
     pub master_down_interval: Duration,
-    /// The VIPs advertised.
-    pub vips: Vec<Ipv4Addr>,
+    /// The VIPs advertised (all of this router's family).
+    pub vips: Vec<IpAddr>,
     /// Counters.
     pub counters: VrrpCounters,
 }
 
-/// Reads a running router's [`VrrpStatus`] from any thread.
+/// An address family, naming one of the two routers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// The IPv4 router: the IPv4 VIPs, to 224.0.0.18.
+    Ipv4,
+    /// The IPv6 router: the IPv6 VIPs, to ff02::12.
+    Ipv6,
+}
+
+impl Family {
+    /// Both, IPv4 first.
+    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+    /// The family of `address`.
+    pub fn of(address: IpAddr) -> Family {
+        match address {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
+    /// Its slot in per-family arrays: IPv4 0, IPv6 1.
+    pub(super) const fn index(self) -> usize {
+        match self {
+            Family::Ipv4 => 0,
+            Family::Ipv6 => 1,
+        }
+    }
+}
+
+/// The running routers' statuses, and the state they add up to for control.
+///
+/// Control follows one state per director (it holds all VIPs or none), while each family has
+/// its own router, as keepalived runs one `vrrp_instance` per family. They combine so:
+///
+/// - [`VrrpState::Fault`] if any router is at fault (a link is down: both are, in practice);
+/// - [`VrrpState::Master`] once every running router is master;
+/// - [`VrrpState::Backup`] otherwise.
+///
+/// Both routers share priority, preemption, interval and VRID, so they are elected together
+/// and the master of one is normally the master of the other. Requiring both means that if
+/// one family's advertisements are lost (say, IPv6 multicast filtered), the director that
+/// wins the other family's election serves, instead of two directors holding the VIPs at once.
+/// It also means two directors of equal priority must not rely on the tie-breaker (the primary
+/// address, whose order may differ between the families): give them different priorities.
+#[derive(Debug, Default)]
+pub struct Board {
+    instances: [Option<VrrpStatus>; 2],
+    /// The combined state last reported as an event.
+    reported: Option<VrrpState>,
+}
+
+impl Board {
+    /// `family`'s router's status, if it runs.
+    pub fn get(&self, family: Family) -> Option<&VrrpStatus> {
+        self.instances[family.index()].as_ref()
+    }
+
+    /// Records `family`'s router's status (it runs).
+    pub(super) fn set(&mut self, family: Family, status: &VrrpStatus) {
+        match &mut self.instances[family.index()] {
+            Some(known) => known.clone_from(status),
+            slot @ None => *slot = Some(status.clone()),
+        }
+    }
+
+    /// Forgets `family`'s router (it stopped).
+    pub(super) fn remove(&mut self, family: Family) {
+        self.instances[family.index()] = None;
+    }
+
+    /// The running routers' statuses, IPv4 first.
+    pub fn statuses(&self) -> impl Iterator<Item = &VrrpStatus> {
+        self.instances.iter().flatten()
+    }
+
+    /// The state the running routers add up to (see [`Board`]); `None` when none runs (or
+    /// every one is in Initialize).
+    pub fn combined(&self) -> Option<VrrpState> {
+        // A router in Initialize is stopping (or not started): it has no say.
+        let states: Vec<VrrpState> = self
+            .statuses()
+            .map(|status| status.state)
+            .filter(|&state| state != VrrpState::Initialize)
+            .collect();
+        if states.is_empty() {
+            None
+        } else if states.contains(&VrrpState::Fault) {
+            Some(VrrpState::Fault)
+        } else if states.iter().all(|&state| state == VrrpState::Master) {
+            Some(VrrpState::Master)
+        } else {
+            Some(VrrpState::Backup)
+        }
+    }
+
+    /// The event to send control if the combined state changed since the last one reported
+    /// (a router's Initialize, which only a stopping router enters, tells control nothing).
+    pub(super) fn report(&mut self) -> Option<HaEvent> {
+        let combined = self.combined()?;
+        if self.reported == Some(combined) {
+            return None;
+        }
+        let event = match combined {
+            VrrpState::Master => HaEvent::BecameMaster,
+            VrrpState::Backup => HaEvent::BecameBackup,
+            VrrpState::Fault => HaEvent::Fault,
+            VrrpState::Initialize => return None,
+        };
+        self.reported = Some(combined);
+        Some(event)
+    }
+}
+
+/// Reads the running routers' [`VrrpStatus`] from any thread.
 #[derive(Clone, Debug)]
-pub struct VrrpStatusSource(pub(super) Arc<Mutex<VrrpStatus>>);
+pub struct VrrpStatusSource(pub(super) Arc<Mutex<Board>>);
 
 impl VrrpStatusSource {
-    /// A snapshot of state, master and counters.
+    /// A snapshot of state, master and counters of the IPv4 router, or of the IPv6 router when
+    /// only it runs (see [`VrrpStatusSource::all`]).
     pub fn get(&self) -> VrrpStatus {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        let board = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        first_status(&board)
     }
+
+    /// Every running router's snapshot, IPv4 first.
+    pub fn all(&self) -> Vec<VrrpStatus> {
+        let board = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        board.statuses().cloned().collect()
+    }
+
+    /// The state control follows (see [`Board`]).
+    pub fn combined_state(&self) -> VrrpState {
+        let board = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        board.combined().unwrap_or(VrrpState::Initialize)
+    }
+}
+
+/// The IPv4 router's status, else the IPv6 router's. One always runs while a handle exists.
+pub(super) fn first_status(board: &Board) -> VrrpStatus {
+    board
+        .statuses()
+        .next()
+        .cloned()
+        .expect("a VRRP handle always has a router running")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status(address: &str, state: VrrpState) -> VrrpStatus {
+        VrrpStatus {
+            state,
+            interface: "eth0".into(),
+            vrid: 51,
+            priority: 100,
+            primary_address: address.parse().unwrap(),
+            master_address: None,
+            master_priority: None,
+            master_advert_interval: Duration::from_secs(1),
+            master_down_interval: Duration::from_secs(3),
+            vips: Vec::new(),
+            counters: VrrpCounters::default(),
+        }
+    }
+
+    #[test]
+    fn the_families_combine_into_one_state_reported_on_change() {
+        let mut board = Board::default();
+        assert_eq!(board.report(), None);
+        board.set(Family::Ipv4, &status("192.0.2.3", VrrpState::Backup));
+        assert_eq!(board.report(), Some(HaEvent::BecameBackup));
+        board.set(Family::Ipv6, &status("fe80::3", VrrpState::Backup));
+        assert_eq!(board.report(), None);
+        // One family master is not enough: control would take the other's VIPs too.
+        board.set(Family::Ipv4, &status("192.0.2.3", VrrpState::Master));
+        assert_eq!(board.report(), None);
+        board.set(Family::Ipv6, &status("fe80::3", VrrpState::Master));
+        assert_eq!(board.report(), Some(HaEvent::BecameMaster));
+        assert_eq!(board.report(), None);
+        // A fault of either is a fault.
+        board.set(Family::Ipv6, &status("fe80::3", VrrpState::Fault));
+        assert_eq!(board.report(), Some(HaEvent::Fault));
+        // The IPv6 router stops (its VIPs went): the IPv4 one alone decides.
+        board.remove(Family::Ipv6);
+        assert_eq!(board.report(), Some(HaEvent::BecameMaster));
+        assert_eq!(
+            board
+                .statuses()
+                .map(|s| s.primary_address)
+                .collect::<Vec<_>>(),
+            ["192.0.2.3".parse::<IpAddr>().unwrap()]
+        );
+        // A stopping router's Initialize tells control nothing.
+        board.set(Family::Ipv4, &status("192.0.2.3", VrrpState::Initialize));
+        assert_eq!(board.report(), None);
+    }
 
     #[test]
     fn discards_are_counted_by_reason() {

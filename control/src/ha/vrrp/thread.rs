@@ -1,12 +1,14 @@
-//! The VRRP thread: owns the raw VRRP socket and the gratuitous ARP socket, runs the state
-//! machine ([`super::machine`]) on its timers, on advertisements heard and on the handle's
-//! [`Command`]s, and reports through [`HaEvent`]s and the shared [`VrrpStatus`].
+//! The VRRP thread of one address family: owns the raw VRRP socket (IPv4 or IPv6) and the frame
+//! socket for its announcements (gratuitous ARP, unsolicited neighbour advertisements), runs
+//! the state machine ([`super::machine`]) on its timers, on advertisements heard and on the
+//! handle's [`Command`]s, and reports through [`HaEvent`]s and its [`VrrpStatus`] on the shared
+//! [`Board`], where the two families' states combine into the one control follows.
 //!
 //! It sleeps in `poll` until a datagram, a command or its next timer; nothing spins. It must
 //! not add or remove VIPs (control does, on the events) and never blocks on control.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,13 +19,14 @@ use crossbeam_channel::{Receiver, Sender};
 use tracing::{debug, info, warn};
 
 use super::machine::{Action, Heard, Router, Settings, State as VrrpState};
-use super::socket::{self, FrameSocket, VrrpSocket};
-use super::status::{HaEvent, VrrpStatus};
-use super::wire;
+use super::socket::{self, AdvertSocket, FrameSocket};
+use super::status::{Board, Family, HaEvent, VrrpStatus};
+use super::{wire, wire6};
 
 /// How often the thread checks that its interfaces are up and have a carrier.
 pub const LINK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-/// When the gratuitous ARP rounds go out after [`super::Vrrp::announce_vips`]: at once, then again
+/// When the gratuitous ARP (and, for IPv6 VIPs, unsolicited neighbour advertisement) rounds go
+/// out after [`super::Vrrp::announce_vips`]: at once, then again
 /// after 1 s and 5 s. Spaced rounds survive what back-to-back copies do not: a frame lost to a
 /// busy or still-learning switch port (keepalived sends its `garp_master_repeat` burst at once
 /// and again after `garp_master_delay`, 5 s).
@@ -36,7 +39,8 @@ pub const GRATUITOUS_ARP_ROUNDS: [Duration; 3] = [
 const MAX_DATAGRAMS_PER_WAKE: usize = 64;
 /// Most distinct peers remembered for [`HaEvent::PeerSeen`].
 const MAX_TRACKED_PEERS: usize = 64;
-/// Receive buffer: an IPv4 header with options and 255 addresses fit several times over.
+/// Receive buffer: an IPv4 header with options and 255 addresses fit several times over, an
+/// IPv6 message with 255 addresses (4088 bytes) once.
 const RECEIVE_BUFFER: usize = 4096;
 /// Pause after an unexpected `poll` failure, so that a persistent one cannot spin.
 const ERROR_BACKOFF: Duration = Duration::from_millis(100);
@@ -46,7 +50,7 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 pub(super) enum Command {
     Update {
         settings: Settings,
-        vips: Vec<Ipv4Addr>,
+        vips: Vec<IpAddr>,
     },
     Announce,
     Shutdown,
@@ -62,28 +66,30 @@ fn centiseconds(interval: Duration) -> u16 {
 
 /// The VRRP thread's state: the router, its sockets and what it reports.
 pub(super) struct RouterThread {
+    /// Which router of the two this is: every address below is of this family.
+    pub(super) family: Family,
     pub(super) router: Router,
-    pub(super) socket: VrrpSocket,
+    pub(super) socket: AdvertSocket,
     pub(super) frames: FrameSocket,
     pub(super) wake: UnixDatagram,
     pub(super) commands: Receiver<Command>,
     pub(super) events: Sender<HaEvent>,
-    pub(super) shared: Arc<Mutex<VrrpStatus>>,
+    pub(super) board: Arc<Mutex<Board>>,
     /// The thread's own copy, published after every wake-up.
     pub(super) status: VrrpStatus,
     /// Interfaces whose links must be up: the VRRP interface, then the VIPs' and any others
     /// asked for, each once.
     pub(super) interfaces: Vec<String>,
     pub(super) vip_mac: [u8; 6],
-    pub(super) vips: Vec<Ipv4Addr>,
-    /// 224.0.0.18, or the unicast peers.
-    pub(super) destinations: Vec<Ipv4Addr>,
+    pub(super) vips: Vec<IpAddr>,
+    /// 224.0.0.18 or the unicast peers; ff02::12.
+    pub(super) destinations: Vec<IpAddr>,
     /// Priority last heard from each peer, for [`HaEvent::PeerSeen`].
-    pub(super) peers: HashMap<Ipv4Addr, u8>,
-    /// When the pending gratuitous ARP rounds are due.
+    pub(super) peers: HashMap<IpAddr, u8>,
+    /// When the pending announcement rounds are due.
     pub(super) gratuitous_arps: VecDeque<Instant>,
     /// The last mismatching address list warned about, so it is told once.
-    pub(super) warned_mismatch: Option<(Ipv4Addr, Vec<Ipv4Addr>)>,
+    pub(super) warned_mismatch: Option<(IpAddr, Vec<IpAddr>)>,
     /// Whether a failure to read a link's state was told, so it is told once per outage.
     pub(super) warned_link: bool,
 }
@@ -163,20 +169,24 @@ impl RouterThread {
 
     fn receive_all(&mut self, buffer: &mut [u8]) {
         for _ in 0..MAX_DATAGRAMS_PER_WAKE {
-            let len = match self.socket.receive(buffer) {
-                Ok(Some(len)) => len,
+            let parsed = match receive_one(&self.socket, buffer) {
+                Ok(Some(parsed)) => parsed,
                 Ok(None) => return,
                 Err(error) => {
                     warn!(%error, "VRRP receive failed");
                     return;
                 }
             };
-            self.handle_datagram(&buffer[..len], Instant::now());
+            self.handle_datagram(parsed, Instant::now());
         }
     }
 
-    fn handle_datagram(&mut self, datagram: &[u8], now: Instant) {
-        let received = match wire::parse_datagram(datagram) {
+    fn handle_datagram(
+        &mut self,
+        parsed: Result<wire::Received<IpAddr>, wire::Discard>,
+        now: Instant,
+    ) {
+        let received = match parsed {
             Ok(received) => received,
             Err(discard) => {
                 let count = self.status.counters.count_discard(discard);
@@ -220,7 +230,7 @@ impl RouterThread {
     /// RFC 5798 7.1 lets a router drop advertisements whose addresses differ from its own; we
     /// count and tell instead, because two directors reloading a new service at different times
     /// differ for a moment, and dropping would make both masters.
-    fn check_addresses(&mut self, source: Ipv4Addr, addresses: &[Ipv4Addr]) {
+    fn check_addresses(&mut self, source: IpAddr, addresses: &[IpAddr]) {
         let mut theirs = addresses.to_vec();
         theirs.sort_unstable();
         theirs.dedup();
@@ -241,7 +251,7 @@ impl RouterThread {
         }
     }
 
-    fn note_peer(&mut self, address: Ipv4Addr, priority: u8) {
+    fn note_peer(&mut self, address: IpAddr, priority: u8) {
         let known = self.peers.get(&address);
         if known == Some(&priority) {
             return;
@@ -254,7 +264,7 @@ impl RouterThread {
         let _ = self.events.send(HaEvent::PeerSeen { address, priority });
     }
 
-    fn update(&mut self, settings: Settings, vips: Vec<Ipv4Addr>) {
+    fn update(&mut self, settings: Settings, vips: Vec<IpAddr>) {
         self.router.reconfigure(settings);
         self.status.priority = settings.priority;
         if vips != self.vips {
@@ -282,8 +292,12 @@ impl RouterThread {
         };
         for index in 0..self.destinations.len() {
             let destination = self.destinations[index];
-            let datagram = advert.to_datagram(self.status.primary_address, destination);
-            match self.socket.send(&datagram, destination) {
+            match send_advert(
+                &self.socket,
+                &advert,
+                self.status.primary_address,
+                destination,
+            ) {
                 Ok(()) => {
                     self.status.counters.adverts_sent += 1;
                     if priority == 0 {
@@ -305,31 +319,30 @@ impl RouterThread {
         let master = self.router.master();
         info!(
             vrid = self.status.vrid,
+            family = ?self.family,
             from = from.name(),
             to = to.name(),
             master = ?master.map(|(address, _)| address),
             "VRRP state changed"
         );
-        let event = match to {
-            VrrpState::Master => {
-                self.status.counters.became_master += 1;
-                Some(HaEvent::BecameMaster)
-            }
-            VrrpState::Backup => Some(HaEvent::BecameBackup),
-            VrrpState::Fault => Some(HaEvent::Fault),
-            VrrpState::Initialize => None,
-        };
-        if to != VrrpState::Master {
+        if to == VrrpState::Master {
+            self.status.counters.became_master += 1;
+        } else {
             self.gratuitous_arps.clear();
         }
-        if let Some(event) = event {
+        self.status.state = to;
+        // The event is sent under the board's lock, so that events from the two routers'
+        // threads leave in the order their combined states were computed.
+        let mut board = self.board.lock().unwrap_or_else(PoisonError::into_inner);
+        board.set(self.family, &self.status);
+        if let Some(event) = board.report() {
             let _ = self.events.send(event);
         }
     }
 
     fn schedule_gratuitous_arps(&mut self, now: Instant) {
         if self.router.state() != VrrpState::Master {
-            debug!("gratuitous ARP asked for while not master: ignored");
+            debug!(family = ?self.family, "announcement asked for while not master: ignored");
             return;
         }
         self.gratuitous_arps = GRATUITOUS_ARP_ROUNDS
@@ -342,10 +355,11 @@ impl RouterThread {
         while self.gratuitous_arps.front().is_some_and(|&at| at <= now) {
             self.gratuitous_arps.pop_front();
             for index in 0..self.vips.len() {
-                let frame = wire::gratuitous_arp(self.vip_mac, self.vips[index]);
-                match self.frames.send(&frame) {
-                    Ok(()) => self.status.counters.gratuitous_arps_sent += 1,
-                    Err(error) => warn!(%error, vip = %self.vips[index], "gratuitous ARP not sent"),
+                let vip = self.vips[index];
+                match announce(&self.frames, self.vip_mac, vip) {
+                    Ok(()) if vip.is_ipv4() => self.status.counters.gratuitous_arps_sent += 1,
+                    Ok(()) => self.status.counters.neighbour_advertisements_sent += 1,
+                    Err(error) => warn!(%error, %vip, "VIP announcement not sent"),
                 }
             }
         }
@@ -378,9 +392,90 @@ impl RouterThread {
         self.status.master_priority = master.map(|(_, priority)| priority);
         self.status.master_advert_interval = self.router.master_advert_interval();
         self.status.master_down_interval = self.router.master_down_interval();
-        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-        shared.clone_from(&self.status);
+        let mut board = self.board.lock().unwrap_or_else(PoisonError::into_inner);
+        board.set(self.family, &self.status);
     }
+}
+
+/// One datagram from `socket`, parsed in its family's format; `None` when nothing waits.
+fn receive_one(
+    socket: &AdvertSocket,
+    buffer: &mut [u8],
+) -> std::io::Result<Option<Result<wire::Received<IpAddr>, wire::Discard>>> {
+    Ok(match socket {
+        AdvertSocket::V4(socket) => socket
+            .receive(buffer)?
+            .map(|len| wire::parse_datagram(&buffer[..len]).map(wire::Received::into_ip)),
+        AdvertSocket::V6(socket) => socket.receive(buffer)?.map(|got| {
+            wire6::parse_message(
+                &buffer[..got.len],
+                got.source,
+                got.destination,
+                got.hop_limit,
+            )
+            .map(wire::Received::into_ip)
+        }),
+    })
+}
+
+/// Sends `advert` from `source` to `destination` through `socket`, in its family's format
+/// (only `socket`'s family's VIPs go in).
+fn send_advert(
+    socket: &AdvertSocket,
+    advert: &wire::Advertisement<IpAddr>,
+    source: IpAddr,
+    destination: IpAddr,
+) -> std::io::Result<()> {
+    fn with<A>(advert: &wire::Advertisement<IpAddr>, addresses: Vec<A>) -> wire::Advertisement<A> {
+        wire::Advertisement {
+            vrid: advert.vrid,
+            priority: advert.priority,
+            max_advert_interval: advert.max_advert_interval,
+            addresses,
+        }
+    }
+    match (socket, source, destination) {
+        (AdvertSocket::V4(socket), IpAddr::V4(source), IpAddr::V4(destination)) => {
+            let advert = with(advert, ipv4_only(&advert.addresses));
+            socket.send(&advert.to_datagram(source, destination), destination)
+        }
+        (AdvertSocket::V6(socket), IpAddr::V6(source), IpAddr::V6(destination)) => {
+            let advert = with(advert, ipv6_only(&advert.addresses));
+            socket.send(&advert.to_message(source, destination), destination)
+        }
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "advertisement addresses of another family than the socket's",
+        )),
+    }
+}
+
+/// Announces `vip` at `mac`: a gratuitous ARP for IPv4, an unsolicited NA for IPv6.
+pub(super) fn announce(frames: &FrameSocket, mac: [u8; 6], vip: IpAddr) -> std::io::Result<()> {
+    match vip {
+        IpAddr::V4(vip) => frames.send(&wire::gratuitous_arp(mac, vip)),
+        IpAddr::V6(vip) => frames.send(&wire6::unsolicited_neighbour_advertisement(mac, vip)),
+    }
+}
+
+fn ipv4_only(addresses: &[IpAddr]) -> Vec<Ipv4Addr> {
+    addresses
+        .iter()
+        .filter_map(|address| match address {
+            IpAddr::V4(address) => Some(*address),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+fn ipv6_only(addresses: &[IpAddr]) -> Vec<Ipv6Addr> {
+    addresses
+        .iter()
+        .filter_map(|address| match address {
+            IpAddr::V6(address) => Some(*address),
+            IpAddr::V4(_) => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

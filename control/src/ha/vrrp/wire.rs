@@ -17,7 +17,7 @@
 //! (TTL 255, version 3, a whole message, the checksum over the IPv4 pseudo-header); whether the
 //! VRID is ours is the caller's business. It must not decide anything about the state machine.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use dataplane::wire::{checksum, ipv4, EtherType, Ipv4Packet};
 
@@ -69,14 +69,26 @@ impl<T: AsRef<[u8]>> VrrpPacket<T> {
         VrrpPacket { buffer }
     }
 
-    /// Wraps a buffer holding the fixed part and every address the count announces.
+    /// Wraps a buffer holding the fixed part and every IPv4 address the count announces.
     pub fn new_checked(buffer: T) -> Result<Self, Truncated> {
+        Self::new_checked_with(buffer, 4)
+    }
+
+    /// Wraps a buffer holding the fixed part and every address the count announces, each
+    /// `address_len` bytes (4 for IPv4, 16 for IPv6).
+    pub fn new_checked_with(buffer: T, address_len: usize) -> Result<Self, Truncated> {
         let packet = Self::new_unchecked(buffer);
         let len = packet.buffer.as_ref().len();
-        if len < HEADER_LEN || len < HEADER_LEN + 4 * usize::from(packet.address_count()) {
+        if len < HEADER_LEN || len < HEADER_LEN + address_len * usize::from(packet.address_count())
+        {
             return Err(Truncated);
         }
         Ok(packet)
+    }
+
+    /// The bytes after the fixed part: the addresses, then anything a sender padded with.
+    pub fn address_bytes(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::ADDRESSES..]
     }
 
     /// Version (the high nibble of the first byte).
@@ -191,9 +203,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VrrpPacket<T> {
     }
 }
 
-/// An advertisement's content.
+/// An advertisement's content: IPv4 addresses by default, `Ipv6Addr` for IPv6 ([`super::wire6`]),
+/// `IpAddr` where either family's is handled alike.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Advertisement {
+pub struct Advertisement<A = Ipv4Addr> {
     /// Virtual router ID.
     pub vrid: u8,
     /// The sender's priority.
@@ -201,10 +214,22 @@ pub struct Advertisement {
     /// Max Adver Int in centiseconds, 1..=4095.
     pub max_advert_interval: u16,
     /// The virtual router's addresses (at most [`MAX_ADDRESSES`]).
-    pub addresses: Vec<Ipv4Addr>,
+    pub addresses: Vec<A>,
 }
 
-impl Advertisement {
+impl<A: Into<IpAddr>> Advertisement<A> {
+    /// The same advertisement with its addresses as `IpAddr`.
+    pub fn into_ip(self) -> Advertisement<IpAddr> {
+        Advertisement {
+            vrid: self.vrid,
+            priority: self.priority,
+            max_advert_interval: self.max_advert_interval,
+            addresses: self.addresses.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl Advertisement<Ipv4Addr> {
     /// Length of the VRRP message.
     pub fn message_len(&self) -> usize {
         HEADER_LEN + 4 * self.addresses.len().min(MAX_ADDRESSES)
@@ -286,13 +311,24 @@ impl Discard {
 
 /// A valid advertisement and who sent it to whom.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Received {
-    /// IPv4 source: the sender's primary address, its tie-breaker.
-    pub source: Ipv4Addr,
-    /// IPv4 destination: the multicast group or our address.
-    pub destination: Ipv4Addr,
+pub struct Received<A = Ipv4Addr> {
+    /// IP source: the sender's primary address (IPv6: its link-local one), its tie-breaker.
+    pub source: A,
+    /// IP destination: the multicast group or our address.
+    pub destination: A,
     /// The advertisement.
-    pub advert: Advertisement,
+    pub advert: Advertisement<A>,
+}
+
+impl<A: Into<IpAddr>> Received<A> {
+    /// The same datagram with its addresses as `IpAddr`.
+    pub fn into_ip(self) -> Received<IpAddr> {
+        Received {
+            source: self.source.into(),
+            destination: self.destination.into(),
+            advert: self.advert.into_ip(),
+        }
+    }
 }
 
 /// Parses a datagram as a raw IPv4 socket delivers it (IP header included) and applies the
