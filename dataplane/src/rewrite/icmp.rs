@@ -30,10 +30,11 @@
 
 use std::net::{SocketAddr, SocketAddrV4};
 
+use super::icmpv6;
 use super::{ipv4_of, ttl_update, Link};
 use crate::counters::DropReason;
 pub use crate::parse::QuotedFlow;
-use crate::parse::{icmp_error, Parsed, Transport};
+use crate::parse::{icmp_error, Family, Parsed, Transport};
 use crate::service::Protocol;
 use crate::wire::checksum::{udp_update16, udp_update32, update16, update32};
 use crate::wire::{self, ethernet, ipv4, IcmpQuote, Icmpv4Packet, Ipv4Packet};
@@ -55,9 +56,6 @@ impl Located {
     /// What classification learned; only an ICMP error is this module's to translate.
     #[inline]
     fn of(parsed: &Parsed) -> Result<Self, DropReason> {
-        if parsed.family() != crate::parse::Family::Ipv4 {
-            return Err(DropReason::FamilyUnsupported);
-        }
         match parsed.transport() {
             Transport::IcmpError(quoted) => Ok(Located {
                 l3_at: parsed.l3_at(),
@@ -129,7 +127,8 @@ pub fn translate_inbound(
 }
 
 /// [`translate_outbound`] of a frame classification parsed as an ICMP error into `parsed`: only
-/// the TTL is left to check.
+/// the TTL is left to check. An ICMPv6 error goes to [`super::icmpv6`]; `vip` of the other
+/// family than the frame is [`DropReason::UnsupportedForwarding`].
 #[inline]
 pub(crate) fn translate_outbound_parsed(
     frame: &mut [u8],
@@ -137,11 +136,15 @@ pub(crate) fn translate_outbound_parsed(
     vip: SocketAddr,
     link: Link,
 ) -> Result<(), DropReason> {
-    // integrator: dp6
-    let SocketAddr::V4(vip) = vip else {
-        return Err(DropReason::FamilyUnsupported);
-    };
-    translate(frame, Located::of(parsed)?, Direction::Outbound, vip, link)
+    match (parsed.family(), vip) {
+        (Family::Ipv4, SocketAddr::V4(vip)) => {
+            translate(frame, Located::of(parsed)?, Direction::Outbound, vip, link)
+        }
+        (Family::Ipv6, SocketAddr::V6(vip)) => {
+            icmpv6::translate(frame, parsed, icmpv6::Direction::Outbound, vip, link)
+        }
+        _ => Err(DropReason::UnsupportedForwarding),
+    }
 }
 
 /// [`translate_inbound`] of a frame classification parsed as an ICMP error into `parsed`.
@@ -152,17 +155,19 @@ pub(crate) fn translate_inbound_parsed(
     backend: SocketAddr,
     link: Link,
 ) -> Result<(), DropReason> {
-    // integrator: dp6
-    let SocketAddr::V4(backend) = backend else {
-        return Err(DropReason::FamilyUnsupported);
-    };
-    translate(
-        frame,
-        Located::of(parsed)?,
-        Direction::Inbound,
-        backend,
-        link,
-    )
+    match (parsed.family(), backend) {
+        (Family::Ipv4, SocketAddr::V4(backend)) => translate(
+            frame,
+            Located::of(parsed)?,
+            Direction::Inbound,
+            backend,
+            link,
+        ),
+        (Family::Ipv6, SocketAddr::V6(backend)) => {
+            icmpv6::translate(frame, parsed, icmpv6::Direction::Inbound, backend, link)
+        }
+        _ => Err(DropReason::UnsupportedForwarding),
+    }
 }
 
 /// Checks the outer TTL (> 1), then translates the located frame.

@@ -2,8 +2,9 @@
 //!
 //! - [`dr`] (LVS direct routing): re-address the Ethernet frame, in place, same length.
 //! - [`nat`] (LVS masquerading): destination VIP:port -> real server address:port on the way in,
-//!   source back to VIP:port on the way out, in place, same length; [`icmp`] translates the ICMP
-//!   errors about those flows the same way, as IPVS does.
+//!   source back to VIP:port on the way out, in place, same length, IPv4 or IPv6; [`icmp`]
+//!   translates the ICMP errors about those flows the same way, as IPVS does, and hands ICMPv6
+//!   errors to [`icmpv6`].
 //! - [`tun`] (LVS-TUN, IP-in-IP): prepend an outer IPv4 header into the frame's headroom, or
 //!   answer the client with an ICMP fragmentation-needed when the result would not fit the
 //!   egress MTU; and the real server's side, decapsulation.
@@ -24,6 +25,7 @@
 
 pub mod dr;
 pub mod icmp;
+pub mod icmpv6;
 pub mod nat;
 pub mod tun;
 

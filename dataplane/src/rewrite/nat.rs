@@ -6,27 +6,39 @@
 //!   RS:8080), or equal it.
 //! - Outbound, RS:rsport -> client becomes VIP:port -> client ([`rewrite_outbound`]).
 //!
-//! Either way the director forwards as a router: TTL is decremented (a packet arriving with
-//! TTL <= 1 is [`DropReason::TtlExpired`], no ICMP time exceeded is generated), and the Ethernet
-//! header is re-addressed from the egress interface to the next hop ([`Link`]). The frame keeps
-//! its length; Ethernet padding after the IP packet is kept as is.
+//! Either way the director forwards as a router: TTL (IPv6: hop limit) is decremented (a packet
+//! arriving with it <= 1 is [`DropReason::TtlExpired`], no ICMP time exceeded is generated), and
+//! the Ethernet header is re-addressed from the egress interface to the next hop ([`Link`]). The
+//! frame keeps its length; Ethernet padding after the IP packet is kept as is.
+//!
+//! IPv6 (RFC 8200) is NATed the same way, both sides IPv6: no header checksum, the hop limit
+//! outside any checksum, extension headers (walked by classification) left as they are; the
+//! TCP/UDP checksum follows the 128-bit address in its pseudo header
+//! ([`crate::wire::checksum::update128`]) and the port. NAT never maps between families: a
+//! backend of the other family is [`DropReason::UnsupportedForwarding`] (configuration refuses
+//! such a service).
 //!
 //! Every checksum is updated incrementally (RFC 1624 eqn. 3), so the cost does not depend on the
 //! payload; a UDP checksum of 0 ("none") stays 0. A checksum that was wrong on arrival stays
-//! wrong by the same amount, as a router's would: end-to-end detection still works.
+//! wrong by the same amount, as a router's would: end-to-end detection still works. Over IPv6 a
+//! UDP checksum of 0 is invalid (RFC 8200 8.1); it too is passed on unchanged, for the real
+//! server or client to discard as RFC 8200 says the receiver does: a router does not verify
+//! checksums, and dropping here would only hide the fault from the hosts' own counters.
 //!
 //! Only unfragmented TCP and UDP are rewritten (a fragment has no ports to map):
 //! [`DropReason::Fragment`], [`DropReason::UnsupportedProtocol`] otherwise. ICMP errors about a
 //! NATed flow go through [`super::icmp`] instead.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use super::{ipv4_of, ttl_update, Link};
 use crate::counters::DropReason;
-use crate::parse::{Parsed, Transport};
+use crate::parse::{Family, Parsed, Transport};
 use crate::service::Protocol;
-use crate::wire::checksum::{udp_update16, udp_update32, update16, update32};
-use crate::wire::{ethernet, Ipv4Packet, TcpSegment, UdpDatagram};
+use crate::wire::checksum::{
+    udp_update128, udp_update16, udp_update32, update128, update16, update32,
+};
+use crate::wire::{ethernet, Ipv4Packet, Ipv6Packet, TcpSegment, UdpDatagram};
 
 /// Which end of the packet a rewrite changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,12 +77,15 @@ pub(crate) fn rewrite_inbound_parsed(
     backend: SocketAddr,
     link: Link,
 ) -> Result<(), DropReason> {
-    match backend {
-        SocketAddr::V4(backend) => {
-            translate(frame, Checked::of(parsed)?, End::Destination, backend, link)
+    let checked = Checked::of(parsed)?;
+    match (parsed.family(), backend) {
+        (Family::Ipv4, SocketAddr::V4(backend)) => {
+            translate(frame, checked, End::Destination, backend, link)
         }
-        // integrator: dp6
-        SocketAddr::V6(_) => Err(DropReason::FamilyUnsupported),
+        (Family::Ipv6, SocketAddr::V6(backend)) => {
+            translate6(frame, checked, End::Destination, backend, link)
+        }
+        _ => Err(DropReason::UnsupportedForwarding),
     }
 }
 
@@ -82,10 +97,11 @@ pub(crate) fn rewrite_outbound_parsed(
     vip: SocketAddr,
     link: Link,
 ) -> Result<(), DropReason> {
-    match vip {
-        SocketAddr::V4(vip) => translate(frame, Checked::of(parsed)?, End::Source, vip, link),
-        // integrator: dp6
-        SocketAddr::V6(_) => Err(DropReason::FamilyUnsupported),
+    let checked = Checked::of(parsed)?;
+    match (parsed.family(), vip) {
+        (Family::Ipv4, SocketAddr::V4(vip)) => translate(frame, checked, End::Source, vip, link),
+        (Family::Ipv6, SocketAddr::V6(vip)) => translate6(frame, checked, End::Source, vip, link),
+        _ => Err(DropReason::UnsupportedForwarding),
     }
 }
 
@@ -93,11 +109,12 @@ pub(crate) fn rewrite_outbound_parsed(
 #[derive(Clone, Copy)]
 struct Checked {
     protocol: Protocol,
-    /// Offset of the IPv4 header in the frame.
+    /// Offset of the IP header in the frame.
     l3_at: usize,
-    /// Its length: at least 20, at most `total_len`.
+    /// Its length: IPv4 at least 20, IPv6 40 and its extension headers; at most `total_len`.
     header_len: usize,
-    /// The IPv4 total length, the transport header (whole) included.
+    /// The IP packet's length (IPv6: 40 + payload length), the transport header (whole)
+    /// included.
     total_len: usize,
 }
 
@@ -105,9 +122,6 @@ impl Checked {
     /// What classification learned; an ICMP error is not NAT's to rewrite.
     #[inline]
     fn of(parsed: &Parsed) -> Result<Self, DropReason> {
-        if parsed.family() != crate::parse::Family::Ipv4 {
-            return Err(DropReason::FamilyUnsupported);
-        }
         match parsed.transport() {
             Transport::Flow(flow) => Ok(Checked {
                 protocol: flow.key.protocol,
@@ -177,22 +191,98 @@ fn translate(
     }
     ip.set_checksum(sum);
 
-    rewrite_transport(checked.protocol, transport, end, old_addr, to);
+    rewrite_transport(
+        checked.protocol,
+        transport,
+        end,
+        AddressChange::V4(old_addr, new_addr),
+        to.port(),
+    );
     link.apply(frame);
     Ok(())
 }
 
-/// Rewrites one port of a checked TCP/UDP header and updates its checksum for that and for the
-/// pseudo header's address change `old_addr` -> `to.ip()`.
+/// [`translate`] for IPv6: checks the hop limit (> 1), then rewrites the checked frame.
+#[inline]
+fn translate6(
+    frame: &mut [u8],
+    checked: Checked,
+    end: End,
+    to: SocketAddrV6,
+    link: Link,
+) -> Result<(), DropReason> {
+    let packet = frame
+        .get_mut(checked.l3_at..checked.l3_at + checked.total_len)
+        .ok_or(DropReason::Truncated)?;
+    // `header_len` covers the extension headers too; the fixed header is their first 40 bytes.
+    let (header, transport) = packet.split_at_mut(checked.header_len);
+
+    let mut ip = Ipv6Packet::new_unchecked(header);
+    let hop_limit = ip.hop_limit();
+    if hop_limit <= 1 {
+        return Err(DropReason::TtlExpired);
+    }
+    let new_addr = *to.ip();
+    let old_addr = match end {
+        End::Source => ip.src_addr(),
+        End::Destination => ip.dst_addr(),
+    };
+    ip.set_hop_limit(hop_limit - 1);
+    match end {
+        End::Source => ip.set_src_addr(new_addr),
+        End::Destination => ip.set_dst_addr(new_addr),
+    }
+
+    rewrite_transport(
+        checked.protocol,
+        transport,
+        end,
+        AddressChange::V6(old_addr.into(), new_addr.into()),
+        to.port(),
+    );
+    link.apply(frame);
+    Ok(())
+}
+
+/// An address change in a TCP/UDP pseudo header, old -> new: what the transport checksum follows.
+#[derive(Clone, Copy)]
+enum AddressChange {
+    /// IPv4 (RFC 793 / 768 pseudo header).
+    V4(Ipv4Addr, Ipv4Addr),
+    /// IPv6 (RFC 8200 8.1 pseudo header), as 128-bit numbers.
+    V6(u128, u128),
+}
+
+impl AddressChange {
+    /// A TCP (or any non-UDP) checksum after the change.
+    #[inline]
+    fn update(self, checksum: u16) -> u16 {
+        match self {
+            AddressChange::V4(old, new) => update32(checksum, u32::from(old), u32::from(new)),
+            AddressChange::V6(old, new) => update128(checksum, old, new),
+        }
+    }
+
+    /// A UDP checksum after the change: 0 stays 0.
+    #[inline]
+    fn udp_update(self, checksum: u16) -> u16 {
+        match self {
+            AddressChange::V4(old, new) => udp_update32(checksum, u32::from(old), u32::from(new)),
+            AddressChange::V6(old, new) => udp_update128(checksum, old, new),
+        }
+    }
+}
+
+/// Rewrites one port of a checked TCP/UDP header to `to_port` and updates its checksum for that
+/// and for the pseudo header's address `change`.
 #[inline]
 fn rewrite_transport(
     protocol: Protocol,
     transport: &mut [u8],
     end: End,
-    old_addr: Ipv4Addr,
-    to: SocketAddrV4,
+    change: AddressChange,
+    to_port: u16,
 ) {
-    let (old, new) = (u32::from(old_addr), u32::from(*to.ip()));
     match protocol {
         Protocol::Tcp => {
             let mut tcp = TcpSegment::new_unchecked(transport);
@@ -200,10 +290,10 @@ fn rewrite_transport(
                 End::Source => tcp.src_port(),
                 End::Destination => tcp.dst_port(),
             };
-            let sum = update16(update32(tcp.checksum(), old, new), old_port, to.port());
+            let sum = update16(change.update(tcp.checksum()), old_port, to_port);
             match end {
-                End::Source => tcp.set_src_port(to.port()),
-                End::Destination => tcp.set_dst_port(to.port()),
+                End::Source => tcp.set_src_port(to_port),
+                End::Destination => tcp.set_dst_port(to_port),
             }
             tcp.set_checksum(sum);
         }
@@ -213,10 +303,10 @@ fn rewrite_transport(
                 End::Source => udp.src_port(),
                 End::Destination => udp.dst_port(),
             };
-            let sum = udp_update16(udp_update32(udp.checksum(), old, new), old_port, to.port());
+            let sum = udp_update16(change.udp_update(udp.checksum()), old_port, to_port);
             match end {
-                End::Source => udp.set_src_port(to.port()),
-                End::Destination => udp.set_dst_port(to.port()),
+                End::Source => udp.set_src_port(to_port),
+                End::Destination => udp.set_dst_port(to_port),
             }
             udp.set_checksum(sum);
         }
