@@ -29,7 +29,7 @@
 //! [`DropReason::Fragment`], [`DropReason::UnsupportedProtocol`] otherwise. ICMP errors about a
 //! NATed flow go through [`super::icmp`] instead.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use super::{ipv4_of, ttl_update, Link};
 use crate::counters::DropReason;
@@ -195,7 +195,7 @@ fn translate(
         checked.protocol,
         transport,
         end,
-        AddressChange::V4(old_addr, new_addr),
+        Ipv4Change(u32::from(old_addr), u32::from(new_addr)),
         to.port(),
     );
     link.apply(frame);
@@ -237,39 +237,51 @@ fn translate6(
         checked.protocol,
         transport,
         end,
-        AddressChange::V6(old_addr.into(), new_addr.into()),
+        Ipv6Change(old_addr.into(), new_addr.into()),
         to.port(),
     );
     link.apply(frame);
     Ok(())
 }
 
-/// An address change in a TCP/UDP pseudo header, old -> new: what the transport checksum follows.
-#[derive(Clone, Copy)]
-enum AddressChange {
-    /// IPv4 (RFC 793 / 768 pseudo header).
-    V4(Ipv4Addr, Ipv4Addr),
-    /// IPv6 (RFC 8200 8.1 pseudo header), as 128-bit numbers.
-    V6(u128, u128),
+/// An address change in a TCP/UDP pseudo header, old -> new: what the transport checksum
+/// follows. A trait, not an enum, so each family's rewrite compiles to its own straight code.
+trait AddressChange: Copy {
+    /// A TCP checksum after the change.
+    fn update(self, checksum: u16) -> u16;
+    /// A UDP checksum after the change: 0 stays 0.
+    fn udp_update(self, checksum: u16) -> u16;
 }
 
-impl AddressChange {
-    /// A TCP (or any non-UDP) checksum after the change.
-    #[inline]
+/// IPv4 (RFC 793 / 768 pseudo header).
+#[derive(Clone, Copy)]
+struct Ipv4Change(u32, u32);
+
+impl AddressChange for Ipv4Change {
+    #[inline(always)]
     fn update(self, checksum: u16) -> u16 {
-        match self {
-            AddressChange::V4(old, new) => update32(checksum, u32::from(old), u32::from(new)),
-            AddressChange::V6(old, new) => update128(checksum, old, new),
-        }
+        update32(checksum, self.0, self.1)
     }
 
-    /// A UDP checksum after the change: 0 stays 0.
-    #[inline]
+    #[inline(always)]
     fn udp_update(self, checksum: u16) -> u16 {
-        match self {
-            AddressChange::V4(old, new) => udp_update32(checksum, u32::from(old), u32::from(new)),
-            AddressChange::V6(old, new) => udp_update128(checksum, old, new),
-        }
+        udp_update32(checksum, self.0, self.1)
+    }
+}
+
+/// IPv6 (RFC 8200 8.1 pseudo header), addresses as 128-bit numbers.
+#[derive(Clone, Copy)]
+struct Ipv6Change(u128, u128);
+
+impl AddressChange for Ipv6Change {
+    #[inline(always)]
+    fn update(self, checksum: u16) -> u16 {
+        update128(checksum, self.0, self.1)
+    }
+
+    #[inline(always)]
+    fn udp_update(self, checksum: u16) -> u16 {
+        udp_update128(checksum, self.0, self.1)
     }
 }
 
@@ -280,7 +292,7 @@ fn rewrite_transport(
     protocol: Protocol,
     transport: &mut [u8],
     end: End,
-    change: AddressChange,
+    change: impl AddressChange,
     to_port: u16,
 ) {
     match protocol {
@@ -315,6 +327,8 @@ fn rewrite_transport(
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
     use crate::testing::{FrameBuilder, DIRECTOR_MAC};
 
