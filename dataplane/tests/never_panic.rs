@@ -5,7 +5,8 @@
 //! tunnelled (20 bytes longer) or answered (an ICMP error no longer than the input); a dropped
 //! frame left the chunk untouched. With state sync on, the same holds, and random records and
 //! mutated real ones imported between the frames keep the gauges exact; and with next hops from
-//! a FIB.
+//! a FIB. IPv6 alike: DR and NAT services and mutated IPv6 seeds (extension headers, ICMPv6
+//! errors both ways), and random bytes behind a valid IPv6 fixed header.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -14,9 +15,11 @@ use std::time::{Duration, Instant};
 use dataplane::fib::{FibBuilder, Neighbour, NeighbourId, Neighbours, NextHop, Route};
 use dataplane::sync::{SyncQueues, SyncRecord, RECORD_LEN};
 use dataplane::testing::{
-    self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC, SERVER_SIDE_MAC,
+    self, backend, backend_mac, service, FrameBuilder, Ipv6FrameBuilder, DIRECTOR_MAC,
+    SERVER_SIDE_MAC,
 };
 use dataplane::wire::icmp::{message, unreachable};
+use dataplane::wire::icmpv6;
 use dataplane::{
     Egress, Forwarding, NatReply, PersistenceTable, Pipeline, Protocol, Routing, ServiceTable,
     Verdict, WorkerCounters,
@@ -106,8 +109,38 @@ fn table() -> ServiceTable {
                 "255.255.255.255",
                 2,
             ),
+            service(
+                "[2001:db8::10]:80",
+                Protocol::Tcp,
+                Algorithm::Maglev,
+                vec![
+                    backend("2001:db8::11", Some(backend_mac(12)), 1, 12),
+                    backend("2001:db8::12", None, 1, 13),
+                ],
+            ),
+            testing::with_forwarding(
+                service(
+                    "[2001:db8::60]:80",
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    vec![testing::with_port(
+                        backend("2001:db8:a::1", Some(backend_mac(14)), 1, 14),
+                        8080,
+                    )],
+                ),
+                Forwarding::Nat,
+            ),
+            testing::with_forwarding(
+                service(
+                    "[2001:db8::60]:53",
+                    Protocol::Udp,
+                    Algorithm::RoundRobin,
+                    vec![backend("2001:db8:a::2", Some(backend_mac(15)), 1, 15)],
+                ),
+                Forwarding::Nat,
+            ),
         ],
-        testing::counter_blocks(1, 12),
+        testing::counter_blocks(1, 16),
     )
     // Small, so random frames fill it and hit the full path.
     .with_persistence(Arc::new(PersistenceTable::new(8)))
@@ -230,7 +263,115 @@ fn seeds() -> Vec<Vec<u8>> {
                 .dst("192.0.2.2:40000")
                 .build_ipv4(),
         ),
+        // IPv6: DR, NAT both ways (the client is the builder's default [2001:db8::2]:40000),
+        // extension headers, ICMPv6 errors both ways.
+        Ipv6FrameBuilder::tcp().dst("[2001:db8::10]:80").syn().build(),
+        Ipv6FrameBuilder::tcp()
+            .dst("[2001:db8::10]:80")
+            .hop_by_hop(0)
+            .routing()
+            .destination_options(1)
+            .ack()
+            .build(),
+        Ipv6FrameBuilder::tcp().dst("[2001:db8::60]:80").syn().build(),
+        Ipv6FrameBuilder::tcp()
+            .dst("[2001:db8::60]:80")
+            .destination_options(0)
+            .ack()
+            .payload(&[3; 40])
+            .build(),
+        Ipv6FrameBuilder::udp()
+            .dst("[2001:db8::60]:53")
+            .payload(b"q")
+            .build(),
+        Ipv6FrameBuilder::tcp()
+            .src("[2001:db8:a::1]:8080")
+            .dst("[2001:db8::2]:40000")
+            .eth_dst(SERVER_SIDE_MAC)
+            .syn()
+            .ack()
+            .build(),
+        Ipv6FrameBuilder::udp()
+            .src("[2001:db8:a::2]:53")
+            .dst("[2001:db8::2]:40000")
+            .payload(b"a")
+            .build(),
+        Ipv6FrameBuilder::tcp()
+            .dst("[2001:db8::60]:80")
+            .fragment(0, true)
+            .build(),
+        icmp6_error(
+            "[2001:db8:a::1]:0",
+            "[2001:db8::2]:0",
+            icmpv6::message::DEST_UNREACHABLE,
+            &Ipv6FrameBuilder::tcp()
+                .dst("[2001:db8:a::1]:8080")
+                .build_ipv6(),
+        ),
+        icmp6_error(
+            "[2001:db8:ff::1]:0",
+            "[2001:db8::60]:0",
+            icmpv6::message::PACKET_TOO_BIG,
+            &Ipv6FrameBuilder::udp()
+                .src("[2001:db8::60]:53")
+                .dst("[2001:db8::2]:40000")
+                .payload(&[9; 30])
+                .build_ipv6(),
+        ),
+        icmp6_error(
+            "[2001:db8:ff::1]:0",
+            "[2001:db8::10]:0",
+            icmpv6::message::TIME_EXCEEDED,
+            &Ipv6FrameBuilder::tcp()
+                .src("[2001:db8::10]:80")
+                .dst("[2001:db8::2]:40000")
+                .build_ipv6()[..48],
+        ),
     ]
+}
+
+/// An ICMPv6 error of `msg_type` (code 0, MTU 1280 for packet too big) quoting `quote`.
+fn icmp6_error(src: &str, dst: &str, msg_type: u8, quote: &[u8]) -> Vec<u8> {
+    Ipv6FrameBuilder::icmp6()
+        .src(src)
+        .dst(dst)
+        .icmp6_header(msg_type, 0, 1280)
+        .payload(quote)
+        .build()
+}
+
+/// Random bytes behind an Ethernet header and a valid-looking IPv6 fixed header whose payload
+/// length and next header are random too: reaches the extension-header walk and the ICMPv6
+/// quote checks far more often than random bytes do.
+fn random_ipv6() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<u16>(),
+        prop_oneof![
+            Just(0u8),
+            Just(6),
+            Just(17),
+            Just(43),
+            Just(44),
+            Just(58),
+            Just(60),
+            any::<u8>()
+        ],
+        any::<u8>(),
+        proptest::collection::vec(any::<u8>(), 0..160),
+    )
+        .prop_map(|(payload_len, next, hop_limit, body)| {
+            let mut frame = Ipv6FrameBuilder::tcp()
+                .dst("[2001:db8::60]:80")
+                .unpadded()
+                .build();
+            frame.truncate(14 + 40);
+            let payload_len = payload_len % 200;
+            frame[18..20].copy_from_slice(&payload_len.to_be_bytes());
+            frame[20] = next;
+            frame[21] = hop_limit;
+            frame.extend_from_slice(&body);
+            frame
+        })
 }
 
 /// An ICMP destination unreachable from `src` to `dst` quoting `quote` (all of it).
@@ -243,13 +384,14 @@ fn icmp_error(src: &str, dst: &str, code: u8, quote: &[u8]) -> Vec<u8> {
         .build()
 }
 
-/// A seed frame, truncated and with some bytes overwritten (header bytes more often).
+/// A seed frame, truncated and with some bytes overwritten (header bytes more often: the first
+/// 120, which reach an ICMPv6 error's quoted addresses).
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
     let seeds = seeds();
     (
         0..seeds.len(),
         any::<usize>(),
-        proptest::collection::vec((0usize..80, any::<u8>()), 0..6),
+        proptest::collection::vec((0usize..120, any::<u8>()), 0..6),
     )
         .prop_map(move |(which, cut, edits)| {
             let mut frame = seeds[which].clone();
@@ -346,6 +488,18 @@ proptest! {
         let (table, counters) = (table(), WorkerCounters::default());
         let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 8);
         run(&mut pipeline, &table, &counters, &frame, headroom)?;
+    }
+
+    #[test]
+    fn random_ipv6_frames(
+        frames in proptest::collection::vec((random_ipv6(), 0usize..300), 1..8),
+    ) {
+        let (table, counters) = (table(), WorkerCounters::default());
+        let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 4);
+        for (frame, headroom) in frames {
+            run(&mut pipeline, &table, &counters, &frame, headroom)?;
+        }
+        testing::assert_gauges_match(pipeline.connections(), &table, 0);
     }
 
     #[test]
