@@ -265,7 +265,10 @@ fn seeds() -> Vec<Vec<u8>> {
         ),
         // IPv6: DR, NAT both ways (the client is the builder's default [2001:db8::2]:40000),
         // extension headers, ICMPv6 errors both ways.
-        Ipv6FrameBuilder::tcp().dst("[2001:db8::10]:80").syn().build(),
+        Ipv6FrameBuilder::tcp()
+            .dst("[2001:db8::10]:80")
+            .syn()
+            .build(),
         Ipv6FrameBuilder::tcp()
             .dst("[2001:db8::10]:80")
             .hop_by_hop(0)
@@ -273,7 +276,10 @@ fn seeds() -> Vec<Vec<u8>> {
             .destination_options(1)
             .ack()
             .build(),
-        Ipv6FrameBuilder::tcp().dst("[2001:db8::60]:80").syn().build(),
+        Ipv6FrameBuilder::tcp()
+            .dst("[2001:db8::60]:80")
+            .syn()
+            .build(),
         Ipv6FrameBuilder::tcp()
             .dst("[2001:db8::60]:80")
             .destination_options(0)

@@ -5,7 +5,8 @@
 //! fragmentation-needed answers) go through `Pipeline::process` and `housekeeping` after
 //! warm-up, with state sync on (every record exported is moved to a second pipeline, a backup,
 //! which imports it), and asserts zero allocations; then again with next hops from a FIB
-//! (NAT replies by auto last hop and by route, TUN through an ECMP route).
+//! (NAT replies by auto last hop and by route, TUN through an ECMP route). IPv6 too: DR with
+//! extension headers, NAT both ways, ICMPv6 errors both ways and every IPv6 drop.
 //!
 //! Only allocations made by the test's own thread while counting is on are counted, so the
 //! harness's threads cannot disturb the result.
@@ -18,10 +19,11 @@ use alloc_count::{allocations_during, CountingAllocator};
 use dataplane::fib::{FibBuilder, Neighbour, NeighbourId, Neighbours, NextHop, Route};
 use dataplane::sync::SyncQueues;
 use dataplane::testing::{
-    self, backend, backend_mac, service, FrameBuilder, CHUNK_SIZE, DIRECTOR_MAC, SERVER_SIDE_MAC,
-    UMEM_HEADROOM,
+    self, backend, backend_mac, service, FrameBuilder, Ipv6FrameBuilder, CHUNK_SIZE, DIRECTOR_MAC,
+    SERVER_SIDE_MAC, UMEM_HEADROOM,
 };
 use dataplane::wire::icmp::{message, unreachable};
+use dataplane::wire::{icmpv6, EtherType};
 use dataplane::{
     Forwarding, NatReply, PersistenceTable, Pipeline, Protocol, Routing, ServiceTable, Verdict,
     WorkerCounters,
@@ -129,6 +131,50 @@ fn table(
                 ),
                 Forwarding::Tunnel,
             ),
+            // IPv6: DR onto 2001:db8::n, slots 40..; NAT onto [2001:db8:a::n]:8080, slots 50...
+            testing::with_persistence(
+                service(
+                    "[2001:db8::10]:80",
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    web_servers
+                        .iter()
+                        .map(|&n| {
+                            backend(
+                                &format!("2001:db8::{n}"),
+                                Some(backend_mac(n)),
+                                1,
+                                usize::from(n) + 40,
+                            )
+                        })
+                        .collect(),
+                ),
+                600,
+                "255.255.255.255",
+                6,
+            ),
+            testing::with_forwarding(
+                service(
+                    "[2001:db8::60]:80",
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    web_servers
+                        .iter()
+                        .map(|&n| {
+                            testing::with_port(
+                                backend(
+                                    &format!("2001:db8:a::{n}"),
+                                    Some(backend_mac(n)),
+                                    1,
+                                    usize::from(n) + 50,
+                                ),
+                                8080,
+                            )
+                        })
+                        .collect(),
+                ),
+                Forwarding::Nat,
+            ),
         ],
         blocks.to_vec(),
     )
@@ -190,6 +236,82 @@ fn nat_tun_fixtures(frames: &mut Vec<Vec<u8>>) {
             frames.push(tunnelled().dont_fragment(false).payload(&[3; 1472]).build());
         }
     }
+}
+
+/// IPv6 traffic: DR (persistent by address) and NAT both ways with extension headers, ICMPv6
+/// errors both ways (port unreachable, packet too big), and the IPv6 drops.
+fn ipv6_fixtures(frames: &mut Vec<Vec<u8>>) {
+    for port in 0..400u16 {
+        let client = format!("[2001:db8:c:{:x}::7]:{}", port % 50, 30000 + port);
+        frames.push(
+            Ipv6FrameBuilder::tcp()
+                .src(&client)
+                .dst("[2001:db8::10]:80")
+                .destination_options(0)
+                .syn()
+                .build(),
+        );
+        let to_vip = || {
+            Ipv6FrameBuilder::tcp()
+                .src(&client)
+                .dst("[2001:db8::60]:80")
+        };
+        frames.push(to_vip().syn().build());
+        frames.push(to_vip().hop_by_hop(0).ack().payload(b"GET /").build());
+        let server = format!("[2001:db8:a::{}]:8080", port % 6 + 1);
+        let reply = || {
+            Ipv6FrameBuilder::tcp()
+                .src(&server)
+                .dst(&client)
+                .eth_dst(SERVER_SIDE_MAC)
+        };
+        frames.push(reply().syn().ack().build());
+        frames.push(reply().ack().payload(&[0x42; 200]).build());
+        if port % 5 == 0 {
+            let quote = to_vip().dst(&server).build_ipv6();
+            frames.push(
+                Ipv6FrameBuilder::icmp6()
+                    .src(&server)
+                    .dst(&client)
+                    .icmp6_header(icmpv6::message::DEST_UNREACHABLE, 4, 0)
+                    .payload(&quote)
+                    .build(),
+            );
+            let quote = reply()
+                .src("[2001:db8::60]:80")
+                .payload(&[0x42; 1300])
+                .build_ipv6();
+            frames.push(
+                Ipv6FrameBuilder::icmp6()
+                    .src("[2001:db8:ff::1]:0")
+                    .dst("[2001:db8::60]:0")
+                    .icmp6_header(icmpv6::message::PACKET_TOO_BIG, 0, 1280)
+                    .payload(&quote[..1232])
+                    .build(),
+            );
+        }
+    }
+    let web = || Ipv6FrameBuilder::tcp().dst("[2001:db8::10]:80").syn();
+    let mut chain = web();
+    for _ in 0..7 {
+        chain = chain.destination_options(0);
+    }
+    frames.extend([
+        chain.build(),
+        web().hop_by_hop(3).payload_len(16).build(),
+        web().hop_by_hop(0).payload_len(0).build(),
+        web().payload_len(1000).build(),
+        web().ethertype(EtherType::IPV4).build(),
+        FrameBuilder::tcp().syn().ethertype(EtherType::IPV6).build(),
+        web().fragment(0, true).build(),
+        web().dst("[2001:db8::60]:80").hop_limit(1).build(),
+        Ipv6FrameBuilder::icmp6().dst("[2001:db8::10]:0").build(),
+        Ipv6FrameBuilder::icmp6()
+            .dst("[2001:db8::60]:0")
+            .icmp6_header(icmpv6::message::PACKET_TOO_BIG, 0, 1280)
+            .payload(&web().build_ipv6()[..44])
+            .build(),
+    ]);
 }
 
 /// Fixture frames: many new flows on two schedulers, their follow-up segments, UDP, and every
@@ -257,6 +379,7 @@ fn fixtures() -> Vec<Vec<u8>> {
         web().dst("192.0.2.60:80").ttl(1).build(),
     ]);
     nat_tun_fixtures(&mut frames);
+    ipv6_fixtures(&mut frames);
     frames
 }
 
@@ -308,7 +431,7 @@ fn assert_no_allocations_per_frame(routing: Option<[Routing; 2]>) {
     );
 
     // Worker 0 is the master's, worker 1 the backup's.
-    let blocks = testing::counter_blocks(2, 40);
+    let blocks = testing::counter_blocks(2, 60);
     // Fewer slots than client networks, so it fills up and expired templates are reused.
     let templates = Arc::new(PersistenceTable::new(16));
     let mut first = table(1, &[1, 2, 3, 4], &blocks, &templates);
@@ -442,6 +565,12 @@ fn assert_paths_taken(counters: &WorkerCounters, table: &ServiceTable) {
         dataplane::DropReason::TooBig,
         dataplane::DropReason::IcmpNoConnection,
         dataplane::DropReason::TtlExpired,
+        dataplane::DropReason::Ipv6ExtensionChain,
+        dataplane::DropReason::Ipv6ExtensionTruncated,
+        dataplane::DropReason::Ipv6Jumbogram,
+        dataplane::DropReason::Ipv6PayloadLength,
+        dataplane::DropReason::IpVersionMismatch,
+        dataplane::DropReason::IcmpQuoteTruncated,
     ] {
         assert!(counters.drops(reason) > 0, "never dropped as {reason:?}");
     }
@@ -450,4 +579,17 @@ fn assert_paths_taken(counters: &WorkerCounters, table: &ServiceTable) {
         .map(|stats| load(&stats.packets_out))
         .sum();
     assert!(replies > 1000, "too few NAT replies went out: {replies}");
+    let (ipv6_in, ipv6_out) =
+        table.backend_counters[0][40..]
+            .iter()
+            .fold((0, 0), |(into, out), stats| {
+                (
+                    into + load(&stats.packets_in),
+                    out + load(&stats.packets_out),
+                )
+            });
+    assert!(
+        ipv6_in > 1000 && ipv6_out > 500,
+        "too little IPv6 went through: {ipv6_in} in, {ipv6_out} out"
+    );
 }
