@@ -16,11 +16,11 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use dataplane::testing::{
-    self, backend, backend_mac, icmp_error, service, FrameBuilder, CLIENT_SIDE_ADDR, DIRECTOR_MAC,
-    ROUTER_MAC, SERVER_SIDE_MAC, UMEM_HEADROOM,
+    self, backend, backend_mac, icmp_error, service, FrameBuilder, Ipv6FrameBuilder,
+    CLIENT_SIDE_ADDR, DIRECTOR_MAC, ROUTER_MAC, SERVER_SIDE_MAC, UMEM_HEADROOM,
 };
 use dataplane::wire::icmp::{message, unreachable};
-use dataplane::wire::EtherType;
+use dataplane::wire::{icmpv6, EtherType, MacAddr};
 use dataplane::xdp::{NatBackendKey, XdpClassifier};
 use dataplane::xsk::{Xsk, XskConfig, CLIENT as CLIENT_PORT};
 use dataplane::{
@@ -38,11 +38,17 @@ const NAT_VIP: &str = "192.0.2.60:80";
 const NAT_RS: &str = "10.0.1.1:8080";
 const TUN_VIP: &str = "192.0.2.70:80";
 const TUN_RS: &str = "10.0.0.3:80";
+const CLIENT6: &str = "[2001:db8:c::7]:40000";
+const DR_VIP6: &str = "[2001:db8::10]:80";
+const NAT_VIP6: &str = "[2001:db8::60]:80";
+const NAT_RS6: &str = "[2001:db8:a::1]:8080";
 
 /// The services (with [`testing::interfaces`] at MTU 1500):
 /// - DR  tcp 192.0.2.10:80 -> 10.0.0.5 (real server 5)
 /// - NAT tcp 192.0.2.60:80 -> 10.0.1.1:8080 (real server 1)
 /// - TUN tcp 192.0.2.70:80 -> 10.0.0.3 (real server 3)
+/// - DR  tcp [2001:db8::10]:80 -> 2001:db8::5 (real server 5)
+/// - NAT tcp [2001:db8::60]:80 -> [2001:db8:a::1]:8080 (real server 1)
 fn golden_table() -> ServiceTable {
     testing::table(
         1,
@@ -74,8 +80,26 @@ fn golden_table() -> ServiceTable {
                 ),
                 Forwarding::Tunnel,
             ),
+            service(
+                DR_VIP6,
+                Protocol::Tcp,
+                Algorithm::Maglev,
+                vec![backend("2001:db8::5", Some(backend_mac(5)), 1, 3)],
+            ),
+            testing::with_forwarding(
+                service(
+                    NAT_VIP6,
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    vec![testing::with_port(
+                        backend("2001:db8:a::1", Some(backend_mac(1)), 1, 4),
+                        8080,
+                    )],
+                ),
+                Forwarding::Nat,
+            ),
         ],
-        testing::counter_blocks(1, 3),
+        testing::counter_blocks(1, 5),
     )
     .with_interfaces(testing::interfaces(1500))
 }
@@ -182,7 +206,7 @@ fn rows() -> Vec<Row> {
     // Fragmentation needed from a router on the client's path, about a reply from the DR VIP.
     let q_dr = tcp(DR_VIP, CLIENT, 64).ack().payload(&[1; 1400]).build_ipv4();
     let icmp_dr = icmp_error(ROUTER, DR_VIP, message::DEST_UNREACHABLE, unreachable::FRAG_NEEDED, 1400, &q_dr[..28]);
-    vec![
+    let mut rows = vec![
         sent("DR: SYN re-addressed to its real server",
             &from_client(dr_syn.clone()), "redirected", dr_syn.eth_src(DIRECTOR_MAC).eth_dst(backend_mac(5)).build(), UMEM_HEADROOM, ingress),
         sent("NAT in: SYN to VIP:80 goes to RS:8080 out of the server side",
@@ -207,6 +231,66 @@ fn rows() -> Vec<Row> {
         dropped("no service: another address", &from_client(tcp(CLIENT, "192.0.2.99:80", 64).syn()), Xdp::Pass("no_service"), NoService),
         dropped("ICMP echo request to the VIP", &from_client(FrameBuilder::icmp().src(CLIENT).dst("192.0.2.10:0")), Xdp::Pass("icmp_not_error"), UnsupportedProtocol),
         dropped("IPv4 header cut at 19 bytes", &from_client(dr_syn_like()).truncate(14 + 19), Xdp::Pass("truncated"), Truncated),
+    ];
+    rows.extend(ipv6_rows());
+    rows
+}
+
+/// A frame built by the IPv6 builder, with its Ethernet addresses set.
+fn macs6(frame: &Ipv6FrameBuilder, dst: MacAddr, src: MacAddr) -> Vec<u8> {
+    let mut bytes = frame.clone().eth_dst(dst).build();
+    bytes[6..12].copy_from_slice(&src);
+    bytes
+}
+
+/// [`sent`] and [`dropped`] for IPv6 frames (already built).
+fn row6(
+    description: &'static str,
+    input: Vec<u8>,
+    xdp: Xdp,
+    verdict: Verdict,
+    output: Option<Vec<u8>>,
+) -> Row {
+    Row {
+        description,
+        output: output.unwrap_or_else(|| input.clone()),
+        input,
+        xdp,
+        verdict,
+    }
+}
+
+/// The IPv6 rows: DR, NAT both ways, packet too big about a NAT reply, two malformed headers.
+#[rustfmt::skip]
+fn ipv6_rows() -> Vec<Row> {
+    let tx = |len: usize, egress| Verdict::Tx { start: UMEM_HEADROOM, len, egress };
+    let tcp = |src: &str, dst: &str, hop_limit: u8| Ipv6FrameBuilder::tcp().src(src).dst(dst).hop_limit(hop_limit);
+    let dr_syn = tcp(CLIENT6, DR_VIP6, 64).syn();
+    let dr_out = macs6(&dr_syn, backend_mac(5), DIRECTOR_MAC);
+    let nat_out = macs6(&tcp(CLIENT6, NAT_RS6, 63).syn(), backend_mac(1), SERVER_SIDE_MAC);
+    let reply_out = macs6(&tcp(NAT_VIP6, CLIENT6, 63).syn().ack(), ROUTER_MAC, DIRECTOR_MAC);
+    let too_big = |vip: &str, quote: &[u8]| Ipv6FrameBuilder::icmp6().src("[2001:db8:ff::1]:0").dst(vip)
+        .icmp6_header(icmpv6::message::PACKET_TOO_BIG, 0, 1280).payload(quote);
+    let quote = tcp(NAT_VIP6, CLIENT6, 64).ack().payload(&[1; 200]).build_ipv6();
+    let quote_at_rs = tcp(NAT_RS6, CLIENT6, 64).ack().payload(&[1; 200]).build_ipv6();
+    let too_big_out = macs6(&too_big("[2001:db8:a::1]:0", &quote_at_rs).hop_limit(63), backend_mac(1), SERVER_SIDE_MAC);
+    let mut chain = dr_syn.clone();
+    for _ in 0..7 {
+        chain = chain.destination_options(0);
+    }
+    vec![
+        row6("IPv6 DR: SYN re-addressed to its real server",
+            macs6(&dr_syn, DIRECTOR_MAC, ROUTER_MAC), Xdp::Redirect("redirected"), tx(dr_out.len(), Egress::Ingress), Some(dr_out)),
+        row6("IPv6 NAT in: SYN to [VIP]:80 goes to [RS]:8080, hop limit 63",
+            macs6(&tcp(CLIENT6, NAT_VIP6, 64).syn(), DIRECTOR_MAC, ROUTER_MAC), Xdp::Redirect("redirected"), tx(nat_out.len(), Egress::Peer), Some(nat_out)),
+        row6("IPv6 NAT reply: the SYN-ACK from [RS]:8080 leaves as [VIP]:80",
+            macs6(&tcp(NAT_RS6, CLIENT6, 64).syn().ack(), SERVER_SIDE_MAC, backend_mac(1)), Xdp::Redirect("nat_reply"), tx(reply_out.len(), Egress::Peer), Some(reply_out)),
+        row6("ICMPv6 packet too big about a NAT reply goes to the RS, translated",
+            macs6(&too_big("[2001:db8::60]:0", &quote), DIRECTOR_MAC, ROUTER_MAC), Xdp::Redirect("icmp_redirected"), tx(too_big_out.len(), Egress::Peer), Some(too_big_out)),
+        row6("IPv6 extension chain past the walk's bound",
+            macs6(&chain, DIRECTOR_MAC, ROUTER_MAC), Xdp::Pass("ipv6_ext_too_long"), Verdict::Drop(DropReason::Ipv6ExtensionChain), None),
+        row6("IPv6 header under the IPv4 EtherType",
+            macs6(&dr_syn.clone().ethertype(EtherType::IPV4), DIRECTOR_MAC, ROUTER_MAC), Xdp::Pass("bad_ihl"), Verdict::Drop(DropReason::IpVersionMismatch), None),
     ]
 }
 
