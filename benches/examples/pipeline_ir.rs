@@ -16,10 +16,12 @@
 //!                    the same three with next hops from a FIB: NAT replies to the client's
 //!                    last hop, TUN to the route's gateway (one atomic load per frame)
 //!   nat-reply-route  the reply with `nat_reply = "route"`: the neighbour the route gave
+//!   dr6-established, nat6-established, nat6-reply
+//!                    the same over IPv6: [2001:db8::10]:80 to 2001:db8:1::11-13 (NAT :8080)
 //! ```
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,14 +29,14 @@ use std::time::Instant;
 use dataplane::fib::{FibBuilder, Neighbour, NeighbourId, Neighbours, NextHop, Route};
 use dataplane::testing::{
     backend, backend_mac, counter_blocks, in_chunk, interfaces, service, table, with_forwarding,
-    with_port, FrameBuilder, DIRECTOR_MAC, UMEM_HEADROOM,
+    with_port, FrameBuilder, Ipv6FrameBuilder, DIRECTOR_MAC, UMEM_HEADROOM,
 };
 use dataplane::{
     Forwarding, NatReply, Pipeline, Protocol, Routing, ServiceTable, Verdict, WorkerCounters,
 };
 use scheduler::Algorithm;
 
-const CASES: [&str; 11] = [
+const CASES: [&str; 14] = [
     "copy",
     "dr-established",
     "dr-new-flow",
@@ -46,8 +48,13 @@ const CASES: [&str; 11] = [
     "nat-reply-fib",
     "nat-reply-route",
     "tun-established-fib",
+    "dr6-established",
+    "nat6-established",
+    "nat6-reply",
 ];
 const CLIENT: &str = "203.0.113.7:40000";
+const CLIENT6: &str = "[2001:db8:c::7]:40000";
+const VIP6: &str = "[2001:db8::10]:80";
 
 /// One service of three real servers on VIP 192.0.2.10:80 forwarded by `forwarding` (NAT maps
 /// port 80 to 8080), with the fixture interfaces. `routed`: as control publishes it with a FIB,
@@ -77,6 +84,44 @@ fn table_for(forwarding: Forwarding, routed: bool) -> ServiceTable {
         counter_blocks(1, 3),
     )
     .with_interfaces(interfaces(1500))
+}
+
+/// [`table_for`] over IPv6: [2001:db8::10]:80 to 2001:db8:1::11, ::12 and ::13.
+fn table6_for(forwarding: Forwarding) -> ServiceTable {
+    let backends = (1..=3)
+        .map(|n| {
+            let server = backend(
+                &format!("2001:db8:1::{}", 10 + n),
+                Some(backend_mac(n)),
+                1,
+                usize::from(n - 1),
+            );
+            if forwarding == Forwarding::Nat {
+                with_port(server, 8080)
+            } else {
+                server
+            }
+        })
+        .collect();
+    table(
+        1,
+        vec![with_forwarding(
+            service(VIP6, Protocol::Tcp, Algorithm::Maglev, backends),
+            forwarding,
+        )],
+        counter_blocks(1, 3),
+    )
+    .with_interfaces(interfaces(1500))
+}
+
+/// [`client_ack`] over IPv6.
+fn client_ack6() -> Vec<u8> {
+    Ipv6FrameBuilder::tcp()
+        .src(CLIENT6)
+        .dst(VIP6)
+        .ack()
+        .payload(&[0; 64])
+        .build()
 }
 
 /// Next hops from a FIB: the real servers' 198.51.100.0/24 and the client's 203.0.113.0/24
@@ -132,6 +177,12 @@ struct Case {
 
 impl Case {
     fn new(name: &str) -> Option<Case> {
+        if let Some(base) = name
+            .strip_suffix("6-established")
+            .or(name.strip_suffix("6-reply"))
+        {
+            return Self::new6(base, name.ends_with("reply"));
+        }
         let counters = WorkerCounters::default();
         let (name, routed) = match name {
             "nat-reply-route" => ("nat-reply", Some(NatReply::Route)),
@@ -211,6 +262,51 @@ impl Case {
             counters,
             frames,
             copy_only: name == "copy",
+        })
+    }
+
+    /// The IPv6 cases: `base` is `dr` or `nat`; `reply`: the NAT real server's reply.
+    fn new6(base: &str, reply: bool) -> Option<Case> {
+        let counters = WorkerCounters::default();
+        let forwarding = match base {
+            "dr" if !reply => Forwarding::DirectRouting,
+            "nat" => Forwarding::Nat,
+            _ => return None,
+        };
+        let table = table6_for(forwarding);
+        let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 1 << 16);
+        let frames = if reply {
+            let syn = Ipv6FrameBuilder::tcp().src(CLIENT6).dst(VIP6).syn().build();
+            let mut chunk = in_chunk(&syn);
+            let verdict = pipeline.process(
+                &mut chunk,
+                UMEM_HEADROOM,
+                syn.len(),
+                &table,
+                Instant::now(),
+                &counters,
+            );
+            let Verdict::Tx { start, .. } = verdict else {
+                panic!("the SYN was not forwarded: {verdict:?}");
+            };
+            // The destination address: after Ethernet (14) and 24 bytes of the IPv6 header.
+            let octets: [u8; 16] = chunk[start + 38..start + 54].try_into().unwrap();
+            let server = Ipv6Addr::from(octets);
+            vec![Ipv6FrameBuilder::tcp()
+                .src(&format!("[{server}]:8080"))
+                .dst(CLIENT6)
+                .ack()
+                .payload(&[0; 64])
+                .build()]
+        } else {
+            vec![client_ack6()]
+        };
+        Some(Case {
+            pipeline,
+            table,
+            counters,
+            frames,
+            copy_only: false,
         })
     }
 

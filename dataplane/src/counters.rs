@@ -69,8 +69,8 @@ drop_reasons! {
     NeighbourUnresolved => "neighbour_unresolved",
     /// The TX ring had no room.
     TxRingFull => "tx_ring_full",
-    /// A NAT-forwarded packet arrived with TTL <= 1: a router must not forward it (RFC 1812
-    /// 5.3.1). Counted and dropped; no ICMP time exceeded is sent.
+    /// A NAT-forwarded packet arrived with TTL (IPv6: hop limit) <= 1: a router must not forward
+    /// it (RFC 1812 5.3.1, RFC 8200 3). Counted and dropped; no ICMP time exceeded is sent.
     TtlExpired => "ttl_expired",
     /// Encapsulated for LVS-TUN it would exceed the egress MTU, and the inner packet allows
     /// fragmentation (DF clear). IPVS would fragment the outer packet; this data plane works one
@@ -81,7 +81,8 @@ drop_reasons! {
     /// ([`crate::rewrite::tun::HEADROOM`]): a worker set-up bug, never the sender's doing.
     NoHeadroom => "no_headroom",
     /// The service forwards by NAT or TUN but the service table has no
-    /// [`crate::service::Interfaces`] to do it with (control did not set them).
+    /// [`crate::service::Interfaces`] to do it with (control did not set them), or by NAT to a
+    /// real server of the other address family (configuration refuses such a service).
     UnsupportedForwarding => "unsupported_forwarding",
     /// An ICMP error (destination unreachable, time exceeded) quoting a flow the connection
     /// table does not know, in either direction: nothing to translate or forward it for.
@@ -160,6 +161,11 @@ macro_rules! worker_counters {
 }
 
 worker_counters! {
+    /// IPv6 frames the pipeline parsed (a malformed one is counted under its drop reason
+    /// instead): the IPv6 share of `rx_packets`. One relaxed add on the IPv6 path only; a
+    /// per-family TX count cost the IPv4 path about 60 instructions a frame (callgrind), so
+    /// there is none.
+    ipv6_rx,
     /// Connection entries created.
     connections_created,
     /// Connection entries removed after their idle timeout.
@@ -320,6 +326,6 @@ mod tests {
         });
         assert!(seen.contains(&("tx_wakeups", 3)), "{seen:?}");
         assert!(seen.contains(&("xsk_rx_fill_ring_empty", 5)), "{seen:?}");
-        assert_eq!(seen.len(), 19 + 6);
+        assert_eq!(seen.len(), 20 + 6);
     }
 }

@@ -321,7 +321,9 @@ fn new_pipeline() -> (Pipeline, ServiceTable, WorkerCounters) {
 fn ipv6_conversation_golden() {
     let (mut pipeline, table, counters) = new_pipeline();
     let now = Instant::now();
-    for step in conversation() {
+    let steps = conversation();
+    let frames = steps.len() as u64;
+    for step in steps {
         let (verdict, output) = testing::run(&mut pipeline, &step.input, &table, now, &counters);
         assert_eq!(verdict, step.verdict, "{}", step.description);
         testing::assert_frame_eq(&step.output, &output, step.description);
@@ -341,6 +343,11 @@ fn ipv6_conversation_golden() {
     assert_eq!(load(DNS_SLOT, |c| &c.packets_out), 2);
     assert_eq!(load(DR_SLOT, |c| &c.packets_in), 2);
     assert_eq!(counters.drops(DropReason::TtlExpired), 3);
+    // Every step parsed as IPv6, dropped or not.
+    assert_eq!(
+        counters.ipv6_rx.load(std::sync::atomic::Ordering::Relaxed),
+        frames
+    );
 }
 
 /// Clients of one /64 stay on one real server (persistence_prefix6 = 64); a client of another

@@ -109,43 +109,53 @@ fn table() -> ServiceTable {
                 "255.255.255.255",
                 2,
             ),
-            service(
-                "[2001:db8::10]:80",
-                Protocol::Tcp,
-                Algorithm::Maglev,
-                vec![
-                    backend("2001:db8::11", Some(backend_mac(12)), 1, 12),
-                    backend("2001:db8::12", None, 1, 13),
-                ],
-            ),
-            testing::with_forwarding(
-                service(
-                    "[2001:db8::60]:80",
-                    Protocol::Tcp,
-                    Algorithm::Maglev,
-                    vec![testing::with_port(
-                        backend("2001:db8:a::1", Some(backend_mac(14)), 1, 14),
-                        8080,
-                    )],
-                ),
-                Forwarding::Nat,
-            ),
-            testing::with_forwarding(
-                service(
-                    "[2001:db8::60]:53",
-                    Protocol::Udp,
-                    Algorithm::RoundRobin,
-                    vec![backend("2001:db8:a::2", Some(backend_mac(15)), 1, 15)],
-                ),
-                Forwarding::Nat,
-            ),
-        ],
+        ]
+        .into_iter()
+        .chain(ipv6_services())
+        .collect(),
         testing::counter_blocks(1, 16),
     )
     // Small, so random frames fill it and hit the full path.
     .with_persistence(Arc::new(PersistenceTable::new(8)))
     // A small MTU, so mutated lengths reach the too-big paths.
     .with_interfaces(testing::interfaces(576))
+}
+
+/// The IPv6 services of [`table`]: DR (slots 12, 13; one unresolved), NAT tcp with port
+/// mapping (14), NAT udp (15).
+fn ipv6_services() -> Vec<dataplane::Service> {
+    vec![
+        service(
+            "[2001:db8::10]:80",
+            Protocol::Tcp,
+            Algorithm::Maglev,
+            vec![
+                backend("2001:db8::11", Some(backend_mac(12)), 1, 12),
+                backend("2001:db8::12", None, 1, 13),
+            ],
+        ),
+        testing::with_forwarding(
+            service(
+                "[2001:db8::60]:80",
+                Protocol::Tcp,
+                Algorithm::Maglev,
+                vec![testing::with_port(
+                    backend("2001:db8:a::1", Some(backend_mac(14)), 1, 14),
+                    8080,
+                )],
+            ),
+            Forwarding::Nat,
+        ),
+        testing::with_forwarding(
+            service(
+                "[2001:db8::60]:53",
+                Protocol::Udp,
+                Algorithm::RoundRobin,
+                vec![backend("2001:db8:a::2", Some(backend_mac(15)), 1, 15)],
+            ),
+            Forwarding::Nat,
+        ),
+    ]
 }
 
 /// [`table`] with next hops from a FIB: a default route through two gateways (one unresolved),
@@ -186,7 +196,7 @@ fn routed_table(route: bool) -> ServiceTable {
 }
 
 fn seeds() -> Vec<Vec<u8>> {
-    vec![
+    let mut seeds = vec![
         FrameBuilder::tcp().dst("192.0.2.10:80").syn().build(),
         FrameBuilder::tcp()
             .dst("192.0.2.10:80")
@@ -263,8 +273,15 @@ fn seeds() -> Vec<Vec<u8>> {
                 .dst("192.0.2.2:40000")
                 .build_ipv4(),
         ),
-        // IPv6: DR, NAT both ways (the client is the builder's default [2001:db8::2]:40000),
-        // extension headers, ICMPv6 errors both ways.
+    ];
+    seeds.extend(ipv6_seeds());
+    seeds
+}
+
+/// IPv6 seeds: DR, NAT both ways (the client is the builder's default [2001:db8::2]:40000),
+/// extension headers, a fragment, ICMPv6 errors both ways.
+fn ipv6_seeds() -> Vec<Vec<u8>> {
+    vec![
         Ipv6FrameBuilder::tcp()
             .dst("[2001:db8::10]:80")
             .syn()

@@ -131,55 +131,63 @@ fn table(
                 ),
                 Forwarding::Tunnel,
             ),
-            // IPv6: DR onto 2001:db8::n, slots 40..; NAT onto [2001:db8:a::n]:8080, slots 50...
-            testing::with_persistence(
-                service(
-                    "[2001:db8::10]:80",
-                    Protocol::Tcp,
-                    Algorithm::Maglev,
-                    web_servers
-                        .iter()
-                        .map(|&n| {
-                            backend(
-                                &format!("2001:db8::{n}"),
-                                Some(backend_mac(n)),
-                                1,
-                                usize::from(n) + 40,
-                            )
-                        })
-                        .collect(),
-                ),
-                600,
-                "255.255.255.255",
-                6,
-            ),
-            testing::with_forwarding(
-                service(
-                    "[2001:db8::60]:80",
-                    Protocol::Tcp,
-                    Algorithm::Maglev,
-                    web_servers
-                        .iter()
-                        .map(|&n| {
-                            testing::with_port(
-                                backend(
-                                    &format!("2001:db8:a::{n}"),
-                                    Some(backend_mac(n)),
-                                    1,
-                                    usize::from(n) + 50,
-                                ),
-                                8080,
-                            )
-                        })
-                        .collect(),
-                ),
-                Forwarding::Nat,
-            ),
-        ],
+        ]
+        .into_iter()
+        .chain(ipv6_services(web_servers))
+        .collect(),
         blocks.to_vec(),
     )
     .with_persistence(Arc::clone(templates))
     .with_interfaces(testing::interfaces(1500))
+}
+
+/// The IPv6 services: DR onto 2001:db8::n (slots 40..), NAT onto [2001:db8:a::n]:8080 (50..).
+fn ipv6_services(web_servers: &[u8]) -> Vec<dataplane::Service> {
+    vec![
+        testing::with_persistence(
+            service(
+                "[2001:db8::10]:80",
+                Protocol::Tcp,
+                Algorithm::Maglev,
+                web_servers
+                    .iter()
+                    .map(|&n| {
+                        backend(
+                            &format!("2001:db8::{n}"),
+                            Some(backend_mac(n)),
+                            1,
+                            usize::from(n) + 40,
+                        )
+                    })
+                    .collect(),
+            ),
+            600,
+            "255.255.255.255",
+            6,
+        ),
+        testing::with_forwarding(
+            service(
+                "[2001:db8::60]:80",
+                Protocol::Tcp,
+                Algorithm::Maglev,
+                web_servers
+                    .iter()
+                    .map(|&n| {
+                        testing::with_port(
+                            backend(
+                                &format!("2001:db8:a::{n}"),
+                                Some(backend_mac(n)),
+                                1,
+                                usize::from(n) + 50,
+                            ),
+                            8080,
+                        )
+                    })
+                    .collect(),
+            ),
+            Forwarding::Nat,
+        ),
+    ]
 }
 
 /// NAT and TUN traffic: client frames, the real servers' replies (every server answers, so the

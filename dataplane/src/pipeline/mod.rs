@@ -52,7 +52,12 @@
 //!   encapsulated; NAT: translated to RS:rsport, [`crate::rewrite::icmp`], out of
 //!   [`Egress::Peer`]), as IPVS does, so path MTU discovery works for all three. Quoting a
 //!   client packet to a NAT real server (client -> RS:rsport), from the server side: translated
-//!   to VIP:port, out of [`Egress::Peer`]. Quoting neither -> `IcmpNoConnection`.
+//!   to VIP:port, out of [`Egress::Peer`]. Quoting neither -> `IcmpNoConnection`. ICMPv6
+//!   alike (destination unreachable, packet too big, time exceeded; NAT translation in
+//!   [`crate::rewrite::icmpv6`]): a packet too big about a reply reaches the real server.
+//!
+//! IPv6 takes the same paths as IPv4 (the connection table, persistence with the service's
+//! `netmask6` prefix, the rewrites choose by the parsed family); NAT never crosses families.
 //!
 //! The pipeline does not know which interface a frame came in on: a frame for a service is
 //! inbound, any other TCP/UDP frame is looked up as a NAT reply. The connection table is per
@@ -66,13 +71,22 @@
 //! that the later steps and the rewrites read instead of parsing the frame again:
 //! 1. Buffer: `start..start + len` outside the buffer -> `Truncated`.
 //! 2. Ethernet: shorter than 14 bytes -> `Truncated`; an 802.1Q/802.1ad tag -> `VlanTagged`;
-//!    another EtherType than IPv4 -> `NotIpv4`.
-//! 3. IPv4 ([`Ipv4Packet::new_checked`]): short fixed header -> `Truncated`; version != 4 or
-//!    IHL < 5 -> `BadIhl`; options or total length not fitting -> `Truncated`; then IHL > 5 ->
+//!    another EtherType than IPv4 or IPv6 -> `NotIp`; a version nibble other than the
+//!    EtherType's -> `IpVersionMismatch`.
+//! 3. IPv4 ([`Ipv4Packet::new_checked`]): short fixed header -> `Truncated`; IHL < 5 ->
+//!    `BadIhl`; options or total length not fitting -> `Truncated`; then IHL > 5 ->
 //!    `Ipv4Options`; MF or a fragment offset -> `Fragment` (no ports to classify by); ICMP ->
 //!    the ICMP path above (not an error we translate -> `UnsupportedProtocol`, a short quote
 //!    -> `Truncated`/`BadIhl`); neither TCP nor UDP -> `UnsupportedProtocol`; a short TCP/UDP
 //!    header -> `Truncated`.
+//!    IPv6 (RFC 8200): a payload length beyond the frame -> `Ipv6PayloadLength`; a jumbogram
+//!    -> `Ipv6Jumbogram`; the extension headers walked (at most
+//!    [`crate::parse::IPV6_MAX_EXTENSION_HEADERS`]): one running past the packet ->
+//!    `Ipv6ExtensionTruncated`, more -> `Ipv6ExtensionChain`, a fragment header -> `Fragment`;
+//!    ICMPv6 destination unreachable, packet too big and time exceeded -> the ICMP path (a
+//!    quote shorter than an IPv6 header and 8 bytes -> `IcmpQuoteTruncated`; other ICMPv6,
+//!    NDP included, -> `UnsupportedProtocol`: the classifier leaves it to the kernel); then
+//!    TCP/UDP as for IPv4. Counted in `ipv6_rx` once parsed.
 //! 4. Service by (destination address, port, protocol); none -> the NAT reply index; neither ->
 //!    `NoService`.
 //! 5. Backend: the flow's connection entry if it has one, found in the current table by address
@@ -82,8 +96,9 @@
 //!    backend whose MAC is unresolved -> `NeighbourUnresolved`. A flow keeps a drained
 //!    (weight 0) backend it already has, as IPVS does.
 //! 6. Rewrite per the service's forwarding method: NAT or TUN without interfaces in the table
-//!    -> `UnsupportedForwarding`; NAT with TTL <= 1 -> `TtlExpired`; TUN too big without DF ->
-//!    `TooBig`, with too little headroom -> `NoHeadroom`; a NAT reply whose client-side next
+//!    -> `UnsupportedForwarding` (also NAT to a real server of the other family); NAT with TTL
+//!    (IPv6: hop limit) <= 1 -> `TtlExpired`; TUN too big without DF -> `TooBig`, with too
+//!    little headroom -> `NoHeadroom`; a NAT reply whose client-side next
 //!    hop is unresolved -> `NeighbourUnresolved`. Then, and only then, record the flow: a
 //!    dropped frame never creates or refreshes an entry (so a SYN whose backend is unresolved is
 //!    rescheduled on retransmission rather than pinned to it).
@@ -147,8 +162,8 @@ pub use shared::{Egress, Pipeline, Verdict};
 use std::time::Instant;
 
 use crate::conntrack::{ConnTable, FlowHint};
-use crate::counters::{BackendCounters, DropReason, WorkerCounters};
-use crate::parse::{self, Transport};
+use crate::counters::{bump, BackendCounters, DropReason, WorkerCounters};
+use crate::parse::{self, Family, Transport};
 use crate::service::{ServiceKey, ServiceTable};
 use crate::sync::WorkerSync;
 use shared::At;
@@ -253,6 +268,9 @@ impl Pipeline {
         counters: &WorkerCounters,
     ) -> Result<Verdict, DropReason> {
         let parsed = parse::classify(&buffer[at.start..at.end()])?;
+        if parsed.family() == Family::Ipv6 {
+            bump(&counters.ipv6_rx, 1);
+        }
         let flow = match *parsed.transport() {
             Transport::Flow(flow) => flow,
             Transport::IcmpError(quoted) => {

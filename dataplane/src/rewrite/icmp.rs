@@ -1,4 +1,6 @@
-//! ICMP errors about NATed flows, translated as IPVS does (`ip_vs_nat_icmp`).
+//! ICMP errors about NATed flows, translated as IPVS does (`ip_vs_nat_icmp`). ICMPv6 errors
+//! take the same two directions in [`super::icmpv6`] (the pipeline's `_parsed` entry points
+//! here choose by the parsed family).
 //!
 //! An ICMP error quotes the datagram that caused it, which travelled the other way; both the
 //! outer header and the quote must be translated or the receiver cannot match the error to its
