@@ -124,3 +124,99 @@ pub(super) fn translate(
     link.apply(frame);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv6Addr, SocketAddr};
+
+    use proptest::prelude::*;
+
+    use super::super::icmp;
+    use super::*;
+    use crate::parse::classify;
+    use crate::testing::{Ipv6FrameBuilder, DIRECTOR_MAC};
+    use crate::wire::checksum;
+    use crate::wire::icmpv6::message;
+
+    const LINK: Link = Link {
+        src_mac: DIRECTOR_MAC,
+        dst_mac: [2, 0, 0, 0, 1, 1],
+    };
+
+    /// The ones' complement sum over the pseudo header and the upper layer of the IPv6 packet
+    /// at `frame[14..]` (no extension headers): 0xFFFF when its checksum is right.
+    fn upper_sum(packet: &[u8]) -> u16 {
+        let ip = Ipv6Packet::new_checked(packet).unwrap();
+        let upper = ip.payload();
+        checksum::combine(&[
+            checksum::pseudo_header6(
+                ip.src_addr(),
+                ip.dst_addr(),
+                ip.next_header(),
+                u32::try_from(upper.len()).unwrap(),
+            ),
+            checksum::data(upper),
+        ])
+    }
+
+    fn socket(address: u128, port: u16) -> String {
+        format!("[{}]:{port}", Ipv6Addr::from(address))
+    }
+
+    proptest! {
+        /// Translated both ways, an ICMPv6 error about a TCP or UDP packet (whole or cut to as
+        /// little as 48 bytes) has the checksums a full recomputation gives: the ICMPv6 one
+        /// always, the quoted one when the quote is whole.
+        #[test]
+        fn icmpv6_translation_equals_full_recomputation(
+            addresses in any::<[u128; 4]>(),
+            ports in any::<[u16; 3]>(),
+            udp in any::<bool>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            cut in any::<usize>(),
+            outbound in any::<bool>(),
+            msg_type in prop_oneof![
+                Just(message::DEST_UNREACHABLE),
+                Just(message::PACKET_TOO_BIG),
+                Just(message::TIME_EXCEEDED),
+            ],
+        ) {
+            let [outer, quoted_src, quoted_dst, to] = addresses;
+            let builder = if udp { Ipv6FrameBuilder::udp() } else { Ipv6FrameBuilder::tcp() };
+            let quote = builder
+                .src(&socket(quoted_src, ports[0]))
+                .dst(&socket(quoted_dst, ports[1]))
+                .payload(&payload)
+                .build_ipv6();
+            let whole = quote.len();
+            let quote = &quote[..48 + cut % (whole - 47)];
+            let frame = Ipv6FrameBuilder::icmp6()
+                .src(&socket(outer, 0))
+                .dst(&socket(quoted_src, 0))
+                .icmp6_header(msg_type, 0, 1280)
+                .payload(quote)
+                .unpadded()
+                .build();
+            let parsed = classify(&frame).unwrap();
+            let mut translated = frame.clone();
+            let to = SocketAddr::new(Ipv6Addr::from(to).into(), ports[2]);
+            let result = if outbound {
+                icmp::translate_outbound_parsed(&mut translated, &parsed, to, LINK)
+            } else {
+                icmp::translate_inbound_parsed(&mut translated, &parsed, to, LINK)
+            };
+            prop_assert_eq!(result, Ok(()));
+            prop_assert_eq!(upper_sum(&translated[14..]), 0xffff);
+            let quoted = &translated[14 + 40 + 8..];
+            if quote.len() == whole {
+                prop_assert_eq!(upper_sum(quoted), 0xffff);
+            }
+            let quoted = Ipv6Quote::new_checked(quoted).unwrap();
+            if outbound {
+                prop_assert_eq!((quoted.dst_addr(), quoted.dst_port()), (Ipv6Addr::from(addresses[3]), ports[2]));
+            } else {
+                prop_assert_eq!((quoted.src_addr(), quoted.src_port()), (Ipv6Addr::from(addresses[3]), ports[2]));
+            }
+        }
+    }
+}

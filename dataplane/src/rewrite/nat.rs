@@ -330,7 +330,8 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::testing::{FrameBuilder, DIRECTOR_MAC};
+    use crate::parse::classify;
+    use crate::testing::{FrameBuilder, Ipv6FrameBuilder, DIRECTOR_MAC};
 
     const LINK: Link = Link {
         src_mac: DIRECTOR_MAC,
@@ -373,6 +374,61 @@ mod tests {
             let mut copy = frame.clone();
             assert_eq!(rewrite_inbound(&mut copy, backend, LINK), Err(reason));
             assert_eq!(copy, frame);
+        }
+    }
+
+    fn socket(address: u128, port: u16) -> String {
+        format!("[{}]:{port}", std::net::Ipv6Addr::from(address))
+    }
+
+    proptest::proptest! {
+        /// NATed both ways, an IPv6 TCP or UDP packet (extension headers or not) has the checksum
+        /// a full recomputation gives, and its hop limit one less.
+        #[test]
+        fn ipv6_nat_equals_full_recomputation(
+            addresses in proptest::prelude::any::<[u128; 3]>(),
+            ports in proptest::prelude::any::<[u16; 3]>(),
+            udp in proptest::prelude::any::<bool>(),
+            options in proptest::prelude::any::<bool>(),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            inbound in proptest::prelude::any::<bool>(),
+        ) {
+            let [src, dst, to] = addresses;
+            let mut builder = if udp { Ipv6FrameBuilder::udp() } else { Ipv6FrameBuilder::tcp() }
+                .src(&socket(src, ports[0]))
+                .dst(&socket(dst, ports[1]))
+                .payload(&payload);
+            if options {
+                builder = builder.destination_options(1);
+            }
+            let frame = builder.build();
+            let parsed = classify(&frame).unwrap();
+            let mut translated = frame.clone();
+            let to = SocketAddr::new(std::net::Ipv6Addr::from(to).into(), ports[2]);
+            let result = if inbound {
+                rewrite_inbound_parsed(&mut translated, &parsed, to, LINK)
+            } else {
+                rewrite_outbound_parsed(&mut translated, &parsed, to, LINK)
+            };
+            proptest::prop_assert_eq!(result, Ok(()));
+            // The builder's frame rebuilt with the new end: byte for byte the rewrite.
+            let (new_src, new_dst) = if inbound {
+                (socket(src, ports[0]), to.to_string())
+            } else {
+                (to.to_string(), socket(dst, ports[1]))
+            };
+            let mut expected = if udp { Ipv6FrameBuilder::udp() } else { Ipv6FrameBuilder::tcp() }
+                .src(&new_src)
+                .dst(&new_dst)
+                .payload(&payload)
+                .hop_limit(63)
+                .eth_dst(LINK.dst_mac);
+            if options {
+                expected = expected.destination_options(1);
+            }
+            let mut expected = expected.build();
+            expected[6..12].copy_from_slice(&LINK.src_mac);
+            proptest::prop_assert_eq!(translated, expected);
         }
     }
 }
