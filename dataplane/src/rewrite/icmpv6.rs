@@ -108,7 +108,7 @@ pub(super) fn translate(
     icmp_sum = update16(update128(icmp_sum, old, new), old_port, to.port());
 
     if let Some(at) = quote.l4_checksum_at() {
-        let field = &mut quoted[at..at + 2];
+        let field = &quoted[at..at + 2];
         let old_l4_sum = u16::from_be_bytes([field[0], field[1]]);
         let new_l4_sum = match protocol {
             ipv6::next_header::UDP => {
