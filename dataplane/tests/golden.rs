@@ -15,9 +15,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use dataplane::rewrite::tun;
 use dataplane::testing::{
-    self, backend, backend_mac, icmp_error, service, FrameBuilder, CLIENT_SIDE_ADDR, DIRECTOR_MAC,
-    ROUTER_MAC, SERVER_SIDE_MAC, UMEM_HEADROOM,
+    self, backend, backend_mac, icmp_error, service, FrameBuilder, Ipv6FrameBuilder,
+    CLIENT_SIDE_ADDR, CLIENT_SIDE_ADDR6, DIRECTOR_MAC, ROUTER_MAC, SERVER_SIDE_MAC, UMEM_HEADROOM,
 };
 use dataplane::wire::icmp::{message, unreachable};
 use dataplane::wire::EtherType;
@@ -38,11 +39,14 @@ const NAT_VIP: &str = "192.0.2.60:80";
 const NAT_RS: &str = "10.0.1.1:8080";
 const TUN_VIP: &str = "192.0.2.70:80";
 const TUN_RS: &str = "10.0.0.3:80";
+const CLIENT6: &str = "[2001:db8:1::7]:40000";
+const TUN6_VIP: &str = "[2001:db8::10]:80";
 
 /// The services (with [`testing::interfaces`] at MTU 1500):
 /// - DR  tcp 192.0.2.10:80 -> 10.0.0.5 (real server 5)
 /// - NAT tcp 192.0.2.60:80 -> 10.0.1.1:8080 (real server 1)
 /// - TUN tcp 192.0.2.70:80 -> 10.0.0.3 (real server 3)
+/// - TUN tcp [2001:db8::10]:80 -> 2001:db8:0:a::3 (real server 3, IPv6-in-IPv6)
 fn golden_table() -> ServiceTable {
     testing::table(
         1,
@@ -74,8 +78,17 @@ fn golden_table() -> ServiceTable {
                 ),
                 Forwarding::Tunnel,
             ),
+            testing::with_forwarding(
+                service(
+                    TUN6_VIP,
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    vec![backend("2001:db8:0:a::3", Some(backend_mac(3)), 1, 3)],
+                ),
+                Forwarding::Tunnel,
+            ),
         ],
-        testing::counter_blocks(1, 3),
+        testing::counter_blocks(1, 4),
     )
     .with_interfaces(testing::interfaces(1500))
 }
@@ -182,7 +195,7 @@ fn rows() -> Vec<Row> {
     // Fragmentation needed from a router on the client's path, about a reply from the DR VIP.
     let q_dr = tcp(DR_VIP, CLIENT, 64).ack().payload(&[1; 1400]).build_ipv4();
     let icmp_dr = icmp_error(ROUTER, DR_VIP, message::DEST_UNREACHABLE, unreachable::FRAG_NEEDED, 1400, &q_dr[..28]);
-    vec![
+    let mut rows = vec![
         sent("DR: SYN re-addressed to its real server",
             &from_client(dr_syn.clone()), "redirected", dr_syn.eth_src(DIRECTOR_MAC).eth_dst(backend_mac(5)).build(), UMEM_HEADROOM, ingress),
         sent("NAT in: SYN to VIP:80 goes to RS:8080 out of the server side",
@@ -207,7 +220,64 @@ fn rows() -> Vec<Row> {
         dropped("no service: another address", &from_client(tcp(CLIENT, "192.0.2.99:80", 64).syn()), Xdp::Pass("no_service"), NoService),
         dropped("ICMP echo request to the VIP", &from_client(FrameBuilder::icmp().src(CLIENT).dst("192.0.2.10:0")), Xdp::Pass("icmp_not_error"), UnsupportedProtocol),
         dropped("IPv4 header cut at 19 bytes", &from_client(dr_syn_like()).truncate(14 + 19), Xdp::Pass("truncated"), Truncated),
-    ]
+    ];
+    // IPv6 TUN (RFC 2473): encapsulated in IPv6 from the client side's IPv6 address, or answered
+    // with an ICMPv6 packet too big (MTU 1500 - 40) quoting 1232 bytes.
+    let tun6_syn = Ipv6FrameBuilder::tcp().src(CLIENT6).dst(TUN6_VIP).syn().build();
+    let tun6_big = Ipv6FrameBuilder::tcp().src(CLIENT6).dst(TUN6_VIP).ack().payload(&[7; 1440]).build();
+    rows.extend([
+        Row { description: "TUN 6in6: SYN encapsulated in IPv6 to the RS",
+            output: tunnelled6(&tun6_syn, "2001:db8:0:a::3", 3), input: tun6_syn,
+            xdp: Xdp::Redirect("redirected"),
+            verdict: Verdict::Tx { start: UMEM_HEADROOM - 40, len: 14 + 40 + 60, egress: ingress } },
+        Row { description: "TUN 6in6: 1500 bytes answered with packet too big, MTU 1460",
+            output: packet_too_big(&tun6_big, 1460), input: tun6_big,
+            xdp: Xdp::Redirect("redirected"),
+            verdict: Verdict::Tx { start: UMEM_HEADROOM, len: 14 + 1280, egress: ingress } },
+    ]);
+    rows
+}
+
+/// The IPv6-in-IPv6 frame the director sends for the IPv6 frame `inner` to real server `n` at
+/// `rs`: an RFC 2473 outer header (traffic class 0 as the inner's, the flow label of the flow's
+/// hash, next header 41, hop limit 64) spelled out here.
+fn tunnelled6(inner: &[u8], rs: &str, n: u8) -> Vec<u8> {
+    let packet = &inner[14..];
+    let parsed = dataplane::parse::classify(inner).unwrap();
+    let dataplane::parse::Transport::Flow(flow) = *parsed.transport() else {
+        panic!("not a flow");
+    };
+    let label = tun::flow_label(flow.key.flow_hash());
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&backend_mac(n));
+    frame.extend_from_slice(&DIRECTOR_MAC);
+    frame.extend_from_slice(&[0x86, 0xdd]);
+    frame.extend_from_slice(&((6 << 28) | label).to_be_bytes());
+    frame.extend_from_slice(&u16::try_from(packet.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&[41, 64]);
+    frame.extend_from_slice(&CLIENT_SIDE_ADDR6.octets());
+    frame.extend_from_slice(&rs.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    frame.extend_from_slice(packet);
+    frame
+}
+
+/// The ICMPv6 packet too big (RFC 4443 3.2) the director answers the IPv6 frame `big` with:
+/// from its destination to its source, back to the router it came from, quoting 1232 bytes.
+fn packet_too_big(big: &[u8], mtu: u32) -> Vec<u8> {
+    let (src, dst) = (&big[22..38], &big[38..54]);
+    let text = |octets: &[u8]| {
+        let octets: [u8; 16] = octets.try_into().unwrap();
+        format!("[{}]:0", std::net::Ipv6Addr::from(octets))
+    };
+    let mut frame = Ipv6FrameBuilder::icmp6()
+        .src(&text(dst))
+        .dst(&text(src))
+        .eth_dst(ROUTER_MAC)
+        .icmp6_header(2, 0, mtu)
+        .payload(&big[14..14 + 1232])
+        .build();
+    frame[6..12].copy_from_slice(&DIRECTOR_MAC);
+    frame
 }
 
 /// A DR SYN, for the rows that break it one way.
