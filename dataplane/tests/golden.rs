@@ -223,15 +223,15 @@ fn rows() -> Vec<Row> {
     ];
     // IPv6 TUN (RFC 2473): encapsulated in IPv6 from the client side's IPv6 address, or answered
     // with an ICMPv6 packet too big (MTU 1500 - 40) quoting 1232 bytes.
-    let tun6_syn = Ipv6FrameBuilder::tcp().src(CLIENT6).dst(TUN6_VIP).syn().build();
-    let tun6_big = Ipv6FrameBuilder::tcp().src(CLIENT6).dst(TUN6_VIP).ack().payload(&[7; 1440]).build();
+    let syn6 = Ipv6FrameBuilder::tcp().src(CLIENT6).dst(TUN6_VIP).syn().build();
+    let big6 = Ipv6FrameBuilder::tcp().src(CLIENT6).dst(TUN6_VIP).ack().payload(&[7; 1440]).build();
     rows.extend([
         Row { description: "TUN 6in6: SYN encapsulated in IPv6 to the RS",
-            output: tunnelled6(&tun6_syn, "2001:db8:0:a::3", 3), input: tun6_syn,
+            output: tunnelled6(&syn6, "2001:db8:0:a::3", 3), input: syn6,
             xdp: Xdp::Redirect("redirected"),
             verdict: Verdict::Tx { start: UMEM_HEADROOM - 40, len: 14 + 40 + 60, egress: ingress } },
         Row { description: "TUN 6in6: 1500 bytes answered with packet too big, MTU 1460",
-            output: packet_too_big(&tun6_big, 1460), input: tun6_big,
+            output: packet_too_big(&big6, 1460), input: big6,
             xdp: Xdp::Redirect("redirected"),
             verdict: Verdict::Tx { start: UMEM_HEADROOM, len: 14 + 1280, egress: ingress } },
     ]);
