@@ -18,7 +18,7 @@ K2=${K2:-30000}
 CASES=("$@")
 if ((${#CASES[@]} == 0)); then
     CASES=(copy dr-established dr-new-flow nat-established nat-reply tun-established drop-fragment
-        nat-established-fib nat-reply-fib nat-reply-route tun-established-fib)
+        nat-established-fib nat-reply-fib nat-reply-route tun-established-fib tun6-established)
 fi
 
 if ! command -v valgrind >/dev/null; then

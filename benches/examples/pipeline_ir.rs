@@ -11,6 +11,7 @@
 //!   nat-established  a client frame of a tracked NAT flow: rewrite to RS:8080, checksums
 //!   nat-reply        the real server's reply: reply index, rewrite back to VIP:80
 //!   tun-established  a frame of a tracked TUN flow: encapsulated into the headroom
+//!   tun6-established the same over IPv6: IPv6-in-IPv6 with a flow label from the flow hash
 //!   drop-fragment    a fragment, classified and dropped with its counter
 //!   nat-established-fib, nat-reply-fib, tun-established-fib
 //!                    the same three with next hops from a FIB: NAT replies to the client's
@@ -27,14 +28,14 @@ use std::time::Instant;
 use dataplane::fib::{FibBuilder, Neighbour, NeighbourId, Neighbours, NextHop, Route};
 use dataplane::testing::{
     backend, backend_mac, counter_blocks, in_chunk, interfaces, service, table, with_forwarding,
-    with_port, FrameBuilder, DIRECTOR_MAC, UMEM_HEADROOM,
+    with_port, FrameBuilder, Ipv6FrameBuilder, DIRECTOR_MAC, UMEM_HEADROOM,
 };
 use dataplane::{
     Forwarding, NatReply, Pipeline, Protocol, Routing, ServiceTable, Verdict, WorkerCounters,
 };
 use scheduler::Algorithm;
 
-const CASES: [&str; 11] = [
+const CASES: [&str; 12] = [
     "copy",
     "dr-established",
     "dr-new-flow",
@@ -46,6 +47,7 @@ const CASES: [&str; 11] = [
     "nat-reply-fib",
     "nat-reply-route",
     "tun-established-fib",
+    "tun6-established",
 ];
 const CLIENT: &str = "203.0.113.7:40000";
 
@@ -74,6 +76,24 @@ fn table_for(forwarding: Forwarding, routed: bool) -> ServiceTable {
             service("192.0.2.10:80", Protocol::Tcp, Algorithm::Maglev, backends),
             forwarding,
         )],
+        counter_blocks(1, 3),
+    )
+    .with_interfaces(interfaces(1500))
+}
+
+/// The TUN service of [`table_for`] over IPv6: [2001:db8::10]:80 to three IPv6 real servers.
+fn table6() -> ServiceTable {
+    let backends = (1..=3)
+        .map(|n| {
+            let address = format!("2001:db8:0:a::{}", 10 + n);
+            backend(&address, Some(backend_mac(n)), 1, usize::from(n - 1))
+        })
+        .collect();
+    let vip = "[2001:db8::10]:80";
+    let service = service(vip, Protocol::Tcp, Algorithm::Maglev, backends);
+    table(
+        1,
+        vec![with_forwarding(service, Forwarding::Tunnel)],
         counter_blocks(1, 3),
     )
     .with_interfaces(interfaces(1500))
@@ -146,6 +166,7 @@ impl Case {
             _ => Forwarding::DirectRouting,
         };
         let table = match routed {
+            _ if name == "tun6-established" => table6(),
             Some(nat_reply) => table_for(forwarding, true).with_routing(routing(nat_reply)),
             None => table_for(forwarding, false),
         };
@@ -155,6 +176,12 @@ impl Case {
             "copy" | "dr-established" | "nat-established" | "tun-established" => {
                 vec![client_ack()]
             }
+            "tun6-established" => vec![Ipv6FrameBuilder::tcp()
+                .src("[2001:db8:2::7]:40000")
+                .dst("[2001:db8::10]:80")
+                .ack()
+                .payload(&[0; 64])
+                .build()],
             "nat-reply" => {
                 // Open the flow, then read which real server it got from the rewritten frame.
                 let syn = FrameBuilder::tcp()
