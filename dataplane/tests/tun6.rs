@@ -620,3 +620,148 @@ fn outer_header_lengths_follow_the_real_servers_family() {
     assert_eq!(tun::outer_header_len(Ipv4Addr::LOCALHOST.into()), 20);
     assert_eq!(tun::outer_header_len(RS6.into()), 40);
 }
+
+/// An ICMPv6 packet too big from a router on the client's path, about a reply of a 6in6 flow,
+/// goes to the flow's real server in the flow's tunnel: same outer flow label, so the same path.
+#[test]
+fn icmpv6_error_about_a_reply_follows_its_flow_into_the_tunnel() {
+    let blocks = testing::counter_blocks(1, SLOTS);
+    let table = table(&blocks, 1500);
+    let counters = WorkerCounters::default();
+    let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 64);
+    let now = Instant::now();
+    let syn = Ipv6FrameBuilder::tcp().src(CLIENT6).dst(VIP6).syn().build();
+    let (_, tunnelled_syn) = testing::run(&mut pipeline, &syn, &table, now, &counters);
+
+    let reply = Ipv6FrameBuilder::tcp()
+        .src(VIP6)
+        .dst(CLIENT6)
+        .ack()
+        .payload(&[1; 1400])
+        .build_ipv6();
+    let error = Ipv6FrameBuilder::icmp6()
+        .src("[2001:db8:ff::1]:0")
+        .dst(VIP6)
+        .icmp6_header(2, 0, 1400)
+        .payload(&reply[..1232])
+        .build();
+    let (verdict, out) = testing::run(&mut pipeline, &error, &table, now, &counters);
+    assert_eq!(
+        verdict,
+        Verdict::Tx {
+            start: UMEM_HEADROOM - 40,
+            len: 14 + 40 + 1280,
+            egress: Egress::Ingress
+        }
+    );
+    assert_eq!(out[20], 41);
+    assert_eq!(&out[38..54], &RS6.octets());
+    assert_eq!(&out[54..], &error[14..]);
+    assert_eq!(&out[15..18], &tunnelled_syn[15..18], "the flow's label");
+    assert_eq!(
+        counters.icmp6_packet_too_big_sent.load(Ordering::Relaxed),
+        0
+    );
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn frames() -> impl Strategy<Value = Vec<u8>> {
+        let seeds = vec![
+            client6(b"GET /", 0x2e),
+            client6(&[9; 1440], 0),
+            FrameBuilder::udp()
+                .src(CLIENT4)
+                .dst(VIP4)
+                .payload(b"q")
+                .build(),
+            FrameBuilder::tcp()
+                .src(CLIENT4)
+                .dst(VIP4)
+                .ack()
+                .payload(&[9; 1430])
+                .build(),
+        ];
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..200),
+            (
+                proptest::sample::select(seeds),
+                proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+                any::<usize>(),
+            )
+                .prop_map(|(mut frame, flips, cut)| {
+                    for (at, byte) in flips {
+                        let at = at % frame.len();
+                        frame[at] = byte;
+                    }
+                    frame.truncate(cut % (frame.len() + 1));
+                    frame
+                }),
+        ]
+    }
+
+    proptest! {
+        /// Random and mutated frames, any headroom, any MTU: a verdict, never a panic, and a
+        /// refused frame left untouched.
+        #[test]
+        fn encapsulate6_never_panics_and_refuses_untouched(
+            frame in frames(),
+            headroom in 0usize..64,
+            mtu in 0u16..2000,
+        ) {
+            let before = in_chunk(&frame, headroom);
+            let mut chunk = before.clone();
+            let result = tun::encapsulate6(&mut chunk, headroom, frame.len(), RS6, &egress6(mtu), 5);
+            match result {
+                Ok(Encapsulated::Tunnelled { start, len }) => {
+                    prop_assert_eq!(start, headroom - 40);
+                    prop_assert!(len <= 14 + usize::from(mtu));
+                }
+                Ok(Encapsulated::PacketTooBig { len, .. }) => prop_assert!(len <= 14 + 1280),
+                Ok(Encapsulated::FragNeeded { .. }) => {}
+                Err(_) => prop_assert!(chunk == before),
+            }
+        }
+    }
+}
+
+/// The IPv6 tunnel paths allocate nothing per frame (encapsulation and the packet too big).
+#[test]
+fn the_ipv6_tunnel_paths_allocate_nothing() {
+    let blocks = testing::counter_blocks(1, SLOTS);
+    let table = table(&blocks, 1500);
+    let counters = WorkerCounters::default();
+    let mut pipeline = Pipeline::new(0, DIRECTOR_MAC, 64);
+    let now = Instant::now();
+    let frames = [
+        client6(b"GET /", 0),
+        client6(&[9; 1440], 0),
+        FrameBuilder::tcp().src(CLIENT4).dst(VIP4).syn().build(),
+    ];
+    let mut chunks: Vec<Vec<u8>> = frames.iter().map(|f| in_chunk(f, UMEM_HEADROOM)).collect();
+    // Warm up: the flows are tracked before counting.
+    for (chunk, frame) in chunks.iter_mut().zip(&frames) {
+        pipeline.process(chunk, UMEM_HEADROOM, frame.len(), &table, now, &counters);
+    }
+    let allocations = alloc_count::allocations_during(|| {
+        for _ in 0..100 {
+            for (chunk, frame) in chunks.iter_mut().zip(&frames) {
+                chunk[UMEM_HEADROOM..UMEM_HEADROOM + frame.len()].copy_from_slice(frame);
+                let verdict =
+                    pipeline.process(chunk, UMEM_HEADROOM, frame.len(), &table, now, &counters);
+                assert!(matches!(verdict, Verdict::Tx { .. }), "{verdict:?}");
+            }
+        }
+    });
+    assert_eq!(allocations, 0);
+    assert_eq!(
+        counters.icmp6_packet_too_big_sent.load(Ordering::Relaxed),
+        101
+    );
+}
+
+#[global_allocator]
+static ALLOCATOR: alloc_count::CountingAllocator = alloc_count::CountingAllocator;
