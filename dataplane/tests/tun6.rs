@@ -664,6 +664,37 @@ fn icmpv6_error_about_a_reply_follows_its_flow_into_the_tunnel() {
     );
 }
 
+/// An ICMPv6 error too big to tunnel is never answered with another error (RFC 4443 2.4(e)).
+#[test]
+fn a_too_big_icmpv6_error_is_dropped_not_answered() {
+    let reply = Ipv6FrameBuilder::tcp()
+        .src(VIP6)
+        .dst(CLIENT6)
+        .ack()
+        .payload(&[1; 1400])
+        .build_ipv6();
+    let error = Ipv6FrameBuilder::icmp6()
+        .src("[2001:db8:ff::1]:0")
+        .dst(VIP6)
+        .icmp6_header(2, 0, 1400)
+        // Longer than RFC 4443 lets an error be, so that even the 1280 floor would not stop an
+        // answer.
+        .payload(&reply)
+        .build();
+    let before = in_chunk(&error, UMEM_HEADROOM);
+    let mut chunk = before.clone();
+    let result = tun::encapsulate6(
+        &mut chunk,
+        UMEM_HEADROOM,
+        error.len(),
+        RS6,
+        &egress6(1500),
+        1,
+    );
+    assert_eq!(result, Err(DropReason::TooBig));
+    assert!(chunk == before, "untouched");
+}
+
 mod properties {
     use proptest::prelude::*;
 

@@ -42,6 +42,9 @@
 //!   `icmp6_send` sends it. A packet already no bigger than the MTU that message would carry
 //!   cannot be helped by it (a tunnel over a link below 1320 bytes): [`DropReason::TooBig`],
 //!   where RFC 2473 section 7.1 would fragment the outer packet.
+//! - An ICMP error that the pipeline forwards to a real server is never answered with another
+//!   (RFC 1122 3.2.2, RFC 4443 2.4(e)): too big, it is [`DropReason::TooBig`]. (The raw IPv4
+//!   [`encapsulate`] does not classify and answers any packet with DF set.)
 //!
 //! # Outer header
 //!
@@ -76,7 +79,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{ipv4_of, Link};
 use crate::counters::DropReason;
-use crate::parse::{self, Family, Parsed};
+use crate::parse::{self, Family, Parsed, Transport};
 use crate::wire::icmp::{self, message, unreachable};
 use crate::wire::icmpv6::{self, Icmpv6Packet};
 use crate::wire::{
@@ -201,6 +204,7 @@ pub fn encapsulate(
         len: usize::from(inner.total_len()),
         tos: inner.tos(),
         dont_frag: inner.dont_frag(),
+        answerable: true,
     };
     encapsulate_in_ipv4(buffer, start, inner, backend, egress, ident)
 }
@@ -274,6 +278,9 @@ struct Inner {
     /// IPv4's don't fragment, copied to an outer IPv4 header; true for IPv6, which is never
     /// fragmented in flight.
     dont_frag: bool,
+    /// Whether a too-big answer may be sent: not about an ICMP error (RFC 1122 3.2.2, RFC 4443
+    /// 2.4(e): an error never answers an error).
+    answerable: bool,
 }
 
 impl Inner {
@@ -297,6 +304,7 @@ impl Inner {
             len: parsed.l3_len(),
             tos,
             dont_frag,
+            answerable: matches!(parsed.transport(), Transport::Flow(_)),
         })
     }
 }
@@ -396,6 +404,9 @@ fn too_big(
     mtu: u16,
     outer_len: usize,
 ) -> Result<Encapsulated, DropReason> {
+    if !inner.answerable {
+        return Err(DropReason::TooBig);
+    }
     // The outer header is at most 40 bytes.
     let path_mtu = mtu.saturating_sub(outer_len as u16);
     match inner.family {
