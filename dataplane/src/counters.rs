@@ -73,12 +73,14 @@ drop_reasons! {
     /// it (RFC 1812 5.3.1, RFC 8200 3). Counted and dropped; no ICMP time exceeded is sent.
     TtlExpired => "ttl_expired",
     /// Encapsulated for LVS-TUN it would exceed the egress MTU, and the inner packet allows
-    /// fragmentation (DF clear). IPVS would fragment the outer packet; this data plane works one
-    /// frame in, one frame out, so it counts and drops it. (With DF set the client gets an ICMP
-    /// fragmentation-needed instead and nothing is dropped.)
+    /// fragmentation (IPv4, DF clear), or is IPv6 no bigger than the 1280-byte minimum a packet
+    /// too big may ask for. IPVS would fragment the outer packet; this data plane works one
+    /// frame in, one frame out, so it counts and drops it. (Otherwise the client gets an ICMP
+    /// fragmentation-needed or ICMPv6 packet too big instead and nothing is dropped.)
     TooBig => "too_big",
     /// The frame had less headroom in front of it than LVS-TUN encapsulation needs
-    /// ([`crate::rewrite::tun::HEADROOM`]): a worker set-up bug, never the sender's doing.
+    /// ([`crate::rewrite::tun::HEADROOM`] for IPv4, [`crate::rewrite::tun::HEADROOM6`] for
+    /// IPv6): a worker set-up bug, never the sender's doing.
     NoHeadroom => "no_headroom",
     /// The service forwards by NAT or TUN but the service table has no
     /// [`crate::service::Interfaces`] to do it with (control did not set them), or by NAT to a
@@ -212,6 +214,9 @@ worker_counters! {
     /// ICMP fragmentation-needed errors sent back to clients whose packet was too big to tunnel
     /// (LVS-TUN, DF set); each one is a client frame answered instead of forwarded.
     icmp_frag_needed_sent,
+    /// ICMPv6 packet too big errors sent back to IPv6 clients whose packet was too big to tunnel
+    /// (LVS-TUN); each one is a client frame answered instead of forwarded.
+    icmp6_packet_too_big_sent,
     /// Frames the worker could not read because a descriptor pointed outside the UMEM.
     bad_descriptors,
 }

@@ -1,12 +1,15 @@
 //! The frame rewrites whose result depends on this worker: direct routing from this interface,
-//! and LVS-TUN encapsulation with this worker's outer IPv4 identification. (NAT's rewrites are
-//! one call each to [`crate::rewrite::nat`] and [`crate::rewrite::icmp`].)
+//! and LVS-TUN encapsulation from the client side's address, with this worker's outer IPv4
+//! identification or, toward an IPv6 real server, an outer flow label from the flow's hash.
+//! (NAT's rewrites are one call each to [`crate::rewrite::nat`] and [`crate::rewrite::icmp`].)
 //!
 //! What this module must not do: choose a backend or touch the connection table.
 
+use std::net::IpAddr;
+
 use super::shared::{interfaces, At, Pipeline};
 use crate::counters::DropReason;
-use crate::parse::Parsed;
+use crate::parse::{Parsed, Transport};
 use crate::rewrite::tun::{self, Encapsulated, TunnelEgress};
 use crate::rewrite::{dr, Link};
 use crate::service::{Backend, ServiceTable};
@@ -27,7 +30,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// LVS-TUN: the frame encapsulated toward `backend` from the client side's address.
+    /// LVS-TUN: the frame encapsulated toward `backend` from the client side's address of the
+    /// real server's family (IPv4-in-IPv4, or IPv6- and IPv4-in-IPv6). An IPv6 real server
+    /// without an IPv6 address on the client side is `UnsupportedForwarding`.
     #[inline]
     pub(super) fn tunnel(
         &mut self,
@@ -39,26 +44,58 @@ impl Pipeline {
         table: &ServiceTable,
     ) -> Result<Encapsulated, DropReason> {
         let side = interfaces(table)?.client;
-        let egress = TunnelEgress {
-            link: Link {
-                src_mac: side.mac,
-                dst_mac: backend_mac,
-            },
-            src_addr: side.address,
-            mtu: side.mtu,
+        let link = Link {
+            src_mac: side.mac,
+            dst_mac: backend_mac,
         };
-        let result = tun::encapsulate_parsed(
-            buffer,
-            at.start,
-            at.len,
-            parsed,
-            backend.address,
-            &egress,
-            self.tunnel_ident,
-        )?;
-        if let Encapsulated::Tunnelled { .. } = result {
-            self.tunnel_ident = self.tunnel_ident.wrapping_add(1);
+        match backend.address {
+            IpAddr::V4(address) => {
+                let egress = TunnelEgress {
+                    link,
+                    src_addr: side.address,
+                    mtu: side.mtu,
+                };
+                let result = tun::encapsulate_parsed(
+                    buffer,
+                    at.start,
+                    at.len,
+                    parsed,
+                    address,
+                    &egress,
+                    self.tunnel_ident,
+                )?;
+                if let Encapsulated::Tunnelled { .. } = result {
+                    self.tunnel_ident = self.tunnel_ident.wrapping_add(1);
+                }
+                Ok(result)
+            }
+            IpAddr::V6(address) => {
+                let egress = TunnelEgress {
+                    link,
+                    src_addr: side.address6.ok_or(DropReason::UnsupportedForwarding)?,
+                    mtu: side.mtu,
+                };
+                tun::encapsulate6_parsed(
+                    buffer,
+                    at.start,
+                    at.len,
+                    parsed,
+                    address,
+                    &egress,
+                    flow_label(parsed),
+                )
+            }
         }
-        Ok(result)
     }
+}
+
+/// The outer flow label of a frame's flow: from the hash of the client -> VIP flow, the one an
+/// ICMP error about the flow's replies quotes reversed, so the error takes the flow's path.
+#[inline]
+fn flow_label(parsed: &Parsed) -> u32 {
+    let key = match *parsed.transport() {
+        Transport::Flow(flow) => flow.key,
+        Transport::IcmpError(quoted) => quoted.reversed(),
+    };
+    tun::flow_label(key.flow_hash())
 }

@@ -118,7 +118,8 @@ impl Pipeline {
             }
             Forwarding::Tunnel => {
                 // Never answer an ICMP error with one (RFC 1122 3.2.2): too big is a drop.
-                if tun::HEADROOM + parsed.l3_len() > usize::from(interfaces(table)?.client.mtu) {
+                let outer_len = tun::outer_header_len(backend.address);
+                if outer_len + parsed.l3_len() > usize::from(interfaces(table)?.client.mtu) {
                     return Err(DropReason::TooBig);
                 }
                 match self.tunnel(buffer, at, parsed, backend, backend_mac, table)? {
@@ -127,7 +128,9 @@ impl Pipeline {
                         len,
                         egress: Egress::Ingress,
                     },
-                    Encapsulated::FragNeeded { .. } => return Err(DropReason::TooBig),
+                    Encapsulated::FragNeeded { .. } | Encapsulated::PacketTooBig { .. } => {
+                        return Err(DropReason::TooBig)
+                    }
                 }
             }
         };

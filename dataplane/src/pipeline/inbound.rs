@@ -145,6 +145,14 @@ impl Pipeline {
                             egress: Egress::Ingress,
                         });
                     }
+                    Encapsulated::PacketTooBig { start, len } => {
+                        bump(&counters.icmp6_packet_too_big_sent, 1);
+                        return Ok(Verdict::Tx {
+                            start,
+                            len,
+                            egress: Egress::Ingress,
+                        });
+                    }
                 }
             }
         };

@@ -18,9 +18,11 @@
 //! What leaves where ([`Egress`]):
 //! - DR: the frame re-addressed to the real server's MAC, out of [`Egress::Ingress`].
 //! - TUN: the frame encapsulated (it starts [`crate::rewrite::tun::HEADROOM`] bytes earlier and
-//!   is that much longer), out of [`Egress::Ingress`] from the client side's address; or, when
-//!   too big with DF set, an ICMP fragmentation-needed to the client, out of
-//!   [`Egress::Ingress`] (counted in `icmp_frag_needed_sent`, no entry created).
+//!   is that much longer; [`crate::rewrite::tun::HEADROOM6`] toward an IPv6 real server), out of
+//!   [`Egress::Ingress`] from the client side's address; or, when too big, an ICMP
+//!   fragmentation-needed (IPv4 with DF set) or ICMPv6 packet too big to the client, out of
+//!   [`Egress::Ingress`] (counted in `icmp_frag_needed_sent` or `icmp6_packet_too_big_sent`, no
+//!   entry created).
 //! - NAT inbound (client -> VIP:port): rewritten to RS:rsport, out of [`Egress::Peer`] (the
 //!   server side) to the real server's MAC.
 //! - NAT outbound (RS:rsport -> client, not for a VIP): found through the connection table's
@@ -213,7 +215,7 @@ impl Pipeline {
 
     /// Runs the frame at `buffer[start..start + len]` through the pipeline, rewriting it in
     /// place. `buffer` is the whole UMEM chunk: TUN encapsulation writes into the bytes before
-    /// `start` (at least [`tun::HEADROOM`] are needed, else `NoHeadroom`).
+    /// `start` (at least [`crate::rewrite::tun::HEADROOM6`] are needed, else `NoHeadroom`).
     pub fn process(
         &mut self,
         buffer: &mut [u8],
