@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use dataplane::conntrack::{ConnState, FlowKey};
 use dataplane::persistence::Template;
 use dataplane::sync::{
-    ConnectionRecord, SyncQueue, SyncQueues, SyncRecord, TemplateRecord, RECORD_LEN,
+    ConnectionRecord, SyncQueue, SyncQueues, SyncRecord, TemplateRecord, MAX_RECORD_LEN,
 };
 use dataplane::testing::{
     self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC, ROUTER_MAC, SERVER_SIDE_MAC,
@@ -161,9 +161,9 @@ impl Director {
 fn transfer(from: &SyncQueue, to: &SyncQueue) -> Vec<SyncRecord> {
     let mut records = Vec::new();
     while let Some(record) = from.pop() {
-        let mut bytes = [0; RECORD_LEN];
-        record.encode(&mut bytes);
-        let decoded = SyncRecord::decode(&bytes).unwrap();
+        let mut bytes = [0; MAX_RECORD_LEN];
+        let length = record.encode(&mut bytes);
+        let decoded = SyncRecord::decode(&bytes[..length]).unwrap();
         assert_eq!(decoded, record);
         to.push(decoded).unwrap();
         records.push(record);
