@@ -526,27 +526,25 @@ impl<'a> Datagram<'a> {
         let mut rest = self.records;
         std::iter::from_fn(move || {
             let &kind = rest.first()?;
-            // Version 1: every record is 24 bytes, whatever its kind says. Version 2: `parse`
-            // checked that every kind is known and the lengths add up.
-            let length = if version == VERSION {
-                RECORD_LEN
-            } else {
-                kind_len(kind).unwrap_or(rest.len())
+            let length = match (version, kind_len(kind)) {
+                // Version 1: every record is 24 bytes, whatever its kind says.
+                (VERSION, _) => RECORD_LEN,
+                (_, Some(length)) => length,
+                // Not reached: `parse` checked every kind of a version 2 datagram.
+                (_, None) => rest.len(),
             };
             let (record, after) = rest.split_at(length.min(rest.len()));
             rest = after;
-            Some(if version == VERSION && length_of_kind_differs(kind) {
-                Err(RecordError::Kind(kind))
-            } else {
-                SyncRecord::decode(record)
-            })
+            Some(
+                if version == VERSION && kind_len(kind) == Some(RECORD6_LEN) {
+                    // A 64-byte kind in 24 bytes: a bad record, not a reason to read on.
+                    Err(RecordError::Kind(kind))
+                } else {
+                    SyncRecord::decode(record)
+                },
+            )
         })
     }
-}
-
-/// A 64-byte kind found in a version 1 datagram, whose records are all 24 bytes.
-fn length_of_kind_differs(kind: u8) -> bool {
-    kind_len(kind).is_some_and(|length| length != RECORD_LEN)
 }
 
 /// Writes a datagram of as many of `records` as fit [`MAX_DATAGRAM_LEN`] into `out`,
