@@ -233,6 +233,37 @@ mod tests {
     }
 
     #[test]
+    fn serves_over_ipv6_with_the_family_label() {
+        let stats: StatsSource = Arc::new(|| Stats {
+            services: vec![ServiceStats {
+                name: "web6".to_owned(),
+                vip: "2001:db8::10".to_owned(),
+                port: 80,
+                backends: vec![director_proto::BackendStats {
+                    address: "2001:db8::11".to_owned(),
+                    connections_total: 7,
+                    ..director_proto::BackendStats::default()
+                }],
+                ..ServiceStats::default()
+            }],
+            ..Stats::default()
+        });
+        // `metrics = "[::1]:9100"` in the configuration.
+        let Ok(server) = MetricsServer::start("[::1]:0".parse().unwrap(), stats) else {
+            return; // no IPv6 loopback here
+        };
+        assert!(server.address().is_ipv6());
+        let answer = get(&server, b"GET /metrics HTTP/1.1\r\nHost: [::1]\r\n\r\n");
+        assert!(
+            answer.contains(
+                "director_backend_connections_total{service=\"web6\",vip=\"2001:db8::10\",\
+                 family=\"ipv6\",port=\"80\",protocol=\"\",backend=\"2001:db8::11\"} 7"
+            ),
+            "{answer}"
+        );
+    }
+
+    #[test]
     fn oversized_and_silent_clients_are_cut_off() {
         let server = server();
         let huge = vec![b'a'; MAX_REQUEST_BYTES * 2];

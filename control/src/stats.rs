@@ -267,6 +267,12 @@ fn service_stats(
     ServiceStats {
         name: service.name.clone(),
         vip: service.key.vip.to_string(),
+        family: if service.key.vip.is_ipv6() {
+            "ipv6"
+        } else {
+            "ipv4"
+        }
+        .to_owned(),
         port: service.key.port,
         ports: service.ports.clone(),
         persistence_seconds: service

@@ -3,7 +3,7 @@
 //! checker's) than before, and back to as many once it stops. Alone in its own test binary, so
 //! no other test's threads move the count.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,7 @@ fn three_hundred_servers_are_checked_by_one_thread() {
             Target {
                 // One service per server: every one is a distinct (service, address).
                 id: (format!("service{index}"), *address.ip()),
-                address: SocketAddrV4::new(*address.ip(), address.port()),
+                address: SocketAddr::V4(address),
                 check: Arc::clone(&check),
             }
         })

@@ -51,27 +51,48 @@ fn sample_stats() -> Stats {
     worker.drops.insert("truncated".to_owned(), 0);
     Stats {
         uptime_seconds: 12.5,
-        services: vec![ServiceStats {
-            name: "web".to_owned(),
-            vip: "192.0.2.10".to_owned(),
-            port: 80,
-            ports: vec![80],
-            persistence_seconds: None,
-            protocol: "tcp".to_owned(),
-            scheduler: "maglev".to_owned(),
-            forwarding: "dr".to_owned(),
-            backends: vec![BackendStats {
-                address: "192.0.2.11".to_owned(),
+        services: vec![
+            ServiceStats {
+                name: "web".to_owned(),
+                vip: "192.0.2.10".to_owned(),
+                family: "ipv4".to_owned(),
                 port: 80,
-                weight: 1,
-                mac: Some("02:00:00:00:00:11".to_owned()),
-                connections_total: 100,
-                packets_in: 298,
-                bytes_in: 29_800,
-                ..BackendStats::default()
-            }],
-            ..ServiceStats::default()
-        }],
+                ports: vec![80],
+                persistence_seconds: None,
+                protocol: "tcp".to_owned(),
+                scheduler: "maglev".to_owned(),
+                forwarding: "dr".to_owned(),
+                backends: vec![BackendStats {
+                    address: "192.0.2.11".to_owned(),
+                    port: 80,
+                    weight: 1,
+                    mac: Some("02:00:00:00:00:11".to_owned()),
+                    connections_total: 100,
+                    packets_in: 298,
+                    bytes_in: 29_800,
+                    ..BackendStats::default()
+                }],
+                ..ServiceStats::default()
+            },
+            ServiceStats {
+                name: "web6".to_owned(),
+                vip: "2001:db8::10".to_owned(),
+                family: "ipv6".to_owned(),
+                port: 80,
+                ports: vec![80],
+                protocol: "tcp".to_owned(),
+                scheduler: "maglev".to_owned(),
+                forwarding: "dr".to_owned(),
+                backends: vec![BackendStats {
+                    address: "2001:db8::11".to_owned(),
+                    port: 80,
+                    weight: 1,
+                    connections_total: 5,
+                    ..BackendStats::default()
+                }],
+                ..ServiceStats::default()
+            },
+        ],
         workers: vec![worker],
         xdp: [("redirected".to_owned(), 300)].into_iter().collect(),
         ha: None,
@@ -308,6 +329,8 @@ fn lbstat_reads_a_live_server() {
     let table = String::from_utf8(output.stdout).unwrap();
     assert!(table.contains("TCP  192.0.2.10:80"), "{table}");
     assert!(table.contains("  -> 192.0.2.11:80"), "{table}");
+    assert!(table.contains("TCP  [2001:db8::10]:80 "), "{table}");
+    assert!(table.contains("  -> [2001:db8::11]:80 "), "{table}");
     assert!(table.contains("no_service"), "{table}");
     let output = std::process::Command::new(&lbstat)
         .arg("--socket")

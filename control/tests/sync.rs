@@ -2,7 +2,8 @@
 //! director's side in each. Director A's pipelines forward flows and export records; A's
 //! `SyncSender` multicasts them to 224.0.0.81:8848 on the veth; B's `SyncReceiver` fills B's
 //! workers' import queues; B's pipelines import them. Then two `SyncDaemon`s with unicast peers
-//! swap roles, as VRRP would make them, and sync flows the other way.
+//! swap roles, as VRRP would make them, and sync flows the other way. A third test runs IPv4
+//! and IPv6 services side by side, so datagrams mix 24- and 64-byte records.
 //!
 //! Layout: namespaces `dsync-<pid>-<n>-a` (veth `sa`, 198.51.100.1/24 and 198.51.100.3/24) and
 //! `dsync-<pid>-<n>-b` (veth `sb`, 198.51.100.2/24). The multicast group is used only on that
@@ -21,7 +22,9 @@ use control::ha::sync::{
 };
 use dataplane::conntrack::{ConnState, FlowKey};
 use dataplane::sync::{SyncQueues, DEFAULT_REFRESH};
-use dataplane::testing::{self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC};
+use dataplane::testing::{
+    self, backend, backend_mac, service, FrameBuilder, Ipv6FrameBuilder, DIRECTOR_MAC,
+};
 use dataplane::{Pipeline, Protocol, ServiceTable, WorkerCounters};
 use scheduler::Algorithm;
 use std::sync::Arc;
@@ -82,6 +85,42 @@ fn table(order: &[u8]) -> ServiceTable {
     )
 }
 
+/// `table(order)`'s IPv4 service and its IPv6 twin `[2001:db8::10]:80` on `2001:db8::<n>`.
+fn dual_table(order: &[u8]) -> ServiceTable {
+    let backends = |prefix: &str, first_slot: usize| {
+        order
+            .iter()
+            .enumerate()
+            .map(|(slot, &n)| {
+                backend(
+                    &format!("{prefix}{n}"),
+                    Some(backend_mac(n)),
+                    1,
+                    first_slot + slot,
+                )
+            })
+            .collect()
+    };
+    testing::table(
+        1,
+        vec![
+            service(
+                "192.0.2.10:80",
+                Protocol::Tcp,
+                Algorithm::RoundRobin,
+                backends("192.0.2.", 0),
+            ),
+            service(
+                "[2001:db8::10]:80",
+                Protocol::Tcp,
+                Algorithm::RoundRobin,
+                backends("2001:db8::", order.len()),
+            ),
+        ],
+        testing::counter_blocks(WORKERS, 2 * order.len()),
+    )
+}
+
 /// One director's workers: a pipeline per worker on shared sync queues.
 struct Workers {
     pipelines: Vec<Pipeline>,
@@ -129,6 +168,47 @@ impl Workers {
                 );
             }
         }
+    }
+
+    /// `flows` IPv6 handshakes from distinct client ports of 2001:db8:1::7.
+    fn handshakes6(&mut self, flows: std::ops::Range<u16>) {
+        for port in flows {
+            let client = format!("[2001:db8:1::7]:{port}");
+            let worker = usize::from(port) % WORKERS;
+            for frame in [
+                Ipv6FrameBuilder::tcp()
+                    .src(&client)
+                    .dst("[2001:db8::10]:80")
+                    .syn(),
+                Ipv6FrameBuilder::tcp()
+                    .src(&client)
+                    .dst("[2001:db8::10]:80")
+                    .ack(),
+            ] {
+                testing::run(
+                    &mut self.pipelines[worker],
+                    &frame.build(),
+                    &self.table,
+                    Instant::now(),
+                    &self.counters,
+                );
+            }
+        }
+    }
+
+    /// The backend of the IPv6 flow from client port `port`, on `worker`.
+    fn backend_of6(&self, worker: usize, port: u16) -> Option<(std::net::IpAddr, ConnState)> {
+        let key = FlowKey {
+            src_addr: "2001:db8:1::7".parse().unwrap(),
+            dst_addr: "2001:db8::10".parse().unwrap(),
+            src_port: port,
+            dst_port: 80,
+            protocol: Protocol::Tcp,
+        };
+        self.pipelines[worker]
+            .connections()
+            .get(&key)
+            .map(|connection| (connection.backend, connection.state))
     }
 
     /// Lets every worker apply its import queue.
@@ -217,6 +297,75 @@ fn multicast_sender_to_receiver_into_worker_queues() {
     }
     // No echo: B exported nothing while importing.
     assert_eq!(b.counters.sync_records_exported.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn ipv6_and_ipv4_entries_share_datagrams_between_pipelines() {
+    let lab = lab();
+    let config = |interface: &str| SyncConfig {
+        interface: interface.to_owned(),
+        sync_id: 43,
+        peers: None,
+        port: DEFAULT_PORT,
+    };
+    let mut a = Workers::new(&[11, 12, 13]);
+    let mut b = Workers::new(&[13, 12, 11]);
+    a.table = dual_table(&[11, 12, 13]);
+    b.table = dual_table(&[13, 12, 11]);
+    let counters_a = Arc::new(SyncCounters::default());
+    let counters_b = Arc::new(SyncCounters::default());
+    let mut sender = sender(&lab.a, config("sa"), &a.queues, &counters_a);
+    let mut receiver = receiver(&lab.b, config("sb"), &b.queues, &counters_b);
+
+    // 100 IPv6 flows and 50 IPv4 ones: 200 64-byte and 100 24-byte records. At MTU 1500 a
+    // datagram holds 22 of the former or 60 of the latter, so counting records would overflow.
+    a.handshakes6(5000..5100);
+    a.handshakes(6000..6050);
+    assert_eq!(
+        a.counters.sync_records_exported.load(Ordering::Relaxed),
+        300
+    );
+    assert_eq!(sender.max_datagram_len(), 1500 - 20 - 8);
+    assert_eq!(sender.poll(Role::Master, Instant::now()), 300);
+    sender.flush();
+    let mut queued = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while queued < 300 && Instant::now() < deadline {
+        queued += receiver.poll(|| Role::Backup);
+    }
+    assert_eq!(queued, 300);
+    let (of_a, of_b) = (counters_a.snapshot(), counters_b.snapshot());
+    assert_eq!(of_a.send_errors, 0, "no datagram over the MTU");
+    assert!(of_a.datagrams_sent >= 200 / 22, "{of_a:?}");
+    assert_eq!(of_b.datagrams_received, of_a.datagrams_sent);
+    assert_eq!(
+        (
+            of_b.datagrams_malformed,
+            of_b.records_malformed,
+            of_b.records_dropped
+        ),
+        (0, 0, 0)
+    );
+
+    b.import();
+    for worker in 0..WORKERS {
+        assert_eq!(b.pipelines[worker].connections().len(), 150);
+        testing::assert_gauges_match(b.pipelines[worker].connections(), &b.table, worker);
+    }
+    for port in 5000..5100 {
+        let at_a = a.backend_of6(usize::from(port) % WORKERS, port).unwrap();
+        assert!(at_a.0.is_ipv6());
+        assert_eq!(at_a.1, ConnState::TcpEstablished);
+        for worker in 0..WORKERS {
+            assert_eq!(b.backend_of6(worker, port), Some(at_a), "port {port}");
+        }
+    }
+    for port in 6000..6050 {
+        let at_a = a.backend_of(usize::from(port) % WORKERS, port).unwrap();
+        for worker in 0..WORKERS {
+            assert_eq!(b.backend_of(worker, port), Some(at_a), "port {port}");
+        }
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::fib::{FibBuilder, Neighbour, NeighbourId, Neighbours, NextHop, Route};
-use dataplane::sync::{SyncQueues, SyncRecord, RECORD_LEN};
+use dataplane::sync::{SyncQueues, SyncRecord, MAX_RECORD_LEN};
 use dataplane::testing::{
     self, backend, backend_mac, service, FrameBuilder, Ipv6FrameBuilder, DIRECTOR_MAC,
     SERVER_SIDE_MAC,
@@ -465,7 +465,7 @@ fn run(
 }
 
 /// The records a syncing pipeline exports for the seed frames, in their wire form.
-fn exported_seeds() -> Vec<[u8; RECORD_LEN]> {
+fn exported_seeds() -> Vec<[u8; MAX_RECORD_LEN]> {
     let (table, counters) = (table(), WorkerCounters::default());
     let queues = SyncQueues::new(1, 1024);
     let mut pipeline =
@@ -475,7 +475,7 @@ fn exported_seeds() -> Vec<[u8; RECORD_LEN]> {
     }
     let records: Vec<_> = std::iter::from_fn(|| queues.exports()[0].pop())
         .map(|record| {
-            let mut bytes = [0; RECORD_LEN];
+            let mut bytes = [0; MAX_RECORD_LEN];
             record.encode(&mut bytes);
             bytes
         })
@@ -485,13 +485,13 @@ fn exported_seeds() -> Vec<[u8; RECORD_LEN]> {
 }
 
 /// Either random bytes, or an exported record with some bytes overwritten.
-fn record_bytes() -> impl Strategy<Value = [u8; RECORD_LEN]> {
+fn record_bytes() -> impl Strategy<Value = [u8; MAX_RECORD_LEN]> {
     let seeds = exported_seeds();
     prop_oneof![
-        any::<[u8; RECORD_LEN]>(),
+        any::<[u8; MAX_RECORD_LEN]>(),
         (
             0..seeds.len(),
-            proptest::collection::vec((0..RECORD_LEN, any::<u8>()), 0..4)
+            proptest::collection::vec((0..MAX_RECORD_LEN, any::<u8>()), 0..4)
         )
             .prop_map(move |(which, edits)| {
                 let mut bytes = seeds[which];

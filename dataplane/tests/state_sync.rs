@@ -4,7 +4,8 @@
 //! another real server, forwards the rest of the flow (NAT replies included) where A did. Then:
 //! which frames export what (create, state changes, refresh, templates; not drops, not imports),
 //! imports that cannot be resolved, and, for DR and TUN with Maglev, flows that survive without
-//! any sync because both directors compute the same table.
+//! any sync because both directors compute the same table. An IPv6 persistent service's
+//! connection and /64 template cross in their 64-byte form the same way.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,14 +15,15 @@ use std::time::{Duration, Instant};
 use dataplane::conntrack::{ConnState, FlowKey};
 use dataplane::persistence::Template;
 use dataplane::sync::{
-    ConnectionRecord, SyncQueue, SyncQueues, SyncRecord, TemplateRecord, RECORD_LEN,
+    ConnectionRecord, SyncQueue, SyncQueues, SyncRecord, TemplateRecord, MAX_RECORD_LEN,
 };
 use dataplane::testing::{
-    self, backend, backend_mac, service, FrameBuilder, DIRECTOR_MAC, ROUTER_MAC, SERVER_SIDE_MAC,
+    self, backend, backend_mac, service, FrameBuilder, Ipv6FrameBuilder, DIRECTOR_MAC, ROUTER_MAC,
+    SERVER_SIDE_MAC,
 };
 use dataplane::{
-    Backend, Egress, Forwarding, PersistenceTable, Pipeline, Protocol, ServiceKey, ServiceTable,
-    Verdict, WorkerCounters,
+    Backend, Egress, Forwarding, Persistence, PersistenceTable, Pipeline, Protocol, ServiceKey,
+    ServiceTable, Verdict, WorkerCounters,
 };
 use scheduler::Algorithm;
 
@@ -161,9 +163,9 @@ impl Director {
 fn transfer(from: &SyncQueue, to: &SyncQueue) -> Vec<SyncRecord> {
     let mut records = Vec::new();
     while let Some(record) = from.pop() {
-        let mut bytes = [0; RECORD_LEN];
-        record.encode(&mut bytes);
-        let decoded = SyncRecord::decode(&bytes).unwrap();
+        let mut bytes = [0; MAX_RECORD_LEN];
+        let length = record.encode(&mut bytes);
+        let decoded = SyncRecord::decode(&bytes[..length]).unwrap();
         assert_eq!(decoded, record);
         to.push(decoded).unwrap();
         records.push(record);
@@ -390,6 +392,107 @@ fn persistence_template_survives_failover() {
         &backend_mac(22),
         "B alone picks another server"
     );
+}
+
+/// A DR service on [2001:db8::62] ports 80 and 443, persistent per client /64 in group
+/// `group`, rr over `2001:db8::n` in the order given (slot = position).
+fn ipv6_persistent_table(servers: &[u8], group: u32) -> ServiceTable {
+    // The fixture writes "{vip}:{port}": an IPv6 VIP goes in with its brackets.
+    let mut service = testing::service_with_ports(
+        "[2001:db8::62]",
+        &[80, 443],
+        Protocol::Tcp,
+        Algorithm::RoundRobin,
+        servers
+            .iter()
+            .enumerate()
+            .map(|(slot, &n)| backend(&format!("2001:db8::{n:x}"), Some(backend_mac(n)), 1, slot))
+            .collect(),
+    );
+    service.persistence = Some(Persistence {
+        timeout: Duration::from_secs(300),
+        netmask: u32::MAX,
+        netmask6: !0 << 64,
+        group,
+    });
+    testing::table(1, vec![service], testing::counter_blocks(1, servers.len()))
+        .with_persistence(Arc::new(PersistenceTable::new(64)))
+        .with_interfaces(testing::interfaces(1500))
+}
+
+#[test]
+fn ipv6_persistence_template_survives_failover() {
+    let now = Instant::now();
+    let mut a = Director::new(ipv6_persistent_table(&[0x21, 0x22], 1), 64);
+    let mut b = Director::new(ipv6_persistent_table(&[0x22, 0x21], 7), 64);
+    let syn = |client: &str, port: u16| {
+        Ipv6FrameBuilder::tcp()
+            .src(client)
+            .dst(&format!("[2001:db8::62]:{port}"))
+            .syn()
+    };
+
+    let (verdict, frame) = testing::run(
+        &mut a.pipeline,
+        &syn("[2001:db8:1::7]:40000", 80).build(),
+        &a.table,
+        now,
+        &a.counters,
+    );
+    assert!(matches!(verdict, Verdict::Tx { .. }), "{verdict:?}");
+    assert_eq!(&frame[..6], &backend_mac(0x21));
+    let records = transfer(&a.queues.exports()[0], &b.queues.imports()[0]);
+    assert_eq!(
+        records,
+        vec![
+            connection_record(
+                "[2001:db8:1::7]:40000",
+                "[2001:db8::62]:80",
+                Protocol::Tcp,
+                "[2001:db8::21]:80",
+                Forwarding::DirectRouting,
+                ConnState::TcpSyn
+            ),
+            SyncRecord::Template(TemplateRecord {
+                service: ServiceKey {
+                    vip: "2001:db8::62".parse().unwrap(),
+                    port: 80,
+                    protocol: Protocol::Tcp,
+                },
+                client: "2001:db8:1::".parse().unwrap(),
+                backend: "[2001:db8::21]:80".parse().unwrap(),
+            }),
+        ]
+    );
+    for record in &records {
+        assert_eq!(record.wire_len(), dataplane::sync::RECORD6_LEN);
+    }
+    b.import_all(now);
+    assert_eq!(load(&b.counters.sync_records_unknown), 0);
+    // Under B's own group (7) and B's slot for 2001:db8::21 (1).
+    assert_eq!(
+        b.table
+            .persistence
+            .lookup(7, "2001:db8:1::".parse().unwrap(), now),
+        Template::Live { counter_slot: 1 }
+    );
+    // B sends a neighbour in the same /64, on the other port, to 2001:db8::21 as A would,
+    // though its own rr would start with 2001:db8::22; and the synced flow goes on there.
+    let (_, frame) = testing::run(
+        &mut b.pipeline,
+        &syn("[2001:db8:1::9]:41000", 443).build(),
+        &b.table,
+        now,
+        &b.counters,
+    );
+    assert_eq!(&frame[..6], &backend_mac(0x21));
+    assert_eq!(load(&b.counters.persistence_hits), 1);
+    let ack = Ipv6FrameBuilder::tcp()
+        .src("[2001:db8:1::7]:40000")
+        .dst("[2001:db8::62]:80")
+        .ack();
+    let (_, frame) = testing::run(&mut b.pipeline, &ack.build(), &b.table, now, &b.counters);
+    assert_eq!(&frame[..6], &backend_mac(0x21));
 }
 
 #[test]

@@ -16,6 +16,27 @@ use serde::{Deserialize, Serialize};
 mod prometheus;
 pub use prometheus::{prometheus, PROMETHEUS_CONTENT_TYPE};
 
+/// `address:port` as a URI's authority writes it: an IPv6 address in brackets
+/// (`[2001:db8::10]:80`, RFC 3986 section 3.2.2), an IPv4 one as it is (`192.0.2.10:80`).
+/// `port` may be a list (`80,443`). Everything that shows an address with a port uses it.
+pub fn host_port(address: &str, port: impl std::fmt::Display) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
+}
+
+/// `"ipv6"` for an IPv6 address as the stats show it, else `"ipv4"`: the `family` of JSON
+/// services and of Prometheus labels.
+pub fn address_family(address: &str) -> &'static str {
+    if address.contains(':') {
+        "ipv6"
+    } else {
+        "ipv4"
+    }
+}
+
 /// Default socket path, as in the configuration's `[director] stats_socket`.
 pub const DEFAULT_SOCKET: &str = "/run/director/director.sock";
 
@@ -205,6 +226,10 @@ pub struct ServiceStats {
     pub name: String,
     /// Virtual IP.
     pub vip: String,
+    /// The VIP's family, `"ipv4"` or `"ipv6"` ([`address_family`]); empty from a director
+    /// that predates IPv6.
+    #[serde(default)]
+    pub family: String,
     /// Port (the first, for a service group).
     pub port: u16,
     /// Every port of the service.
@@ -413,4 +438,19 @@ pub fn call(socket: &Path, request: &Request) -> io::Result<Reply> {
             format!("unexpected reply from {}: {error}", socket.display()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_with_ports_bracket_ipv6() {
+        assert_eq!(host_port("192.0.2.10", 80), "192.0.2.10:80");
+        assert_eq!(host_port("2001:db8::10", 80), "[2001:db8::10]:80");
+        assert_eq!(host_port("2001:db8::10", "80,443"), "[2001:db8::10]:80,443");
+        assert_eq!(address_family("2001:db8::10"), "ipv6");
+        assert_eq!(address_family("::ffff:192.0.2.1"), "ipv6");
+        assert_eq!(address_family("192.0.2.10"), "ipv4");
+    }
 }

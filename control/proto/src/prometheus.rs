@@ -178,6 +178,8 @@ fn backend_families(out: &mut String, stats: &Stats) {
                     labels(&[
                         ("service", &service.name),
                         ("vip", &service.vip),
+                        // Lets a query sum per family (`sum by (family)`).
+                        ("family", crate::address_family(&service.vip)),
                         ("port", &service.port.to_string()),
                         ("protocol", &service.protocol),
                         ("backend", &backend.address),
@@ -512,8 +514,8 @@ mod tests {
 
     #[test]
     fn renders_the_fixture_exactly() {
-        let l1 = r#"{service="we\"b\\\n",vip="192.0.2.10",port="80",protocol="tcp",backend="192.0.2.11"}"#;
-        let l2 = r#"{service="we\"b\\\n",vip="192.0.2.10",port="80",protocol="tcp",backend="192.0.2.12"}"#;
+        let l1 = r#"{service="we\"b\\\n",vip="192.0.2.10",family="ipv4",port="80",protocol="tcp",backend="192.0.2.11"}"#;
+        let l2 = r#"{service="we\"b\\\n",vip="192.0.2.10",family="ipv4",port="80",protocol="tcp",backend="192.0.2.12"}"#;
         let w = r#"{worker="0",interface="eth0",queue="1"}"#;
         let expected = format!(
             "\
@@ -641,6 +643,18 @@ director_xdp_packets_total{{result=\"redirected\"}} 10
     }
 
     #[test]
+    fn ipv6_services_carry_their_family_and_bare_addresses() {
+        let mut stats = fixture();
+        stats.services[0].vip = "2001:db8::10".to_owned();
+        stats.services[0].backends[0].address = "2001:db8::11".to_owned();
+        let text = prometheus(&stats);
+        // Labels keep the address and the port apart: no brackets needed, none added.
+        let line = r#"director_backend_connections_total{service="we\"b\\\n",vip="2001:db8::10",family="ipv6",port="80",protocol="tcp",backend="2001:db8::11"} 3"#;
+        assert!(text.contains(line), "{text}");
+        assert!(!text.contains('['), "{text}");
+    }
+
+    #[test]
     fn empty_stats_render_only_uptime() {
         assert_eq!(
             prometheus(&Stats::default()),
@@ -723,7 +737,7 @@ director_xdp_packets_total{{result=\"redirected\"}} 10
     fn every_line_parses_back() {
         let samples = parse(&prometheus(&fixture()));
         assert_eq!(
-            samples[r#"director_backend_packets_in_total{service="we\"b\\\n",vip="192.0.2.10",port="80",protocol="tcp",backend="192.0.2.11"}"#],
+            samples[r#"director_backend_packets_in_total{service="we\"b\\\n",vip="192.0.2.10",family="ipv4",port="80",protocol="tcp",backend="192.0.2.11"}"#],
             "9"
         );
         assert_eq!(samples["director_uptime_seconds"], "1.5");

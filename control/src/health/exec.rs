@@ -1,5 +1,9 @@
 //! The `exec` check: a program run without a shell, `{address}` and `{port}` in its arguments
-//! replaced by the real server's; exit status 0 is healthy (keepalived's MISC_CHECK).
+//! replaced by the real server's; exit status 0 is healthy (keepalived's MISC_CHECK). An IPv6
+//! `{address}` is the bare address (`2001:db8::11`, what `ping`, `nc` or `curl --interface`
+//! take), without a URI's brackets; the environment also carries `DIRECTOR_CHECK_ADDRESS`,
+//! `DIRECTOR_CHECK_PORT` and `DIRECTOR_CHECK_FAMILY` (`ipv4` or `ipv6`), so a script need not
+//! parse its arguments.
 //!
 //! The child leads its own process group, so a check killed at its timeout takes whatever it
 //! started with it, and is always reaped: the checker polls its pidfd, which becomes readable
@@ -7,7 +11,7 @@
 //! /dev/null.
 
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::process::{Child, Command, Stdio};
@@ -29,7 +33,7 @@ impl ExecCheck {
     /// Starts `command` for the real server at `address`. A program that is missing or may
     /// not be run is a failed check; one the system cannot start now (no memory, too many
     /// processes) is no check at all.
-    pub fn start(command: &[String], address: SocketAddrV4) -> Start<ExecCheck> {
+    pub fn start(command: &[String], address: SocketAddr) -> Start<ExecCheck> {
         let substituted: Vec<String> = command
             .iter()
             .map(|argument| {
@@ -41,8 +45,12 @@ impl ExecCheck {
         let Some((program, arguments)) = substituted.split_first() else {
             return Start::Done(Err("no command to run".to_owned()));
         };
+        let family = if address.is_ipv6() { "ipv6" } else { "ipv4" };
         let spawned = Command::new(program)
             .args(arguments)
+            .env("DIRECTOR_CHECK_ADDRESS", address.ip().to_string())
+            .env("DIRECTOR_CHECK_PORT", address.port().to_string())
+            .env("DIRECTOR_CHECK_FAMILY", family)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,9 +1,9 @@
 //! The `http` check's request and how its answer is judged: `GET path HTTP/1.0`, then the
 //! status line must carry `expect_status` and, if `expect_body` is set, the body must contain
 //! it. HTTP/1.0 with `Connection: close` so the server ends the answer by closing, with no
-//! chunking or keep-alive to understand.
+//! chunking or keep-alive to understand. Either address family.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use super::check::{excerpt, find, Judge, Verdict};
 
@@ -22,8 +22,14 @@ impl Judge for HttpExpectation {
     }
 }
 
-/// The request sent to `address` for `path`.
-pub fn request(path: &str, address: SocketAddrV4) -> Vec<u8> {
+/// The request sent to `address` for `path`. Its `Host` is the address and port as a URI's
+/// authority writes them: an IPv6 address in brackets (`[2001:db8::11]:80`, RFC 3986
+/// section 3.2.2). No zone id: the host a server is named by, not the link it is reached on.
+pub fn request(path: &str, address: SocketAddr) -> Vec<u8> {
+    let address = match address {
+        SocketAddr::V4(address) => address.to_string(),
+        SocketAddr::V6(address) => format!("[{}]:{}", address.ip(), address.port()),
+    };
     format!(
         "GET {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: director-health-check\r\n\
          Connection: close\r\n\r\n"
@@ -97,6 +103,25 @@ mod tests {
             String::from_utf8(request).unwrap(),
             "GET /healthz HTTP/1.0\r\nHost: 192.0.2.11:80\r\nUser-Agent: director-health-check\r\n\
              Connection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn ipv6_host_is_bracketed_without_a_zone() {
+        let request = request("/", "[2001:db8::11]:80".parse().unwrap());
+        assert!(String::from_utf8(request)
+            .unwrap()
+            .contains("\r\nHost: [2001:db8::11]:80\r\n"));
+        let link_local = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::11".parse().unwrap(),
+            8080,
+            0,
+            2,
+        ));
+        let request = String::from_utf8(super::request("/", link_local)).unwrap();
+        assert!(
+            request.contains("\r\nHost: [fe80::11]:8080\r\n"),
+            "{request}"
         );
     }
 

@@ -34,7 +34,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
 use std::io::{self, Read as _, Write as _};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -70,7 +70,7 @@ pub struct Target {
     /// Which server of which service.
     pub id: BackendId,
     /// Where the check connects (and what `{address}`/`{port}` become for exec).
-    pub address: SocketAddrV4,
+    pub address: SocketAddr,
     /// The service's check.
     pub check: Arc<HealthCheckConfig>,
 }
@@ -86,7 +86,8 @@ pub fn targets(config: &Config) -> Vec<Target> {
         for backend in &service.backends {
             targets.push(Target {
                 id: (service.name.clone(), backend.address),
-                address: SocketAddrV4::new(backend.address, service.check_port(backend)),
+                // `into()`: the identity once ctl6 makes `backend.address` an `IpAddr`.
+                address: SocketAddr::new(backend.address.into(), service.check_port(backend)),
                 check: Arc::clone(&check),
             });
         }
@@ -96,7 +97,7 @@ pub fn targets(config: &Config) -> Vec<Target> {
 
 /// What a check of `kind` (not exec) sends to `address` and how it judges the answer; `None`
 /// for `tcp`, which passes once connected.
-fn exchange(kind: &CheckKind, address: SocketAddrV4) -> Option<Exchange> {
+fn exchange(kind: &CheckKind, address: SocketAddr) -> Option<Exchange> {
     match kind {
         CheckKind::Http {
             path,

@@ -1,13 +1,15 @@
 //! The few system calls the checker needs that std does not offer: a TCP connect that does not
-//! block, poll(2) over many descriptors, a pidfd to poll for a child's exit, and SIGKILL to a
+//! block (to IPv4 or IPv6), poll(2) over many descriptors, a pidfd to poll for a child's exit, and SIGKILL to a
 //! check's whole process group.
 //!
 //! Nothing else lives here: every other file of the health checker is safe code.
 
 use std::io;
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{FromRawFd as _, OwnedFd, RawFd};
 use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// Why [`connect_nonblocking`] failed.
 #[derive(Debug)]
@@ -18,50 +20,23 @@ pub enum ConnectError {
     Connect(io::Error),
 }
 
-/// Starts a TCP connection to `address` without waiting for it. Returns the stream and whether
-/// it is already connected (loopback may finish at once); otherwise it becomes writable once
-/// the connection is made or has failed, and [`TcpStream::take_error`] tells which.
-pub fn connect_nonblocking(address: SocketAddrV4) -> Result<(TcpStream, bool), ConnectError> {
-    // SAFETY: socket(2) takes no pointers; a negative result is an error, checked below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
+/// Starts a TCP connection to `address` (either family) without waiting for it. Returns the
+/// stream and whether it is already connected (loopback may finish at once); otherwise it
+/// becomes writable once the connection is made or has failed, and [`TcpStream::take_error`]
+/// tells which. socket2 builds the `sockaddr_in`/`sockaddr_in6`, so this needs no unsafe code.
+pub fn connect_nonblocking(address: SocketAddr) -> Result<(TcpStream, bool), ConnectError> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )
+    .map_err(ConnectError::Socket)?;
+    let connected = match socket.connect(&address.into()) {
+        Ok(()) => true,
+        Err(error) if error.raw_os_error() == Some(libc::EINPROGRESS) => false,
+        Err(error) => return Err(ConnectError::Connect(error)),
     };
-    if fd < 0 {
-        return Err(ConnectError::Socket(io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` is a socket this function just opened and nothing else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let sockaddr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: address.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(address.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: `sockaddr` is a valid sockaddr_in that outlives the call, and the length given
-    // is its size.
-    let result = unsafe {
-        libc::connect(
-            fd,
-            (&raw const sockaddr).cast::<libc::sockaddr>(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    let connected = if result == 0 {
-        true
-    } else {
-        let error = io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(ConnectError::Connect(error));
-        }
-        false
-    };
-    Ok((TcpStream::from(owned), connected))
+    Ok((socket.into(), connected))
 }
 
 /// poll(2): waits until one of `fds` is ready or `timeout` passes (rounded up to whole
@@ -113,7 +88,7 @@ pub fn kill_process_group(group: u32) {
 /// A TCP listener with an accept queue of `backlog` (std always asks for a long one), so a test
 /// can fill it and make further connection attempts hang.
 #[cfg(test)]
-pub fn listen_with_backlog(address: SocketAddrV4, backlog: i32) -> std::net::TcpListener {
+pub fn listen_with_backlog(address: SocketAddr, backlog: i32) -> std::net::TcpListener {
     let listener = std::net::TcpListener::bind(address).expect("bind");
     // SAFETY: listen(2) on a descriptor the listener owns; calling it again only changes the
     // backlog.

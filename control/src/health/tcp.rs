@@ -8,7 +8,7 @@
 //! answer come in an [`Exchange`] built by the checker, so it never imports a sibling probe.
 
 use std::io::{self, Read as _, Write as _};
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd as _, RawFd};
 
 use super::check::{Judge, Outcome, Start, Verdict};
@@ -49,7 +49,7 @@ impl Probe {
     /// Starts a check against `address` that sends and judges `exchange`, or passes once
     /// connected if there is none; it may be decided at once (the connection refused on the
     /// spot, say).
-    pub fn start(address: SocketAddrV4, exchange: Option<Exchange>) -> Start<Probe> {
+    pub fn start(address: SocketAddr, exchange: Option<Exchange>) -> Start<Probe> {
         let (stream, connected) = match sys::connect_nonblocking(address) {
             Ok(connected) => connected,
             // The director's own shortage (no local port, no buffers) says nothing of the

@@ -1,9 +1,9 @@
-//! The checker against real servers on 127.0.0.1 (std listeners served by threads of the test)
-//! and real programs: every kind passing and failing for the reasons an operator would read,
+//! The checker against real servers on 127.0.0.1 and ::1 (std listeners served by threads of
+//! the test) and real programs: every kind passing and failing for the reasons an operator would read,
 //! timeouts, exec checks killed and reaped, rise/fall, and updates keeping state.
 
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -26,16 +26,29 @@ fn check(kind: CheckKind, interval_ms: u64, timeout_ms: u64) -> Arc<HealthCheckC
     })
 }
 
-fn target(name: &str, address: SocketAddrV4, check: &Arc<HealthCheckConfig>) -> Target {
+fn target(name: &str, address: SocketAddr, check: &Arc<HealthCheckConfig>) -> Target {
     Target {
-        id: (name.to_owned(), *address.ip()),
+        id: (name.to_owned(), id_address(address.ip())),
         address,
         check: Arc::clone(check),
     }
 }
 
-fn local(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+/// integrator: ctl6 makes `BackendId` hold an `IpAddr`: return `address` as it is. Until then
+/// IPv6 servers' ids are told apart by their service names.
+fn id_address(address: IpAddr) -> Ipv4Addr {
+    match address {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)
+}
+
+fn local6(port: u16) -> SocketAddr {
+    SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port)
 }
 
 /// A port nothing listens on (bound, then released).
@@ -70,7 +83,7 @@ fn wait_for(
 
 /// Runs checks of `kind` against `address` and returns the first result: `Ok` or why not.
 /// (The first check comes within one interval, which is the timeout here.)
-fn first_result(kind: CheckKind, address: SocketAddrV4, timeout_ms: u64) -> Result<(), String> {
+fn first_result(kind: CheckKind, address: SocketAddr, timeout_ms: u64) -> Result<(), String> {
     let check = check(kind, timeout_ms, timeout_ms);
     let target = target("web", address, &check);
     let id = target.id.clone();
@@ -87,20 +100,26 @@ fn first_result(kind: CheckKind, address: SocketAddrV4, timeout_ms: u64) -> Resu
     }
 }
 
-/// A server on 127.0.0.1 that answers each connection with `answer(request)` once it has read
+/// A server on 127.0.0.1 (or ::1) that answers each connection with `answer(request)` once it has read
 /// a request (up to a blank line, or `request_end`), then closes. Sends each request it read.
 struct Server {
-    address: SocketAddrV4,
+    address: SocketAddr,
     requests: mpsc::Receiver<String>,
     _thread: JoinHandle<()>,
 }
 
 impl Server {
     fn start(request_end: &'static str, answer: fn(&str) -> Vec<u8>) -> Server {
-        let listener = TcpListener::bind(local(0)).unwrap();
-        let SocketAddr::V4(address) = listener.local_addr().unwrap() else {
-            unreachable!()
-        };
+        Server::start_on(local(0), request_end, answer)
+    }
+
+    fn start_on(
+        bind: SocketAddr,
+        request_end: &'static str,
+        answer: fn(&str) -> Vec<u8>,
+    ) -> Server {
+        let listener = TcpListener::bind(bind).unwrap();
+        let address = listener.local_addr().unwrap();
         let (sender, requests) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -153,12 +172,10 @@ fn tcp_check_times_out_when_the_server_never_completes_a_connection() {
     // An accept queue of 0 holds one connection; once it is full the kernel drops SYNs, so a
     // further connect neither succeeds nor fails until long after the check's timeout.
     let listener = sys::listen_with_backlog(local(0), 0);
-    let SocketAddr::V4(address) = listener.local_addr().unwrap() else {
-        unreachable!()
-    };
+    let address = listener.local_addr().unwrap();
     let mut fillers = Vec::new();
     while fillers.len() < 64 {
-        match TcpStream::connect_timeout(&SocketAddr::V4(address), Duration::from_millis(200)) {
+        match TcpStream::connect_timeout(&address, Duration::from_millis(200)) {
             Ok(stream) => fillers.push(stream),
             Err(_) => break,
         }
@@ -213,9 +230,7 @@ fn http_check_judges_status_and_body() {
 fn http_check_times_out_waiting_for_a_slow_answer() {
     // Accepted by the kernel, never read or answered.
     let listener = TcpListener::bind(local(0)).unwrap();
-    let SocketAddr::V4(address) = listener.local_addr().unwrap() else {
-        unreachable!()
-    };
+    let address = listener.local_addr().unwrap();
     assert_eq!(
         first_result(http("/", None), address, 200),
         Err("timeout (200ms) while waiting for the answer".to_owned())
@@ -263,7 +278,7 @@ fn shell(script: &str, arguments: &[&str]) -> CheckKind {
 
 #[test]
 fn exec_check_passes_on_exit_status_0_with_address_and_port_substituted() {
-    let address = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 11), 8080);
+    let address = SocketAddr::new(Ipv4Addr::new(192, 0, 2, 11).into(), 8080);
     assert_eq!(
         first_result(
             shell(
@@ -291,6 +306,107 @@ fn exec_check_passes_on_exit_status_0_with_address_and_port_substituted() {
         failure.starts_with("cannot run /nonexistent/check: No such file"),
         "{failure}"
     );
+}
+
+/// Every kind against real servers on ::1, the same code path as a real server on
+/// 2001:db8::11 (an AF_INET6 socket; the lab's namespace tests reach those).
+mod ipv6 {
+    use super::*;
+
+    #[test]
+    fn tcp_check_passes_when_accepted_and_fails_when_refused() {
+        let Ok(listener) = TcpListener::bind(local6(0)) else {
+            return; // no IPv6 on this host's loopback
+        };
+        let address = listener.local_addr().unwrap();
+        assert!(address.is_ipv6());
+        assert_eq!(first_result(CheckKind::Tcp, address, 500), Ok(()));
+        drop(listener);
+        assert_eq!(
+            first_result(CheckKind::Tcp, address, 500),
+            Err("connection refused".to_owned())
+        );
+    }
+
+    #[test]
+    fn http_check_sends_a_bracketed_host_and_judges_the_answer() {
+        if TcpListener::bind(local6(0)).is_err() {
+            return;
+        }
+        let healthy = Server::start_on(local6(0), "\r\n\r\n", |_| {
+            b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n".to_vec()
+        });
+        assert_eq!(
+            first_result(http("/healthz", Some("ok")), healthy.address, 1000),
+            Ok(())
+        );
+        let request = healthy.requests.recv_timeout(WAIT).unwrap();
+        let host = format!("Host: [::1]:{}\r\n", healthy.address.port());
+        assert!(
+            request.starts_with(&format!("GET /healthz HTTP/1.0\r\n{host}")),
+            "{request:?}"
+        );
+        let failing = Server::start_on(local6(0), "\r\n\r\n", |_| {
+            b"HTTP/1.1 503 Service Unavailable\r\n\r\n".to_vec()
+        });
+        assert_eq!(
+            first_result(http("/healthz", None), failing.address, 1000),
+            Err("status 503 (expected 200)".to_owned())
+        );
+    }
+
+    #[test]
+    fn send_expect_check_sends_and_looks_for_the_answer() {
+        if TcpListener::bind(local6(0)).is_err() {
+            return;
+        }
+        let send_expect = |send: &str| CheckKind::SendExpect {
+            send: send.to_owned(),
+            expect: "PONG".to_owned(),
+        };
+        let pong = Server::start_on(local6(0), "\r\n", |request| {
+            if request == "PING\r\n" {
+                b"+PONG\r\n".to_vec()
+            } else {
+                b"-ERR\r\n".to_vec()
+            }
+        });
+        assert_eq!(
+            first_result(send_expect("PING\r\n"), pong.address, 1000),
+            Ok(())
+        );
+        assert_eq!(pong.requests.recv_timeout(WAIT).unwrap(), "PING\r\n");
+        assert_eq!(
+            first_result(send_expect("QUIT\r\n"), pong.address, 1000),
+            Err("answer lacks \"PONG\": \"-ERR\\r\\n\"".to_owned())
+        );
+    }
+
+    #[test]
+    fn exec_check_gets_the_bare_address_in_arguments_and_environment() {
+        let address: SocketAddr = "[2001:db8::11]:8080".parse().unwrap();
+        assert_eq!(
+            first_result(
+                shell(
+                    "test \"$1\" = 2001:db8::11 && test \"$2\" = 8080 \
+                     && test \"$DIRECTOR_CHECK_ADDRESS\" = 2001:db8::11 \
+                     && test \"$DIRECTOR_CHECK_PORT\" = 8080 \
+                     && test \"$DIRECTOR_CHECK_FAMILY\" = ipv6",
+                    &["{address}", "{port}"]
+                ),
+                address,
+                2000
+            ),
+            Ok(())
+        );
+        // The same script fails for an IPv4 server: the test can tell them apart.
+        assert!(first_result(
+            shell("test \"$DIRECTOR_CHECK_FAMILY\" = ipv6", &[]),
+            "192.0.2.11:8080".parse().unwrap(),
+            2000
+        )
+        .is_err());
+    }
 }
 
 /// A scratch directory for one test, removed on drop.
@@ -382,7 +498,7 @@ fn exec_checks_run_at_most_max_running_exec_at_once() {
         .map(|host| {
             target(
                 "web",
-                SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, host), 80),
+                SocketAddr::new(Ipv4Addr::new(192, 0, 2, host).into(), 80),
                 &check,
             )
         })
@@ -424,10 +540,7 @@ fn exec_checks_run_at_most_max_running_exec_at_once() {
 #[test]
 fn rise_and_fall_move_a_server_down_and_back_with_transitions() {
     let listener = TcpListener::bind(local(0)).unwrap();
-    let address = match listener.local_addr().unwrap() {
-        SocketAddr::V4(address) => address,
-        SocketAddr::V6(_) => unreachable!(),
-    };
+    let address = listener.local_addr().unwrap();
     let check = Arc::new(HealthCheckConfig {
         rise: 2,
         fall: 3,
@@ -481,9 +594,7 @@ fn an_update_keeps_the_state_of_servers_that_stay() {
     let check = check(CheckKind::Tcp, 20, 500);
     let down = target("web", local(closed_port()), &check);
     let listener = TcpListener::bind(local(0)).unwrap();
-    let SocketAddr::V4(up_address) = listener.local_addr().unwrap() else {
-        unreachable!()
-    };
+    let up_address = listener.local_addr().unwrap();
     // Same address, other services: distinct servers.
     let up = target("api", up_address, &check);
     let checker = HealthChecker::start(vec![down.clone(), up.clone()]).unwrap();

@@ -4,7 +4,7 @@
 //! (`net/netfilter/ipvs/ip_vs_sync.c`).
 //!
 //! Records cross these queues as in-memory structs; the workers never see their bytes. Their
-//! wire form, the 24-byte record and the datagram that carries them, is all in [`wire`]:
+//! wire form, the 24- and 64-byte records and the datagram that carries them, is all in [`wire`]:
 //! control's daemon uses it, and no other code encodes or decodes sync traffic.
 //!
 //! # What is exported, and when
@@ -69,7 +69,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::conntrack::{ConnState, FlowKey};
 use crate::service::{Forwarding, ServiceKey};
-pub use wire::{RecordError, RECORD_LEN};
+pub use wire::{RecordError, MAX_RECORD_LEN, RECORD6_LEN, RECORD_LEN};
 
 /// Most records a worker imports per loop iteration, so a burst of sync traffic delays its
 /// frames by microseconds, not milliseconds.

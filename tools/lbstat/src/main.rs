@@ -138,7 +138,7 @@ fn render_service(out: &mut String, service: &director_proto::ServiceStats) {
     let prefix = format!(
         "{:<4} {:<19} {:<9} {:<4} {}",
         service.protocol.to_uppercase(),
-        format!("{}:{ports}", service.vip),
+        director_proto::host_port(&service.vip, ports),
         service.scheduler,
         service.forwarding,
         name
@@ -163,7 +163,7 @@ fn render_service(out: &mut String, service: &director_proto::ServiceStats) {
         };
         let prefix = format!(
             "  -> {:<19} {:<7} {:<6} {status}",
-            format!("{}:{}", backend.address, backend.port),
+            director_proto::host_port(&backend.address, backend.port),
             backend.weight,
             backend.health.name(),
         );
@@ -477,6 +477,41 @@ XDP classifier: redirected=310
 ";
         let rendered = render(&sample());
         assert_eq!(rendered, expected, "\n{rendered}");
+    }
+
+    #[test]
+    fn renders_ipv6_services_with_bracketed_addresses() {
+        let mut stats = sample();
+        let mut six = stats.services[0].clone();
+        six.name = "web6".to_owned();
+        six.vip = "2001:db8::10".to_owned();
+        six.ports = vec![80, 443];
+        six.backends.truncate(2);
+        six.backends[0].address = "2001:db8::11".to_owned();
+        six.backends[1].address = "2001:db8:0:1::12".to_owned();
+        six.backends[1].port = 8080;
+        stats.services.push(six);
+        let rendered = render(&stats);
+        let lines: Vec<&str> = rendered.lines().collect();
+        let at = lines.iter().position(|line| line.contains("web6")).unwrap();
+        assert!(
+            lines[at].starts_with("TCP  [2001:db8::10]:80,443 maglev    dr   web6"),
+            "{rendered}"
+        );
+        assert!(
+            lines[at + 1].starts_with("  -> [2001:db8::11]:80   1       up     02:00:00:00:00:11"),
+            "{rendered}"
+        );
+        assert!(
+            lines[at + 3]
+                .starts_with("  -> [2001:db8:0:1::12]:8080 1       up     02:00:00:00:00:12"),
+            "{rendered}"
+        );
+        // The IPv4 service is as before.
+        assert!(
+            rendered.contains("\nTCP  192.0.2.10:80       maglev"),
+            "{rendered}"
+        );
     }
 
     #[test]

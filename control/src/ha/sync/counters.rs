@@ -18,9 +18,11 @@ pub struct SyncCounters {
     pub datagrams_received: AtomicU64,
     /// Valid records received and queued for the workers.
     pub records_received: AtomicU64,
-    /// Datagrams dropped as malformed (bad magic, version, length or record count).
+    /// Datagrams dropped as malformed (bad magic, version, length or record count, or in a
+    /// version 2 datagram a record kind whose length is unknown).
     pub datagrams_malformed: AtomicU64,
-    /// Records dropped as malformed (unknown kind, protocol, forwarding method or state).
+    /// Records dropped as malformed (unknown kind, protocol, forwarding method or state; in a
+    /// 64-byte record, unknown family bits or an IPv4 field not IPv4-mapped).
     pub records_malformed: AtomicU64,
     /// Datagrams of another cluster (sync id) or, with unicast peers, from a stranger.
     pub datagrams_foreign: AtomicU64,

@@ -5,7 +5,8 @@
 //! The data plane exports and imports records through per-worker queues
 //! ([`dataplane::sync`]); this module moves them between directors:
 //! - [`SyncSender`] (the master's side) drains every worker's export queue on a control thread,
-//!   batches the records into datagrams no larger than the interface's MTU allows, and sends them
+//!   batches the records into datagrams no larger than the interface's MTU allows (counted
+//!   in bytes: 24 for an IPv4 entry, 64 for one with an IPv6 address), and sends them
 //!   to the multicast group 224.0.0.81:8848 with TTL 1 (IPVS's group and port) or to a list of
 //!   unicast peers, out of the configured interface. A partly filled datagram leaves after at
 //!   most [`FLUSH_INTERVAL`] (IPVS waits up to 2 s; a shorter wait narrows the window in which a
@@ -62,8 +63,8 @@ pub use config::{Role, Routing, SyncConfig, SyncError, DEFAULT_PORT, GROUP};
 pub use counters::{SyncCounters, SyncStats};
 pub use daemon::{SyncDaemon, POLL_INTERVAL};
 pub use dataplane::sync::wire::{
-    encode_datagram, records_per_datagram, Datagram, DatagramError, HEADER_LEN, MAGIC, MAX_RECORDS,
-    VERSION,
+    datagram_len, encode_datagram, records_per_datagram, Datagram, DatagramError, HEADER_LEN,
+    MAGIC, MAX_DATAGRAM_LEN, MAX_RECORDS, VERSION, VERSION_MIXED,
 };
 pub use receiver::SyncReceiver;
 pub use sender::{SyncSender, FLUSH_INTERVAL};

@@ -1,5 +1,6 @@
 //! The master's side of state sync: drains every worker's export queue, batches the records
-//! into datagrams sized by the interface's MTU and sends them to the multicast group or the
+//! into datagrams sized by the interface's MTU (by bytes: a record with an IPv6 address takes
+//! 64 bytes, an IPv4 one 24) and sends them to the multicast group or the
 //! unicast peers. A partly filled datagram leaves after at most [`FLUSH_INTERVAL`].
 //!
 //! What it must not do: block a worker (it only pops from the lock-free queues) or send
@@ -9,7 +10,9 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::sync::wire::{encode_datagram, records_per_datagram, HEADER_LEN, RECORD_LEN};
+use dataplane::sync::wire::{
+    datagram_len, encode_datagram, records_per_datagram, HEADER_LEN, RECORD_LEN,
+};
 use dataplane::sync::{SyncQueue, SyncRecord};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::warn;
@@ -29,7 +32,11 @@ pub struct SyncSender {
     sync_id: u8,
     sequence: u32,
     per_datagram: usize,
+    /// The longest datagram the interface's MTU lets out unfragmented.
+    max_datagram: usize,
     pending: Vec<SyncRecord>,
+    /// The datagram `pending` makes, header included.
+    pending_len: usize,
     /// When the oldest pending record was drained.
     oldest: Option<Instant>,
     buffer: Vec<u8>,
@@ -75,6 +82,7 @@ impl SyncSender {
             None => vec![SocketAddrV4::new(GROUP, config.port)],
         };
         let per_datagram = records_per_datagram(usize::from(mtu));
+        let max_datagram = datagram_len(usize::from(mtu));
         Ok(SyncSender {
             socket: socket.into(),
             destinations,
@@ -82,17 +90,24 @@ impl SyncSender {
             sync_id: config.sync_id,
             sequence: 0,
             per_datagram,
+            max_datagram,
             pending: Vec::with_capacity(per_datagram),
+            pending_len: HEADER_LEN,
             oldest: None,
-            buffer: Vec::with_capacity(HEADER_LEN + per_datagram * RECORD_LEN),
+            buffer: Vec::with_capacity(max_datagram),
             counters,
             reported_error: false,
         })
     }
 
-    /// Records per datagram (from the MTU).
+    /// IPv4 (24-byte) records per datagram (from the MTU).
     pub fn records_per_datagram(&self) -> usize {
         self.per_datagram
+    }
+
+    /// The longest datagram it sends (from the MTU), header included.
+    pub fn max_datagram_len(&self) -> usize {
+        self.max_datagram
     }
 
     /// Drains every export queue once (as many records as each held when reached, so a busy
@@ -112,9 +127,14 @@ impl SyncSender {
                     add(&self.counters.records_discarded, 1);
                     continue;
                 }
+                if self.pending_len + record.wire_len() > self.max_datagram {
+                    self.flush();
+                }
                 self.oldest.get_or_insert(now);
                 self.pending.push(record);
-                if self.pending.len() >= self.per_datagram {
+                self.pending_len += record.wire_len();
+                // Full: not even an IPv4 record would fit.
+                if self.pending_len + RECORD_LEN > self.max_datagram {
                     self.flush();
                 }
             }
@@ -123,6 +143,7 @@ impl SyncSender {
             // Left over from the time it was master.
             add(&self.counters.records_discarded, self.pending.len() as u64);
             self.pending.clear();
+            self.pending_len = HEADER_LEN;
             self.oldest = None;
         } else if self
             .oldest
@@ -139,6 +160,7 @@ impl SyncSender {
         if self.pending.is_empty() {
             return;
         }
+        // Everything pending fits: `poll` flushes before a record would overflow the datagram.
         encode_datagram(self.sync_id, self.sequence, &self.pending, &mut self.buffer);
         self.sequence = self.sequence.wrapping_add(1);
         let mut sent = false;
@@ -162,5 +184,6 @@ impl SyncSender {
             add(&self.counters.records_sent, self.pending.len() as u64);
         }
         self.pending.clear();
+        self.pending_len = HEADER_LEN;
     }
 }

@@ -99,6 +99,51 @@ fn batches_by_mtu_and_flushes_partial_datagrams() {
     }
 }
 
+/// An IPv6 NAT connection, client port 40000 + `n`.
+fn ipv6_record(n: u16) -> SyncRecord {
+    SyncRecord::Connection(dataplane::sync::ConnectionRecord {
+        key: FlowKey {
+            src_addr: "2001:db8:1::7".parse().unwrap(),
+            dst_addr: "2001:db8::10".parse().unwrap(),
+            src_port: 40_000 + n,
+            dst_port: 80,
+            protocol: dataplane::service::Protocol::Tcp,
+        },
+        backend: "[2001:db8::11]:8080".parse().unwrap(),
+        forwarding: dataplane::service::Forwarding::Nat,
+        state: dataplane::conntrack::ConnState::TcpEstablished,
+    })
+}
+
+#[test]
+fn batches_mixed_families_by_bytes() {
+    if netlink::interface_mtu("lo").is_err() {
+        return;
+    }
+    let (mut sender, mut receiver, queues, counters) = loopback(6, 0, 1, Routing::Broadcast);
+    // As many 64-byte records as fill a datagram, then three 24-byte ones that do not fit.
+    let wide = (sender.max_datagram_len() - HEADER_LEN) / dataplane::sync::RECORD6_LEN;
+    let mut want: Vec<_> = (0..wide).map(|n| ipv6_record(n as u16)).collect();
+    want.extend((0..3).map(record));
+    for &record in &want {
+        queues.exports()[0].push(record).unwrap();
+    }
+    let start = Instant::now();
+    assert_eq!(sender.poll(Role::Master, start), want.len());
+    assert_eq!(
+        counters.snapshot().datagrams_sent,
+        1,
+        "the full one, at once"
+    );
+    sender.poll(Role::Master, start + FLUSH_INTERVAL);
+    assert_eq!(counters.snapshot().datagrams_sent, 2);
+    assert_eq!(receive(&mut receiver, want.len()), want.len());
+    let got: Vec<_> = std::iter::from_fn(|| queues.imports()[0].pop()).collect();
+    assert_eq!(got, want);
+    let stats = counters.snapshot();
+    assert_eq!((stats.datagrams_malformed, stats.records_malformed), (0, 0));
+}
+
 #[test]
 fn sync_id_role_and_peers_filter() {
     let (mut sender, mut receiver, queues, counters) = loopback(1, 0, 1, Routing::Broadcast);
