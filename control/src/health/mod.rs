@@ -84,9 +84,13 @@ pub fn targets(config: &Config) -> Vec<Target> {
         };
         let check = Arc::new(check.clone());
         for backend in &service.backends {
+            // integrator: hs6 checks IPv6 real servers; until then they go unchecked (in the pool).
+            let std::net::IpAddr::V4(address) = backend.address else {
+                continue;
+            };
             targets.push(Target {
                 id: (service.name.clone(), backend.address),
-                address: SocketAddrV4::new(backend.address, service.check_port(backend)),
+                address: SocketAddrV4::new(address, service.check_port(backend)),
                 check: Arc::clone(&check),
             });
         }

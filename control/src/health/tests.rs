@@ -28,7 +28,7 @@ fn check(kind: CheckKind, interval_ms: u64, timeout_ms: u64) -> Arc<HealthCheckC
 
 fn target(name: &str, address: SocketAddrV4, check: &Arc<HealthCheckConfig>) -> Target {
     Target {
-        id: (name.to_owned(), *address.ip()),
+        id: (name.to_owned(), (*address.ip()).into()),
         address,
         check: Arc::clone(check),
     }
