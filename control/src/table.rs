@@ -868,4 +868,78 @@ mod tests {
             protocol: dataplane::Protocol::Tcp,
         }));
     }
+
+    #[test]
+    fn ipv6_services_build_beside_ipv4_ones() {
+        let text = "[director]\ninterfaces = [\"eth0\", \"eth1\"]\n\
+            [[service]]\nname = \"web\"\nvip = \"192.0.2.10\"\nport = 80\nprotocol = \"tcp\"\n\
+            scheduler = \"maglev\"\nforwarding = \"tun\"\n\
+            [[service.backend]]\naddress = \"2001:db8:5::11\"\n\
+            [[service]]\nname = \"web6\"\nvip = \"2001:db8::10\"\nports = [80, 443]\n\
+            protocol = \"tcp\"\nscheduler = \"wlc\"\nforwarding = \"nat\"\n\
+            persistence = \"300s\"\npersistence_prefix6 = 56\n\
+            [[service.backend]]\naddress = \"2001:db8:2::11\"\n\
+            [[service.backend]]\naddress = \"2001:db8:2::12\"\n";
+        let config = Config::parse(text).unwrap();
+        let mac = [2, 0, 0, 0, 0, 0x11];
+        let macs = HashMap::from([(address("2001:db8:2::11"), mac)]);
+        let built = TableBuilder::new(1)
+            .build(
+                &config,
+                &HashMap::new(),
+                &HashSet::new(),
+                &macs,
+                open_gate(),
+            )
+            .unwrap();
+        let key = ServiceKey {
+            vip: address("2001:db8::10"),
+            port: 80,
+            protocol: dataplane::Protocol::Tcp,
+        };
+        let (_, web6) = built.table.lookup(&key).unwrap();
+        let backends: Vec<(IpAddr, Option<[u8; 6]>)> = web6
+            .backends
+            .iter()
+            .map(|backend| (backend.address, backend.mac))
+            .collect();
+        assert_eq!(
+            backends,
+            [
+                (address("2001:db8:2::11"), Some(mac)),
+                (address("2001:db8:2::12"), None)
+            ]
+        );
+        let persistence = web6.persistence.unwrap();
+        assert_eq!(persistence.netmask6, u128::MAX << 72, "a /56 mask");
+        assert_eq!(persistence.netmask, u32::MAX);
+        // The IPv4 service tunnels to its IPv6 real server (4in6).
+        let (_, web) = built
+            .table
+            .lookup(&ServiceKey {
+                vip: address("192.0.2.10"),
+                ..key
+            })
+            .unwrap();
+        assert_eq!(web.backends[0].address, address("2001:db8:5::11"));
+        // The classifier learns both ports of the IPv6 VIP, and the NAT real servers' replies.
+        let keys = classifier_keys(&config);
+        assert!(keys.contains(&ServiceKey { port: 443, ..key }));
+        assert_eq!(keys.len(), 3);
+        let nat = nat_backend_keys(&config);
+        assert!(nat.contains(&NatBackendKey {
+            address: address("2001:db8:2::12"),
+            port: 443,
+            protocol: dataplane::Protocol::Tcp,
+        }));
+        assert_eq!(nat.len(), 4);
+    }
+
+    #[test]
+    fn ipv6_prefix_masks() {
+        assert_eq!(prefix_mask6(128), u128::MAX);
+        assert_eq!(prefix_mask6(64), u128::MAX << 64);
+        assert_eq!(prefix_mask6(1), 1 << 127);
+        assert_eq!(prefix_mask6(0), 0);
+    }
 }

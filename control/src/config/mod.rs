@@ -28,6 +28,8 @@ mod error;
 mod fixtures;
 mod ha;
 mod health;
+#[cfg(test)]
+mod ipv6_tests;
 mod mac;
 mod onlink;
 mod raw;

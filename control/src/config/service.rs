@@ -960,10 +960,7 @@ mod tests {
             ),
             ("\"192.0.2.50:0\"", "expected a port of 1..=65535"),
             ("\"192.0.2.50:http\"", "expected a port of 1..=65535"),
-            (
-                "\"sorry.example\"",
-                "expected an address and optional port",
-            ),
+            ("\"sorry.example\"", "expected an address and optional port"),
             ("\"127.0.0.1\"", "expected a unicast address"),
             ("\"192.0.2.10\"", "equals the service's vip"),
             ("\"192.0.2.12\"", "already backend[1]"),
