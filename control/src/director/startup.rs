@@ -244,16 +244,20 @@ fn attach_classifiers(config: &Config) -> anyhow::Result<Vec<Interface>> {
 /// The data plane does all of NAT's forwarding; the kernel forwarding too would route what
 /// the classifier passes (a real server's own traffic, say) behind the director's back.
 fn warn_if_kernel_forwards() {
-    const SYSCTL: &str = "/proc/sys/net/ipv4/conf/all/forwarding";
-    match std::fs::read_to_string(SYSCTL) {
-        Ok(value) if value.trim() == "0" => {}
-        Ok(value) => warn!(
-            sysctl = SYSCTL,
-            value = value.trim(),
-            "the kernel forwards IPv4 too; NAT needs no kernel forwarding, and with it on the \
-             real servers' traffic the director does not translate is routed unchanged"
-        ),
-        Err(error) => warn!(sysctl = SYSCTL, %error, "could not read"),
+    for (family, sysctl) in [
+        ("IPv4", "/proc/sys/net/ipv4/conf/all/forwarding"),
+        ("IPv6", "/proc/sys/net/ipv6/conf/all/forwarding"),
+    ] {
+        match std::fs::read_to_string(sysctl) {
+            Ok(value) if value.trim() == "0" => {}
+            Ok(value) => warn!(
+                sysctl,
+                value = value.trim(),
+                "the kernel forwards {family} too; NAT needs no kernel forwarding, and with it on \
+                 the real servers' traffic the director does not translate is routed unchanged"
+            ),
+            Err(error) => warn!(sysctl, %error, "could not read"),
+        }
     }
 }
 

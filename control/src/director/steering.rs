@@ -7,7 +7,7 @@
 //! frames arrive, which the callers order) or touch addresses.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tracing::{info, warn};
 
@@ -41,8 +41,8 @@ impl Director {
                 Ok(()) => false,
                 Err(error) => {
                     problems.push(format!(
-                        "removing {}:{} from the classifier: {error}",
-                        key.vip, key.port
+                        "removing {} from the classifier: {error}",
+                        SocketAddr::new(key.vip, key.port)
                     ));
                     true
                 }
@@ -84,8 +84,8 @@ impl Director {
                     self.classifier_keys.insert(key);
                 }
                 Err(error) => problems.push(format!(
-                    "adding {}:{} to the classifier: {error}",
-                    key.vip, key.port
+                    "adding {} to the classifier: {error}",
+                    SocketAddr::new(key.vip, key.port)
                 )),
             }
         }
@@ -99,8 +99,8 @@ impl Director {
                         self.nat_keys.insert(key);
                     }
                     Err(error) => problems.push(format!(
-                        "adding NAT real server {}:{} to the classifier: {error}",
-                        key.address, key.port
+                        "adding NAT real server {} to the classifier: {error}",
+                        SocketAddr::new(key.address, key.port)
                     )),
                 }
             }
