@@ -11,7 +11,11 @@
 //! - `raw`: the file as written, the serde structs; nothing is checked there.
 //! - `director`, `service` (services, backends, the fallback), `health`, `ha`: each section's
 //!   validation, from its raw struct into its typed one.
-//! - `values`: value checks more than one section uses (integer ranges, unicast addresses).
+//! - `values`: value checks more than one section uses (integer ranges, unicast addresses of
+//!   either family).
+//!
+//! Addresses are IPv4 or IPv6 wherever a service or real server is named; `service` holds the
+//! rule of which families each forwarding method may mix.
 //! - `error`: [`ConfigError`], and the key path and position of a TOML shape error.
 //! - `summary`: the one-line summaries `director check` prints.
 //! - `mac`: MAC addresses as the file and the summaries write them.

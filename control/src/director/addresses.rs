@@ -175,8 +175,8 @@ fn server_addresses(config: &HaConfig) -> Vec<(IpAddr, u8)> {
     v4.into_iter().chain(v6).collect()
 }
 
-/// Both families' addresses on `ifindex`; what cannot be read is left out (a leftover address
-/// missed here is still removed at the first takeover that wants it... or never added twice).
+/// Both families' addresses on `ifindex`; a family that cannot be read is left out (adopting
+/// leftovers is best effort, as it always was).
 fn all_addresses(netlink: &mut Netlink, ifindex: u32) -> Vec<(IpAddr, u8)> {
     let v4 = netlink.addresses(ifindex).unwrap_or_default();
     let v6 = netlink.addresses_v6(ifindex).unwrap_or_default();

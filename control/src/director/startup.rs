@@ -310,11 +310,7 @@ fn interface_facts(
                 |error| warn!(%error, interface = %interface.name, "could not list IPv6 addresses"),
             )
             .ok()?;
-        let address6 = own_address(&addresses6, 128, |address: Ipv6Addr| {
-            !vips.contains(&IpAddr::V6(address))
-                && !address.is_unicast_link_local()
-                && !address.is_loopback()
-        });
+        let address6 = own_address6(&addresses6, &vips);
         let address = match (address, address6) {
             (Some(address), _) => address,
             (None, Some(_)) => Ipv4Addr::UNSPECIFIED,
@@ -352,4 +348,50 @@ fn own_address<A: Copy>(
         .find(|&&(address, prefix)| prefix < host_length && usable(address))
         .or_else(|| addresses.iter().find(|&&(address, _)| usable(address)))
         .map(|&(address, _)| address)
+}
+
+/// The interface's own global IPv6 address (IPv6 LVS-TUN's outer source): not link-local,
+/// loopback or a VIP, one with a real prefix first.
+fn own_address6(addresses: &[(Ipv6Addr, u8)], vips: &HashSet<IpAddr>) -> Option<Ipv6Addr> {
+    own_address(addresses, 128, |address: Ipv6Addr| {
+        !vips.contains(&IpAddr::V6(address))
+            && !address.is_unicast_link_local()
+            && !address.is_loopback()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(addresses: &[(&str, u8)]) -> Vec<(Ipv6Addr, u8)> {
+        addresses
+            .iter()
+            .map(|&(address, prefix)| (address.parse().unwrap(), prefix))
+            .collect()
+    }
+
+    #[test]
+    fn the_own_ipv6_address_is_global_not_a_vip_and_prefers_a_real_prefix() {
+        let vips: HashSet<IpAddr> = HashSet::from(["2001:db8::10".parse().unwrap()]);
+        let listed = parsed(&[
+            ("fe80::1", 64),
+            ("2001:db8::10", 128),
+            ("2001:db8::7", 128),
+            ("2001:db8::1", 64),
+        ]);
+        assert_eq!(
+            own_address6(&listed, &vips),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        // Only host addresses left: the first that is not a VIP.
+        let hosts = parsed(&[("fe80::1", 64), ("2001:db8::10", 128), ("2001:db8::7", 128)]);
+        assert_eq!(
+            own_address6(&hosts, &vips),
+            Some("2001:db8::7".parse().unwrap())
+        );
+        // Link-local and VIPs only: none (IPv6 tunnels are then dropped and counted).
+        let none = parsed(&[("fe80::1", 64), ("2001:db8::10", 128)]);
+        assert_eq!(own_address6(&none, &vips), None);
+    }
 }
