@@ -5,12 +5,15 @@
 //! It only reads addresses (over [`crate::netlink`]); it must not change anything, and the
 //! rule itself stays in the pure config check.
 
+use std::net::IpAddr;
+
 use anyhow::Context as _;
 
 use crate::config::{check_dr_on_link, Config, InterfacePrefixes};
 use crate::netlink::{self, Netlink};
 
-/// The IPv4 prefixes of each interface in `names`, in order.
+/// The IPv4 and IPv6 prefixes of each interface in `names`, in order (IPv4 first). IPv6
+/// link-local prefixes are left out: no real server is configured by a link-local address.
 pub fn read_prefixes(
     netlink: &mut Netlink,
     names: &[String],
@@ -20,9 +23,20 @@ pub fn read_prefixes(
         .map(|name| {
             let ifindex =
                 netlink::interface_index(name).with_context(|| format!("interface {name}"))?;
-            let prefixes = netlink
+            let mut prefixes: Vec<(IpAddr, u8)> = netlink
                 .addresses(ifindex)
-                .with_context(|| format!("addresses of interface {name}"))?;
+                .with_context(|| format!("addresses of interface {name}"))?
+                .into_iter()
+                .map(|(address, length)| (IpAddr::V4(address), length))
+                .collect();
+            let v6 = netlink
+                .addresses_v6(ifindex)
+                .with_context(|| format!("IPv6 addresses of interface {name}"))?;
+            prefixes.extend(
+                v6.into_iter()
+                    .filter(|(address, _)| !address.is_unicast_link_local())
+                    .map(|(address, length)| (IpAddr::V6(address), length)),
+            );
             Ok(InterfacePrefixes {
                 interface: name.clone(),
                 prefixes,

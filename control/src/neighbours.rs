@@ -1,7 +1,8 @@
 //! The link-layer addresses the data plane needs, read from the kernel's tables: each real
 //! server's MAC, fallback servers' included (on the client-side interface for DR and TUN, on
 //! the server side for NAT) and,
-//! when a service uses NAT, the MAC of the client side's default gateway, where NAT replies go.
+//! when a service uses NAT, the MAC of the client side's default gateways (IPv4 and, with an
+//! IPv6 NAT service, IPv6), where NAT replies go.
 //!
 //! Control reads them once a second and at start-up and reload; an address the kernel does not
 //! know yet is solicited (the kernel ARPs for it) and the frames that need it are dropped and
@@ -13,7 +14,7 @@
 //! are `IpAddr`s.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use dataplane::Forwarding;
@@ -48,16 +49,27 @@ impl Sides {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Neighbours {
     /// The MAC of every real server that has one (configured or from the neighbour table).
-    pub backends: HashMap<Ipv4Addr, [u8; 6]>,
+    pub backends: HashMap<IpAddr, [u8; 6]>,
     /// The client side's default gateway and its MAC once resolved; `None` when no service
     /// uses NAT or there is no default route out of the client side.
     pub gateway: Option<(Ipv4Addr, Option<[u8; 6]>)>,
+    /// The client side's IPv6 default gateway (often link-local) and its MAC once resolved;
+    /// `None` when no NAT service has an IPv6 VIP or there is no IPv6 default route.
+    pub gateway6: Option<(Ipv6Addr, Option<[u8; 6]>)>,
 }
 
 impl Neighbours {
-    /// The NAT replies' next hop, if resolved.
+    /// The NAT replies' next hop, if resolved: the IPv4 default gateway's MAC, else (an
+    /// IPv6-only client side) the IPv6 one's.
     pub fn gateway_mac(&self) -> Option<[u8; 6]> {
-        self.gateway.and_then(|(_, mac)| mac)
+        self.gateway
+            .and_then(|(_, mac)| mac)
+            .or_else(|| self.gateway6_mac())
+    }
+
+    /// The IPv6 default gateway's MAC, if resolved.
+    pub fn gateway6_mac(&self) -> Option<[u8; 6]> {
+        self.gateway6.and_then(|(_, mac)| mac)
     }
 }
 
@@ -88,8 +100,7 @@ pub fn lookup(
         };
         // The fallback too: it must be ready the moment the last real server goes down.
         for backend in service.backends.iter().chain(&service.fallback) {
-            // integrator: `backend.address` becomes an `IpAddr`; drop the conversion.
-            let address = IpAddr::V4(backend.address);
+            let address = backend.address;
             match backend.mac.or_else(|| known.get(&address).copied()) {
                 Some(mac) => {
                     found.backends.insert(backend.address, mac);
@@ -109,6 +120,23 @@ pub fn lookup(
             }
             Ok(None) => {}
             Err(error) => warn!(%error, "could not read the default route"),
+        }
+    }
+    let nat6 = config
+        .services
+        .iter()
+        .any(|service| service.forwarding == Forwarding::Nat && service.vip.is_ipv6());
+    if nat6 {
+        match netlink.default_gateway_v6(sides.client) {
+            Ok(Some(gateway)) => {
+                let mac = client_table.get(&IpAddr::V6(gateway)).copied();
+                if mac.is_none() {
+                    missing.push((sides.client, IpAddr::V6(gateway)));
+                }
+                found.gateway6 = Some((gateway, mac));
+            }
+            Ok(None) => {}
+            Err(error) => warn!(%error, "could not read the IPv6 default route"),
         }
     }
     missing.sort_unstable();

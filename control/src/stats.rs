@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use dataplane::{DropReason, Forwarding, NatReply, Service, ServiceTable};
 use director_proto::{
@@ -59,7 +59,7 @@ fn routing_stats(shared: &Shared) -> Option<RoutingStats> {
         .routing
         .as_ref()
         .map_or(NatReply::default(), |routing| routing.nat_reply);
-    let mut wanted: Vec<(String, Ipv4Addr)> = Vec::new();
+    let mut wanted: Vec<(String, IpAddr)> = Vec::new();
     // Under last-hop, replies follow each client's frames: no route of the client side's to
     // show (and its absence is no fault).
     if nat_reply == NatReply::Route
@@ -68,13 +68,13 @@ fn routing_stats(shared: &Shared) -> Option<RoutingStats> {
             .iter()
             .any(|service| service.forwarding == Forwarding::Nat)
     {
-        wanted.push(("nat client side".to_owned(), Ipv4Addr::UNSPECIFIED));
+        wanted.push(("nat client side".to_owned(), Ipv4Addr::UNSPECIFIED.into()));
     }
     for service in &table.services {
         if service.forwarding == Forwarding::Tunnel {
             for backend in &service.backends {
                 let role = format!("tun {} {}", service.name, backend.address);
-                wanted.push((role, legacy_v4(backend.address)));
+                wanted.push((role, backend.address));
             }
         }
     }
@@ -216,8 +216,8 @@ fn service_stats(
     pool: &PoolView,
     health: &HashMap<BackendId, BackendHealth>,
 ) -> ServiceStats {
-    let backend_stats = |address: std::net::IpAddr, counter_slot: usize| {
-        let id = (service.name.clone(), legacy_v4(address));
+    let backend_stats = |address: IpAddr, counter_slot: usize| {
+        let id = (service.name.clone(), address);
         let mut stats = BackendStats {
             address: address.to_string(),
             port: service.key.port,
@@ -262,7 +262,7 @@ fn service_stats(
             // Out of the pool means no new flows, whatever the checks say.
             health: Health::Down,
             mac: out.mac.map(format_mac),
-            ..backend_stats(out.id.1.into(), out.counter_slot)
+            ..backend_stats(out.id.1, out.counter_slot)
         });
     ServiceStats {
         name: service.name.clone(),
@@ -283,14 +283,5 @@ fn service_stats(
         forwarding: service.forwarding.name().to_owned(),
         backends: in_pool.chain(out_of_pool).collect(),
         ..ServiceStats::default()
-    }
-}
-
-/// integrator: ctl6 makes control's backend ids `IpAddr`; until then an IPv6 address maps to
-/// 0.0.0.0 here.
-fn legacy_v4(address: std::net::IpAddr) -> Ipv4Addr {
-    match address {
-        std::net::IpAddr::V4(v4) => v4,
-        std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
     }
 }

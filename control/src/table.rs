@@ -15,7 +15,7 @@
 //! active and inactive gauges for it have fallen to zero.
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ use crate::config::{BackendConfig, Config, OnFailure, ServiceConfig};
 pub const BACKEND_SLOTS: usize = 16_384;
 
 /// Identity of a real server for counters, persistence and overrides.
-pub type BackendId = (String, Ipv4Addr);
+pub type BackendId = (String, IpAddr);
 
 /// Changes made at run time through the control socket; a reload discards them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -257,7 +257,7 @@ impl TableBuilder {
         config: &Config,
         overrides: &HashMap<BackendId, Override>,
         down: &HashSet<BackendId>,
-        macs: &HashMap<Ipv4Addr, [u8; 6]>,
+        macs: &HashMap<IpAddr, [u8; 6]>,
         gate: ReuseGate,
     ) -> anyhow::Result<BuiltTable> {
         let committed = self.slots.clone();
@@ -273,7 +273,7 @@ impl TableBuilder {
         config: &Config,
         overrides: &HashMap<BackendId, Override>,
         down: &HashSet<BackendId>,
-        macs: &HashMap<Ipv4Addr, [u8; 6]>,
+        macs: &HashMap<IpAddr, [u8; 6]>,
         gate: ReuseGate,
     ) -> anyhow::Result<BuiltTable> {
         let generation = self.generation + 1;
@@ -311,7 +311,7 @@ impl TableBuilder {
         service: &ServiceConfig,
         overrides: &HashMap<BackendId, Override>,
         down: &HashSet<BackendId>,
-        macs: &HashMap<Ipv4Addr, [u8; 6]>,
+        macs: &HashMap<IpAddr, [u8; 6]>,
         pool: &mut PoolView,
     ) -> anyhow::Result<Service> {
         let inhibit = service
@@ -329,7 +329,7 @@ impl TableBuilder {
             })
         };
         let entry = |backend: &BackendConfig, weight: u32, counter_slot: usize| Backend {
-            address: std::net::IpAddr::V4(backend.address), // integrator: ctl6
+            address: backend.address,
             mac: mac_of(backend),
             weight,
             counter_slot,
@@ -384,7 +384,7 @@ impl TableBuilder {
         let persistence = service.persistence.map(|timeout| Persistence {
             timeout,
             netmask: u32::from(service.persistence_netmask),
-            netmask6: u128::MAX, // integrator: ctl6 persistence_prefix6
+            netmask6: prefix_mask6(service.persistence_prefix6),
             group: self.slots.group(&service.name),
         });
         Ok(Service {
@@ -402,7 +402,7 @@ impl TableBuilder {
 /// The (VIP, first port, protocol) of a service.
 pub fn service_key(service: &ServiceConfig) -> ServiceKey {
     ServiceKey {
-        vip: std::net::IpAddr::V4(service.vip), // integrator: ctl6
+        vip: service.vip,
         port: service.port,
         protocol: service.protocol,
     }
@@ -437,7 +437,7 @@ pub fn nat_backend_keys(config: &Config) -> HashSet<NatBackendKey> {
                 .chain(&service.fallback)
                 .flat_map(move |backend| {
                     service.ports.iter().map(move |&port| NatBackendKey {
-                        address: backend.address.into(),
+                        address: backend.address,
                         port: backend.port.unwrap_or(port),
                         protocol: service.protocol,
                     })
@@ -446,9 +446,16 @@ pub fn nat_backend_keys(config: &Config) -> HashSet<NatBackendKey> {
         .collect()
 }
 
+/// The IPv6 netmask of a prefix length: `prefix` leading ones (0 gives all zeros).
+fn prefix_mask6(prefix: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0)
+}
+
 /// Stable identity of a real server for Maglev: the same server hashes the same everywhere
 /// (an IPv4 one as it did before IPv6).
-fn backend_key(address: std::net::IpAddr, port: u16) -> u64 {
+fn backend_key(address: IpAddr, port: u16) -> u64 {
     dataplane::scheduler_key(address).rotate_left(16) ^ u64::from(port)
 }
 
@@ -469,14 +476,11 @@ mod tests {
         Config::parse(&text).unwrap()
     }
 
-    fn slots(table: &ServiceTable) -> HashMap<Ipv4Addr, usize> {
+    fn slots(table: &ServiceTable) -> HashMap<IpAddr, usize> {
         table.services[0]
             .backends
             .iter()
-            .map(|backend| match backend.address {
-                std::net::IpAddr::V4(v4) => (v4, backend.counter_slot),
-                std::net::IpAddr::V6(_) => unreachable!(),
-            })
+            .map(|backend| (backend.address, backend.counter_slot))
             .collect()
     }
 
@@ -489,7 +493,7 @@ mod tests {
         }
     }
 
-    fn address(text: &str) -> Ipv4Addr {
+    fn address(text: &str) -> IpAddr {
         text.parse().unwrap()
     }
 
@@ -817,7 +821,7 @@ mod tests {
             built.table.services[0].backends[0].mac,
             Some([2, 0, 0, 0, 0, 0x50])
         );
-        let out: Vec<(Ipv4Addr, bool, Option<[u8; 6]>)> = built
+        let out: Vec<(IpAddr, bool, Option<[u8; 6]>)> = built
             .pool
             .out
             .iter()
@@ -854,14 +858,88 @@ mod tests {
         }
         let keys = nat_backend_keys(&config);
         assert!(keys.contains(&NatBackendKey {
-            address: address("192.0.2.50").into(),
+            address: address("192.0.2.50"),
             port: 8080,
             protocol: dataplane::Protocol::Tcp,
         }));
         assert!(keys.contains(&NatBackendKey {
-            address: address("192.0.2.11").into(),
+            address: address("192.0.2.11"),
             port: 80,
             protocol: dataplane::Protocol::Tcp,
         }));
+    }
+
+    #[test]
+    fn ipv6_services_build_beside_ipv4_ones() {
+        let text = "[director]\ninterfaces = [\"eth0\", \"eth1\"]\n\
+            [[service]]\nname = \"web\"\nvip = \"192.0.2.10\"\nport = 80\nprotocol = \"tcp\"\n\
+            scheduler = \"maglev\"\nforwarding = \"tun\"\n\
+            [[service.backend]]\naddress = \"2001:db8:5::11\"\n\
+            [[service]]\nname = \"web6\"\nvip = \"2001:db8::10\"\nports = [80, 443]\n\
+            protocol = \"tcp\"\nscheduler = \"wlc\"\nforwarding = \"nat\"\n\
+            persistence = \"300s\"\npersistence_prefix6 = 56\n\
+            [[service.backend]]\naddress = \"2001:db8:2::11\"\n\
+            [[service.backend]]\naddress = \"2001:db8:2::12\"\n";
+        let config = Config::parse(text).unwrap();
+        let mac = [2, 0, 0, 0, 0, 0x11];
+        let macs = HashMap::from([(address("2001:db8:2::11"), mac)]);
+        let built = TableBuilder::new(1)
+            .build(
+                &config,
+                &HashMap::new(),
+                &HashSet::new(),
+                &macs,
+                open_gate(),
+            )
+            .unwrap();
+        let key = ServiceKey {
+            vip: address("2001:db8::10"),
+            port: 80,
+            protocol: dataplane::Protocol::Tcp,
+        };
+        let (_, web6) = built.table.lookup(&key).unwrap();
+        let backends: Vec<(IpAddr, Option<[u8; 6]>)> = web6
+            .backends
+            .iter()
+            .map(|backend| (backend.address, backend.mac))
+            .collect();
+        assert_eq!(
+            backends,
+            [
+                (address("2001:db8:2::11"), Some(mac)),
+                (address("2001:db8:2::12"), None)
+            ]
+        );
+        let persistence = web6.persistence.unwrap();
+        assert_eq!(persistence.netmask6, u128::MAX << 72, "a /56 mask");
+        assert_eq!(persistence.netmask, u32::MAX);
+        // The IPv4 service tunnels to its IPv6 real server (4in6).
+        let (_, web) = built
+            .table
+            .lookup(&ServiceKey {
+                vip: address("192.0.2.10"),
+                ..key
+            })
+            .unwrap();
+        assert_eq!(web.backends[0].address, address("2001:db8:5::11"));
+        // The classifier learns both ports of the IPv6 VIP, and the NAT real servers' replies.
+        let keys = classifier_keys(&config);
+        assert!(keys.contains(&ServiceKey { port: 443, ..key }));
+        assert_eq!(keys.len(), 3);
+        let nat = nat_backend_keys(&config);
+        assert!(nat.contains(&NatBackendKey {
+            address: address("2001:db8:2::12"),
+            port: 443,
+            protocol: dataplane::Protocol::Tcp,
+        }));
+        assert_eq!(nat.len(), 4);
+    }
+
+    #[test]
+    fn ipv6_prefix_masks() {
+        assert_eq!(prefix_mask6(128), u128::MAX);
+        assert_eq!(prefix_mask6(64), u128::MAX << 64);
+        assert_eq!(prefix_mask6(1), 1 << 127);
+        assert_eq!(prefix_mask6(0), 0);
     }
 }

@@ -132,3 +132,44 @@ fn usage_errors_exit_nonzero() {
     let output = director(&["frobnicate"]);
     assert!(!output.status.success());
 }
+
+#[test]
+fn check_prints_ipv6_services_in_brackets_beside_ipv4_ones() {
+    let demo = std::fs::read_to_string(configs().join("demo.toml")).unwrap();
+    let dual = TempFile::new(&format!(
+        "{demo}\n[[service]]\nname = \"web6\"\nvip = \"2001:db8::10\"\nport = 80\n\
+         protocol = \"tcp\"\nscheduler = \"maglev\"\nforwarding = \"dr\"\n\
+         [[service.backend]]\naddress = \"2001:db8::11\"\n"
+    ));
+    let output = director_without_host_interfaces(&["check", "--config", dual.0.to_str().unwrap()]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("  web: tcp 192.0.2.10:80 maglev dr -> "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  web6: tcp [2001:db8::10]:80 maglev dr -> 2001:db8::11 (weight 1)\n"),
+        "{stdout}"
+    );
+    // DR cannot send an IPv6 VIP's frames to an IPv4 real server: refused, naming both.
+    let mixed = TempFile::new(&format!(
+        "{demo}\n[[service]]\nname = \"web6\"\nvip = \"2001:db8::10\"\nport = 80\n\
+         protocol = \"tcp\"\nscheduler = \"maglev\"\nforwarding = \"dr\"\n\
+         [[service.backend]]\naddress = \"192.0.2.21\"\n"
+    ));
+    let output = director(&["check", "--config", mixed.0.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(
+            "service[1] \"web6\": backend[0].address = \"192.0.2.21\" (IPv4): the vip \
+             \"2001:db8::10\" is IPv6"
+        ),
+        "{stderr}"
+    );
+}

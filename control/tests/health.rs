@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -54,11 +54,10 @@ fn check(kind: CheckKind) -> Arc<HealthCheckConfig> {
     })
 }
 
-/// A target for service `name` on the real server's `port`. The id's address is a placeholder:
-/// integrator: ctl6 makes `BackendId` hold an `IpAddr`; put `SERVER` there then.
+/// A target for service `name` on the real server's `port`.
 fn target(name: &str, port: u16, kind: CheckKind) -> Target {
     Target {
-        id: (name.to_owned(), Ipv4Addr::UNSPECIFIED),
+        id: (name.to_owned(), SERVER.parse().unwrap()),
         address: SocketAddr::new(SERVER.parse().unwrap(), port),
         check: check(kind),
     }
@@ -98,7 +97,7 @@ fn serve(
 
 /// Polls `board` until `name`'s entry has a first result, and returns it.
 fn first_result(board: &HealthBoard, name: &str) -> BackendHealth {
-    let id = (name.to_owned(), Ipv4Addr::UNSPECIFIED);
+    let id = (name.to_owned(), SERVER.parse::<std::net::IpAddr>().unwrap());
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(entry) = board

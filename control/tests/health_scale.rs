@@ -53,7 +53,7 @@ fn three_hundred_servers_are_checked_by_one_thread() {
             };
             Target {
                 // One service per server: every one is a distinct (service, address).
-                id: (format!("service{index}"), *address.ip()),
+                id: (format!("service{index}"), (*address.ip()).into()),
                 address: SocketAddr::V4(address),
                 check: Arc::clone(&check),
             }

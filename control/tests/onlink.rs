@@ -111,3 +111,36 @@ fn check_without_the_interface_skips_the_on_link_part_with_a_note() {
         "{stdout}"
     );
 }
+
+#[test]
+fn check_reads_the_client_sides_ipv6_prefixes() {
+    let lab = lab();
+    lab.a
+        .ip(&["addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad"]);
+    let dr6 = |server: &str| {
+        dr_config("eth0", &["192.0.2.11"])
+            + &format!(
+                "\n[[service]]\nname = \"web6\"\nvip = \"2001:db8::10\"\nport = 80\n\
+                 protocol = \"tcp\"\nscheduler = \"rr\"\nforwarding = \"dr\"\n\
+                 [[service.backend]]\naddress = \"{server}\"\n"
+            )
+    };
+    let output = check_in(&lab.a.name, &dr6("2001:db8::11"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = check_in(&lab.a.name, &dr6("2001:db8:1::11"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // The kernel's link-local prefix is not listed: no real server is configured by one.
+    assert!(
+        stderr.contains(
+            "service[1] \"web6\": backend[0].address = \"2001:db8:1::11\": forwarding = \"dr\" \
+             needs the real server on a directly connected network of eth0 (its prefixes: \
+             192.0.2.1/24, 2001:db8::1/64)"
+        ),
+        "{stderr}"
+    );
+}

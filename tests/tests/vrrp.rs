@@ -73,6 +73,7 @@ fn ha(priority: u8, preempt: bool) -> HaConfig {
         sync_id: 51,
         sync_port: 8848,
         server_address: None,
+        server_address6: None,
     }
 }
 

@@ -3,10 +3,10 @@
 //!
 //! It checks the table against `[director]` (the interface must be one of its own), nothing else.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::raw::RawHa;
-use super::values::{in_range, unicast_address};
+use super::values::{in_range, is_unicast_v6, unicast_address};
 use super::{
     ConfigError, DirectorConfig, HaConfig, DEFAULT_ADVERT_INTERVAL, DEFAULT_HA_PRIORITY,
     DEFAULT_SYNC_PORT, MAX_ADVERT_INTERVAL, MAX_UNICAST_PEERS, MIN_ADVERT_INTERVAL,
@@ -68,27 +68,7 @@ impl RawHa {
                 interval
             }
         };
-        let mut unicast_peers: Vec<Ipv4Addr> = Vec::new();
-        let raw_peers = self.unicast_peers.unwrap_or_default();
-        if raw_peers.len() > MAX_UNICAST_PEERS {
-            return Err(ConfigError::invalid(
-                "ha.unicast_peers",
-                format!("[{} addresses]", raw_peers.len()),
-                format!("expected at most {MAX_UNICAST_PEERS} peers"),
-            ));
-        }
-        for (position, text) in raw_peers.iter().enumerate() {
-            let key = format!("ha.unicast_peers[{position}]");
-            let peer = unicast_address(text, &key)?;
-            if let Some(first) = unicast_peers.iter().position(|other| *other == peer) {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("{text:?}"),
-                    format!("peer listed twice, already ha.unicast_peers[{first}]"),
-                ));
-            }
-            unicast_peers.push(peer);
-        }
+        let unicast_peers = validate_unicast_peers(&self.unicast_peers.unwrap_or_default())?;
         let sync_id = match self.sync_id {
             None => vrid,
             Some(id) => in_range(id, 0u8, u8::MAX, "ha.sync_id")?,
@@ -101,6 +81,10 @@ impl RawHa {
             None => None,
             Some(text) => Some(parse_server_address(&text, director)?),
         };
+        let server_address6 = match self.server_address6 {
+            None => None,
+            Some(text) => Some(parse_server_address6(&text, director)?),
+        };
         Ok(HaConfig {
             interface,
             vrid,
@@ -112,8 +96,34 @@ impl RawHa {
             sync_id,
             sync_port,
             server_address,
+            server_address6,
         })
     }
+}
+
+/// `ha.unicast_peers`: at most [`MAX_UNICAST_PEERS`] IPv4 addresses, each once.
+fn validate_unicast_peers(raw_peers: &[String]) -> Result<Vec<Ipv4Addr>, ConfigError> {
+    let mut unicast_peers: Vec<Ipv4Addr> = Vec::new();
+    if raw_peers.len() > MAX_UNICAST_PEERS {
+        return Err(ConfigError::invalid(
+            "ha.unicast_peers",
+            format!("[{} addresses]", raw_peers.len()),
+            format!("expected at most {MAX_UNICAST_PEERS} peers"),
+        ));
+    }
+    for (position, text) in raw_peers.iter().enumerate() {
+        let key = format!("ha.unicast_peers[{position}]");
+        let peer = unicast_address(text, &key)?;
+        if let Some(first) = unicast_peers.iter().position(|other| *other == peer) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{text:?}"),
+                format!("peer listed twice, already ha.unicast_peers[{first}]"),
+            ));
+        }
+        unicast_peers.push(peer);
+    }
+    Ok(unicast_peers)
 }
 
 /// `ha.server_address`: "address/prefix" on the server side, which needs a second interface.
@@ -139,6 +149,40 @@ fn parse_server_address(
     if director.interfaces.len() < 2 {
         return Err(ConfigError::invalid(
             "ha.server_address",
+            format!("{text:?}"),
+            "the NAT gateway address lives on the server side, the second of \
+             director.interfaces, and there is only one",
+        ));
+    }
+    Ok((address, prefix))
+}
+
+/// `ha.server_address6`: the IPv6 twin of `ha.server_address`, "address/prefix" on the server
+/// side. Added without DAD like the VIPs: the backup does not hold it, so no duplicate exists
+/// while the master has it.
+fn parse_server_address6(
+    text: &str,
+    director: &DirectorConfig,
+) -> Result<(Ipv6Addr, u8), ConfigError> {
+    let parsed = text.split_once('/').and_then(|(address, prefix)| {
+        Some((
+            address.parse::<Ipv6Addr>().ok()?,
+            prefix.parse::<u8>().ok()?,
+        ))
+    });
+    let Some((address, prefix)) =
+        parsed.filter(|&(address, prefix)| (1..=128).contains(&prefix) && is_unicast_v6(address))
+    else {
+        return Err(ConfigError::invalid(
+            "ha.server_address6",
+            format!("{text:?}"),
+            "expected a unicast IPv6 address (not link-local) with its prefix length, such as \
+             \"2001:db8:2::1/64\"",
+        ));
+    };
+    if director.interfaces.len() < 2 {
+        return Err(ConfigError::invalid(
+            "ha.server_address6",
             format!("{text:?}"),
             "the NAT gateway address lives on the server side, the second of \
              director.interfaces, and there is only one",
@@ -183,6 +227,7 @@ mod tests {
                 sync_id: 51,
                 sync_port: DEFAULT_SYNC_PORT,
                 server_address: None,
+                server_address6: None,
             })
         );
     }

@@ -522,7 +522,7 @@ mod tests {
         );
         assert_eq!(
             web.fallback.as_ref().map(|fallback| fallback.address),
-            Some(Ipv4Addr::new(192, 0, 2, 50))
+            Some(Ipv4Addr::new(192, 0, 2, 50).into())
         );
         // Every key of the table is documented, set or commented out.
         let text = std::fs::read_to_string(configs.join("reference.toml")).unwrap();

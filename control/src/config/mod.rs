@@ -11,7 +11,11 @@
 //! - `raw`: the file as written, the serde structs; nothing is checked there.
 //! - `director`, `service` (services, backends, the fallback), `health`, `ha`: each section's
 //!   validation, from its raw struct into its typed one.
-//! - `values`: value checks more than one section uses (integer ranges, unicast addresses).
+//! - `values`: value checks more than one section uses (integer ranges, unicast addresses of
+//!   either family).
+//!
+//! Addresses are IPv4 or IPv6 wherever a service or real server is named; `service` holds the
+//! rule of which families each forwarding method may mix.
 //! - `error`: [`ConfigError`], and the key path and position of a TOML shape error.
 //! - `summary`: the one-line summaries `director check` prints.
 //! - `mac`: MAC addresses as the file and the summaries write them.
@@ -28,6 +32,8 @@ mod error;
 mod fixtures;
 mod ha;
 mod health;
+#[cfg(test)]
+mod ipv6_tests;
 mod mac;
 mod onlink;
 mod raw;
@@ -35,7 +41,7 @@ mod service;
 mod summary;
 mod values;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -143,6 +149,9 @@ pub struct HaConfig {
     /// NAT: the real servers' default gateway on the server side (address, prefix length),
     /// held by the master like the VIPs, so replies follow a failover.
     pub server_address: Option<(Ipv4Addr, u8)>,
+    /// NAT with IPv6 real servers: their IPv6 default gateway on the server side (address,
+    /// prefix length), held like `server_address`.
+    pub server_address6: Option<(Ipv6Addr, u8)>,
 }
 
 /// Default `ha.priority` (keepalived's).
@@ -163,8 +172,8 @@ pub const MAX_UNICAST_PEERS: usize = 16;
 pub struct ServiceConfig {
     /// Operator's name, unique in the file.
     pub name: String,
-    /// Virtual IP address.
-    pub vip: Ipv4Addr,
+    /// Virtual IP address, IPv4 or IPv6.
+    pub vip: IpAddr,
     /// Destination port, 1..=65535: the first of `ports`.
     pub port: u16,
     /// Every port of the service (`port = 80` or `ports = [80, 443]`), `port` first. Several
@@ -172,8 +181,11 @@ pub struct ServiceConfig {
     pub ports: Vec<u16>,
     /// Client affinity: how long a client stays on its real server after its last packet.
     pub persistence: Option<Duration>,
-    /// Netmask applied to client addresses for persistence (`ipvsadm -M`).
+    /// Netmask applied to IPv4 client addresses for persistence (`ipvsadm -M`).
     pub persistence_netmask: Ipv4Addr,
+    /// Prefix length applied to IPv6 client addresses for persistence, 0..=128 (128: each
+    /// address on its own; 64 keeps a household on one server).
+    pub persistence_prefix6: u8,
     /// Transport protocol.
     pub protocol: Protocol,
     /// Scheduling algorithm.
@@ -195,8 +207,9 @@ pub struct ServiceConfig {
 /// One `[[service.backend]]` table: a real server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendConfig {
-    /// Its IPv4 address (under DR it must be on the director's L2 segment).
-    pub address: Ipv4Addr,
+    /// Its address, the VIP's family except under TUN (under DR it must be on the director's
+    /// L2 segment).
+    pub address: IpAddr,
     /// Relative weight, 0..=65535; 0 drains it (no new flows).
     pub weight: u32,
     /// A static MAC address that overrides the neighbour table.
@@ -447,13 +460,13 @@ mod tests {
             service.backends,
             [
                 BackendConfig {
-                    address: Ipv4Addr::new(192, 0, 2, 11),
+                    address: Ipv4Addr::new(192, 0, 2, 11).into(),
                     weight: 1,
                     mac: None,
                     port: None,
                 },
                 BackendConfig {
-                    address: Ipv4Addr::new(192, 0, 2, 12),
+                    address: Ipv4Addr::new(192, 0, 2, 12).into(),
                     weight: 2,
                     mac: Some([2, 0, 0, 0, 0, 0x12]),
                     port: None,
@@ -573,19 +586,19 @@ mod tests {
         let web = &demo.services[0];
         assert_eq!(
             (web.vip, web.port, web.protocol),
-            (Ipv4Addr::new(192, 0, 2, 10), 80, Protocol::Tcp)
+            (Ipv4Addr::new(192, 0, 2, 10).into(), 80, Protocol::Tcp)
         );
         assert_eq!(
             (web.scheduler, web.forwarding),
             (Algorithm::Maglev, Forwarding::DirectRouting)
         );
-        let addresses: Vec<Ipv4Addr> = web.backends.iter().map(|backend| backend.address).collect();
+        let addresses: Vec<IpAddr> = web.backends.iter().map(|backend| backend.address).collect();
         assert_eq!(
             addresses,
             [
-                Ipv4Addr::new(192, 0, 2, 11),
-                Ipv4Addr::new(192, 0, 2, 12),
-                Ipv4Addr::new(192, 0, 2, 13)
+                IpAddr::from([192, 0, 2, 11]),
+                IpAddr::from([192, 0, 2, 12]),
+                IpAddr::from([192, 0, 2, 13])
             ]
         );
     }

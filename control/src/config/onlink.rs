@@ -7,24 +7,24 @@
 //! system itself, nor judge anything but DR servers' addresses.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use dataplane::Forwarding;
 
 use super::{Config, ConfigError};
 
-/// An interface's IPv4 addresses with their prefix lengths, as the kernel lists them.
+/// An interface's IPv4 and IPv6 addresses with their prefix lengths, as the kernel lists them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InterfacePrefixes {
     /// The interface's name.
     pub interface: String,
-    /// Its addresses and prefix lengths, e.g. `(192.0.2.1, 24)`.
-    pub prefixes: Vec<(Ipv4Addr, u8)>,
+    /// Its addresses and prefix lengths, e.g. `(192.0.2.1, 24)` or `(2001:db8::1, 64)`.
+    pub prefixes: Vec<(IpAddr, u8)>,
 }
 
 impl InterfacePrefixes {
     /// Whether a connected prefix of this interface covers `address`.
-    pub fn covers(&self, address: Ipv4Addr) -> bool {
+    pub fn covers(&self, address: IpAddr) -> bool {
         self.prefixes
             .iter()
             .any(|&(own, length)| same_network(own, address, length))
@@ -93,12 +93,23 @@ fn off_link(client_side: &InterfacePrefixes) -> String {
     )
 }
 
-/// Whether `a` and `b` share their first `length` bits.
-fn same_network(a: Ipv4Addr, b: Ipv4Addr, length: u8) -> bool {
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(length.min(32)))
-        .unwrap_or(0);
-    u32::from(a) & mask == u32::from(b) & mask
+/// Whether `a` and `b` are of one family and share their first `length` bits.
+fn same_network(a: IpAddr, b: IpAddr, length: u8) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(length.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(length.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ pub(super) struct RawHa {
     pub(super) sync_id: Option<i64>,
     pub(super) sync_port: Option<i64>,
     pub(super) server_address: Option<String>,
+    pub(super) server_address6: Option<String>,
 }
 
 /// `[director.timeouts]` as written.
@@ -71,6 +72,7 @@ pub(super) struct RawService {
     pub(super) ports: Option<Vec<i64>>,
     pub(super) persistence: Option<String>,
     pub(super) persistence_netmask: Option<String>,
+    pub(super) persistence_prefix6: Option<i64>,
     pub(super) protocol: String,
     pub(super) scheduler: String,
     pub(super) forwarding: String,

@@ -3,10 +3,14 @@
 //! the fallback (sorry server); across services, unique names and each (vip, port, protocol)
 //! served once.
 //!
+//! Addresses are IPv4 or IPv6. A real server's family must be the VIP's under DR and NAT (DR
+//! only changes the MAC, NAT only the addresses); TUN may carry an IPv4 VIP's packets to an
+//! IPv6 real server (IPv4-in-IPv6, RFC 2473), never the reverse, as IPVS and Katran allow.
+//!
 //! The `[service.health_check]` table is `health`'s; this module only hands it over.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -14,7 +18,7 @@ use dataplane::{Forwarding, Protocol};
 use scheduler::Algorithm;
 
 use super::raw::{RawBackend, RawService};
-use super::values::{in_range, unicast_address};
+use super::values::{in_range, unicast_ip_address};
 use super::{
     parse_mac, BackendConfig, ConfigError, ServiceConfig, MAX_MAGLEV_TABLE_SIZE, MAX_PERSISTENCE,
     MAX_PORTS, MAX_SERVICE_NAME, MAX_WEIGHT,
@@ -35,7 +39,7 @@ pub(super) fn validate_services(
     }
     let mut services: Vec<ServiceConfig> = Vec::with_capacity(tables.len());
     let mut names: HashMap<String, usize> = HashMap::new();
-    let mut keys: HashMap<(Ipv4Addr, u16, Protocol), usize> = HashMap::new();
+    let mut keys: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
     for (index, raw) in tables.into_iter().enumerate() {
         let service = raw.validate(index)?;
         let at = format!("service[{index}] {:?}", service.name);
@@ -52,10 +56,9 @@ pub(super) fn validate_services(
                     format!("{at}: vip"),
                     format!("\"{}\"", service.vip),
                     format!(
-                        "{}:{}/{} is already served by service[{first}] {:?}, expected each \
+                        "{}/{} is already served by service[{first}] {:?}, expected each \
                          (vip, port, protocol) once",
-                        service.vip,
-                        port,
+                        SocketAddr::new(service.vip, port),
                         service.protocol.name(),
                         services[first].name
                     ),
@@ -77,11 +80,13 @@ impl RawService {
             ));
         }
         let at = format!("service[{index}] {:?}", self.name);
-        let vip = unicast_address(&self.vip, &format!("{at}: vip"))?;
+        let vip = unicast_ip_address(&self.vip, &format!("{at}: vip"))?;
         let ports = validate_ports(self.port, self.ports, &at)?;
         let port = ports[0];
         let (persistence, persistence_netmask) =
             validate_persistence(self.persistence, self.persistence_netmask, &at)?;
+        let persistence_prefix6 =
+            validate_prefix6(self.persistence_prefix6, persistence.is_some(), &at)?;
         let protocol = parse_protocol(&self.protocol, &at)?;
         let scheduler = Algorithm::from_str(&self.scheduler).map_err(|_| {
             ConfigError::invalid(
@@ -112,7 +117,7 @@ impl RawService {
             validate_maglev_table_size(self.maglev_table_size, self.backend.len(), &at)?;
         let mut backends: Vec<BackendConfig> = Vec::with_capacity(self.backend.len());
         for (position, raw) in self.backend.into_iter().enumerate() {
-            let backend = raw.validate(&format!("{at}: backend[{position}]"), vip)?;
+            let backend = raw.validate(&format!("{at}: backend[{position}]"), vip, forwarding)?;
             if let Some(first) = backends
                 .iter()
                 .position(|other| other.address == backend.address)
@@ -153,6 +158,7 @@ impl RawService {
             ports,
             persistence,
             persistence_netmask,
+            persistence_prefix6,
             protocol,
             scheduler,
             forwarding,
@@ -197,6 +203,47 @@ fn validate_maglev_table_size(
     })
 }
 
+/// A real server's family against the VIP's: equal under DR and NAT; under TUN an IPv4 VIP may
+/// also go to an IPv6 real server (4in6), an IPv6 VIP never to an IPv4 one (IPv4 cannot carry
+/// IPv6 here: no 6in4).
+fn check_family(
+    server: IpAddr,
+    key: &str,
+    vip: IpAddr,
+    forwarding: Forwarding,
+) -> Result<(), ConfigError> {
+    let allowed = match (vip, server, forwarding) {
+        (IpAddr::V4(_), IpAddr::V4(_), _)
+        | (IpAddr::V6(_), IpAddr::V6(_), _)
+        | (IpAddr::V4(_), IpAddr::V6(_), Forwarding::Tunnel) => true,
+        (IpAddr::V6(_), IpAddr::V4(_), _) | (IpAddr::V4(_), IpAddr::V6(_), _) => false,
+    };
+    if allowed {
+        return Ok(());
+    }
+    let family = |address: IpAddr| if address.is_ipv4() { "IPv4" } else { "IPv6" };
+    let expected = if forwarding == Forwarding::Tunnel {
+        format!(
+            "the vip \"{vip}\" is IPv6 and forwarding = \"tun\" cannot carry IPv6 in IPv4; \
+             expected an IPv6 real server (an IPv4 vip may tunnel to IPv6 ones, not the reverse)"
+        )
+    } else {
+        format!(
+            "the vip \"{vip}\" is {} and forwarding = {:?} needs real servers of the vip's \
+             family; expected an {} address (only \"tun\" mixes families, IPv4 vip to IPv6 \
+             real servers)",
+            family(vip),
+            forwarding.name(),
+            family(vip)
+        )
+    };
+    Err(ConfigError::invalid(
+        key,
+        format!("\"{server}\" ({})", family(server)),
+        expected,
+    ))
+}
+
 /// A backend's `port` (LVS-NAT port mapping): only NAT rewrites ports, and one port cannot
 /// stand for each of a service group's.
 fn check_port_mapping(
@@ -236,29 +283,40 @@ fn check_port_mapping(
 fn validate_fallback(
     text: &str,
     key: &str,
-    vip: Ipv4Addr,
+    vip: IpAddr,
     forwarding: Forwarding,
     ports: &[u16],
     backends: &[BackendConfig],
 ) -> Result<BackendConfig, ConfigError> {
     let value = format!("{text:?}");
     let invalid = |expected: String| ConfigError::invalid(key, &value, expected);
-    let (address, port) = match text.split_once(':') {
-        Some((address, port)) => (address, Some(port)),
-        None => (text, None),
+    // "ADDRESS", "IPV4:PORT" or "[IPV6]:PORT": an IPv6 address holds colons of its own.
+    let (address, port) = if let Some(rest) = text.strip_prefix('[') {
+        match rest.split_once("]:") {
+            Some((address, port)) => (address, Some(port)),
+            None => (rest.strip_suffix(']').unwrap_or(text), None),
+        }
+    } else if text.matches(':').count() == 1 {
+        text.split_once(':')
+            .map_or((text, None), |(address, port)| (address, Some(port)))
+    } else {
+        (text, None)
     };
-    let Ok(address) = address.parse::<Ipv4Addr>() else {
+    let Ok(address) = address.parse::<IpAddr>() else {
         return Err(invalid(
-            "expected an IPv4 address and optional port, such as \"192.0.2.50\" or \
-             \"192.0.2.50:80\""
+            "expected an address and optional port, such as \"192.0.2.50\", \"192.0.2.50:80\", \
+             \"2001:db8::50\" or \"[2001:db8::50]:80\""
                 .to_owned(),
         ));
     };
-    unicast_address(&address.to_string(), key).map_err(|_| {
+    unicast_ip_address(&address.to_string(), key).map_err(|_| {
         invalid(
-            "expected a unicast address (not 0.0.0.0, broadcast, multicast or loopback)".to_owned(),
+            "expected a unicast address (not unspecified, broadcast, multicast, loopback or \
+             link-local)"
+                .to_owned(),
         )
     })?;
+    check_family(address, key, vip, forwarding)?;
     if address == vip {
         return Err(invalid(
             "the fallback equals the service's vip, expected the sorry server's own address"
@@ -410,6 +468,23 @@ fn validate_persistence(
     Ok((persistence, netmask))
 }
 
+/// `persistence_prefix6`: the IPv6 client prefix length persistence keys on (IPVS's
+/// `-M` for IPv6 is a prefix length too), 0..=128, default 128 (one template per address).
+fn validate_prefix6(prefix: Option<i64>, persistent: bool, at: &str) -> Result<u8, ConfigError> {
+    let Some(prefix) = prefix else {
+        return Ok(128);
+    };
+    let key = format!("{at}: persistence_prefix6");
+    if !persistent {
+        return Err(ConfigError::invalid(
+            key,
+            prefix.to_string(),
+            "only meaningful with persistence = \"<timeout>\"",
+        ));
+    }
+    in_range(prefix, 0u8, 128, &key)
+}
+
 /// A contiguous dotted netmask (`255.255.255.0`), or `None`.
 fn parse_netmask(text: &str) -> Option<Ipv4Addr> {
     let mask = u32::from(text.parse::<Ipv4Addr>().ok()?);
@@ -444,8 +519,14 @@ fn parse_forwarding(text: &str, at: &str) -> Result<Forwarding, ConfigError> {
 }
 
 impl RawBackend {
-    fn validate(self, at: &str, vip: Ipv4Addr) -> Result<BackendConfig, ConfigError> {
-        let address = unicast_address(&self.address, &format!("{at}.address"))?;
+    fn validate(
+        self,
+        at: &str,
+        vip: IpAddr,
+        forwarding: Forwarding,
+    ) -> Result<BackendConfig, ConfigError> {
+        let address = unicast_ip_address(&self.address, &format!("{at}.address"))?;
+        check_family(address, &format!("{at}.address"), vip, forwarding)?;
         if address == vip {
             return Err(ConfigError::invalid(
                 format!("{at}.address"),
@@ -565,7 +646,7 @@ mod tests {
             &error_with("\"192.0.2.10\"", "\"192.0.2.300\""),
             &[
                 "service[0] \"web\": vip = \"192.0.2.300\"",
-                "expected an IPv4 address",
+                "expected an IPv4 or IPv6 address",
             ],
         );
         assert_mentions(
@@ -732,7 +813,7 @@ mod tests {
             &error_with("\"192.0.2.11\"", "\"backend1\""),
             &[
                 "service[0] \"web\": backend[0].address = \"backend1\"",
-                "expected an IPv4 address",
+                "expected an IPv4 or IPv6 address",
             ],
         );
         // Weight 0 (drain) is allowed.
@@ -852,7 +933,7 @@ mod tests {
         let fallback = config.services[0].fallback.as_ref().unwrap();
         assert_eq!(
             (fallback.address, fallback.port, fallback.weight),
-            (Ipv4Addr::new(192, 0, 2, 50), None, 1)
+            (IpAddr::from([192, 0, 2, 50]), None, 1)
         );
         assert!(config.services[0]
             .summary()
@@ -879,10 +960,7 @@ mod tests {
             ),
             ("\"192.0.2.50:0\"", "expected a port of 1..=65535"),
             ("\"192.0.2.50:http\"", "expected a port of 1..=65535"),
-            (
-                "\"sorry.example\"",
-                "expected an IPv4 address and optional port",
-            ),
+            ("\"sorry.example\"", "expected an address and optional port"),
             ("\"127.0.0.1\"", "expected a unicast address"),
             ("\"192.0.2.10\"", "equals the service's vip"),
             ("\"192.0.2.12\"", "already backend[1]"),

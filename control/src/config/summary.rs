@@ -3,9 +3,9 @@
 //! Formatting only: everything summarised was validated already.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use super::{format_mac, HaConfig, OnFailure, ServiceConfig};
+use super::{format_mac, BackendConfig, HaConfig, OnFailure, ServiceConfig};
 use crate::duration::format_duration;
 
 impl HaConfig {
@@ -35,14 +35,15 @@ impl HaConfig {
 
 impl ServiceConfig {
     /// One line for `director check`, e.g.
-    /// `web: tcp 192.0.2.10:80 maglev dr -> 192.0.2.11 (weight 1), 192.0.2.12 (weight 1)`.
+    /// `web: tcp 192.0.2.10:80 maglev dr -> 192.0.2.11 (weight 1), 192.0.2.12 (weight 1)`;
+    /// an IPv6 VIP in brackets, `web6: tcp [2001:db8::10]:80 ...`.
     pub fn summary(&self) -> String {
         let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
         let mut line = format!(
             "{}: {} {}:{} {} {}",
             self.name,
             self.protocol.name(),
-            self.vip,
+            host(self.vip),
             ports.join(","),
             self.scheduler,
             self.forwarding.name()
@@ -52,14 +53,14 @@ impl ServiceConfig {
             if self.persistence_netmask != Ipv4Addr::BROADCAST {
                 let _ = write!(line, " mask {}", self.persistence_netmask);
             }
+            if self.persistence_prefix6 != 128 {
+                let _ = write!(line, " prefix6 /{}", self.persistence_prefix6);
+            }
         }
         line.push_str(" ->");
         for (position, backend) in self.backends.iter().enumerate() {
             let separator = if position == 0 { " " } else { ", " };
-            let _ = write!(line, "{separator}{}", backend.address);
-            if let Some(port) = backend.port {
-                let _ = write!(line, ":{port}");
-            }
+            let _ = write!(line, "{separator}{}", server(backend));
             let _ = write!(line, " (weight {}", backend.weight);
             if let Some(mac) = backend.mac {
                 let _ = write!(line, ", mac {}", format_mac(mac));
@@ -67,10 +68,7 @@ impl ServiceConfig {
             line.push(')');
         }
         if let Some(fallback) = &self.fallback {
-            let _ = write!(line, "; fallback {}", fallback.address);
-            if let Some(port) = fallback.port {
-                let _ = write!(line, ":{port}");
-            }
+            let _ = write!(line, "; fallback {}", server(fallback));
         }
         if let Some(check) = &self.health_check {
             let _ = write!(
@@ -88,5 +86,22 @@ impl ServiceConfig {
             );
         }
         line
+    }
+}
+
+/// An address as it goes before `:port`: IPv6 in brackets (RFC 5952 6).
+fn host(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(address) => address.to_string(),
+        IpAddr::V6(address) => format!("[{address}]"),
+    }
+}
+
+/// A real server with its NAT port, if any: `192.0.2.11:8080`, `[2001:db8::11]:8080`, or the
+/// bare address.
+fn server(backend: &BackendConfig) -> String {
+    match backend.port {
+        Some(port) => SocketAddr::new(backend.address, port).to_string(),
+        None => backend.address.to_string(),
     }
 }

@@ -1,13 +1,15 @@
-//! The addresses the director holds on its interfaces: the VIPs on the client side and, under
-//! `[ha]` with NAT, the real servers' gateway (`ha.server_address`) on the server side. Added
-//! while serving, removed otherwise, retried on every tick; removed at shutdown. Only addresses
-//! this process added (or, under `[ha]`, an earlier run left) are ever removed.
+//! The addresses the director holds on its interfaces: the VIPs on the client side (IPv4 as a
+//! /32, IPv6 as a /128 added without duplicate address detection, so it answers at once; the
+//! kernel answers ARP and NDP for them) and, under `[ha]` with NAT, the real servers' gateways
+//! (`ha.server_address`, `ha.server_address6`) on the server side. Added while serving, removed
+//! otherwise, retried on every tick; removed at shutdown. Only addresses this process added
+//! (or, under `[ha]`, an earlier run left) are ever removed.
 //!
 //! It changes addresses only: steering frames is [`super::steering`]'s, deciding whether to
 //! serve is VRRP's ([`super::failover`]).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use tracing::{info, warn};
 
@@ -19,29 +21,28 @@ impl Director {
     /// Takes charge of VIPs and the NAT gateway address an earlier run left on the interfaces
     /// (killed before it could remove them): under `[ha]` they are VRRP's, so a backup must
     /// give them up rather than answer ARP for them.
-    pub(super) fn adopt_leftover_addresses(&mut self, config: &HaConfig, vips: &[Ipv4Addr]) {
-        if let Ok(present) = self.netlink.addresses(self.home_ifindex) {
-            for (address, _) in present {
-                if vips.contains(&address) {
-                    warn!(vip = %address, "a VIP left by an earlier run: removing it until master");
-                    self.added_vips.insert(address);
-                }
+    pub(super) fn adopt_leftover_addresses(&mut self, config: &HaConfig, vips: &[IpAddr]) {
+        for (address, _) in all_addresses(&mut self.netlink, self.home_ifindex) {
+            if vips.contains(&address) {
+                warn!(vip = %address, "a VIP left by an earlier run: removing it until master");
+                self.added_vips.insert(address);
             }
         }
-        if let (Some((address, prefix)), Some(ifindex)) = (config.server_address, self.sides.server)
-        {
-            if let Ok(present) = self.netlink.addresses(ifindex) {
-                if present.iter().any(|(candidate, _)| *candidate == address) {
-                    warn!(%address, "the NAT gateway address left by an earlier run: removing it until master");
-                    self.added_server_address = Some((address, prefix));
-                }
+        let Some(ifindex) = self.sides.server else {
+            return;
+        };
+        let present = all_addresses(&mut self.netlink, ifindex);
+        for (address, prefix) in server_addresses(config) {
+            if present.iter().any(|(candidate, _)| *candidate == address) {
+                warn!(%address, "the NAT gateway address left by an earlier run: removing it until master");
+                self.added_server_addresses.insert((address, prefix));
             }
         }
     }
 
-    /// Every service's VIP, once each.
-    pub(super) fn vips(&self) -> Vec<Ipv4Addr> {
-        let vips: BTreeSet<Ipv4Addr> = self
+    /// Every service's VIP, once each, IPv4 first.
+    pub(super) fn vips(&self) -> Vec<IpAddr> {
+        let vips: BTreeSet<IpAddr> = self
             .config
             .services
             .iter()
@@ -53,7 +54,7 @@ impl Director {
     /// Adds the VIPs the configuration has and removes those this process added that it no
     /// longer has.
     pub(super) fn sync_vips(&mut self) {
-        let wanted: BTreeSet<Ipv4Addr> = if self.serving() {
+        let wanted: BTreeSet<IpAddr> = if self.serving() {
             self.vips().into_iter().collect()
         } else {
             BTreeSet::new()
@@ -63,7 +64,10 @@ impl Director {
             if self.added_vips.contains(&vip) {
                 continue;
             }
-            match self.netlink.add_address(interface.ifindex, vip, 32) {
+            match self
+                .netlink
+                .add_address(interface.ifindex, vip, host_prefix(vip))
+            {
                 Ok(AddressChange::Added) => {
                     info!(%vip, interface = %interface.name, "VIP added");
                     self.added_vips.insert(vip);
@@ -79,9 +83,12 @@ impl Director {
                 Err(error) => warn!(%vip, %error, "could not add VIP"),
             }
         }
-        let unwanted: Vec<Ipv4Addr> = self.added_vips.difference(&wanted).copied().collect();
+        let unwanted: Vec<IpAddr> = self.added_vips.difference(&wanted).copied().collect();
         for vip in unwanted {
-            match self.netlink.remove_address(self.home_ifindex, vip, 32) {
+            match self
+                .netlink
+                .remove_address(self.home_ifindex, vip, host_prefix(vip))
+            {
                 Ok(()) => {
                     info!(%vip, "VIP removed");
                     self.added_vips.remove(&vip);
@@ -93,41 +100,42 @@ impl Director {
         self.sync_server_address();
     }
 
-    /// Holds the NAT real servers' gateway (`ha.server_address`) on the server side while
-    /// serving, announcing it with gratuitous ARP when it arrives, so their replies follow a
-    /// failover; gives it up otherwise.
+    /// Holds the NAT real servers' gateways (`ha.server_address`, `ha.server_address6`) on
+    /// the server side while serving, announcing each with gratuitous ARP or an unsolicited
+    /// neighbour advertisement when it arrives, so their replies follow a failover; gives them
+    /// up otherwise.
     fn sync_server_address(&mut self) {
-        let wanted = self
-            .config
-            .ha
-            .as_ref()
-            .and_then(|ha| ha.server_address)
-            .filter(|_| self.serving());
-        if wanted == self.added_server_address {
+        let wanted: BTreeSet<(IpAddr, u8)> = match &self.config.ha {
+            Some(ha) if self.serving() => server_addresses(ha).into_iter().collect(),
+            _ => BTreeSet::new(),
+        };
+        if wanted == self.added_server_addresses {
             return;
         }
         let Some(server) = self.shared.interfaces.get(1) else {
             return;
         };
-        if let Some((address, prefix)) = self.added_server_address {
+        let unwanted: Vec<(IpAddr, u8)> = self
+            .added_server_addresses
+            .difference(&wanted)
+            .copied()
+            .collect();
+        for (address, prefix) in unwanted {
             match self.netlink.remove_address(server.ifindex, address, prefix) {
                 Ok(()) => {
                     info!(%address, interface = %server.name, "NAT gateway address removed");
-                    self.added_server_address = None;
+                    self.added_server_addresses.remove(&(address, prefix));
                 }
-                Err(error) => {
-                    warn!(%address, %error, "could not remove the NAT gateway address");
-                    return;
-                }
+                Err(error) => warn!(%address, %error, "could not remove the NAT gateway address"),
             }
         }
-        if let Some((address, prefix)) = wanted {
+        for &(address, prefix) in wanted.difference(&self.added_server_addresses.clone()) {
             match self.netlink.add_address(server.ifindex, address, prefix) {
                 Ok(_) => {
                     info!(%address, interface = %server.name, "NAT gateway address added");
-                    self.added_server_address = Some((address, prefix));
+                    self.added_server_addresses.insert((address, prefix));
                     if let Err(error) =
-                        crate::ha::vrrp::announce_addresses(&server.name, &[address.into()])
+                        crate::ha::vrrp::announce_addresses(&server.name, &[address])
                     {
                         warn!(%error, "could not announce the NAT gateway address");
                     }
@@ -142,25 +150,63 @@ impl Director {
         release_addresses(
             &mut self.netlink,
             (self.home_ifindex, &mut self.added_vips),
-            (self.sides.server, &mut self.added_server_address),
+            (self.sides.server, &mut self.added_server_addresses),
         );
     }
+}
+
+/// The prefix length a VIP is held with: the address alone.
+fn host_prefix(address: IpAddr) -> u8 {
+    if address.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+/// The NAT gateway addresses `[ha]` configures, IPv4 then IPv6.
+fn server_addresses(config: &HaConfig) -> Vec<(IpAddr, u8)> {
+    let v4 = config
+        .server_address
+        .map(|(address, prefix)| (IpAddr::V4(address), prefix));
+    let v6 = config
+        .server_address6
+        .map(|(address, prefix)| (IpAddr::V6(address), prefix));
+    v4.into_iter().chain(v6).collect()
+}
+
+/// Both families' addresses on `ifindex`; a family that cannot be read is left out (adopting
+/// leftovers is best effort, as it always was).
+fn all_addresses(netlink: &mut Netlink, ifindex: u32) -> Vec<(IpAddr, u8)> {
+    let v4 = netlink.addresses(ifindex).unwrap_or_default();
+    let v6 = netlink.addresses_v6(ifindex).unwrap_or_default();
+    v4.into_iter()
+        .map(|(address, prefix)| (IpAddr::V4(address), prefix))
+        .chain(
+            v6.into_iter()
+                .map(|(address, prefix)| (IpAddr::V6(address), prefix)),
+        )
+        .collect()
 }
 
 /// Removes the VIPs (on the client side) and the NAT gateway address (on the server side) a
 /// director holds, forgetting them.
 pub(super) fn release_addresses(
     netlink: &mut Netlink,
-    (client, vips): (u32, &mut BTreeSet<Ipv4Addr>),
-    (server, gateway): (Option<u32>, &mut Option<(Ipv4Addr, u8)>),
+    (client, vips): (u32, &mut BTreeSet<IpAddr>),
+    (server, gateways): (Option<u32>, &mut BTreeSet<(IpAddr, u8)>),
 ) {
     for vip in std::mem::take(vips) {
-        match netlink.remove_address(client, vip, 32) {
+        match netlink.remove_address(client, vip, host_prefix(vip)) {
             Ok(()) => info!(%vip, "VIP removed"),
             Err(error) => warn!(%vip, %error, "could not remove VIP"),
         }
     }
-    if let (Some((address, prefix)), Some(ifindex)) = (gateway.take(), server) {
+    let gateways = std::mem::take(gateways);
+    let Some(ifindex) = server else {
+        return;
+    };
+    for (address, prefix) in gateways {
         if let Err(error) = netlink.remove_address(ifindex, address, prefix) {
             warn!(%address, %error, "could not remove the NAT gateway address");
         }

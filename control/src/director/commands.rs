@@ -6,7 +6,7 @@
 //! It must not change anything from the socket's thread: every change goes through the loop,
 //! one at a time.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -87,9 +87,9 @@ impl Director {
                 .collect();
             bail!("no service {service:?}; services: {}", names.join(", "));
         };
-        let address: Ipv4Addr = backend
-            .parse()
-            .map_err(|_| anyhow::anyhow!("backend {backend:?}: expected an IPv4 address"))?;
+        let address: IpAddr = backend.parse().map_err(|_| {
+            anyhow::anyhow!("backend {backend:?}: expected an IPv4 or IPv6 address")
+        })?;
         if !configured
             .backends
             .iter()

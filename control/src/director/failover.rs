@@ -43,8 +43,6 @@ impl Director {
     ) -> anyhow::Result<()> {
         let vips = self.vips();
         self.adopt_leftover_addresses(config, &vips);
-        // integrator: drop the conversion once `vips()` returns `IpAddr`s.
-        let vips: Vec<std::net::IpAddr> = vips.into_iter().map(Into::into).collect();
         // Every interface the director serves must have its link, the NAT server side too.
         let links: Vec<String> = self
             .shared

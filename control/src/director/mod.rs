@@ -29,7 +29,7 @@
 //! - [`state`]: what the stats socket reads ([`Shared`]); a leaf that imports none of these.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -168,9 +168,9 @@ struct Director {
     /// The client side and, with NAT, the server side.
     sides: Sides,
     /// VIPs this process added (and so removes); ones already present are left alone.
-    added_vips: BTreeSet<Ipv4Addr>,
-    /// The NAT gateway address (`ha.server_address`) while this process holds it.
-    added_server_address: Option<(Ipv4Addr, u8)>,
+    added_vips: BTreeSet<IpAddr>,
+    /// The NAT gateway addresses (`ha.server_address`, `ha.server_address6`) this process holds.
+    added_server_addresses: BTreeSet<(IpAddr, u8)>,
     /// What the client side's classifier currently sends to the workers.
     classifier_keys: HashSet<ServiceKey>,
     /// The NAT real servers (address, port, protocol) whose replies the server side's
@@ -178,7 +178,7 @@ struct Director {
     nat_keys: HashSet<NatBackendKey>,
     /// The director's own server-side addresses the server side's classifier knows: frames
     /// from NAT real servers to them (answers to health checks) go to the kernel.
-    local_addresses: HashSet<Ipv4Addr>,
+    local_addresses: HashSet<IpAddr>,
     neighbours: Neighbours,
     /// Tables the workers replaced, to be freed by control.
     retired_tables: Receiver<Arc<ServiceTable>>,
@@ -189,5 +189,5 @@ struct Director {
     /// VRRP's events: never anything until VRRP runs, and again after its thread stopped.
     ha_events: Receiver<HaEvent>,
     /// The on-link TUN real servers pinned in the routing mirror.
-    pinned: BTreeSet<Ipv4Addr>,
+    pinned: BTreeSet<IpAddr>,
 }

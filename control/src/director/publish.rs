@@ -33,8 +33,12 @@ impl Director {
         if fresh == self.neighbours {
             return;
         }
-        if fresh.gateway != self.neighbours.gateway {
-            info!(gateway = ?fresh.gateway, "client side's next hop for NAT replies changed");
+        if fresh.gateway != self.neighbours.gateway || fresh.gateway6 != self.neighbours.gateway6 {
+            info!(
+                gateway = ?fresh.gateway,
+                gateway6 = ?fresh.gateway6,
+                "client side's next hop for NAT replies changed"
+            );
         }
         self.neighbours = fresh;
         set_gateway(&mut self.builder, &self.neighbours);

@@ -100,8 +100,7 @@ impl Director {
         self.publish(built);
         problems.extend(self.announce_services());
         self.sync_vips();
-        // integrator: drop the conversion once `vips()` returns `IpAddr`s.
-        let vips: Vec<std::net::IpAddr> = self.vips().into_iter().map(Into::into).collect();
+        let vips = self.vips();
         if let (Some(ha), Some(config)) = (&mut self.ha, &self.config.ha) {
             // Same router (unchangeable() made sure): state and timers stay, no takeover.
             if let Err(error) = ha.vrrp.update(config, &vips) {

@@ -8,7 +8,7 @@
 //! the mirror for longer than its bounded requests.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +58,7 @@ pub(super) fn start(
 
 /// The TUN real servers (fallbacks included) on a connected prefix of the client side: the
 /// ones to pin, so the FIB gives each a host route and a neighbour slot of its own.
-pub(super) fn on_link_tun_servers(netlink: &mut Netlink, config: &Config) -> BTreeSet<Ipv4Addr> {
+pub(super) fn on_link_tun_servers(netlink: &mut Netlink, config: &Config) -> BTreeSet<IpAddr> {
     let Some(client) = config.director.interfaces.first() else {
         return BTreeSet::new();
     };

@@ -61,7 +61,7 @@ impl Director {
         release_addresses(
             &mut self.netlink,
             (self.home_ifindex, &mut self.added_vips),
-            (self.sides.server, &mut self.added_server_address),
+            (self.sides.server, &mut self.added_server_addresses),
         );
         // The last reference detaches the classifiers (their bpf_links close); should anything
         // still hold one, process exit closes them a moment later.

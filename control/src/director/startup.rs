@@ -7,7 +7,7 @@
 //! and a failure after the workers run is undone by [`Director::stop`].
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -162,7 +162,7 @@ impl Director {
             home_ifindex,
             sides,
             added_vips: BTreeSet::new(),
-            added_server_address: None,
+            added_server_addresses: BTreeSet::new(),
             classifier_keys: HashSet::new(),
             nat_keys: HashSet::new(),
             local_addresses: HashSet::new(),
@@ -244,16 +244,20 @@ fn attach_classifiers(config: &Config) -> anyhow::Result<Vec<Interface>> {
 /// The data plane does all of NAT's forwarding; the kernel forwarding too would route what
 /// the classifier passes (a real server's own traffic, say) behind the director's back.
 fn warn_if_kernel_forwards() {
-    const SYSCTL: &str = "/proc/sys/net/ipv4/conf/all/forwarding";
-    match std::fs::read_to_string(SYSCTL) {
-        Ok(value) if value.trim() == "0" => {}
-        Ok(value) => warn!(
-            sysctl = SYSCTL,
-            value = value.trim(),
-            "the kernel forwards IPv4 too; NAT needs no kernel forwarding, and with it on the \
-             real servers' traffic the director does not translate is routed unchanged"
-        ),
-        Err(error) => warn!(sysctl = SYSCTL, %error, "could not read"),
+    for (family, sysctl) in [
+        ("IPv4", "/proc/sys/net/ipv4/conf/all/forwarding"),
+        ("IPv6", "/proc/sys/net/ipv6/conf/all/forwarding"),
+    ] {
+        match std::fs::read_to_string(sysctl) {
+            Ok(value) if value.trim() == "0" => {}
+            Ok(value) => warn!(
+                sysctl,
+                value = value.trim(),
+                "the kernel forwards {family} too; NAT needs no kernel forwarding, and with it on \
+                 the real servers' traffic the director does not translate is routed unchanged"
+            ),
+            Err(error) => warn!(sysctl, %error, "could not read"),
+        }
     }
 }
 
@@ -267,8 +271,9 @@ fn required_interface_facts(
     if facts.is_none() {
         if let Some(method) = config.needs_own_addresses() {
             bail!(
-                "interface {}: no IPv4 address (forwarding = {:?} needs the director's own \
-                 address on each interface it uses); give it an address on its subnet",
+                "interface {}: no IPv4 or global IPv6 address (forwarding = {:?} needs the \
+                 director's own address on each interface it uses); give it an address on its \
+                 subnet",
                 interfaces
                     .last()
                     .map_or("?", |interface| interface.name.as_str()),
@@ -279,39 +284,46 @@ fn required_interface_facts(
     Ok(facts)
 }
 
-/// What the rewrites need to know about the director's interfaces: MAC, MTU and own address
-/// (the tunnel's outer source: the first address with a real prefix, not a /32 VIP) of the
-/// client side, and of the server side if there is one (else the client side's again). The
-/// client side's NAT next hop is filled in from the neighbour table later ([`set_gateway`]).
+/// What the rewrites need to know about the director's interfaces: MAC, MTU and own addresses
+/// (the tunnel's outer source: the first address with a real prefix, not a VIP; for IPv6 a
+/// global-scope one, never link-local) of the client side, and of the server side if there is
+/// one (else the client side's again). An interface with IPv6 only gets `0.0.0.0` as its IPv4
+/// address (no IPv4 service can use it), one with neither fails. The client side's NAT next
+/// hop is filled in from the neighbour table later ([`set_gateway`]).
 fn interface_facts(
     netlink: &mut Netlink,
     interfaces: &[Interface],
     config: &Config,
 ) -> Option<Interfaces> {
-    let vips: HashSet<Ipv4Addr> = config.services.iter().map(|service| service.vip).collect();
+    let vips: HashSet<IpAddr> = config.services.iter().map(|service| service.vip).collect();
     let mut facts = |interface: &Interface| -> Option<dataplane::Interface> {
         let addresses = netlink
             .addresses(interface.ifindex)
             .map_err(|error| warn!(%error, interface = %interface.name, "could not list addresses"))
             .ok()?;
-        let address = addresses
-            .iter()
-            .find(|(address, prefix)| *prefix < 32 && !vips.contains(address))
-            .or_else(|| {
-                addresses
-                    .iter()
-                    .find(|(address, _)| !vips.contains(address))
-            })
-            .map(|(address, _)| *address)?;
+        let address = own_address(&addresses, 32, |address| {
+            !vips.contains(&IpAddr::V4(address))
+        });
+        let addresses6 = netlink
+            .addresses_v6(interface.ifindex)
+            .map_err(
+                |error| warn!(%error, interface = %interface.name, "could not list IPv6 addresses"),
+            )
+            .ok()?;
+        let address6 = own_address6(&addresses6, &vips);
+        let address = match (address, address6) {
+            (Some(address), _) => address,
+            (None, Some(_)) => Ipv4Addr::UNSPECIFIED,
+            (None, None) => return None,
+        };
         let mtu = netlink::interface_mtu(&interface.name)
             .map_err(|error| warn!(%error, interface = %interface.name, "could not read the MTU"))
             .ok()?;
-        info!(interface = %interface.name, %address, mtu, "interface facts");
+        info!(interface = %interface.name, %address, ?address6, mtu, "interface facts");
         Some(dataplane::Interface {
             mac: interface.mac,
             address,
-            // integrator: ctl6 fills the interface's global IPv6 address
-            address6: None,
+            address6,
             mtu,
             next_hop_mac: None,
         })
@@ -322,4 +334,64 @@ fn interface_facts(
         None => client,
     };
     Some(Interfaces { client, server })
+}
+
+/// The first address `usable` accepts that has a real prefix (shorter than `host_length`, so
+/// not a VIP-like host address), else the first `usable` one at all.
+fn own_address<A: Copy>(
+    addresses: &[(A, u8)],
+    host_length: u8,
+    usable: impl Fn(A) -> bool,
+) -> Option<A> {
+    addresses
+        .iter()
+        .find(|&&(address, prefix)| prefix < host_length && usable(address))
+        .or_else(|| addresses.iter().find(|&&(address, _)| usable(address)))
+        .map(|&(address, _)| address)
+}
+
+/// The interface's own global IPv6 address (IPv6 LVS-TUN's outer source): not link-local,
+/// loopback or a VIP, one with a real prefix first.
+fn own_address6(addresses: &[(Ipv6Addr, u8)], vips: &HashSet<IpAddr>) -> Option<Ipv6Addr> {
+    own_address(addresses, 128, |address: Ipv6Addr| {
+        !vips.contains(&IpAddr::V6(address))
+            && !address.is_unicast_link_local()
+            && !address.is_loopback()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(addresses: &[(&str, u8)]) -> Vec<(Ipv6Addr, u8)> {
+        addresses
+            .iter()
+            .map(|&(address, prefix)| (address.parse().unwrap(), prefix))
+            .collect()
+    }
+
+    #[test]
+    fn the_own_ipv6_address_is_global_not_a_vip_and_prefers_a_real_prefix() {
+        let vips: HashSet<IpAddr> = HashSet::from(["2001:db8::10".parse().unwrap()]);
+        let listed = parsed(&[
+            ("fe80::1", 64),
+            ("2001:db8::10", 128),
+            ("2001:db8::7", 128),
+            ("2001:db8::1", 64),
+        ]);
+        assert_eq!(
+            own_address6(&listed, &vips),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        // Only host addresses left: the first that is not a VIP.
+        let hosts = parsed(&[("fe80::1", 64), ("2001:db8::10", 128), ("2001:db8::7", 128)]);
+        assert_eq!(
+            own_address6(&hosts, &vips),
+            Some("2001:db8::7".parse().unwrap())
+        );
+        // Link-local and VIPs only: none (IPv6 tunnels are then dropped and counted).
+        let none = parsed(&[("fe80::1", 64), ("2001:db8::10", 128)]);
+        assert_eq!(own_address6(&none, &vips), None);
+    }
 }

@@ -7,7 +7,7 @@
 //! frames arrive, which the callers order) or touch addresses.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 
 use tracing::{info, warn};
 
@@ -41,8 +41,8 @@ impl Director {
                 Ok(()) => false,
                 Err(error) => {
                     problems.push(format!(
-                        "removing {}:{} from the classifier: {error}",
-                        key.vip, key.port
+                        "removing {} from the classifier: {error}",
+                        SocketAddr::new(key.vip, key.port)
                     ));
                     true
                 }
@@ -84,8 +84,8 @@ impl Director {
                     self.classifier_keys.insert(key);
                 }
                 Err(error) => problems.push(format!(
-                    "adding {}:{} to the classifier: {error}",
-                    key.vip, key.port
+                    "adding {} to the classifier: {error}",
+                    SocketAddr::new(key.vip, key.port)
                 )),
             }
         }
@@ -99,8 +99,8 @@ impl Director {
                         self.nat_keys.insert(key);
                     }
                     Err(error) => problems.push(format!(
-                        "adding NAT real server {}:{} to the classifier: {error}",
-                        key.address, key.port
+                        "adding NAT real server {} to the classifier: {error}",
+                        SocketAddr::new(key.address, key.port)
                     )),
                 }
             }
@@ -108,15 +108,25 @@ impl Director {
         problems
     }
 
-    /// Tells the server side's classifier the director's addresses there as they are now (an
-    /// address added later is picked up within a second). Without a server side (no NAT) no
-    /// frame from a real server is steered, so there is nothing to tell.
+    /// Tells the server side's classifier the director's addresses there (IPv4 and IPv6,
+    /// link-local included: a real server's NDP and health-check answers to it are the
+    /// kernel's) as they are now (an address added later is picked up within a second).
+    /// Without a server side (no NAT) no frame from a real server is steered, so there is
+    /// nothing to tell.
     pub(super) fn sync_local_addresses(&mut self) {
         let Some(server) = self.shared.interfaces.get(1) else {
             return;
         };
-        let wanted: HashSet<Ipv4Addr> = match self.netlink.addresses(server.ifindex) {
-            Ok(addresses) => addresses.into_iter().map(|(address, _)| address).collect(),
+        let listed = self.netlink.addresses(server.ifindex).and_then(|v4| {
+            let v6 = self.netlink.addresses_v6(server.ifindex)?;
+            Ok(v4
+                .into_iter()
+                .map(|(address, _)| IpAddr::V4(address))
+                .chain(v6.into_iter().map(|(address, _)| IpAddr::V6(address)))
+                .collect::<HashSet<IpAddr>>())
+        });
+        let wanted = match listed {
+            Ok(wanted) => wanted,
             Err(error) => {
                 warn!(%error, interface = %server.name, "could not list the server side's addresses");
                 return;
@@ -129,7 +139,7 @@ impl Director {
                 known.insert(address);
                 continue;
             }
-            match server.classifier.set_local_address(address.into()) {
+            match server.classifier.set_local_address(address) {
                 Ok(()) => {
                     info!(%address, interface = %server.name, "own address: frames to it stay with the kernel");
                     known.insert(address);
@@ -140,7 +150,7 @@ impl Director {
             }
         }
         for &address in self.local_addresses.difference(&wanted) {
-            if let Err(error) = server.classifier.remove_local_address(address.into()) {
+            if let Err(error) = server.classifier.remove_local_address(address) {
                 warn!(%address, %error, "could not remove an own address from the classifier");
                 known.insert(address);
             }

@@ -86,8 +86,7 @@ pub fn targets(config: &Config) -> Vec<Target> {
         for backend in &service.backends {
             targets.push(Target {
                 id: (service.name.clone(), backend.address),
-                // `into()`: the identity once ctl6 makes `backend.address` an `IpAddr`.
-                address: SocketAddr::new(backend.address.into(), service.check_port(backend)),
+                address: SocketAddr::new(backend.address, service.check_port(backend)),
                 check: Arc::clone(&check),
             });
         }

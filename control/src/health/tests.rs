@@ -3,7 +3,7 @@
 //! timeouts, exec checks killed and reaped, rise/fall, and updates keeping state.
 
 use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -28,18 +28,9 @@ fn check(kind: CheckKind, interval_ms: u64, timeout_ms: u64) -> Arc<HealthCheckC
 
 fn target(name: &str, address: SocketAddr, check: &Arc<HealthCheckConfig>) -> Target {
     Target {
-        id: (name.to_owned(), id_address(address.ip())),
+        id: (name.to_owned(), address.ip()),
         address,
         check: Arc::clone(check),
-    }
-}
-
-/// integrator: ctl6 makes `BackendId` hold an `IpAddr`: return `address` as it is. Until then
-/// IPv6 servers' ids are told apart by their service names.
-fn id_address(address: IpAddr) -> Ipv4Addr {
-    match address {
-        IpAddr::V4(v4) => v4,
-        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
     }
 }
 

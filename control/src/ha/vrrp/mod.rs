@@ -641,7 +641,7 @@ fn needs_restart(key: &'static str, old: &dyn ToString, new: &dyn ToString) -> V
 /// The interface's primary address: the first (in the kernel's order, which lists a subnet's
 /// primary first) that is not a VIP and not a /32, else the first that is not a VIP.
 fn primary_address(interface: &str, ifindex: u32, vips: &[IpAddr]) -> Result<Ipv4Addr, VrrpError> {
-    // integrator: once `Netlink::addresses` lists both families, keep only the IPv4 ones here.
+    // `Netlink::addresses` lists IPv4 only (IPv6 is `addresses_v6`).
     let addresses = Netlink::open()?.addresses(ifindex)?;
     let own: Vec<(Ipv4Addr, u8)> = addresses
         .into_iter()
@@ -674,6 +674,7 @@ mod tests {
             sync_id: 51,
             sync_port: 8848,
             server_address: None,
+            server_address6: None,
         }
     }
 
