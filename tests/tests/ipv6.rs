@@ -19,9 +19,9 @@ use std::time::Duration;
 use director_lab::config::with_stats_socket;
 use director_lab::stats::{self, Backend};
 use director_lab::{
-    assert_all_ok, poll_until, require_root, rs_decap_bin, rs_name, tally, vip6_url, vip_url,
-    workspace_dir, ChildGuard, DirectorProcess, GetOptions, Host, HttpResponse, Lab, LabOptions,
-    LoadOptions, CLIENT_IP, CLIENT_IP6, DIRECTOR_IP6, VIP, VIP6,
+    assert_all_ok, poll_until, require_root, rs_decap_bin, rs_name, tally, url_of, vip6_url,
+    vip_url, workspace_dir, ChildGuard, DirectorProcess, GetOptions, Host, HttpResponse, Lab,
+    LabOptions, LoadOptions, CLIENT_IP, CLIENT_IP6, DIRECTOR_IP6, VIP, VIP6,
 };
 use serde_json::Value;
 
@@ -81,6 +81,36 @@ fn assert_client_seen(results: &[anyhow::Result<HttpResponse>], client: &str) {
 fn has_address6(lab: &Lab, host: Host, device: &str, address: &str, prefix: u8) -> bool {
     let shown = lab.exec_ok(host, &["ip", "-o", "-6", "addr", "show", "dev", device]);
     shown.contains(&format!("inet6 {address}/{prefix} "))
+}
+
+// ---- the lab itself ----
+
+#[test]
+fn dual_stack_lab_serves_ipv6_directly_and_no_real_server_answers_ndp_for_the_vip() {
+    require_root!();
+    let lab = lab6(2);
+    // Each real server's HTTP server answers on its own IPv6 address and sees the client's.
+    for i in 1..=2 {
+        let results = lab.http_get_many(2, &url_of(&lab.rs_address6(i), 80));
+        assert_all_ok(&results, &format!("HTTP to {}", lab.rs_address6(i)));
+        assert_client_seen(&results, CLIENT_IP6);
+        assert_eq!(tally(&results).get(&rs_name(i)), Some(&2), "{results:?}");
+    }
+    // IPv4 clients of the same dual-stack sockets are still reported as themselves.
+    let results = lab.http_get_many(1, &url_of(&lab.rs_address(1), 80));
+    assert_all_ok(&results, "HTTP to rs1 over IPv4");
+    assert_client_seen(&results, CLIENT_IP);
+    // Without a director nobody owns the VIP on the segment: the real servers hold it on `lo`
+    // and their kernels leave the client's solicitations for it unanswered (RFC 4861 7.2.3).
+    let connect = lab.tcp_connects(Host::Client, VIP6, 80);
+    assert!(connect.is_err(), "something accepted on [{VIP6}]:80");
+    let entry = lab
+        .neighbour6(Host::Client, VIP6, "eth0")
+        .unwrap_or_else(|e| panic!("the client never solicited {VIP6}: {e:#}"));
+    assert!(
+        !entry.contains("lladdr"),
+        "a real server answered a neighbour solicitation for {VIP6}: {entry}"
+    );
 }
 
 // ---- direct routing ----
