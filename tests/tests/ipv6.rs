@@ -336,6 +336,47 @@ fn nat6_forwards_http_with_port_mapping_on_an_ipv6_server_segment() {
     assert_eq!(forwarding(), "0", "the director turned IPv6 forwarding on");
 }
 
+#[test]
+fn nat6_translates_a_real_servers_icmpv6_error_for_the_client() {
+    require_root!();
+    let lab = Lab::nat(LabOptions {
+        ipv6: true,
+        ports: vec![BACKEND_PORT],
+        ..LabOptions::servers(1)
+    });
+    // A UDP service mapped to a port nothing listens on: the real server's kernel answers
+    // ICMPv6 port unreachable (RFC 4443 3.1) about (client -> rs:9999), which reaches the
+    // client's socket as an error about (client -> [VIP6]:5353) only if the director
+    // translates the error, its quote and both checksums.
+    let mut config = lab.nat6_config("rr", Some(9999));
+    let service = &mut config.services[0];
+    service.protocol = "udp".into();
+    service.ports = vec![5353];
+    let director = lab.start_director(&config);
+
+    let probe = "import socket,sys\n\
+                 s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\n\
+                 s.settimeout(3)\n\
+                 s.connect((sys.argv[1],5353))\n\
+                 s.send(b'x')\n\
+                 try:\n    s.recv(100)\n    print('answer')\n\
+                 except ConnectionRefusedError:\n    print('refused')\n\
+                 except socket.timeout:\n    print('timeout')\n";
+    let out = lab.exec_ok(Host::Client, &["python3", "-c", probe, VIP6]);
+    assert_eq!(
+        out.trim(),
+        "refused",
+        "the client's UDP socket should see the translated port unreachable; director log:\n{}",
+        director.log()
+    );
+    let stats = director.stats();
+    assert!(
+        stats["xdp"]["icmp_redirected"].as_u64().unwrap_or(0) > 0,
+        "the server side's classifier did not steer the ICMPv6 error: {stats:#}"
+    );
+    assert_no_drops(&stats);
+}
+
 // ---- TUN ----
 
 /// Prepares real server `i` for tunnelled traffic: the decapsulator on `eth0`, and IPv4
@@ -474,6 +515,48 @@ fn tun6_forwards_http_through_ipv6_in_ipv6() {
             "rs{i}: decapsulated_6in6 {decapsulated}"
         );
     }
+}
+
+#[test]
+fn tun6_answers_too_big_packets_with_packet_too_big() {
+    require_root!();
+    let lab = lab6(1);
+    tunnel_endpoint(&lab, 1);
+    let mut config = lab.dr6_config("rr");
+    config.services[0].forwarding = "tun".into();
+    let _director = lab.start_director(&config);
+
+    // A request whose headers fill full-size segments: each is 40 bytes too big once
+    // tunnelled, so the director must answer ICMPv6 packet-too-big (RFC 4443 3.2, MTU 1460)
+    // and the client's TCP must shrink its segments for the request to get through.
+    let header = format!("X-Padding: {}", "x".repeat(6000));
+    let url = vip6_url();
+    let out = lab.exec(
+        Host::Client,
+        &[
+            "curl",
+            "-sS",
+            "-6",
+            "-g",
+            "--max-time",
+            "10",
+            "-H",
+            &header,
+            &url,
+        ],
+    );
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl through the IPv6 tunnel failed: {}{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(body.contains(&rs_name(1)), "{body}");
+    let route = lab.exec_ok(Host::Client, &["ip", "-6", "route", "get", VIP6]);
+    assert!(
+        route.contains("mtu 1460"),
+        "the client did not learn the path MTU: {route}"
+    );
 }
 
 #[test]
