@@ -1,9 +1,11 @@
 //! End-to-end: IPv6 services in the namespace lab (issue 15), with real sockets, real HTTP
-//! servers and the kernel's NDP. Direct routing over three real servers that see the client's
-//! own IPv6 address; one file serving an IPv4 and an IPv6 service at once; NAT with port mapping
-//! on an IPv6 server segment; TUN as IPv6-in-IPv6 and IPv4-in-IPv6 (RFC 2473) through
-//! `rs-decap`, seen on the wire; and a VRRPv3-over-IPv6 failover (RFC 5798) between two
-//! directors under client load.
+//! servers and the kernel's NDP. The dual-stack lab itself (no real server answers NDP for the
+//! VIP on its `lo`); direct routing over three real servers that see the client's own IPv6
+//! address; one file serving an IPv4 and an IPv6 service at once; NAT with port mapping on an
+//! IPv6 server segment, and an ICMPv6 error translated for the client (RFC 4443); TUN as
+//! IPv6-in-IPv6 and IPv4-in-IPv6 (RFC 2473) through `rs-decap`, seen on the wire, and
+//! packet-too-big teaching the client the path MTU; a VRRPv3-over-IPv6 failover (RFC 5798)
+//! between two directors under client load, and an IPv6 VIP traded with keepalived.
 //!
 //! Addresses: 2001:db8::/64 on the client segment, 2001:db8:1::/64 on the NAT server side
 //! (RFC 3849's documentation prefix), each host's ending like its TEST-NET one (`lab/ipv6.rs`).
@@ -20,8 +22,9 @@ use director_lab::config::with_stats_socket;
 use director_lab::stats::{self, Backend};
 use director_lab::{
     assert_all_ok, poll_until, require_root, rs_decap_bin, rs_name, tally, url_of, vip6_url,
-    vip_url, workspace_dir, ChildGuard, DirectorProcess, GetOptions, Host, HttpResponse, Lab,
-    LabOptions, LoadOptions, CLIENT_IP, CLIENT_IP6, DIRECTOR_IP6, VIP, VIP6,
+    vip_url, workspace_dir, ChildGuard, DirectorProcess, GetOptions, Host, HttpResponse,
+    KeepalivedOptions, KeepalivedState, Lab, LabOptions, LoadOptions, CLIENT_IP, CLIENT_IP6,
+    DIRECTOR_IP6, VIP, VIP6,
 };
 use serde_json::Value;
 
@@ -697,6 +700,56 @@ fn ipv6_vip_fails_over_between_two_directors_under_load() {
     let served = tally(&results);
     println!("failover6: requests per real server: {served:?}");
     drop(primary);
+}
+
+#[test]
+fn the_director_and_keepalived_hand_an_ipv6_vip_to_each_other() {
+    require_root!();
+    let lab = Lab::dr(LabOptions {
+        ipv6: true,
+        ..LabOptions::directors(2, 1)
+    });
+    let (config, socket) = ha6_config(&lab, PRIMARY, 150);
+    let mut director = lab.start_director_waiting_for(PRIMARY, &config, &socket, &[VIP6]);
+    wait_for_state(&director, "MASTER");
+    // keepalived 2.x, an IPv6 vrrp_instance (VRRPv3 to ff02::12), priority 100, same vrid and
+    // VIP: it must stay backup, hearing the director's IPv6 advertisements.
+    let mut keepalived = lab.start_keepalived(
+        BACKUP,
+        &KeepalivedOptions {
+            vips: vec![VIP6.into()],
+            ..KeepalivedOptions::new(100)
+        },
+    );
+    keepalived
+        .wait_for_state(KeepalivedState::Backup, WITHIN)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", keepalived.log()));
+    assert_all_ok(&lab.http_get_many(5, &vip6_url()), "through the director");
+
+    // The director stops (priority 0): keepalived takes the VIP.
+    director.stop();
+    keepalived
+        .wait_for_state(KeepalivedState::Master, WITHIN)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", keepalived.log()));
+    poll_until("keepalived to hold the VIP", WITHIN, STEP, || {
+        if lab.has_address(BACKUP, VIP6) {
+            Ok(())
+        } else {
+            Err(format!("{VIP6} not on {BACKUP}'s eth0"))
+        }
+    })
+    .unwrap();
+
+    // Started again, the director preempts keepalived (150 > 100) and serves.
+    let director = lab.start_director_waiting_for(PRIMARY, &config, &socket, &[VIP6]);
+    wait_for_state(&director, "MASTER");
+    keepalived
+        .wait_for_state(KeepalivedState::Backup, WITHIN)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", keepalived.log()));
+    assert_all_ok(
+        &lab.http_get_many(5, &vip6_url()),
+        "through the director again",
+    );
 }
 
 /// Polling step for the failover's conditions.
