@@ -527,7 +527,7 @@ fn tun6_answers_too_big_packets_with_packet_too_big() {
     tunnel_endpoint(&lab, 1);
     let mut config = lab.dr6_config("rr");
     config.services[0].forwarding = "tun".into();
-    let _director = lab.start_director(&config);
+    let director = lab.start_director(&config);
 
     // A request whose headers fill full-size segments: each is 40 bytes too big once
     // tunnelled, so the director must answer ICMPv6 packet-too-big (RFC 4443 3.2, MTU 1460)
@@ -559,6 +559,11 @@ fn tun6_answers_too_big_packets_with_packet_too_big() {
     assert!(
         route.contains("mtu 1460"),
         "the client did not learn the path MTU: {route}"
+    );
+    let stats = director.stats();
+    assert!(
+        stats::worker_counter(&stats, "icmp6_packet_too_big_sent") > 0,
+        "no packet-too-big was counted: {stats:#}"
     );
 }
 
