@@ -8,14 +8,37 @@ director did not proxy the connection; the local port tells which port of a serv
 connection came in on. HTTP/1.1 keep-alive is honoured, so one client connection can carry many
 requests.
 
-Usage: lab-http-server.py --name rs1 [--bind 0.0.0.0] [--port 80] [--port 443 ...]
+With `--bind ::` each port is one dual-stack socket: IPv6 clients are reported as
+`[ADDRESS]:PORT`, IPv4 clients as themselves (not as ::ffff:-mapped addresses).
+
+Usage: lab-http-server.py --name rs1 [--bind 0.0.0.0|::] [--port 80] [--port 443 ...]
 """
 
 import argparse
 import json
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def describe_peer(host, port):
+    """`ip:port` for IPv4 (also when it reached a dual-stack socket), `[ip]:port` for IPv6."""
+    if host.startswith("::ffff:") and "." in host:
+        host = host[len("::ffff:"):]
+    if ":" in host:
+        return "[%s]:%d" % (host, port)
+    return "%s:%d" % (host, port)
+
+
+class DualStackHTTPServer(ThreadingHTTPServer):
+    """Listens on an IPv6 address, and on IPv4 too when that address is `::`."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -28,7 +51,7 @@ class Handler(BaseHTTPRequestHandler):
             content_type = "text/plain"
             status = 200
         elif self.path == "/" or self.path.startswith("/?"):
-            peer = "%s:%d" % (self.client_address[0], self.client_address[1])
+            peer = describe_peer(self.client_address[0], self.client_address[1])
             local_port = self.connection.getsockname()[1]
             doc = {"server": self.server.name, "client": peer, "port": local_port}
             body = (json.dumps(doc) + "\n").encode()
@@ -58,9 +81,10 @@ def main():
 
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.allow_reuse_address = True
+    server_class = DualStackHTTPServer if ":" in args.bind else ThreadingHTTPServer
     servers = []
     for port in ports:
-        server = ThreadingHTTPServer((args.bind, port), Handler)
+        server = server_class((args.bind, port), Handler)
         server.name = args.name
         servers.append(server)
     # Every port but the first is served by its own thread; the first by the main thread.

@@ -42,7 +42,8 @@ class FixedPortConnection(http.client.HTTPConnection):
     def connect(self):
         deadline = time.monotonic() + self.timeout
         while True:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.settimeout(self.timeout)
             try:

@@ -144,17 +144,17 @@ pub struct DirectorProcess {
 
 impl DirectorProcess {
     pub(crate) fn start(lab: &Lab, config: &Path, stats_socket: &Path) -> Result<Self> {
-        Self::start_on(lab, Host::Director, config, stats_socket, true)
+        Self::start_on(lab, Host::Director, config, stats_socket, &[VIP])
     }
 
-    /// `director run` on `host`; ready once its stats socket answers and, if `wait_for_vip`,
-    /// the VIP is on its `eth0` (a VRRP backup never gets it).
+    /// `director run` on `host`; ready once its stats socket answers and every address of
+    /// `vips` is on its `eth0` (none for a VRRP backup, which never gets them).
     pub(crate) fn start_on(
         lab: &Lab,
         host: Host,
         config: &Path,
         stats_socket: &Path,
-        wait_for_vip: bool,
+        vips: &[&str],
     ) -> Result<Self> {
         let bin = find_bin("director", "DIRECTOR_BIN")?;
         // Some other lab's leftover must not pass for this director being ready.
@@ -183,7 +183,7 @@ impl DirectorProcess {
             stats_socket: stats_socket.to_path_buf(),
             stopped: None,
         };
-        if let Err(e) = director.wait_ready(wait_for_vip) {
+        if let Err(e) = director.wait_ready(vips) {
             let log = director.log();
             director.stop();
             bail!(
@@ -195,9 +195,9 @@ impl DirectorProcess {
         Ok(director)
     }
 
-    /// Ready: the stats socket exists and `lbstat --json` answers, and (if `wait_for_vip`) the
-    /// VIP is on `eth0`.
-    fn wait_ready(&mut self, wait_for_vip: bool) -> Result<()> {
+    /// Ready: the stats socket exists and `lbstat --json` answers, and every address of `vips`
+    /// is on `eth0`.
+    fn wait_ready(&mut self, vips: &[&str]) -> Result<()> {
         let namespace = self.namespace.clone();
         let socket = self.stats_socket.clone();
         poll_check("director", READY_TIMEOUT, Duration::from_millis(50), || {
@@ -212,19 +212,23 @@ impl DirectorProcess {
             if let Err(e) = lbstat_json(&socket) {
                 return Check::NotYet(format!("lbstat does not answer: {e:#}"));
             }
-            if !wait_for_vip {
+            if vips.is_empty() {
                 return Check::Ready(());
             }
             let out = run_with_timeout(
-                Command::new("ip")
-                    .args(["-n", &namespace, "-o", "-4", "addr", "show", "dev", "eth0"]),
+                Command::new("ip").args(["-n", &namespace, "-o", "addr", "show", "dev", "eth0"]),
                 LBSTAT_TIMEOUT,
             );
             match out {
-                Ok(out) if has_address(&String::from_utf8_lossy(&out.stdout), VIP) => {
-                    Check::Ready(())
+                Ok(out) => {
+                    let shown = String::from_utf8_lossy(&out.stdout);
+                    match vips.iter().find(|vip| !has_address(&shown, vip)) {
+                        None => Check::Ready(()),
+                        Some(vip) => {
+                            Check::NotYet(format!("VIP {vip} not on the director's eth0 yet"))
+                        }
+                    }
                 }
-                Ok(_) => Check::NotYet(format!("VIP {VIP} not on the director's eth0 yet")),
                 Err(e) => Check::NotYet(format!("{e:#}")),
             }
         })

@@ -23,11 +23,15 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
-    /// The IP part of [`HttpResponse::client`].
+    /// The IP part of [`HttpResponse::client`] (`ip:port`, or `[ip]:port` for IPv6).
     pub fn client_ip(&self) -> &str {
-        self.client
+        let ip = self
+            .client
             .rsplit_once(':')
-            .map_or(self.client.as_str(), |(ip, _)| ip)
+            .map_or(self.client.as_str(), |(ip, _)| ip);
+        ip.strip_prefix('[')
+            .and_then(|ip| ip.strip_suffix(']'))
+            .unwrap_or(ip)
     }
 }
 
@@ -151,6 +155,11 @@ mod tests {
         let first = results[0].as_ref().unwrap();
         assert_eq!((first.status, first.server.as_str()), (200, "rs1"));
         assert_eq!(first.client_ip(), "192.0.2.2");
+        let ipv6 = HttpResponse {
+            client: "[2001:db8::2]:40000".into(),
+            ..first.clone()
+        };
+        assert_eq!(ipv6.client_ip(), "2001:db8::2");
         assert_eq!(first.port, 443);
         assert!(format!("{:#}", results[1].as_ref().unwrap_err()).contains("timed out"));
         assert!(results[2].is_err());

@@ -26,6 +26,7 @@ use crate::{
     SERVER_SIDE_IP, VIP, VIP_PORT,
 };
 
+pub(crate) mod ipv6;
 mod routed;
 pub use routed::{far_rs_ip, router_far_ip, router_ip, FAR_CLIENT_IP, FAR_SUBNET};
 
@@ -60,6 +61,10 @@ pub struct LabOptions {
     /// [`Host::ExtraDirector`]`(2)` (192.0.2.251) and `(3)` (192.0.2.252), for VRRP failover.
     /// In the NAT lab each gets its own server-side address ([`Lab::server_side_ip_of`]). Default 1.
     pub directors: usize,
+    /// Dual stack: IPv6 on in every host, each with its 2001:db8:: address too, the IPv6 VIP on
+    /// the DR real servers' `lo`, HTTP servers listening on both families (`lab/ipv6.rs`).
+    /// DR and NAT labs only. Default false (IPv6 off everywhere).
+    pub ipv6: bool,
 }
 
 impl Default for LabOptions {
@@ -69,6 +74,7 @@ impl Default for LabOptions {
             ports: vec![VIP_PORT],
             topology: Topology::DirectRouting,
             directors: 1,
+            ipv6: false,
         }
     }
 }
@@ -194,6 +200,8 @@ pub struct Lab {
     /// Ports the real servers serve.
     ports: Vec<u16>,
     topology: Topology,
+    /// Dual stack ([`LabOptions::ipv6`]).
+    ipv6: bool,
     /// Namespaces created so far, switch first.
     namespaces: Vec<String>,
     /// The HTTP server of `rs(i+1)`, while running.
@@ -257,6 +265,7 @@ impl Lab {
             directors: options.directors,
             ports: options.ports,
             topology: options.topology,
+            ipv6: options.ipv6,
             namespaces: Vec::new(),
             http: Mutex::new((0..options.real_servers).map(|_| None).collect()),
             files: AtomicU32::new(0),
@@ -364,6 +373,9 @@ impl Lab {
         }
         if !matches!(self.topology, Topology::DirectRouting | Topology::Nat) {
             self.build_routed(&switch)?;
+        }
+        if self.ipv6 {
+            self.build_ipv6(&switch)?;
         }
         Ok(())
     }
@@ -618,11 +630,22 @@ impl Lab {
         let name = host.name();
         let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
         let mut args: Vec<&str> = vec![&python_s, &script_s, "--name", &name];
+        if self.ipv6 {
+            // One dual-stack socket per port: IPv4 clients appear as themselves, not ::ffff:.
+            args.extend(["--bind", "::"]);
+        }
         for port in &ports {
             args.extend(["--port", port.as_str()]);
         }
         let mut child = self.try_spawn_logged(host, &args, log)?;
-        for &port in &self.ports {
+        let mut addresses = vec![address.to_owned()];
+        if self.ipv6 {
+            addresses.push(ipv6::twin(address));
+        }
+        for (address, &port) in addresses
+            .iter()
+            .flat_map(|address| self.ports.iter().map(move |port| (address, port)))
+        {
             poll_check(
                 &format!("the HTTP server on {host} ({address}:{port})"),
                 HTTP_READY_TIMEOUT,
@@ -937,10 +960,15 @@ impl Lab {
     }
 
     /// Writes `config` and starts the director on it in the director namespace, waiting until
-    /// it is ready (panics with the director's log if it does not get there).
+    /// it is ready and holds every VIP of `config` (panics with the director's log if it does
+    /// not get there).
     pub fn start_director(&self, config: &DirectorConfig) -> DirectorProcess {
         let path = self.write_config(config);
-        self.start_director_with(&path, &config.stats_socket)
+        let mut vips: Vec<&str> = config.services.iter().map(|s| s.vip.as_str()).collect();
+        vips.sort_unstable();
+        vips.dedup();
+        DirectorProcess::start_on(self, Host::Director, &path, &config.stats_socket, &vips)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Starts the director on a config file whose stats socket is `stats_socket`.
@@ -970,13 +998,26 @@ impl Lab {
         stats_socket: &Path,
         wait_for_vip: bool,
     ) -> DirectorProcess {
-        DirectorProcess::start_on(self, host, config, stats_socket, wait_for_vip)
+        let vips: &[&str] = if wait_for_vip { &[VIP] } else { &[] };
+        self.start_director_waiting_for(host, config, stats_socket, vips)
+    }
+
+    /// Like [`Lab::start_director_on`], ready once every address of `vips` (either family) is
+    /// on its `eth0`.
+    pub fn start_director_waiting_for(
+        &self,
+        host: Host,
+        config: &Path,
+        stats_socket: &Path,
+        vips: &[&str],
+    ) -> DirectorProcess {
+        DirectorProcess::start_on(self, host, config, stats_socket, vips)
             .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    /// Whether `address` is configured on `host`'s `eth0`.
+    /// Whether `address` (IPv4 or IPv6) is configured on `host`'s `eth0`.
     pub fn has_address(&self, host: Host, address: &str) -> bool {
-        let out = self.exec_ok(host, &["ip", "-o", "-4", "addr", "show", "dev", "eth0"]);
+        let out = self.exec_ok(host, &["ip", "-o", "addr", "show", "dev", "eth0"]);
         has_address(&out, address)
     }
 
@@ -1118,10 +1159,10 @@ pub(crate) fn check_output(what: &str, out: &Output) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Whether `ip -o -4 addr show` output lists `address`.
+/// Whether `ip -o addr show` output lists `address` (`inet A/` or `inet6 A/`).
 pub(crate) fn has_address(ip_addr_output: &str, address: &str) -> bool {
-    let needle = format!("inet {address}/");
-    ip_addr_output.contains(&needle)
+    ip_addr_output.contains(&format!("inet {address}/"))
+        || ip_addr_output.contains(&format!("inet6 {address}/"))
 }
 
 fn base_name(args: &[&str]) -> String {
@@ -1180,5 +1221,9 @@ mod tests {
         assert!(has_address(out, "192.0.2.10"));
         assert!(has_address(out, "192.0.2.3"));
         assert!(!has_address(out, "192.0.2.1"));
+        let out =
+            "2: eth0    inet6 2001:db8::10/128 scope global nodad \\       valid_lft forever\n";
+        assert!(has_address(out, "2001:db8::10"));
+        assert!(!has_address(out, "2001:db8::1"));
     }
 }

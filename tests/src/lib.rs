@@ -16,13 +16,17 @@
 //! segment and a far segment (203.0.113.0/24, TEST-NET-3) holding a far client or the TUN real
 //! servers; the director reaches it by a specific route, never a default one.
 //!
+//! With [`LabOptions::ipv6`] every lab is dual stack (`lab/ipv6.rs`): each host also gets an
+//! address in 2001:db8::/64 (the documentation prefix) ending like its IPv4 one, real servers hold
+//! the IPv6 VIP [`VIP6`] on `lo` too (DR), and the NAT lab's server side is 2001:db8:1::/64.
+//!
 //! For high availability a DR lab can hold two or three directors on its segment
 //! ([`LabOptions::directors`]); [`Lab::in_namespace`] runs code (a VRRP router of the `control`
 //! crate) inside one of them, and [`Keepalived`] runs keepalived there as a VRRP peer.
 //!
 //! What it must not do: touch anything outside the namespaces it creates, use addresses outside
-//! TEST-NET-1, -2 and -3 (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) besides VRRP's multicast group
-//! 224.0.0.18 on its own segment, leave a namespace or a process behind (even when a test
+//! TEST-NET-1, -2 and -3 (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) and 2001:db8::/32
+//! besides VRRP's multicast groups 224.0.0.18 and ff02::12 on its own segment, leave a namespace or a process behind (even when a test
 //! panics), wait without a deadline, or sleep in place of checking a condition.
 
 #![deny(unsafe_code)]
@@ -50,6 +54,10 @@ pub use director::{
 };
 pub use http::{assert_all_ok, failures, tally, HttpResponse};
 pub use keepalived::{Keepalived, KeepalivedOptions, KeepalivedState};
+pub use lab::ipv6::{
+    director_ip6, nat_rs_ip6, rs_ip6, url_of, vip6_url, vip6_url_port, CLIENT_IP6, DIRECTOR_IP6,
+    PREFIX6_LEN, SERVER_SIDE_IP6, VIP6,
+};
 pub use lab::{
     far_rs_ip, lab_namespaces, router_far_ip, router_ip, Host, Lab, LabOptions, Topology,
     EXTRA_CLIENT_IPS, FAR_CLIENT_IP, FAR_SUBNET,
