@@ -116,9 +116,6 @@ drop_reasons! {
     Ipv6PayloadLength => "ipv6_payload_length",
     /// An ICMPv6 error quotes less than a whole IPv6 header and 8 bytes.
     IcmpQuoteTruncated => "icmp_quote_truncated",
-    /// A forwarding step this frame's address family does not have yet (placeholder while
-    /// IPv6 lands).
-    FamilyUnsupported => "family_unsupported",
 }
 
 /// Declares [`WorkerCounters`] with its named event counters (those lbstat lists under a

@@ -341,8 +341,6 @@ fn golden_cases_cover_every_pipeline_drop_reason() {
         DropReason::RouteProhibit,
         DropReason::RouteNotServed,
         DropReason::RouteOnlinkUnresolved,
-        // The placeholder of issue 15's TUN slice, about to go.
-        DropReason::FamilyUnsupported,
     ];
     for reason in DropReason::ALL {
         if !not_pipeline.contains(&reason) {
