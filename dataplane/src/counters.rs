@@ -328,6 +328,6 @@ mod tests {
         });
         assert!(seen.contains(&("tx_wakeups", 3)), "{seen:?}");
         assert!(seen.contains(&("xsk_rx_fill_ring_empty", 5)), "{seen:?}");
-        assert_eq!(seen.len(), 20 + 6);
+        assert_eq!(seen.len(), 21 + 6);
     }
 }
