@@ -519,7 +519,7 @@ fn packet_too_big(
     icmp.set_mtu(u32::from(mtu));
     icmp.set_checksum(0);
     let sum = checksum::combine(&[
-        pseudo_header6(vip, client, ipv6::next_header::ICMPV6, icmp_len),
+        checksum::pseudo_header6(vip, client, ipv6::next_header::ICMPV6, u32::from(icmp_len)),
         checksum::data(&buffer[icmp_at..end]),
     ]);
     Icmpv6Packet::new_unchecked(&mut buffer[icmp_at..end]).set_checksum(!sum);
@@ -545,18 +545,6 @@ fn macs(frame: &[u8]) -> ([u8; 6], [u8; 6]) {
     source.copy_from_slice(&frame[6..12]);
     destination.copy_from_slice(&frame[0..6]);
     (source, destination)
-}
-
-/// Ones' complement sum of the IPv6 pseudo-header (RFC 8200 section 8.1) of an upper-layer
-/// packet of `len` bytes.
-// integrator: replace with `wire::checksum`'s IPv6 pseudo-header once one lands there.
-fn pseudo_header6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u16) -> u16 {
-    checksum::combine(&[
-        checksum::data(&src.octets()),
-        checksum::data(&dst.octets()),
-        len,
-        u16::from(next_header),
-    ])
 }
 
 /// What [`decapsulate`] made of a frame.

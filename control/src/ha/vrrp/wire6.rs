@@ -46,23 +46,11 @@ const OVERRIDE_FLAG: u8 = 0x20;
 /// NDP option type: target link-layer address.
 const TARGET_LINK_LAYER_ADDRESS: u8 = 2;
 
-/// The one's-complement sum of the IPv6 pseudo-header (RFC 8200 8.1): source, destination,
-/// upper-layer packet length (32 bits), three zero bytes and the next header.
-/// integrator: replace with dataplane's IPv6 pseudo-header helper once it lands.
-pub fn pseudo_header(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u32) -> u16 {
-    let mut header = [0u8; 40];
-    header[0..16].copy_from_slice(&src.octets());
-    header[16..32].copy_from_slice(&dst.octets());
-    header[32..36].copy_from_slice(&length.to_be_bytes());
-    header[39] = next_header;
-    checksum::data(&header)
-}
-
 /// The checksum field's value for `message` (its checksum field zero) from `src` to `dst`.
 fn message_checksum(message: &[u8], src: Ipv6Addr, dst: Ipv6Addr, next_header: u8) -> u16 {
     let length = u32::try_from(message.len()).unwrap_or(u32::MAX);
     !checksum::combine(&[
-        pseudo_header(src, dst, next_header, length),
+        checksum::pseudo_header6(src, dst, next_header, length),
         checksum::data(message),
     ])
 }
@@ -101,7 +89,7 @@ pub fn verify_checksum(message: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> bool {
         return false;
     };
     checksum::combine(&[
-        pseudo_header(src, dst, PROTOCOL, length),
+        checksum::pseudo_header6(src, dst, PROTOCOL, length),
         checksum::data(message),
     ]) == 0xffff
 }
