@@ -589,7 +589,9 @@ fn ipv6_pins_go_through_the_task_thread() {
     let deadline = Instant::now() + LIMIT;
     let resolved = loop {
         let summary = task.next_hop(v6(ROUTER6_A)).unwrap();
-        if summary.state == "resolved" || Instant::now() >= deadline {
+        // The summary and the shared slot are written one after the other: wait for both.
+        let slot_resolved = neighbours.get(id) == Neighbour::Resolved(mac);
+        if (summary.state == "resolved" && slot_resolved) || Instant::now() >= deadline {
             break summary;
         }
         // The pin's snapshot and the kernel's answer arrive on the task's own schedule.
