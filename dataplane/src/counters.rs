@@ -116,6 +116,9 @@ drop_reasons! {
     Ipv6PayloadLength => "ipv6_payload_length",
     /// An ICMPv6 error quotes less than a whole IPv6 header and 8 bytes.
     IcmpQuoteTruncated => "icmp_quote_truncated",
+    /// An IPv6 header with an IPv4-mapped source or destination (`::ffff:0:0/96`), which
+    /// RFC 4942 2.2 advises dropping on the wire: it would pose as an IPv4 flow.
+    Ipv6MappedAddress => "ipv6_mapped_address",
 }
 
 /// Declares [`WorkerCounters`] with its named event counters (those lbstat lists under a

@@ -18,7 +18,7 @@
 
 use std::net::IpAddr;
 
-use crate::conntrack::FlowKey;
+use crate::conntrack::{FlowAddr, FlowKey};
 use crate::counters::DropReason;
 use crate::service::Protocol;
 use crate::wire::{
@@ -93,8 +93,8 @@ impl QuotedFlow {
     /// server's reply tuple RS:rsport -> client.
     pub const fn reversed(self) -> FlowKey {
         FlowKey {
-            src_addr: self.dst_addr,
-            dst_addr: self.src_addr,
+            src_addr: FlowAddr::new(self.dst_addr),
+            dst_addr: FlowAddr::new(self.src_addr),
             src_port: self.dst_port,
             dst_port: self.src_port,
             protocol: self.protocol,
@@ -214,8 +214,8 @@ fn classify_ipv4(frame: &[u8]) -> Result<Parsed, DropReason> {
     } else {
         Transport::Flow(flow(
             ip.protocol(),
-            IpAddr::V4(ip.src_addr()),
-            IpAddr::V4(ip.dst_addr()),
+            FlowAddr::v4(ip.src_addr()),
+            FlowAddr::v4(ip.dst_addr()),
             ip.payload(),
         )?)
     };
@@ -241,12 +241,11 @@ fn classify_ipv6(frame: &[u8]) -> Result<Parsed, DropReason> {
     let transport = if protocol == ipv6::next_header::ICMPV6 {
         Transport::IcmpError(icmpv6_error(l4)?)
     } else {
-        Transport::Flow(flow(
-            protocol,
-            IpAddr::V6(ip.src_addr()),
-            IpAddr::V6(ip.dst_addr()),
-            l4,
-        )?)
+        let (src, dst) = (FlowAddr::v6(ip.src_addr()), FlowAddr::v6(ip.dst_addr()));
+        if src.is_ipv4() || dst.is_ipv4() {
+            return Err(DropReason::Ipv6MappedAddress);
+        }
+        Transport::Flow(flow(protocol, src, dst, l4)?)
     };
     Ok(Parsed {
         family: Family::Ipv6,
@@ -301,14 +300,14 @@ pub fn flow_key_hint(frame: &[u8]) -> Option<FlowKey> {
             if ip.is_fragment() || ip.protocol() == ipv4::protocol::ICMP {
                 return None;
             }
-            let (src, dst) = (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()));
+            let (src, dst) = (FlowAddr::v4(ip.src_addr()), FlowAddr::v4(ip.dst_addr()));
             flow(ip.protocol(), src, dst, ip.payload())
                 .ok()
                 .map(|flow| flow.key)
         }
         EtherType::IPV6 => {
             let ip = ipv6_packet(frame).ok()?;
-            let (src, dst) = (IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()));
+            let (src, dst) = (FlowAddr::v6(ip.src_addr()), FlowAddr::v6(ip.dst_addr()));
             flow(ip.next_header(), src, dst, ip.payload())
                 .ok()
                 .map(|flow| flow.key)
@@ -319,7 +318,12 @@ pub fn flow_key_hint(frame: &[u8]) -> Option<FlowKey> {
 
 /// The TCP/UDP flow of a packet whose upper-layer `protocol` starts at `l4`.
 #[inline]
-fn flow(protocol: u8, src_addr: IpAddr, dst_addr: IpAddr, l4: &[u8]) -> Result<Flow, DropReason> {
+fn flow(
+    protocol: u8,
+    src_addr: FlowAddr,
+    dst_addr: FlowAddr,
+    l4: &[u8],
+) -> Result<Flow, DropReason> {
     let protocol = Protocol::from_number(protocol).ok_or(DropReason::UnsupportedProtocol)?;
     // A TCP data offset below 5 claims a header shorter than TCP's: truncated as well.
     let (src_port, dst_port, flags) = match protocol {
@@ -386,6 +390,9 @@ pub(crate) fn icmpv6_error(icmp: &[u8]) -> Result<QuotedFlow, DropReason> {
     })?;
     let protocol =
         Protocol::from_number(quote.next_header()).ok_or(DropReason::UnsupportedProtocol)?;
+    if FlowAddr::v6(quote.src_addr()).is_ipv4() || FlowAddr::v6(quote.dst_addr()).is_ipv4() {
+        return Err(DropReason::Ipv6MappedAddress);
+    }
     Ok(QuotedFlow {
         src_addr: IpAddr::V6(quote.src_addr()),
         dst_addr: IpAddr::V6(quote.dst_addr()),

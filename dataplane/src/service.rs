@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::conntrack::FlowAddr;
 use crate::counters::BackendCounters;
 use crate::fib::{Fib, Neighbours};
 use crate::persistence::PersistenceTable;
@@ -92,9 +93,12 @@ impl ServiceKey {
     /// side by side (exact), an IPv6 VIP folded to 32 bits first.
     #[inline]
     pub const fn packed(&self) -> u64 {
-        ((crate::conntrack::fold32(self.vip) as u64) << 24)
-            | ((self.port as u64) << 8)
-            | self.protocol.number() as u64
+        Self::pack(crate::conntrack::fold32(self.vip), self.port, self.protocol)
+    }
+
+    #[inline]
+    const fn pack(vip: u32, port: u16, protocol: Protocol) -> u64 {
+        ((vip as u64) << 24) | ((port as u64) << 8) | protocol.number() as u64
     }
 }
 
@@ -413,7 +417,20 @@ impl ServiceTable {
     /// The service for this key and its index.
     #[inline]
     pub fn lookup(&self, key: &ServiceKey) -> Option<(usize, &Service)> {
-        let position = self.index.get(*key)?;
+        self.lookup_flow(FlowAddr::new(key.vip), key.port, key.protocol)
+    }
+
+    /// [`ServiceTable::lookup`] by the VIP as a frame's [`crate::conntrack::FlowKey`] holds it:
+    /// the per-frame path, with no conversion to `IpAddr` and back.
+    #[inline]
+    pub fn lookup_flow(
+        &self,
+        vip: FlowAddr,
+        port: u16,
+        protocol: Protocol,
+    ) -> Option<(usize, &Service)> {
+        let packed = ServiceKey::pack(vip.fold32(), port, protocol);
+        let position = self.index.get(vip, packed)?;
         Some((position, self.services.get(position)?))
     }
 }
@@ -425,9 +442,10 @@ impl ServiceTable {
 /// seeded hasher over the key's fields. The keys are the operator's, not the clients', so a
 /// fixed multiplier is enough: a frame can only probe the runs the configuration made.
 struct ServiceIndex {
-    /// (packed key, key, position); packed key 0 is an empty bucket. The packed key is exact
-    /// for IPv4 and a hash for IPv6, so a match compares the whole key too.
-    buckets: Box<[(u64, ServiceKey, u32)]>,
+    /// (packed key, VIP, position); packed key 0 is an empty bucket. The packed key is exact
+    /// for IPv4 and holds the port and protocol exactly, the VIP folded for IPv6, so a match
+    /// compares the VIP too (as a [`FlowAddr`], two words, as the frame's key holds it).
+    buckets: Box<[(u64, FlowAddr, u32)]>,
     /// 64 - log2(buckets.len()).
     shift: u32,
 }
@@ -439,22 +457,17 @@ impl ServiceIndex {
             .map(|(key, position)| (key, u32::try_from(position).unwrap_or(u32::MAX)))
             .collect();
         let len = (entries.len() * 2).max(2).next_power_of_two();
-        let vacant = ServiceKey {
-            vip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port: 0,
-            protocol: Protocol::Tcp,
-        };
         let mut index = ServiceIndex {
-            buckets: vec![(0, vacant, 0); len].into_boxed_slice(),
+            buckets: vec![(0, FlowAddr::default(), 0); len].into_boxed_slice(),
             shift: 64 - len.trailing_zeros(),
         };
         for (key, position) in entries {
-            let packed = key.packed();
+            let (packed, vip) = (key.packed(), FlowAddr::new(key.vip));
             let mut at = index.home(packed);
             loop {
                 let bucket = &mut index.buckets[at];
-                if bucket.0 == 0 || bucket.1 == key {
-                    *bucket = (packed, key, position);
+                if bucket.0 == 0 || (bucket.0 == packed && bucket.1 == vip) {
+                    *bucket = (packed, vip, position);
                     break;
                 }
                 at = (at + 1) & (len - 1);
@@ -468,15 +481,19 @@ impl ServiceIndex {
         (packed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
     }
 
+    #[cfg(test)]
+    fn get_key(&self, key: ServiceKey) -> Option<usize> {
+        self.get(FlowAddr::new(key.vip), key.packed())
+    }
+
     #[inline]
-    fn get(&self, key: ServiceKey) -> Option<usize> {
-        let packed = key.packed();
+    fn get(&self, vip: FlowAddr, packed: u64) -> Option<usize> {
         let mask = self.buckets.len() - 1;
         let mut at = self.home(packed);
         // At most half full: an empty bucket ends every run.
         loop {
-            let (found, found_key, position) = *self.buckets.get(at)?;
-            if found == packed && found_key == key {
+            let (found, found_vip, position) = *self.buckets.get(at)?;
+            if found == packed && found_vip == vip {
                 return Some(position as usize);
             }
             if found == 0 {
@@ -513,13 +530,16 @@ mod tests {
             .collect();
         let index = ServiceIndex::new(keys.iter().copied().zip(0..));
         for (position, key) in keys.iter().enumerate() {
-            assert_eq!(index.get(*key), Some(position), "{key:?}");
+            assert_eq!(index.get_key(*key), Some(position), "{key:?}");
         }
         // Near misses: the other protocol, another port, another address.
-        assert_eq!(index.get(key([192, 0, 2, 0], 80, Protocol::Udp)), None);
-        assert_eq!(index.get(key([192, 0, 2, 0], 79, Protocol::Tcp)), None);
-        assert_eq!(index.get(key([192, 0, 2, 50], 80, Protocol::Tcp)), None);
-        assert_eq!(index.get(key([198, 51, 100, 0], 80, Protocol::Tcp)), None);
+        assert_eq!(index.get_key(key([192, 0, 2, 0], 80, Protocol::Udp)), None);
+        assert_eq!(index.get_key(key([192, 0, 2, 0], 79, Protocol::Tcp)), None);
+        assert_eq!(index.get_key(key([192, 0, 2, 50], 80, Protocol::Tcp)), None);
+        assert_eq!(
+            index.get_key(key([198, 51, 100, 0], 80, Protocol::Tcp)),
+            None
+        );
     }
 
     #[test]
@@ -534,13 +554,21 @@ mod tests {
         };
         assert_eq!(six(one).packed(), six(other).packed());
         let index = ServiceIndex::new([(six(one), 0), (six(other), 1)].into_iter());
-        assert_eq!(index.get(six(one)), Some(0));
-        assert_eq!(index.get(six(other)), Some(1));
-        assert_eq!(index.get(six("2001:db8::2".parse().unwrap())), None);
-        // An IPv4 VIP is not its IPv4-mapped IPv6 address.
+        assert_eq!(index.get_key(six(one)), Some(0));
+        assert_eq!(index.get_key(six(other)), Some(1));
+        assert_eq!(index.get_key(six("2001:db8::2".parse().unwrap())), None);
+        // An IPv4-mapped IPv6 address is its IPv4 address's key (`FlowAddr`): the parser drops
+        // such addresses on the wire and the configuration refuses them, so none is looked up.
         let v4 = key([192, 0, 2, 10], 80, Protocol::Tcp);
         let index = ServiceIndex::new([(v4, 0)].into_iter());
-        assert_eq!(index.get(six("::ffff:192.0.2.10".parse().unwrap())), None);
+        assert_eq!(
+            index.get_key(six("::ffff:192.0.2.10".parse().unwrap())),
+            Some(0)
+        );
+        assert_eq!(
+            index.get_key(six("::ffff:192.0.2.11".parse().unwrap())),
+            None
+        );
     }
 
     #[test]
@@ -548,10 +576,10 @@ mod tests {
         let web = key([192, 0, 2, 10], 80, Protocol::Tcp);
         let dns = key([192, 0, 2, 10], 53, Protocol::Udp);
         let index = ServiceIndex::new([(web, 0), (dns, 1), (web, 2)].into_iter());
-        assert_eq!(index.get(web), Some(2));
-        assert_eq!(index.get(dns), Some(1));
+        assert_eq!(index.get_key(web), Some(2));
+        assert_eq!(index.get_key(dns), Some(1));
         let empty = ServiceIndex::new(std::iter::empty());
-        assert_eq!(empty.get(web), None);
+        assert_eq!(empty.get_key(web), None);
     }
 
     #[test]

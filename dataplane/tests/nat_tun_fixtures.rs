@@ -311,11 +311,11 @@ fn quoted_flow_finds_the_connection() {
     // The RS's reply tuple, the way the error travels.
     let reply = flow.reversed();
     assert_eq!(
-        (reply.src_addr, reply.src_port),
+        (reply.src_addr.ip(), reply.src_port),
         (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8080)
     );
     assert_eq!(
-        (reply.dst_addr, reply.dst_port),
+        (reply.dst_addr.ip(), reply.dst_port),
         (IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), 40000)
     );
 
@@ -332,11 +332,11 @@ fn quoted_flow_finds_the_connection() {
     .build();
     let key = icmp::quoted_flow(&frame).unwrap().reversed();
     assert_eq!(
-        (key.src_addr, key.src_port),
+        (key.src_addr.ip(), key.src_port),
         (IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), 40000)
     );
     assert_eq!(
-        (key.dst_addr, key.dst_port, key.protocol),
+        (key.dst_addr.ip(), key.dst_port, key.protocol),
         (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 80, Protocol::Tcp)
     );
 

@@ -209,7 +209,7 @@ impl Rig {
 fn nat_key(client: &str) -> FlowKey {
     let client: std::net::SocketAddrV4 = client.parse().unwrap();
     FlowKey {
-        src_addr: IpAddr::V4(*client.ip()),
+        src_addr: IpAddr::V4(*client.ip()).into(),
         dst_addr: Ipv4Addr::new(192, 0, 2, 60).into(),
         src_port: client.port(),
         dst_port: 80,
@@ -531,7 +531,7 @@ fn imported_entries_find_their_next_hop_on_their_first_frame() {
     let nat_client = "198.51.100.7:40000";
     let tun_client = "198.51.100.8:40000";
     let mut tun_key = nat_key(tun_client);
-    tun_key.dst_addr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 70));
+    tun_key.dst_addr = Ipv4Addr::new(192, 0, 2, 70).into();
     for (key, backend, forwarding) in [
         (nat_key(nat_client), NAT_RS, Forwarding::Nat),
         (tun_key, "10.0.0.3:80", Forwarding::Tunnel),

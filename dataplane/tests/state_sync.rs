@@ -212,8 +212,8 @@ fn key(client: &str, vip: &str, protocol: Protocol) -> FlowKey {
     let (client, vip): (std::net::SocketAddr, std::net::SocketAddr) =
         (client.parse().unwrap(), vip.parse().unwrap());
     FlowKey {
-        src_addr: client.ip(),
-        dst_addr: vip.ip(),
+        src_addr: client.ip().into(),
+        dst_addr: vip.ip().into(),
         src_port: client.port(),
         dst_port: vip.port(),
         protocol,
@@ -692,7 +692,7 @@ fn imports_resolve_by_address_and_port_and_move_gauges() {
     testing::assert_gauges_match(b.pipeline.connections(), &b.table, 0);
     let reply = FlowKey {
         src_addr: Ipv4Addr::new(10, 0, 1, 2).into(),
-        dst_addr: flow.src_addr,
+        dst_addr: flow.src_addr.into(),
         src_port: 8080,
         dst_port: flow.src_port,
         protocol: Protocol::Tcp,
@@ -755,8 +755,8 @@ fn maglev_directors_agree_without_sync_for_dr_and_tun() {
             .unwrap();
         let flow = scheduler::Flow {
             hash: key.flow_hash(),
-            src_addr: dataplane::conntrack::fold32(key.src_addr),
-            dst_addr: dataplane::conntrack::fold32(key.dst_addr),
+            src_addr: key.src_addr.fold32(),
+            dst_addr: key.dst_addr.fold32(),
         };
         let index = service.scheduler.pick(&flow, &scheduler::NoLoads).unwrap();
         service.backends[index].address

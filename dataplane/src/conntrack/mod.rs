@@ -111,6 +111,6 @@ mod key;
 mod state;
 mod table;
 
-pub use key::{bits128, fold32, FlowKey};
+pub use key::{bits128, fold32, FlowAddr, FlowKey};
 pub use state::ConnState;
 pub use table::{Binding, ConnId, ConnNextHop, ConnTable, Connection, FlowHint};

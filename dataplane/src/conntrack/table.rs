@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use allocator_api2::vec::Vec as TableVec;
 
-use super::key::{FlowHasher, FlowKey};
+use super::key::{FlowAddr, FlowHasher, FlowKey};
 use super::state::{is_expired, timeout_secs, ConnState};
 use crate::counters::{bump, BackendCounters, WorkerCounters};
 use crate::fib::NeighbourId;
@@ -72,7 +72,7 @@ impl Connection {
     #[inline]
     pub const fn reply_key(&self, key: &FlowKey) -> FlowKey {
         FlowKey {
-            src_addr: self.backend,
+            src_addr: FlowAddr::new(self.backend),
             dst_addr: key.src_addr,
             src_port: self.backend_port,
             dst_port: key.src_port,
@@ -128,8 +128,8 @@ struct Entry {
 impl Entry {
     const VACANT: Entry = Entry {
         key: FlowKey {
-            src_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            dst_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            src_addr: FlowAddr::v4(Ipv4Addr::UNSPECIFIED),
+            dst_addr: FlowAddr::v4(Ipv4Addr::UNSPECIFIED),
             src_port: 0,
             dst_port: 0,
             protocol: Protocol::Tcp,

@@ -77,7 +77,7 @@ impl Pipeline {
         let key = *self.connections.key(id);
         let connection = *self.connections.connection(id);
         let service_key = ServiceKey {
-            vip: key.dst_addr,
+            vip: key.dst_addr.ip(),
             port: key.dst_port,
             protocol: key.protocol,
         };

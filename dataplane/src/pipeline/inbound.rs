@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::next_hop;
 use super::shared::{interfaces, At, Egress, Pipeline, Verdict};
-use crate::conntrack::{fold32, Binding, ConnNextHop, ConnState, Connection, FlowKey};
+use crate::conntrack::{Binding, ConnNextHop, ConnState, Connection, FlowKey};
 use crate::counters::{bump, BackendCounters, DropReason, WorkerCounters};
 use crate::parse::{Flow, Parsed};
 use crate::persistence::{Template, Upsert};
@@ -229,7 +229,7 @@ impl Pipeline {
             if tracked {
                 let stored = table.persistence.upsert(
                     persistence.group,
-                    persistence.client(flow.key.src_addr),
+                    persistence.client(flow.key.src_addr.ip()),
                     backend.counter_slot,
                     now,
                     persistence.timeout,
@@ -249,11 +249,11 @@ impl Pipeline {
                 self.export(
                     SyncRecord::Template(TemplateRecord {
                         service: ServiceKey {
-                            vip: flow.key.dst_addr,
+                            vip: flow.key.dst_addr.ip(),
                             port: flow.key.dst_port,
                             protocol: flow.key.protocol,
                         },
-                        client: persistence.client(flow.key.src_addr),
+                        client: persistence.client(flow.key.src_addr.ip()),
                         backend: SocketAddr::new(backend.address, backend_port),
                     }),
                     counters,
@@ -304,7 +304,7 @@ fn choose(
 ) -> Result<(usize, Choice), DropReason> {
     let mut stale_template = false;
     if let Some(persistence) = &service.persistence {
-        let client = persistence.client(key.src_addr);
+        let client = persistence.client(key.src_addr.ip());
         match table.persistence.lookup(persistence.group, client, now) {
             Template::Live { counter_slot } => {
                 // Weight 0 is fine (a drained server keeps its persistent clients); a backend
@@ -354,7 +354,7 @@ fn client_next_hop(
             remembered
         }
         (NatReply::Route, ConnNextHop::Neighbour { .. } | ConnNextHop::Unknown) => {
-            match next_hop::route(routing, key.src_addr, key.flow_hash()) {
+            match next_hop::route(routing, key.src_addr.ip(), key.flow_hash()) {
                 Ok(id) => ConnNextHop::Neighbour {
                     id,
                     epoch: routing.epoch,
@@ -373,8 +373,8 @@ fn client_next_hop(
 fn schedule(service: &Service, key: &FlowKey, table: &ServiceTable) -> Result<usize, DropReason> {
     let flow = scheduler::Flow {
         hash: key.flow_hash(),
-        src_addr: fold32(key.src_addr),
-        dst_addr: fold32(key.dst_addr),
+        src_addr: key.src_addr.fold32(),
+        dst_addr: key.dst_addr.fold32(),
     };
     let loads = ServiceLoads { service, table };
     service

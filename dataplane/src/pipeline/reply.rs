@@ -72,7 +72,7 @@ impl Pipeline {
             Some(routing) => {
                 let remembered = self.connections.connection(id).next_hop;
                 let (next_hop, mac) =
-                    next_hop::resolve(routing, remembered, key.src_addr, || key.flow_hash())?;
+                    next_hop::resolve(routing, remembered, key.src_addr.ip(), || key.flow_hash())?;
                 if next_hop != remembered {
                     self.connections.set_next_hop(id, next_hop);
                 }
@@ -82,7 +82,7 @@ impl Pipeline {
         rewrite(
             &mut buffer[at.start..at.end()],
             parsed,
-            SocketAddr::new(key.dst_addr, key.dst_port),
+            SocketAddr::new(key.dst_addr.ip(), key.dst_port),
             Link {
                 src_mac: sides.client.mac,
                 dst_mac: router,

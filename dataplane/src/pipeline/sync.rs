@@ -77,7 +77,7 @@ impl Pipeline {
     ) -> bool {
         let key = &record.key;
         let service_key = ServiceKey {
-            vip: key.dst_addr,
+            vip: key.dst_addr.ip(),
             port: key.dst_port,
             protocol: key.protocol,
         };

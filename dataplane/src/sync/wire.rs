@@ -215,8 +215,8 @@ impl SyncRecord {
                 protocol: record.key.protocol,
                 forwarding: forwarding_code(record.forwarding),
                 state: record.state as u8,
-                client: SocketAddr::new(record.key.src_addr, record.key.src_port),
-                vip: SocketAddr::new(record.key.dst_addr, record.key.dst_port),
+                client: SocketAddr::new(record.key.src_addr.ip(), record.key.src_port),
+                vip: SocketAddr::new(record.key.dst_addr.ip(), record.key.dst_port),
                 backend: record.backend,
             },
             SyncRecord::Template(record) => Fields {
@@ -349,8 +349,8 @@ impl SyncRecord {
                     .ok_or(RecordError::State(code))?;
                 Ok(SyncRecord::Connection(ConnectionRecord {
                     key: FlowKey {
-                        src_addr: client.ip(),
-                        dst_addr: vip.ip(),
+                        src_addr: client.ip().into(),
+                        dst_addr: vip.ip().into(),
                         src_port: client.port(),
                         dst_port: vip.port(),
                         protocol,
@@ -723,8 +723,8 @@ mod tests {
                 .prop_map(|(client, vip, backend, protocol, forwarding, state)| {
                     SyncRecord::Connection(ConnectionRecord {
                         key: FlowKey {
-                            src_addr: client.ip(),
-                            dst_addr: vip.ip(),
+                            src_addr: client.ip().into(),
+                            dst_addr: vip.ip().into(),
                             src_port: client.port(),
                             dst_port: vip.port(),
                             protocol,
@@ -766,8 +766,10 @@ mod tests {
             prop_assert_eq!(length, record.wire_len());
             let all_ipv4 = matches!(
                 record,
-                SyncRecord::Connection(ConnectionRecord { key: FlowKey { dst_addr: IpAddr::V4(_), .. }, backend: SocketAddr::V4(_), .. })
-                    | SyncRecord::Template(TemplateRecord { client: IpAddr::V4(_), backend: SocketAddr::V4(_), .. })
+                SyncRecord::Connection(ConnectionRecord { key, backend: SocketAddr::V4(_), .. }) if key.dst_addr.is_ipv4()
+            ) || matches!(
+                record,
+                SyncRecord::Template(TemplateRecord { client: IpAddr::V4(_), backend: SocketAddr::V4(_), .. })
             );
             prop_assert_eq!(length == RECORD_LEN, all_ipv4);
             prop_assert_eq!(SyncRecord::decode(&bytes[..length]), Ok(record));

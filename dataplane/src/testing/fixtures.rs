@@ -168,8 +168,8 @@ pub fn table(
 pub fn sync_connection(n: u16) -> SyncRecord {
     SyncRecord::Connection(ConnectionRecord {
         key: FlowKey {
-            src_addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
-            dst_addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+            src_addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)).into(),
+            dst_addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)).into(),
             src_port: 40000 + n,
             dst_port: 80,
             protocol: Protocol::Tcp,
