@@ -87,16 +87,13 @@ impl FlowAddr {
         Ipv6Addr::from_bits(self.bits())
     }
 
-    /// The address in 32 bits: IPv4 as it is, IPv6 with its four words XORed (what the
-    /// schedulers hash; an IPv4 flow keeps the key it had before IPv6).
+    /// The address in 32 bits: IPv4 as it is, IPv6 with its four 32-bit words XORed (and the
+    /// mapped form's mark, so that IPv4 comes out as it is without a branch). What the
+    /// schedulers and the service index hash; an IPv4 flow keeps the key it had before IPv6.
     #[inline]
     pub const fn fold32(self) -> u32 {
-        if self.is_ipv4() {
-            self.low as u32
-        } else {
-            let folded = self.high ^ self.low;
-            (folded as u32) ^ ((folded >> 32) as u32)
-        }
+        let folded = self.high ^ self.low;
+        (folded as u32) ^ ((folded >> 32) as u32) ^ (MAPPED_MARK as u32)
     }
 }
 
