@@ -75,9 +75,9 @@ pub struct Flow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct QuotedFlow {
     /// Quoted source address.
-    pub src_addr: IpAddr,
+    pub src_addr: FlowAddr,
     /// Quoted destination address.
-    pub dst_addr: IpAddr,
+    pub dst_addr: FlowAddr,
     /// Quoted source port.
     pub src_port: u16,
     /// Quoted destination port.
@@ -93,8 +93,8 @@ impl QuotedFlow {
     /// server's reply tuple RS:rsport -> client.
     pub const fn reversed(self) -> FlowKey {
         FlowKey {
-            src_addr: FlowAddr::new(self.dst_addr),
-            dst_addr: FlowAddr::new(self.src_addr),
+            src_addr: self.dst_addr,
+            dst_addr: self.src_addr,
             src_port: self.dst_port,
             dst_port: self.src_port,
             protocol: self.protocol,
@@ -102,7 +102,7 @@ impl QuotedFlow {
     }
 }
 
-/// What the transport layer of a classified frame is.
+/// What the transport layer of a classified frame is (a view [`Parsed::transport`] builds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     /// TCP or UDP with a whole header.
@@ -114,17 +114,24 @@ pub enum Transport {
 
 /// A frame [`classify`] accepted: what it learned, so no later stage parses again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Its layout is fixed, with no enum inside: every frame stores one, and a [`Transport`] held
+/// by value (a flow or an ICMP error's quote, each with its own layout) cost an IPv4 frame
+/// some 25 piecewise stores more. The 5-tuple of either kind sits in `flow.key`.
 pub struct Parsed {
+    /// TCP/UDP: the frame's flow. An ICMP error: the quoted datagram's 5-tuple as it
+    /// travelled, in the key's fields (flags empty).
+    flow: Flow,
+    /// Whether this is an ICMP error (see `flow`).
+    icmp_error: bool,
     family: Family,
-    /// Offset of the network header in the frame.
-    l3_at: usize,
-    /// Network header length: IPv4 at least 20; IPv6 40 and every extension header walked
-    /// over, so the transport header starts right after it. Within `l3_len`.
-    l3_header_len: usize,
-    /// Network packet length (IPv4 total length; IPv6 40 + payload length), within the frame
-    /// from `l3_at`.
-    l3_len: usize,
-    transport: Transport,
+    /// Network header length: IPv4 at least 20 (at most 60); IPv6 40 and every extension
+    /// header walked over (at most six of 2048 bytes), so the transport header starts right
+    /// after it. Within `l3_len`.
+    l3_header_len: u16,
+    /// Network packet length (IPv4 total length; IPv6 40 + payload length, up to 65575),
+    /// within the frame from [`Parsed::l3_at`].
+    l3_len: u32,
 }
 
 impl Parsed {
@@ -137,31 +144,88 @@ impl Parsed {
     /// Offset of the network (IP) header in the frame.
     #[inline]
     pub const fn l3_at(&self) -> usize {
-        self.l3_at
+        // Untagged Ethernet only.
+        ethernet::HEADER_LEN
     }
 
     /// Length of the network header (for IPv6 with its extension headers).
     #[inline]
     pub const fn l3_header_len(&self) -> usize {
-        self.l3_header_len
+        self.l3_header_len as usize
     }
 
     /// Length of the network packet (header and payload; Ethernet padding excluded).
     #[inline]
     pub const fn l3_len(&self) -> usize {
-        self.l3_len
+        self.l3_len as usize
     }
 
     /// Offset of the transport (TCP, UDP or ICMP) header in the frame.
     #[inline]
     pub const fn l4_at(&self) -> usize {
-        self.l3_at + self.l3_header_len
+        self.l3_at() + self.l3_header_len()
     }
 
     /// The transport layer: a flow, or an ICMP error and the flow it quotes.
     #[inline]
-    pub const fn transport(&self) -> &Transport {
-        &self.transport
+    pub const fn transport(&self) -> Transport {
+        if self.icmp_error {
+            Transport::IcmpError(self.quoted())
+        } else {
+            Transport::Flow(self.flow)
+        }
+    }
+
+    /// The TCP/UDP flow, borrowed (the per-frame path); `None` for an ICMP error.
+    #[inline]
+    pub const fn flow(&self) -> Option<&Flow> {
+        if self.icmp_error {
+            None
+        } else {
+            Some(&self.flow)
+        }
+    }
+
+    /// The flow an ICMP error quotes (meaningful only for one: see [`Parsed::flow`]).
+    #[inline]
+    pub const fn quoted(&self) -> QuotedFlow {
+        let key = &self.flow.key;
+        QuotedFlow {
+            src_addr: key.src_addr,
+            dst_addr: key.dst_addr,
+            src_port: key.src_port,
+            dst_port: key.dst_port,
+            protocol: key.protocol,
+        }
+    }
+
+    /// A parsed frame of `family` whose network header is `l3_header_len` bytes of an
+    /// `l3_len`-byte packet (both bounded by the frame, so the narrowing is exact).
+    #[inline(always)]
+    fn new(family: Family, l3_header_len: usize, l3_len: usize, transport: Transport) -> Self {
+        let (flow, icmp_error) = match transport {
+            Transport::Flow(flow) => (flow, false),
+            Transport::IcmpError(quoted) => (
+                Flow {
+                    key: FlowKey {
+                        src_addr: quoted.src_addr,
+                        dst_addr: quoted.dst_addr,
+                        src_port: quoted.src_port,
+                        dst_port: quoted.dst_port,
+                        protocol: quoted.protocol,
+                    },
+                    flags: TcpFlags::default(),
+                },
+                true,
+            ),
+        };
+        Parsed {
+            flow,
+            icmp_error,
+            family,
+            l3_header_len: l3_header_len as u16,
+            l3_len: l3_len as u32,
+        }
     }
 
     /// The IPv4 header view of `frame` (the frame this was parsed from), without checking it
@@ -173,7 +237,7 @@ impl Parsed {
             return None;
         }
         frame
-            .get(self.l3_at..self.l3_at + self.l3_len)
+            .get(self.l3_at()..self.l3_at() + self.l3_len())
             .map(Ipv4Packet::new_unchecked)
     }
 
@@ -184,7 +248,7 @@ impl Parsed {
             return None;
         }
         frame
-            .get(self.l3_at..self.l3_at + self.l3_len)
+            .get(self.l3_at()..self.l3_at() + self.l3_len())
             .map(Ipv6Packet::new_unchecked)
     }
 }
@@ -219,13 +283,12 @@ fn classify_ipv4(frame: &[u8]) -> Result<Parsed, DropReason> {
             ip.payload(),
         )?)
     };
-    Ok(Parsed {
-        family: Family::Ipv4,
-        l3_at: ethernet::HEADER_LEN,
+    Ok(Parsed::new(
+        Family::Ipv4,
         l3_header_len,
-        l3_len: usize::from(ip.total_len()),
+        usize::from(ip.total_len()),
         transport,
-    })
+    ))
 }
 
 #[inline]
@@ -247,13 +310,7 @@ fn classify_ipv6(frame: &[u8]) -> Result<Parsed, DropReason> {
         }
         Transport::Flow(flow(protocol, src, dst, l4)?)
     };
-    Ok(Parsed {
-        family: Family::Ipv6,
-        l3_at: ethernet::HEADER_LEN,
-        l3_header_len,
-        l3_len,
-        transport,
-    })
+    Ok(Parsed::new(Family::Ipv6, l3_header_len, l3_len, transport))
 }
 
 /// Walks a checked IPv6 packet's extension headers (at most [`IPV6_MAX_EXTENSION_HEADERS`])
@@ -365,8 +422,8 @@ pub(crate) fn icmp_error(ip: &Ipv4Packet<&[u8]>) -> Result<QuotedFlow, DropReaso
     let protocol =
         Protocol::from_number(quote.protocol()).ok_or(DropReason::UnsupportedProtocol)?;
     Ok(QuotedFlow {
-        src_addr: IpAddr::V4(quote.src_addr()),
-        dst_addr: IpAddr::V4(quote.dst_addr()),
+        src_addr: FlowAddr::v4(quote.src_addr()),
+        dst_addr: FlowAddr::v4(quote.dst_addr()),
         src_port: quote.src_port(),
         dst_port: quote.dst_port(),
         protocol,
@@ -390,12 +447,16 @@ pub(crate) fn icmpv6_error(icmp: &[u8]) -> Result<QuotedFlow, DropReason> {
     })?;
     let protocol =
         Protocol::from_number(quote.next_header()).ok_or(DropReason::UnsupportedProtocol)?;
-    if FlowAddr::v6(quote.src_addr()).is_ipv4() || FlowAddr::v6(quote.dst_addr()).is_ipv4() {
+    let (src_addr, dst_addr) = (
+        FlowAddr::v6(quote.src_addr()),
+        FlowAddr::v6(quote.dst_addr()),
+    );
+    if src_addr.is_ipv4() || dst_addr.is_ipv4() {
         return Err(DropReason::Ipv6MappedAddress);
     }
     Ok(QuotedFlow {
-        src_addr: IpAddr::V6(quote.src_addr()),
-        dst_addr: IpAddr::V6(quote.dst_addr()),
+        src_addr,
+        dst_addr,
         src_port: quote.src_port(),
         dst_port: quote.dst_port(),
         protocol,
@@ -474,7 +535,7 @@ mod tests {
         assert_eq!(parsed.l3_len(), 20 + 20 + 3);
         assert_eq!(parsed.l4_at(), ethernet::HEADER_LEN + ipv4::HEADER_LEN);
         assert_eq!(
-            *parsed.transport(),
+            parsed.transport(),
             Transport::Flow(Flow {
                 key: FlowKey {
                     src_addr: "203.0.113.7".parse().unwrap(),

@@ -93,7 +93,7 @@ impl Pipeline {
 /// ICMP error about the flow's replies quotes reversed, so the error takes the flow's path.
 #[inline]
 fn flow_label(parsed: &Parsed) -> u32 {
-    let key = match *parsed.transport() {
+    let key = match parsed.transport() {
         Transport::Flow(flow) => flow.key,
         Transport::IcmpError(quoted) => quoted.reversed(),
     };

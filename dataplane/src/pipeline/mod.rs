@@ -166,7 +166,7 @@ use std::time::Instant;
 
 use crate::conntrack::{ConnTable, FlowHint};
 use crate::counters::{bump, BackendCounters, DropReason, WorkerCounters};
-use crate::parse::{self, Family, Transport};
+use crate::parse::{self, Family};
 use crate::service::ServiceTable;
 use crate::sync::WorkerSync;
 use shared::At;
@@ -277,11 +277,8 @@ impl Pipeline {
             bump(&counters.ipv6_rx, 1);
         }
         // By reference: a copy of the flow out of `parsed` was a 48-byte move per frame.
-        let flow = match parsed.transport() {
-            Transport::Flow(flow) => flow,
-            Transport::IcmpError(quoted) => {
-                return self.icmp(buffer, at, &parsed, *quoted, table, now, counters)
-            }
+        let Some(flow) = parsed.flow() else {
+            return self.icmp(buffer, at, &parsed, parsed.quoted(), table, now, counters);
         };
         match table.lookup_flow(flow.key.dst_addr, flow.key.dst_port, flow.key.protocol) {
             Some((_, service)) => {

@@ -63,7 +63,7 @@ impl Located {
                 l3_at: parsed.l3_at(),
                 outer_header_len: parsed.l3_header_len(),
                 outer_total_len: parsed.l3_len(),
-                quoted: *quoted,
+                quoted,
             }),
             Transport::Flow(_) => Err(DropReason::UnsupportedProtocol),
         }

@@ -95,7 +95,7 @@ mod tests {
         .build();
         let parsed = classify(&frame).unwrap();
         assert_eq!(
-            *parsed.transport(),
+            parsed.transport(),
             Transport::IcmpError(icmp::quoted_flow(&frame).unwrap())
         );
     }
