@@ -213,6 +213,17 @@ fn ipv6_drops() -> Vec<Case> {
             Ipv6FrameBuilder::icmp6().dst("[2001:db8::10]:0").icmp6_header(2, 0, 1280).payload(&quote[..44]).build(),
             IcmpQuoteTruncated),
         dropped6("IPv6 first fragment", syn().fragment(0, true).build(), Fragment),
+        dropped6("IPv6 from an IPv4-mapped source",
+            Ipv6FrameBuilder::tcp().src("[::ffff:198.51.100.7]:40000").dst("[2001:db8::10]:80").syn().build(),
+            Ipv6MappedAddress),
+        dropped6("IPv6 to an IPv4-mapped destination",
+            Ipv6FrameBuilder::tcp().src("[2001:db8::2]:40000").dst("[::ffff:192.0.2.10]:80").syn().build(),
+            Ipv6MappedAddress),
+        dropped6("ICMPv6 error quoting an IPv4-mapped address",
+            Ipv6FrameBuilder::icmp6().dst("[2001:db8::10]:0").icmp6_header(2, 0, 1280)
+                .payload(&Ipv6FrameBuilder::tcp().src("[2001:db8::10]:80").dst("[::ffff:198.51.100.7]:40000").build_ipv6())
+                .build(),
+            Ipv6MappedAddress),
         dropped6("ICMPv6 echo request to the VIP", Ipv6FrameBuilder::icmp6().dst("[2001:db8::10]:0").build(), UnsupportedProtocol),
     ]
 }

@@ -692,7 +692,7 @@ fn imports_resolve_by_address_and_port_and_move_gauges() {
     testing::assert_gauges_match(b.pipeline.connections(), &b.table, 0);
     let reply = FlowKey {
         src_addr: Ipv4Addr::new(10, 0, 1, 2).into(),
-        dst_addr: flow.src_addr.into(),
+        dst_addr: flow.src_addr,
         src_port: 8080,
         dst_port: flow.src_port,
         protocol: Protocol::Tcp,

@@ -189,8 +189,8 @@ mod tests {
     pub(super) fn connection() -> SyncRecord {
         SyncRecord::Connection(ConnectionRecord {
             key: FlowKey {
-                src_addr: IpAddr::from([198.into(), 51, 100, 7]).into(),
-                dst_addr: IpAddr::from([192.into(), 0, 2, 60]).into(),
+                src_addr: IpAddr::from([198, 51, 100, 7]).into(),
+                dst_addr: IpAddr::from([192, 0, 2, 60]).into(),
                 src_port: 40000,
                 dst_port: 80,
                 protocol: Protocol::Tcp,
