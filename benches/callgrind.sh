@@ -19,7 +19,7 @@ CASES=("$@")
 if ((${#CASES[@]} == 0)); then
     CASES=(copy dr-established dr-new-flow nat-established nat-reply tun-established drop-fragment
         nat-established-fib nat-reply-fib nat-reply-route tun-established-fib dr6-established
-        nat6-established nat6-reply)
+        nat6-established nat6-reply tun6-established)
 fi
 
 if ! command -v valgrind >/dev/null; then

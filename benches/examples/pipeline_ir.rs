@@ -16,7 +16,7 @@
 //!                    the same three with next hops from a FIB: NAT replies to the client's
 //!                    last hop, TUN to the route's gateway (one atomic load per frame)
 //!   nat-reply-route  the reply with `nat_reply = "route"`: the neighbour the route gave
-//!   dr6-established, nat6-established, nat6-reply
+//!   dr6-established, nat6-established, nat6-reply, tun6-established
 //!                    the same over IPv6: [2001:db8::10]:80 to 2001:db8:1::11-13 (NAT :8080)
 //! ```
 
@@ -36,7 +36,7 @@ use dataplane::{
 };
 use scheduler::Algorithm;
 
-const CASES: [&str; 14] = [
+const CASES: [&str; 15] = [
     "copy",
     "dr-established",
     "dr-new-flow",
@@ -51,6 +51,7 @@ const CASES: [&str; 14] = [
     "dr6-established",
     "nat6-established",
     "nat6-reply",
+    "tun6-established",
 ];
 const CLIENT: &str = "203.0.113.7:40000";
 const CLIENT6: &str = "[2001:db8:c::7]:40000";
@@ -271,6 +272,7 @@ impl Case {
         let forwarding = match base {
             "dr" if !reply => Forwarding::DirectRouting,
             "nat" => Forwarding::Nat,
+            "tun" if !reply => Forwarding::Tunnel,
             _ => return None,
         };
         let table = table6_for(forwarding);
