@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use control::config::parse_mac;
 use control::netlink::{
-    interface_index, interface_mac, interface_rx_queues, AddressChange, Netlink,
+    interface_index, interface_mac, interface_rx_queues, AddressChange, ListedAddress, Netlink,
+    DIRECTOR_ADDRESS_PROTOCOL,
 };
 
 use common::{End, Namespace, VethPair};
@@ -135,6 +136,56 @@ fn add_and_remove_address_twice() {
     assert!(
         error.contains("add address 203.0.113.10/32 on ifindex 9999"),
         "{error}"
+    );
+}
+
+#[test]
+fn added_addresses_carry_the_directors_mark_and_a_dump_reads_it_back() {
+    let lab = lab();
+    let vip = Ipv4Addr::new(203, 0, 113, 10);
+    let vip6: std::net::Ipv6Addr = "2001:db8::10".parse().unwrap();
+    // Added by the operator, without a mark.
+    lab.a.ip(&["addr", "add", "203.0.113.20/32", "dev", "va"]);
+    lab.a.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8::20/128",
+        "dev",
+        "va",
+        "nodad",
+    ]);
+    let listed = lab.a.enter(move || {
+        let (index, mut netlink) = open_va();
+        netlink.add_address(index, vip, 32).unwrap();
+        netlink.add_address(index, vip6, 128).unwrap();
+        netlink.listed_addresses(index).unwrap()
+    });
+    let find = |address: std::net::IpAddr| -> ListedAddress {
+        *listed
+            .iter()
+            .find(|listed| listed.address == address)
+            .unwrap_or_else(|| panic!("{address} not listed: {listed:?}"))
+    };
+    for (address, prefix_len) in [(vip.into(), 32), (vip6.into(), 128)] {
+        let added = find(address);
+        assert_eq!(added.prefix_len, prefix_len, "{added:?}");
+        assert_eq!(added.protocol, DIRECTOR_ADDRESS_PROTOCOL, "{added:?}");
+        assert!(added.is_directors());
+    }
+    for address in ["203.0.113.20", "2001:db8::20", "198.51.100.1"] {
+        let operators = find(address.parse().unwrap());
+        assert_eq!(operators.protocol, 0, "{operators:?}");
+        assert!(!operators.is_directors());
+    }
+    // IPv4 first, then IPv6 (its link-local address included).
+    let first_v6 = listed.iter().position(|listed| listed.address.is_ipv6());
+    assert!(
+        listed
+            .iter()
+            .skip(first_v6.unwrap())
+            .all(|listed| listed.address.is_ipv6()),
+        "{listed:?}"
     );
 }
 
