@@ -71,6 +71,9 @@ fn ip_link_mac(namespace: &Namespace, interface: &str) -> [u8; 6] {
 
 #[test]
 fn interface_queries_match_ip_link() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let expected = ip_link_mac(&lab.a, "va");
     let (index, mac, queues) = lab.a.enter(|| {
@@ -91,6 +94,9 @@ fn interface_queries_match_ip_link() {
 
 #[test]
 fn add_and_remove_address_twice() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let vip = Ipv4Addr::new(203, 0, 113, 10);
     let (first, second) = lab.a.enter(move || {
@@ -141,6 +147,9 @@ fn add_and_remove_address_twice() {
 
 #[test]
 fn added_addresses_carry_the_directors_mark_and_a_dump_reads_it_back() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let vip = Ipv4Addr::new(203, 0, 113, 10);
     let vip6: std::net::Ipv6Addr = "2001:db8::10".parse().unwrap();
@@ -191,6 +200,9 @@ fn added_addresses_carry_the_directors_mark_and_a_dump_reads_it_back() {
 
 #[test]
 fn neighbour_learned_from_traffic() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let peer_mac = ip_link_mac(&lab.b, "vb");
     let found = lab.a.enter(|| {
@@ -208,6 +220,9 @@ fn neighbour_learned_from_traffic() {
 
 #[test]
 fn solicit_neighbour_triggers_arp() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let peer_mac = ip_link_mac(&lab.b, "vb");
     let (found, nobody) = lab.a.enter(|| {
@@ -230,6 +245,9 @@ fn solicit_neighbour_triggers_arp() {
 
 #[test]
 fn ipv6_vip_is_added_without_dad_listed_and_removed_and_the_default_gateway_read() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let vip: std::net::Ipv6Addr = "2001:db8::10".parse().unwrap();
     let router: std::net::Ipv6Addr = "2001:db8:1::2".parse().unwrap();
