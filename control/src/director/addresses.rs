@@ -55,7 +55,11 @@ pub(super) fn remove_leftover_addresses(
         let listed = match netlink.listed_addresses(interface.ifindex) {
             Ok(listed) => listed,
             Err(error) => {
-                warn!(interface = %interface.name, %error, "could not list addresses: what a killed run left there stays");
+                warn!(
+                    interface = %interface.name,
+                    %error,
+                    "could not list addresses: what a killed run left there stays"
+                );
                 continue;
             }
         };
@@ -75,7 +79,7 @@ pub(super) fn remove_leftover_addresses(
                     %address,
                     interface = %interface.name,
                     "removed an address a killed director left (it carries the director's mark); \
-                     added again when this run serves it"
+                     this run adds back what it serves"
                 ),
                 Err(error) => {
                     warn!(%address, %error, "could not remove an address a killed director left");
