@@ -81,6 +81,9 @@ fn spread(fib: &Fib, address: Ipv4Addr) -> usize {
 
 #[test]
 fn routes_added_and_removed_reach_the_next_snapshot() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let (mut mirror, va) = mirror(&lab.a);
     let destination = Ipv4Addr::new(192, 0, 2, 5);
@@ -111,6 +114,9 @@ fn routes_added_and_removed_reach_the_next_snapshot() {
 
 #[test]
 fn blackhole_and_unserved_routes_are_counted() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     // An interface the director does not serve (no dummy module here: a veth within the
     // namespace).
@@ -151,6 +157,9 @@ fn blackhole_and_unserved_routes_are_counted() {
 
 #[test]
 fn ecmp_routes_and_nexthop_groups_spread_over_both_routers() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let (mut mirror, _) = mirror(&lab.a);
     lab.a.ip(&[
@@ -212,6 +221,9 @@ fn ecmp_routes_and_nexthop_groups_spread_over_both_routers() {
 
 #[test]
 fn neighbour_mac_lands_in_its_slot_and_a_change_is_followed() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let (mut mirror, va) = mirror(&lab.a);
     let server = Ipv4Addr::new(198, 51, 100, 50);
@@ -243,6 +255,9 @@ fn neighbour_mac_lands_in_its_slot_and_a_change_is_followed() {
 
 #[test]
 fn stale_neighbour_in_use_is_confirmed() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     lab.a.ip(&[
         "neigh",
@@ -270,6 +285,9 @@ fn stale_neighbour_in_use_is_confirmed() {
 
 #[test]
 fn a_hundred_changes_in_a_second_build_few_snapshots() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let (mut mirror, _) = mirror(&lab.a);
     let before = mirror.counters();
@@ -311,6 +329,9 @@ fn a_hundred_changes_in_a_second_build_few_snapshots() {
 
 #[test]
 fn failed_neighbour_is_counted_and_solicited_again() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     // Give up on an unanswered neighbour after 3 x 100 ms instead of 3 s.
     common::ip(&[
@@ -338,6 +359,9 @@ fn failed_neighbour_is_counted_and_solicited_again() {
 
 #[test]
 fn task_thread_sends_a_change_and_answers_requests() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let (task, va) = lab.a.enter(|| {
         let va = interface_index("va").unwrap();
@@ -371,6 +395,9 @@ fn task_thread_sends_a_change_and_answers_requests() {
 
 #[test]
 fn notification_overrun_is_counted_and_redumped() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let (mut mirror, _) = mirror(&lab.a);
     // 20000 routes (one prefix, 20000 metrics) while the mirror reads nothing: more
@@ -458,6 +485,9 @@ fn spread6(fib: &Fib, address: &str) -> usize {
 
 #[test]
 fn ipv6_routes_are_mirrored_and_looked_up() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab6();
     let (mut mirror, va) = mirror(&lab.a);
     // The connected /64 from the dump; link-local noise is left out.
@@ -550,6 +580,9 @@ fn ipv6_routes_are_mirrored_and_looked_up() {
 
 #[test]
 fn ipv6_neighbour_is_solicited_and_its_mac_lands_in_its_slot() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab6();
     let mac = peer_mac(&lab);
     let (mut mirror, va) = mirror(&lab.a);
@@ -578,6 +611,9 @@ fn ipv6_neighbour_is_solicited_and_its_mac_lands_in_its_slot() {
 
 #[test]
 fn ipv6_pins_go_through_the_task_thread() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab6();
     let mac = peer_mac(&lab);
     let (task, va) = lab.a.enter(|| {
@@ -603,6 +639,9 @@ fn ipv6_pins_go_through_the_task_thread() {
 
 #[test]
 fn neighbours_resolve_finds_ipv6_and_ipv4_peers_and_gives_up_on_nobody() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab6();
     let mac = peer_mac(&lab);
     let (ipv6, ipv4, nobody) = lab.a.enter(|| {
@@ -631,6 +670,9 @@ fn neighbours_resolve_finds_ipv6_and_ipv4_peers_and_gives_up_on_nobody() {
 
 #[test]
 fn stale_ipv6_neighbour_in_use_is_confirmed_and_a_silent_one_fails() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab6();
     // Give up on an unanswered neighbour after 3 x 100 ms instead of 3 s.
     common::ip(&[

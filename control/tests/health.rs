@@ -116,6 +116,9 @@ fn first_result(board: &HealthBoard, name: &str) -> BackendHealth {
 
 #[test]
 fn every_kind_reaches_an_ipv6_real_server_across_a_link() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let bind = |port: u16| {
         lab.b

@@ -76,6 +76,9 @@ address = "2001:db8:1::3"
 
 #[test]
 fn ipv6_real_servers_and_the_ipv6_gateway_are_solicited_and_resolved() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let peer_mac = {
         let output = lab.b.ip(&["link", "show", "vb"]);

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use control::config::parse_mac;
 use control::netlink::{
-    interface_index, interface_mac, interface_rx_queues, AddressChange, Netlink,
+    interface_index, interface_mac, interface_rx_queues, AddressChange, ListedAddress, Netlink,
+    DIRECTOR_ADDRESS_PROTOCOL,
 };
 
 use common::{End, Namespace, VethPair};
@@ -70,6 +71,9 @@ fn ip_link_mac(namespace: &Namespace, interface: &str) -> [u8; 6] {
 
 #[test]
 fn interface_queries_match_ip_link() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let expected = ip_link_mac(&lab.a, "va");
     let (index, mac, queues) = lab.a.enter(|| {
@@ -90,6 +94,9 @@ fn interface_queries_match_ip_link() {
 
 #[test]
 fn add_and_remove_address_twice() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let vip = Ipv4Addr::new(203, 0, 113, 10);
     let (first, second) = lab.a.enter(move || {
@@ -139,7 +146,63 @@ fn add_and_remove_address_twice() {
 }
 
 #[test]
+fn added_addresses_carry_the_directors_mark_and_a_dump_reads_it_back() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
+    let lab = lab();
+    let vip = Ipv4Addr::new(203, 0, 113, 10);
+    let vip6: std::net::Ipv6Addr = "2001:db8::10".parse().unwrap();
+    // Added by the operator, without a mark.
+    lab.a.ip(&["addr", "add", "203.0.113.20/32", "dev", "va"]);
+    lab.a.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8::20/128",
+        "dev",
+        "va",
+        "nodad",
+    ]);
+    let listed = lab.a.enter(move || {
+        let (index, mut netlink) = open_va();
+        netlink.add_address(index, vip, 32).unwrap();
+        netlink.add_address(index, vip6, 128).unwrap();
+        netlink.listed_addresses(index).unwrap()
+    });
+    let find = |address: std::net::IpAddr| -> ListedAddress {
+        *listed
+            .iter()
+            .find(|listed| listed.address == address)
+            .unwrap_or_else(|| panic!("{address} not listed: {listed:?}"))
+    };
+    for (address, prefix_len) in [(vip.into(), 32), (vip6.into(), 128)] {
+        let added = find(address);
+        assert_eq!(added.prefix_len, prefix_len, "{added:?}");
+        assert_eq!(added.protocol, DIRECTOR_ADDRESS_PROTOCOL, "{added:?}");
+        assert!(added.is_directors());
+    }
+    for address in ["203.0.113.20", "2001:db8::20", "198.51.100.1"] {
+        let operators = find(address.parse().unwrap());
+        assert_eq!(operators.protocol, 0, "{operators:?}");
+        assert!(!operators.is_directors());
+    }
+    // IPv4 first, then IPv6 (its link-local address included).
+    let first_v6 = listed.iter().position(|listed| listed.address.is_ipv6());
+    assert!(
+        listed
+            .iter()
+            .skip(first_v6.unwrap())
+            .all(|listed| listed.address.is_ipv6()),
+        "{listed:?}"
+    );
+}
+
+#[test]
 fn neighbour_learned_from_traffic() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let peer_mac = ip_link_mac(&lab.b, "vb");
     let found = lab.a.enter(|| {
@@ -157,6 +220,9 @@ fn neighbour_learned_from_traffic() {
 
 #[test]
 fn solicit_neighbour_triggers_arp() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let peer_mac = ip_link_mac(&lab.b, "vb");
     let (found, nobody) = lab.a.enter(|| {
@@ -179,6 +245,9 @@ fn solicit_neighbour_triggers_arp() {
 
 #[test]
 fn ipv6_vip_is_added_without_dad_listed_and_removed_and_the_default_gateway_read() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let vip: std::net::Ipv6Addr = "2001:db8::10".parse().unwrap();
     let router: std::net::Ipv6Addr = "2001:db8:1::2".parse().unwrap();

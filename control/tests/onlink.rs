@@ -63,6 +63,9 @@ fn check_in(namespace: &str, config: &str) -> Output {
 
 #[test]
 fn check_refuses_an_off_link_dr_server_and_names_it() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let output = check_in(
         &lab.a.name,
@@ -82,6 +85,9 @@ fn check_refuses_an_off_link_dr_server_and_names_it() {
 
 #[test]
 fn check_accepts_on_link_dr_servers() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let output = check_in(
         &lab.a.name,
@@ -98,6 +104,9 @@ fn check_accepts_on_link_dr_servers() {
 
 #[test]
 fn check_without_the_interface_skips_the_on_link_part_with_a_note() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let output = check_in(&lab.a.name, &dr_config("eth9", &["203.0.113.5"]));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -114,6 +123,9 @@ fn check_without_the_interface_skips_the_on_link_part_with_a_note() {
 
 #[test]
 fn check_reads_the_client_sides_ipv6_prefixes() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     lab.a
         .ip(&["addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad"]);

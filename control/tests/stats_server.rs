@@ -391,8 +391,8 @@ for line in sys.argv[2:]: f.write(line + '\\n'); f.flush(); print(f.readline(), 
 /// stats; with the group configured, a member can mutate.
 #[test]
 fn mutations_need_root_the_owner_or_the_group() {
-    if control::access::effective_uid() != 0 {
-        eprintln!("SKIPPED: needs root to run a client as another user");
+    // Needs root to run a client as another user.
+    if !dataplane::testing::require_root() {
         return;
     }
     let dir = TempDir::new();

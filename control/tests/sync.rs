@@ -238,6 +238,9 @@ impl Workers {
 
 #[test]
 fn multicast_sender_to_receiver_into_worker_queues() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let config = |interface: &str| SyncConfig {
         interface: interface.to_owned(),
@@ -301,6 +304,9 @@ fn multicast_sender_to_receiver_into_worker_queues() {
 
 #[test]
 fn ipv6_and_ipv4_entries_share_datagrams_between_pipelines() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let config = |interface: &str| SyncConfig {
         interface: interface.to_owned(),
@@ -370,6 +376,9 @@ fn ipv6_and_ipv4_entries_share_datagrams_between_pipelines() {
 
 #[test]
 fn daemons_swap_roles_over_unicast_and_filter_strangers() {
+    if !dataplane::testing::require_root() {
+        return;
+    }
     let lab = lab();
     let config = |interface: &str, peer: Ipv4Addr| SyncConfig {
         interface: interface.to_owned(),

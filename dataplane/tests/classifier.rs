@@ -40,13 +40,6 @@ const HOST_UNREACHABLE: u8 = 1;
 /// Bytes before the ICMP quote: Ethernet, outer IPv4, ICMP header.
 const QUOTE_AT: usize = 14 + 20 + 8;
 
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.starts_with(b"0\n"))
-}
-
 fn counters(classifier: &XdpClassifier) -> BTreeMap<&'static str, u64> {
     classifier.counters().unwrap().into_iter().collect()
 }
@@ -544,8 +537,7 @@ fn other_cases() -> Vec<Case> {
 
 #[test]
 fn classifier_passes_everything_it_cannot_serve_and_counts_why() {
-    if !is_root() {
-        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+    if !dataplane::testing::require_root() {
         return;
     }
     let classifier = classifier();
@@ -634,8 +626,7 @@ fn classifier_passes_everything_it_cannot_serve_and_counts_why() {
 /// verifier guarantees the latter; this shows the counters agree on where each header ends).
 #[test]
 fn icmp_error_cut_anywhere_is_passed_and_counted() {
-    if !is_root() {
-        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+    if !dataplane::testing::require_root() {
         return;
     }
     let classifier = classifier();
@@ -662,8 +653,7 @@ fn icmp_error_cut_anywhere_is_passed_and_counted() {
 /// With an AF_XDP socket on queue 0, steered frames are redirected and counted by kind.
 #[test]
 fn classifier_redirects_to_the_socket_on_the_receiving_queue() {
-    if !is_root() {
-        eprintln!("skipped: AF_XDP and BPF_PROG_TEST_RUN need root");
+    if !dataplane::testing::require_root() {
         return;
     }
     // A private network namespace for this thread alone, so binding to its loopback disturbs
@@ -1540,8 +1530,7 @@ mod ipv6 {
     /// Chains up to the walk's bound reach the service; one more header is counted and passed.
     #[test]
     fn extension_header_walk_stops_at_its_bound() {
-        if !super::is_root() {
-            eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+        if !dataplane::testing::require_root() {
             return;
         }
         let classifier = super::classifier();
@@ -1583,8 +1572,7 @@ mod ipv6 {
     /// counted where the cut falls.
     #[test]
     fn icmp6_error_cut_anywhere_is_passed_and_counted() {
-        if !super::is_root() {
-            eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+        if !dataplane::testing::require_root() {
             return;
         }
         let classifier = super::classifier();

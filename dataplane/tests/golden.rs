@@ -335,8 +335,7 @@ fn golden_rows_through_the_pipeline() {
 /// 0 so steered frames are redirected, in a private network namespace.
 #[test]
 fn golden_rows_through_the_xdp_classifier() {
-    if !is_root() {
-        eprintln!("skipped: AF_XDP and BPF_PROG_TEST_RUN need root");
+    if !dataplane::testing::require_root() {
         return;
     }
     // A private network namespace for this thread alone, so binding to its loopback disturbs
@@ -425,13 +424,6 @@ fn classifier_for(table: &ServiceTable) -> XdpClassifier {
 
 fn xdp_counters(classifier: &XdpClassifier) -> BTreeMap<&'static str, u64> {
     classifier.counters().unwrap().into_iter().collect()
-}
-
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.starts_with(b"0\n"))
 }
 
 #[test]

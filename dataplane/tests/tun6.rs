@@ -554,8 +554,7 @@ fn pipeline_refuses_what_it_cannot_tunnel_untouched() {
 /// tunnels back into the client's packet (needs root; skipped otherwise).
 #[test]
 fn rs_decap_gives_back_the_clients_packet() {
-    if !nix_is_root() {
-        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+    if !dataplane::testing::require_root() {
         return;
     }
     let decap = rs_decap::Decap::load().unwrap();
@@ -606,13 +605,6 @@ fn count(decap: &rs_decap::Decap, name: &str) -> u64 {
         .into_iter()
         .find_map(|(counter, value)| (counter == name).then_some(value))
         .unwrap_or_else(|| panic!("no counter {name}"))
-}
-
-fn nix_is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.starts_with(b"0\n"))
 }
 
 #[test]

@@ -118,16 +118,11 @@ impl Drop for Namespace {
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// A fresh namespace holding `links`, entered by the calling thread; `None`, after saying so,
-/// when the test cannot run here (it needs root).
+/// when the test is to be skipped (not root, and `DIRECTOR_SKIP_ROOT_TESTS=1`); without root
+/// otherwise it panics.
 fn enter_namespace(tag: &str, links: &[&Veth]) -> Option<Namespace> {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces and XDP");
+    if !dataplane::testing::require_root() {
         return None;
     }
     let namespace = Namespace::new(tag, links);

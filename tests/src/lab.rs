@@ -228,7 +228,11 @@ impl Lab {
     /// Builds the lab: switch, client, director, `options.real_servers` real servers with an
     /// HTTP server each (and, for DR, the VIP on `lo`). `options.topology` picks the shape.
     pub fn try_dr(options: LabOptions) -> Result<Lab> {
-        ensure!(sys::is_root(), "the lab needs root (network namespaces)");
+        ensure!(
+            sys::is_root(),
+            "the lab needs root (network namespaces): run as root, or set \
+             DIRECTOR_SKIP_ROOT_TESTS=1 to skip the tests that need it"
+        );
         ensure!(
             (1..=MAX_REAL_SERVERS).contains(&options.real_servers),
             "real_servers must be in 1..={MAX_REAL_SERVERS}, got {}",

@@ -38,6 +38,7 @@ mod director;
 mod http;
 mod keepalived;
 mod lab;
+mod root;
 pub mod stats;
 #[expect(
     unsafe_code,
@@ -62,6 +63,7 @@ pub use lab::{
     far_rs_ip, lab_namespaces, router_far_ip, router_ip, Host, Lab, LabOptions, Topology,
     EXTRA_CLIENT_IPS, FAR_CLIENT_IP, FAR_SUBNET,
 };
+pub use root::{root_test, run_root_test, RootTest, SKIP_ROOT_TESTS};
 pub use sys::is_root;
 
 /// Network prefix length of the lab's one L2 segment.
@@ -130,12 +132,13 @@ pub fn vip_url_port(port: u16) -> String {
     format!("http://{VIP}:{port}/")
 }
 
-/// Returns early from a test (with a printed reason) when not running as root.
+/// The first line of every test that needs root: without root it panics ("needs root: run as
+/// root, or set DIRECTOR_SKIP_ROOT_TESTS=1 to skip"), or with `DIRECTOR_SKIP_ROOT_TESTS=1`
+/// returns early after printing `SKIPPED` ([`run_root_test`]).
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if !$crate::is_root() {
-            eprintln!("SKIPPED: this test needs root (network namespaces, XDP)");
+        if !$crate::run_root_test() {
             return;
         }
     };

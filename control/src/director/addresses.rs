@@ -2,8 +2,17 @@
 //! /32, IPv6 as a /128 added without duplicate address detection, so it answers at once; the
 //! kernel answers ARP and NDP for them) and, under `[ha]` with NAT, the real servers' gateways
 //! (`ha.server_address`, `ha.server_address6`) on the server side. Added while serving, removed
-//! otherwise, retried on every tick; removed at shutdown. Only addresses this process added
-//! (or, under `[ha]`, an earlier run left) are ever removed.
+//! otherwise, retried on every tick; removed at shutdown.
+//!
+//! Every address the director adds carries its mark (`IFA_PROTO` =
+//! [`crate::netlink::DIRECTOR_ADDRESS_PROTOCOL`]), so a run tells what a killed run left from
+//! what the operator configured. At start-up, with or without `[ha]`, [`remove_leftover_addresses`] removes every
+//! marked address on the served interfaces at once, VIPs no longer in the file included: a
+//! leftover VIP would draw clients to a host whose kernel resets their connections until this
+//! run serves, so it is dropped, and added again (marked) when this run serves it, like any
+//! VIP. An address without the mark that equals a VIP or a gateway is the operator's: never
+//! removed, logged once. Only addresses this run added, or a leftover it could not remove, are
+//! ever removed later.
 //!
 //! It changes addresses only: steering frames is [`super::steering`]'s, deciding whether to
 //! serve is VRRP's ([`super::failover`]).
@@ -13,33 +22,107 @@ use std::net::IpAddr;
 
 use tracing::{info, warn};
 
+use super::state::Interface;
 use super::Director;
-use crate::config::HaConfig;
+use crate::config::{Config, HaConfig};
 use crate::netlink::{AddressChange, Netlink};
 
-impl Director {
-    /// Takes charge of VIPs and the NAT gateway address an earlier run left on the interfaces
-    /// (killed before it could remove them): under `[ha]` they are VRRP's, so a backup must
-    /// give them up rather than answer ARP for them.
-    pub(super) fn adopt_leftover_addresses(&mut self, config: &HaConfig, vips: &[IpAddr]) {
-        for (address, _) in all_addresses(&mut self.netlink, self.home_ifindex) {
-            if vips.contains(&address) {
-                warn!(vip = %address, "a VIP left by an earlier run: removing it until master");
-                self.added_vips.insert(address);
+/// What [`remove_leftover_addresses`] leaves the run in charge of.
+#[derive(Debug, Default)]
+pub(super) struct Leftovers {
+    /// Marked VIPs it could not remove: held as if this run had added them, so they are
+    /// removed later (when not wanted, at the latest at a clean stop).
+    pub(super) vips: BTreeSet<IpAddr>,
+    /// Marked NAT gateway addresses it could not remove, likewise.
+    pub(super) server_addresses: BTreeSet<(IpAddr, u8)>,
+    /// VIPs and gateway addresses already there without the mark: the operator's, logged once.
+    pub(super) operators: BTreeSet<IpAddr>,
+}
+
+/// Removes every address carrying the director's mark from the served interfaces (the first
+/// is the client side, the second the NAT server side): what a killed run left, including VIPs
+/// the configuration no longer has. Lists the unmarked ones that equal a VIP or gateway as the
+/// operator's. Best effort: an interface whose addresses cannot be listed is skipped, logged.
+pub(super) fn remove_leftover_addresses(
+    netlink: &mut Netlink,
+    interfaces: &[Interface],
+    config: &Config,
+) -> Leftovers {
+    let vips: BTreeSet<IpAddr> = config.services.iter().map(|service| service.vip).collect();
+    let gateways = config.ha.as_ref().map(server_addresses).unwrap_or_default();
+    let mut leftovers = Leftovers::default();
+    for (side, interface) in interfaces.iter().enumerate() {
+        let listed = match netlink.listed_addresses(interface.ifindex) {
+            Ok(listed) => listed,
+            Err(error) => {
+                warn!(
+                    interface = %interface.name,
+                    %error,
+                    "could not list addresses: what a killed run left there stays"
+                );
+                continue;
             }
-        }
-        let Some(ifindex) = self.sides.server else {
-            return;
         };
-        let present = all_addresses(&mut self.netlink, ifindex);
-        for (address, prefix) in server_addresses(config) {
-            if present.iter().any(|(candidate, _)| *candidate == address) {
-                warn!(%address, "the NAT gateway address left by an earlier run: removing it until master");
-                self.added_server_addresses.insert((address, prefix));
+        for listed in listed {
+            let address = listed.address;
+            let held = (address, listed.prefix_len);
+            let is_vip = side == 0 && vips.contains(&address);
+            let is_gateway = side == 1 && gateways.iter().any(|&(gateway, _)| gateway == address);
+            if !listed.is_directors() {
+                if is_vip || is_gateway {
+                    note_operators(&mut leftovers.operators, address, &interface.name, config);
+                }
+                continue;
+            }
+            match netlink.remove_address(interface.ifindex, address, listed.prefix_len) {
+                Ok(()) => warn!(
+                    %address,
+                    interface = %interface.name,
+                    "removed an address a killed director left (it carries the director's mark); \
+                     this run adds back what it serves"
+                ),
+                Err(error) => {
+                    warn!(%address, %error, "could not remove an address a killed director left");
+                    if is_vip {
+                        leftovers.vips.insert(address);
+                    } else if is_gateway {
+                        leftovers.server_addresses.insert(held);
+                    }
+                }
             }
         }
     }
+    leftovers
+}
 
+/// Records `address` as the operator's, logging it the first time.
+fn note_operators(
+    operators: &mut BTreeSet<IpAddr>,
+    address: IpAddr,
+    interface: &str,
+    config: &Config,
+) {
+    if !operators.insert(address) {
+        return;
+    }
+    if config.ha.is_some() {
+        warn!(
+            %address,
+            interface,
+            "already on the interface without the director's mark: the operator's, never \
+             removed, so this host answers for it even as VRRP backup"
+        );
+    } else {
+        info!(
+            %address,
+            interface,
+            "already on the interface without the director's mark: the operator's, left there \
+             at stop"
+        );
+    }
+}
+
+impl Director {
     /// Every service's VIP, once each, IPv4 first.
     pub(super) fn vips(&self) -> Vec<IpAddr> {
         let vips: BTreeSet<IpAddr> = self
@@ -71,15 +154,15 @@ impl Director {
                 Ok(AddressChange::Added) => {
                     info!(%vip, interface = %interface.name, "VIP added");
                     self.added_vips.insert(vip);
+                    self.operator_addresses.remove(&vip);
                 }
-                Ok(AddressChange::AlreadyPresent) => {
-                    info!(%vip, interface = %interface.name, "VIP already present");
-                    // Under [ha] the VIPs are VRRP's: one left by an earlier run is ours to
-                    // give up when we are not master.
-                    if self.config.ha.is_some() {
-                        self.added_vips.insert(vip);
-                    }
-                }
+                // Leftovers were removed at start-up: what is there now is the operator's.
+                Ok(AddressChange::AlreadyPresent) => note_operators(
+                    &mut self.operator_addresses,
+                    vip,
+                    &interface.name,
+                    &self.config,
+                ),
                 Err(error) => warn!(%vip, %error, "could not add VIP"),
             }
         }
@@ -131,9 +214,16 @@ impl Director {
         }
         for &(address, prefix) in wanted.difference(&self.added_server_addresses.clone()) {
             match self.netlink.add_address(server.ifindex, address, prefix) {
-                Ok(_) => {
+                Ok(AddressChange::AlreadyPresent) => note_operators(
+                    &mut self.operator_addresses,
+                    address,
+                    &server.name,
+                    &self.config,
+                ),
+                Ok(AddressChange::Added) => {
                     info!(%address, interface = %server.name, "NAT gateway address added");
                     self.added_server_addresses.insert((address, prefix));
+                    self.operator_addresses.remove(&address);
                     if let Err(error) =
                         crate::ha::vrrp::announce_addresses(&server.name, &[address])
                     {
@@ -173,20 +263,6 @@ fn server_addresses(config: &HaConfig) -> Vec<(IpAddr, u8)> {
         .server_address6
         .map(|(address, prefix)| (IpAddr::V6(address), prefix));
     v4.into_iter().chain(v6).collect()
-}
-
-/// Both families' addresses on `ifindex`; a family that cannot be read is left out (adopting
-/// leftovers is best effort, as it always was).
-fn all_addresses(netlink: &mut Netlink, ifindex: u32) -> Vec<(IpAddr, u8)> {
-    let v4 = netlink.addresses(ifindex).unwrap_or_default();
-    let v6 = netlink.addresses_v6(ifindex).unwrap_or_default();
-    v4.into_iter()
-        .map(|(address, prefix)| (IpAddr::V4(address), prefix))
-        .chain(
-            v6.into_iter()
-                .map(|(address, prefix)| (IpAddr::V6(address), prefix)),
-        )
-        .collect()
 }
 
 /// Removes the VIPs (on the client side) and the NAT gateway address (on the server side) a

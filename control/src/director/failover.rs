@@ -42,7 +42,6 @@ impl Director {
         sync_queues: Option<&SyncQueues>,
     ) -> anyhow::Result<()> {
         let vips = self.vips();
-        self.adopt_leftover_addresses(config, &vips);
         // Every interface the director serves must have its link, the NAT server side too.
         let links: Vec<String> = self
             .shared

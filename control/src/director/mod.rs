@@ -4,7 +4,8 @@
 //! put in the classifier's map only once workers are polling, and the VIPs go up last-but-one so
 //! clients are never drawn to a director that cannot forward. Shutdown runs it backwards: the
 //! services leave the map (frames fall back to the kernel), workers stop and drain, the bpf_link
-//! goes (the program detaches), and the VIPs this process added are removed.
+//! goes (the program detaches), and the VIPs this process added are removed. Addresses a killed
+//! run left carry the director's mark and are removed at the next start-up (`addresses`).
 //!
 //! Health checks run on their own thread ([`crate::health`]), started before the workers; the
 //! main loop receives their verdicts and rebuilds the table, as it does for run-time changes
@@ -167,10 +168,14 @@ struct Director {
     home_ifindex: u32,
     /// The client side and, with NAT, the server side.
     sides: Sides,
-    /// VIPs this process added (and so removes); ones already present are left alone.
+    /// VIPs this process added (and so removes), or a killed run left and start-up could not
+    /// remove; ones already present without the director's mark are left alone.
     added_vips: BTreeSet<IpAddr>,
     /// The NAT gateway addresses (`ha.server_address`, `ha.server_address6`) this process holds.
     added_server_addresses: BTreeSet<(IpAddr, u8)>,
+    /// VIPs and gateway addresses found on the interface without the director's mark: the
+    /// operator's, never removed (remembered so they are logged once).
+    operator_addresses: BTreeSet<IpAddr>,
     /// What the client side's classifier currently sends to the workers.
     classifier_keys: HashSet<ServiceKey>,
     /// The NAT real servers (address, port, protocol) whose replies the server side's

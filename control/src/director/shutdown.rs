@@ -1,7 +1,8 @@
 //! Shutdown: start-up undone in reverse. VRRP resigns and the addresses go first under `[ha]`,
 //! then the services leave the classifiers' maps (frames fall back to the kernel), the workers
-//! stop and drain, state sync stops, the addresses this process added are removed and the
-//! classifiers detach.
+//! stop and drain, state sync stops, the addresses this process added (and those a killed run
+//! left that start-up could not remove) are removed and the classifiers detach. Addresses the
+//! operator configured are never removed.
 //!
 //! It must cope with a half start (it also undoes a failed [`Director::start`]) and must not
 //! fail: whatever cannot be undone is logged and left.

@@ -1,7 +1,7 @@
-//! Start-up, in the order it must happen: CPUs planned, classifiers attached, interface facts
-//! read, real-server MACs resolved, the first table built, the health checker and the workers
-//! started, then [`Director::go_live`]: the stats socket, the classifiers pointed at the
-//! workers, VRRP, and the VIPs last.
+//! Start-up, in the order it must happen: CPUs planned, classifiers attached, addresses a
+//! killed run left removed, interface facts read, real-server MACs resolved, the first table
+//! built, the health checker and the workers started, then [`Director::go_live`]: the stats
+//! socket, the classifiers pointed at the workers, VRRP, and the VIPs last.
 //!
 //! Run once. It must not hold state of its own: everything it builds goes into [`Director`],
 //! and a failure after the workers run is undone by [`Director::stop`].
@@ -20,6 +20,7 @@ use dataplane::xdp::XdpClassifier;
 use dataplane::{Forwarding, Interfaces};
 use tracing::{info, warn};
 
+use super::addresses::remove_leftover_addresses;
 use super::commands::answer;
 use super::cpus::CpuPlan;
 use super::publish::set_gateway;
@@ -60,6 +61,9 @@ impl Director {
         connected::check_on_link(&mut netlink, &config)
             .with_context(|| format!("configuration {}", config_path.display()))?;
         let interfaces = attach_classifiers(&config)?;
+        // Once the classifiers are attached (no other director serves these interfaces), and
+        // before the interfaces' own addresses are read.
+        let leftovers = remove_leftover_addresses(&mut netlink, &interfaces, &config);
         let home_ifindex = interfaces[0].ifindex;
         let mut sides = Sides {
             client: home_ifindex,
@@ -161,8 +165,9 @@ impl Director {
             commands,
             home_ifindex,
             sides,
-            added_vips: BTreeSet::new(),
-            added_server_addresses: BTreeSet::new(),
+            added_vips: leftovers.vips,
+            added_server_addresses: leftovers.server_addresses,
+            operator_addresses: leftovers.operators,
             classifier_keys: HashSet::new(),
             nat_keys: HashSet::new(),
             local_addresses: HashSet::new(),

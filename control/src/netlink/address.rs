@@ -4,6 +4,11 @@
 //! An IPv6 address is added with `IFA_F_NODAD`: a VIP (a /128) must answer at once, not after
 //! duplicate address detection's second or more (RFC 4862 5.4); making sure no other host holds
 //! it is the operator's, as for an IPv4 VIP (and VRRP's, under HA).
+//!
+//! Every address added here carries the director's mark, [`DIRECTOR_ADDRESS_PROTOCOL`], in
+//! its `IFA_PROTO` attribute, and listings read it back ([`ListedAddress`]): that is how the
+//! next run tells a VIP a killed director left behind from one the operator configured.
+//! This module only marks and reports; deciding what to remove is `crate::director`'s.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -17,12 +22,40 @@ pub(super) const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
 pub(super) const IFA_LOCAL: u16 = 2;
-const IFA_ADDRESS: u16 = 1;
+pub(super) const IFA_ADDRESS: u16 = 1;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 /// `ifa_flags`: no duplicate address detection.
 const IFA_F_NODAD: u8 = 0x02;
+/// The address's originator, a u8 (Linux 5.18 and later; older kernels ignore it).
+pub(super) const IFA_PROTO: u16 = 11;
+
+/// The `IFA_PROTO` value on every address the director adds: 0x4c ('L', load balancer).
+/// Values 0 to 3 are the kernel's (`IFAPROT_UNSPEC`, `IFAPROT_KERNEL_LO`, `_RA`, `_LL`);
+/// iproute2's `/etc/iproute2/rt_addrprotos` names none above them, and nothing else is known
+/// to use 0x4c. iproute2 releases that know the attribute show it as `proto 0x4c` (or a name
+/// given in `rt_addrprotos`) and add such an address with `ip addr add ... proto 0x4c`;
+/// iproute2 6.1 neither shows nor sets it.
+pub const DIRECTOR_ADDRESS_PROTOCOL: u8 = 0x4c;
+
+/// One address of an interface, as a dump lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListedAddress {
+    /// The address (`IFA_LOCAL`, else `IFA_ADDRESS`).
+    pub address: IpAddr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+    /// Who added it (`IFA_PROTO`): 0 when unset, as for any address added without it.
+    pub protocol: u8,
+}
+
+impl ListedAddress {
+    /// Whether a director added it ([`DIRECTOR_ADDRESS_PROTOCOL`]).
+    pub fn is_directors(&self) -> bool {
+        self.protocol == DIRECTOR_ADDRESS_PROTOCOL
+    }
+}
 
 /// Result of [`Netlink::add_address`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,8 +67,9 @@ pub enum AddressChange {
 }
 
 impl Netlink {
-    /// Adds `address/prefix_len` (IPv4, or IPv6 without DAD) to interface `ifindex`. An address
-    /// the interface already has is not an error: it gives [`AddressChange::AlreadyPresent`].
+    /// Adds `address/prefix_len` (IPv4, or IPv6 without DAD) to interface `ifindex`, marked as
+    /// the director's ([`DIRECTOR_ADDRESS_PROTOCOL`]). An address the interface already has
+    /// is not an error: it gives [`AddressChange::AlreadyPresent`] (and keeps its own mark).
     pub fn add_address(
         &mut self,
         ifindex: u32,
@@ -49,6 +83,7 @@ impl Netlink {
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         );
         push_address(&mut request, ifindex, address, prefix_len);
+        request.attribute(IFA_PROTO, &[DIRECTOR_ADDRESS_PROTOCOL]);
         match self.acknowledged(&operation, request) {
             Ok(()) => Ok(AddressChange::Added),
             Err(Reply::Errno(libc::EEXIST)) => Ok(AddressChange::AlreadyPresent),
@@ -62,8 +97,8 @@ impl Netlink {
         let found = self.addresses_of(AF_INET, ifindex)?;
         Ok(found
             .into_iter()
-            .filter_map(|(address, len)| match address {
-                IpAddr::V4(address) => Some((address, len)),
+            .filter_map(|listed| match listed.address {
+                IpAddr::V4(address) => Some((address, listed.prefix_len)),
                 IpAddr::V6(_) => None,
             })
             .collect())
@@ -75,11 +110,19 @@ impl Netlink {
         let found = self.addresses_of(AF_INET6, ifindex)?;
         Ok(found
             .into_iter()
-            .filter_map(|(address, len)| match address {
-                IpAddr::V6(address) => Some((address, len)),
+            .filter_map(|listed| match listed.address {
+                IpAddr::V6(address) => Some((address, listed.prefix_len)),
                 IpAddr::V4(_) => None,
             })
             .collect())
+    }
+
+    /// Every address of both families on interface `ifindex`, IPv4 first, each with who added
+    /// it (`IFA_PROTO`).
+    pub fn listed_addresses(&mut self, ifindex: u32) -> Result<Vec<ListedAddress>, NetlinkError> {
+        let mut found = self.addresses_of(AF_INET, ifindex)?;
+        found.extend(self.addresses_of(AF_INET6, ifindex)?);
+        Ok(found)
     }
 
     /// The addresses of `family` on `ifindex`: `IFA_LOCAL` where given (with a peer,
@@ -88,35 +131,14 @@ impl Netlink {
         &mut self,
         family: u8,
         ifindex: u32,
-    ) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
+    ) -> Result<Vec<ListedAddress>, NetlinkError> {
         let operation = format!("dump addresses on ifindex {ifindex}");
         let mut request = Message::new(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP);
         request.push(&address_header(family, 0, 0, 0));
         let mut found = Vec::new();
         self.dump(&operation, request, |message| {
-            let Some(header) = message.get(..8) else {
-                return Err("short ifaddrmsg");
-            };
-            let index = read_u32(header, 4).ok_or("short ifaddrmsg")?;
-            if header[0] != family || index != ifindex {
-                return Ok(());
-            }
-            let prefix_len = header[1];
-            let (mut local, mut address) = (None, None);
-            for (kind, data) in Attributes::new(&message[8..]) {
-                let value = if let Ok(octets) = <[u8; 4]>::try_from(data) {
-                    Some(IpAddr::from(octets))
-                } else {
-                    <[u8; 16]>::try_from(data).ok().map(IpAddr::from)
-                };
-                match kind {
-                    IFA_LOCAL => local = value,
-                    IFA_ADDRESS => address = value,
-                    _ => {}
-                }
-            }
-            if let Some(address) = local.or(address) {
-                found.push((address, prefix_len));
+            if let Some(listed) = parse_address(message, family, ifindex)? {
+                found.push(listed);
             }
             Ok(())
         })?;
@@ -140,6 +162,42 @@ impl Netlink {
             Err(error) => Err(refused(&operation, error)),
         }
     }
+}
+
+/// One `RTM_NEWADDR` message of a dump: `None` when it is of another family or interface,
+/// or names no address.
+pub(super) fn parse_address(
+    message: &[u8],
+    family: u8,
+    ifindex: u32,
+) -> Result<Option<ListedAddress>, &'static str> {
+    let Some(header) = message.get(..8) else {
+        return Err("short ifaddrmsg");
+    };
+    let index = read_u32(header, 4).ok_or("short ifaddrmsg")?;
+    if header[0] != family || index != ifindex {
+        return Ok(None);
+    }
+    let prefix_len = header[1];
+    let (mut local, mut address, mut protocol) = (None, None, 0);
+    for (kind, data) in Attributes::new(&message[8..]) {
+        let value = if let Ok(octets) = <[u8; 4]>::try_from(data) {
+            Some(IpAddr::from(octets))
+        } else {
+            <[u8; 16]>::try_from(data).ok().map(IpAddr::from)
+        };
+        match kind {
+            IFA_LOCAL => local = value,
+            IFA_ADDRESS => address = value,
+            IFA_PROTO => protocol = data.first().copied().unwrap_or(0),
+            _ => {}
+        }
+    }
+    Ok(local.or(address).map(|address| ListedAddress {
+        address,
+        prefix_len,
+        protocol,
+    }))
 }
 
 /// The header and address attributes of an add or remove request for `address/prefix_len`.

@@ -26,7 +26,7 @@ mod socket;
 #[cfg(test)]
 mod tests;
 
-pub use address::AddressChange;
+pub use address::{AddressChange, ListedAddress, DIRECTOR_ADDRESS_PROTOCOL};
 pub use link::{interface_index, interface_mac, interface_mtu, interface_rx_queues};
 pub use monitor::{Drained, NetlinkMonitor};
 pub use socket::{Netlink, NetlinkError};

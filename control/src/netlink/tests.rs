@@ -1,8 +1,10 @@
 //! Tests of the message format on crafted bytes, and of the queries on the loopback interface.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use super::address::{address_header, IFA_LOCAL, RTM_NEWADDR};
+use super::address::{
+    address_header, parse_address, IFA_ADDRESS, IFA_LOCAL, IFA_PROTO, RTM_NEWADDR,
+};
 use super::message::{read_u16, read_u32, Attributes, Message, Messages, NLM_F_ACK, NLM_F_REQUEST};
 use super::neighbour::{neighbour_header, AF_INET, NDA_DST, NUD_REACHABLE, RTM_GETNEIGH};
 use super::*;
@@ -24,6 +26,48 @@ fn builds_aligned_messages() {
         attributes,
         [(IFA_LOCAL, &[192u8, 0, 2, 10][..]), (99, &[1u8][..])]
     );
+}
+
+/// The payload of an `RTM_NEWADDR` dump message: `ifaddrmsg` and attributes.
+fn address_payload(ifindex: u32, attributes: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut message = Message::new(RTM_NEWADDR, 0);
+    message.push(&address_header(2, ifindex, 32, 0));
+    for &(kind, data) in attributes {
+        message.attribute(kind, data);
+    }
+    message.finish(1)[16..].to_vec()
+}
+
+#[test]
+fn address_dumps_read_the_protocol_mark() {
+    let vip = [192, 0, 2, 10];
+    let marked = address_payload(
+        7,
+        &[
+            (IFA_ADDRESS, &vip),
+            (IFA_LOCAL, &vip),
+            (IFA_PROTO, &[DIRECTOR_ADDRESS_PROTOCOL]),
+        ],
+    );
+    let listed = parse_address(&marked, 2, 7).unwrap().unwrap();
+    assert_eq!(listed.address, IpAddr::from(vip));
+    assert_eq!(listed.prefix_len, 32);
+    assert!(listed.is_directors());
+    // Without IFA_PROTO (the operator's, or a kernel before 5.18): protocol 0.
+    let plain = address_payload(7, &[(IFA_LOCAL, &vip)]);
+    let listed = parse_address(&plain, 2, 7).unwrap().unwrap();
+    assert_eq!(listed.protocol, 0);
+    assert!(!listed.is_directors());
+    // Another interface or family: skipped.
+    assert_eq!(parse_address(&marked, 2, 8), Ok(None));
+    assert_eq!(parse_address(&marked, 10, 7), Ok(None));
+    // An empty IFA_PROTO reads as unset; a short header is an error; no prefix panics.
+    let empty = address_payload(7, &[(IFA_LOCAL, &vip), (IFA_PROTO, &[])]);
+    assert_eq!(parse_address(&empty, 2, 7).unwrap().unwrap().protocol, 0);
+    assert!(parse_address(&marked[..7], 2, 7).is_err());
+    for end in 0..marked.len() {
+        let _ = parse_address(&marked[..end], 2, 7);
+    }
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! Throwaway network namespaces for control's integration tests (needs root): two namespaces
-//! joined by a veth, each end up with its addresses. Both namespaces are deleted by a Drop
-//! guard, also when a test fails.
+//! Throwaway network namespaces for control's integration tests: two namespaces joined by a
+//! veth, each end up with its addresses. Both namespaces are deleted by a Drop guard, also when
+//! a test fails. They need root: each test using them starts with
+//! `dataplane::testing::require_root()`, which fails it without root unless
+//! `DIRECTOR_SKIP_ROOT_TESTS=1` asks to skip it.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;

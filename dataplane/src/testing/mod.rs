@@ -1,6 +1,6 @@
-//! Test support: a readable frame builder (`builder.rs`), service-table helpers (`fixtures.rs`)
-//! and a field-level frame diff (`diff.rs`), plus the fixture addresses and a way to
-//! run a frame through the pipeline as a worker does.
+//! Test support: a readable frame builder (`builder.rs`), service-table helpers (`fixtures.rs`),
+//! a field-level frame diff (`diff.rs`) and the gate of tests that need root (`root.rs`), plus
+//! the fixture addresses and a way to run a frame through the pipeline as a worker does.
 //!
 //! Shared by unit tests, `tests/`, benches and fuzz seeds so they all speak the same fixtures.
 //! Not part of the data plane: it allocates and panics on bad input (it is for tests). Compiled
@@ -17,6 +17,7 @@
 mod builder;
 mod diff;
 mod fixtures;
+mod root;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -31,6 +32,7 @@ pub use fixtures::{
     assert_gauges_match, backend, counter_blocks, service, service_with_ports, sync_connection,
     sync_template, table, with_forwarding, with_persistence, with_port,
 };
+pub use root::{is_root, require_root, root_test, RootTest, SKIP_ROOT_TESTS};
 
 /// The director's interface MAC in fixtures.
 pub const DIRECTOR_MAC: MacAddr = [0x02, 0, 0, 0, 0, 0x0a];

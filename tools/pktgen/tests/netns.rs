@@ -22,11 +22,6 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_pktgen");
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn run(program: &str, args: &[&str]) -> Output {
     let output = Command::new(program)
         .args(args)
@@ -229,8 +224,7 @@ fn assert_keys(report: &Value, keys: &[&str]) {
     reason = "one scenario with both JSON shapes spelled out"
 )]
 fn sink_counts_exactly_what_send_sent_by_destination_mac() {
-    if !is_root() {
-        eprintln!("skipped: network namespaces and XDP need root");
+    if !dataplane::testing::require_root() {
         return;
     }
     let lab = Lab::new("s");
@@ -349,8 +343,7 @@ fn sink_counts_exactly_what_send_sent_by_destination_mac() {
 
 #[test]
 fn hairpin_sends_every_frame_back_with_its_macs_swapped() {
-    if !is_root() {
-        eprintln!("skipped: network namespaces and XDP need root");
+    if !dataplane::testing::require_root() {
         return;
     }
     let lab = Lab::new("h");
@@ -393,8 +386,7 @@ fn hairpin_sends_every_frame_back_with_its_macs_swapped() {
 
 #[test]
 fn macswap_returns_every_frame_of_its_service_and_stops_on_sigint() {
-    if !is_root() {
-        eprintln!("skipped: network namespaces, XDP and AF_XDP need root");
+    if !dataplane::testing::require_root() {
         return;
     }
     let lab = Lab::new("m");

@@ -16,11 +16,6 @@ use pktgen::sink::Sink;
 const XDP_DROP: u32 = 1;
 const XDP_REDIRECT: u32 = 4;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn spec(kind: FrameKind, size: usize, flows: u32) -> FrameSpec {
     FrameSpec {
         kind,
@@ -59,8 +54,7 @@ fn stamped(mut frame: Vec<u8>, offset: usize, age_ns: u64) -> Vec<u8> {
 
 #[test]
 fn generator_makes_each_flows_frame_in_turn() {
-    if !is_root() {
-        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+    if !dataplane::testing::require_root() {
         return;
     }
     for kind in [FrameKind::Udp, FrameKind::TcpSyn, FrameKind::TcpAck] {
@@ -85,8 +79,7 @@ fn generator_makes_each_flows_frame_in_turn() {
 
 #[test]
 fn generator_rewrites_a_frame_changed_in_place() {
-    if !is_root() {
-        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+    if !dataplane::testing::require_root() {
         return;
     }
     // Live frames are recycled without being restored; a hairpin may have swapped the MACs.
@@ -118,8 +111,7 @@ fn generator_rewrites_a_frame_changed_in_place() {
 
 #[test]
 fn generator_stamps_keep_checksums_valid() {
-    if !is_root() {
-        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+    if !dataplane::testing::require_root() {
         return;
     }
     for kind in [FrameKind::Udp, FrameKind::TcpSyn, FrameKind::TcpAck] {
@@ -168,8 +160,7 @@ fn generator_stamps_keep_checksums_valid() {
 
 #[test]
 fn sink_counts_per_destination_mac_and_finds_stamps() {
-    if !is_root() {
-        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+    if !dataplane::testing::require_root() {
         return;
     }
     let sink = Sink::load(true).unwrap();

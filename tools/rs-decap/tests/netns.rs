@@ -38,11 +38,6 @@ const VIP6: SocketAddrV6 = SocketAddrV6::new(
     0,
 );
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn run(program: &str, args: &[&str]) -> Output {
     let output = Command::new(program)
         .args(args)
@@ -306,8 +301,7 @@ fn lab(tag: &str) -> (Namespace, Namespace) {
 
 #[test]
 fn real_server_receives_the_inner_packet_and_attach_outlives_the_process() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces and XDP");
+    if !dataplane::testing::require_root() {
         return;
     }
     let (director, server) = lab("");
@@ -416,8 +410,7 @@ fn real_server_receives_the_inner_packet_and_attach_outlives_the_process() {
 /// kind.
 #[test]
 fn real_server_receives_6in6_and_4in6() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces and XDP");
+    if !dataplane::testing::require_root() {
         return;
     }
     let (director, server) = lab("6");
@@ -533,8 +526,7 @@ impl Drop for StopOnDrop {
 /// interface, and leave it attached. Then, once it is gone, generic mode attaches and detaches.
 #[test]
 fn foreign_program_is_left_alone_and_generic_mode_works() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces and XDP");
+    if !dataplane::testing::require_root() {
         return;
     }
     let server = Namespace::new("f");

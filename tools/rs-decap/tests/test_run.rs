@@ -39,13 +39,6 @@ const VIP6: SocketAddrV6 = SocketAddrV6::new(
     0,
 );
 
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.starts_with(b"0\n"))
-}
-
 /// What should become of a frame.
 #[derive(Debug)]
 enum Expect {
@@ -498,8 +491,7 @@ fn counters(decap: &Decap) -> BTreeMap<&'static str, u64> {
 
 #[test]
 fn program_matches_the_golden_table_and_counts_every_exit() {
-    if !is_root() {
-        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+    if !dataplane::testing::require_root() {
         return;
     }
     let decap = Decap::load().unwrap();
@@ -536,8 +528,7 @@ fn program_matches_the_golden_table_and_counts_every_exit() {
 /// nothing over IPv6 is ours, and the reverse.
 #[test]
 fn program_decapsulates_only_for_the_loaded_family() {
-    if !is_root() {
-        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+    if !dataplane::testing::require_root() {
         return;
     }
     let four_in_four = tunnelled(&udp_to_vip()).build();
@@ -587,8 +578,7 @@ fn program_decapsulates_only_for_the_loaded_family() {
 /// Too many addresses of one family are refused before anything is written.
 #[test]
 fn too_many_local_addresses_are_refused_per_family() {
-    if !is_root() {
-        eprintln!("skipped: loading the program needs root");
+    if !dataplane::testing::require_root() {
         return;
     }
     let decap = Decap::load().unwrap();
