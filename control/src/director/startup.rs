@@ -163,14 +163,13 @@ impl Director {
             sides,
             added_vips: BTreeSet::new(),
             added_server_addresses: BTreeSet::new(),
-            classifier_keys: HashSet::new(),
+            steering: Arc::default(),
             nat_keys: HashSet::new(),
             local_addresses: HashSet::new(),
             neighbours: resolved,
             retired_tables,
             stop_requested,
             ha: None,
-            ha_events: crossbeam_channel::never(),
             pinned: BTreeSet::new(),
         };
         director.pin_tun_servers();
