@@ -54,7 +54,7 @@ fn ha_config_text(
     priority: u8,
     more: &str,
 ) -> String {
-    config.stats_socket = socket.to_owned();
+    socket.clone_into(&mut config.stats_socket);
     format!(
         "{}\n[ha]\nvrid = {vrid}\npriority = {priority}\nadvert_interval = \"{}ms\"\nsync = true\n{more}",
         config.to_toml(),
@@ -481,14 +481,14 @@ fn a_takeover_does_not_wait_for_a_reload_waiting_for_an_unresolvable_neighbour()
     let began = log[..takeover]
         .rfind(RELOAD_WAITS)
         .unwrap_or_else(|| panic!("no reload before the takeover:\n{log}"));
-    let finished = log[began..]
-        .find("reloaded ")
-        .map(|offset| began + offset)
-        .unwrap_or_else(|| panic!("the reload never finished:\n{log}"));
-    let timed_out = log[began..]
-        .find("neighbours without a MAC address yet")
-        .map(|offset| began + offset)
-        .unwrap_or_else(|| panic!("the reload's wait did not time out:\n{log}"));
+    let after_began = |needle: &str| {
+        let offset = log[began..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} after the reload began:\n{log}"));
+        began + offset
+    };
+    let finished = after_began("reloaded ");
+    let timed_out = after_began("neighbours without a MAC address yet");
     assert!(
         takeover < timed_out && timed_out < finished,
         "the takeover waited for the reload:\n{log}"

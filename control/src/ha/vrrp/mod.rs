@@ -388,7 +388,7 @@ impl Vrrp {
     }
 
     /// The events, in order: the routers' combined state (see [`Board`]) and the peers heard.
-    /// Control selects on this next to its other channels.
+    /// Control's HA actions thread follows them, off its main loop.
     pub fn events(&self) -> &Receiver<HaEvent> {
         &self.events
     }

@@ -311,6 +311,23 @@ mod tests {
     }
 
     #[test]
+    fn the_decision_time_is_that_of_the_last_state_reported() {
+        let mut board = Board::default();
+        board.set(Family::Ipv4, &status("192.0.2.3", VrrpState::Backup));
+        assert_eq!(board.reported_at, None);
+        let before = Instant::now();
+        assert_eq!(board.report(), Some(HaEvent::BecameBackup));
+        let decided = board.reported_at.expect("a decision time");
+        assert!(decided >= before);
+        // No new state, no new decision.
+        assert_eq!(board.report(), None);
+        assert_eq!(board.reported_at, Some(decided));
+        board.set(Family::Ipv4, &status("192.0.2.3", VrrpState::Master));
+        assert_eq!(board.report(), Some(HaEvent::BecameMaster));
+        assert!(board.reported_at.expect("a decision time") >= decided);
+    }
+
+    #[test]
     fn the_families_combine_into_one_state_reported_on_change() {
         let mut board = Board::default();
         assert_eq!(board.report(), None);
