@@ -18,7 +18,7 @@ use super::Director;
 use crate::table::{classifier_keys, nat_backend_keys};
 
 /// The services listed in the client side's classifier map, behind the lock both writers of
-/// their steering take (see the module docs). Held only for map writes.
+/// their steering take (who owns what: [`super::ha_actions`]). Held only for map writes.
 #[derive(Debug, Default)]
 pub(super) struct Steering(Mutex<HashSet<ServiceKey>>);
 
