@@ -191,6 +191,8 @@ fn ha_stats(view: &HaView) -> HaStats {
         became_master: status.counters.became_master,
         adverts_invalid: status.counters.invalid(),
         gratuitous_arps_sent: status.counters.gratuitous_arps_sent,
+        takeover_latency_us: view.takeover_latency.last_us.load(Ordering::Relaxed),
+        takeover_latency_max_us: view.takeover_latency.max_us.load(Ordering::Relaxed),
         sync: view.sync.as_ref().map(|counters| {
             let counters = counters.snapshot();
             SyncStats {

@@ -5,15 +5,17 @@
 //! reload does not hand over; a clean stop hands over with priority 0. State sync runs
 //! throughout and its counters show the records crossing. With NAT, state sync carries an
 //! established connection and a persistent client across the failover. And the director
-//! binary trades the VIP with a real keepalived.
+//! binary trades the VIP with a real keepalived. A takeover does not wait for a reload that
+//! waits for an unresolvable neighbour.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use director_lab::{
-    poll_until, require_root, vip_url, DirectorConfig, DirectorProcess, Host, HttpResponse,
-    Keepalived, KeepalivedOptions, KeepalivedState, Lab, LabOptions, LoadHandle, LoadOptions,
-    SERVER_SIDE_IP,
+    poll_until, require_root, vip_url, BackendConfig, DirectorConfig, DirectorProcess, Host,
+    HttpResponse, Keepalived, KeepalivedOptions, KeepalivedState, Lab, LabOptions, LoadHandle,
+    LoadOptions, SERVER_SIDE_IP,
 };
 use serde_json::Value;
 
@@ -34,19 +36,30 @@ type ConfigFiles = (PathBuf, PathBuf);
 fn write_ha_config(
     lab: &Lab,
     host: Host,
-    mut config: DirectorConfig,
+    config: DirectorConfig,
     vrid: u8,
     priority: u8,
     more: &str,
 ) -> ConfigFiles {
     let socket = lab.stats_socket_of(host);
-    config.stats_socket.clone_from(&socket);
-    let text = format!(
+    let text = ha_config_text(config, &socket, vrid, priority, more);
+    (lab.write_config_text(&text), socket)
+}
+
+/// `config` with stats socket `socket` and the `[ha]` table [`write_ha_config`] writes.
+fn ha_config_text(
+    mut config: DirectorConfig,
+    socket: &std::path::Path,
+    vrid: u8,
+    priority: u8,
+    more: &str,
+) -> String {
+    socket.clone_into(&mut config.stats_socket);
+    format!(
         "{}\n[ha]\nvrid = {vrid}\npriority = {priority}\nadvert_interval = \"{}ms\"\nsync = true\n{more}",
         config.to_toml(),
         ADVERT_INTERVAL.as_millis()
-    );
-    (lab.write_config_text(&text), socket)
+    )
 }
 
 /// Writes the lab's DR config for `host` with an `[ha]` table of `priority`, and returns it
@@ -378,3 +391,119 @@ fn a_nat_master_that_loses_its_server_side_hands_over() {
     director_lab::assert_all_ok(&lab.http_get_many(4, &vip_url()), "through the backup");
     assert!(!lab.has_address(PRIMARY, director_lab::VIP));
 }
+
+/// An address on the lab's segment that nothing holds: nobody answers ARP for it.
+const UNRESOLVABLE_SERVER: &str = "192.0.2.200";
+
+#[test]
+fn a_takeover_does_not_wait_for_a_reload_waiting_for_an_unresolvable_neighbour() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::directors(2, 1));
+    let (_primary, backup) = start_pair(
+        &lab,
+        &ha_config(&lab, PRIMARY, 150),
+        &ha_config(&lab, BACKUP, 100),
+    );
+    // The backup's configuration gains a real server on the segment that never answers ARP:
+    // each reload of it waits the whole neighbour timeout in the main loop. (Weight 0: its MAC
+    // is still awaited, but it takes no flows, which it would blackhole.)
+    let mut config = lab.dr_config("maglev");
+    config.services[0].backends.push(BackendConfig {
+        address: UNRESOLVABLE_SERVER.to_owned(),
+        weight: Some(0),
+        port: None,
+    });
+    backup.replace_config_text(&ha_config_text(config, backup.stats_socket(), 51, 100, ""));
+
+    let taken_over = AtomicBool::new(false);
+    let reloads = std::thread::scope(|scope| {
+        // Reload after reload until the takeover is seen, so the main loop is (nearly) always
+        // inside one's wait when VRRP decides.
+        let reloading = scope.spawn(|| {
+            let mut outputs = Vec::new();
+            while !taken_over.load(Ordering::Relaxed) {
+                outputs.push(backup.reload());
+            }
+            outputs
+        });
+        poll_until(
+            "the backup's reload to wait for the neighbour",
+            WITHIN,
+            Duration::from_millis(5),
+            || {
+                if backup.log().contains(RELOAD_WAITS) {
+                    Ok(())
+                } else {
+                    Err("not yet".to_owned())
+                }
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\nbackup log:\n{}", backup.log()));
+        let down = Instant::now();
+        lab.set_link(PRIMARY, false);
+        poll_until(
+            "the backup to hold the VIP and serve",
+            WITHIN,
+            Duration::from_millis(10),
+            || {
+                let stats = backup.stats();
+                let serving = stats["ha"]["serving"].as_bool() == Some(true);
+                if serving && lab.has_address(BACKUP, director_lab::VIP) {
+                    Ok(())
+                } else {
+                    Err(format!("state {}, serving {serving}", ha_state(&stats)))
+                }
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\nbackup log:\n{}", backup.log()));
+        let took = down.elapsed();
+        taken_over.store(true, Ordering::Relaxed);
+        // The bound, generous: a master-down interval (361 ms) and the transition,
+        // against reloads of a second each.
+        assert!(
+            took < Duration::from_secs(2),
+            "took {took:?}\nbackup log:\n{}",
+            backup.log()
+        );
+        println!("takeover: the backup held and steered the VIP {took:?} after the master's link went down");
+        reloading.join().unwrap()
+    });
+    let log = backup.log();
+    for output in &reloads {
+        output.assert_ok();
+    }
+
+    // The order in the backup's log: a reload began waiting for the neighbour, the takeover
+    // completed, and only then did that wait time out and that reload finish.
+    let takeover = log
+        .find(TAKEOVER_DONE)
+        .unwrap_or_else(|| panic!("no takeover in the log:\n{log}"));
+    let began = log[..takeover]
+        .rfind(RELOAD_WAITS)
+        .unwrap_or_else(|| panic!("no reload before the takeover:\n{log}"));
+    let after_began = |needle: &str| {
+        let offset = log[began..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} after the reload began:\n{log}"));
+        began + offset
+    };
+    let finished = after_began("reloaded ");
+    let timed_out = after_began("neighbours without a MAC address yet");
+    assert!(
+        takeover < timed_out && timed_out < finished,
+        "the takeover waited for the reload:\n{log}"
+    );
+
+    // The new master serves, and says how long its takeover took.
+    director_lab::assert_all_ok(&lab.http_get_many(5, &vip_url()), "through the new master");
+    let latency = backup.stats()["ha"]["takeover_latency_us"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(latency > 0, "no takeover latency in the stats");
+    println!("takeover latency as the director measured it: {latency} us");
+}
+
+/// The backup's log line when a reload starts waiting for real servers' MACs.
+const RELOAD_WAITS: &str = "reload: resolving new real servers' MACs";
+/// Its log line once a takeover has added and steered the VIPs.
+const TAKEOVER_DONE: &str = "VRRP: master: VIPs added and steered";

@@ -191,6 +191,13 @@ pub struct HaStats {
     pub adverts_invalid: u64,
     /// Gratuitous ARP frames sent.
     pub gratuitous_arps_sent: u64,
+    /// How long the last takeover took, in microseconds, from VRRP's decision to the VIPs
+    /// added and steered to the workers (0 before the first).
+    #[serde(default)]
+    pub takeover_latency_us: u64,
+    /// The longest takeover since start, in microseconds.
+    #[serde(default)]
+    pub takeover_latency_max_us: u64,
     /// Connection sync, when `ha.sync` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncStats>,

@@ -49,6 +49,29 @@ pub fn prometheus(stats: &Stats) -> String {
             "VRRP state changes.",
             [(String::new(), Value::Int(ha.transitions))],
         );
+        for (name, help, micros) in [
+            (
+                "director_ha_takeover_latency_seconds",
+                "How long the last takeover took, from VRRP's decision to the VIPs added and steered.",
+                ha.takeover_latency_us,
+            ),
+            (
+                "director_ha_takeover_latency_max_seconds",
+                "The longest takeover since start, from VRRP's decision to the VIPs added and steered.",
+                ha.takeover_latency_max_us,
+            ),
+        ] {
+            family(
+                &mut out,
+                name,
+                "gauge",
+                help,
+                [(
+                    String::new(),
+                    Value::Float(std::time::Duration::from_micros(micros).as_secs_f64()),
+                )],
+            );
+        }
     }
     if let Some(routing) = &stats.routing {
         routing_families(&mut out, routing);

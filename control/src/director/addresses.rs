@@ -6,13 +6,17 @@
 //!
 //! Every address the director adds carries its mark (`IFA_PROTO` =
 //! [`crate::netlink::DIRECTOR_ADDRESS_PROTOCOL`]), so a run tells what a killed run left from
-//! what the operator configured. At start-up, with or without `[ha]`, [`remove_leftover_addresses`] removes every
-//! marked address on the served interfaces at once, VIPs no longer in the file included: a
+//! what the operator configured. At start-up, with or without `[ha]`,
+//! [`remove_leftover_addresses`] removes every marked address on the served interfaces at once, VIPs no longer in the file included: a
 //! leftover VIP would draw clients to a host whose kernel resets their connections until this
 //! run serves, so it is dropped, and added again (marked) when this run serves it, like any
 //! VIP. An address without the mark that equals a VIP or a gateway is the operator's: never
 //! removed, logged once. Only addresses this run added, or a leftover it could not remove, are
 //! ever removed later.
+//!
+//! One owner changes them at a time: the main loop without `[ha]`; under `[ha]` the HA thread
+//! ([`super::ha_actions`]) from the moment VRRP starts until shutdown takes them back to
+//! release them. Both use [`sync_vips`] and [`sync_gateways`].
 //!
 //! It changes addresses only: steering frames is [`super::steering`]'s, deciding whether to
 //! serve is VRRP's ([`super::failover`]).
@@ -70,7 +74,12 @@ pub(super) fn remove_leftover_addresses(
             let is_gateway = side == 1 && gateways.iter().any(|&(gateway, _)| gateway == address);
             if !listed.is_directors() {
                 if is_vip || is_gateway {
-                    note_operators(&mut leftovers.operators, address, &interface.name, config);
+                    note_operators(
+                        &mut leftovers.operators,
+                        address,
+                        &interface.name,
+                        config.ha.is_some(),
+                    );
                 }
                 continue;
             }
@@ -95,17 +104,13 @@ pub(super) fn remove_leftover_addresses(
     leftovers
 }
 
-/// Records `address` as the operator's, logging it the first time.
-fn note_operators(
-    operators: &mut BTreeSet<IpAddr>,
-    address: IpAddr,
-    interface: &str,
-    config: &Config,
-) {
+/// Records `address` as the operator's, logging it the first time (`ha`: under `[ha]`, where
+/// it answers for the VIP even as backup).
+fn note_operators(operators: &mut BTreeSet<IpAddr>, address: IpAddr, interface: &str, ha: bool) {
     if !operators.insert(address) {
         return;
     }
-    if config.ha.is_some() {
+    if ha {
         warn!(
             %address,
             interface,
@@ -135,104 +140,40 @@ impl Director {
     }
 
     /// Adds the VIPs the configuration has and removes those this process added that it no
-    /// longer has.
+    /// longer has. Under `[ha]` the HA thread holds the addresses ([`super::ha_actions`]):
+    /// it gets the new lists instead, and this changes nothing itself.
     pub(super) fn sync_vips(&mut self) {
+        if let Some(ha) = &self.ha {
+            ha.actions.publish(self.ha_plan(&ha.vrrp));
+            return;
+        }
         let wanted: BTreeSet<IpAddr> = if self.serving() {
             self.vips().into_iter().collect()
         } else {
             BTreeSet::new()
         };
-        let interface = &self.shared.interfaces[0];
-        for &vip in &wanted {
-            if self.added_vips.contains(&vip) {
-                continue;
-            }
-            match self
-                .netlink
-                .add_address(interface.ifindex, vip, host_prefix(vip))
-            {
-                Ok(AddressChange::Added) => {
-                    info!(%vip, interface = %interface.name, "VIP added");
-                    self.added_vips.insert(vip);
-                    self.operator_addresses.remove(&vip);
-                }
-                // Leftovers were removed at start-up: what is there now is the operator's.
-                Ok(AddressChange::AlreadyPresent) => note_operators(
-                    &mut self.operator_addresses,
-                    vip,
-                    &interface.name,
-                    &self.config,
-                ),
-                Err(error) => warn!(%vip, %error, "could not add VIP"),
-            }
-        }
-        let unwanted: Vec<IpAddr> = self.added_vips.difference(&wanted).copied().collect();
-        for vip in unwanted {
-            match self
-                .netlink
-                .remove_address(self.home_ifindex, vip, host_prefix(vip))
-            {
-                Ok(()) => {
-                    info!(%vip, "VIP removed");
-                    self.added_vips.remove(&vip);
-                }
-                // Kept, so the next pass (a tick, an event) tries again.
-                Err(error) => warn!(%vip, %error, "could not remove VIP"),
-            }
-        }
-        self.sync_server_address();
-    }
-
-    /// Holds the NAT real servers' gateways (`ha.server_address`, `ha.server_address6`) on
-    /// the server side while serving, announcing each with gratuitous ARP or an unsolicited
-    /// neighbour advertisement when it arrives, so their replies follow a failover; gives them
-    /// up otherwise.
-    fn sync_server_address(&mut self) {
+        let client = &self.shared.interfaces[0];
+        let ha = self.config.ha.is_some();
+        sync_vips(
+            &mut self.netlink,
+            client,
+            (&mut self.added_vips, &mut self.operator_addresses),
+            &wanted,
+            ha,
+        );
         let wanted: BTreeSet<(IpAddr, u8)> = match &self.config.ha {
             Some(ha) if self.serving() => server_addresses(ha).into_iter().collect(),
             _ => BTreeSet::new(),
         };
-        if wanted == self.added_server_addresses {
-            return;
-        }
-        let Some(server) = self.shared.interfaces.get(1) else {
-            return;
-        };
-        let unwanted: Vec<(IpAddr, u8)> = self
-            .added_server_addresses
-            .difference(&wanted)
-            .copied()
-            .collect();
-        for (address, prefix) in unwanted {
-            match self.netlink.remove_address(server.ifindex, address, prefix) {
-                Ok(()) => {
-                    info!(%address, interface = %server.name, "NAT gateway address removed");
-                    self.added_server_addresses.remove(&(address, prefix));
-                }
-                Err(error) => warn!(%address, %error, "could not remove the NAT gateway address"),
-            }
-        }
-        for &(address, prefix) in wanted.difference(&self.added_server_addresses.clone()) {
-            match self.netlink.add_address(server.ifindex, address, prefix) {
-                Ok(AddressChange::AlreadyPresent) => note_operators(
-                    &mut self.operator_addresses,
-                    address,
-                    &server.name,
-                    &self.config,
-                ),
-                Ok(AddressChange::Added) => {
-                    info!(%address, interface = %server.name, "NAT gateway address added");
-                    self.added_server_addresses.insert((address, prefix));
-                    self.operator_addresses.remove(&address);
-                    if let Err(error) =
-                        crate::ha::vrrp::announce_addresses(&server.name, &[address])
-                    {
-                        warn!(%error, "could not announce the NAT gateway address");
-                    }
-                }
-                Err(error) => warn!(%address, %error, "could not add the NAT gateway address"),
-            }
-        }
+        sync_gateways(
+            &mut self.netlink,
+            self.shared.interfaces.get(1),
+            (
+                &mut self.added_server_addresses,
+                &mut self.operator_addresses,
+            ),
+            &wanted,
+        );
     }
 
     /// Removes the VIPs and the NAT gateway address this process holds.
@@ -242,6 +183,90 @@ impl Director {
             (self.home_ifindex, &mut self.added_vips),
             (self.sides.server, &mut self.added_server_addresses),
         );
+    }
+}
+
+/// Adds the `wanted` VIPs that `held` lacks on `client` and removes those `held` has that are
+/// not wanted, keeping `held` to what is on the interface (a failed change stays to be retried
+/// by the next call). A wanted VIP already there is the operator's (start-up removed what a
+/// killed run left): never taken charge of, noted in `operators` and logged once (`ha`: under
+/// `[ha]`).
+pub(super) fn sync_vips(
+    netlink: &mut Netlink,
+    client: &Interface,
+    (held, operators): (&mut BTreeSet<IpAddr>, &mut BTreeSet<IpAddr>),
+    wanted: &BTreeSet<IpAddr>,
+    ha: bool,
+) {
+    for &vip in wanted {
+        if held.contains(&vip) {
+            continue;
+        }
+        match netlink.add_address(client.ifindex, vip, host_prefix(vip)) {
+            Ok(AddressChange::Added) => {
+                info!(%vip, interface = %client.name, "VIP added");
+                held.insert(vip);
+                operators.remove(&vip);
+            }
+            Ok(AddressChange::AlreadyPresent) => note_operators(operators, vip, &client.name, ha),
+            Err(error) => warn!(%vip, %error, "could not add VIP"),
+        }
+    }
+    let unwanted: Vec<IpAddr> = held.difference(wanted).copied().collect();
+    for vip in unwanted {
+        match netlink.remove_address(client.ifindex, vip, host_prefix(vip)) {
+            Ok(()) => {
+                info!(%vip, "VIP removed");
+                held.remove(&vip);
+            }
+            // Kept, so the next pass (a tick, an event) tries again.
+            Err(error) => warn!(%vip, %error, "could not remove VIP"),
+        }
+    }
+}
+
+/// Holds the NAT real servers' gateways (`ha.server_address`, `ha.server_address6`) that are
+/// `wanted` on the server side (if there is one), announcing each with gratuitous ARP or an
+/// unsolicited neighbour advertisement when it arrives, so their replies follow a failover;
+/// gives up the others `held` has.
+pub(super) fn sync_gateways(
+    netlink: &mut Netlink,
+    server: Option<&Interface>,
+    (held, operators): (&mut BTreeSet<(IpAddr, u8)>, &mut BTreeSet<IpAddr>),
+    wanted: &BTreeSet<(IpAddr, u8)>,
+) {
+    if wanted == held {
+        return;
+    }
+    let Some(server) = server else {
+        return;
+    };
+    let unwanted: Vec<(IpAddr, u8)> = held.difference(wanted).copied().collect();
+    for (address, prefix) in unwanted {
+        match netlink.remove_address(server.ifindex, address, prefix) {
+            Ok(()) => {
+                info!(%address, interface = %server.name, "NAT gateway address removed");
+                held.remove(&(address, prefix));
+            }
+            Err(error) => warn!(%address, %error, "could not remove the NAT gateway address"),
+        }
+    }
+    for &(address, prefix) in wanted.difference(&held.clone()) {
+        match netlink.add_address(server.ifindex, address, prefix) {
+            // Only `[ha]` has gateway addresses.
+            Ok(AddressChange::AlreadyPresent) => {
+                note_operators(operators, address, &server.name, true);
+            }
+            Ok(AddressChange::Added) => {
+                info!(%address, interface = %server.name, "NAT gateway address added");
+                held.insert((address, prefix));
+                operators.remove(&address);
+                if let Err(error) = crate::ha::vrrp::announce_addresses(&server.name, &[address]) {
+                    warn!(%error, "could not announce the NAT gateway address");
+                }
+            }
+            Err(error) => warn!(%address, %error, "could not add the NAT gateway address"),
+        }
     }
 }
 
@@ -255,7 +280,7 @@ fn host_prefix(address: IpAddr) -> u8 {
 }
 
 /// The NAT gateway addresses `[ha]` configures, IPv4 then IPv6.
-fn server_addresses(config: &HaConfig) -> Vec<(IpAddr, u8)> {
+pub(super) fn server_addresses(config: &HaConfig) -> Vec<(IpAddr, u8)> {
     let v4 = config
         .server_address
         .map(|(address, prefix)| (IpAddr::V4(address), prefix));

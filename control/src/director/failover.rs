@@ -1,41 +1,40 @@
-//! Following VRRP (`[ha]`): joining the group at start-up, and on each [`HaEvent`] taking over
-//! the VIPs as master (add them, steer their frames to the workers, announce them) or giving
-//! them up as backup, with state sync switching role alongside.
+//! Following VRRP (`[ha]`): joining the group at start-up and handing VRRP's transitions to the
+//! HA actions thread ([`super::ha_actions`]), which takes over the VIPs as master (adds them,
+//! steers their frames to the workers, announces them) or gives them up as backup, with state
+//! sync switching role alongside.
 //!
-//! HA transitions have their own path: the loop handles the waiting events
-//! ([`Director::follow_pending_ha_events`]) before it takes anything else, and the one long
-//! wait of a reload (up to a second for real-server MACs) is interrupted to follow an event.
-//! So a takeover or a give-up waits for the step already in progress, never for queued
-//! commands, reloads or rebuilds. Those steps' waits are bounded: a table publish is normally
-//! milliseconds, at most a second per worker that does not take the table plus a second for
-//! all of them to adopt it. It must not decide who is master: the VRRP
-//! thread does, on its own timers.
+//! HA transitions have their own path: the VRRP threads' events go straight to that thread,
+//! never through the main loop, so no reload, control command or wait for MACs or workers can
+//! hold a takeover up. The main loop only tells that thread what to hold ([`HaPlan`]) after
+//! each reload. It must not decide who is master: the VRRP thread does, on its own timers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use crossbeam_channel::{Receiver, RecvError, TryRecvError};
 use dataplane::sync::SyncQueues;
-use tracing::{error, info, warn};
+use tracing::info;
 
-use super::state::HaView;
+use super::addresses::server_addresses;
+use super::ha_actions::{Context, HaActions, HaPlan, HeldAddresses};
+use super::state::{HaView, TakeoverLatency};
 use super::Director;
 use crate::config::HaConfig;
 use crate::ha::sync::{Role, Routing, SyncConfig, SyncDaemon};
-use crate::ha::vrrp::{HaEvent, Vrrp};
+use crate::ha::vrrp::Vrrp;
 
-/// VRRP and state sync of a director with `[ha]`.
+/// VRRP and state sync of a director with `[ha]`, and the thread that follows VRRP.
 pub(super) struct Ha {
     pub(super) vrrp: Vrrp,
-    pub(super) sync: Option<SyncDaemon>,
+    pub(super) sync: Option<Arc<SyncDaemon>>,
+    pub(super) actions: HaActions,
     serving: Arc<AtomicBool>,
 }
 
 impl Director {
     /// Joins the VRRP group (as a backup: the services stay steered to the kernel and the VIPs
-    /// stay off until [`HaEvent::BecameMaster`]) and starts state sync if configured.
+    /// stay off until [`crate::ha::vrrp::HaEvent::BecameMaster`]), starts state sync if
+    /// configured, and the HA actions thread, which from now on holds the addresses.
     pub(super) fn start_ha(
         &mut self,
         config: &HaConfig,
@@ -60,26 +59,66 @@ impl Director {
                     peers: (!config.unicast_peers.is_empty()).then(|| config.unicast_peers.clone()),
                     port: config.sync_port,
                 };
-                Some(
+                Some(Arc::new(
                     SyncDaemon::start(&settings, queues, Routing::Broadcast, Role::Backup)
                         .context("starting connection sync (ha.sync)")?,
-                )
+                ))
             }
             None => None,
         };
         let serving = Arc::new(AtomicBool::new(false));
+        let latency = Arc::new(TakeoverLatency::default());
         let _ = self.shared.ha.set(HaView {
             vrrp: vrrp.status_source(),
             serving: Arc::clone(&serving),
             sync: sync.as_ref().map(|daemon| Arc::clone(daemon.counters())),
+            takeover_latency: Arc::clone(&latency),
         });
-        self.ha_events = vrrp.events().clone();
+        // What this run holds (leftovers start-up could not remove) is the thread's from now on.
+        let mut held = HeldAddresses {
+            vips: std::mem::take(&mut self.added_vips),
+            gateways: std::mem::take(&mut self.added_server_addresses),
+            operators: self.operator_addresses.clone(),
+        };
+        let context = Context {
+            shared: Arc::clone(&self.shared),
+            steering: Arc::clone(&self.steering),
+            serving: Arc::clone(&serving),
+            sync: sync.clone(),
+            status: vrrp.status_source(),
+            latency,
+        };
+        let plan = self.ha_plan(&vrrp);
+        let actions = match HaActions::start(context, vrrp.events().clone(), plan, &mut held) {
+            Ok(actions) => actions,
+            Err(error) => {
+                // Not started: the addresses stay the main loop's, for stop() to release.
+                self.added_vips.extend(held.vips);
+                self.added_server_addresses.extend(held.gateways);
+                return Err(error.context("starting the HA actions thread"));
+            }
+        };
         self.ha = Some(Ha {
             vrrp,
             sync,
+            actions,
             serving,
         });
         Ok(())
+    }
+
+    /// What the HA actions thread holds while master, from the configuration in force.
+    pub(super) fn ha_plan(&self, vrrp: &Vrrp) -> HaPlan {
+        HaPlan {
+            vips: self.vips().into_iter().collect(),
+            gateways: self
+                .config
+                .ha
+                .as_ref()
+                .map(|ha| server_addresses(ha).into_iter().collect())
+                .unwrap_or_default(),
+            announcer: vrrp.announcer(),
+        }
     }
 
     /// Whether this director forwards for the VIPs now: always alone; as VRRP master only,
@@ -91,82 +130,4 @@ impl Director {
             None => self.config.ha.is_none(),
         }
     }
-
-    /// Handles the HA events already waiting (as many as were queued on entry, and one more
-    /// try that also notices the VRRP thread's end: a flapping peer cannot keep the loop here).
-    /// The loop calls it before anything else, and a reload when an event interrupts its wait
-    /// for MACs.
-    pub(super) fn follow_pending_ha_events(&mut self) {
-        for _ in 0..=self.ha_events.len() {
-            match self.ha_events.try_recv() {
-                Ok(event) => self.follow_ha_event(Ok(event)),
-                Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Disconnected) => {
-                    self.follow_ha_event(Err(RecvError));
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Handles one received HA event, or the VRRP thread's end (`Err`).
-    pub(super) fn follow_ha_event(&mut self, event: Result<HaEvent, RecvError>) {
-        if let Ok(event) = event {
-            self.ha_event(event);
-        } else {
-            // The VRRP thread died: nothing advertises for us any more, so hold nothing.
-            error!("the VRRP thread stopped: giving up the VIPs");
-            self.ha_event(HaEvent::Fault);
-            self.ha_events = crossbeam_channel::never();
-        }
-    }
-
-    /// Follows VRRP: a master adds the VIPs, steers their frames to the workers and announces
-    /// them with gratuitous ARP; a backup (or a router whose link failed) steers them back to
-    /// the kernel and removes the VIPs. State sync sends as master and applies as backup.
-    fn ha_event(&mut self, event: HaEvent) {
-        let Some(ha) = &self.ha else {
-            return;
-        };
-        match event {
-            HaEvent::BecameMaster => {
-                info!("VRRP: master: taking over the VIPs");
-                ha.serving.store(true, Ordering::Relaxed);
-                if let Some(sync) = &ha.sync {
-                    sync.set_role(Role::Master);
-                }
-                self.sync_vips();
-                self.steer_services(true);
-                if let Some(ha) = &self.ha {
-                    if let Err(error) = ha.vrrp.announce_vips() {
-                        warn!(%error, "could not announce the VIPs");
-                    }
-                }
-            }
-            HaEvent::BecameBackup | HaEvent::Fault => {
-                let fault = matches!(event, HaEvent::Fault);
-                info!(fault, "VRRP: backup: giving up the VIPs");
-                ha.serving.store(false, Ordering::Relaxed);
-                if let Some(sync) = &ha.sync {
-                    sync.set_role(Role::Backup);
-                }
-                // The VIPs go first: frames still arriving are forwarded by the workers rather
-                // than reset by a kernel holding the VIP with nothing behind it.
-                self.sync_vips();
-                self.steer_services(false);
-            }
-            HaEvent::PeerSeen { address, priority } => {
-                info!(%address, priority, "VRRP: router heard");
-            }
-        }
-    }
-}
-
-/// Whether an HA event (or the VRRP thread's end) is waiting on `events`, waiting up to `pause`
-/// for one without taking it: what a reload's wait for MACs checks, to stop waiting when VRRP
-/// has news.
-pub(super) fn ha_event_waiting(events: &Receiver<HaEvent>, pause: Duration) -> bool {
-    let mut select = crossbeam_channel::Select::new();
-    select.recv(events);
-    select.ready_timeout(pause).is_ok()
 }

@@ -20,7 +20,8 @@
 //! - `steering`: what the classifiers send to the workers (services, NAT real servers, own
 //!   addresses).
 //! - `addresses`: the VIPs and the NAT gateway address the director holds.
-//! - `failover`: following VRRP, ahead of everything else.
+//! - `failover`: joining VRRP; `ha_actions`: the thread that follows its transitions, off
+//!   this loop, so that nothing the loop waits for holds a takeover up.
 //! - `routing`: the routing table mirror whose snapshots every table carries (NAT replies, TUN
 //!   next hops).
 //! - `publish`: rebuilding tables from health, neighbours and overrides and handing them to
@@ -40,11 +41,10 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use dataplane::xdp::NatBackendKey;
 use dataplane::xsk::Xsk;
-use dataplane::{ServiceKey, ServiceTable};
+use dataplane::ServiceTable;
 use tracing::{error, info};
 
 use crate::config::Config;
-use crate::ha::vrrp::HaEvent;
 use crate::health::HealthChecker;
 use crate::metrics::MetricsServer;
 use crate::neighbours::{Neighbours, Sides};
@@ -58,6 +58,7 @@ mod addresses;
 mod commands;
 mod cpus;
 mod failover;
+mod ha_actions;
 mod publish;
 mod reload;
 mod routing;
@@ -69,6 +70,7 @@ mod workers;
 
 use failover::Ha;
 use state::{Command, Shared};
+use steering::Steering;
 
 /// How often control re-reads the neighbour table for real-server MACs.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
@@ -98,10 +100,7 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
         .as_ref()
         .map_or_else(crossbeam_channel::never, |fib| fib.snapshots().clone());
     loop {
-        // HA transitions first: select! picks at random among ready channels, so an event
-        // waiting alongside a command or a tick could otherwise wait behind it.
-        director.follow_pending_ha_events();
-        let ha_events = director.ha_events.clone();
+        // VRRP's transitions are not here: the HA actions thread follows them.
         crossbeam_channel::select! {
             recv(signals) -> signal => match signal {
                 Ok(Signal::Reload) => match director.reload() {
@@ -119,8 +118,11 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
                 stats::sample_rates(&director.shared);
                 director.refresh_neighbours();
                 director.sync_local_addresses();
-                // Retries whatever address change failed before.
-                director.sync_vips();
+                // Retries whatever address change failed before (under [ha], the HA actions
+                // thread retries on its own).
+                if director.ha.is_none() {
+                    director.sync_vips();
+                }
             },
             recv(transitions) -> transition => {
                 if let Ok(transition) = transition {
@@ -130,7 +132,6 @@ pub fn run(config: Config, config_path: &Path, signals: &Receiver<Signal>) -> an
                     transitions = crossbeam_channel::never();
                 }
             },
-            recv(ha_events) -> event => director.follow_ha_event(event),
             recv(routes) -> fib => {
                 if let Ok(fib) = fib {
                     director.routes_changed(fib);
@@ -169,15 +170,18 @@ struct Director {
     /// The client side and, with NAT, the server side.
     sides: Sides,
     /// VIPs this process added (and so removes), or a killed run left and start-up could not
-    /// remove; ones already present without the director's mark are left alone.
+    /// remove; ones already present without the director's mark are left alone. Under `[ha]`
+    /// the HA actions thread holds them from VRRP's start until shutdown.
     added_vips: BTreeSet<IpAddr>,
-    /// The NAT gateway addresses (`ha.server_address`, `ha.server_address6`) this process holds.
+    /// The NAT gateway addresses (`ha.server_address`, `ha.server_address6`) this process
+    /// holds (under `[ha]`, as `added_vips`).
     added_server_addresses: BTreeSet<(IpAddr, u8)>,
     /// VIPs and gateway addresses found on the interface without the director's mark: the
     /// operator's, never removed (remembered so they are logged once).
     operator_addresses: BTreeSet<IpAddr>,
-    /// What the client side's classifier currently sends to the workers.
-    classifier_keys: HashSet<ServiceKey>,
+    /// What the client side's classifier currently sends to the workers, behind the lock the
+    /// HA actions thread switches their steering under.
+    steering: Arc<Steering>,
     /// The NAT real servers (address, port, protocol) whose replies the server side's
     /// classifier currently sends to the workers.
     nat_keys: HashSet<NatBackendKey>,
@@ -189,10 +193,8 @@ struct Director {
     retired_tables: Receiver<Arc<ServiceTable>>,
     /// A stop signal arrived during start-up.
     stop_requested: bool,
-    /// VRRP and state sync, with `[ha]`.
+    /// VRRP, state sync and the HA actions thread, with `[ha]`.
     ha: Option<Ha>,
-    /// VRRP's events: never anything until VRRP runs, and again after its thread stopped.
-    ha_events: Receiver<HaEvent>,
     /// The on-link TUN real servers pinned in the routing mirror.
     pinned: BTreeSet<IpAddr>,
 }

@@ -8,11 +8,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use tracing::info;
 
-use super::failover::ha_event_waiting;
 use super::publish::{checked, set_gateway};
 use super::Director;
 use crate::config::{Config, HaConfig};
@@ -44,24 +44,22 @@ impl Director {
             }
         }
         // New real servers need their MACs before they get flows, or the first ones would be
-        // dropped; wait a moment for them (a reload is not latency-critical). An HA transition
-        // is: it interrupts the wait, is followed at once, and the wait goes on for what is
-        // left of it.
-        let ha_events = self.ha_events.clone();
-        let deadline = Instant::now() + RELOAD_RESOLUTION_WAIT;
-        let resolved = loop {
-            let (resolved, interrupted) = neighbours::resolve_waiting(
-                &mut self.netlink,
-                self.sides,
-                &config,
-                deadline.saturating_duration_since(Instant::now()),
-                |pause| ha_event_waiting(&ha_events, pause),
-            );
-            self.follow_pending_ha_events();
-            if !interrupted {
-                break resolved;
-            }
-        };
+        // dropped; wait a moment for them (a reload is not latency-critical; HA transitions,
+        // which are, go on meanwhile on their own thread: see super::ha_actions).
+        info!(
+            wait_ms = RELOAD_RESOLUTION_WAIT.as_millis(),
+            "reload: resolving new real servers' MACs"
+        );
+        let (resolved, _) = neighbours::resolve_waiting(
+            &mut self.netlink,
+            self.sides,
+            &config,
+            RELOAD_RESOLUTION_WAIT,
+            |pause| {
+                std::thread::sleep(pause);
+                false
+            },
+        );
         let gate = self.reuse_gate(&config);
         // A server that stays checked stays down until its checks pass: a reload must not put
         // a failing server back in the pool.
@@ -99,7 +97,6 @@ impl Director {
         let mut problems = self.withdraw_services();
         self.publish(built);
         problems.extend(self.announce_services());
-        self.sync_vips();
         let vips = self.vips();
         if let (Some(ha), Some(config)) = (&mut self.ha, &self.config.ha) {
             // Same router (unchangeable() made sure): state and timers stay, no takeover.
@@ -107,6 +104,8 @@ impl Director {
                 problems.push(format!("VRRP: {error}"));
             }
         }
+        // After VRRP's update: under [ha] the HA actions thread gets the routers running now.
+        self.sync_vips();
         let backends: usize = self
             .config
             .services

@@ -8,6 +8,7 @@
 //! fail: whatever cannot be undone is logged and left.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -26,6 +27,11 @@ impl Director {
         // their connections); the workers keep forwarding what clients still send here until
         // the new master's gratuitous ARPs move them, bounded by one advertisement interval.
         let ha = self.ha.take().map(|ha| {
+            // The HA actions thread first, so that VRRP's last events change nothing; the
+            // addresses it holds come back here to be released.
+            let held = ha.actions.stop();
+            self.added_vips.extend(held.vips);
+            self.added_server_addresses.extend(held.gateways);
             let status = ha.vrrp.shutdown();
             info!(state = status.state.name(), "VRRP stopped");
             ha.sync
@@ -38,7 +44,7 @@ impl Director {
         drop(self.health);
         drop(self.stats_server.take());
         drop(self.metrics_server.take());
-        for key in &self.classifier_keys {
+        for key in self.steering.lock().iter() {
             if let Err(error) = self.shared.interfaces[0].classifier.remove_service(key) {
                 warn!(%error, "could not remove service from the classifier");
             }
@@ -56,7 +62,8 @@ impl Director {
                 warn!(worker = index, "worker panicked");
             }
         }
-        if let Some(Some(sync)) = ha {
+        // The HA actions thread, which shared it, is gone: this is the last reference.
+        if let Some(Some(sync)) = ha.map(|sync| sync.and_then(Arc::into_inner)) {
             sync.stop();
         }
         release_addresses(

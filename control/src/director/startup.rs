@@ -168,14 +168,13 @@ impl Director {
             added_vips: leftovers.vips,
             added_server_addresses: leftovers.server_addresses,
             operator_addresses: leftovers.operators,
-            classifier_keys: HashSet::new(),
+            steering: Arc::default(),
             nat_keys: HashSet::new(),
             local_addresses: HashSet::new(),
             neighbours: resolved,
             retired_tables,
             stop_requested,
             ha: None,
-            ha_events: crossbeam_channel::never(),
             pinned: BTreeSet::new(),
         };
         director.pin_tun_servers();

@@ -5,9 +5,9 @@
 //! A leaf module: the loop ([`super`]) writes this state and [`crate::stats`] renders it, and
 //! neither is imported here. It must hold data only, no behaviour of the loop.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use dataplane::xdp::XdpClassifier;
@@ -78,6 +78,26 @@ pub struct HaView {
     pub serving: Arc<AtomicBool>,
     /// The sync daemon's counters, with `ha.sync`.
     pub sync: Option<Arc<SyncCounters>>,
+    /// How long takeovers took (written by the HA actions thread).
+    pub takeover_latency: Arc<TakeoverLatency>,
+}
+
+/// How long takeovers took, from the VRRP threads' decision to the VIPs added and steered.
+#[derive(Debug, Default)]
+pub struct TakeoverLatency {
+    /// The last one's, in microseconds (0 before the first).
+    pub last_us: AtomicU64,
+    /// The longest one's, in microseconds.
+    pub max_us: AtomicU64,
+}
+
+impl TakeoverLatency {
+    /// Records one takeover's.
+    pub fn record(&self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.last_us.store(micros, Ordering::Relaxed);
+        self.max_us.fetch_max(micros, Ordering::Relaxed);
+    }
 }
 
 /// A mutating request from the control socket, with where its answer goes. The main loop

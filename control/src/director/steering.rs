@@ -1,5 +1,6 @@
 //! What the XDP classifiers send to the workers rather than the kernel: the services on the
-//! client side (added, removed, and switched on or off as VRRP says), the NAT real servers'
+//! client side (added and removed here; switched on or off as VRRP says by the HA actions
+//! thread, [`super::ha_actions`], under the lock of [`Steering`]), the NAT real servers'
 //! replies on the server side, and the director's own server-side addresses, whose frames stay
 //! with the kernel. Reconciles the classifiers' maps with the configuration in force.
 //!
@@ -8,24 +9,27 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use dataplane::ServiceKey;
 use tracing::{info, warn};
 
 use super::Director;
 use crate::table::{classifier_keys, nat_backend_keys};
 
-impl Director {
-    /// Turns the classifier's steering of every announced service on or off (the entries
-    /// stay, so a backup keeps its map ready for a takeover).
-    pub(super) fn steer_services(&self, on: bool) {
-        let client = &self.shared.interfaces[0].classifier;
-        for key in &self.classifier_keys {
-            if let Err(error) = client.set_service(key, on) {
-                warn!(%error, vip = %key.vip, port = key.port, "could not change a service's steering");
-            }
-        }
-    }
+/// The services listed in the client side's classifier map, behind the lock both writers of
+/// their steering take (who owns what: [`super::ha_actions`]). Held only for map writes.
+#[derive(Debug, Default)]
+pub(super) struct Steering(Mutex<HashSet<ServiceKey>>);
 
+impl Steering {
+    /// The listed services, locked.
+    pub(super) fn lock(&self) -> MutexGuard<'_, HashSet<ServiceKey>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Director {
     /// Removes from the classifiers' maps what the configuration no longer has (services on
     /// the client side, NAT real servers on the server side), so their frames go back to the
     /// kernel. Returns what failed (those keys stay).
@@ -33,7 +37,7 @@ impl Director {
         let mut problems = Vec::new();
         let wanted = classifier_keys(&self.config);
         let client = &self.shared.interfaces[0].classifier;
-        self.classifier_keys.retain(|key| {
+        self.steering.lock().retain(|key| {
             if wanted.contains(key) {
                 return true;
             }
@@ -75,13 +79,15 @@ impl Director {
     pub(super) fn announce_services(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
         let client = &self.shared.interfaces[0].classifier;
+        // Under the lock the HA actions thread switches steering with: `serving` is read there.
+        let mut listed = self.steering.lock();
         for key in classifier_keys(&self.config) {
-            if self.classifier_keys.contains(&key) {
+            if listed.contains(&key) {
                 continue;
             }
             match client.set_service(&key, self.serving()) {
                 Ok(()) => {
-                    self.classifier_keys.insert(key);
+                    listed.insert(key);
                 }
                 Err(error) => problems.push(format!(
                     "adding {} to the classifier: {error}",
@@ -89,6 +95,7 @@ impl Director {
                 )),
             }
         }
+        drop(listed);
         if let Some(server) = self.shared.interfaces.get(1) {
             for key in nat_backend_keys(&self.config) {
                 if self.nat_keys.contains(&key) {

@@ -191,25 +191,38 @@ fn render_service(out: &mut String, service: &director_proto::ServiceStats) {
     }
 }
 
+/// The VRRP line: state, group, adverts, takeover latency and sync.
+fn render_ha(out: &mut String, ha: &director_proto::HaStats) {
+    let master = ha.master_address.as_deref().unwrap_or("unknown");
+    let _ = write!(
+        out,
+        "vrrp {} vrid {} priority {} (master {master}), adverts sent {} received {}",
+        ha.state, ha.vrid, ha.priority, ha.adverts_sent, ha.adverts_received
+    );
+    if ha.became_master > 0 {
+        let _ = write!(
+            out,
+            ", last takeover {:.1} ms (longest {:.1} ms)",
+            std::time::Duration::from_micros(ha.takeover_latency_us).as_secs_f64() * 1e3,
+            std::time::Duration::from_micros(ha.takeover_latency_max_us).as_secs_f64() * 1e3
+        );
+    }
+    if let Some(sync) = &ha.sync {
+        let _ = write!(
+            out,
+            "; sync {} records sent {} received {} lost datagrams {}",
+            sync.role, sync.records_sent, sync.records_received, sync.datagrams_lost
+        );
+    }
+    let _ = writeln!(out);
+}
+
 /// The table lbstat prints.
 fn render(stats: &Stats) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "director up {}", uptime(stats.uptime_seconds));
     if let Some(ha) = &stats.ha {
-        let master = ha.master_address.as_deref().unwrap_or("unknown");
-        let _ = write!(
-            out,
-            "vrrp {} vrid {} priority {} (master {master}), adverts sent {} received {}",
-            ha.state, ha.vrid, ha.priority, ha.adverts_sent, ha.adverts_received
-        );
-        if let Some(sync) = &ha.sync {
-            let _ = write!(
-                out,
-                "; sync {} records sent {} received {} lost datagrams {}",
-                sync.role, sync.records_sent, sync.records_received, sync.datagrams_lost
-            );
-        }
-        let _ = writeln!(out);
+        render_ha(&mut out, ha);
     }
     if let Some(routing) = &stats.routing {
         let count = |name: &str| routing.counters.get(name).copied().unwrap_or(0);

@@ -200,6 +200,26 @@ impl Instance {
     }
 }
 
+/// Asks the routers to announce the VIPs ([`Vrrp::announcer`]); cheap to clone and send to
+/// another thread.
+#[derive(Clone, Debug, Default)]
+pub struct VipAnnouncer(Vec<(Sender<Command>, Arc<UnixDatagram>)>);
+
+impl VipAnnouncer {
+    /// [`Vrrp::announce_vips`]: each router announces its VIPs in the rounds of
+    /// [`GRATUITOUS_ARP_ROUNDS`] as long as it stays master. Returns at once.
+    pub fn announce(&self) -> Result<(), VrrpError> {
+        for (commands, wake) in &self.0 {
+            commands
+                .send(Command::Announce)
+                .map_err(|_| VrrpError::Stopped)?;
+            // A full wake-up buffer already has a byte waiting, which is all the thread needs.
+            let _ = wake.send(&[1]);
+        }
+        Ok(())
+    }
+}
+
 /// The running VRRP routers (one per family with VIPs) and the handle control keeps. Dropping
 /// it shuts them down as [`Vrrp::shutdown`] does.
 #[derive(Debug)]
@@ -368,7 +388,7 @@ impl Vrrp {
     }
 
     /// The events, in order: the routers' combined state (see [`Board`]) and the peers heard.
-    /// Control selects on this next to its other channels.
+    /// Control's HA actions thread follows them, off its main loop.
     pub fn events(&self) -> &Receiver<HaEvent> {
         &self.events
     }
@@ -422,6 +442,22 @@ impl Vrrp {
             instance.send(Command::Announce)?;
         }
         Ok(())
+    }
+
+    /// A handle that asks the running routers to announce the VIPs, as
+    /// [`Vrrp::announce_vips`] does, from another thread. It reaches the routers running now:
+    /// take a new one after [`Vrrp::update`], which may start or stop a family's router.
+    pub fn announcer(&self) -> VipAnnouncer {
+        VipAnnouncer(
+            self.instances
+                .iter()
+                .flatten()
+                .filter_map(|instance| {
+                    let wake = instance.wake.try_clone().ok()?;
+                    Some((instance.commands.clone(), Arc::new(wake)))
+                })
+                .collect(),
+        )
     }
 
     /// Applies a reload: new VIPs, priority, advertisement interval and preemption, without

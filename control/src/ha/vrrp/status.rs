@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::machine::State as VrrpState;
 use super::wire::Discard;
@@ -182,6 +182,8 @@ pub struct Board {
     instances: [Option<VrrpStatus>; 2],
     /// The combined state last reported as an event.
     reported: Option<VrrpState>,
+    /// When it was decided: what control measures its transition latency from.
+    reported_at: Option<Instant>,
 }
 
 impl Board {
@@ -242,6 +244,7 @@ impl Board {
             VrrpState::Initialize => return None,
         };
         self.reported = Some(combined);
+        self.reported_at = Some(Instant::now());
         Some(event)
     }
 }
@@ -268,6 +271,13 @@ impl VrrpStatusSource {
     pub fn combined_state(&self) -> VrrpState {
         let board = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         board.combined().unwrap_or(VrrpState::Initialize)
+    }
+
+    /// When the routers last decided a new combined state (the moment its [`HaEvent`] was
+    /// sent), if they have: what control measures a transition's latency from.
+    pub fn decided_at(&self) -> Option<Instant> {
+        let board = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        board.reported_at
     }
 }
 
@@ -298,6 +308,23 @@ mod tests {
             vips: Vec::new(),
             counters: VrrpCounters::default(),
         }
+    }
+
+    #[test]
+    fn the_decision_time_is_that_of_the_last_state_reported() {
+        let mut board = Board::default();
+        board.set(Family::Ipv4, &status("192.0.2.3", VrrpState::Backup));
+        assert_eq!(board.reported_at, None);
+        let before = Instant::now();
+        assert_eq!(board.report(), Some(HaEvent::BecameBackup));
+        let decided = board.reported_at.expect("a decision time");
+        assert!(decided >= before);
+        // No new state, no new decision.
+        assert_eq!(board.report(), None);
+        assert_eq!(board.reported_at, Some(decided));
+        board.set(Family::Ipv4, &status("192.0.2.3", VrrpState::Master));
+        assert_eq!(board.report(), Some(HaEvent::BecameMaster));
+        assert!(board.reported_at.expect("a decision time") >= decided);
     }
 
     #[test]
