@@ -106,6 +106,10 @@ impl Director {
             if let Err(error) = ha.vrrp.update(config, &vips) {
                 problems.push(format!("VRRP: {error}"));
             }
+            // A new sync key applies at once (both directors need it: see the README).
+            if let Some(sync) = &ha.sync {
+                sync.set_key(config.sync_key.clone());
+            }
         }
         let backends: usize = self
             .config

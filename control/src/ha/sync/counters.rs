@@ -32,6 +32,14 @@ pub struct SyncCounters {
     pub datagrams_lost: AtomicU64,
     /// Records a full worker import queue could not take (one per worker that refused it).
     pub records_dropped: AtomicU64,
+    /// With a key: datagrams without an authentication trailer (a sender without the key).
+    pub auth_missing: AtomicU64,
+    /// With a key: datagrams whose tag did not match (another key, or altered on the way).
+    pub auth_bad_tag: AtomicU64,
+    /// With a key: datagrams whose sequence number was seen before or is below the window.
+    pub auth_replayed: AtomicU64,
+    /// Without a key: keyed datagrams, which a receiver without the key cannot check.
+    pub auth_unexpected: AtomicU64,
 }
 
 /// A copy of [`SyncCounters`] at one moment.
@@ -53,6 +61,10 @@ pub struct SyncStats {
     pub datagrams_ignored: u64,
     pub datagrams_lost: u64,
     pub records_dropped: u64,
+    pub auth_missing: u64,
+    pub auth_bad_tag: u64,
+    pub auth_replayed: u64,
+    pub auth_unexpected: u64,
 }
 
 impl SyncCounters {
@@ -72,6 +84,10 @@ impl SyncCounters {
             datagrams_ignored: load(&self.datagrams_ignored),
             datagrams_lost: load(&self.datagrams_lost),
             records_dropped: load(&self.records_dropped),
+            auth_missing: load(&self.auth_missing),
+            auth_bad_tag: load(&self.auth_bad_tag),
+            auth_replayed: load(&self.auth_replayed),
+            auth_unexpected: load(&self.auth_unexpected),
         }
     }
 }
