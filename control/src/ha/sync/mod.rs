@@ -57,6 +57,8 @@
 //! sides; a full import queue drops the record and counts it), or panic on any datagram.
 
 mod auth;
+#[cfg(test)]
+mod auth_tests;
 mod config;
 mod counters;
 mod daemon;
