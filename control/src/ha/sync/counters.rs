@@ -1,7 +1,7 @@
 //! The sync daemon's counters, both directions ([`SyncCounters`]), written by the sync threads
 //! with relaxed atomics and read as a [`SyncStats`] snapshot by the stats socket.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters of both directions, for the stats socket. Written by the sync threads only.
 #[derive(Debug, Default)]
@@ -40,6 +40,9 @@ pub struct SyncCounters {
     pub auth_replayed: AtomicU64,
     /// Without a key: keyed datagrams, which a receiver without the key cannot check.
     pub auth_unexpected: AtomicU64,
+    /// Whether the daemon has a key now (set by [`super::SyncDaemon`], which a reload may
+    /// change): a state, not a count.
+    pub authenticated: AtomicBool,
 }
 
 /// A copy of [`SyncCounters`] at one moment.
@@ -65,6 +68,7 @@ pub struct SyncStats {
     pub auth_bad_tag: u64,
     pub auth_replayed: u64,
     pub auth_unexpected: u64,
+    pub authenticated: bool,
 }
 
 impl SyncCounters {
@@ -88,6 +92,7 @@ impl SyncCounters {
             auth_bad_tag: load(&self.auth_bad_tag),
             auth_replayed: load(&self.auth_replayed),
             auth_unexpected: load(&self.auth_unexpected),
+            authenticated: self.authenticated.load(Ordering::Relaxed),
         }
     }
 }

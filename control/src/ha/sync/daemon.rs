@@ -62,6 +62,9 @@ impl SyncDaemon {
         role: Role,
     ) -> Result<Self, SyncError> {
         let counters = Arc::new(SyncCounters::default());
+        counters
+            .authenticated
+            .store(config.key.is_some(), Ordering::Relaxed);
         let mut sender = SyncSender::new(config, exports, Arc::clone(&counters))?;
         let mut receiver = SyncReceiver::new(config, imports, routing, Arc::clone(&counters))?;
         let keys = Arc::new(KeyCell::new(config.key.clone()));
@@ -129,6 +132,9 @@ impl SyncDaemon {
     pub fn set_key(&self, key: Option<SyncKey>) {
         if self.keys.get() != key {
             info!(authenticated = key.is_some(), "state sync key changed");
+            self.counters
+                .authenticated
+                .store(key.is_some(), Ordering::Relaxed);
             self.keys.set(key);
         }
     }
