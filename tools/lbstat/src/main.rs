@@ -191,6 +191,25 @@ fn render_service(out: &mut String, service: &director_proto::ServiceStats) {
     }
 }
 
+/// Sync authentication on the `vrrp` line: shown with a key, or when something was refused.
+fn render_sync_auth(out: &mut String, sync: &director_proto::SyncStats) {
+    let refused = sync.auth_missing + sync.auth_bad_tag + sync.auth_replayed;
+    if !sync.authenticated && refused + sync.auth_unexpected == 0 {
+        return;
+    }
+    let _ = write!(
+        out,
+        "; auth {} refused missing {} bad tag {} replayed {}",
+        if sync.authenticated { "on" } else { "off" },
+        sync.auth_missing,
+        sync.auth_bad_tag,
+        sync.auth_replayed
+    );
+    if sync.auth_unexpected > 0 {
+        let _ = write!(out, " unexpected keyed {}", sync.auth_unexpected);
+    }
+}
+
 /// The table lbstat prints.
 fn render(stats: &Stats) -> String {
     let mut out = String::new();
@@ -208,20 +227,7 @@ fn render(stats: &Stats) -> String {
                 "; sync {} records sent {} received {} lost datagrams {}",
                 sync.role, sync.records_sent, sync.records_received, sync.datagrams_lost
             );
-            let refused = sync.auth_missing + sync.auth_bad_tag + sync.auth_replayed;
-            if sync.authenticated || refused + sync.auth_unexpected > 0 {
-                let _ = write!(
-                    out,
-                    "; auth {} refused missing {} bad tag {} replayed {}",
-                    if sync.authenticated { "on" } else { "off" },
-                    sync.auth_missing,
-                    sync.auth_bad_tag,
-                    sync.auth_replayed
-                );
-                if sync.auth_unexpected > 0 {
-                    let _ = write!(out, " unexpected keyed {}", sync.auth_unexpected);
-                }
-            }
+            render_sync_auth(&mut out, sync);
         }
         let _ = writeln!(out);
     }

@@ -258,25 +258,22 @@ impl Verifier {
         mac.update(tagged);
         mac.verify_slice(tag).map_err(|_| AuthError::BadTag)?;
         self.accepted += 1;
-        match known {
-            Some(index) => {
-                let (_, window, heard) = &mut self.windows[index];
-                window.record(sequence);
-                *heard = self.accepted;
+        if let Some(index) = known {
+            let (_, window, heard) = &mut self.windows[index];
+            window.record(sequence);
+            *heard = self.accepted;
+        } else {
+            if self.windows.len() >= MAX_SENDERS {
+                let stalest = self
+                    .windows
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, (.., heard))| *heard)
+                    .map_or(0, |(index, _)| index);
+                self.windows.swap_remove(stalest);
             }
-            None => {
-                if self.windows.len() >= MAX_SENDERS {
-                    let stalest = self
-                        .windows
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, (.., heard))| *heard)
-                        .map_or(0, |(index, _)| index);
-                    self.windows.swap_remove(stalest);
-                }
-                self.windows
-                    .push((from, ReplayWindow::starting_at(sequence), self.accepted));
-            }
+            self.windows
+                .push((from, ReplayWindow::starting_at(sequence), self.accepted));
         }
         plain.clear();
         plain.extend_from_slice(datagram);
