@@ -186,6 +186,12 @@ mod tests {
         let shown = format!("{ha:?}");
         assert!(!shown.contains(KEY), "{shown}");
         assert!(shown.contains("SyncKey(<32 bytes>)"), "{shown}");
+        assert!(
+            ha.summary()
+                .ends_with(", sync id 51 port 8848, authenticated"),
+            "{}",
+            ha.summary()
+        );
         assert!(with_keys("").unwrap().ha.unwrap().sync_key.is_none());
     }
 

@@ -219,6 +219,11 @@ impl Verifier {
         }
     }
 
+    /// Senders it keeps a replay window for (only those that authenticated).
+    pub fn senders(&self) -> usize {
+        self.windows.len()
+    }
+
     /// Another key (a reload); the senders' windows stay.
     pub fn rekey(&mut self, key: &SyncKey) {
         self.mac = keyed_mac(key);

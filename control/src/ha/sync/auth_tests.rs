@@ -150,6 +150,33 @@ fn each_sender_has_its_own_window() {
 }
 
 #[test]
+fn only_authenticated_senders_get_a_window_and_their_number_is_bounded() {
+    let mut verifier = Verifier::new(&key("a"));
+    let mut plain = Vec::new();
+    let forged = signed(&mut Signer::new(&key("b"), 1), 0, &[record(1)]);
+    for n in 0..100u16 {
+        let address = SocketAddr::from((Ipv4Addr::new(192, 0, 2, (n % 250) as u8), 1000 + n));
+        assert!(verifier.verify(&forged, address, &mut plain).is_err());
+    }
+    assert_eq!(verifier.senders(), 0, "forgeries left state behind");
+    let mut signer = Signer::new(&key("a"), 1);
+    let first = signed(&mut signer, 0, &[record(1)]);
+    for n in 0..=MAX_SENDERS as u16 {
+        let address = SocketAddr::from((Ipv4Addr::new(198, 51, 100, 1), 2000 + n));
+        assert_eq!(verifier.verify(&first, address, &mut plain), Ok(()));
+    }
+    assert_eq!(verifier.senders(), MAX_SENDERS);
+    // The least recently heard (the first) was forgotten: its window is gone.
+    let oldest = SocketAddr::from((Ipv4Addr::new(198, 51, 100, 1), 2000));
+    assert_eq!(verifier.verify(&first, oldest, &mut plain), Ok(()));
+    let newest = SocketAddr::from((Ipv4Addr::new(198, 51, 100, 1), 2000 + MAX_SENDERS as u16));
+    assert_eq!(
+        verifier.verify(&first, newest, &mut plain),
+        Err(AuthError::Replayed)
+    );
+}
+
+#[test]
 fn a_restarted_sender_numbers_above_its_previous_run() {
     let mut before = Signer::from_clock(&key("a"));
     let mut verifier = Verifier::new(&key("a"));
