@@ -175,8 +175,8 @@ fn unchangeable(running: &Config, new: &Config) -> anyhow::Result<()> {
     };
     if ha_identity(&running.ha) != ha_identity(&new.ha) {
         bail!(
-            "[ha] cannot add, remove or change interface, vrid, unicast_peers or the sync keys \
-             on reload (that is joining another group); restart the director to change them"
+            "[ha] cannot add, remove or change interface, vrid, unicast_peers, sync, sync_id \
+             or sync_port on reload (that is joining another group); restart the director to change them"
         );
     }
     for (key, changed) in fixed {
