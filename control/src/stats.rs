@@ -205,6 +205,11 @@ fn ha_stats(view: &HaView) -> HaStats {
                 datagrams_lost: counters.datagrams_lost,
                 records_dropped: counters.records_dropped,
                 send_errors: counters.send_errors,
+                authenticated: counters.authenticated,
+                auth_missing: counters.auth_missing,
+                auth_bad_tag: counters.auth_bad_tag,
+                auth_replayed: counters.auth_replayed,
+                auth_unexpected: counters.auth_unexpected,
             }
         }),
     }

@@ -247,6 +247,7 @@ fn multicast_sender_to_receiver_into_worker_queues() {
         sync_id: 42,
         peers: None,
         port: DEFAULT_PORT,
+        key: None,
     };
     let mut a = Workers::new(&[11, 12, 13]);
     let mut b = Workers::new(&[13, 12, 11]);
@@ -313,6 +314,7 @@ fn ipv6_and_ipv4_entries_share_datagrams_between_pipelines() {
         sync_id: 43,
         peers: None,
         port: DEFAULT_PORT,
+        key: None,
     };
     let mut a = Workers::new(&[11, 12, 13]);
     let mut b = Workers::new(&[13, 12, 11]);
@@ -385,6 +387,7 @@ fn daemons_swap_roles_over_unicast_and_filter_strangers() {
         sync_id: 7,
         peers: Some(vec![peer]),
         port: DEFAULT_PORT,
+        key: None,
     };
     let mut a = Workers::new(&[11, 12, 13]);
     let mut b = Workers::new(&[13, 12, 11]);

@@ -72,6 +72,7 @@ fn ha(priority: u8, preempt: bool) -> HaConfig {
         sync: false,
         sync_id: 51,
         sync_port: 8848,
+        sync_key: None,
         server_address: None,
         server_address6: None,
     }

@@ -224,6 +224,21 @@ pub struct SyncStats {
     pub records_dropped: u64,
     /// Send errors.
     pub send_errors: u64,
+    /// Whether sync is authenticated (`ha.sync_key`); false from a director that predates it.
+    #[serde(default)]
+    pub authenticated: bool,
+    /// With a key: datagrams refused for carrying no authentication trailer.
+    #[serde(default)]
+    pub auth_missing: u64,
+    /// With a key: datagrams refused for a tag that did not match (another key, or altered).
+    #[serde(default)]
+    pub auth_bad_tag: u64,
+    /// With a key: datagrams refused as replayed or older than the replay window.
+    #[serde(default)]
+    pub auth_replayed: u64,
+    /// Without a key: keyed datagrams ignored (the other director has a key, this one not).
+    #[serde(default)]
+    pub auth_unexpected: u64,
 }
 
 /// One virtual service.

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{BackendStats, Health, RoutingStats, ServiceStats, Stats, WorkerStats};
+use crate::{BackendStats, Health, RoutingStats, ServiceStats, Stats, SyncStats, WorkerStats};
 
 /// The `Content-Type` of [`prometheus`]'s output.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -72,11 +72,49 @@ pub fn prometheus(stats: &Stats) -> String {
                 )],
             );
         }
+        if let Some(sync) = &ha.sync {
+            sync_families(&mut out, sync);
+        }
     }
     if let Some(routing) = &stats.routing {
         routing_families(&mut out, routing);
     }
     out
+}
+
+/// State sync: records each way, and the datagrams sync authentication refused, by reason.
+fn sync_families(out: &mut String, sync: &SyncStats) {
+    family(
+        out,
+        "director_sync_records_total",
+        "counter",
+        "Connection sync records sent (as master) and received (as backup).",
+        [
+            ("sent", sync.records_sent),
+            ("received", sync.records_received),
+        ]
+        .map(|(direction, value)| (labels(&[("direction", direction)]), Value::Int(value))),
+    );
+    family(
+        out,
+        "director_sync_authenticated",
+        "gauge",
+        "1 while connection sync is authenticated (ha.sync_key), else 0.",
+        [(String::new(), Value::Int(u64::from(sync.authenticated)))],
+    );
+    family(
+        out,
+        "director_sync_auth_refused_total",
+        "counter",
+        "Sync datagrams refused by authentication: no trailer (missing), a tag that did not match (bad_tag), replayed or too old (replayed), keyed while this director has no key (unexpected).",
+        [
+            ("missing", sync.auth_missing),
+            ("bad_tag", sync.auth_bad_tag),
+            ("replayed", sync.auth_replayed),
+            ("unexpected", sync.auth_unexpected),
+        ]
+        .map(|(reason, value)| (labels(&[("reason", reason)]), Value::Int(value))),
+    );
 }
 
 /// The routing mirror: its counters (`director_fib_<name>`), its age, and one sample per next
@@ -765,5 +803,38 @@ director_xdp_packets_total{{result=\"redirected\"}} 10
         );
         assert_eq!(samples["director_uptime_seconds"], "1.5");
         assert_eq!(samples.len(), 2 * 14 + 4 + 1 + 2 + 1 + 1);
+    }
+
+    #[test]
+    fn sync_counters_and_auth_refusals_by_reason() {
+        let mut stats = fixture();
+        stats.ha = Some(Box::new(crate::HaStats {
+            serving: false,
+            sync: Some(SyncStats {
+                records_received: 12,
+                authenticated: true,
+                auth_missing: 1,
+                auth_bad_tag: 2,
+                auth_replayed: 3,
+                ..SyncStats::default()
+            }),
+            ..crate::HaStats::default()
+        }));
+        let samples = parse(&prometheus(&stats));
+        assert_eq!(samples["director_ha_master"], "0");
+        assert_eq!(
+            samples[r#"director_sync_records_total{direction="received"}"#],
+            "12"
+        );
+        assert_eq!(samples["director_sync_authenticated"], "1");
+        for (reason, value) in [
+            ("missing", "1"),
+            ("bad_tag", "2"),
+            ("replayed", "3"),
+            ("unexpected", "0"),
+        ] {
+            let key = format!("director_sync_auth_refused_total{{reason=\"{reason}\"}}");
+            assert_eq!(samples[&key], value, "{key}");
+        }
     }
 }

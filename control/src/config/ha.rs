@@ -1,11 +1,13 @@
 //! Validation of the `[ha]` table: the VRRPv3 virtual router (interface, vrid, priority,
-//! advertisement interval, unicast peers), connection sync and the NAT gateway address.
+//! advertisement interval, unicast peers), connection sync (its key in `sync_key`) and the NAT
+//! gateway address.
 //!
 //! It checks the table against `[director]` (the interface must be one of its own), nothing else.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::raw::RawHa;
+use super::sync_key::validate_sync_key;
 use super::values::{in_range, is_unicast_v6, unicast_address};
 use super::{
     ConfigError, DirectorConfig, HaConfig, DEFAULT_ADVERT_INTERVAL, DEFAULT_HA_PRIORITY,
@@ -77,6 +79,8 @@ impl RawHa {
             None => DEFAULT_SYNC_PORT,
             Some(port) => in_range(port, 1u16, u16::MAX, "ha.sync_port")?,
         };
+        let sync = self.sync.unwrap_or(false);
+        let sync_key = validate_sync_key(self.sync_key, self.sync_key_file, sync)?;
         let server_address = match self.server_address {
             None => None,
             Some(text) => Some(parse_server_address(&text, director)?),
@@ -92,9 +96,10 @@ impl RawHa {
             advert_interval,
             preempt: self.preempt.unwrap_or(true),
             unicast_peers,
-            sync: self.sync.unwrap_or(false),
+            sync,
             sync_id,
             sync_port,
+            sync_key,
             server_address,
             server_address6,
         })
@@ -226,6 +231,7 @@ mod tests {
                 sync: false,
                 sync_id: 51,
                 sync_port: DEFAULT_SYNC_PORT,
+                sync_key: None,
                 server_address: None,
                 server_address6: None,
             })

@@ -19,11 +19,12 @@
 //! - `error`: [`ConfigError`], and the key path and position of a TOML shape error.
 //! - `summary`: the one-line summaries `director check` prints.
 //! - `mac`: MAC addresses as the file and the summaries write them.
+//! - `sync_key`: `ha.sync_key` and `ha.sync_key_file`, the secret that authenticates sync.
 //! - `onlink`: DR real servers on a connected network of the client side, checked against
 //!   interface prefixes the caller reads from the kernel.
 //!
-//! What it must not do: look at the running system. Beyond reading the file, validation is text
-//! in, model out; whether interfaces, CPUs, users and groups exist is checked at start-up by the
+//! What it must not do: look at the running system. Beyond reading the file (and the sync key
+//! file it names), validation is text in, model out; whether interfaces, CPUs, users and groups exist is checked at start-up by the
 //! modules that use them.
 
 mod director;
@@ -39,6 +40,7 @@ mod onlink;
 mod raw;
 mod service;
 mod summary;
+mod sync_key;
 mod values;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -56,6 +58,7 @@ pub use self::mac::{format_mac, parse_mac};
 pub use self::onlink::{check_dr_on_link, InterfacePrefixes};
 use self::raw::RawConfig;
 use self::service::validate_services;
+pub use self::sync_key::{SyncKey, MIN_SYNC_KEY_LEN};
 
 /// Default `[director] max_connections`: connection-table entries per worker.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 262_144;
@@ -146,6 +149,10 @@ pub struct HaConfig {
     pub sync_id: u8,
     /// UDP port of the sync datagrams (default 8848, IPVS's).
     pub sync_port: u16,
+    /// The pair's shared secret (`sync_key` or `sync_key_file`): with it every sync datagram
+    /// carries an HMAC-SHA256 tag and a sequence number, and datagrams without a valid one
+    /// are refused; without it sync is unauthenticated, as IPVS's. A reload applies a new key.
+    pub sync_key: Option<SyncKey>,
     /// NAT: the real servers' default gateway on the server side (address, prefix length),
     /// held by the master like the VIPs, so replies follow a failover.
     pub server_address: Option<(Ipv4Addr, u8)>,

@@ -47,6 +47,8 @@ pub(super) struct RawHa {
     pub(super) sync: Option<bool>,
     pub(super) sync_id: Option<i64>,
     pub(super) sync_port: Option<i64>,
+    pub(super) sync_key: Option<String>,
+    pub(super) sync_key_file: Option<String>,
     pub(super) server_address: Option<String>,
     pub(super) server_address6: Option<String>,
 }

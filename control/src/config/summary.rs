@@ -26,7 +26,15 @@ impl HaConfig {
             format_duration(self.advert_interval),
             if self.preempt { "preempt" } else { "nopreempt" }
         ) + &if self.sync {
-            format!(", sync id {} port {}", self.sync_id, self.sync_port)
+            let authenticated = if self.sync_key.is_some() {
+                ", authenticated"
+            } else {
+                ""
+            };
+            format!(
+                ", sync id {} port {}{authenticated}",
+                self.sync_id, self.sync_port
+            )
         } else {
             String::new()
         }

@@ -58,6 +58,7 @@ impl Director {
                     sync_id: config.sync_id,
                     peers: (!config.unicast_peers.is_empty()).then(|| config.unicast_peers.clone()),
                     port: config.sync_port,
+                    key: config.sync_key.clone(),
                 };
                 Some(Arc::new(
                     SyncDaemon::start(&settings, queues, Routing::Broadcast, Role::Backup)

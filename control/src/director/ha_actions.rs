@@ -408,6 +408,7 @@ mod tests {
             sync_port: 8848,
             server_address: None,
             server_address6: None,
+            sync_key: None,
         }
     }
 

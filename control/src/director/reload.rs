@@ -103,6 +103,10 @@ impl Director {
             if let Err(error) = ha.vrrp.update(config, &vips) {
                 problems.push(format!("VRRP: {error}"));
             }
+            // A new sync key applies at once (both directors need it: see the README).
+            if let Some(sync) = &ha.sync {
+                sync.set_key(config.sync_key.clone());
+            }
         }
         // After VRRP's update: under [ha] the HA actions thread gets the routers running now.
         self.sync_vips();
@@ -170,8 +174,8 @@ fn unchangeable(running: &Config, new: &Config) -> anyhow::Result<()> {
     };
     if ha_identity(&running.ha) != ha_identity(&new.ha) {
         bail!(
-            "[ha] cannot add, remove or change interface, vrid, unicast_peers or the sync keys \
-             on reload (that is joining another group); restart the director to change them"
+            "[ha] cannot add, remove or change interface, vrid, unicast_peers, sync, sync_id \
+             or sync_port on reload (that is joining another group); restart the director to change them"
         );
     }
     for (key, changed) in fixed {

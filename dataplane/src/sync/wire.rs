@@ -19,8 +19,11 @@
 //!
 //! `length` is the whole datagram's: 16 plus the lengths of its records. `sequence` counts a
 //! sender's datagrams, so a receiver can count the ones lost between two it got
-//! (`datagrams_lost`). The sync traffic is not authenticated (nor is IPVS's): keep it on a
-//! link only the directors share.
+//! (`datagrams_lost`). These datagrams are not authenticated (nor are IPVS's). With
+//! `[ha] sync_key`, control's `ha::sync::auth` sets bit 0x80 of the version (so this parser
+//! refuses the datagram by its version) and appends a sequence number and an HMAC-SHA256 tag;
+//! a receiver with the key checks them, clears the bit and hands this parser the datagram as
+//! above.
 //!
 //! - **Version 1** carries only 24-byte records ([`RECORD_LEN`], kinds 1 and 2): `length` must
 //!   be 16 + 24 x `records`, and a record of an unknown kind spoils only itself. A datagram of

@@ -213,8 +213,28 @@ fn render_ha(out: &mut String, ha: &director_proto::HaStats) {
             "; sync {} records sent {} received {} lost datagrams {}",
             sync.role, sync.records_sent, sync.records_received, sync.datagrams_lost
         );
+        render_sync_auth(out, sync);
     }
     let _ = writeln!(out);
+}
+
+/// Sync authentication on the `vrrp` line: shown with a key, or when something was refused.
+fn render_sync_auth(out: &mut String, sync: &director_proto::SyncStats) {
+    let refused = sync.auth_missing + sync.auth_bad_tag + sync.auth_replayed;
+    if !sync.authenticated && refused + sync.auth_unexpected == 0 {
+        return;
+    }
+    let _ = write!(
+        out,
+        "; auth {} refused missing {} bad tag {} replayed {}",
+        if sync.authenticated { "on" } else { "off" },
+        sync.auth_missing,
+        sync.auth_bad_tag,
+        sync.auth_replayed
+    );
+    if sync.auth_unexpected > 0 {
+        let _ = write!(out, " unexpected keyed {}", sync.auth_unexpected);
+    }
 }
 
 /// The table lbstat prints.
@@ -524,6 +544,47 @@ XDP classifier: redirected=310
         assert!(
             rendered.contains("\nTCP  192.0.2.10:80       maglev"),
             "{rendered}"
+        );
+    }
+
+    #[test]
+    fn renders_sync_authentication_refusals() {
+        let mut stats = sample();
+        let mut sync = director_proto::SyncStats {
+            role: "backup".to_owned(),
+            records_received: 5,
+            ..director_proto::SyncStats::default()
+        };
+        stats.ha = Some(Box::new(director_proto::HaStats {
+            state: "BACKUP".to_owned(),
+            vrid: 51,
+            priority: 100,
+            sync: Some(sync.clone()),
+            ..director_proto::HaStats::default()
+        }));
+        let first = |stats: &Stats| render(stats).lines().nth(1).unwrap().to_owned();
+        // Keyless and nothing refused: as before.
+        assert!(
+            first(&stats).ends_with("; sync backup records sent 0 received 5 lost datagrams 0"),
+            "{}",
+            first(&stats)
+        );
+        sync.authenticated = true;
+        sync.auth_bad_tag = 4;
+        stats.ha.as_mut().unwrap().sync = Some(sync.clone());
+        assert!(
+            first(&stats).ends_with("; auth on refused missing 0 bad tag 4 replayed 0"),
+            "{}",
+            first(&stats)
+        );
+        sync.authenticated = false;
+        sync.auth_unexpected = 2;
+        stats.ha.as_mut().unwrap().sync = Some(sync);
+        assert!(
+            first(&stats)
+                .ends_with("; auth off refused missing 0 bad tag 4 replayed 0 unexpected keyed 2"),
+            "{}",
+            first(&stats)
         );
     }
 

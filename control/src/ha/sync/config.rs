@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 
 use dataplane::conntrack::FlowKey;
 
+use crate::config::SyncKey;
 use crate::netlink::NetlinkError;
 
 /// The IPVS sync multicast group (`IP_VS_SYNC_GROUP`).
@@ -26,6 +27,9 @@ pub struct SyncConfig {
     pub peers: Option<Vec<Ipv4Addr>>,
     /// The UDP port, sending and receiving ([`DEFAULT_PORT`]).
     pub port: u16,
+    /// The pair's shared secret: datagrams are signed and only authenticated ones applied
+    /// (`auth`). `None` sends and accepts unauthenticated datagrams, as IPVS.
+    pub key: Option<SyncKey>,
 }
 
 /// Which way this director's sync runs.

@@ -1,7 +1,7 @@
 //! The sync daemon's counters, both directions ([`SyncCounters`]), written by the sync threads
 //! with relaxed atomics and read as a [`SyncStats`] snapshot by the stats socket.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters of both directions, for the stats socket. Written by the sync threads only.
 #[derive(Debug, Default)]
@@ -32,6 +32,17 @@ pub struct SyncCounters {
     pub datagrams_lost: AtomicU64,
     /// Records a full worker import queue could not take (one per worker that refused it).
     pub records_dropped: AtomicU64,
+    /// With a key: datagrams without an authentication trailer (a sender without the key).
+    pub auth_missing: AtomicU64,
+    /// With a key: datagrams whose tag did not match (another key, or altered on the way).
+    pub auth_bad_tag: AtomicU64,
+    /// With a key: datagrams whose sequence number was seen before or is below the window.
+    pub auth_replayed: AtomicU64,
+    /// Without a key: keyed datagrams, which a receiver without the key cannot check.
+    pub auth_unexpected: AtomicU64,
+    /// Whether the daemon has a key now (set by [`super::SyncDaemon`], which a reload may
+    /// change): a state, not a count.
+    pub authenticated: AtomicBool,
 }
 
 /// A copy of [`SyncCounters`] at one moment.
@@ -53,6 +64,11 @@ pub struct SyncStats {
     pub datagrams_ignored: u64,
     pub datagrams_lost: u64,
     pub records_dropped: u64,
+    pub auth_missing: u64,
+    pub auth_bad_tag: u64,
+    pub auth_replayed: u64,
+    pub auth_unexpected: u64,
+    pub authenticated: bool,
 }
 
 impl SyncCounters {
@@ -72,6 +88,11 @@ impl SyncCounters {
             datagrams_ignored: load(&self.datagrams_ignored),
             datagrams_lost: load(&self.datagrams_lost),
             records_dropped: load(&self.records_dropped),
+            auth_missing: load(&self.auth_missing),
+            auth_bad_tag: load(&self.auth_bad_tag),
+            auth_replayed: load(&self.auth_replayed),
+            auth_unexpected: load(&self.auth_unexpected),
+            authenticated: self.authenticated.load(Ordering::Relaxed),
         }
     }
 }

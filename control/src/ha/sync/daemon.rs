@@ -1,5 +1,6 @@
 //! [`SyncDaemon`]: a sender and a receiver, each on its own thread, with the role control
-//! switches at run time by one atomic store (no socket churn, nothing to restart).
+//! switches at run time by one atomic store (no socket churn, nothing to restart), and the key
+//! a reload may replace ([`SyncDaemon::set_key`]).
 //!
 //! What it must not do: block the caller on a role switch, or outlive its handle (dropping it
 //! stops both threads).
@@ -12,6 +13,9 @@ use std::time::{Duration, Instant};
 use dataplane::sync::{SyncQueue, SyncQueues};
 use tracing::{info, warn};
 
+use crate::config::SyncKey;
+
+use super::auth::KeyCell;
 use super::config::{Role, Routing, SyncConfig, SyncError, GROUP};
 use super::counters::SyncCounters;
 use super::receiver::SyncReceiver;
@@ -26,6 +30,7 @@ pub struct SyncDaemon {
     role: Arc<AtomicU8>,
     stop: Arc<AtomicBool>,
     counters: Arc<SyncCounters>,
+    keys: Arc<KeyCell>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -57,14 +62,21 @@ impl SyncDaemon {
         role: Role,
     ) -> Result<Self, SyncError> {
         let counters = Arc::new(SyncCounters::default());
+        counters
+            .authenticated
+            .store(config.key.is_some(), Ordering::Relaxed);
         let mut sender = SyncSender::new(config, exports, Arc::clone(&counters))?;
         let mut receiver = SyncReceiver::new(config, imports, routing, Arc::clone(&counters))?;
+        let keys = Arc::new(KeyCell::new(config.key.clone()));
+        sender.share_keys(Arc::clone(&keys));
+        receiver.share_keys(Arc::clone(&keys));
         let role_cell = Arc::new(AtomicU8::new(role as u8));
         let stop = Arc::new(AtomicBool::new(false));
         let mut daemon = SyncDaemon {
             role: Arc::clone(&role_cell),
             stop: Arc::clone(&stop),
             counters,
+            keys,
             threads: Vec::new(),
         };
         let (sender_role, sender_stop) = (Arc::clone(&role_cell), Arc::clone(&stop));
@@ -108,9 +120,23 @@ impl SyncDaemon {
             sync_id = config.sync_id,
             %destination,
             role = role.name(),
+            authenticated = config.key.is_some(),
             "state sync started"
         );
         Ok(daemon)
+    }
+
+    /// Replaces the key (a reload): the next datagram sent is signed with it and the next one
+    /// received checked against it; `None` goes back to unauthenticated sync. Sequence numbers
+    /// and replay windows carry on.
+    pub fn set_key(&self, key: Option<SyncKey>) {
+        if self.keys.get() != key {
+            info!(authenticated = key.is_some(), "state sync key changed");
+            self.counters
+                .authenticated
+                .store(key.is_some(), Ordering::Relaxed);
+            self.keys.set(key);
+        }
     }
 
     /// Switches the role (on a VRRP transition); takes effect within a few milliseconds.

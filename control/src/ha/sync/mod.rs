@@ -16,7 +16,12 @@
 //!   `syncid`, so several director pairs can share a link) and, with unicast peers, by source,
 //!   then pushes each valid record to the import queue of the worker that would see the flow
 //!   ([`Routing`]).
-//! - [`SyncDaemon`] runs one of each on its own thread and switches roles at run time.
+//! - [`SyncDaemon`] runs one of each on its own thread and switches roles (and, on a reload,
+//!   keys) at run time.
+//! - `auth` authenticates sync when `[ha] sync_key` is set: an HMAC-SHA256 tag and a sequence
+//!   number on every datagram, refused when missing, wrong or replayed (RFC 4303's 64-entry
+//!   window), each reason counted. Without a key the bytes are the unauthenticated format's,
+//!   unchanged.
 //! - `config` holds what it is told ([`SyncConfig`], [`Role`], [`Routing`]) and `counters`
 //!   what it counts ([`SyncCounters`]).
 //! - The datagram and record format is [`dataplane::sync::wire`], the only place sync's bytes
@@ -51,6 +56,9 @@
 //! What this module must not do: block a worker (queues are lock-free and bounded on both
 //! sides; a full import queue drops the record and counts it), or panic on any datagram.
 
+mod auth;
+#[cfg(test)]
+mod auth_tests;
 mod config;
 mod counters;
 mod daemon;
@@ -59,6 +67,10 @@ mod sender;
 #[cfg(test)]
 mod tests;
 
+pub use auth::{
+    is_keyed, AuthError, KeyCell, ReplayWindow, Signer, Verifier, KEYED, MAX_SENDERS,
+    REPLAY_WINDOW, SEQUENCE_LEN, TAG_LEN, TRAILER_LEN,
+};
 pub use config::{Role, Routing, SyncConfig, SyncError, DEFAULT_PORT, GROUP};
 pub use counters::{SyncCounters, SyncStats};
 pub use daemon::{SyncDaemon, POLL_INTERVAL};

@@ -1,20 +1,22 @@
-//! A backup's side of state sync: receives datagrams, validates and filters them (sync id,
-//! unicast peers, role), and pushes each valid record to the import queue of the worker that
-//! should have it ([`Routing`]).
+//! A backup's side of state sync: receives datagrams, authenticates them when it has a key
+//! (`auth`), validates and filters them (sync id, unicast peers, role), and pushes each valid
+//! record to the import queue of the worker that should have it ([`Routing`]).
 //!
-//! What it must not do: block a worker (a full import queue drops the record and counts it) or
-//! trust any datagram before [`Datagram::parse`] has checked it.
+//! What it must not do: block a worker (a full import queue drops the record and counts it),
+//! trust any datagram before [`Datagram::parse`] has checked it, or, with a key, read one whose
+//! tag did not check out.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dataplane::sync::wire::{Datagram, DatagramError};
+use dataplane::sync::wire::{Datagram, DatagramError, HEADER_LEN, MAGIC};
 use dataplane::sync::{SyncQueue, SyncRecord};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tracing::warn;
 
+use super::auth::{is_keyed, AuthError, KeyCell, Verifier};
 use super::config::{socket_error, Role, Routing, SyncConfig, SyncError, GROUP};
 use super::counters::{add, SyncCounters};
 use crate::netlink;
@@ -33,6 +35,13 @@ pub struct SyncReceiver {
     counters: Arc<SyncCounters>,
     /// The last datagram's sender and sequence, to count gaps.
     last: Option<(SocketAddr, u32)>,
+    /// The key, which a reload may change, and the generation of it `verifier` was made from.
+    keys: Arc<KeyCell>,
+    key_generation: u64,
+    /// With a key: checks each datagram's trailer and its sender's replay window.
+    verifier: Option<Verifier>,
+    /// An authenticated datagram without its trailer, for [`Datagram::parse`].
+    plain: Vec<u8>,
 }
 
 impl SyncReceiver {
@@ -81,7 +90,31 @@ impl SyncReceiver {
             buffer: vec![0; 1 << 16],
             counters,
             last: None,
+            keys: Arc::new(KeyCell::new(config.key.clone())),
+            key_generation: u64::MAX,
+            verifier: None,
+            plain: Vec::new(),
         })
+    }
+
+    /// Takes its key from `keys` from now on (the daemon's, which a reload changes).
+    pub(super) fn share_keys(&mut self, keys: Arc<KeyCell>) {
+        self.keys = keys;
+        self.key_generation = u64::MAX;
+    }
+
+    /// Follows a key change: a new key keeps the senders' replay windows.
+    fn refresh_key(&mut self) {
+        let generation = self.keys.generation();
+        if generation == self.key_generation {
+            return;
+        }
+        self.key_generation = generation;
+        match (self.keys.get(), &mut self.verifier) {
+            (None, verifier) => *verifier = None,
+            (Some(key), Some(verifier)) => verifier.rekey(&key),
+            (Some(key), verifier) => *verifier = Some(Verifier::new(&key)),
+        }
     }
 
     /// The local address the receiver listens on.
@@ -117,8 +150,9 @@ impl SyncReceiver {
         queued
     }
 
-    /// Handles one datagram from `from`: validated, filtered by sync id and peers, and as
-    /// backup its records queued for the workers. Returns the records queued.
+    /// Handles one datagram from `from`: authenticated (with a key), validated, filtered by
+    /// sync id and peers, and as backup its records queued for the workers. Returns the records
+    /// queued.
     pub fn handle(&mut self, bytes: &[u8], from: SocketAddr, role: Role) -> usize {
         if let Some(peers) = &self.peers {
             let known = match from {
@@ -130,6 +164,42 @@ impl SyncReceiver {
                 return 0;
             }
         }
+        self.refresh_key();
+        let Some(verifier) = &mut self.verifier else {
+            if is_keyed(bytes) {
+                // A keyed sender and a receiver without the key: a configuration mismatch.
+                add(&self.counters.auth_unexpected, 1);
+                return 0;
+            }
+            return self.import(bytes, from, role);
+        };
+        // Another cluster's datagram is ignored before its tag is checked, so pairs with
+        // their own keys can share a link without counting each other as forgeries. The sync
+        // id read here is not trusted: a forged one only gets its datagram ignored.
+        if bytes.len() >= HEADER_LEN && bytes[..MAGIC.len()] == MAGIC && bytes[5] != self.sync_id {
+            add(&self.counters.datagrams_foreign, 1);
+            return 0;
+        }
+        let mut plain = std::mem::take(&mut self.plain);
+        let queued = match verifier.verify(bytes, from, &mut plain) {
+            Ok(()) => self.import(&plain, from, role),
+            Err(error) => {
+                let counter = match error {
+                    AuthError::Missing => &self.counters.auth_missing,
+                    AuthError::BadTag => &self.counters.auth_bad_tag,
+                    AuthError::Replayed => &self.counters.auth_replayed,
+                };
+                add(counter, 1);
+                0
+            }
+        };
+        self.plain = plain;
+        queued
+    }
+
+    /// The rest of [`SyncReceiver::handle`], for a datagram authenticated or received without
+    /// a key: parsed, counted and as backup queued.
+    fn import(&mut self, bytes: &[u8], from: SocketAddr, role: Role) -> usize {
         let datagram = match Datagram::parse(bytes, self.sync_id) {
             Ok(datagram) => datagram,
             Err(DatagramError::ForeignSyncId(_)) => {

@@ -1,7 +1,8 @@
 //! The master's side of state sync: drains every worker's export queue, batches the records
 //! into datagrams sized by the interface's MTU (by bytes: a record with an IPv6 address takes
-//! 64 bytes, an IPv4 one 24) and sends them to the multicast group or the
-//! unicast peers. A partly filled datagram leaves after at most [`FLUSH_INTERVAL`].
+//! 64 bytes, an IPv4 one 24; with a key, the authentication trailer 40 more per datagram) and
+//! sends them to the multicast group or the unicast peers, each signed (`auth`) when it has a
+//! key. A partly filled datagram leaves after at most [`FLUSH_INTERVAL`].
 //!
 //! What it must not do: block a worker (it only pops from the lock-free queues) or send
 //! anything as a backup (it discards its exports then).
@@ -11,12 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::sync::wire::{
-    datagram_len, encode_datagram, records_per_datagram, HEADER_LEN, RECORD_LEN,
+    datagram_len, encode_datagram, records_per_datagram, HEADER_LEN, MAX_RECORD_LEN, RECORD_LEN,
 };
 use dataplane::sync::{SyncQueue, SyncRecord};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::warn;
 
+use super::auth::{KeyCell, Signer, TRAILER_LEN};
 use super::config::{socket_error, Role, SyncConfig, SyncError, GROUP};
 use super::counters::{add, SyncCounters};
 use crate::netlink;
@@ -42,6 +44,11 @@ pub struct SyncSender {
     buffer: Vec<u8>,
     counters: Arc<SyncCounters>,
     reported_error: bool,
+    /// The key, which a reload may change, and the generation of it `signer` was made from.
+    keys: Arc<KeyCell>,
+    key_generation: u64,
+    /// With a key: numbers and tags each datagram.
+    signer: Option<Signer>,
 }
 
 impl SyncSender {
@@ -97,7 +104,47 @@ impl SyncSender {
             buffer: Vec::with_capacity(max_datagram),
             counters,
             reported_error: false,
+            keys: Arc::new(KeyCell::new(config.key.clone())),
+            key_generation: u64::MAX,
+            signer: None,
         })
+    }
+
+    /// Takes its key from `keys` from now on (the daemon's, which a reload changes).
+    pub(super) fn share_keys(&mut self, keys: Arc<KeyCell>) {
+        self.keys = keys;
+        self.key_generation = u64::MAX;
+    }
+
+    /// Follows a key change. What is pending was sized for the old key's trailer, so it leaves
+    /// first, under the old key. A new key keeps the sequence numbers going up; a first key
+    /// starts them from the clock.
+    fn refresh_key(&mut self) {
+        let generation = self.keys.generation();
+        if generation == self.key_generation {
+            return;
+        }
+        self.flush();
+        self.key_generation = generation;
+        match (self.keys.get(), &mut self.signer) {
+            (None, signer) => *signer = None,
+            (Some(key), Some(signer)) => signer.rekey(&key),
+            (Some(key), signer) => *signer = Some(Signer::from_clock(&key)),
+        }
+    }
+
+    /// The longest datagram before the trailer: the MTU's less the trailer with a key.
+    fn unsigned_limit(&self) -> usize {
+        if self.signer.is_some() {
+            (self.max_datagram - TRAILER_LEN).max(HEADER_LEN + MAX_RECORD_LEN)
+        } else {
+            self.max_datagram
+        }
+    }
+
+    /// The next sequence number of the authentication trailer, with a key.
+    pub fn auth_sequence(&self) -> Option<u64> {
+        self.signer.as_ref().map(Signer::next_sequence)
     }
 
     /// IPv4 (24-byte) records per datagram (from the MTU).
@@ -105,7 +152,7 @@ impl SyncSender {
         self.per_datagram
     }
 
-    /// The longest datagram it sends (from the MTU), header included.
+    /// The longest datagram it sends (from the MTU), header (and with a key, trailer) included.
     pub fn max_datagram_len(&self) -> usize {
         self.max_datagram
     }
@@ -115,6 +162,8 @@ impl SyncSender {
     /// the partly filled one once its oldest record has waited [`FLUSH_INTERVAL`]; as backup,
     /// discards them. Returns the records drained.
     pub fn poll(&mut self, role: Role, now: Instant) -> usize {
+        self.refresh_key();
+        let limit = self.unsigned_limit();
         let mut drained = 0;
         for index in 0..self.exports.len() {
             let waiting = self.exports[index].len();
@@ -127,14 +176,14 @@ impl SyncSender {
                     add(&self.counters.records_discarded, 1);
                     continue;
                 }
-                if self.pending_len + record.wire_len() > self.max_datagram {
+                if self.pending_len + record.wire_len() > limit {
                     self.flush();
                 }
                 self.oldest.get_or_insert(now);
                 self.pending.push(record);
                 self.pending_len += record.wire_len();
                 // Full: not even an IPv4 record would fit.
-                if self.pending_len + RECORD_LEN > self.max_datagram {
+                if self.pending_len + RECORD_LEN > limit {
                     self.flush();
                 }
             }
@@ -163,6 +212,9 @@ impl SyncSender {
         // Everything pending fits: `poll` flushes before a record would overflow the datagram.
         encode_datagram(self.sync_id, self.sequence, &self.pending, &mut self.buffer);
         self.sequence = self.sequence.wrapping_add(1);
+        if let Some(signer) = &mut self.signer {
+            signer.sign(&mut self.buffer);
+        }
         let mut sent = false;
         for destination in &self.destinations {
             match self.socket.send_to(&self.buffer, destination) {

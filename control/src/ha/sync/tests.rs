@@ -27,6 +27,7 @@ fn loopback(
         sync_id,
         peers: Some(vec![Ipv4Addr::LOCALHOST]),
         port,
+        key: None,
     };
     let receiver = SyncReceiver::new(
         &receiver_config,
@@ -201,6 +202,7 @@ fn a_full_import_queue_drops_and_counts() {
             sync_id: 0,
             peers: Some(vec![Ipv4Addr::LOCALHOST]),
             port: 0,
+            key: None,
         },
         queues.imports().to_vec(),
         Routing::Broadcast,
@@ -240,6 +242,7 @@ fn daemon_switches_roles_at_run_time() {
             sync_id: 9,
             peers: Some(vec![Ipv4Addr::LOCALHOST]),
             port,
+            key: None,
         },
         &queues,
         Routing::Broadcast,

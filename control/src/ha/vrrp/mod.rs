@@ -709,6 +709,7 @@ mod tests {
             sync: false,
             sync_id: 51,
             sync_port: 8848,
+            sync_key: None,
             server_address: None,
             server_address6: None,
         }
