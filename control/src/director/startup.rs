@@ -117,7 +117,9 @@ impl Director {
         let health = HealthChecker::start(health::targets(&config))
             .context("starting the health checker")?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (retire, retired_tables) = crossbeam_channel::bounded(64);
+        // Room for every table each worker can hold (its current one and 4 queued): a full
+        // channel only delays adoption until control drains it.
+        let (retire, retired_tables) = crossbeam_channel::bounded(64.max(5 * queues as usize));
         // With state sync every worker exports and imports connection entries.
         let sync_queues = config
             .ha
