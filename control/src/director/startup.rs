@@ -1,5 +1,5 @@
-//! Start-up, in the order it must happen: CPUs planned, classifiers attached, interface facts
-//! read, real-server MACs resolved, the first table built, the health checker and the workers
+//! Start-up, in the order it must happen: CPUs planned, classifiers attached, the limits checked
+//! (`crate::limits`: maps, counter slots, memory), interface facts read, real-server MACs resolved, the first table built, the health checker and the workers
 //! started, then [`Director::go_live`]: the stats socket, the classifiers pointed at the
 //! workers, VRRP, and the VIPs last.
 //!
@@ -30,6 +30,7 @@ use super::Director;
 use crate::config::Config;
 use crate::connected;
 use crate::health::{self, HealthChecker};
+use crate::limits::{self, Available, Capacities, Facts};
 use crate::metrics::MetricsServer;
 use crate::neighbours::{self, Sides};
 use crate::netlink::{self, Netlink};
@@ -67,6 +68,20 @@ impl Director {
             tun_by_route: false,
         };
         let queues = worker_queues(&config, &interfaces)?;
+        // Before the tables and sockets are allocated: a configuration that does not fit is
+        // refused here, naming the limit, rather than ending in the OOM killer or a full map.
+        let facts = Facts {
+            workers: queues as usize,
+            available: Available::read(),
+            running: false,
+        };
+        let estimate = limits::check(&config, &facts, &Capacities::DIRECTOR)
+            .with_context(|| format!("configuration {}", config_path.display()))?;
+        let available = facts.available.map_or_else(
+            || "available memory unknown".to_owned(),
+            |it| it.to_string(),
+        );
+        info!("memory: {estimate}, {available}");
         let mut builder = TableBuilder::new(queues as usize);
         builder.interfaces = required_interface_facts(&mut netlink, &interfaces, &config)?;
         // Next hops for NAT replies and TUN from the kernel's routing table, kept current.
