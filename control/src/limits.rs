@@ -8,7 +8,8 @@
 //! connection table per worker, a UMEM per worker socket, the shared persistence table, the
 //! per-worker backend counters) and what each table holds (the Maglev lookup tables), each
 //! from the sizes of the real types; it is compared with `MemAvailable` of /proc/meminfo and
-//! the headroom of the director's cgroup (`memory.max` less `memory.current`, at each level),
+//! the headroom of the director's memory cgroup (`memory.max` less `memory.current` at each
+//! level; cgroup v1's `memory.limit_in_bytes` less `memory.usage_in_bytes`),
 //! whichever is less.
 //!
 //! [`check`] is pure: the machine's facts ([`Facts`], [`Available`]) are read by the callers,
@@ -70,7 +71,7 @@ pub struct Facts {
 pub struct Available {
     /// Bytes.
     pub bytes: u64,
-    /// `MemAvailable` or the cgroup's limit.
+    /// `MemAvailable` or the cgroup's limit less its usage.
     pub source: MemorySource,
 }
 
@@ -87,7 +88,7 @@ impl fmt::Display for Available {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let source = match self.source {
             MemorySource::MemAvailable => "MemAvailable",
-            MemorySource::Cgroup => "cgroup memory.max",
+            MemorySource::Cgroup => "cgroup memory limit",
         };
         write!(f, "{} available ({source})", bytes(self.bytes))
     }
@@ -105,7 +106,7 @@ impl Available {
             });
         let cgroup = std::fs::read_to_string("/proc/self/cgroup")
             .ok()
-            .and_then(|text| cgroup_headroom(Path::new("/sys/fs/cgroup"), &text))
+            .and_then(|text| cgroups_headroom(&text))
             .map(|bytes| Available {
                 bytes,
                 source: MemorySource::Cgroup,
@@ -127,12 +128,53 @@ fn mem_available(meminfo: &str) -> Option<u64> {
     kib.checked_mul(1024)
 }
 
-/// The least headroom (`memory.max` - `memory.current`) from the process's cgroup v2 (the
-/// `0::/path` line of /proc/self/cgroup) up to the root; `None` without a limit.
-fn cgroup_headroom(root: &Path, self_cgroup: &str) -> Option<u64> {
-    let path = self_cgroup
+/// A cgroup hierarchy's memory files: where it is mounted and what its limit and usage are
+/// called.
+struct Hierarchy {
+    mount: &'static str,
+    limit: &'static str,
+    usage: &'static str,
+}
+
+/// cgroup v2, unified: `memory.max` ("max" without a limit) and `memory.current`.
+const CGROUP_V2: Hierarchy = Hierarchy {
+    mount: "/sys/fs/cgroup",
+    limit: "memory.max",
+    usage: "memory.current",
+};
+
+/// cgroup v1's memory controller (an unlimited group shows a huge limit).
+const CGROUP_V1: Hierarchy = Hierarchy {
+    mount: "/sys/fs/cgroup/memory",
+    limit: "memory.limit_in_bytes",
+    usage: "memory.usage_in_bytes",
+};
+
+/// The least headroom (limit - usage) of the process's memory cgroup, v2 or v1 (read from
+/// /proc/self/cgroup as `self_cgroup`), from its group up to the root; `None` without a limit.
+fn cgroups_headroom(self_cgroup: &str) -> Option<u64> {
+    let v2 = self_cgroup
         .lines()
-        .find_map(|line| line.strip_prefix("0::"))?;
+        .find_map(|line| line.strip_prefix("0::"))
+        .and_then(|path| cgroup_headroom(Path::new(CGROUP_V2.mount), path, &CGROUP_V2));
+    let v1 = self_cgroup
+        .lines()
+        .find_map(|line| {
+            let (controllers, path) = line.split_once(':')?.1.split_once(':')?;
+            controllers
+                .split(',')
+                .any(|controller| controller == "memory")
+                .then_some(path)
+        })
+        .and_then(|path| cgroup_headroom(Path::new(CGROUP_V1.mount), path, &CGROUP_V1));
+    match (v2, v1) {
+        (Some(v2), Some(v1)) => Some(v2.min(v1)),
+        (v2, v1) => v2.or(v1),
+    }
+}
+
+/// The least headroom from the group at `path` under `root` up to `root`.
+fn cgroup_headroom(root: &Path, path: &str, hierarchy: &Hierarchy) -> Option<u64> {
     let mut directory: PathBuf = root.join(path.trim().trim_start_matches('/'));
     let mut least: Option<u64> = None;
     loop {
@@ -143,9 +185,9 @@ fn cgroup_headroom(root: &Path, self_cgroup: &str) -> Option<u64> {
                 .parse()
                 .ok()
         };
-        // "max" (no limit) does not parse.
-        if let Some(max) = read("memory.max") {
-            let headroom = max.saturating_sub(read("memory.current").unwrap_or(0));
+        // v2's "max" (no limit) does not parse.
+        if let Some(limit) = read(hierarchy.limit) {
+            let headroom = limit.saturating_sub(read(hierarchy.usage).unwrap_or(0));
             least = Some(least.map_or(headroom, |least| least.min(headroom)));
         }
         if directory == root || !directory.pop() || !directory.starts_with(root) {
@@ -778,12 +820,18 @@ mod tests {
         write(&leaf, "memory.current", "100\n");
         write(&root.join("system.slice"), "memory.max", "5000\n");
         write(&root.join("system.slice"), "memory.current", "1000\n");
-        let headroom = cgroup_headroom(&root, "0::/system.slice/director.service\n");
+        let path = "/system.slice/director.service";
+        let headroom = cgroup_headroom(&root, path, &CGROUP_V2);
         write(&root.join("system.slice"), "memory.max", "max\n");
-        let unlimited = cgroup_headroom(&root, "0::/system.slice/director.service\n");
+        let unlimited = cgroup_headroom(&root, path, &CGROUP_V2);
+        // cgroup v1 names its files differently.
+        write(&leaf, "memory.limit_in_bytes", "3000\n");
+        write(&leaf, "memory.usage_in_bytes", "500\n");
+        let v1 = cgroup_headroom(&root, path, &CGROUP_V1);
         std::fs::remove_dir_all(&root).unwrap();
         assert_eq!(headroom, Some(4000));
         assert_eq!(unlimited, None);
+        assert_eq!(v1, Some(2500));
     }
 
     #[test]
