@@ -5,8 +5,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
-use director_lab::{director_bin, require_root, Host, Lab, LabOptions};
+use director_lab::{director_bin, require_root, run_with_timeout, Host, Lab, LabOptions};
 
 /// `director ARGS...` in the director's namespace, bounded.
 fn director(lab: &Lab, args: &[&str]) -> std::process::Output {
@@ -104,7 +106,16 @@ fn start_up_refuses_max_connections_past_its_cgroup_limit() {
         director_bin().display(),
         path.display()
     );
-    let out = lab.exec(Host::Director, &["sh", "-c", &script]);
+    // Into the director's network namespace by setns from a thread, not `ip netns exec`: that
+    // mounts a fresh /sys, without the cgroup hierarchies the director reads its limit from.
+    let out = lab
+        .in_namespace(Host::Director, || {
+            run_with_timeout(
+                Command::new("sh").args(["-c", &script]),
+                Duration::from_secs(30),
+            )
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
