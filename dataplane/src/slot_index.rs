@@ -212,6 +212,18 @@ mod tests {
     }
 
     #[test]
+    fn memory_for_is_what_with_capacity_allocates() {
+        for slots in [0, 1, 5, 8, 1000, 1 << 16] {
+            let index = SlotIndex::with_capacity(slots);
+            assert_eq!(
+                SlotIndex::memory_for(slots),
+                index.buckets.capacity() * std::mem::size_of::<u64>(),
+                "{slots} slots"
+            );
+        }
+    }
+
+    #[test]
     fn finds_what_it_holds_and_nothing_else() {
         let mut index = SlotIndex::with_capacity(8);
         for slot in 0..8 {
