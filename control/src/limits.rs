@@ -664,6 +664,39 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_nat_real_servers_have_their_own_map() {
+        let dual = |v6_servers| {
+            parse(
+                "[\"eth0\", \"eth1\"]",
+                &[
+                    service(
+                        "app",
+                        "192.0.2.10",
+                        &[80],
+                        "nat",
+                        &servers("198.51.100.", 4),
+                    ),
+                    service(
+                        "app6",
+                        "2001:db8::10",
+                        &[80],
+                        "nat",
+                        &servers("2001:db8:1::", v6_servers),
+                    ),
+                ],
+            )
+        };
+        let capacities = Capacities {
+            backend_slots: 100,
+            ..SMALL
+        };
+        assert_eq!(exceeded_with(&dual(4), &capacities), None);
+        let message = exceeded_with(&dual(5), &capacities).unwrap();
+        assert!(message.starts_with("NAT real servers: 5 IPv6"), "{message}");
+        assert!(message.ends_with("(map nat_backends6)"), "{message}");
+    }
+
+    #[test]
     fn real_servers_fit_the_counter_slots_up_to_their_number() {
         // Two services with the same real servers take a slot each per service.
         let dr = |per_service| {

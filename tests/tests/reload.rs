@@ -337,6 +337,7 @@ const PAST_THE_CLASSIFIER: &str =
 
 /// A reload past a map's capacity changes nothing (the classifier, the table, lbstat) and says
 /// which limit, how many and how much; `director check` refuses the file with the same words.
+/// At the capacity, both accept it, and the reload fills the map without an error.
 #[test]
 fn reload_past_the_classifier_capacity_is_refused_and_changes_nothing() {
     require_root!();
@@ -390,5 +391,15 @@ fn reload_past_the_classifier_capacity_is_refused_and_changes_nothing() {
     assert!(
         stdout.contains("memory: ~") && stdout.contains("connection tables"),
         "{stdout}"
+    );
+    // And the running director takes them: the classifier's map full to the last entry.
+    director.replace_config(&fits);
+    let reload = director.reload();
+    println!("{reload}");
+    reload.assert_ok();
+    assert!(!reload.text().contains("applied with errors"), "{reload}");
+    assert_all_ok(
+        &lab.http_get_many(30, &vip_url()),
+        "requests with the classifier's map full",
     );
 }
