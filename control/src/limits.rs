@@ -4,7 +4,8 @@
 //!
 //! The limits: the classifier's maps (`services` and `services6`, `nat_backends` and
 //! `nat_backends6`: hash maps of a fixed size, whose update fails once full), the counter slots
-//! real servers take, and memory. The memory estimate adds up what start-up allocates (a
+//! real servers take, with `[ha]` the VIPs of a family one VRRP advertisement carries, and
+//! memory. The memory estimate adds up what start-up allocates (a
 //! connection table per worker, a UMEM per worker socket, the shared persistence table, the
 //! per-worker backend counters) and what each table holds (the Maglev lookup tables), each
 //! from the sizes of the real types; it is compared with `MemAvailable` of /proc/meminfo and
@@ -29,6 +30,7 @@ use dataplane::xsk::XskConfig;
 use scheduler::{Algorithm, Scheduler};
 
 use crate::config::Config;
+use crate::ha::vrrp::wire::MAX_ADDRESSES;
 use crate::table::{classifier_keys, nat_backend_keys, BACKEND_SLOTS, PERSISTENCE_ENTRIES};
 
 /// The sizes the configuration must fit in.
@@ -42,6 +44,8 @@ pub struct Capacities {
     pub nat_backends: usize,
     /// Counter slots: real servers (per service, fallbacks included).
     pub backend_slots: usize,
+    /// VIPs of each family one VRRP advertisement carries (with `[ha]`).
+    pub vrrp_addresses: usize,
 }
 
 impl Capacities {
@@ -51,6 +55,7 @@ impl Capacities {
         services: MAX_SERVICES as usize,
         nat_backends: MAX_NAT_BACKENDS as usize,
         backend_slots: BACKEND_SLOTS,
+        vrrp_addresses: MAX_ADDRESSES,
     };
 }
 
@@ -334,6 +339,19 @@ pub enum LimitError {
         /// Counter slots.
         capacity: usize,
     },
+    /// With `[ha]`, more VIPs of a family than a VRRP advertisement carries.
+    #[error(
+        "[ha]: {count} {family} VIPs exceed the {capacity} one VRRP advertisement carries (its \
+         address count is one byte)"
+    )]
+    VrrpAddresses {
+        /// "IPv4" or "IPv6".
+        family: &'static str,
+        /// Distinct VIPs of the family.
+        count: usize,
+        /// Addresses per advertisement.
+        capacity: usize,
+    },
     /// Start-up would need more memory than there is.
     #[error(
         "director.max_connections = {max_connections}: memory {estimate}, {available}; lower \
@@ -442,6 +460,19 @@ pub fn check(
             capacity: capacities.backend_slots,
         });
     }
+    if config.ha.is_some() {
+        let vips: HashSet<IpAddr> = config.services.iter().map(|service| service.vip).collect();
+        for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+            let count = vips.iter().filter(|vip| vip.is_ipv4() == v4).count();
+            if count > capacities.vrrp_addresses {
+                exceeded.push(LimitError::VrrpAddresses {
+                    family,
+                    count,
+                    capacity: capacities.vrrp_addresses,
+                });
+            }
+        }
+    }
     let estimate = Estimate::of(config, facts.workers);
     if let Some(available) = facts.available {
         if facts.running {
@@ -517,6 +548,7 @@ mod tests {
         services: 4,
         nat_backends: 4,
         backend_slots: 4,
+        vrrp_addresses: 4,
     };
 
     const NO_MEMORY_FACTS: Facts = Facts {
@@ -720,6 +752,51 @@ mod tests {
             exceeded(&dr(3)).unwrap(),
             "real servers: 5 (service, address) pairs, fallbacks included, exceed the 4 counter \
              slots"
+        );
+    }
+
+    #[test]
+    fn with_ha_the_vips_fit_one_vrrp_advertisement() {
+        let vips = |count: usize, ha: bool| {
+            let services: Vec<String> = (1..=count)
+                .map(|n| {
+                    service(
+                        &format!("s{n}"),
+                        &format!("192.0.2.{}", 100 + n),
+                        &[80],
+                        "dr",
+                        &servers("192.0.2.", 1),
+                    )
+                })
+                .collect();
+            let ha = if ha {
+                "[ha]\ninterface = \"eth0\"\nvrid = 51\n"
+            } else {
+                ""
+            };
+            let text = format!(
+                "[director]\ninterfaces = [\"eth0\"]\n{ha}{}",
+                services.concat()
+            );
+            Config::parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"))
+        };
+        // Each service takes a counter slot and a classifier entry too: only VRRP is small here.
+        let capacities = Capacities {
+            services: 100,
+            backend_slots: 100,
+            ..SMALL
+        };
+        assert_eq!(exceeded_with(&vips(3, true), &capacities), None);
+        assert_eq!(exceeded_with(&vips(4, true), &capacities), None);
+        assert_eq!(
+            exceeded_with(&vips(5, true), &capacities).unwrap(),
+            "[ha]: 5 IPv4 VIPs exceed the 4 one VRRP advertisement carries (its address count \
+             is one byte)"
+        );
+        assert_eq!(
+            exceeded_with(&vips(5, false), &capacities),
+            None,
+            "no VRRP, no limit"
         );
     }
 
