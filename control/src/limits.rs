@@ -14,7 +14,7 @@
 //! whichever is less.
 //!
 //! [`check`] is pure: the machine's facts ([`Facts`], [`Available`]) are read by the callers,
-//! [`Available::read`] for memory. It must not change anything or hold state; on reload the
+//! with [`Available::read`] for memory and [`workers_here`] for the workers. It must not change anything or hold state; on reload the
 //! memory already allocated is not counted again (only a new table's Maglev tables are new).
 
 use std::collections::HashSet;
@@ -31,6 +31,7 @@ use scheduler::{Algorithm, Scheduler};
 
 use crate::config::Config;
 use crate::ha::vrrp::wire::MAX_ADDRESSES;
+use crate::netlink::{interface_rx_queues, NetlinkError};
 use crate::table::{classifier_keys, nat_backend_keys, BACKEND_SLOTS, PERSISTENCE_ENTRIES};
 
 /// The sizes the configuration must fit in.
@@ -121,6 +122,18 @@ impl Available {
             (Some(meminfo), _) => Some(meminfo),
             (None, cgroup) => cgroup,
         }
+    }
+}
+
+/// The workers `config` gets on this machine: `director.workers`, else one per RX queue of the
+/// client side's interface; 1, with the reason, if that cannot be read (no such interface).
+pub fn workers_here(config: &Config) -> (usize, Option<NetlinkError>) {
+    match config.director.workers {
+        Some(workers) => (workers, None),
+        None => match interface_rx_queues(&config.director.interfaces[0]) {
+            Ok(queues) => (usize::try_from(queues.max(1)).unwrap_or(1), None),
+            Err(error) => (1, Some(error)),
+        },
     }
 }
 

@@ -20,7 +20,6 @@ use clap::{Parser, Subcommand};
 use control::config::{check_dr_on_link, Config, ConfigError};
 use control::connected::read_prefixes;
 use control::limits::{self, Available, Capacities, Facts};
-use control::netlink::interface_rx_queues;
 use control::netlink::Netlink;
 use dataplane::Forwarding;
 use director_proto::{Reply, Request};
@@ -183,13 +182,7 @@ fn check(path: &Path) -> Result<()> {
     };
     // The same limits start-up and reload check, against this machine: the workers the
     // client side's RX queues would get, and its memory.
-    let (workers, queues_unknown) = match config.director.workers {
-        Some(workers) => (workers, None),
-        None => match interface_rx_queues(&config.director.interfaces[0]) {
-            Ok(queues) => (queues.max(1) as usize, None),
-            Err(error) => (1, Some(error)),
-        },
-    };
+    let (workers, queues_unknown) = limits::workers_here(&config);
     let facts = Facts {
         workers,
         available: Available::read(),

@@ -1,5 +1,6 @@
-//! Start-up, in the order it must happen: CPUs planned, classifiers attached, the limits checked
-//! (`crate::limits`: maps, counter slots, memory), interface facts read, real-server MACs resolved, the first table built, the health checker and the workers
+//! Start-up, in the order it must happen: the limits checked (`crate::limits`: maps, counter
+//! slots, memory), CPUs planned, classifiers attached, interface facts read, real-server MACs
+//! resolved, the first table built, the health checker and the workers
 //! started, then [`Director::go_live`]: the stats socket, the classifiers pointed at the
 //! workers, VRRP, and the VIPs last.
 //!
@@ -55,6 +56,22 @@ impl Director {
         signals: &Receiver<Signal>,
         commands: Sender<Command>,
     ) -> anyhow::Result<Self> {
+        // Before anything changes (CPU masks, XDP programs, tables, sockets): a configuration
+        // that does not fit is refused here, naming the limit, rather than ending in a full map
+        // or the OOM killer. (A workers count that does not match the RX queues is refused
+        // below, by worker_queues.)
+        let facts = Facts {
+            workers: limits::workers_here(&config).0,
+            available: Available::read(),
+            running: false,
+        };
+        let estimate = limits::check(&config, &facts, &Capacities::DIRECTOR)
+            .with_context(|| format!("configuration {}", config_path.display()))?;
+        let available = facts.available.map_or_else(
+            || "available memory unknown".to_owned(),
+            |it| it.to_string(),
+        );
+        info!("memory: {estimate}, {available}");
         let cpus = CpuPlan::apply(&config.director)?;
         let mut netlink = Netlink::open().context("opening a netlink socket")?;
         // Before anything is attached: an off-link DR server is a configuration error.
@@ -68,20 +85,6 @@ impl Director {
             tun_by_route: false,
         };
         let queues = worker_queues(&config, &interfaces)?;
-        // Before the tables and sockets are allocated: a configuration that does not fit is
-        // refused here, naming the limit, rather than ending in the OOM killer or a full map.
-        let facts = Facts {
-            workers: queues as usize,
-            available: Available::read(),
-            running: false,
-        };
-        let estimate = limits::check(&config, &facts, &Capacities::DIRECTOR)
-            .with_context(|| format!("configuration {}", config_path.display()))?;
-        let available = facts.available.map_or_else(
-            || "available memory unknown".to_owned(),
-            |it| it.to_string(),
-        );
-        info!("memory: {estimate}, {available}");
         let mut builder = TableBuilder::new(queues as usize);
         builder.interfaces = required_interface_facts(&mut netlink, &interfaces, &config)?;
         // Next hops for NAT replies and TUN from the kernel's routing table, kept current.
