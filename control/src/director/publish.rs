@@ -80,6 +80,12 @@ impl Director {
         }
     }
 
+    /// Drops the tables the workers replaced: here, off their hot loops, the last reference
+    /// to a table frees its Maglev lookup tables.
+    fn free_retired_tables(&self) {
+        while self.retired_tables.try_recv().is_ok() {}
+    }
+
     /// Builds a table from the state in force and publishes it.
     pub(super) fn rebuild(&mut self) {
         let gate = self.reuse_gate(&self.config);
@@ -172,14 +178,6 @@ impl Director {
             }
             *current = pool;
         }
-    }
-}
-
-impl Director {
-    /// Drops the tables the workers replaced: here, off their hot loops, the last reference
-    /// to a table frees its Maglev lookup tables.
-    fn free_retired_tables(&self) {
-        while self.retired_tables.try_recv().is_ok() {}
     }
 }
 
