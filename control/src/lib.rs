@@ -5,6 +5,9 @@
 //! - [`connected`]: the served interfaces' prefixes from the kernel, against which DR real
 //!   servers must be on-link.
 //! - [`duration`]: the `"15m"` / `"100ms"` duration syntax of the configuration.
+//! - [`limits`]: what a configuration needs (classifier map entries, counter slots, memory)
+//!   against what the director and the machine have; start-up, reload and `director check`
+//!   refuse what does not fit before anything changes.
 //! - [`health`]: health checks of the real servers (tcp, http, send/expect, exec) on one
 //!   thread with poll(2); health changes go to the main loop, which rebuilds the table.
 //! - [`fib`]: the FIB mirror: the kernel's IPv4 routes, links and neighbours kept current from
@@ -52,6 +55,7 @@ pub mod duration;
 pub mod fib;
 pub mod ha;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod neighbours;
 #[expect(

@@ -1,7 +1,8 @@
 //! `director`: the L4 load balancer's binary.
 //!
 //! - `director check --config FILE` validates a configuration and prints a summary, like
-//!   `nginx -t`; exit status 0 if it is valid, 1 otherwise.
+//!   `nginx -t`, with the memory it needs; exit status 0 if it is valid and fits the
+//!   classifier's maps and this machine's memory, 1 otherwise.
 //! - `director run --config FILE` loads the configuration and runs the director until SIGINT or
 //!   SIGTERM; SIGHUP re-reads the file.
 //! - `director reload` asks a running director to re-read its configuration file, and prints
@@ -18,6 +19,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use control::config::{check_dr_on_link, Config, ConfigError};
 use control::connected::read_prefixes;
+use control::limits::{self, Available, Capacities, Facts};
 use control::netlink::Netlink;
 use dataplane::Forwarding;
 use director_proto::{Reply, Request};
@@ -178,12 +180,32 @@ fn check(path: &Path) -> Result<()> {
         }
         Err(error) => Some(error),
     };
+    // The same limits start-up and reload check, against this machine: the workers the
+    // client side's RX queues would get, and its memory.
+    let (workers, queues_unknown) = limits::workers_here(&config);
+    let facts = Facts {
+        workers,
+        available: Available::read(),
+        running: false,
+    };
+    let estimate = limits::check(&config, &facts, &Capacities::DIRECTOR)
+        .with_context(|| format!("configuration {}", path.display()))?;
     println!("configuration {} is ok", path.display());
     for service in &config.services {
         println!("  {}", service.summary());
     }
     if let Some(ha) = &config.ha {
         println!("  {}", ha.summary());
+    }
+    match facts.available {
+        Some(available) => println!("  memory: {estimate}, {available}"),
+        None => println!("  memory: {estimate}; available memory unknown"),
+    }
+    if let Some(error) = queues_unknown {
+        println!(
+            "  note: counted 1 worker ({}: {error}); start-up runs one per RX queue",
+            config.director.interfaces[0]
+        );
     }
     if let Some(error) = skipped {
         if config.uses(Forwarding::DirectRouting) {

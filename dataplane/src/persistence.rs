@@ -143,6 +143,11 @@ impl PersistenceTable {
         }
     }
 
+    /// Bytes [`PersistenceTable::new`]`(capacity)` allocates.
+    pub fn memory_for(capacity: usize) -> usize {
+        capacity.saturating_mul(std::mem::size_of::<Slot>())
+    }
+
     /// Number of slots.
     pub fn capacity(&self) -> usize {
         self.slots.len()

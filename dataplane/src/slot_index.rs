@@ -47,10 +47,15 @@ fn slot_of(bucket: u64) -> u32 {
     bucket as u32
 }
 
+/// Buckets of an index for up to `slots` entries: at least twice as many, a power of two.
+fn bucket_count(slots: usize) -> usize {
+    slots.saturating_mul(2).max(8).next_power_of_two()
+}
+
 impl SlotIndex {
     /// An index for up to `slots` entries: at least twice as many buckets, a power of two.
     pub(crate) fn with_capacity(slots: usize) -> Self {
-        let count = slots.saturating_mul(2).max(8).next_power_of_two();
+        let count = bucket_count(slots);
         let mut buckets = TableVec::with_capacity_in(count, HugePages);
         buckets.resize(count, EMPTY);
         SlotIndex {
@@ -58,6 +63,11 @@ impl SlotIndex {
             mask: count - 1,
             len: 0,
         }
+    }
+
+    /// Bytes [`SlotIndex::with_capacity`]`(slots)` allocates.
+    pub(crate) fn memory_for(slots: usize) -> usize {
+        bucket_count(slots).saturating_mul(std::mem::size_of::<u64>())
     }
 
     /// Slots indexed.
@@ -199,6 +209,18 @@ mod tests {
     /// are long and wrap around the end of the array.
     fn crowded(key: u32) -> u64 {
         (u64::from(key % 3 + 61) << 32) | u64::from(key)
+    }
+
+    #[test]
+    fn memory_for_is_what_with_capacity_allocates() {
+        for slots in [0, 1, 5, 8, 1000, 1 << 16] {
+            let index = SlotIndex::with_capacity(slots);
+            assert_eq!(
+                SlotIndex::memory_for(slots),
+                index.buckets.capacity() * std::mem::size_of::<u64>(),
+                "{slots} slots"
+            );
+        }
     }
 
     #[test]

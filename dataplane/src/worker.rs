@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::counters::{bump, DropReason, WorkerCounters};
 use crate::pipeline::{Egress, Pipeline, Verdict};
@@ -115,6 +115,8 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
         poll,
     } = context;
     let mut table = initial_table;
+    // A replaced table waiting for room in `retired_tables` (see `adopt_newest`).
+    let mut parked = None;
     counters
         .table_generation
         .store(table.generation, Ordering::Release);
@@ -125,14 +127,10 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
 
     while !stop.load(Ordering::Relaxed) {
         // An empty channel is one load to see; try_recv costs more, and this runs every
-        // iteration.
-        while !tables.is_empty() {
-            let Ok(newer) = tables.try_recv() else {
-                break;
-            };
-            let replaced = std::mem::replace(&mut table, newer);
-            // Should control have gone away, the table is freed here; it is rare and not per packet.
-            let _ = retired_tables.try_send(replaced);
+        // iteration. Replaced tables go back to control to be freed there.
+        if (!tables.is_empty() || parked.is_some())
+            && adopt_newest(&mut table, &mut parked, &tables, &retired_tables)
+        {
             counters
                 .table_generation
                 .store(table.generation, Ordering::Release);
@@ -192,6 +190,42 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
     drain_tx(&mut xsk);
     publish_kernel_stats(&xsk, &counters);
     xsk
+}
+
+/// Swaps in the newest table control has sent, handing each one it replaces back through
+/// `retired` so that control, not this thread, drops it: the last reference to a table frees
+/// its Maglev lookup tables, which a burst of reloads must not do in the hot loop. Returns
+/// whether `table` changed.
+///
+/// `retired` is shared by the workers and bounded: a table it has no room for waits in
+/// `parked` (first in line next time) and newer tables wait in `tables` until control drains
+/// it, so the worker never frees a table itself. Should control have gone away (the worker is
+/// stopping) a replaced table is freed here. Allocates and frees nothing otherwise: both
+/// channels are bounded arrays.
+pub fn adopt_newest(
+    table: &mut Arc<ServiceTable>,
+    parked: &mut Option<Arc<ServiceTable>>,
+    tables: &Receiver<Arc<ServiceTable>>,
+    retired: &Sender<Arc<ServiceTable>>,
+) -> bool {
+    if let Some(replaced) = parked.take() {
+        if let Err(TrySendError::Full(replaced)) = retired.try_send(replaced) {
+            *parked = Some(replaced);
+            return false;
+        }
+    }
+    let mut changed = false;
+    while parked.is_none() {
+        let Ok(newer) = tables.try_recv() else {
+            break;
+        };
+        let replaced = std::mem::replace(table, newer);
+        changed = true;
+        if let Err(TrySendError::Full(replaced)) = retired.try_send(replaced) {
+            *parked = Some(replaced);
+        }
+    }
+    changed
 }
 
 /// One iteration's frames: the RX burst being processed and, per port, the frames to send out

@@ -305,3 +305,101 @@ fn runtime_drain_disable_enable() {
     );
     assert!(failures(&lab.http_get_many(6, &vip_url())).is_empty());
 }
+
+/// The lab's DR configuration plus 65 services of 64 ports each on the VIP (ports 1000 and
+/// up): 4161 IPv4 (VIP, port, protocol) keys, past the classifier's 4096.
+fn past_the_classifier(config: &DirectorConfig) -> DirectorConfig {
+    let mut big = config.clone();
+    for group in 0..65u16 {
+        let mut extra = config.services[0].clone();
+        extra.name = format!("extra{group}");
+        extra.ports = (0..64).map(|port| 1000 + group * 64 + port).collect();
+        big.services.push(extra);
+    }
+    big
+}
+
+/// `director check --config PATH` in the director's namespace.
+fn director_check(lab: &Lab, path: &std::path::Path) -> std::process::Output {
+    lab.exec(
+        director_lab::Host::Director,
+        &[
+            &director_lab::director_bin().to_string_lossy(),
+            "check",
+            "--config",
+            &path.to_string_lossy(),
+        ],
+    )
+}
+
+const PAST_THE_CLASSIFIER: &str =
+    "services: 4161 IPv4 services (VIP, port, protocol) exceed the classifier's 4096 (map services)";
+
+/// A reload past a map's capacity changes nothing (the classifier, the table, lbstat) and says
+/// which limit, how many and how much; `director check` refuses the file with the same words.
+/// At the capacity, both accept it, and the reload fills the map without an error.
+#[test]
+fn reload_past_the_classifier_capacity_is_refused_and_changes_nothing() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::default());
+    let config = lab.dr_config("rr");
+    let mut director = lab.start_director(&config);
+    let before = stats::services(&director.stats());
+
+    let big = past_the_classifier(&config);
+    director.replace_config(&big);
+    let reload = director.reload();
+    println!("{reload}");
+    assert_eq!(reload.code(), Some(1), "{reload}");
+    assert!(reload.text().contains(PAST_THE_CLASSIFIER), "{reload}");
+
+    let results = lab.http_get_many(30, &vip_url());
+    assert_all_ok(&results, "requests after the refused reload");
+    assert_eq!(
+        tally(&results).len(),
+        3,
+        "the old rr config still spreads over every server"
+    );
+    assert_eq!(
+        stats::services(&director.stats()),
+        before,
+        "lbstat shows the services of the running config"
+    );
+    assert!(
+        director.try_wait().ok().flatten().is_none(),
+        "the director exited after a refused reload"
+    );
+
+    let out = director_check(&lab, &lab.write_config(&big));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "director check accepted it: {stderr}"
+    );
+    assert!(stderr.contains(PAST_THE_CLASSIFIER), "{stderr}");
+    // Exactly 4096 fit, and check says how much memory they need.
+    let mut fits = big;
+    fits.services.pop();
+    fits.services.last_mut().expect("services").ports.pop();
+    let out = director_check(&lab, &lab.write_config(&fits));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("memory: ~") && stdout.contains("connection tables"),
+        "{stdout}"
+    );
+    // And the running director takes them: the classifier's map full to the last entry.
+    director.replace_config(&fits);
+    let reload = director.reload();
+    println!("{reload}");
+    reload.assert_ok();
+    assert!(!reload.text().contains("applied with errors"), "{reload}");
+    assert_all_ok(
+        &lab.http_get_many(30, &vip_url()),
+        "requests with the classifier's map full",
+    );
+}

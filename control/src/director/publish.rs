@@ -26,8 +26,7 @@ impl Director {
     /// Re-reads real-server MACs (soliciting missing ones) and publishes a new table if any
     /// changed.
     pub(super) fn refresh_neighbours(&mut self) {
-        // Replaced tables come back from the workers to be freed here, off the hot path.
-        while self.retired_tables.try_recv().is_ok() {}
+        self.free_retired_tables();
         let (fresh, missing) = neighbours::lookup(&mut self.netlink, self.sides, &self.config);
         neighbours::solicit(&mut self.netlink, &missing);
         if fresh == self.neighbours {
@@ -81,6 +80,12 @@ impl Director {
         }
     }
 
+    /// Drops the tables the workers replaced: here, off their hot loops, the last reference
+    /// to a table frees its Maglev lookup tables.
+    fn free_retired_tables(&self) {
+        while self.retired_tables.try_recv().is_ok() {}
+    }
+
     /// Builds a table from the state in force and publishes it.
     pub(super) fn rebuild(&mut self) {
         let gate = self.reuse_gate(&self.config);
@@ -124,6 +129,9 @@ impl Director {
     pub(super) fn publish(&self, built: BuiltTable) {
         let BuiltTable { table, pool } = built;
         let table = Arc::new(table);
+        // Room for the tables this one replaces: a worker whose retired tables find the
+        // channel full keeps its table until control drains it (see `worker::adopt_newest`).
+        self.free_retired_tables();
         for worker in &self.shared.workers {
             // A full channel means the worker is behind; it will take this one after the others.
             if worker
@@ -149,7 +157,9 @@ impl Director {
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));
+            self.free_retired_tables();
         }
+        self.free_retired_tables();
         if let Ok(mut current) = self.shared.table.lock() {
             *current = table;
         }

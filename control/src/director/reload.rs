@@ -1,5 +1,6 @@
 //! Reload (SIGHUP or the `reload` request): re-read the configuration file and apply it without
-//! a restart, all or nothing. Refuses what only a restart can change ([`unchangeable`]); waits
+//! a restart, all or nothing. Refuses what only a restart can change ([`unchangeable`]) and what
+//! does not fit the classifier's maps, the counter slots or memory ([`crate::limits`]); waits
 //! briefly for new real servers' MACs; then withdraws removed services, publishes the new
 //! table, announces new services, and updates the VIPs and VRRP.
 //!
@@ -18,6 +19,7 @@ use super::Director;
 use crate::config::{Config, HaConfig};
 use crate::connected;
 use crate::health;
+use crate::limits::{self, Available, Capacities, Facts};
 use crate::neighbours;
 use crate::table::BackendId;
 
@@ -32,6 +34,15 @@ impl Director {
         let config =
             Config::load(&self.config_path).with_context(|| format!("configuration {path}"))?;
         unchangeable(&self.config, &config).with_context(|| format!("configuration {path}"))?;
+        // Every limit before the first change: a map that fills up half way through the
+        // steering below would leave the reload half applied.
+        let facts = Facts {
+            workers: self.shared.workers.len(),
+            available: Available::read(),
+            running: true,
+        };
+        limits::check(&config, &facts, &Capacities::DIRECTOR)
+            .with_context(|| format!("configuration {path}"))?;
         connected::check_on_link(&mut self.netlink, &config)
             .with_context(|| format!("configuration {path}"))?;
         if self.builder.interfaces.is_none() {

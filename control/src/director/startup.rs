@@ -1,7 +1,8 @@
-//! Start-up, in the order it must happen: CPUs planned, classifiers attached, addresses a
-//! killed run left removed, interface facts read, real-server MACs resolved, the first table
-//! built, the health checker and the workers started, then [`Director::go_live`]: the stats
-//! socket, the classifiers pointed at the workers, VRRP, and the VIPs last.
+//! Start-up, in the order it must happen: the limits checked (`crate::limits`: maps, counter
+//! slots, memory), CPUs planned, classifiers attached, addresses a killed run left removed,
+//! interface facts read, real-server MACs resolved, the first table built, the health checker
+//! and the workers started, then [`Director::go_live`]: the stats socket, the classifiers
+//! pointed at the workers, VRRP, and the VIPs last.
 //!
 //! Run once. It must not hold state of its own: everything it builds goes into [`Director`],
 //! and a failure after the workers run is undone by [`Director::stop`].
@@ -31,6 +32,7 @@ use super::Director;
 use crate::config::Config;
 use crate::connected;
 use crate::health::{self, HealthChecker};
+use crate::limits::{self, Available, Capacities, Facts};
 use crate::metrics::MetricsServer;
 use crate::neighbours::{self, Sides};
 use crate::netlink::{self, Netlink};
@@ -55,6 +57,22 @@ impl Director {
         signals: &Receiver<Signal>,
         commands: Sender<Command>,
     ) -> anyhow::Result<Self> {
+        // Before anything changes (CPU masks, XDP programs, tables, sockets): a configuration
+        // that does not fit is refused here, naming the limit, rather than ending in a full map
+        // or the OOM killer. (A workers count that does not match the RX queues is refused
+        // below, by worker_queues.)
+        let facts = Facts {
+            workers: limits::workers_here(&config).0,
+            available: Available::read(),
+            running: false,
+        };
+        let estimate = limits::check(&config, &facts, &Capacities::DIRECTOR)
+            .with_context(|| format!("configuration {}", config_path.display()))?;
+        let available = facts.available.map_or_else(
+            || "available memory unknown".to_owned(),
+            |it| it.to_string(),
+        );
+        info!("memory: {estimate}, {available}");
         let cpus = CpuPlan::apply(&config.director)?;
         let mut netlink = Netlink::open().context("opening a netlink socket")?;
         // Before anything is attached: an off-link DR server is a configuration error.
@@ -121,7 +139,9 @@ impl Director {
         let health = HealthChecker::start(health::targets(&config))
             .context("starting the health checker")?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (retire, retired_tables) = crossbeam_channel::bounded(64);
+        // Room for every table each worker can hold (its current one and 4 queued): a full
+        // channel only delays adoption until control drains it.
+        let (retire, retired_tables) = crossbeam_channel::bounded(64.max(5 * queues as usize));
         // With state sync every worker exports and imports connection entries.
         let sync_queues = config
             .ha

@@ -222,6 +222,16 @@ impl ConnTable {
         }
     }
 
+    /// Bytes a table for `max_connections` entries allocates in [`ConnTable::new`] (its
+    /// entries and both indexes, from the sizes of the real types), so that a configuration
+    /// can be checked against the machine's memory before anything is allocated.
+    pub fn memory_for(max_connections: usize) -> usize {
+        let capacity = max_connections.min(NIL as usize - 1);
+        capacity
+            .saturating_mul(std::mem::size_of::<Entry>())
+            .saturating_add(SlotIndex::memory_for(capacity).saturating_mul(2))
+    }
+
     /// Most entries it holds.
     pub fn capacity(&self) -> usize {
         self.entries.len()
