@@ -116,6 +116,17 @@ drop_reasons! {
     Ipv6PayloadLength => "ipv6_payload_length",
     /// An ICMPv6 error quotes less than a whole IPv6 header and 8 bytes.
     IcmpQuoteTruncated => "icmp_quote_truncated",
+    /// A new flow's SYN (or a segment that would get a provisional embryonic entry) refused:
+    /// the connection table is full of established, closing and UDP flows, none past its
+    /// deadline, and a SYN-only entry may not evict them (issue 16). The client retransmits.
+    ConnTableFullSyn => "conn_table_full_syn",
+    /// A new flow refused because every real server with weight > 0 is above its
+    /// `max_connections` threshold (and not yet back below `min_connections`).
+    AllServersOverloaded => "all_servers_overloaded",
+    /// A client frame too big to tunnel whose ICMP fragmentation-needed or ICMPv6 packet too
+    /// big the director did not send, its client's token bucket empty (one a second, a burst
+    /// of six, as Linux's `icmp_ratelimit`); dropped without an answer.
+    IcmpErrorsRateLimited => "icmp_errors_rate_limited",
 }
 
 /// Declares [`WorkerCounters`] with its named event counters (those lbstat lists under a
@@ -173,6 +184,10 @@ worker_counters! {
     connections_evicted,
     /// Frames forwarded without an entry because the table was full and nothing could be evicted.
     conn_table_full,
+    /// Embryonic (SYN-only) entries that replaced the oldest embryonic entry because the
+    /// embryonic quota (`[director] embryonic_share` of the table) was reached: the mark of a
+    /// SYN flood (each is also counted in `connections_evicted` or `connections_expired`).
+    conn_embryonic_quota,
     /// SYNs that found a closing entry for their flow (the client reused a source port) and
     /// were scheduled as new connections, the entry rebound to the scheduler's pick.
     connections_reopened,
@@ -328,6 +343,6 @@ mod tests {
         });
         assert!(seen.contains(&("tx_wakeups", 3)), "{seen:?}");
         assert!(seen.contains(&("xsk_rx_fill_ring_empty", 5)), "{seen:?}");
-        assert_eq!(seen.len(), 21 + 6);
+        assert_eq!(seen.len(), 22 + 6);
     }
 }

@@ -74,6 +74,23 @@ impl Pipeline {
             Some(index) => (index, Choice::Tracked),
             None => choose(service, &flow.key, table, now)?,
         };
+        // A new flow's entry needs a slot before its first frame goes out: a SYN the table
+        // refuses (full of flows a SYN may not evict) is dropped and retransmitted by its
+        // client, not forwarded without the entry that keeps its handshake on one server. (A
+        // table built with capacity 0 forwards everything without state, as before.)
+        if existing.is_none()
+            && self.connections.capacity() > 0
+            && initial_state(flow) == Some(ConnState::TcpSyn)
+            && !self.connections.make_room(
+                ConnState::TcpSyn,
+                now,
+                &table.timeouts,
+                counters,
+                gauges,
+            )
+        {
+            return Err(DropReason::ConnTableFullSyn);
+        }
         // A new decision for this flow: a template's or the scheduler's.
         let scheduled = choice != Choice::Tracked;
         let backend = service.backends.get(index).ok_or(DropReason::NoBackend)?;
@@ -199,7 +216,8 @@ impl Pipeline {
                         state,
                         next_hop: next_hop.unwrap_or_default(),
                     };
-                    // None only for a capacity-0 table, counted there; forward regardless.
+                    // None only for a capacity-0 table (room for a SYN was made above),
+                    // counted there; forward regardless.
                     let id = self.connections.insert(
                         flow.key,
                         connection,

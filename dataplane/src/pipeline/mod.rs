@@ -203,6 +203,15 @@ impl Pipeline {
         self
     }
 
+    /// This pipeline with an embryonic quota of `limit` entries in its connection table
+    /// (`[director] embryonic_share` of `max_connections`; see
+    /// [`ConnTable::set_embryonic_limit`]). Without it, half the table.
+    #[must_use]
+    pub fn with_embryonic_limit(mut self, limit: usize) -> Self {
+        self.connections.set_embryonic_limit(limit);
+        self
+    }
+
     /// The worker index this pipeline counts backend traffic under.
     pub fn worker(&self) -> usize {
         self.worker
