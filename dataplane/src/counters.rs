@@ -301,6 +301,10 @@ pub struct BackendCounters {
     /// This worker's connection entries to it in any other TCP state (SYN, FIN-wait, close), as
     /// IPVS counts `InActConn`. A gauge the conntrack keeps.
     pub inactive_connections: AtomicU64,
+    /// 1 while this worker sees the real server over its connection threshold
+    /// ([`crate::service::Thresholds`]), else 0: the hysteresis' memory, kept per worker so
+    /// that it has one writer like every other counter here, and across reloads with the block.
+    pub over_threshold: AtomicU64,
 }
 
 /// Allocates one block of `backends` counters, for one worker.

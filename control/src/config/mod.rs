@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use dataplane::worker::PollMode;
 pub use dataplane::NatReply;
-use dataplane::{Forwarding, Protocol, Timeouts};
+use dataplane::{Forwarding, Protocol, Thresholds, Timeouts};
 use scheduler::Algorithm;
 
 pub use self::error::ConfigError;
@@ -223,6 +223,9 @@ pub struct BackendConfig {
     /// NAT only: the port the real server listens on (`VIP:80 -> RS:8080`); `None` keeps the
     /// port the client connected to.
     pub port: Option<u16>,
+    /// `max_connections` / `min_connections` (`ipvsadm -x`/`-y`): at `max` connections the
+    /// server gets no new ones until it falls below `min`; the default has none.
+    pub thresholds: Thresholds,
 }
 
 /// `[service.health_check]`: one check per real server, repeated every `interval` from the
@@ -471,12 +474,14 @@ mod tests {
                     weight: 1,
                     mac: None,
                     port: None,
+                    thresholds: dataplane::Thresholds::default(),
                 },
                 BackendConfig {
                     address: Ipv4Addr::new(192, 0, 2, 12).into(),
                     weight: 2,
                     mac: Some([2, 0, 0, 0, 0, 0x12]),
                     port: None,
+                    thresholds: dataplane::Thresholds::default(),
                 },
             ]
         );

@@ -113,4 +113,6 @@ pub(super) struct RawBackend {
     pub(super) weight: Option<i64>,
     pub(super) mac: Option<String>,
     pub(super) port: Option<i64>,
+    pub(super) max_connections: Option<i64>,
+    pub(super) min_connections: Option<i64>,
 }

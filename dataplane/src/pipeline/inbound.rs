@@ -72,7 +72,7 @@ impl Pipeline {
             .and_then(|id| resolve(self.connections.connection(id), service, table.generation))
         {
             Some(index) => (index, Choice::Tracked),
-            None => choose(service, &flow.key, table, now)?,
+            None => choose(service, &flow.key, table, gauges, now)?,
         };
         // A new flow's entry needs a slot before its first frame goes out: a SYN the table
         // refuses (full of flows a SYN may not evict) is dropped and retransmitted by its
@@ -147,7 +147,8 @@ impl Pipeline {
                     }
                     (None, None) => return Err(DropReason::NeighbourUnresolved),
                 };
-                match self.tunnel(buffer, at, parsed, backend, backend_mac, table)? {
+                let answer_to = Some((flow.key.src_addr, now));
+                match self.tunnel(buffer, at, parsed, backend, backend_mac, table, answer_to)? {
                     Encapsulated::Tunnelled { start, len } => Verdict::Tx {
                         start,
                         len,
@@ -318,6 +319,7 @@ fn choose(
     service: &Service,
     key: &FlowKey,
     table: &ServiceTable,
+    own_block: &[BackendCounters],
     now: Instant,
 ) -> Result<(usize, Choice), DropReason> {
     let mut stale_template = false;
@@ -338,7 +340,7 @@ fn choose(
             Template::Pending | Template::Absent => {}
         }
     }
-    let index = schedule(service, key, table)?;
+    let index = schedule(service, key, table, own_block)?;
     Ok((index, Choice::Scheduled { stale_template }))
 }
 
@@ -388,25 +390,41 @@ fn client_next_hop(
 
 /// The scheduler's backend for a flow.
 #[inline]
-fn schedule(service: &Service, key: &FlowKey, table: &ServiceTable) -> Result<usize, DropReason> {
+fn schedule(
+    service: &Service,
+    key: &FlowKey,
+    table: &ServiceTable,
+    own_block: &[BackendCounters],
+) -> Result<usize, DropReason> {
     let flow = scheduler::Flow {
         hash: key.flow_hash(),
         src_addr: fold32(key.src_addr),
         dst_addr: fold32(key.dst_addr),
     };
-    let loads = ServiceLoads { service, table };
-    service
-        .scheduler
-        .pick(&flow, &loads)
-        .ok_or(DropReason::NoBackend)
+    let loads = ServiceLoads {
+        service,
+        table,
+        own: own_block,
+    };
+    service.scheduler.pick(&flow, &loads).ok_or_else(|| {
+        // Out of servers: drained or down, or every one left over its threshold.
+        if service.backends.iter().any(|backend| backend.weight > 0) {
+            DropReason::AllServersOverloaded
+        } else {
+            DropReason::NoBackend
+        }
+    })
 }
 
 /// A service's connection counts summed over every worker's counter block, for the
-/// least-connection schedulers. Reads are relaxed: another worker's newest connections may be
-/// missing for a moment, which only makes the choice slightly less even.
+/// least-connection schedulers and the connection thresholds. Reads are relaxed: another
+/// worker's newest connections may be missing for a moment, which only makes the choice
+/// slightly less even (or a threshold a few connections late).
 struct ServiceLoads<'a> {
     service: &'a Service,
     table: &'a ServiceTable,
+    /// This worker's block, where it keeps its view of who is over its threshold.
+    own: &'a [BackendCounters],
 }
 
 impl ServiceLoads<'_> {
@@ -442,6 +460,31 @@ impl scheduler::Loads for ServiceLoads<'_> {
                     inactive.wrapping_add(counters.inactive_connections.load(Relaxed)),
                 )
             })
+    }
+
+    /// Costs a field test for a server without thresholds; with them, a sum over the workers
+    /// and, when the verdict changes, a store to this worker's flag.
+    #[inline]
+    fn over_threshold(&self, server: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(backend) = self.service.backends.get(server) else {
+            return false;
+        };
+        if backend.thresholds.max == 0 {
+            return false;
+        }
+        let Some(flag) = self.own.get(backend.counter_slot) else {
+            return false;
+        };
+        let was_over = flag.over_threshold.load(Relaxed) != 0;
+        let (active, inactive) = self.counts(server);
+        let over = backend
+            .thresholds
+            .over(active.wrapping_add(inactive), was_over);
+        if over != was_over {
+            flag.over_threshold.store(u64::from(over), Relaxed);
+        }
+        over
     }
 }
 

@@ -153,6 +153,7 @@
 
 mod forwarding;
 mod icmp;
+mod icmp_limit;
 mod inbound;
 mod next_hop;
 mod reply;
@@ -189,6 +190,7 @@ impl Pipeline {
             tunnel_ident: (worker as u16).wrapping_mul(0x2001),
             sync: WorkerSync::default(),
             sync_refresh: u32::MAX,
+            icmp_limit: icmp_limit::IcmpErrorLimit::new(),
         }
     }
 
