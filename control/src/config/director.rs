@@ -12,8 +12,8 @@ use dataplane::Timeouts;
 use super::raw::{RawDirector, RawTimeouts};
 use super::values::in_range;
 use super::{
-    ConfigError, DirectorConfig, NatReply, DEFAULT_EMBRYONIC_SHARE, DEFAULT_MAX_CONNECTIONS, MAX_CPU, MAX_INTERFACE_NAME,
-    MAX_MAX_CONNECTIONS, MAX_SOCKET_PATH, MAX_WORKERS,
+    ConfigError, DirectorConfig, NatReply, DEFAULT_EMBRYONIC_SHARE, DEFAULT_MAX_CONNECTIONS,
+    MAX_CPU, MAX_INTERFACE_NAME, MAX_MAX_CONNECTIONS, MAX_SOCKET_PATH, MAX_WORKERS,
 };
 use crate::duration::{format_duration, parse_duration};
 use crate::stats_server::DEFAULT_SOCKET_MODE;

@@ -577,11 +577,7 @@ impl RawBackend {
 
 /// A backend's `max_connections` and `min_connections` (IPVS's `u_threshold` and
 /// `l_threshold`, at most 2^32 - 1 as there): the lower needs the upper and must be below it.
-fn thresholds(
-    max: Option<i64>,
-    min: Option<i64>,
-    at: &str,
-) -> Result<Thresholds, ConfigError> {
+fn thresholds(max: Option<i64>, min: Option<i64>, at: &str) -> Result<Thresholds, ConfigError> {
     let (max_key, min_key) = (
         format!("{at}.max_connections"),
         format!("{at}.min_connections"),
@@ -812,7 +808,8 @@ mod tests {
         assert_eq!(backends[0].thresholds, Thresholds::default());
         assert_eq!(backends[1].thresholds, Thresholds { max: 100, min: 80 });
         let only_max =
-            Config::parse(&GOOD.replace("weight = 2", "weight = 2\nmax_connections = 100")).unwrap();
+            Config::parse(&GOOD.replace("weight = 2", "weight = 2\nmax_connections = 100"))
+                .unwrap();
         assert_eq!(
             only_max.services[0].backends[1].thresholds,
             Thresholds { max: 100, min: 0 }

@@ -1307,7 +1307,11 @@ mod tests {
         };
         flood_some(&mut table, 1000);
         assert_eq!(table.embryonic(), 16);
-        assert_eq!(table.len(), 36, "the quota keeps 28 slots free of the flood");
+        assert_eq!(
+            table.len(),
+            36,
+            "the quota keeps 28 slots free of the flood"
+        );
         // A real client's SYN mid-flood gets in, replacing the oldest spoofed one...
         let client = FlowKey {
             src_addr: Ipv4Addr::new(203, 0, 113, 7).into(),
@@ -1352,7 +1356,14 @@ mod tests {
         ];
         for (n, state) in (0..).zip(states) {
             table
-                .insert(key(n), connection(state), start, &timeouts, &counters, &gauges)
+                .insert(
+                    key(n),
+                    connection(state),
+                    start,
+                    &timeouts,
+                    &counters,
+                    &gauges,
+                )
                 .unwrap();
         }
         let syn = connection(ConnState::TcpSyn);

@@ -52,8 +52,7 @@ impl Pipeline {
         answer_to: Option<(IpAddr, Instant)>,
     ) -> Result<Encapsulated, DropReason> {
         let limit = &mut self.icmp_limit;
-        let may_answer =
-            move || answer_to.is_some_and(|(client, now)| limit.allow(client, now));
+        let may_answer = move || answer_to.is_some_and(|(client, now)| limit.allow(client, now));
         let side = interfaces(table)?.client;
         let link = Link {
             src_mac: side.mac,

@@ -92,8 +92,8 @@ impl IcmpErrorLimit {
     /// the global one if so. Instants before the limiter's creation count as its creation.
     #[inline]
     pub fn allow(&mut self, client: IpAddr, now: Instant) -> bool {
-        let now_ms =
-            u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
         let bits = bits128(client);
         let folded = (bits as u64) ^ ((bits >> 64) as u64);
         // Fibonacci hashing of the seeded address: the top bits index the array.

@@ -287,7 +287,9 @@ pub(crate) fn encapsulate6_parsed(
     may_answer: impl FnOnce() -> bool,
 ) -> Result<Encapsulated, DropReason> {
     let inner = Inner::of(buffer, start, len, parsed)?;
-    encapsulate_in_ipv6(buffer, start, inner, backend, egress, flow_label, may_answer)
+    encapsulate_in_ipv6(
+        buffer, start, inner, backend, egress, flow_label, may_answer,
+    )
 }
 
 /// What encapsulation needs of the inner packet's header.
