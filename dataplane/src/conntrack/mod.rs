@@ -90,8 +90,8 @@
 //!   SYNs as the quota arrive after it, which at the default 131,072 entries is longer than any
 //!   round trip at the rate a worker forwards; its ACK then makes it established.
 //! - In a full table an embryonic entry may only take the place of an expired entry, an
-//!   embryonic one or a closed one (a RST seen), never that of an established, closing or UDP
-//!   flow with time left: with none of those, it is refused ([`ConnTable::make_room`] false;
+//!   embryonic one or a closing or closed one (a FIN or RST seen), nearest its deadline first,
+//!   never that of an established or UDP flow with time left: with none of those, it is refused ([`ConnTable::make_room`] false;
 //!   the pipeline drops the SYN as `conn_table_full_syn` and its client retransmits). Hence an
 //!   established flow's entry survives any SYN flood.
 //! - Any other entry (UDP, a FIN seen first, a state-sync import) takes the place of the entry

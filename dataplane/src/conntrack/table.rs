@@ -468,7 +468,7 @@ impl ConnTable {
     /// Makes room for a new entry in `state`, as [`ConnTable::insert`] would; whether there is
     /// room now. An embryonic entry (`TcpSyn`) past the quota replaces the oldest embryonic one
     /// (`conn_embryonic_quota`), and in a full table may only take the place of an expired,
-    /// embryonic or closed entry: never an established flow's. Any other entry in a full table
+    /// embryonic, closing or closed entry: never an established flow's. Any other entry in a full table
     /// takes the place of the entry nearest its deadline. See the module docs.
     ///
     /// The pipeline calls it before it forwards a new flow's first frame, so that a SYN the
@@ -607,9 +607,9 @@ impl ConnTable {
     }
 
     /// Frees the slot of the entry nearest its deadline; for an embryonic newcomer
-    /// (`for_embryonic`) only among entries past their deadline, embryonic ones and closed ones
-    /// (a RST seen), so that no established, closing or UDP flow with time left makes room for
-    /// a SYN. False if there is no such entry. Looks at the 5 list heads only: each list is in
+    /// (`for_embryonic`) only among entries past their deadline, embryonic ones and closing or
+    /// closed ones (a FIN or RST seen), so that no established or UDP flow with time left makes
+    /// room for a SYN. False if there is no such entry. Looks at the 5 list heads only: each list is in
     /// deadline order.
     fn reclaim_one(
         &mut self,
@@ -628,7 +628,10 @@ impl ConnTable {
             }
             let last_seen = self.entries[head as usize].last_seen;
             let replaceable = !for_embryonic
-                || matches!(state, ConnState::TcpSyn | ConnState::TcpClose)
+                || matches!(
+                    state,
+                    ConnState::TcpSyn | ConnState::TcpFinWait | ConnState::TcpClose
+                )
                 || is_expired(last_seen, state, now, timeouts);
             let deadline = u64::from(last_seen) + u64::from(timeout_secs(state, timeouts));
             if replaceable && deadline < earliest {
@@ -1341,7 +1344,7 @@ mod tests {
     }
 
     #[test]
-    fn in_a_full_table_a_syn_replaces_embryonic_or_closed_entries_only() {
+    fn in_a_full_table_a_syn_replaces_embryonic_or_closing_entries_only() {
         let start = Instant::now();
         let timeouts = Timeouts::default();
         let counters = WorkerCounters::default();
@@ -1367,24 +1370,37 @@ mod tests {
                 .unwrap();
         }
         let syn = connection(ConnState::TcpSyn);
-        // The closed one (a RST seen) goes first, even if its deadline is later.
         let at = secs(start, 1);
+        // The closed one (a RST seen, 10 s) goes first, then the closing one (a FIN, 120 s):
+        // nearest deadline first.
         table
             .insert(key(10), syn, at, &timeouts, &counters, &gauges)
             .unwrap();
         assert!(table.get(&key(3)).is_none());
-        // Then only the embryonic one.
         table
             .insert(key(11), syn, at, &timeouts, &counters, &gauges)
             .unwrap();
-        assert!(table.get(&key(10)).is_none());
-        for n in 0..3 {
+        assert!(table.get(&key(10)).is_none(), "the SYN's 60 s were nearest");
+        let id = table
+            .lookup(&key(11), at, &timeouts, &counters, &gauges)
+            .unwrap();
+        table.touch(id, ConnState::TcpEstablished, at, &gauges);
+        table
+            .insert(key(12), syn, at, &timeouts, &counters, &gauges)
+            .unwrap();
+        assert!(table.get(&key(1)).is_none(), "the FIN-wait entry was next");
+        // Then only the embryonic one.
+        table
+            .insert(key(13), syn, at, &timeouts, &counters, &gauges)
+            .unwrap();
+        assert!(table.get(&key(12)).is_none());
+        for n in [0, 2, 11] {
             assert!(table.get(&key(n)).is_some());
         }
         // A UDP flow still takes the place nearest its deadline, as before.
         table
             .insert(
-                key(12),
+                key(14),
                 connection(ConnState::Udp),
                 at,
                 &timeouts,
@@ -1392,11 +1408,11 @@ mod tests {
                 &gauges,
             )
             .unwrap();
-        assert!(table.get(&key(11)).is_none(), "the SYN's 60 s were nearest");
+        assert!(table.get(&key(13)).is_none(), "the SYN's 60 s were nearest");
         assert!(table
-            .insert(key(13), syn, at, &timeouts, &counters, &gauges)
+            .insert(key(15), syn, at, &timeouts, &counters, &gauges)
             .is_none());
-        assert_eq!(counters.connections_evicted.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.connections_evicted.load(Ordering::Relaxed), 5);
         assert_eq!(counters.conn_table_full.load(Ordering::Relaxed), 1);
     }
 }
