@@ -5,13 +5,17 @@
 //! director must shed the excess where it costs it nothing, at the RX ring (the kernel counts
 //! those drops in `xsk_rx_*`), and never take a frame only to drop it at a full TX ring: every
 //! frame a worker received leaves, and arrives.
+//!
+//! A SYN flood of spoofed TEST-NET-2 sources (a raw-socket generator in the client's namespace,
+//! a bounded count) into a table smaller than the flood: every real client's request succeeds
+//! and a keep-alive connection opened before it carries on, on the same server (issue 16).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use director_lab::{
-    pktgen_bin, poll_until, require_root, ChildGuard, DirectorConfig, DirectorProcess, Host, Lab,
-    LabOptions, VIP,
+    pktgen_bin, poll_until, require_root, vip_url, ChildGuard, DirectorConfig, DirectorProcess,
+    Host, Lab, LabOptions, VIP,
 };
 use serde_json::Value;
 
@@ -251,4 +255,133 @@ fn stop_sink(mut sink: ChildGuard) {
         .unwrap()
         .unwrap_or_else(|| panic!("{} ignored SIGINT", sink.describe()));
     assert!(status.success(), "{}: {status}", sink.describe());
+}
+
+/// The SYN flood generator: `COUNT` TCP SYNs to VIP:PORT from random addresses of
+/// 198.51.100.0/24 (TEST-NET-2) and random ports, written to an AF_PACKET socket on IFACE as
+/// fast as it goes; prints how many it sent. Seeded, so every run sends the same flood.
+const SYN_FLOOD_PY: &str = r#"
+import random, socket, struct, sys
+
+iface, dst_mac, vip, port, count = sys.argv[1:6]
+dst_mac = bytes.fromhex(dst_mac.replace(":", ""))
+vip, port, count = socket.inet_aton(vip), int(port), int(count)
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+sock.bind((iface, 0))
+src_mac = sock.getsockname()[4]
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+rng = random.Random(16)
+for n in range(count):
+    src = bytes([198, 51, 100, rng.randint(1, 254)])
+    tcp = struct.pack("!HHIIBBHHH", rng.randint(1024, 65535), port, rng.getrandbits(32), 0,
+                      5 << 4, 0x02, 64240, 0, 0)
+    pseudo = src + vip + struct.pack("!BBH", 0, 6, len(tcp))
+    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), n & 0xFFFF, 0x4000, 64, 6, 0,
+                     src, vip)
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    sock.send(dst_mac + src_mac + b"\x08\x00" + ip + tcp)
+print(count)
+"#;
+
+/// Spoofed SYNs in the flood: many times the table.
+const FLOOD_SYNS: u64 = 60_000;
+/// The director's table: 4096 entries, half of them for embryonic ones.
+const FLOOD_TABLE: u64 = 4096;
+
+#[test]
+fn a_syn_flood_spares_real_clients_and_established_flows() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::default());
+    let config = lab.dr_config("rr");
+    // Established flows time out before embryonic ones (30 s against 60): evicting the entry
+    // nearest its deadline, as before issue 16, would take the keep-alive's first.
+    let text = config
+        .to_toml()
+        .replacen(
+            "[director]\n",
+            &format!("[director]\nmax_connections = {FLOOD_TABLE}\nembryonic_share = 0.5\n"),
+            1,
+        )
+        .replacen(
+            "\n[[service]]",
+            "\n[director.timeouts]\ntcp_established = \"30s\"\n\n[[service]]",
+            1,
+        );
+    let path = lab.write_config_text(&text);
+    let director = lab.start_director_with(&path, &config.stats_socket);
+
+    // An established flow from before the flood: rr would give a lost entry's next segment to
+    // another server, which resets it.
+    let mut keep_alive = lab.keep_alive(&vip_url(), None);
+    let before = keep_alive
+        .get()
+        .expect("the keep-alive connection before the flood");
+
+    let script = lab.new_file("synflood.py");
+    std::fs::write(&script, SYN_FLOOD_PY).unwrap();
+    let director_mac = mac_of(&lab, Host::Director, "eth0");
+    let flood_log = lab.new_file("synflood.log");
+    let mut flood = lab.spawn_logged(
+        Host::Client,
+        &[
+            "python3",
+            &script.to_string_lossy(),
+            "eth0",
+            &director_mac,
+            VIP,
+            "80",
+            &FLOOD_SYNS.to_string(),
+        ],
+        &flood_log,
+    );
+    // Real clients during the flood: each a new connection, each must get through.
+    let mut requests = 0;
+    let mut failures = Vec::new();
+    while flood.try_wait().unwrap().is_none() && requests < 500 {
+        for result in lab.http_get_many(5, &vip_url()) {
+            requests += 1;
+            if let Err(e) = result {
+                failures.push(format!("{e:#}"));
+            }
+        }
+    }
+    let status = flood
+        .wait_timeout(Duration::from_secs(120))
+        .unwrap()
+        .unwrap_or_else(|| panic!("the flood did not end: {}", flood.describe()));
+    let flood_output = std::fs::read_to_string(&flood_log).unwrap_or_default();
+    assert!(
+        status.success(),
+        "the flood generator failed: {flood_output}"
+    );
+    let after = keep_alive
+        .get()
+        .expect("the keep-alive connection after the flood");
+
+    let stats = director.stats();
+    let worker = &stats["workers"][0];
+    let report = format!("{requests} requests during the flood, worker {worker:#}");
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}; {report}",
+        failures.len()
+    );
+    assert!(
+        requests >= 5,
+        "the flood ended before any request: {report}"
+    );
+    assert_eq!(before.server, after.server, "{report}");
+    // The flood reached the director and cycled the embryonic share of its table.
+    let quota = worker["counters"]["conn_embryonic_quota"].as_u64().unwrap();
+    assert!(quota > FLOOD_SYNS / 2, "{report}");
+    println!("SYN flood: {report}");
 }
