@@ -292,10 +292,11 @@ for n in range(count):
 print(count)
 "#;
 
-/// Spoofed SYNs in the flood: many times the table.
+/// Spoofed SYNs in the flood: nearly twice the table, four times its embryonic share.
 const FLOOD_SYNS: u64 = 60_000;
-/// The director's table: 4096 entries, half of them for embryonic ones.
-const FLOOD_TABLE: u64 = 4096;
+/// The director's table: half of it for embryonic ones, which the flood cycles in about half a
+/// second at the generator's rate: longer than a real client's handshake, retransmissions included.
+const FLOOD_TABLE: u64 = 32_768;
 
 /// The lab and a director with an rr DR service over its real servers, a `table`-entry
 /// connection table (half for embryonic entries), and established flows that time out before
