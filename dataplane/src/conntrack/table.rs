@@ -223,23 +223,18 @@ impl ConnTable {
             heads: [NIL; ConnState::COUNT],
             tails: [NIL; ConnState::COUNT],
             lengths: [0; ConnState::COUNT],
-            embryonic_limit: default_embryonic_limit(capacity),
+            // Half the table, as `[director] embryonic_share = 0.5`.
+            embryonic_limit: (capacity / 2).max(1),
             epoch,
             clock: 0,
             ticked_at: epoch,
         }
     }
 
-    /// Sets the embryonic quota: at most `limit` entries in `TcpSyn` (a SYN seen, the handshake
-    /// not completed) before a new one replaces the oldest of them instead of taking a free
-    /// slot (see the module docs). Clamped to 1..=capacity; the default is half the capacity.
+    /// Sets the embryonic quota: at most `limit` entries in `TcpSyn` before a new one replaces
+    /// the oldest of them (see the module docs). Clamped to 1..=capacity; default: half.
     pub fn set_embryonic_limit(&mut self, limit: usize) {
         self.embryonic_limit = limit.clamp(1, self.capacity().max(1));
-    }
-
-    /// The embryonic quota ([`ConnTable::set_embryonic_limit`]).
-    pub fn embryonic_limit(&self) -> usize {
-        self.embryonic_limit
     }
 
     /// Live entries in `TcpSyn`, the embryonic ones.
@@ -465,15 +460,9 @@ impl ConnTable {
         entry.synced = entry.last_seen;
     }
 
-    /// Makes room for a new entry in `state`, as [`ConnTable::insert`] would; whether there is
-    /// room now. An embryonic entry (`TcpSyn`) past the quota replaces the oldest embryonic one
-    /// (`conn_embryonic_quota`), and in a full table may only take the place of an expired,
-    /// embryonic, closing or closed entry: never an established flow's. Any other entry in a full table
-    /// takes the place of the entry nearest its deadline. See the module docs.
-    ///
-    /// The pipeline calls it before it forwards a new flow's first frame, so that a SYN the
-    /// table refuses is dropped (and retransmitted by its client) rather than forwarded without
-    /// the entry that keeps its handshake on one server.
+    /// Makes room for a new entry in `state` as [`ConnTable::insert`] would (see the module
+    /// docs' SYN floods); whether there is room. The pipeline asks before it forwards a SYN, so
+    /// that one the table refuses is dropped (its client retransmits), not forwarded untracked.
     #[inline]
     pub fn make_room(
         &mut self,
@@ -646,8 +635,7 @@ impl ConnTable {
         true
     }
 
-    /// Removes the entry in `slot` (in `state`) to make room: expiry if it is past its
-    /// deadline, else an eviction.
+    /// Removes the entry in `slot` (in `state`) to make room, counted as expired or evicted.
     fn reclaim_slot(
         &mut self,
         slot: u32,
@@ -767,12 +755,6 @@ impl ConnTable {
         }
         self.tails[list] = slot;
     }
-}
-
-/// The default embryonic quota: half the table (as `[director] embryonic_share = 0.5`), at
-/// least one entry.
-fn default_embryonic_limit(capacity: usize) -> usize {
-    (capacity / 2).max(1)
 }
 
 /// The gauge an entry in `state` is counted in.
@@ -1284,7 +1266,7 @@ mod tests {
         let counters = WorkerCounters::default();
         let gauges = crate::counters::backend_counter_block(1);
         let mut table = ConnTable::with_epoch(64, start);
-        assert_eq!(table.embryonic_limit(), 32);
+        assert_eq!(table.embryonic_limit, 32);
         table.set_embryonic_limit(16);
         let syn = connection(ConnState::TcpSyn);
         for n in 0..20 {
