@@ -9,13 +9,16 @@
 //! A SYN flood of spoofed TEST-NET-2 sources (a raw-socket generator in the client's namespace,
 //! a bounded count) into a table smaller than the flood: every real client's request succeeds
 //! and a keep-alive connection opened before it carries on, on the same server (issue 16).
+//!
+//! A real server's connection thresholds (`max_connections`/`min_connections`, `ipvsadm -x/-y`):
+//! at its upper one it gets no new connections until it falls below its lower one.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use director_lab::{
-    pktgen_bin, poll_until, require_root, vip_url, ChildGuard, DirectorConfig, DirectorProcess,
-    Host, Lab, LabOptions, VIP,
+    pktgen_bin, poll_until, require_root, rs_ip, rs_name, vip_url, ChildGuard, DirectorConfig,
+    DirectorProcess, Host, Lab, LabOptions, VIP,
 };
 use serde_json::Value;
 
@@ -404,6 +407,91 @@ fn a_syn_flood_spares_real_clients_and_established_flows() {
     let quota = worker["counters"]["conn_embryonic_quota"].as_u64().unwrap();
     assert!(quota > FLOOD_SYNS / 2, "{report}");
     println!("SYN flood: {report}");
+}
+
+#[test]
+fn a_real_server_at_its_upper_threshold_gets_no_new_connections_until_below_its_lower() {
+    require_root!();
+    let lab = Lab::dr(LabOptions::default());
+    let config = lab.dr_config("rr");
+    let first = format!("address = \"{}\"\n", rs_ip(1));
+    // Closed connections count until their entries expire: make that a second.
+    let text = config
+        .to_toml()
+        .replacen(
+            &first,
+            &format!("{first}max_connections = 3\nmin_connections = 2\n"),
+            1,
+        )
+        .replacen(
+            "\n[[service]]",
+            "\n[director.timeouts]\ntcp_fin_wait = \"1s\"\ntcp_close = \"1s\"\n\n[[service]]",
+            1,
+        );
+    let path = lab.write_config_text(&text);
+    let director = lab.start_director_with(&path, &config.stats_socket);
+    let connect = || {
+        let mut client = lab.keep_alive(&vip_url(), None);
+        let server = client.get().expect("a keep-alive connection").server;
+        (client, server)
+    };
+    let on_first = |open: &[(_, String)]| open.iter().filter(|(_, s)| *s == rs_name(1)).count();
+
+    // Keep-alive connections hold their entries: rs1 takes 3, then none.
+    let mut open: Vec<_> = (0..12).map(|_| connect()).collect();
+    let servers: Vec<&String> = open.iter().map(|(_, server)| server).collect();
+    assert_eq!(on_first(&open), 3, "{servers:?}");
+    for (client, server) in &mut open {
+        let again = client.get().expect("an established connection carries on");
+        assert_eq!(&again.server, server);
+    }
+    // One of rs1's closes: 2 left, not below 2, so still nothing new for it.
+    let index = open.iter().position(|(_, s)| *s == rs_name(1)).unwrap();
+    drop(open.remove(index));
+    poll_until(
+        "rs1's closed connection to leave the table",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            let stats = director.stats();
+            let rs1 = &stats["services"][0]["backends"][0];
+            let count = rs1["active_connections"].as_u64().unwrap_or(0)
+                + rs1["inactive_connections"].as_u64().unwrap_or(0);
+            if count == 2 {
+                Ok(())
+            } else {
+                Err(format!("{rs1}"))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let more: Vec<_> = (0..6).map(|_| connect()).collect();
+    assert_eq!(
+        on_first(&more),
+        0,
+        "rs1 at 2 connections, its lower threshold"
+    );
+    open.extend(more);
+    // Another closes: 1, below 2: rs1 takes new connections again, up to 3.
+    let index = open.iter().position(|(_, s)| *s == rs_name(1)).unwrap();
+    drop(open.remove(index));
+    let mut again = Vec::new();
+    poll_until(
+        "a new connection to reach rs1 again",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            again.push(connect());
+            if on_first(&again) > 0 {
+                Ok(())
+            } else {
+                Err(format!("{} connections, none on rs1", again.len()))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    again.extend((0..6).map(|_| connect()));
+    assert_eq!(on_first(&again), 2, "rs1 back up to 3 and no further");
 }
 
 /// `name` from the environment as a number, else `default`.
