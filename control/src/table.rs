@@ -335,6 +335,7 @@ impl TableBuilder {
             counter_slot,
             // 0: the port the client connected to (the config refuses a port unless NAT).
             port: backend.port.unwrap_or(0),
+            thresholds: backend.thresholds,
         };
         let mut backends = Vec::with_capacity(service.backends.len() + 1);
         // Whether any configured server may take new flows (enabled and up).
@@ -675,6 +676,7 @@ mod tests {
             weight: 1,
             mac: None,
             port: None,
+            thresholds: dataplane::Thresholds::default(),
         });
         config
     }

@@ -119,6 +119,17 @@ drop_reasons! {
     /// An IPv6 header with an IPv4-mapped source or destination (`::ffff:0:0/96`), which
     /// RFC 4942 2.2 advises dropping on the wire: it would pose as an IPv4 flow.
     Ipv6MappedAddress => "ipv6_mapped_address",
+    /// A new flow's SYN (or a segment that would get a provisional embryonic entry) refused:
+    /// the connection table is full of established, closing and UDP flows, none past its
+    /// deadline, and a SYN-only entry may not evict them (issue 16). The client retransmits.
+    ConnTableFullSyn => "conn_table_full_syn",
+    /// A new flow refused because every real server with weight > 0 is above its
+    /// `max_connections` threshold (and not yet back below `min_connections`).
+    AllServersOverloaded => "all_servers_overloaded",
+    /// A client frame too big to tunnel whose ICMP fragmentation-needed or ICMPv6 packet too
+    /// big the director did not send, its client's token bucket empty (one a second, a burst
+    /// of six, as Linux's `icmp_ratelimit`); dropped without an answer.
+    IcmpErrorsRateLimited => "icmp_errors_rate_limited",
 }
 
 /// Declares [`WorkerCounters`] with its named event counters (those lbstat lists under a
@@ -176,6 +187,10 @@ worker_counters! {
     connections_evicted,
     /// Frames forwarded without an entry because the table was full and nothing could be evicted.
     conn_table_full,
+    /// Embryonic (SYN-only) entries that replaced the oldest embryonic entry because the
+    /// embryonic quota (`[director] embryonic_share` of the table) was reached: the mark of a
+    /// SYN flood (each is also counted in `connections_evicted` or `connections_expired`).
+    conn_embryonic_quota,
     /// SYNs that found a closing entry for their flow (the client reused a source port) and
     /// were scheduled as new connections, the entry rebound to the scheduler's pick.
     connections_reopened,
@@ -289,6 +304,10 @@ pub struct BackendCounters {
     /// This worker's connection entries to it in any other TCP state (SYN, FIN-wait, close), as
     /// IPVS counts `InActConn`. A gauge the conntrack keeps.
     pub inactive_connections: AtomicU64,
+    /// 1 while this worker sees the real server over its connection threshold
+    /// ([`crate::service::Thresholds`]), else 0: the hysteresis' memory, kept per worker so
+    /// that it has one writer like every other counter here, and across reloads with the block.
+    pub over_threshold: AtomicU64,
 }
 
 /// Allocates one block of `backends` counters, for one worker.
@@ -331,6 +350,6 @@ mod tests {
         });
         assert!(seen.contains(&("tx_wakeups", 3)), "{seen:?}");
         assert!(seen.contains(&("xsk_rx_fill_ring_empty", 5)), "{seen:?}");
-        assert_eq!(seen.len(), 21 + 6);
+        assert_eq!(seen.len(), 22 + 6);
     }
 }

@@ -66,5 +66,5 @@ pub use persistence::PersistenceTable;
 pub use pipeline::{Egress, Pipeline, Verdict};
 pub use service::{
     scheduler_key, Backend, Forwarding, Interface, Interfaces, NatReply, Persistence, Protocol,
-    Routing, Service, ServiceKey, ServiceTable, Timeouts,
+    Routing, Service, ServiceKey, ServiceTable, Thresholds, Timeouts,
 };

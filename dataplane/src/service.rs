@@ -127,6 +127,41 @@ pub struct Backend {
     /// or rebinding) lands on the same gauge whatever tables came between; persistence templates
     /// name their backend by slot, found again with [`Service::backend_by_slot`].
     pub counter_slot: usize,
+    /// Its connection thresholds (`ipvsadm -x`/`-y`); the default has none.
+    pub thresholds: Thresholds,
+}
+
+/// A real server's connection thresholds, IPVS's `u_threshold` and `l_threshold`
+/// (`ipvsadm -x`/`-y`, the backend's `max_connections`/`min_connections` in the configuration):
+/// once its connections (active and inactive, summed over the workers) reach `max`, it gets no
+/// new flows, whatever the scheduler, until they fall below `min` (IPVS's
+/// `IP_VS_DEST_F_OVERLOAD`, set in `ip_vs_bind_dest()` and cleared in `ip_vs_unbind_dest()`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Thresholds {
+    /// The upper threshold; 0: none (and `min` is ignored).
+    pub max: u64,
+    /// The lower threshold; 0: three quarters of `max`, as IPVS does without one.
+    pub min: u64,
+}
+
+impl Thresholds {
+    /// Whether a server with `connections` is over its threshold, given whether it was
+    /// (`was_over`): the hysteresis of [`Thresholds`].
+    #[inline]
+    pub const fn over(self, connections: u64, was_over: bool) -> bool {
+        if self.max == 0 {
+            false
+        } else if was_over {
+            if self.min == 0 {
+                // IPVS: `totalconns * 4 < u_threshold * 3` clears it.
+                connections.saturating_mul(4) >= self.max.saturating_mul(3)
+            } else {
+                connections >= self.min
+            }
+        } else {
+            connections >= self.max
+        }
+    }
 }
 
 /// Client affinity of a service (IPVS persistence, `ipvsadm -p TIMEOUT -M NETMASK`): every

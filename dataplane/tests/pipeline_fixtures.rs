@@ -352,6 +352,10 @@ fn golden_cases_cover_every_pipeline_drop_reason() {
         DropReason::RouteProhibit,
         DropReason::RouteNotServed,
         DropReason::RouteOnlinkUnresolved,
+        // Issue 16's floods and thresholds: `tests/floods.rs`.
+        DropReason::ConnTableFullSyn,
+        DropReason::AllServersOverloaded,
+        DropReason::IcmpErrorsRateLimited,
     ];
     for reason in DropReason::ALL {
         if !not_pipeline.contains(&reason) {
@@ -873,7 +877,7 @@ fn expired_entry_found_before_housekeeping_is_a_new_flow() {
 }
 
 #[test]
-fn full_table_evicts_nearest_deadline_and_keeps_forwarding() {
+fn full_table_refuses_syns_and_keeps_established_flows() {
     let (mut pipeline, table, counters, clock) = setup(4);
     for port in 1..=4 {
         send(
@@ -893,35 +897,40 @@ fn full_table_evicts_nearest_deadline_and_keeps_forwarding() {
     }
     assert_eq!(pipeline.connections().len(), 4);
 
-    // A SYN flood: every SYN is forwarded; each new one evicts the previous embryonic entry,
-    // never an established flow with time left.
+    // A SYN flood: the table is full of established flows with time left, which a SYN may
+    // not evict (issue 16): every SYN is refused, counted, and no flow is lost.
     for port in 100..300 {
-        send(
-            &mut pipeline,
-            &web(port).syn(),
-            &table,
-            clock.at(2),
-            &counters,
-        );
+        let frame = web(port).syn().build();
+        let (verdict, _) = testing::run(&mut pipeline, &frame, &table, clock.at(2), &counters);
+        assert_eq!(verdict, Verdict::Drop(DropReason::ConnTableFullSyn));
     }
     assert_eq!(pipeline.connections().len(), 4);
-    // The first SYN evicted the oldest established entry (nothing else to take).
-    assert!(pipeline.connections().get(&web_key(1)).is_none());
-    for port in 2..=4 {
+    for port in 1..=4 {
         assert_eq!(
             pipeline.connections().get(&web_key(port)).unwrap().state,
             ConnState::TcpEstablished
         );
     }
-    assert!(pipeline.connections().get(&web_key(299)).is_some());
-    assert_eq!(load(&counters.connections_evicted), 200);
-    assert_eq!(load(&counters.conn_table_full), 0);
-    assert_eq!(drops(&counters), vec![]);
+    assert!(pipeline.connections().get(&web_key(299)).is_none());
+    assert_eq!(load(&counters.connections_evicted), 0);
+    assert_eq!(drops(&counters), vec![(DropReason::ConnTableFullSyn, 200)]);
+    // A UDP flow or a FIN-first one still takes the place nearest its deadline, forwarded.
+    send(
+        &mut pipeline,
+        &web(400).fin(),
+        &table,
+        clock.at(3),
+        &counters,
+    );
+    assert_eq!(load(&counters.connections_evicted), 1);
+    assert!(pipeline.connections().get(&web_key(1)).is_none());
 }
 
 #[test]
 fn full_table_reclaims_expired_entries_first() {
-    let (mut pipeline, table, counters, clock) = setup(4);
+    let (pipeline, table, counters, clock) = setup(4);
+    // No embryonic quota short of the table: the SYNs fill it.
+    let mut pipeline = pipeline.with_embryonic_limit(4);
     for port in 1..=4 {
         send(
             &mut pipeline,

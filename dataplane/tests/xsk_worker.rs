@@ -307,6 +307,7 @@ fn service(port: u16, mac: Option<[u8; 6]>, slot: usize) -> Service {
             weight: 1,
             counter_slot: slot,
             port: 0,
+            thresholds: dataplane::Thresholds::default(),
         }],
     }
 }

@@ -29,7 +29,11 @@ pub(crate) fn costlier(a: u64, a_weight: u32, b: u64, b_weight: u32) -> bool {
 #[inline]
 pub(crate) fn least_connection<L: Loads + ?Sized>(weights: &[u32], loads: &L) -> Option<usize> {
     let mut least: Option<(usize, u64)> = None;
-    for (server, _) in weights.iter().enumerate().filter(|(_, &w)| w > 0) {
+    for (server, _) in weights
+        .iter()
+        .enumerate()
+        .filter(|&(server, &w)| w > 0 && !loads.over_threshold(server))
+    {
         let load = overhead(loads, server);
         if least.is_none_or(|(_, least_load)| load < least_load) {
             least = Some((server, load));
@@ -47,14 +51,16 @@ pub(crate) fn weighted_least_connection<L: Loads + ?Sized>(
     least_loaded(weights.iter().copied().enumerate(), loads)
 }
 
-/// Of `candidates` (server, weight), the one with weight > 0 and the least overhead / weight;
-/// ties go to the first, as in IPVS.
+/// Of `candidates` (server, weight), the one with weight > 0, not over its threshold, and the
+/// least overhead / weight; ties go to the first, as in IPVS.
 pub(crate) fn least_loaded<L: Loads + ?Sized>(
     candidates: impl Iterator<Item = (usize, u32)>,
     loads: &L,
 ) -> Option<usize> {
     let mut least: Option<(usize, u64, u32)> = None;
-    for (server, weight) in candidates.filter(|&(_, weight)| weight > 0) {
+    for (server, weight) in
+        candidates.filter(|&(server, weight)| weight > 0 && !loads.over_threshold(server))
+    {
         let load = overhead(loads, server);
         match least {
             Some((_, least_load, least_weight))

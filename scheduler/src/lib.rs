@@ -120,6 +120,14 @@ pub trait Loads {
     fn counts(&self, server: usize) -> (u64, u64) {
         (self.active(server), self.inactive(server))
     }
+
+    /// Whether the server is above its connection threshold (IPVS's `IP_VS_DEST_F_OVERLOAD`,
+    /// `ipvsadm -x`/`-y`): it gets no new flow, whatever the algorithm, until the implementor
+    /// says it is back below its lower threshold. Every algorithm asks it of the server it
+    /// would pick; the implementor keeps the hysteresis. The default: never.
+    fn over_threshold(&self, _server: usize) -> bool {
+        false
+    }
 }
 
 /// No connections anywhere: for callers and tests of algorithms that ignore load.
@@ -201,7 +209,8 @@ impl Algorithm {
     }
 
     /// Whether [`Scheduler::pick`] reads its [`Loads`] argument: true for the least-connection
-    /// family, so callers of the others may pass [`NoLoads`] and skip summing counters.
+    /// family, so callers of the others may pass [`NoLoads`] and skip summing counters (every
+    /// algorithm asks [`Loads::over_threshold`], which [`NoLoads`] answers with no).
     pub const fn uses_loads(self) -> bool {
         matches!(
             self,
@@ -302,10 +311,19 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
+/// How many more places a table-driven algorithm (`rr`, `wrr`, `sh`, `dh`, Maglev) tries after
+/// its pick is over its threshold ([`Loads::over_threshold`]): the next slots of its table, so
+/// an overloaded server's flows spread the way the table spreads servers, as IPVS's `mh` and
+/// `sh` fallbacks walk theirs. Past these, the least loaded server under its threshold (`wlc`),
+/// so a pick costs at most this many probes plus one scan of the servers.
+pub const FALLBACK_PROBES: usize = 64;
+
 /// A built, immutable scheduler shared read-only by all worker threads (Send + Sync).
 #[derive(Debug)]
 pub struct Scheduler {
     policy: Policy,
+    /// Every server's weight, for the fallback past an over-threshold pick.
+    weights: Box<[u32]>,
 }
 
 /// Per-algorithm state. The least-connection family keeps only the weights; loads come with
@@ -369,7 +387,10 @@ impl Scheduler {
                 Policy::Maglev(maglev::Maglev::new(servers, maglev_table_size))
             }
         };
-        Ok(Self { policy })
+        Ok(Self {
+            policy,
+            weights: weights(),
+        })
     }
 
     /// The algorithm this scheduler was built with.
@@ -392,11 +413,57 @@ impl Scheduler {
     }
 
     /// Picks a server index for a new flow, or None when no server has weight > 0.
-    /// `flow.hash` comes from [`flow_hash()`]; `loads` is read only by the least-connection
-    /// family ([`Algorithm::uses_loads`]). Never allocates, locks or panics; `lc`, `wlc`, `sed`,
+    /// `flow.hash` comes from [`flow_hash()`]; `loads`' counts are read only by the
+    /// least-connection family ([`Algorithm::uses_loads`]), its thresholds by every algorithm. Never allocates, locks or panics; `lc`, `wlc`, `sed`,
     /// `nq`, `lblc` and `lblcr` scan the servers (`O(n)`, as IPVS does), the others are `O(1)`.
+    ///
+    /// A server over its threshold ([`Loads::over_threshold`]) is skipped as a drained one is:
+    /// the least-connection family leaves it out of its scan; the others, when their pick is
+    /// over, try the next [`FALLBACK_PROBES`] places of their table, then the least loaded
+    /// server under its threshold. `None` when every server with weight > 0 is over.
     #[inline]
     pub fn pick<L: Loads + ?Sized>(&self, flow: &Flow, loads: &L) -> Option<usize> {
+        let pick = self.pick_by_policy(flow, loads)?;
+        if loads.over_threshold(pick) {
+            self.fallback(flow, loads)
+        } else {
+            Some(pick)
+        }
+    }
+
+    /// A server under its threshold when the algorithm's pick was over it (see
+    /// [`Scheduler::pick`]). Out of line: the common pick never comes here.
+    #[inline(never)]
+    fn fallback<L: Loads + ?Sized>(&self, flow: &Flow, loads: &L) -> Option<usize> {
+        let under = |server: usize| !loads.over_threshold(server);
+        let walked = match &self.policy {
+            // Each further turn advances the shared cursor, as IPVS's rr moves past an
+            // overloaded server.
+            Policy::RoundRobin(rr) => {
+                (0..FALLBACK_PROBES).find_map(|_| rr.pick().filter(|&server| under(server)))
+            }
+            Policy::WeightedRoundRobin(wrr) => {
+                (0..FALLBACK_PROBES).find_map(|_| wrr.pick().filter(|&server| under(server)))
+            }
+            Policy::SourceHashing(table) => table.fallback(flow.src_addr, under),
+            Policy::DestinationHashing(table) => table.fallback(flow.dst_addr, under),
+            Policy::Maglev(maglev) => maglev.fallback(flow.hash, under),
+            _ => None,
+        };
+        walked.or_else(|| {
+            lc::least_loaded(
+                self.weights
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .filter(|&(server, _)| under(server)),
+                loads,
+            )
+        })
+    }
+
+    #[inline]
+    fn pick_by_policy<L: Loads + ?Sized>(&self, flow: &Flow, loads: &L) -> Option<usize> {
         match &self.policy {
             Policy::RoundRobin(rr) => rr.pick(),
             Policy::WeightedRoundRobin(wrr) => wrr.pick(),

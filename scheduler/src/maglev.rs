@@ -122,6 +122,19 @@ impl Maglev {
             .map(|&index| usize::from(index))
     }
 
+    /// The first server `under` accepts in the [`crate::FALLBACK_PROBES`] slots after the
+    /// flow's: consecutive slots belong to servers in the table's proportions, so the flows of
+    /// an overloaded server spread over the others by weight.
+    #[inline]
+    pub(crate) fn fallback(&self, flow_hash: u64, under: impl Fn(usize) -> bool) -> Option<usize> {
+        let size = self.table.len();
+        let slot = flow_hash.checked_rem(size as u64)? as usize;
+        (1..=crate::FALLBACK_PROBES.min(size))
+            .filter_map(|probe| self.table.get((slot + probe) % size))
+            .map(|&index| usize::from(index))
+            .find(|&server| under(server))
+    }
+
     /// The lookup table, one server index per slot.
     pub(crate) fn table(&self) -> &[u16] {
         &self.table

@@ -26,7 +26,11 @@ pub(crate) fn shortest_expected_delay<L: Loads + ?Sized>(
     never_queue: bool,
 ) -> Option<usize> {
     let mut least: Option<(usize, u64, u32)> = None;
-    for (server, &weight) in weights.iter().enumerate().filter(|(_, &w)| w > 0) {
+    for (server, &weight) in weights
+        .iter()
+        .enumerate()
+        .filter(|&(server, &w)| w > 0 && !loads.over_threshold(server))
+    {
         let (active, delay) = expected_delay(loads, server);
         if never_queue && active == 0 {
             return Some(server);

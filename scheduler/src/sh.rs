@@ -120,6 +120,18 @@ impl AddressHash {
             .map(|&index| usize::from(index))
     }
 
+    /// The first server `under` accepts in the [`crate::FALLBACK_PROBES`] buckets after the
+    /// address's, as `ip_vs_sh_get_fallback()` walks the buckets after an unavailable server's.
+    #[inline]
+    pub(crate) fn fallback(&self, addr: u32, under: impl Fn(usize) -> bool) -> Option<usize> {
+        let mask = self.table.len().checked_sub(1)?;
+        let bucket = addr_hash(addr) as usize & mask;
+        (1..=crate::FALLBACK_PROBES.min(self.table.len()))
+            .filter_map(|probe| self.table.get((bucket + probe) & mask))
+            .map(|&index| usize::from(index))
+            .find(|&server| under(server))
+    }
+
     #[cfg(test)]
     pub(crate) fn table(&self) -> &[u16] {
         &self.table

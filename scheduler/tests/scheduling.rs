@@ -975,3 +975,84 @@ fn least_connection_cluster_tracks_the_weights() {
     let counts = simulate(Algorithm::LeastConnection, &[3, 1, 0], 4000);
     assert_shares("lc cluster", &counts, &[1, 1, 0], 0.03);
 }
+
+/// Loads with some servers over their threshold, the others idle.
+struct OverThreshold(Vec<bool>);
+
+impl Loads for OverThreshold {
+    fn active(&self, _server: usize) -> u64 {
+        0
+    }
+    fn inactive(&self, _server: usize) -> u64 {
+        0
+    }
+    fn over_threshold(&self, server: usize) -> bool {
+        self.0.get(server).copied().unwrap_or(false)
+    }
+}
+
+#[test]
+fn a_server_over_its_threshold_gets_nothing_under_any_algorithm() {
+    let set = servers(5);
+    for &algorithm in ALGORITHMS {
+        let scheduler = build(algorithm, &set);
+        let loads = OverThreshold(vec![false, true, false, true, true]);
+        let mut picked = [0usize; 5];
+        for hash in sample_flow_hashes(2000) {
+            let flow = Flow {
+                hash,
+                src_addr: hash as u32,
+                dst_addr: (hash >> 32) as u32,
+            };
+            let server = scheduler
+                .pick(&flow, &loads)
+                .unwrap_or_else(|| panic!("{algorithm}: nothing picked with two servers under"));
+            picked[server] += 1;
+        }
+        assert_eq!(
+            [picked[1], picked[3], picked[4]],
+            [0, 0, 0],
+            "{algorithm}: {picked:?}"
+        );
+        // Table-driven ones spread over the servers left, not onto one neighbour (the
+        // least-connection family, all loads 0 here, takes the first of the ties).
+        assert!(
+            algorithm.uses_loads() || (picked[0] > 100 && picked[2] > 100),
+            "{algorithm}: {picked:?}"
+        );
+        // Every server over: nothing, as with every server drained.
+        let flow = Flow {
+            hash: 7,
+            src_addr: 7,
+            dst_addr: 7,
+        };
+        assert_eq!(
+            scheduler.pick(&flow, &OverThreshold(vec![true; 5])),
+            None,
+            "{algorithm}"
+        );
+    }
+}
+
+#[test]
+fn maglev_keeps_flows_of_servers_under_their_threshold_in_place() {
+    let set = servers(10);
+    let scheduler = build(Algorithm::Maglev, &set);
+    let mut over = vec![false; 10];
+    over[4] = true;
+    let loads = OverThreshold(over);
+    for hash in sample_flow_hashes(5000) {
+        let flow = Flow {
+            hash,
+            src_addr: 0,
+            dst_addr: 0,
+        };
+        let usual = scheduler.pick(&flow, &NoLoads).unwrap();
+        let now = scheduler.pick(&flow, &loads).unwrap();
+        if usual == 4 {
+            assert_ne!(now, 4);
+        } else {
+            assert_eq!(now, usual, "a flow of a server under its threshold moved");
+        }
+    }
+}

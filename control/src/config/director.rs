@@ -12,8 +12,8 @@ use dataplane::Timeouts;
 use super::raw::{RawDirector, RawTimeouts};
 use super::values::in_range;
 use super::{
-    ConfigError, DirectorConfig, NatReply, DEFAULT_MAX_CONNECTIONS, MAX_CPU, MAX_INTERFACE_NAME,
-    MAX_MAX_CONNECTIONS, MAX_SOCKET_PATH, MAX_WORKERS,
+    ConfigError, DirectorConfig, NatReply, DEFAULT_EMBRYONIC_SHARE, DEFAULT_MAX_CONNECTIONS,
+    MAX_CPU, MAX_INTERFACE_NAME, MAX_MAX_CONNECTIONS, MAX_SOCKET_PATH, MAX_WORKERS,
 };
 use crate::duration::{format_duration, parse_duration};
 use crate::stats_server::DEFAULT_SOCKET_MODE;
@@ -82,6 +82,7 @@ impl RawDirector {
             None => DEFAULT_MAX_CONNECTIONS,
             Some(value) => in_range(value, 1, MAX_MAX_CONNECTIONS, "director.max_connections")?,
         };
+        let embryonic_limit = embryonic_limit(self.embryonic_share, max_connections)?;
         let poll = match self.poll.as_deref() {
             None | Some("busy") => PollMode::Busy,
             Some("adaptive") => PollMode::Adaptive,
@@ -105,12 +106,34 @@ impl RawDirector {
             stats_socket_owner,
             metrics,
             max_connections,
+            embryonic_limit,
             poll,
             worker_cpus,
             timeouts,
             nat_reply,
         })
     }
+}
+
+/// `director.embryonic_share` (a fraction of `max_connections`, above 0 and at most 1) as
+/// entries per worker, rounded up.
+fn embryonic_limit(share: Option<f64>, max_connections: usize) -> Result<usize, ConfigError> {
+    let share = share.unwrap_or(DEFAULT_EMBRYONIC_SHARE);
+    if !(share > 0.0 && share <= 1.0) {
+        return Err(ConfigError::invalid(
+            "director.embryonic_share",
+            share.to_string(),
+            "expected a fraction of director.max_connections above 0 and at most 1, such as 0.5",
+        ));
+    }
+    #[expect(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "max_connections is at most 2^28, exact in an f64; the product is within 1..=it"
+    )]
+    let limit = (share * max_connections as f64).ceil() as usize;
+    Ok(limit.clamp(1, max_connections))
 }
 
 /// `director.nat_reply`.
@@ -397,6 +420,12 @@ mod tests {
             &with("max_connections = 0"),
             &["director.max_connections = 0", "expected 1.."],
         );
+        for bad in ["0", "0.0", "-0.5", "1.5", "nan", "inf"] {
+            assert_mentions(
+                &with(&format!("embryonic_share = {bad}")),
+                &["director.embryonic_share", "above 0 and at most 1"],
+            );
+        }
         assert_mentions(
             &with("stats_socket = \"\""),
             &["director.stats_socket = \"\"", "Unix socket"],

@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use dataplane::worker::PollMode;
 pub use dataplane::NatReply;
-use dataplane::{Forwarding, Protocol, Timeouts};
+use dataplane::{Forwarding, Protocol, Thresholds, Timeouts};
 use scheduler::Algorithm;
 
 pub use self::error::ConfigError;
@@ -62,6 +62,9 @@ pub use self::sync_key::{SyncKey, MIN_SYNC_KEY_LEN};
 
 /// Default `[director] max_connections`: connection-table entries per worker.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 262_144;
+/// Default `[director] embryonic_share`: the share of each worker's connection table that
+/// embryonic (SYN-only) entries may fill.
+pub const DEFAULT_EMBRYONIC_SHARE: f64 = 0.5;
 /// Largest `[director] max_connections`.
 pub const MAX_MAX_CONNECTIONS: usize = 1 << 28;
 /// Largest CPU number in `[director] worker_cpus` (the kernel's CPU_SETSIZE - 1).
@@ -113,6 +116,9 @@ pub struct DirectorConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// Connection-table bound per worker.
     pub max_connections: usize,
+    /// Most embryonic (SYN-only) entries per worker before a new one replaces the oldest:
+    /// `embryonic_share` (default 0.5) of `max_connections`, rounded up.
+    pub embryonic_limit: usize,
     /// How workers wait while no traffic arrives (`poll = "busy" | "adaptive"`).
     pub poll: PollMode,
     /// CPUs the workers are pinned to, worker `i` to `worker_cpus[i % len]`; the rest of the
@@ -224,6 +230,9 @@ pub struct BackendConfig {
     /// NAT only: the port the real server listens on (`VIP:80 -> RS:8080`); `None` keeps the
     /// port the client connected to.
     pub port: Option<u16>,
+    /// `max_connections` / `min_connections` (`ipvsadm -x`/`-y`): at `max` connections the
+    /// server gets no new ones until it falls below `min`; the default has none.
+    pub thresholds: Thresholds,
 }
 
 /// `[service.health_check]`: one check per real server, repeated every `interval` from the
@@ -442,6 +451,7 @@ mod tests {
             Path::new(director_proto::DEFAULT_SOCKET)
         );
         assert_eq!(config.director.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.director.embryonic_limit, DEFAULT_MAX_CONNECTIONS / 2);
         assert_eq!(config.director.poll, PollMode::Busy);
         assert!(config.director.worker_cpus.is_empty());
         assert_mentions(
@@ -471,12 +481,14 @@ mod tests {
                     weight: 1,
                     mac: None,
                     port: None,
+                    thresholds: dataplane::Thresholds::default(),
                 },
                 BackendConfig {
                     address: Ipv4Addr::new(192, 0, 2, 12).into(),
                     weight: 2,
                     mac: Some([2, 0, 0, 0, 0, 0x12]),
                     port: None,
+                    thresholds: dataplane::Thresholds::default(),
                 },
             ]
         );
@@ -491,7 +503,7 @@ mod tests {
         let text = GOOD.replace(
             "interfaces = [\"eth0\"]\n",
             "interfaces = [\"eth0\", \"eth1\"]\nworkers = 3\nstats_socket = \"/tmp/d.sock\"\n\
-             max_connections = 1000\npoll = \"adaptive\"\nworker_cpus = [1, 0]\n[director.timeouts]\ntcp_established = \"1h\"\ntcp_syn = \"30s\"\n\
+             max_connections = 1000\nembryonic_share = 0.25\npoll = \"adaptive\"\nworker_cpus = [1, 0]\n[director.timeouts]\ntcp_established = \"1h\"\ntcp_syn = \"30s\"\n\
              tcp_fin_wait = \"1m\"\ntcp_close = \"500ms\"\nudp = \"2m\"\n",
         )
         .replace("scheduler = \"maglev\"", "scheduler = \"mh\"\nmaglev_table_size = 251")
@@ -519,6 +531,7 @@ mod tests {
         assert_eq!(config.director.workers, Some(3));
         assert_eq!(config.director.stats_socket, Path::new("/tmp/d.sock"));
         assert_eq!(config.director.max_connections, 1000);
+        assert_eq!(config.director.embryonic_limit, 250);
         assert_eq!(config.director.poll, PollMode::Adaptive);
         assert_eq!(config.director.worker_cpus, [1, 0]);
         assert_eq!(

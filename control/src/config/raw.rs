@@ -27,6 +27,8 @@ pub(super) struct RawDirector {
     pub(super) stats_socket_owner: Option<String>,
     pub(super) metrics: Option<String>,
     pub(super) max_connections: Option<i64>,
+    /// A fraction: the one float of the file.
+    pub(super) embryonic_share: Option<f64>,
     pub(super) poll: Option<String>,
     pub(super) worker_cpus: Option<Vec<i64>>,
     pub(super) nat_reply: Option<String>,
@@ -113,4 +115,6 @@ pub(super) struct RawBackend {
     pub(super) weight: Option<i64>,
     pub(super) mac: Option<String>,
     pub(super) port: Option<i64>,
+    pub(super) max_connections: Option<i64>,
+    pub(super) min_connections: Option<i64>,
 }

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use dataplane::{Forwarding, Protocol};
+use dataplane::{Forwarding, Protocol, Thresholds};
 use scheduler::Algorithm;
 
 use super::raw::{RawBackend, RawService};
@@ -368,6 +368,7 @@ fn validate_fallback(
         weight: 1,
         mac: None,
         port,
+        thresholds: Thresholds::default(),
     })
 }
 
@@ -563,13 +564,50 @@ impl RawBackend {
             None => None,
             Some(port) => Some(in_range(port, 1u16, u16::MAX, &format!("{at}.port"))?),
         };
+        let thresholds = thresholds(self.max_connections, self.min_connections, at)?;
         Ok(BackendConfig {
             address,
             weight,
             mac,
             port,
+            thresholds,
         })
     }
+}
+
+/// A backend's `max_connections` and `min_connections` (IPVS's `u_threshold` and
+/// `l_threshold`, at most 2^32 - 1 as there): the lower needs the upper and must be below it.
+fn thresholds(max: Option<i64>, min: Option<i64>, at: &str) -> Result<Thresholds, ConfigError> {
+    let (max_key, min_key) = (
+        format!("{at}.max_connections"),
+        format!("{at}.min_connections"),
+    );
+    let max = match max {
+        None => 0,
+        Some(value) => in_range(value, 1, u64::from(u32::MAX), &max_key)?,
+    };
+    let min = match min {
+        None => 0,
+        Some(value) => in_range(value, 1, u64::from(u32::MAX), &min_key)?,
+    };
+    if min > 0 && max == 0 {
+        return Err(ConfigError::invalid(
+            min_key,
+            min.to_string(),
+            format!(
+                "a lower connection threshold needs an upper one: set {max_key} above it (this \
+                 backend's, not director.max_connections)"
+            ),
+        ));
+    }
+    if min > 0 && min >= max {
+        return Err(ConfigError::invalid(
+            min_key,
+            min.to_string(),
+            format!("expected less than {max_key} = {max}"),
+        ));
+    }
+    Ok(Thresholds { max, min })
 }
 
 fn valid_service_name(name: &str) -> bool {
@@ -755,6 +793,52 @@ mod tests {
             &[
                 "service[0] \"web\": backend[1].address = \"192.0.2.11\"",
                 "duplicate backend, already backend[0]",
+            ],
+        );
+    }
+
+    #[test]
+    fn connection_thresholds_are_checked() {
+        let config = Config::parse(&GOOD.replace(
+            "weight = 2",
+            "weight = 2\nmax_connections = 100\nmin_connections = 80",
+        ))
+        .unwrap();
+        let backends = &config.services[0].backends;
+        assert_eq!(backends[0].thresholds, Thresholds::default());
+        assert_eq!(backends[1].thresholds, Thresholds { max: 100, min: 80 });
+        let only_max =
+            Config::parse(&GOOD.replace("weight = 2", "weight = 2\nmax_connections = 100"))
+                .unwrap();
+        assert_eq!(
+            only_max.services[0].backends[1].thresholds,
+            Thresholds { max: 100, min: 0 }
+        );
+        let with = |lines: &str| error_with("weight = 2", &format!("weight = 2\n{lines}"));
+        assert_mentions(
+            &with("max_connections = 0"),
+            &[
+                "service[0] \"web\": backend[1].max_connections = 0",
+                "expected 1..=4294967295",
+            ],
+        );
+        assert_mentions(
+            &with("max_connections = 4294967296"),
+            &["backend[1].max_connections = 4294967296"],
+        );
+        assert_mentions(
+            &with("min_connections = 10"),
+            &[
+                "backend[1].min_connections = 10",
+                "needs an upper one",
+                "not director.max_connections",
+            ],
+        );
+        assert_mentions(
+            &with("max_connections = 10\nmin_connections = 10"),
+            &[
+                "backend[1].min_connections = 10",
+                "expected less than service[0] \"web\": backend[1].max_connections = 10",
             ],
         );
     }

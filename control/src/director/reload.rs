@@ -168,6 +168,10 @@ fn unchangeable(running: &Config, new: &Config) -> anyhow::Result<()> {
             "director.max_connections",
             old.max_connections != next.max_connections,
         ),
+        (
+            "director.embryonic_share",
+            old.embryonic_limit != next.embryonic_limit,
+        ),
     ];
     // The VRRP router and the sync cluster a director is in: changing them is leaving one
     // group for another, which a restart does cleanly (priority and timing may change).

@@ -111,12 +111,16 @@ pub(super) fn start_workers(
         let (sender, receiver) = crossbeam_channel::bounded(4);
         let context = worker::WorkerContext {
             index,
-            pipeline: match sync {
-                Some(queues) => {
+            pipeline: {
+                let pipeline =
                     Pipeline::new(index, interfaces[0].mac, config.director.max_connections)
-                        .with_sync(queues.worker(index, true, true, sync_refresh(config)))
+                        .with_embryonic_limit(config.director.embryonic_limit);
+                match sync {
+                    Some(queues) => {
+                        pipeline.with_sync(queues.worker(index, true, true, sync_refresh(config)))
+                    }
+                    None => pipeline,
                 }
-                None => Pipeline::new(index, interfaces[0].mac, config.director.max_connections),
             },
             counters: Arc::clone(&counters),
             tables: receiver,

@@ -77,13 +77,31 @@
 //! - Times are whole seconds since the table's epoch (`u32`, 136 years); an entry expires when
 //!   idle for *more* than its timeout in whole seconds, so never early and at most ~1 s late.
 //!
-//! # A full table
+//! # A full table, and SYN floods
 //!
-//! Inserting into a full table first removes the entry nearest its deadline: if it has expired,
-//! that is ordinary expiry (`connections_expired`); if not, it is evicted
-//! (`connections_evicted`). Under a SYN flood the victims are therefore the oldest embryonic
-//! entries, not established flows with time left. Forwarding never stops: only a table built with
-//! capacity 0 forwards without state (`conn_table_full`).
+//! Inserting into a full table first removes an entry to make room: if it has expired, that is
+//! ordinary expiry (`connections_expired`); if not, it is evicted (`connections_evicted`). Which
+//! one depends on the newcomer (issue 16, IPVS's `drop_entry` defence in spirit):
+//! - An *embryonic* entry (`TcpSyn`: a SYN, or a provisional mid-flow pickup) has a quota,
+//!   [`ConnTable::set_embryonic_limit`] (`[director] embryonic_share` of the table, half by
+//!   default). Past it, the new entry replaces the oldest embryonic one (`conn_embryonic_quota`),
+//!   so a flood of spoofed SYNs cycles its own share of the table and leaves the rest free for
+//!   everything else. A real client's SYN always gets in and keeps its entry until as many
+//!   SYNs as the quota arrive after it, which at the default 131,072 entries is longer than any
+//!   round trip at the rate a worker forwards; its ACK then makes it established.
+//! - In a full table an embryonic entry may only take the place of an expired entry, an
+//!   embryonic one or a closing or closed one (a FIN or RST seen), nearest its deadline first,
+//!   never that of an established or UDP flow with time left: with none of those, it is refused ([`ConnTable::make_room`] false;
+//!   the pipeline drops the SYN as `conn_table_full_syn` and its client retransmits). Hence an
+//!   established flow's entry survives any SYN flood.
+//! - Any other entry (UDP, a FIN seen first, a state-sync import) takes the place of the entry
+//!   nearest its deadline, as before.
+//!
+//! Each choice looks at the 5 list heads only (each list is in deadline order), and the
+//! embryonic count is the length of the `TcpSyn` list, kept by the list operations: no scan and
+//! no extra cost per packet. The slot index is sized for every slot, so there is no probe window
+//! to fill: room is a question of slots only. Forwarding never stops for other entries: only a
+//! table built with capacity 0 forwards without state (`conn_table_full`).
 //!
 //! # Connection gauges
 //!

@@ -169,6 +169,12 @@ pub struct ConnTable {
     /// Per-state lists, oldest first.
     heads: [u32; ConnState::COUNT],
     tails: [u32; ConnState::COUNT],
+    /// Entries on each state's list: kept by `push_back` and `unlink`, so the embryonic count
+    /// (`TcpSyn`'s) costs an increment and a decrement, never a walk.
+    lengths: [u32; ConnState::COUNT],
+    /// Most entries a new embryonic (SYN-only) entry may join without replacing the oldest
+    /// of them: the quota of [`ConnTable::set_embryonic_limit`].
+    embryonic_limit: usize,
     epoch: Instant,
     /// Latest time seen, in seconds since `epoch`; never goes back, which keeps lists sorted.
     clock: u32,
@@ -216,6 +222,9 @@ impl ConnTable {
             len: 0,
             heads: [NIL; ConnState::COUNT],
             tails: [NIL; ConnState::COUNT],
+            lengths: [0; ConnState::COUNT],
+            // Half the table, as `[director] embryonic_share = 0.5`.
+            embryonic_limit: (capacity / 2).max(1),
             epoch,
             clock: 0,
             ticked_at: epoch,
@@ -230,6 +239,17 @@ impl ConnTable {
         capacity
             .saturating_mul(std::mem::size_of::<Entry>())
             .saturating_add(SlotIndex::memory_for(capacity).saturating_mul(2))
+    }
+
+    /// Sets the embryonic quota: at most `limit` entries in `TcpSyn` before a new one replaces
+    /// the oldest of them (see the module docs). Clamped to 1..=capacity; default: half.
+    pub fn set_embryonic_limit(&mut self, limit: usize) {
+        self.embryonic_limit = limit.clamp(1, self.capacity().max(1));
+    }
+
+    /// Live entries in `TcpSyn`, the embryonic ones.
+    pub fn embryonic(&self) -> usize {
+        self.lengths[ConnState::TcpSyn as usize] as usize
     }
 
     /// Most entries it holds.
@@ -450,8 +470,40 @@ impl ConnTable {
         entry.synced = entry.last_seen;
     }
 
-    /// Adds an entry for `key`, which must have none. In a full table the entry nearest its
-    /// deadline makes room (see the module docs). Returns `None` only for a capacity-0 table.
+    /// Makes room for a new entry in `state` as [`ConnTable::insert`] would (see the module
+    /// docs' SYN floods); whether there is room. The pipeline asks before it forwards a SYN, so
+    /// that one the table refuses is dropped (its client retransmits), not forwarded untracked.
+    #[inline]
+    pub fn make_room(
+        &mut self,
+        state: ConnState,
+        now: Instant,
+        timeouts: &Timeouts,
+        counters: &WorkerCounters,
+        gauges: &[BackendCounters],
+    ) -> bool {
+        let embryonic = state == ConnState::TcpSyn;
+        // Most new flows: a free slot and the quota not reached.
+        if self.free != NIL && (!embryonic || self.embryonic() < self.embryonic_limit) {
+            return true;
+        }
+        let now = self.tick(now);
+        if embryonic {
+            let oldest = self.heads[ConnState::TcpSyn as usize];
+            if self.embryonic() >= self.embryonic_limit && oldest != NIL {
+                bump(&counters.conn_embryonic_quota, 1);
+                self.reclaim_slot(oldest, ConnState::TcpSyn, now, timeouts, counters, gauges);
+                return true;
+            }
+            self.free != NIL || self.reclaim_one(now, timeouts, counters, gauges, true)
+        } else {
+            self.free != NIL || self.reclaim_one(now, timeouts, counters, gauges, false)
+        }
+    }
+
+    /// Adds an entry for `key`, which must have none, making room as [`ConnTable::make_room`]
+    /// does. Returns `None` when there is none (counted as `conn_table_full`): a capacity-0
+    /// table, or an embryonic entry in a table full of entries it may not replace.
     pub fn insert(
         &mut self,
         key: FlowKey,
@@ -462,11 +514,11 @@ impl ConnTable {
         gauges: &[BackendCounters],
     ) -> Option<ConnId> {
         debug_assert!(self.find(&key).is_none(), "duplicate connection {key:?}");
-        let now = self.tick(now);
-        if self.free == NIL && !self.reclaim_one(now, timeouts, counters, gauges) {
+        if !self.make_room(connection.state, now, timeouts, counters, gauges) {
             bump(&counters.conn_table_full, 1);
             return None;
         }
+        let now = self.tick(now);
         let slot = self.free;
         let entry = &mut self.entries[slot as usize];
         self.free = entry.next;
@@ -553,37 +605,62 @@ impl ConnTable {
             .store(self.len as u64, Ordering::Relaxed);
     }
 
-    /// Frees the slot of the entry nearest its deadline. False if the table is empty.
+    /// Frees the slot of the entry nearest its deadline; for an embryonic newcomer
+    /// (`for_embryonic`) only among entries past their deadline, embryonic ones and closing or
+    /// closed ones (a FIN or RST seen), so that no established or UDP flow with time left makes
+    /// room for a SYN. False if there is no such entry. Looks at the 5 list heads only: each list is in
+    /// deadline order.
     fn reclaim_one(
         &mut self,
         now: u32,
         timeouts: &Timeouts,
         counters: &WorkerCounters,
         gauges: &[BackendCounters],
+        for_embryonic: bool,
     ) -> bool {
         let mut victim = None;
         let mut earliest = u64::MAX;
         for state in ConnState::ALL {
             let head = self.heads[state as usize];
-            if head != NIL {
-                let deadline = u64::from(self.entries[head as usize].last_seen)
-                    + u64::from(timeout_secs(state, timeouts));
-                if deadline < earliest {
-                    earliest = deadline;
-                    victim = Some((head, state));
-                }
+            if head == NIL {
+                continue;
+            }
+            let last_seen = self.entries[head as usize].last_seen;
+            let replaceable = !for_embryonic
+                || matches!(
+                    state,
+                    ConnState::TcpSyn | ConnState::TcpFinWait | ConnState::TcpClose
+                )
+                || is_expired(last_seen, state, now, timeouts);
+            let deadline = u64::from(last_seen) + u64::from(timeout_secs(state, timeouts));
+            if replaceable && deadline < earliest {
+                earliest = deadline;
+                victim = Some((head, state));
             }
         }
         let Some((slot, state)) = victim else {
             return false;
         };
+        self.reclaim_slot(slot, state, now, timeouts, counters, gauges);
+        true
+    }
+
+    /// Removes the entry in `slot` (in `state`) to make room, counted as expired or evicted.
+    fn reclaim_slot(
+        &mut self,
+        slot: u32,
+        state: ConnState,
+        now: u32,
+        timeouts: &Timeouts,
+        counters: &WorkerCounters,
+        gauges: &[BackendCounters],
+    ) {
         if is_expired(self.entries[slot as usize].last_seen, state, now, timeouts) {
             bump(&counters.connections_expired, 1);
         } else {
             bump(&counters.connections_evicted, 1);
         }
         self.remove_slot(slot, gauges);
-        true
     }
 
     #[inline]
@@ -661,6 +738,7 @@ impl ConnTable {
             ..
         } = self.entries[slot as usize];
         let list = connection.state as usize;
+        self.lengths[list] -= 1;
         if prev == NIL {
             self.heads[list] = next;
         } else {
@@ -675,6 +753,7 @@ impl ConnTable {
 
     fn push_back(&mut self, slot: u32, state: ConnState) {
         let list = state as usize;
+        self.lengths[list] += 1;
         let tail = self.tails[list];
         let entry = &mut self.entries[slot as usize];
         entry.prev = tail;
@@ -961,9 +1040,11 @@ mod tests {
                     backend_port: 8080 + (round % 2) as u16,
                     ..connection(ConnState::ALL[(round % 5) as usize])
                 };
-                table
-                    .insert(key(n), connection, now, &timeouts, &counters, &gauges)
-                    .unwrap();
+                let id = table.insert(key(n), connection, now, &timeouts, &counters, &gauges);
+                assert!(
+                    id.is_some() || connection.state == ConnState::TcpSyn,
+                    "only a SYN-only entry may be refused"
+                );
             }
             if round % 97 == 0 {
                 table.expire(now, &timeouts, &counters, &gauges, usize::MAX);
@@ -978,6 +1059,7 @@ mod tests {
             for state in ConnState::ALL {
                 let mut slot = table.heads[state as usize];
                 let mut prev = NIL;
+                let mut listed = 0;
                 let mut last = 0;
                 while slot != NIL {
                     let entry = &table.entries[slot as usize];
@@ -989,8 +1071,10 @@ mod tests {
                     prev = slot;
                     slot = entry.next;
                     seen += 1;
+                    listed += 1;
                 }
                 assert_eq!(table.tails[state as usize], prev);
+                assert_eq!(table.lengths[state as usize], listed);
             }
             assert_eq!(seen, table.len());
             assert!(table.len() <= 64);
@@ -1065,8 +1149,8 @@ mod tests {
             )
             .unwrap();
         check(&table, &[(0, 0), (1, 0), (1, 0)]);
-        // Full: a third entry evicts the one nearest its deadline (UDP, 300 s).
-        table
+        // Full: a SYN may not evict either (established, UDP)...
+        assert!(table
             .insert(
                 key(3),
                 syn(0),
@@ -1075,12 +1159,28 @@ mod tests {
                 &counters,
                 &gauges,
             )
+            .is_none());
+        assert_eq!(counters.conn_table_full.load(Ordering::Relaxed), 1);
+        check(&table, &[(0, 0), (1, 0), (1, 0)]);
+        // ... a third UDP flow evicts the one nearest its deadline (UDP, 300 s).
+        table
+            .insert(
+                key(3),
+                Connection {
+                    counter_slot: 0,
+                    ..connection(ConnState::Udp)
+                },
+                secs(start, 1),
+                &timeouts,
+                &counters,
+                &gauges,
+            )
             .unwrap();
         assert_eq!(counters.connections_evicted.load(Ordering::Relaxed), 1);
-        check(&table, &[(0, 1), (1, 0), (0, 0)]);
+        check(&table, &[(1, 0), (1, 0), (0, 0)]);
         // Expiry on lookup, then by housekeeping.
         assert!(table
-            .lookup(&key(3), secs(start, 100), &timeouts, &counters, &gauges)
+            .lookup(&key(3), secs(start, 400), &timeouts, &counters, &gauges)
             .is_none());
         check(&table, &[(0, 0), (1, 0), (0, 0)]);
         table.expire(secs(start, 10_000), &timeouts, &counters, &gauges, 10);
@@ -1100,5 +1200,211 @@ mod tests {
         check(&table, &[(0, 0), (0, 0), (0, 1)]);
         assert!(table.remove(&key(4), &gauges));
         check(&table, &[(0, 0), (0, 0), (0, 0)]);
+    }
+
+    /// A flood source: spoofed, one per `n`, from TEST-NET-2.
+    fn spoofed(n: u32) -> FlowKey {
+        let [_, _, high, low] = n.to_be_bytes();
+        FlowKey {
+            src_addr: Ipv4Addr::new(198, 51, 100, high).into(),
+            src_port: 1024 + u16::from(low) * 61 + (n >> 16) as u16,
+            ..key(0)
+        }
+    }
+
+    #[test]
+    fn a_syn_flood_never_evicts_an_established_flow() {
+        let start = Instant::now();
+        let timeouts = Timeouts::default();
+        let counters = WorkerCounters::default();
+        let gauges = crate::counters::backend_counter_block(1);
+        let mut table = ConnTable::with_epoch(64, start);
+        for n in 0..64 {
+            table
+                .insert(
+                    key(n),
+                    connection(ConnState::TcpEstablished),
+                    start,
+                    &timeouts,
+                    &counters,
+                    &gauges,
+                )
+                .unwrap();
+        }
+        // Ten minutes of flood, the established flows idle and nearer their deadline than
+        // any new SYN: every SYN is refused.
+        for n in 0..10_000u32 {
+            let now = secs(start, u64::from(n) * 600 / 10_000);
+            let id = table.insert(
+                spoofed(n),
+                connection(ConnState::TcpSyn),
+                now,
+                &timeouts,
+                &counters,
+                &gauges,
+            );
+            assert!(id.is_none(), "SYN {n} took an established flow's place");
+        }
+        assert_eq!(counters.conn_table_full.load(Ordering::Relaxed), 10_000);
+        assert_eq!(counters.connections_evicted.load(Ordering::Relaxed), 0);
+        for n in 0..64 {
+            assert_eq!(
+                table.get(&key(n)).map(|c| c.state),
+                Some(ConnState::TcpEstablished)
+            );
+        }
+        // Past their timeout they are fair game: a SYN takes an expired flow's slot.
+        let later = secs(start, 15 * 60 + 2);
+        assert!(table
+            .insert(
+                spoofed(1),
+                connection(ConnState::TcpSyn),
+                later,
+                &timeouts,
+                &counters,
+                &gauges
+            )
+            .is_some());
+        assert_eq!(counters.connections_expired.load(Ordering::Relaxed), 1);
+        assert_eq!(table.len(), 64);
+    }
+
+    #[test]
+    fn the_embryonic_quota_replaces_the_oldest_syn_and_keeps_room_for_the_rest() {
+        let start = Instant::now();
+        let timeouts = Timeouts::default();
+        let counters = WorkerCounters::default();
+        let gauges = crate::counters::backend_counter_block(1);
+        let mut table = ConnTable::with_epoch(64, start);
+        assert_eq!(table.embryonic_limit, 32);
+        table.set_embryonic_limit(16);
+        let syn = connection(ConnState::TcpSyn);
+        for n in 0..20 {
+            table
+                .insert(
+                    key(n),
+                    connection(ConnState::TcpEstablished),
+                    start,
+                    &timeouts,
+                    &counters,
+                    &gauges,
+                )
+                .unwrap();
+        }
+        let mut flood = 0u32;
+        let mut flood_some = |table: &mut ConnTable, count: u32| {
+            for _ in 0..count {
+                let id = table.insert(spoofed(flood), syn, start, &timeouts, &counters, &gauges);
+                assert!(id.is_some(), "a flood SYN refused while the quota allows");
+                flood += 1;
+                assert!(table.embryonic() <= 16);
+            }
+        };
+        flood_some(&mut table, 1000);
+        assert_eq!(table.embryonic(), 16);
+        assert_eq!(
+            table.len(),
+            36,
+            "the quota keeps 28 slots free of the flood"
+        );
+        // A real client's SYN mid-flood gets in, replacing the oldest spoofed one...
+        let client = FlowKey {
+            src_addr: Ipv4Addr::new(203, 0, 113, 7).into(),
+            ..key(40_000)
+        };
+        let id = table
+            .insert(client, syn, start, &timeouts, &counters, &gauges)
+            .unwrap();
+        // ... survives the flood for as long as fewer SYNs than the quota follow it, and its
+        // ACK makes it established: then it survives any flood.
+        flood_some(&mut table, 15);
+        assert_eq!(table.get(&client).map(|c| c.state), Some(ConnState::TcpSyn));
+        table.touch(id, ConnState::TcpEstablished, start, &gauges);
+        flood_some(&mut table, 1000);
+        assert_eq!(
+            table.get(&client).map(|c| c.state),
+            Some(ConnState::TcpEstablished)
+        );
+        for n in 0..20 {
+            assert!(table.get(&key(n)).is_some(), "established flow {n} lost");
+        }
+        let quota = counters.conn_embryonic_quota.load(Ordering::Relaxed);
+        assert_eq!(quota, 1000 - 16 + 1 + 15 + 1000 - 1);
+        assert_eq!(counters.connections_evicted.load(Ordering::Relaxed), quota);
+        let (read, recount) = gauges_and_recount(&table, &gauges);
+        assert_eq!(read, recount);
+    }
+
+    #[test]
+    fn in_a_full_table_a_syn_replaces_embryonic_or_closing_entries_only() {
+        let start = Instant::now();
+        let timeouts = Timeouts::default();
+        let counters = WorkerCounters::default();
+        let gauges = crate::counters::backend_counter_block(1);
+        let mut table = ConnTable::with_epoch(4, start);
+        table.set_embryonic_limit(4);
+        let states = [
+            ConnState::TcpEstablished,
+            ConnState::TcpFinWait,
+            ConnState::Udp,
+            ConnState::TcpClose,
+        ];
+        for (n, state) in (0..).zip(states) {
+            table
+                .insert(
+                    key(n),
+                    connection(state),
+                    start,
+                    &timeouts,
+                    &counters,
+                    &gauges,
+                )
+                .unwrap();
+        }
+        let syn = connection(ConnState::TcpSyn);
+        let at = secs(start, 1);
+        // The closed one (a RST seen, 10 s) goes first, then the closing one (a FIN, 120 s):
+        // nearest deadline first.
+        table
+            .insert(key(10), syn, at, &timeouts, &counters, &gauges)
+            .unwrap();
+        assert!(table.get(&key(3)).is_none());
+        table
+            .insert(key(11), syn, at, &timeouts, &counters, &gauges)
+            .unwrap();
+        assert!(table.get(&key(10)).is_none(), "the SYN's 60 s were nearest");
+        let id = table
+            .lookup(&key(11), at, &timeouts, &counters, &gauges)
+            .unwrap();
+        table.touch(id, ConnState::TcpEstablished, at, &gauges);
+        table
+            .insert(key(12), syn, at, &timeouts, &counters, &gauges)
+            .unwrap();
+        assert!(table.get(&key(1)).is_none(), "the FIN-wait entry was next");
+        // Then only the embryonic one.
+        table
+            .insert(key(13), syn, at, &timeouts, &counters, &gauges)
+            .unwrap();
+        assert!(table.get(&key(12)).is_none());
+        for n in [0, 2, 11] {
+            assert!(table.get(&key(n)).is_some());
+        }
+        // A UDP flow still takes the place nearest its deadline, as before.
+        table
+            .insert(
+                key(14),
+                connection(ConnState::Udp),
+                at,
+                &timeouts,
+                &counters,
+                &gauges,
+            )
+            .unwrap();
+        assert!(table.get(&key(13)).is_none(), "the SYN's 60 s were nearest");
+        assert!(table
+            .insert(key(15), syn, at, &timeouts, &counters, &gauges)
+            .is_none());
+        assert_eq!(counters.connections_evicted.load(Ordering::Relaxed), 5);
+        assert_eq!(counters.conn_table_full.load(Ordering::Relaxed), 1);
     }
 }

@@ -6,8 +6,10 @@
 //! What this module must not do: choose a backend or touch the connection table.
 
 use std::net::IpAddr;
+use std::time::Instant;
 
 use super::shared::{interfaces, At, Pipeline};
+use crate::conntrack::FlowAddr;
 use crate::counters::DropReason;
 use crate::parse::{Parsed, Transport};
 use crate::rewrite::tun::{self, Encapsulated, TunnelEgress};
@@ -32,7 +34,13 @@ impl Pipeline {
 
     /// LVS-TUN: the frame encapsulated toward `backend` from the client side's address of the
     /// real server's family (IPv4-in-IPv4, or IPv6- and IPv4-in-IPv6). An IPv6 real server
-    /// without an IPv6 address on the client side is `UnsupportedForwarding`.
+    /// without an IPv6 address on the client side is `UnsupportedForwarding`. A frame too big
+    /// to tunnel is answered with an ICMP error to `answer_to` (the client, at that instant)
+    /// within the worker's rate limit ([`super::icmp_limit`]); `None`: never answered.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the frame, where it goes, and whom a too-big answer goes to"
+    )]
     #[inline]
     pub(super) fn tunnel(
         &mut self,
@@ -42,7 +50,10 @@ impl Pipeline {
         backend: &Backend,
         backend_mac: MacAddr,
         table: &ServiceTable,
+        answer_to: Option<(FlowAddr, Instant)>,
     ) -> Result<Encapsulated, DropReason> {
+        let limit = &mut self.icmp_limit;
+        let may_answer = move || answer_to.is_some_and(|(client, now)| limit.allow(client, now));
         let side = interfaces(table)?.client;
         let link = Link {
             src_mac: side.mac,
@@ -63,6 +74,7 @@ impl Pipeline {
                     address,
                     &egress,
                     self.tunnel_ident,
+                    may_answer,
                 )?;
                 if let Encapsulated::Tunnelled { .. } = result {
                     self.tunnel_ident = self.tunnel_ident.wrapping_add(1);
@@ -83,6 +95,7 @@ impl Pipeline {
                     address,
                     &egress,
                     flow_label(parsed),
+                    may_answer,
                 )
             }
         }

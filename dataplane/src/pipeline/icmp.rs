@@ -122,7 +122,7 @@ impl Pipeline {
                 if outer_len + parsed.l3_len() > usize::from(interfaces(table)?.client.mtu) {
                     return Err(DropReason::TooBig);
                 }
-                match self.tunnel(buffer, at, parsed, backend, backend_mac, table)? {
+                match self.tunnel(buffer, at, parsed, backend, backend_mac, table, None)? {
                     Encapsulated::Tunnelled { start, len } => Verdict::Tx {
                         start,
                         len,

@@ -72,8 +72,25 @@ impl Pipeline {
             .and_then(|id| resolve(self.connections.connection(id), service, table.generation))
         {
             Some(index) => (index, Choice::Tracked),
-            None => choose(service, &flow.key, table, now)?,
+            None => choose(service, &flow.key, table, gauges, now)?,
         };
+        // A new flow's entry needs a slot before its first frame goes out: a SYN the table
+        // refuses (full of flows a SYN may not evict) is dropped and retransmitted by its
+        // client, not forwarded without the entry that keeps its handshake on one server. (A
+        // table built with capacity 0 forwards everything without state, as before.)
+        if existing.is_none()
+            && self.connections.capacity() > 0
+            && initial_state(flow) == Some(ConnState::TcpSyn)
+            && !self.connections.make_room(
+                ConnState::TcpSyn,
+                now,
+                &table.timeouts,
+                counters,
+                gauges,
+            )
+        {
+            return Err(DropReason::ConnTableFullSyn);
+        }
         // A new decision for this flow: a template's or the scheduler's.
         let scheduled = choice != Choice::Tracked;
         let backend = service.backends.get(index).ok_or(DropReason::NoBackend)?;
@@ -131,7 +148,8 @@ impl Pipeline {
                     }
                     (None, None) => return Err(DropReason::NeighbourUnresolved),
                 };
-                match self.tunnel(buffer, at, parsed, backend, backend_mac, table)? {
+                let answer_to = Some((flow.key.src_addr, now));
+                match self.tunnel(buffer, at, parsed, backend, backend_mac, table, answer_to)? {
                     Encapsulated::Tunnelled { start, len } => Verdict::Tx {
                         start,
                         len,
@@ -200,7 +218,8 @@ impl Pipeline {
                         state,
                         next_hop: next_hop.unwrap_or_default(),
                     };
-                    // None only for a capacity-0 table, counted there; forward regardless.
+                    // None only for a capacity-0 table (room for a SYN was made above),
+                    // counted there; forward regardless.
                     let id = self.connections.insert(
                         flow.key,
                         connection,
@@ -301,6 +320,7 @@ fn choose(
     service: &Service,
     key: &FlowKey,
     table: &ServiceTable,
+    own_block: &[BackendCounters],
     now: Instant,
 ) -> Result<(usize, Choice), DropReason> {
     let mut stale_template = false;
@@ -321,7 +341,7 @@ fn choose(
             Template::Pending | Template::Absent => {}
         }
     }
-    let index = schedule(service, key, table)?;
+    let index = schedule(service, key, table, own_block)?;
     Ok((index, Choice::Scheduled { stale_template }))
 }
 
@@ -382,25 +402,41 @@ fn client_next_hop(
 
 /// The scheduler's backend for a flow.
 #[inline]
-fn schedule(service: &Service, key: &FlowKey, table: &ServiceTable) -> Result<usize, DropReason> {
+fn schedule(
+    service: &Service,
+    key: &FlowKey,
+    table: &ServiceTable,
+    own_block: &[BackendCounters],
+) -> Result<usize, DropReason> {
     let flow = scheduler::Flow {
         hash: key.flow_hash(),
         src_addr: key.src_addr.fold32(),
         dst_addr: key.dst_addr.fold32(),
     };
-    let loads = ServiceLoads { service, table };
-    service
-        .scheduler
-        .pick(&flow, &loads)
-        .ok_or(DropReason::NoBackend)
+    let loads = ServiceLoads {
+        service,
+        table,
+        own: own_block,
+    };
+    service.scheduler.pick(&flow, &loads).ok_or_else(|| {
+        // Out of servers: drained or down, or every one left over its threshold.
+        if service.backends.iter().any(|backend| backend.weight > 0) {
+            DropReason::AllServersOverloaded
+        } else {
+            DropReason::NoBackend
+        }
+    })
 }
 
 /// A service's connection counts summed over every worker's counter block, for the
-/// least-connection schedulers. Reads are relaxed: another worker's newest connections may be
-/// missing for a moment, which only makes the choice slightly less even.
+/// least-connection schedulers and the connection thresholds. Reads are relaxed: another
+/// worker's newest connections may be missing for a moment, which only makes the choice
+/// slightly less even (or a threshold a few connections late).
 struct ServiceLoads<'a> {
     service: &'a Service,
     table: &'a ServiceTable,
+    /// This worker's block, where it keeps its view of who is over its threshold.
+    own: &'a [BackendCounters],
 }
 
 impl ServiceLoads<'_> {
@@ -436,6 +472,31 @@ impl scheduler::Loads for ServiceLoads<'_> {
                     inactive.wrapping_add(counters.inactive_connections.load(Relaxed)),
                 )
             })
+    }
+
+    /// Costs a field test for a server without thresholds; with them, a sum over the workers
+    /// and, when the verdict changes, a store to this worker's flag.
+    #[inline]
+    fn over_threshold(&self, server: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(backend) = self.service.backends.get(server) else {
+            return false;
+        };
+        if backend.thresholds.max == 0 {
+            return false;
+        }
+        let Some(flag) = self.own.get(backend.counter_slot) else {
+            return false;
+        };
+        let was_over = flag.over_threshold.load(Relaxed) != 0;
+        let (active, inactive) = self.counts(server);
+        let over = backend
+            .thresholds
+            .over(active.wrapping_add(inactive), was_over);
+        if over != was_over {
+            flag.over_threshold.store(u64::from(over), Relaxed);
+        }
+        over
     }
 }
 

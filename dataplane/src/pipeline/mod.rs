@@ -154,6 +154,7 @@
 
 mod forwarding;
 mod icmp;
+mod icmp_limit;
 mod inbound;
 mod next_hop;
 mod reply;
@@ -190,6 +191,7 @@ impl Pipeline {
             tunnel_ident: (worker as u16).wrapping_mul(0x2001),
             sync: WorkerSync::default(),
             sync_refresh: u32::MAX,
+            icmp_limit: icmp_limit::IcmpErrorLimit::new(),
         }
     }
 
@@ -201,6 +203,15 @@ impl Pipeline {
         let seconds = refresh.as_secs() + u64::from(refresh.subsec_nanos() > 0);
         self.sync_refresh = u32::try_from(seconds).unwrap_or(u32::MAX).max(1);
         self.sync = sync;
+        self
+    }
+
+    /// This pipeline with an embryonic quota of `limit` entries in its connection table
+    /// (`[director] embryonic_share` of `max_connections`; see
+    /// [`ConnTable::set_embryonic_limit`]). Without it, half the table.
+    #[must_use]
+    pub fn with_embryonic_limit(mut self, limit: usize) -> Self {
+        self.connections.set_embryonic_limit(limit);
         self
     }
 

@@ -11,6 +11,8 @@ use crate::service::{Interfaces, ServiceTable};
 use crate::sync::WorkerSync;
 use crate::wire::MacAddr;
 
+use super::icmp_limit::IcmpErrorLimit;
+
 /// Which interface a frame to transmit leaves by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Egress {
@@ -49,6 +51,8 @@ pub struct Pipeline {
     pub(super) sync: WorkerSync,
     /// The refresh period of `sync`, in whole seconds (at least one).
     pub(super) sync_refresh: u32,
+    /// The per-client rate limit of the ICMP errors this worker sends (LVS-TUN too big).
+    pub(super) icmp_limit: IcmpErrorLimit,
 }
 
 /// The frame being processed: where it is in the buffer.

@@ -192,7 +192,16 @@ mod tests {
             let backend = *to.ip();
             assert_eq!(
                 tun::encapsulate(&mut by_raw, start, len, backend, &egress, 7),
-                tun::encapsulate_parsed(&mut by_parsed, start, len, &parsed, backend, &egress, 7)
+                tun::encapsulate_parsed(
+                    &mut by_parsed,
+                    start,
+                    len,
+                    &parsed,
+                    backend,
+                    &egress,
+                    7,
+                    || true
+                )
             );
             assert_eq!(by_raw, by_parsed);
         }

@@ -45,6 +45,9 @@
 //! - An ICMP error that the pipeline forwards to a real server is never answered with another
 //!   (RFC 1122 3.2.2, RFC 4443 2.4(e)): too big, it is [`DropReason::TooBig`]. (The raw IPv4
 //!   [`encapsulate`] does not classify and answers any packet with DF set.)
+//! - The pipeline's variants ask a `may_answer` callback before they write an answer: the
+//!   per-source rate limit of the errors the director sends (`pipeline/icmp_limit.rs`); a frame
+//!   it refuses is [`DropReason::IcmpErrorsRateLimited`], untouched.
 //!
 //! # Outer header
 //!
@@ -206,7 +209,7 @@ pub fn encapsulate(
         dont_frag: inner.dont_frag(),
         answerable: true,
     };
-    encapsulate_in_ipv4(buffer, start, inner, backend, egress, ident)
+    encapsulate_in_ipv4(buffer, start, inner, backend, egress, ident, || true)
 }
 
 /// Encapsulates the frame at `buffer[start..start + len]` in IPv6 for `backend` (6in6 for an
@@ -227,12 +230,27 @@ pub fn encapsulate6(
     let end = start.checked_add(len).ok_or(DropReason::Truncated)?;
     let frame = buffer.get(start..end).ok_or(DropReason::Truncated)?;
     let parsed = parse::classify(frame)?;
-    encapsulate6_parsed(buffer, start, len, &parsed, backend, egress, flow_label)
+    encapsulate6_parsed(
+        buffer,
+        start,
+        len,
+        &parsed,
+        backend,
+        egress,
+        flow_label,
+        || true,
+    )
 }
 
 /// [`encapsulate`] of a frame classification parsed into `parsed`: the inner header is not
 /// checked again, only the family, the MTU and the headroom. An IPv6 frame cannot go to an IPv4
-/// real server: [`DropReason::UnsupportedForwarding`].
+/// real server: [`DropReason::UnsupportedForwarding`]. `may_answer` is asked, only when the
+/// frame would be answered with an ICMP error, whether it may be (the pipeline's per-source
+/// rate limit); if not, [`DropReason::IcmpErrorsRateLimited`] and the frame is untouched.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "encapsulate's arguments and the rate limit's question"
+)]
 #[inline]
 pub(crate) fn encapsulate_parsed(
     buffer: &mut [u8],
@@ -242,16 +260,21 @@ pub(crate) fn encapsulate_parsed(
     backend: Ipv4Addr,
     egress: &TunnelEgress,
     ident: u16,
+    may_answer: impl FnOnce() -> bool,
 ) -> Result<Encapsulated, DropReason> {
     if parsed.family() != Family::Ipv4 {
         return Err(DropReason::UnsupportedForwarding);
     }
     let inner = Inner::of(buffer, start, len, parsed)?;
-    encapsulate_in_ipv4(buffer, start, inner, backend, egress, ident)
+    encapsulate_in_ipv4(buffer, start, inner, backend, egress, ident, may_answer)
 }
 
 /// [`encapsulate6`] of a frame classification parsed into `parsed`: the inner header is not
-/// checked again, only the MTU and the headroom.
+/// checked again, only the MTU and the headroom. `may_answer` as for [`encapsulate_parsed`].
+#[expect(
+    clippy::too_many_arguments,
+    reason = "encapsulate6's arguments and the rate limit's question"
+)]
 #[inline]
 pub(crate) fn encapsulate6_parsed(
     buffer: &mut [u8],
@@ -261,9 +284,12 @@ pub(crate) fn encapsulate6_parsed(
     backend: Ipv6Addr,
     egress: &TunnelEgress<Ipv6Addr>,
     flow_label: u32,
+    may_answer: impl FnOnce() -> bool,
 ) -> Result<Encapsulated, DropReason> {
     let inner = Inner::of(buffer, start, len, parsed)?;
-    encapsulate_in_ipv6(buffer, start, inner, backend, egress, flow_label)
+    encapsulate_in_ipv6(
+        buffer, start, inner, backend, egress, flow_label, may_answer,
+    )
 }
 
 /// What encapsulation needs of the inner packet's header.
@@ -319,9 +345,10 @@ fn encapsulate_in_ipv4(
     backend: Ipv4Addr,
     egress: &TunnelEgress,
     ident: u16,
+    may_answer: impl FnOnce() -> bool,
 ) -> Result<Encapsulated, DropReason> {
     if HEADROOM + inner.len > usize::from(egress.mtu) {
-        return too_big(buffer, start, inner, egress.mtu, HEADROOM);
+        return too_big(buffer, start, inner, egress.mtu, HEADROOM, may_answer);
     }
     if start < HEADROOM {
         return Err(DropReason::NoHeadroom);
@@ -362,9 +389,10 @@ fn encapsulate_in_ipv6(
     backend: Ipv6Addr,
     egress: &TunnelEgress<Ipv6Addr>,
     flow_label: u32,
+    may_answer: impl FnOnce() -> bool,
 ) -> Result<Encapsulated, DropReason> {
     if HEADROOM6 + inner.len > usize::from(egress.mtu) {
-        return too_big(buffer, start, inner, egress.mtu, HEADROOM6);
+        return too_big(buffer, start, inner, egress.mtu, HEADROOM6, may_answer);
     }
     if start < HEADROOM6 {
         return Err(DropReason::NoHeadroom);
@@ -403,15 +431,26 @@ fn too_big(
     inner: Inner,
     mtu: u16,
     outer_len: usize,
+    may_answer: impl FnOnce() -> bool,
 ) -> Result<Encapsulated, DropReason> {
     if !inner.answerable {
         return Err(DropReason::TooBig);
     }
     // The outer header is at most 40 bytes.
     let path_mtu = mtu.saturating_sub(outer_len as u16);
+    let answered = match inner.family {
+        Family::Ipv4 => inner.dont_frag,
+        // Telling the client to send what it already sends would only repeat on every packet.
+        Family::Ipv6 => inner.len > usize::from(path_mtu.max(ipv6::MIN_MTU)),
+    };
+    if !answered {
+        return Err(DropReason::TooBig);
+    }
+    if !may_answer() {
+        return Err(DropReason::IcmpErrorsRateLimited);
+    }
     match inner.family {
-        Family::Ipv4 if inner.dont_frag => frag_needed(buffer, start, path_mtu),
-        Family::Ipv4 => Err(DropReason::TooBig),
+        Family::Ipv4 => frag_needed(buffer, start, path_mtu),
         Family::Ipv6 => packet_too_big(buffer, start, inner.len, path_mtu),
     }
 }

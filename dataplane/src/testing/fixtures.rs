@@ -26,6 +26,7 @@ pub fn backend(address: &str, mac: Option<MacAddr>, weight: u32, counter_slot: u
         weight,
         counter_slot,
         port: 0,
+        thresholds: crate::service::Thresholds::default(),
     }
 }
 
