@@ -15,9 +15,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use dataplane::rewrite::tun;
 use dataplane::testing::{
     self, backend, backend_mac, icmp_error, service, FrameBuilder, Ipv6FrameBuilder,
-    CLIENT_SIDE_ADDR, DIRECTOR_MAC, ROUTER_MAC, SERVER_SIDE_MAC, UMEM_HEADROOM,
+    CLIENT_SIDE_ADDR, CLIENT_SIDE_ADDR6, DIRECTOR_MAC, ROUTER_MAC, SERVER_SIDE_MAC, UMEM_HEADROOM,
 };
 use dataplane::wire::icmp::{message, unreachable};
 use dataplane::wire::{icmpv6, EtherType, MacAddr};
@@ -42,6 +43,10 @@ const CLIENT6: &str = "[2001:db8:c::7]:40000";
 const DR_VIP6: &str = "[2001:db8::10]:80";
 const NAT_VIP6: &str = "[2001:db8::60]:80";
 const NAT_RS6: &str = "[2001:db8:a::1]:8080";
+const TUN6_VIP: &str = "[2001:db8::70]:80";
+const TUN6_RS: &str = "2001:db8:0:a::3";
+const TUN4IN6_VIP: &str = "192.0.2.71:80";
+const TUN4IN6_RS: &str = "2001:db8:0:a::4";
 
 /// The services (with [`testing::interfaces`] at MTU 1500):
 /// - DR  tcp 192.0.2.10:80 -> 10.0.0.5 (real server 5)
@@ -49,6 +54,8 @@ const NAT_RS6: &str = "[2001:db8:a::1]:8080";
 /// - TUN tcp 192.0.2.70:80 -> 10.0.0.3 (real server 3)
 /// - DR  tcp [2001:db8::10]:80 -> 2001:db8::5 (real server 5)
 /// - NAT tcp [2001:db8::60]:80 -> [2001:db8:a::1]:8080 (real server 1)
+/// - TUN tcp [2001:db8::70]:80 -> 2001:db8:0:a::3 (real server 3, IPv6-in-IPv6)
+/// - TUN tcp 192.0.2.71:80 -> 2001:db8:0:a::4 (real server 4, IPv4-in-IPv6)
 fn golden_table() -> ServiceTable {
     testing::table(
         1,
@@ -98,8 +105,26 @@ fn golden_table() -> ServiceTable {
                 ),
                 Forwarding::Nat,
             ),
+            testing::with_forwarding(
+                service(
+                    TUN6_VIP,
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    vec![backend(TUN6_RS, Some(backend_mac(3)), 1, 5)],
+                ),
+                Forwarding::Tunnel,
+            ),
+            testing::with_forwarding(
+                service(
+                    TUN4IN6_VIP,
+                    Protocol::Tcp,
+                    Algorithm::Maglev,
+                    vec![backend(TUN4IN6_RS, Some(backend_mac(4)), 1, 6)],
+                ),
+                Forwarding::Tunnel,
+            ),
         ],
-        testing::counter_blocks(1, 5),
+        testing::counter_blocks(1, 7),
     )
     .with_interfaces(testing::interfaces(1500))
 }
@@ -233,6 +258,7 @@ fn rows() -> Vec<Row> {
         dropped("IPv4 header cut at 19 bytes", &from_client(dr_syn_like()).truncate(14 + 19), Xdp::Pass("truncated"), Truncated),
     ];
     rows.extend(ipv6_rows());
+    rows.extend(tunnel6_rows());
     rows
 }
 
@@ -292,6 +318,133 @@ fn ipv6_rows() -> Vec<Row> {
         row6("IPv6 header under the IPv4 EtherType",
             macs6(&dr_syn.clone().ethertype(EtherType::IPV4), DIRECTOR_MAC, ROUTER_MAC), Xdp::Pass("bad_ihl"), Verdict::Drop(DropReason::IpVersionMismatch), None),
     ]
+}
+
+/// The IPv6 tunnel rows (RFC 2473), from the client side's IPv6 address: an IPv6 SYN in IPv6
+/// (6in6) and an IPv4 SYN in IPv6 (4in6); a 1500-byte packet of each, which cannot take the
+/// 40 more bytes at MTU 1500, answered to the client with the path MTU 1460 (ICMPv6 packet too
+/// big; ICMP fragmentation needed, DF set) or, IPv4 with DF clear, dropped as `TooBig`.
+#[rustfmt::skip]
+fn tunnel6_rows() -> Vec<Row> {
+    let redirected = Xdp::Redirect("redirected");
+    let from_router = |frame: Ipv6FrameBuilder| macs6(&frame, DIRECTOR_MAC, ROUTER_MAC);
+    let tcp6 = || Ipv6FrameBuilder::tcp().src(CLIENT6).dst(TUN6_VIP);
+    // AF11 (DSCP 10): the 4in6 outer header copies it, a generated ICMP error keeps its TOS bits.
+    let tcp4 = || from_client(FrameBuilder::tcp().src(CLIENT).dst(TUN4IN6_VIP).tos(0x28));
+    let tun6_syn = from_router(tcp6().syn());
+    let tun6_big = from_router(tcp6().ack().payload(&[7; 1440]));
+    let tun4_syn = tcp4().syn().build();
+    let tun4_big = tcp4().ack().payload(&[7; 1460]).build();
+    let tun4_big_may_fragment = tcp4().ack().payload(&[7; 1460]).dont_fragment(false).build();
+    let tx = |start: usize, output: &[u8]| Verdict::Tx { start, len: output.len(), egress: Egress::Ingress };
+    let encapsulated = |input: Vec<u8>, rs: &str, n: u8| {
+        let output = tunnelled6(&input, rs, n);
+        (tx(UMEM_HEADROOM - 40, &output), output, input)
+    };
+    let answered = |input: Vec<u8>, output: Vec<u8>| (tx(UMEM_HEADROOM, &output), output, input);
+    let row = |description, (verdict, output, input)| Row { description, input, xdp: redirected, verdict, output };
+    vec![
+        row("TUN 6in6: SYN encapsulated in IPv6 to the RS", encapsulated(tun6_syn, TUN6_RS, 3)),
+        row("TUN 6in6: 1500 bytes answered with packet too big, MTU 1460",
+            answered(tun6_big.clone(), packet_too_big(&tun6_big, 1460))),
+        row("TUN 4in6: IPv4 SYN encapsulated in IPv6 to the IPv6 RS", encapsulated(tun4_syn, TUN4IN6_RS, 4)),
+        row("TUN 4in6: 1500 bytes with DF answered with fragmentation needed, MTU 1460",
+            answered(tun4_big.clone(), frag_needed(&tun4_big, 1460))),
+        row("TUN 4in6: 1500 bytes without DF dropped as too big (no second frame to fragment into)",
+            (Verdict::Drop(DropReason::TooBig), tun4_big_may_fragment.clone(), tun4_big_may_fragment)),
+    ]
+}
+
+/// The frame the director sends for the IPv4 or IPv6 frame `inner` (Ethernet padding left
+/// behind) to real server `n` at IPv6 address `rs`, with an RFC 2473 outer header spelled out
+/// here: traffic class the inner TOS or traffic class, the flow label of the flow's hash,
+/// payload length the inner packet's, next header 4 (IPv4) or 41 (IPv6), hop limit 64, from
+/// the client side's IPv6 address.
+fn tunnelled6(inner: &[u8], rs: &str, n: u8) -> Vec<u8> {
+    let (next_header, traffic_class, packet_len) = match &inner[12..14] {
+        [0x08, 0x00] => (
+            4,
+            inner[15],
+            usize::from(u16::from_be_bytes([inner[16], inner[17]])),
+        ),
+        [0x86, 0xdd] => (
+            41,
+            (inner[14] << 4) | (inner[15] >> 4),
+            40 + usize::from(u16::from_be_bytes([inner[18], inner[19]])),
+        ),
+        other => panic!("not IP: EtherType {other:02x?}"),
+    };
+    let packet = &inner[14..14 + packet_len];
+    let parsed = dataplane::parse::classify(inner).unwrap();
+    let label = tun::flow_label(parsed.flow().expect("a TCP flow").key.flow_hash());
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&backend_mac(n));
+    frame.extend_from_slice(&DIRECTOR_MAC);
+    frame.extend_from_slice(&[0x86, 0xdd]);
+    frame.extend_from_slice(&((6 << 28) | (u32::from(traffic_class) << 20) | label).to_be_bytes());
+    frame.extend_from_slice(&u16::try_from(packet.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&[next_header, 64]);
+    frame.extend_from_slice(&CLIENT_SIDE_ADDR6.octets());
+    frame.extend_from_slice(&rs.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    frame.extend_from_slice(packet);
+    frame
+}
+
+/// The ICMPv6 packet too big (RFC 4443 3.2) the director answers the IPv6 frame `big` with:
+/// from its destination to its source, back to the router it came from, quoting 1232 bytes.
+fn packet_too_big(big: &[u8], mtu: u32) -> Vec<u8> {
+    let (src, dst) = (&big[22..38], &big[38..54]);
+    let text = |octets: &[u8]| {
+        let octets: [u8; 16] = octets.try_into().unwrap();
+        format!("[{}]:0", std::net::Ipv6Addr::from(octets))
+    };
+    let frame = Ipv6FrameBuilder::icmp6()
+        .src(&text(dst))
+        .dst(&text(src))
+        .icmp6_header(icmpv6::message::PACKET_TOO_BIG, 0, mtu)
+        .payload(&big[14..14 + 1232]);
+    macs6(&frame, ROUTER_MAC, DIRECTOR_MAC)
+}
+
+/// The ICMP fragmentation needed (RFC 792 type 3 code 4, next-hop MTU as RFC 1191) the
+/// director answers the IPv4 frame `big` (DF set, no options) with, spelled out: from its
+/// destination to its source, back to the router it came from; TOS the offending packet's TOS
+/// bits with precedence internetwork control and TTL 64 (as Linux's `icmp_send`),
+/// identification 0, no DF; quoting its IP header and 8 bytes (RFC 792).
+fn frag_needed(big: &[u8], mtu: u16) -> Vec<u8> {
+    let quote = &big[14..14 + 28];
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(quote);
+    let sum = internet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let total_len = u16::try_from(20 + icmp.len()).unwrap();
+    let mut ip = vec![0x45, (big[15] & 0x1e) | 0xc0];
+    ip.extend_from_slice(&total_len.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+    ip.extend_from_slice(&big[30..34]);
+    ip.extend_from_slice(&big[26..30]);
+    let sum = internet_checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = big[6..12].to_vec();
+    frame.extend_from_slice(&DIRECTOR_MAC);
+    frame.extend_from_slice(&[0x08, 0x00]);
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&icmp);
+    frame
+}
+
+/// The RFC 1071 checksum of `bytes` (even length), written out here rather than taken from the
+/// crate's `wire::checksum`, so the expected ICMP error does not lean on the code it checks.
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !u16::try_from(sum).unwrap()
 }
 
 /// A DR SYN, for the rows that break it one way.
