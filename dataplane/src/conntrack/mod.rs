@@ -119,16 +119,19 @@
 //!
 //! - `key.rs`: [`FlowKey`], its packed comparison and the table's seeded hash.
 //! - `state.rs`: [`ConnState`], the TCP/UDP state machine, and the timeouts in whole seconds.
-//! - `table.rs`: [`ConnTable`] (slab, lists, indexes, clock, gauges) and what an entry holds
-//!   ([`Connection`], [`Binding`]).
+//! - `connection.rs`: what an entry holds ([`Connection`], [`ConnNextHop`]) and what a rebind
+//!   changes ([`Binding`]).
+//! - `table.rs`: [`ConnTable`] (slab, lists, indexes, clock, gauges).
 //!
 //! What this module must not do: allocate after `new`, scan the table per packet, or know about
 //! frames and services (the pipeline decides which backend; this remembers it).
 
+mod connection;
 mod key;
 mod state;
 mod table;
 
+pub use connection::{Binding, ConnNextHop, Connection};
 pub use key::{bits128, fold32, FlowAddr, FlowKey};
 pub use state::ConnState;
-pub use table::{Binding, ConnId, ConnNextHop, ConnTable, Connection, FlowHint};
+pub use table::{ConnId, ConnTable, FlowHint};
