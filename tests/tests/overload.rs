@@ -403,9 +403,12 @@ fn a_syn_flood_spares_real_clients_and_established_flows() {
         "the flood ended before any request: {report}"
     );
     assert_eq!(before.server, after.server, "{report}");
-    // The flood reached the director and cycled the embryonic share of its table.
+    // The flood reached the director and replaced embryonic entries by the thousand. Not all
+    // of its SYNs arrive on a loaded machine (seen: 18141 replaced of 60000 sent, with the
+    // generator and the director sharing two cores with other tests), so the bound is half of
+    // the embryonic share, not a share of what was sent.
     let quota = worker["counters"]["conn_embryonic_quota"].as_u64().unwrap();
-    assert!(quota > FLOOD_SYNS / 2, "{report}");
+    assert!(quota > FLOOD_TABLE / 4, "{report}");
     println!("SYN flood: {report}");
 }
 
