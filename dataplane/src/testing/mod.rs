@@ -1,5 +1,5 @@
-//! Test support: a readable frame builder (`builder.rs`), service-table helpers (`fixtures.rs`)
-//! and a field-level frame diff (`diff.rs`), plus the fixture addresses and a way to
+//! Test support: a readable frame builder (`builder.rs`), service-table helpers (`fixtures.rs`),
+//! a field-level frame diff (`diff.rs`) and the fuzzing harnesses (`fuzzing.rs`), plus the fixture addresses and a way to
 //! run a frame through the pipeline as a worker does.
 //!
 //! Shared by unit tests, `tests/`, benches and fuzz seeds so they all speak the same fixtures.
@@ -17,6 +17,7 @@
 mod builder;
 mod diff;
 mod fixtures;
+pub mod fuzzing;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
