@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use control::fuzzing;
 
-const TARGETS: [(&str, fn(&[u8])); 5] = [
+/// A harness: takes any bytes, panics when an invariant breaks.
+type Harness = fn(&[u8]);
+
+const TARGETS: [(&str, Harness); 5] = [
     ("vrrp_parser", fuzzing::vrrp_parser),
     ("sync_parser", fuzzing::sync_parser),
     ("control_request", fuzzing::control_request),

@@ -19,6 +19,10 @@ use crate::PersistenceTable;
 /// A table with a service of every forwarding mode and family: DR (resolved, unresolved,
 /// persistent service group, a drained server), NAT with and without port mapping, TUN 4in4,
 /// 4in6 and 6in6, IPv4 and IPv6, on interfaces of MTU 576 so that TUN meets frames too big.
+#[expect(
+    clippy::too_many_lines,
+    reason = "a list of fixture services, one entry per forwarding mode and family"
+)]
 pub fn fuzzing_table() -> ServiceTable {
     let tcp = Protocol::Tcp;
     let udp = Protocol::Udp;
