@@ -80,11 +80,12 @@ for name in "${targets[@]}"; do
         grep -E 'panicked|ERROR|SUMMARY|Test unit written|timeout' "$log" | head -n 20 >&2 || true
     fi
     # Keep the seeds and regressions, then add whatever of the old corpus and the new inputs
-    # adds coverage (libFuzzer's merge: a minimised union).
+    # adds coverage (libFuzzer's merge: a minimised union). Edges only (-use_counters=0), not
+    # hit counts, so the committed corpus stays at a few hundred inputs per target.
     find "$corpus" -maxdepth 1 -type f \( -name 'seed-*' -o -name 'regression-*' \) \
         -exec cp {} "$minimal/" \;
     if cargo +nightly fuzz run "${build_flags[@]}" "$name" "$minimal" "$corpus" "$found" -- \
-        "${libfuzzer_flags[@]}" -merge=1 >"$work/$name-merge.log" 2>&1; then
+        "${libfuzzer_flags[@]}" -merge=1 -use_counters=0 >"$work/$name-merge.log" 2>&1; then
         find "$corpus" -maxdepth 1 -type f -delete
         cp "$minimal"/* "$corpus/"
     else
