@@ -53,6 +53,10 @@ pub mod connected;
 pub mod director;
 pub mod duration;
 pub mod fib;
+/// The cargo-fuzz targets' harnesses; only with the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ha;
 pub mod health;
 pub mod limits;

@@ -425,17 +425,10 @@ impl Client<'_> {
     /// Parses one request line, checks the peer may make it, and writes the handler's reply (or
     /// an error reply).
     fn answer(&self, line: &[u8]) -> io::Result<()> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return Ok(());
-        }
-        let reply = if line.len() > MAX_REQUEST_BYTES {
-            error_reply(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
-        } else {
-            match serde_json::from_slice::<Request>(line) {
-                Ok(request) => self.serve(request),
-                Err(error) => error_reply(format!("bad request: {error}")),
-            }
+        let reply = match parse_request(line) {
+            None => return Ok(()),
+            Some(Ok(request)) => self.serve(request),
+            Some(Err(message)) => error_reply(message),
         };
         write_reply(self.stream, &reply)
     }
@@ -450,6 +443,21 @@ impl Client<'_> {
         catch_unwind(AssertUnwindSafe(|| (self.handler)(request, self.peer)))
             .unwrap_or_else(|_| error_reply("internal error while serving the request".to_owned()))
     }
+}
+
+/// One request line (its newline removed): `None` for a blank line, which gets no answer, else
+/// the request or the message of the error reply it gets. Separate from [`Client`] so that the
+/// fuzzing harness (`crate::fuzzing`) parses exactly what the server parses.
+pub(crate) fn parse_request(line: &[u8]) -> Option<Result<Request, String>> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(if line.len() > MAX_REQUEST_BYTES {
+        Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
+    } else {
+        serde_json::from_slice::<Request>(line).map_err(|error| format!("bad request: {error}"))
+    })
 }
 
 fn error_reply(message: String) -> Reply {

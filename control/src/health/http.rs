@@ -68,14 +68,21 @@ pub fn judge(
     let Some(expected) = expect_body else {
         return Verdict::Pass;
     };
-    let body_start = find(answer, b"\r\n\r\n")
-        .map(|at| at + 4)
-        .or_else(|| find(answer, b"\n\n").map(|at| at + 2));
-    match body_start {
+    match body_start(answer) {
         Some(start) if find(&answer[start..], expected.as_bytes()).is_some() => Verdict::Pass,
         Some(_) | None if closed => Verdict::Fail(format!("body lacks {expected:?}")),
         _ => Verdict::NeedMore,
     }
+}
+
+/// Where the body starts: after the first empty line, whether it ends in CRLF or a bare LF.
+/// The earlier of the two, not CRLF first: a body holding a CRLF blank line after headers ended
+/// by a bare one would otherwise be cut there once it had arrived, and the verdict would
+/// depend on how the answer was split into reads (found by the `health_response` fuzz target).
+fn body_start(answer: &[u8]) -> Option<usize> {
+    let crlf = find(answer, b"\r\n\r\n").map(|at| (at, at + 4));
+    let lf = find(answer, b"\n\n").map(|at| (at, at + 2));
+    crlf.into_iter().chain(lf).min().map(|(_, start)| start)
 }
 
 /// The status code of `HTTP/1.x NNN reason`.
@@ -95,6 +102,20 @@ mod tests {
     use super::*;
 
     const OK: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nok\n";
+
+    #[test]
+    fn body_starts_at_the_first_blank_line_whatever_its_line_ends() {
+        // Headers ended by a bare LF, a CRLF blank line inside the body: the body is all of it,
+        // before and after the CRLFs arrive.
+        let answer = b"HTTP/1.0 200 OK\nServer: x\n\nok\r\n\r\nrest";
+        assert_eq!(judge(answer, true, 200, Some("ok")), Verdict::Pass);
+        assert_eq!(judge(&answer[..30], false, 200, Some("ok")), Verdict::Pass);
+        assert_eq!(
+            body_start(b"HTTP/1.0 200 OK\r\nA: b\r\n\r\nx\n\ny"),
+            Some(25)
+        );
+        assert_eq!(body_start(b"HTTP/1.0 200 OK\r\nA: b\r\n"), None);
+    }
 
     #[test]
     fn request_is_http_1_0_with_host() {

@@ -55,6 +55,9 @@ use hysteresis::Hysteresis;
 use send_expect::Contains;
 use tcp::{Exchange, Probe};
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use check::Verdict;
+
 /// Most exec checks running at once; more wait until one ends.
 pub const MAX_RUNNING_EXEC: usize = 8;
 /// Most TCP-based checks in flight (open sockets) at once; more wait until one ends.
@@ -117,6 +120,14 @@ fn exchange(kind: &CheckKind, address: SocketAddr) -> Option<Exchange> {
         }),
         CheckKind::Tcp | CheckKind::Exec { .. } => None,
     }
+}
+
+/// How a check of `kind` against `address` judges the server's answer; `None` for `tcp` and
+/// `exec`, which read none. For the fuzzing harness (`crate::fuzzing`), which feeds the judge
+/// arbitrary answers.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn judge_of(kind: &CheckKind, address: SocketAddr) -> Option<Box<dyn check::Judge>> {
+    exchange(kind, address).map(|exchange| exchange.judge)
 }
 
 /// A real server's health changed.

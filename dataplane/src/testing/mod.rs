@@ -1,6 +1,7 @@
 //! Test support: a readable frame builder (`builder.rs`), service-table helpers (`fixtures.rs`),
-//! a field-level frame diff (`diff.rs`) and the gate of tests that need root (`root.rs`), plus
-//! the fixture addresses and a way to run a frame through the pipeline as a worker does.
+//! a field-level frame diff (`diff.rs`), the gate of tests that need root (`root.rs`) and the
+//! fuzzing harnesses (`fuzzing/`), plus the fixture addresses and a way to run a frame through
+//! the pipeline as a worker does.
 //!
 //! Shared by unit tests, `tests/`, benches and fuzz seeds so they all speak the same fixtures.
 //! Not part of the data plane: it allocates and panics on bad input (it is for tests). Compiled
@@ -17,6 +18,7 @@
 mod builder;
 mod diff;
 mod fixtures;
+pub mod fuzzing;
 mod root;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
