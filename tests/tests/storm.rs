@@ -105,6 +105,14 @@ fn frames_leaked(before: Frames, after: Frames) -> u64 {
     before.at_rest().saturating_sub(after.at_rest())
 }
 
+/// The director's worker drops that are not zero, by reason.
+fn nonzero_drops(director: &DirectorProcess) -> Vec<(String, u64)> {
+    stats::worker_drops(&director.stats())
+        .into_iter()
+        .filter(|&(_, n)| n > 0)
+        .collect()
+}
+
 /// A background load of sequential requests (a new connection each) that lasts up to `most`.
 fn start_load(lab: &Lab, most: Duration) -> LoadHandle {
     let mut load = lab.start_load(
@@ -368,6 +376,15 @@ fn wait_for_state(director: &DirectorProcess, state: &str) -> bool {
         .is_ok()
 }
 
+/// Backends of the first service whose health is "up".
+fn healthy_backends(stats: &Value) -> usize {
+    stats["services"][0]["backends"]
+        .as_array()
+        .map_or(0, |backends| {
+            backends.iter().filter(|b| b["health"] == "up").count()
+        })
+}
+
 /// Waits until `director` sees the flapping server's health as `health` ("up"/"down").
 fn wait_for_health(director: &DirectorProcess, health: &str) -> bool {
     let address = rs_ip(FLAPPING);
@@ -383,6 +400,16 @@ fn wait_for_health(director: &DirectorProcess, health: &str) -> bool {
         .is_ok()
 }
 
+/// The soak's phases, in the order of a cycle (requests are attributed to the phase during which
+/// the load reported them).
+const PHASES: [&str; 5] = [
+    "a server down, until seen down",
+    "the server back",
+    "reload",
+    "failover",
+    "steady",
+];
+
 /// What the soak did, and requests by what was going on when they were sent.
 #[derive(Default)]
 struct SoakTally {
@@ -391,6 +418,9 @@ struct SoakTally {
     reloads: usize,
     reloads_refused: Vec<String>,
     failovers: usize,
+    /// Times the primary was master again (and the backup backup) while its own health checks
+    /// still saw real servers down (they failed while its link was down).
+    preempted_with_servers_down: usize,
     /// Steps that did not reach the state they wait for within [`WITHIN`].
     stuck: Vec<String>,
     /// (phase, first request index, end index) for attributing failures.
@@ -435,13 +465,15 @@ fn soak_bench() {
     // Each cycle takes a few seconds; the count bound is a backstop.
     while started.elapsed() < length && tally.cycles < 10_000 {
         tally.cycles += 1;
-        tally.phase("health flap", &load, |tally| {
+        tally.phase("a server down, until seen down", &load, |tally| {
             lab.stop_http(FLAPPING);
             if !directors.iter().all(|(_, d, _)| wait_for_health(d, "down")) {
                 tally
                     .stuck
                     .push(format!("cycle {}: rs{FLAPPING} down", tally.cycles));
             }
+        });
+        tally.phase("the server back", &load, |tally| {
             lab.start_http(FLAPPING);
             if !directors.iter().all(|(_, d, _)| wait_for_health(d, "up")) {
                 tally
@@ -480,6 +512,12 @@ fn soak_bench() {
                     .push(format!("cycle {}: primary back", tally.cycles));
             }
             tally.failovers += 1;
+            // Its health checks failed while its link was down: are they back yet?
+            if let Ok(stats) = primary.try_stats() {
+                if healthy_backends(&stats) < lab.real_servers() {
+                    tally.preempted_with_servers_down += 1;
+                }
+            }
         });
         let from = load.count();
         let _ = load.wait_until("steady requests", WITHIN, |r| r.len() >= from + 20);
@@ -494,7 +532,8 @@ fn soak_bench() {
     let mut report = format!(
         "soak: {:.1} min, {} cycles: {} health flaps of rs{FLAPPING}, {} reloads ({} refused), \
          {} failovers (master's link down, then back and preempting); {} requests, {} ok, \
-         {failed} failed",
+         {failed} failed; the primary back as master with real servers still down by its own \
+         checks {} times",
         soaked.as_secs_f64() / 60.0,
         tally.cycles,
         tally.flaps,
@@ -503,21 +542,34 @@ fn soak_bench() {
         tally.failovers,
         results.len(),
         results.len() - failed,
+        tally.preempted_with_servers_down,
     );
-    for phase in ["health flap", "reload", "failover", "steady"] {
-        let (mut sent, mut lost) = (0, 0);
+    for phase in PHASES {
+        let (mut sent, mut lost, mut examples) = (0, 0, Vec::new());
         for &(_, from, to) in tally.phases.iter().filter(|(name, _, _)| *name == phase) {
             let slice = &results[from.min(results.len())..to.min(results.len())];
             sent += slice.len();
-            lost += slice.iter().filter(|r| r.is_err()).count();
+            for (n, error) in slice
+                .iter()
+                .enumerate()
+                .filter_map(|(n, r)| Some((n, r.as_ref().err()?)))
+            {
+                lost += 1;
+                if examples.len() < 3 {
+                    examples.push(format!("#{n} of {} in the phase: {error:#}", slice.len()));
+                }
+            }
         }
-        let _ = write!(report, "; during {phase}: {lost}/{sent} failed");
+        let _ = write!(
+            report,
+            "; during {phase}: {lost}/{sent} failed {examples:?}"
+        );
     }
     for (n, (host, director, _)) in directors.iter().enumerate() {
         let _ = write!(
             report,
             "; {host} ({}): RSS {} KiB before, {} KiB after ({:+.1}%), frames at rest {} before, \
-             {} after: leaked {}",
+             {} after: leaked {}, worker drops {:?}",
             ha_state(director),
             rss_before[n],
             rss_after[n],
@@ -525,6 +577,7 @@ fn soak_bench() {
             frames_before[n].at_rest(),
             frames_after[n].at_rest(),
             frames_leaked(frames_before[n], frames_after[n]),
+            nonzero_drops(director),
         );
     }
     for (what, list) in [
