@@ -465,63 +465,13 @@ fn soak_bench() {
     // Each cycle takes a few seconds; the count bound is a backstop.
     while started.elapsed() < length && tally.cycles < 10_000 {
         tally.cycles += 1;
-        tally.phase("a server down, until seen down", &load, |tally| {
-            lab.stop_http(FLAPPING);
-            if !directors.iter().all(|(_, d, _)| wait_for_health(d, "down")) {
-                tally
-                    .stuck
-                    .push(format!("cycle {}: rs{FLAPPING} down", tally.cycles));
-            }
-        });
-        tally.phase("the server back", &load, |tally| {
-            lab.start_http(FLAPPING);
-            if !directors.iter().all(|(_, d, _)| wait_for_health(d, "up")) {
-                tally
-                    .stuck
-                    .push(format!("cycle {}: rs{FLAPPING} up", tally.cycles));
-            }
-            tally.flaps += 1;
-        });
-        tally.phase("reload", &load, |tally| {
-            weights.rotate_left(1);
-            weights[0] += 1;
-            if weights[0] > 5 {
-                weights[0] = 1;
-            }
-            for (host, director, priority) in directors {
-                director.replace_config_text(&soak_config(&lab, host, priority, &weights));
-                let out = director.reload();
-                tally.reloads += 1;
-                if !out.status.success() {
-                    tally.reloads_refused.push(format!("{out}"));
-                }
-            }
-        });
-        tally.phase("failover", &load, |tally| {
-            lab.set_link(Host::Director, false);
-            if !wait_for_state(&backup, "MASTER") {
-                tally
-                    .stuck
-                    .push(format!("cycle {}: backup master", tally.cycles));
-            }
-            tally.failovers += 1;
-            lab.set_link(Host::Director, true);
-            if !(wait_for_state(&primary, "MASTER") && wait_for_state(&backup, "BACKUP")) {
-                tally
-                    .stuck
-                    .push(format!("cycle {}: primary back", tally.cycles));
-            }
-            tally.failovers += 1;
-            // Its health checks failed while its link was down: are they back yet?
-            if let Ok(stats) = primary.try_stats() {
-                if healthy_backends(&stats) < lab.real_servers() {
-                    tally.preempted_with_servers_down += 1;
-                }
-            }
-        });
-        let from = load.count();
-        let _ = load.wait_until("steady requests", WITHIN, |r| r.len() >= from + 20);
-        tally.phases.push(("steady", from, load.count()));
+        soak_cycle(
+            &lab,
+            [&primary, &backup],
+            &mut load,
+            &mut weights,
+            &mut tally,
+        );
     }
     let soaked = started.elapsed();
     let results = load.stop();
@@ -544,27 +494,7 @@ fn soak_bench() {
         results.len() - failed,
         tally.preempted_with_servers_down,
     );
-    for phase in PHASES {
-        let (mut sent, mut lost, mut examples) = (0, 0, Vec::new());
-        for &(_, from, to) in tally.phases.iter().filter(|(name, _, _)| *name == phase) {
-            let slice = &results[from.min(results.len())..to.min(results.len())];
-            sent += slice.len();
-            for (n, error) in slice
-                .iter()
-                .enumerate()
-                .filter_map(|(n, r)| Some((n, r.as_ref().err()?)))
-            {
-                lost += 1;
-                if examples.len() < 3 {
-                    examples.push(format!("#{n} of {} in the phase: {error:#}", slice.len()));
-                }
-            }
-        }
-        let _ = write!(
-            report,
-            "; during {phase}: {lost}/{sent} failed {examples:?}"
-        );
-    }
+    report.push_str(&phases_report(&results, &tally));
     for (n, (host, director, _)) in directors.iter().enumerate() {
         let _ = write!(
             report,
@@ -590,4 +520,100 @@ fn soak_bench() {
         }
     }
     println!("{report}");
+}
+
+/// One soak cycle: a health flap, a reload of both directors, a failover and back, then 20
+/// requests of steady state; requests attributed to each phase in `tally`.
+fn soak_cycle(
+    lab: &Lab,
+    [primary, backup]: [&DirectorProcess; 2],
+    load: &mut LoadHandle,
+    weights: &mut [u32; 3],
+    tally: &mut SoakTally,
+) {
+    let directors = [(Host::Director, primary, 150), (BACKUP, backup, 100)];
+    tally.phase("a server down, until seen down", load, |tally| {
+        lab.stop_http(FLAPPING);
+        if !directors.iter().all(|(_, d, _)| wait_for_health(d, "down")) {
+            tally
+                .stuck
+                .push(format!("cycle {}: rs{FLAPPING} down", tally.cycles));
+        }
+    });
+    tally.phase("the server back", load, |tally| {
+        lab.start_http(FLAPPING);
+        if !directors.iter().all(|(_, d, _)| wait_for_health(d, "up")) {
+            tally
+                .stuck
+                .push(format!("cycle {}: rs{FLAPPING} up", tally.cycles));
+        }
+        tally.flaps += 1;
+    });
+    tally.phase("reload", load, |tally| {
+        weights.rotate_left(1);
+        weights[0] += 1;
+        if weights[0] > 5 {
+            weights[0] = 1;
+        }
+        for (host, director, priority) in directors {
+            director.replace_config_text(&soak_config(lab, host, priority, weights));
+            let out = director.reload();
+            tally.reloads += 1;
+            if !out.status.success() {
+                tally.reloads_refused.push(format!("{out}"));
+            }
+        }
+    });
+    tally.phase("failover", load, |tally| {
+        lab.set_link(Host::Director, false);
+        if !wait_for_state(backup, "MASTER") {
+            tally
+                .stuck
+                .push(format!("cycle {}: backup master", tally.cycles));
+        }
+        tally.failovers += 1;
+        lab.set_link(Host::Director, true);
+        if !(wait_for_state(primary, "MASTER") && wait_for_state(backup, "BACKUP")) {
+            tally
+                .stuck
+                .push(format!("cycle {}: primary back", tally.cycles));
+        }
+        tally.failovers += 1;
+        // Its health checks failed while its link was down: are they back yet?
+        if let Ok(stats) = primary.try_stats() {
+            if healthy_backends(&stats) < lab.real_servers() {
+                tally.preempted_with_servers_down += 1;
+            }
+        }
+    });
+    let from = load.count();
+    let _ = load.wait_until("steady requests", WITHIN, |r| r.len() >= from + 20);
+    tally.phases.push(("steady", from, load.count()));
+}
+
+/// Requests sent and failed during each phase of [`PHASES`], with the first few failures.
+fn phases_report(results: &[anyhow::Result<HttpResponse>], tally: &SoakTally) -> String {
+    let mut report = String::new();
+    for phase in PHASES {
+        let (mut sent, mut lost, mut examples) = (0, 0, Vec::new());
+        for &(_, from, to) in tally.phases.iter().filter(|(name, _, _)| *name == phase) {
+            let slice = &results[from.min(results.len())..to.min(results.len())];
+            sent += slice.len();
+            for (n, error) in slice
+                .iter()
+                .enumerate()
+                .filter_map(|(n, r)| Some((n, r.as_ref().err()?)))
+            {
+                lost += 1;
+                if examples.len() < 3 {
+                    examples.push(format!("#{n} of {} in the phase: {error:#}", slice.len()));
+                }
+            }
+        }
+        let _ = write!(
+            report,
+            "; during {phase}: {lost}/{sent} failed {examples:?}"
+        );
+    }
+    report
 }
