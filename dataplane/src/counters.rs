@@ -234,6 +234,16 @@ worker_counters! {
     icmp6_packet_too_big_sent,
     /// Frames the worker could not read because a descriptor pointed outside the UMEM.
     bad_descriptors,
+    /// UMEM frames on the worker's free list (a gauge, set by housekeeping, as the four
+    /// `frames_*` below: [`crate::xsk::FrameAccounting`]). At idle, `frames_free` +
+    /// `frames_in_fill` is every frame; a smaller sum after a load than before is a leak.
+    frames_free,
+    /// UMEM frames lent to the kernel on the fill rings (a gauge).
+    frames_in_fill,
+    /// UMEM frames on the TX rings, not yet completed (a gauge).
+    frames_in_tx,
+    /// UMEM frames received and not yet transmitted or recycled (a gauge; 0 between batches).
+    frames_in_hand,
 }
 
 /// Declares [`KernelXskCounters`] and its visitor from one list of fields.
@@ -350,6 +360,6 @@ mod tests {
         });
         assert!(seen.contains(&("tx_wakeups", 3)), "{seen:?}");
         assert!(seen.contains(&("xsk_rx_fill_ring_empty", 5)), "{seen:?}");
-        assert_eq!(seen.len(), 22 + 6);
+        assert_eq!(seen.len(), 26 + 6);
     }
 }

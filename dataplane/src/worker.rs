@@ -183,12 +183,14 @@ pub fn run(mut xsk: Xsk, context: WorkerContext) -> Xsk {
                 next_housekeeping = now + HOUSEKEEPING_PERIOD;
                 pipeline.housekeeping(&table, now, &counters);
                 publish_kernel_stats(&xsk, &counters);
+                publish_frame_accounting(&xsk, &counters);
             }
         }
     }
 
     drain_tx(&mut xsk);
     publish_kernel_stats(&xsk, &counters);
+    publish_frame_accounting(&xsk, &counters);
     xsk
 }
 
@@ -377,6 +379,20 @@ fn drain_tx(xsk: &mut Xsk) {
         xsk.kick_tx();
         xsk.reap_completions();
         std::thread::yield_now();
+    }
+}
+
+/// Publishes where the UMEM's frames are (the `frames_*` gauges), so a frame leak shows on the
+/// stats socket: at idle, free and fill-ring frames are every frame.
+fn publish_frame_accounting(xsk: &Xsk, counters: &WorkerCounters) {
+    let frames = xsk.accounting();
+    for (gauge, value) in [
+        (&counters.frames_free, frames.free),
+        (&counters.frames_in_fill, frames.in_fill),
+        (&counters.frames_in_tx, frames.in_tx),
+        (&counters.frames_in_hand, frames.in_hand),
+    ] {
+        gauge.store(u64::from(value), Ordering::Relaxed);
     }
 }
 

@@ -444,7 +444,13 @@ fn worker_families(out: &mut String, stats: &Stats) {
 }
 
 /// Worker counters that are levels, not event counts.
-const GAUGES: [&str; 1] = ["connections_active"];
+const GAUGES: [&str; 5] = [
+    "connections_active",
+    "frames_free",
+    "frames_in_fill",
+    "frames_in_tx",
+    "frames_in_hand",
+];
 
 enum Value {
     Int(u64),
