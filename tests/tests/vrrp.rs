@@ -68,6 +68,7 @@ fn ha(priority: u8, preempt: bool) -> HaConfig {
         priority,
         advert_interval: INTERVAL,
         preempt,
+        preempt_delay: Duration::ZERO,
         unicast_peers: Vec::new(),
         sync: false,
         sync_id: 51,

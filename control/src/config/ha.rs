@@ -5,13 +5,15 @@
 //! It checks the table against `[director]` (the interface must be one of its own), nothing else.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 use super::raw::RawHa;
 use super::sync_key::validate_sync_key;
 use super::values::{in_range, is_unicast_v6, unicast_address};
 use super::{
     ConfigError, DirectorConfig, HaConfig, DEFAULT_ADVERT_INTERVAL, DEFAULT_HA_PRIORITY,
-    DEFAULT_SYNC_PORT, MAX_ADVERT_INTERVAL, MAX_UNICAST_PEERS, MIN_ADVERT_INTERVAL,
+    DEFAULT_SYNC_PORT, MAX_ADVERT_INTERVAL, MAX_PREEMPT_DELAY, MAX_UNICAST_PEERS,
+    MIN_ADVERT_INTERVAL,
 };
 use crate::duration::parse_duration;
 
@@ -70,6 +72,22 @@ impl RawHa {
                 interval
             }
         };
+        let preempt_delay = match self.preempt_delay {
+            None => Duration::ZERO,
+            Some(text) => {
+                let delay = parse_duration(&text).map_err(|error| {
+                    ConfigError::invalid("ha.preempt_delay", format!("{text:?}"), error.to_string())
+                })?;
+                if delay > MAX_PREEMPT_DELAY {
+                    return Err(ConfigError::invalid(
+                        "ha.preempt_delay",
+                        format!("{text:?}"),
+                        "expected at most \"1h\"",
+                    ));
+                }
+                delay
+            }
+        };
         let unicast_peers = validate_unicast_peers(&self.unicast_peers.unwrap_or_default())?;
         let sync_id = match self.sync_id {
             None => vrid,
@@ -95,6 +113,7 @@ impl RawHa {
             priority,
             advert_interval,
             preempt: self.preempt.unwrap_or(true),
+            preempt_delay,
             unicast_peers,
             sync,
             sync_id,
@@ -227,6 +246,7 @@ mod tests {
                 priority: DEFAULT_HA_PRIORITY,
                 advert_interval: DEFAULT_ADVERT_INTERVAL,
                 preempt: true,
+                preempt_delay: Duration::ZERO,
                 unicast_peers: Vec::new(),
                 sync: false,
                 sync_id: 51,
@@ -299,7 +319,7 @@ mod tests {
             .replace("forwarding = \"dr\"", "forwarding = \"nat\"");
         let text = format!(
             "{text}\n[ha]\ninterface = \"eth1\"\nvrid = 255\npriority = 254\n\
-             advert_interval = \"40s950ms\"\npreempt = false\n\
+             advert_interval = \"40s950ms\"\npreempt = false\npreempt_delay = \"5s\"\n\
              unicast_peers = [\"192.0.2.251\", \"192.0.2.252\"]\n"
         );
         let ha = Config::parse(&text).unwrap().ha.unwrap();
@@ -307,6 +327,7 @@ mod tests {
         assert_eq!((ha.vrid, ha.priority), (255, 254));
         assert_eq!(ha.advert_interval, MAX_ADVERT_INTERVAL);
         assert!(!ha.preempt);
+        assert_eq!(ha.preempt_delay, std::time::Duration::from_secs(5));
         assert_eq!(
             ha.unicast_peers,
             [Ipv4Addr::new(192, 0, 2, 251), Ipv4Addr::new(192, 0, 2, 252)]
@@ -377,6 +398,14 @@ mod tests {
             (
                 "vrid = 51\npreempt = \"yes\"",
                 &["ha.preempt", "expected a boolean"],
+            ),
+            (
+                "vrid = 51\npreempt_delay = \"soon\"",
+                &["ha.preempt_delay = \"soon\"", "expected a duration"],
+            ),
+            (
+                "vrid = 51\npreempt_delay = \"2h\"",
+                &["ha.preempt_delay = \"2h\"", "at most \"1h\""],
             ),
             (
                 "vrid = 51\nvirtual_router_id = 51",

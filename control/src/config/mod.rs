@@ -145,6 +145,10 @@ pub struct HaConfig {
     pub advert_interval: Duration,
     /// Whether a higher-priority backup takes over from a lower-priority master.
     pub preempt: bool,
+    /// How long after starting (or its link coming back) this director follows a
+    /// lower-priority master before preempting it, so that its health checks and neighbour
+    /// entries are back before it takes the VIPs (keepalived's `preempt_delay`). Default 0.
+    pub preempt_delay: Duration,
     /// Send advertisements to these routers instead of the multicast group 224.0.0.18.
     pub unicast_peers: Vec<Ipv4Addr>,
     /// Exchange connection entries and persistence templates with the other directors (as
@@ -175,6 +179,8 @@ pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
 pub const MIN_ADVERT_INTERVAL: Duration = Duration::from_millis(10);
 /// Longest `ha.advert_interval`: 4095 centiseconds, the most VRRPv3's 12-bit field holds.
 pub const MAX_ADVERT_INTERVAL: Duration = Duration::from_millis(40_950);
+/// The longest `ha.preempt_delay`.
+pub const MAX_PREEMPT_DELAY: Duration = Duration::from_secs(3600);
 /// Default `ha.sync_port`: the IPVS sync daemon's.
 pub const DEFAULT_SYNC_PORT: u16 = 8848;
 /// Most `ha.unicast_peers` (a three-director set-up needs two).

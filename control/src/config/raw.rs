@@ -45,6 +45,7 @@ pub(super) struct RawHa {
     pub(super) priority: Option<i64>,
     pub(super) advert_interval: Option<String>,
     pub(super) preempt: Option<bool>,
+    pub(super) preempt_delay: Option<String>,
     pub(super) unicast_peers: Option<Vec<String>>,
     pub(super) sync: Option<bool>,
     pub(super) sync_id: Option<i64>,

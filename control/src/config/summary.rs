@@ -24,7 +24,11 @@ impl HaConfig {
             self.priority,
             self.interface,
             format_duration(self.advert_interval),
-            if self.preempt { "preempt" } else { "nopreempt" }
+            match (self.preempt, self.preempt_delay.is_zero()) {
+                (false, _) => "nopreempt".to_owned(),
+                (true, true) => "preempt".to_owned(),
+                (true, false) => format!("preempt after {}", format_duration(self.preempt_delay)),
+            }
         ) + &if self.sync {
             let authenticated = if self.sync_key.is_some() {
                 ", authenticated"

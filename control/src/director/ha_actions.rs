@@ -402,6 +402,7 @@ mod tests {
             priority: 150,
             advert_interval: Duration::from_millis(100),
             preempt: true,
+            preempt_delay: Duration::ZERO,
             unicast_peers: Vec::new(),
             sync: false,
             sync_id: 61,

@@ -31,6 +31,11 @@ pub struct Settings {
     pub advert_interval: Duration,
     /// Preempt_Mode: whether a backup takes over from a lower-priority master.
     pub preempt: bool,
+    /// How long after a start-up (at launch, or when its links come back) a backup follows a
+    /// lower-priority master before preempting it (keepalived's `preempt_delay`): time for
+    /// the director's health checks and neighbour entries to come back before it takes the
+    /// VIPs. A silent master is still taken over after Master_Down_Interval.
+    pub preempt_delay: Duration,
     /// Our primary address (IPv4; the link-local address for IPv6), the advertisements'
     /// source and the priority tie-breaker. One router speaks one family.
     pub primary_address: IpAddr,
@@ -102,6 +107,9 @@ pub struct Router {
     advert_at: Option<Instant>,
     /// The master as last heard: its address and priority (ourselves while master).
     master: Option<(IpAddr, u8)>,
+    /// Until when a lower-priority master is followed rather than preempted (the last
+    /// start-up plus `preempt_delay`).
+    preempt_from: Option<Instant>,
 }
 
 impl Router {
@@ -114,6 +122,7 @@ impl Router {
             master_down_at: None,
             advert_at: None,
             master: None,
+            preempt_from: None,
         }
     }
 
@@ -168,6 +177,7 @@ impl Router {
             self.master_advert_interval = self.settings.advert_interval;
             self.master_down_at = Some(now + self.master_down_interval());
             self.master = None;
+            self.preempt_from = Some(now + self.settings.preempt_delay);
             self.transition(State::Backup, &mut actions);
         }
         actions
@@ -245,7 +255,8 @@ impl Router {
                 self.master = None;
             }
             State::Backup => {
-                if !self.settings.preempt || heard.priority >= self.settings.priority {
+                let delayed = self.preempt_from.is_some_and(|from| now < from);
+                if !self.settings.preempt || heard.priority >= self.settings.priority || delayed {
                     self.follow(now, heard);
                 }
                 // Otherwise a lower master is ignored, and the timer running out preempts it.
@@ -334,6 +345,7 @@ mod tests {
             priority,
             advert_interval: INTERVAL,
             preempt,
+            preempt_delay: Duration::ZERO,
             primary_address: ME,
         }
     }
@@ -699,6 +711,50 @@ mod tests {
         router.reconfigure(settings(200, true));
         assert_eq!(router.state(), State::Backup);
         assert_eq!(router.next_deadline(), deadline);
+    }
+
+    #[test]
+    fn a_preempt_delay_follows_a_lower_master_for_a_while_after_each_start_up() {
+        let t0 = Instant::now();
+        let delay = Duration::from_secs(2);
+        let mut router = Router::new(Settings {
+            preempt_delay: delay,
+            ..settings(150, true)
+        });
+        router.startup(t0);
+        // The lower master advertises every interval: followed while the delay runs, so the
+        // down timer keeps moving and never fires.
+        let mut now = t0;
+        while now < t0 + delay {
+            assert!(router.receive(now, heard(LOWER_ADDRESS, 100)).is_empty());
+            assert_eq!(router.master(), Some((LOWER_ADDRESS, 100)));
+            now += INTERVAL;
+            assert!(router.poll(now).is_empty(), "preempted at {:?}", now - t0);
+        }
+        // Past it, the lower master is ignored and the down timer preempts it.
+        router.receive(now, heard(LOWER_ADDRESS, 100));
+        let down = router.next_deadline().unwrap();
+        assert_eq!(
+            router.poll(down),
+            [advert(150), transition(State::Backup, State::Master)]
+        );
+
+        // The link goes down and comes back: the delay counts again from the new start-up.
+        router.link_down();
+        let back = down + Duration::from_secs(10);
+        router.link_up(back);
+        assert!(router.receive(back, heard(LOWER_ADDRESS, 100)).is_empty());
+        assert_eq!(router.master(), Some((LOWER_ADDRESS, 100)));
+        assert!(router.poll(back + INTERVAL).is_empty());
+        assert_eq!(router.state(), State::Backup);
+        // A master that falls silent is still taken over after Master_Down_Interval.
+        let silent = back + INTERVAL;
+        router.receive(silent, heard(LOWER_ADDRESS, 100));
+        let down = silent + router.master_down_interval();
+        assert_eq!(
+            router.poll(down),
+            [advert(150), transition(State::Backup, State::Master)]
+        );
     }
 
     #[test]

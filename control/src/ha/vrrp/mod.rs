@@ -662,6 +662,7 @@ fn settings(config: &HaConfig, primary_address: IpAddr) -> Settings {
         priority: config.priority,
         advert_interval: config.advert_interval,
         preempt: config.preempt,
+        preempt_delay: config.preempt_delay,
         primary_address,
     }
 }
@@ -705,6 +706,7 @@ mod tests {
             priority: 150,
             advert_interval: Duration::from_millis(100),
             preempt: true,
+            preempt_delay: Duration::ZERO,
             unicast_peers: Vec::new(),
             sync: false,
             sync_id: 51,
