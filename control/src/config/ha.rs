@@ -72,22 +72,7 @@ impl RawHa {
                 interval
             }
         };
-        let preempt_delay = match self.preempt_delay {
-            None => Duration::ZERO,
-            Some(text) => {
-                let delay = parse_duration(&text).map_err(|error| {
-                    ConfigError::invalid("ha.preempt_delay", format!("{text:?}"), error.to_string())
-                })?;
-                if delay > MAX_PREEMPT_DELAY {
-                    return Err(ConfigError::invalid(
-                        "ha.preempt_delay",
-                        format!("{text:?}"),
-                        "expected at most \"1h\"",
-                    ));
-                }
-                delay
-            }
-        };
+        let preempt_delay = validate_preempt_delay(self.preempt_delay)?;
         let unicast_peers = validate_unicast_peers(&self.unicast_peers.unwrap_or_default())?;
         let sync_id = match self.sync_id {
             None => vrid,
@@ -123,6 +108,24 @@ impl RawHa {
             server_address6,
         })
     }
+}
+
+/// `ha.preempt_delay`: a duration up to [`MAX_PREEMPT_DELAY`]; default none.
+fn validate_preempt_delay(text: Option<String>) -> Result<Duration, ConfigError> {
+    let Some(text) = text else {
+        return Ok(Duration::ZERO);
+    };
+    let delay = parse_duration(&text).map_err(|error| {
+        ConfigError::invalid("ha.preempt_delay", format!("{text:?}"), error.to_string())
+    })?;
+    if delay > MAX_PREEMPT_DELAY {
+        return Err(ConfigError::invalid(
+            "ha.preempt_delay",
+            format!("{text:?}"),
+            "expected at most \"1h\"",
+        ));
+    }
+    Ok(delay)
 }
 
 /// `ha.unicast_peers`: at most [`MAX_UNICAST_PEERS`] IPv4 addresses, each once.
