@@ -353,8 +353,13 @@ fn soak_config(lab: &Lab, host: Host, priority: u8, weights: &[u32; 3]) -> Strin
         expect_status: Some(200),
         ..HealthCheck::new("http").timing("200ms", "150ms", 2, 2)
     });
+    // The README's advice: at least the check's interval x rise (0.4 s) plus a second, so a
+    // returning primary's checks have passed before it takes the VIPs back. SOAK_PREEMPT_DELAY
+    // overrides it ("0s" shows the takeback drops without it).
+    let preempt_delay = std::env::var("SOAK_PREEMPT_DELAY").unwrap_or_else(|_| "2s".into());
     format!(
-        "{}\n[ha]\nvrid = 61\npriority = {priority}\nadvert_interval = \"{}ms\"\nsync = true\n",
+        "{}\n[ha]\nvrid = 61\npriority = {priority}\nadvert_interval = \"{}ms\"\nsync = true\n\
+         preempt_delay = \"{preempt_delay}\"\n",
         config.to_toml(),
         ADVERT_INTERVAL.as_millis()
     )
