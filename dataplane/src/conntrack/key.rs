@@ -1,6 +1,6 @@
 //! The connection table's key: a flow's 5-tuple as the client sent it ([`FlowKey`]), of either
-//! address family, and the seeded hash the table indexes it by (an IPv4 key packed into two
-//! words, an IPv6 key into five).
+//! address family, its addresses as [`FlowAddr`] (two aligned words, IPv4 in its mapped form),
+//! and the seeded hash the table indexes it by (two multiplications for either family).
 //!
 //! What this module must not do: know about entries, states or the table's layout.
 

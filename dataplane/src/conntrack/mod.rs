@@ -117,7 +117,7 @@
 //!
 //! # Where the code is
 //!
-//! - `key.rs`: [`FlowKey`], its packed comparison and the table's seeded hash.
+//! - `key.rs`: [`FlowKey`] and its [`FlowAddr`] addresses, and the table's seeded hash.
 //! - `state.rs`: [`ConnState`], the TCP/UDP state machine, and the timeouts in whole seconds.
 //! - `connection.rs`: what an entry holds ([`Connection`], [`ConnNextHop`]) and what a rebind
 //!   changes ([`Binding`]).
