@@ -93,7 +93,7 @@ impl ServiceKey {
     /// side by side (exact), an IPv6 VIP folded to 32 bits first.
     #[inline]
     pub const fn packed(&self) -> u64 {
-        Self::pack(crate::conntrack::fold32(self.vip), self.port, self.protocol)
+        Self::pack(FlowAddr::new(self.vip).fold32(), self.port, self.protocol)
     }
 
     #[inline]

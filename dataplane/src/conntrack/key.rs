@@ -198,19 +198,6 @@ impl FlowKey {
     }
 }
 
-/// An address in 32 bits: IPv4 as it is, IPv6 with its four words XORed.
-#[inline]
-pub const fn fold32(address: IpAddr) -> u32 {
-    FlowAddr::new(address).fold32()
-}
-
-/// An address in 128 bits (IPv4 as its IPv4-mapped IPv6 address, RFC 4291 2.5.5.2), so that
-/// no IPv4 address shares bits with an IPv6 one.
-#[inline]
-pub const fn bits128(address: IpAddr) -> u128 {
-    FlowAddr::new(address).bits()
-}
-
 /// The connection table's hash of a [`FlowKey`]: the key packed into two words and mixed by two
 /// folded multiplications (a 64 x 64 -> 128-bit product with its halves XORed), the core of
 /// foldhash, with per-table random seeds so that clients cannot aim their flows at one probe

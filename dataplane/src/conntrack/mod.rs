@@ -132,6 +132,6 @@ mod state;
 mod table;
 
 pub use connection::{Binding, ConnNextHop, Connection};
-pub use key::{bits128, fold32, FlowAddr, FlowKey};
+pub use key::{FlowAddr, FlowKey};
 pub use state::ConnState;
 pub use table::{ConnId, ConnTable, FlowHint};
